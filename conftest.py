@@ -1,0 +1,2 @@
+# Opt in to the fixtures the core ships for plugin authors (not auto-loaded anywhere else).
+pytest_plugins = ["occystrap_core.testing"]

@@ -1,0 +1,265 @@
+"""The image model and the interfaces inputs, outputs and filters implement.
+
+The pipeline is::
+
+    input.image()                        -> Image (config, layer descriptors, manifest)
+    output.start(image)
+    for each layer output.wants_layer():  output.add_layer(LayerData)   # maybe in threads
+    output.finish(final_image)           -> OutputResult
+
+Filters are outputs that wrap an output. A layer's content is only ever a stream;
+:class:`LayerData` checks every digest it can while the output reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Iterator, Mapping
+
+from . import digest as digests
+from . import mediatypes as mt
+from . import streams
+from .errors import CorruptImageError
+
+if TYPE_CHECKING:
+    from .types import Platform
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer as the source stores it.
+
+    ``digest``/``size``/``media_type`` describe the stored blob (compressed or not);
+    ``diff_id``/``uncompressed_size`` describe the uncompressed tar. When a source
+    stores uncompressed tars, ``digest == diff_id``. Unknown values are None.
+    """
+
+    index: int
+    media_type: str
+    digest: str | None
+    size: int | None
+    diff_id: str | None = None
+    uncompressed_size: int | None = None
+    urls: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def compression(self) -> str | None:
+        return mt.compression_of(self.media_type)
+
+    @property
+    def foreign(self) -> bool:
+        """A non-distributable layer: its blob normally lives at ``urls``."""
+        return self.media_type in mt.FOREIGN
+
+    def descriptor(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
+        if self.urls:
+            d["urls"] = list(self.urls)
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image: config bytes, layer descriptors and, when unchanged, the source manifest.
+
+    ``name`` is the full repository name as the source knows it (for example
+    ``registry.example.com:5000/team/app``), ``tag`` its tag; either may be None.
+    ``manifest`` holds the source's manifest bytes only while the image is
+    unchanged, so an output may copy it byte for byte; :meth:`evolve` drops it.
+    """
+
+    name: str | None
+    tag: str | None
+    config: bytes
+    layers: tuple[Layer, ...]
+    config_media_type: str = mt.OCI_CONFIG
+    manifest: bytes | None = None
+    manifest_media_type: str | None = None
+    platform: Platform | None = None
+
+    @cached_property
+    def config_json(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.config)
+        except ValueError as e:
+            raise CorruptImageError(f"image config is not JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise CorruptImageError("image config is not a JSON object")
+        return value
+
+    @cached_property
+    def config_digest(self) -> str:
+        return digests.of_bytes(self.config)
+
+    @cached_property
+    def manifest_digest(self) -> str | None:
+        return digests.of_bytes(self.manifest) if self.manifest is not None else None
+
+    @property
+    def family(self) -> str:
+        """``"oci"`` or ``"docker"``: the media-type family of the source."""
+        return mt.family_of(self.manifest_media_type or self.config_media_type)
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config_json.get("rootfs", {}).get("diff_ids", []))
+
+    @property
+    def reference(self) -> str | None:
+        """``name:tag`` (or just ``name``), for display and archive tags."""
+        if not self.name:
+            return None
+        return f"{self.name}:{self.tag}" if self.tag else self.name
+
+    def evolve(self, **changes: Any) -> Image:
+        """A changed copy; the source manifest is dropped unless passed explicitly."""
+        changes.setdefault("manifest", None)
+        changes.setdefault("manifest_media_type", None if changes["manifest"] is None
+                           else self.manifest_media_type)
+        return replace(self, **changes)
+
+    def build_manifest(self, layers: list[Layer] | None = None,
+                       family: str | None = None) -> tuple[bytes, str]:
+        """Serialise an image manifest for ``layers`` (default: ``self.layers``)."""
+        fam = family or self.family
+        config_type = mt.config_type(fam)
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.manifest_type(fam),
+                               "config": {"mediaType": config_type,
+                                          "size": len(self.config),
+                                          "digest": self.config_digest},
+                               "layers": [l.descriptor() for l in (layers or self.layers)]}
+        return json.dumps(doc, separators=(",", ":")).encode(), mt.manifest_type(fam)
+
+
+class LayerData:
+    """A layer's content handed to an output. Open it once, read it to the end.
+
+    :meth:`open_blob` yields the stored bytes, checked against ``layer.digest`` and
+    ``layer.size``; :meth:`open_tar` yields the uncompressed tar, checked against
+    ``layer.diff_id`` as well. A mismatch raises at EOF.
+    """
+
+    def __init__(self, layer: Layer, opener: Callable[[], ContextManager[BinaryIO]],
+                 on_bytes: Callable[[int], None] | None = None):
+        self.layer = layer
+        self._opener = opener
+        self._on_bytes = on_bytes
+
+    @contextlib.contextmanager
+    def open_blob(self) -> Iterator[streams.HashingReader]:
+        with self._opener() as raw:
+            yield streams.HashingReader(raw, self.layer.digest, self.layer.size,
+                                        what=f"layer {self.layer.index} blob",
+                                        on_bytes=self._on_bytes)
+
+    @contextlib.contextmanager
+    def open_tar(self) -> Iterator[BinaryIO]:
+        """The uncompressed tar; compression comes from the media type or the magic."""
+        with self.open_blob() as blob:
+            buf = streams.buffered(blob)
+            compression = streams.sniff(buf)
+            if compression == "none" and self.layer.diff_id == self.layer.digest:
+                yield buf  # already verified as the blob
+                return
+            # on a codec error, a wrong blob digest explains it better: drain checks that
+            plain = streams.decompressing(buf, compression, what=f"layer {self.layer.index}",
+                                          before_error=blob.drain)
+            tar = streams.HashingReader(plain, self.layer.diff_id, self.layer.uncompressed_size,
+                                        what=f"layer {self.layer.index} diff_id")
+            yield streams.buffered(tar)
+
+
+@dataclass
+class OutputResult:
+    """What an output reports when it finishes."""
+
+    location: str
+    manifest_digest: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ImageInput(ABC):
+    """A source of one image. Context manager; :meth:`close` releases everything."""
+
+    #: May :meth:`open_layer` be called from several threads at once?
+    parallel: bool = True
+
+    @abstractmethod
+    def image(self) -> Image:
+        """The image's metadata and config, without reading layer contents."""
+
+    @abstractmethod
+    def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
+        """Open the stored bytes of ``layer`` (the core verifies them)."""
+
+    def close(self) -> None:
+        """Release connections and temporary files."""
+
+    def __enter__(self) -> ImageInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ImageOutput(ABC):
+    """A destination for one image.
+
+    ``add_layer`` is called from several threads at once unless
+    ``requires_ordered_layers`` is true, in which case it is called in manifest order
+    from one thread. On failure the pipeline calls :meth:`abort`, which must leave
+    no partial output behind.
+    """
+
+    requires_ordered_layers: bool = False
+
+    def start(self, image: Image) -> None:
+        """Called once, before any layer."""
+
+    def wants_layer(self, layer: Layer) -> bool:
+        """False when the destination already holds ``layer`` (it is then not read)."""
+        return True
+
+    @abstractmethod
+    def add_layer(self, data: LayerData) -> None:
+        """Consume one layer."""
+
+    @abstractmethod
+    def finish(self, image: Image) -> OutputResult:
+        """Write config and manifest for ``image`` (as changed by filters) and commit."""
+
+    def abort(self) -> None:
+        """Undo partial work after a failure."""
+
+
+class ImageFilter(ImageOutput):
+    """An output that wraps another output. The default passes everything through."""
+
+    def __init__(self, inner: ImageOutput):
+        self.inner = inner
+
+    @property  # type: ignore[override]
+    def requires_ordered_layers(self) -> bool:
+        return self.inner.requires_ordered_layers
+
+    def start(self, image: Image) -> None:
+        self.inner.start(image)
+
+    def wants_layer(self, layer: Layer) -> bool:
+        return self.inner.wants_layer(layer)
+
+    def add_layer(self, data: LayerData) -> None:
+        self.inner.add_layer(data)
+
+    def finish(self, image: Image) -> OutputResult:
+        return self.inner.finish(image)
+
+    def abort(self) -> None:
+        self.inner.abort()

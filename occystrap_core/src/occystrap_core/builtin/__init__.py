@@ -1,0 +1,9 @@
+"""The core's own plugins, registered directly (never through an entry point).
+
+They go through the same hooks as third-party plugins; fallbacks are ``trylast``
+so that any installed plugin can override them.
+"""
+
+from . import transport, uri
+
+PLUGINS = [uri, transport]

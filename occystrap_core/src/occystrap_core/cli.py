@@ -1,0 +1,261 @@
+"""The ``occystrap`` command line.
+
+Importing this module loads no plugin and no HTTP library: plugins are loaded
+the first time a command needs the scheme tables, so ``occystrap --help`` stays
+fast and works even when an installed plugin is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__
+from .context import Context, Settings, host_platform
+from .errors import OccystrapError
+from .types import Platform
+
+
+class OccystrapGroup(click.Group):
+    """Turns expected errors into one ``Error:`` line, and crashes into a hint."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OccystrapError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:
+            occy = ctx.find_object(Context)
+            debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: unexpected {type(e).__name__}: {e}", err=True)
+            culprits = [r for r in (occy.used_plugins if occy else []) if not r.builtin]
+            if culprits:
+                names = " or ".join(f"--disable-plugin {r.name}" for r in culprits)
+                click.echo(f"This may be a bug in {', '.join(r.label for r in culprits)}; "
+                           f"try {names}" + ("" if debug else ", or --debug for a traceback"),
+                           err=True)
+            else:
+                click.echo("This is a bug; rerun with --debug for a traceback, or disable "
+                           "third-party plugins with --disable-plugin NAME", err=True)
+            ctx.exit(1)
+
+
+def parse_platform(value: str) -> Platform:
+    parts = value.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise click.BadParameter(f"expected OS/ARCH[/VARIANT], got {value!r}")
+    return Platform(*parts)
+
+
+def _setup_logging(settings: Settings) -> None:
+    level = logging.DEBUG if settings.debug else logging.INFO if settings.verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("occystrap")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if settings.debug:
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+@click.group(cls=OccystrapGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                   "max_content_width": 100})
+@click.option("--verbose", "-v", is_flag=True, help="Log progress details.")
+@click.option("--debug", is_flag=True, help="Log everything, including HTTP traffic (secrets redacted).")
+@click.option("-j", "--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              envvar="OCCYSTRAP_PARALLEL", help="Layers transferred at once.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
+              envvar="OCCYSTRAP_RETRIES", help="Retries per HTTP request (every plugin).")
+@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              envvar="OCCYSTRAP_RATE_LIMIT",
+              help="Requests per second per host, shared by all threads. [default: unlimited]")
+@click.option("--insecure", is_flag=True, help="Use plain HTTP for registries.")
+@click.option("--username", envvar="OCCYSTRAP_USERNAME", help="Registry username (both ends).")
+@click.option("--password", envvar="OCCYSTRAP_PASSWORD", help="Registry password (both ends).")
+@click.option("--src-username", envvar="OCCYSTRAP_SRC_USERNAME", help="Source registry username.")
+@click.option("--src-password", envvar="OCCYSTRAP_SRC_PASSWORD", help="Source registry password.")
+@click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
+@click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
+@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(dir_okay=False),
+              help="CA bundle to verify registry TLS certificates with.")
+@click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(dir_okay=False),
+              help="Client certificate (PEM) for TLS.")
+@click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY", type=click.Path(dir_okay=False),
+              help="Key of the client certificate.")
+@click.option("--connect-timeout", type=float, default=10.0, show_default=True,
+              envvar="OCCYSTRAP_CONNECT_TIMEOUT", help="Seconds to wait for a connection.")
+@click.option("--timeout", "read_timeout", type=float, default=30.0, show_default=True,
+              envvar="OCCYSTRAP_TIMEOUT", help="Seconds to wait for data.")
+@click.option("--platform", "platform_", default=None, envvar="OCCYSTRAP_PLATFORM",
+              help="Platform to pick from a multi-platform image: OS/ARCH[/VARIANT].")
+@click.option("--os", "os_", default=None, help="Platform OS (default: linux).")
+@click.option("--architecture", default=None, help="Platform architecture (default: this host's).")
+@click.option("--variant", default=None, help="Platform variant.")
+@click.option("--temp-dir", envvar="OCCYSTRAP_TEMP_DIR", type=click.Path(file_okay=False),
+              help="Where temporary files go.")
+@click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
+              help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _, value: _print_version(ctx, value),
+              help="Show the version of occystrap and its plugins, and exit.")
+@click.pass_context
+def cli(ctx: click.Context, platform_: str | None, os_: str | None,
+        architecture: str | None, variant: str | None, disabled: tuple[str, ...],
+        **options: Any) -> None:
+    """Move container images between registries, daemons, archives and directories.
+
+    Sources and destinations are URIs such as registry://HOST/REPO:TAG or
+    tar://PATH; `occystrap process --help` lists the schemes installed plugins
+    provide.
+    """
+    base = parse_platform(platform_) if platform_ else host_platform()
+    platform = Platform(os_ or base.os, architecture or base.architecture,
+                        variant if variant is not None else base.variant)
+    settings = Settings(platform=platform, disabled_plugins=disabled, **options)
+    _setup_logging(settings)
+    occy = ctx.with_resource(Context(settings))
+    ctx.obj = occy
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .plugins import load_plugins
+
+    click.echo(f"occystrap {__version__}")
+    for record in load_plugins(warn=lambda message: None).records:
+        if not record.builtin:
+            click.echo(f"  {record.label} ({record.status})")
+    ctx.exit()
+
+
+def _occy(ctx: click.Context) -> Context:
+    return ctx.find_object(Context)
+
+
+def _scheme_help(occy: Context) -> str:
+    try:
+        inputs, outputs = occy.plugins.inputs, occy.plugins.outputs
+        filters = occy.plugins.filters
+    except OccystrapError as e:
+        return f"(plugins could not be listed: {e})"
+
+    def rows(table: Any) -> list[tuple[str, str]]:
+        return [(f"{scheme}://", f"{e.item.summary} [{e.record.distribution}]")
+                for scheme, e in table]
+
+    out = []
+    for title, table_rows in (("Sources", rows(inputs)), ("Destinations", rows(outputs)),
+                              ("Filters (-f)", [(n, f"{e.item.summary} [{e.record.distribution}]")
+                                                for n, e in filters])):
+        out.append(f"{title}:")
+        out += [f"  {k:<16} {v}" for k, v in table_rows] or ["  (none installed)"]
+    return "\n".join(out)
+
+
+class SchemeHelpCommand(click.Command):
+    """A command whose help ends with the schemes the loaded plugins provide."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        occy = _occy(ctx)
+        if occy is None:
+            return
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in _scheme_help(occy).splitlines():
+                formatter.write(line.rstrip() + "\n")
+
+
+def _summary(occy: Context, elapsed: float) -> str:
+    from .info import human_size
+
+    s = occy.stats
+    parts = [f"{s['layers']} layers"]
+    extra = [f"{s[k]} {label}" for k, label in (("skipped", "skipped"), ("mounted", "mounted"))
+             if s[k]]
+    if extra:
+        parts[0] += f" ({', '.join(extra)})"
+    parts += [human_size(s["bytes"]), f"{elapsed:.1f}s"]
+    parts += [f"{s[k]} {label}" for k, label in (("retries", "retries"),
+                                                 ("rate_limit_waits", "rate-limit waits")) if s[k]]
+    return "Summary: " + ", ".join(parts)
+
+
+@cli.command(cls=SchemeHelpCommand)
+@click.argument("source")
+@click.argument("destination")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
+              help="NAME[:key=value,...]; repeatable, the first sees layers first.")
+@click.pass_context
+def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...]) -> None:
+    """Copy the image at SOURCE to DESTINATION, through any filters."""
+    from . import pipeline
+
+    occy = _occy(ctx)
+    started = time.monotonic()
+    with pipeline.build_input(occy, source) as image_input:
+        output = pipeline.build_output(occy, destination, filters)
+        _, result = pipeline.run(occy, image_input, output)
+    click.echo(f"Wrote {result.location}" +
+               (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
+    click.echo(_summary(occy, time.monotonic() - started), err=True)
+
+
+@cli.command(cls=SchemeHelpCommand)
+@click.argument("source")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True)
+@click.pass_context
+def info(ctx: click.Context, source: str, fmt: str) -> None:
+    """Describe the image at SOURCE without downloading its layers."""
+    from . import pipeline
+    from .info import as_text, describe
+
+    with pipeline.build_input(_occy(ctx), source) as image_input:
+        details = describe(image_input.image())
+    click.echo(json.dumps(details, indent=2) if fmt == "json" else as_text(details))
+
+
+@cli.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins_list(ctx: click.Context, as_json: bool) -> None:
+    """Show every plugin: distribution, version, status, schemes and hooks."""
+    records = _occy(ctx).plugins.records
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in records], indent=2))
+        return
+    for r in records:
+        d = r.as_dict()
+        click.echo(f"{r.name} ({r.label}) {r.status}" + (f": {r.error}" if r.error else ""))
+        for key, label in (("input_schemes", "inputs"), ("output_schemes", "outputs"),
+                           ("filters", "filters"), ("client_factories", "clients")):
+            if d[key]:
+                click.echo(f"  {label}: {', '.join(d[key])}")
+        if r.hooks:
+            click.echo(f"  hooks: {', '.join(r.hooks)}")
+
+
+def main() -> None:
+    cli(prog_name="occystrap")

@@ -1,0 +1,145 @@
+"""The run's context: settings, loaded plugins, shared clients, statistics, temp space.
+
+One :class:`Context` is made per CLI invocation and handed to every factory and
+hook; nothing is kept in module globals.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from .types import Credentials, Platform
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .plugins import PluginRecord, Plugins
+
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+def host_platform() -> Platform:
+    machine = _platform.machine().lower()
+    return Platform("linux", _ARCH_ALIASES.get(machine, machine))
+
+
+@dataclass
+class Settings:
+    """Global options, from the command line or ``OCCYSTRAP_*`` environment variables."""
+
+    verbose: bool = False
+    debug: bool = False
+    parallel: int = 4
+    retries: int = 3
+    rate_limit: float | None = None
+    insecure: bool = False
+    username: str | None = None
+    password: str | None = None
+    src_username: str | None = None
+    src_password: str | None = None
+    dest_username: str | None = None
+    dest_password: str | None = None
+    platform: Platform = field(default_factory=host_platform)
+    temp_dir: str | None = None
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_connections: int = 20
+    http2: bool = True
+    disabled_plugins: tuple[str, ...] = ()
+
+
+class Stats:
+    """Thread-safe counters for the run's summary line."""
+
+    FIELDS = ("layers", "bytes", "skipped", "mounted", "retries", "rate_limit_waits")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[name]
+
+
+class Context:
+    """Everything a plugin may need during a run. Close it (or use ``with``) at the end."""
+
+    def __init__(self, settings: Settings | None = None, plugins: Plugins | None = None):
+        self.settings = settings or Settings()
+        self._plugins = plugins
+        self.stats = Stats()
+        self.used_plugins: list[PluginRecord] = []
+        self._lock = threading.Lock()
+        self._tempdir: str | None = None
+        self._state: dict[str, Any] = {}
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            from .plugins import load_plugins
+
+            self._plugins = load_plugins(self.settings.disabled_plugins)
+        return self._plugins
+
+    @property
+    def temp_dir(self) -> str:
+        """A private temporary directory for this run, removed by :meth:`close`."""
+        with self._lock:
+            if self._tempdir is None:
+                self._tempdir = tempfile.mkdtemp(prefix="occystrap-", dir=self.settings.temp_dir)
+            return self._tempdir
+
+    def shared(self, key: str, factory: Any) -> Any:
+        """A per-run singleton (token buckets, caches) created by ``factory()`` once."""
+        with self._lock:
+            if key not in self._state:
+                self._state[key] = factory()
+            return self._state[key]
+
+    @cached_property
+    def _clients(self) -> Any:
+        from .transport.pool import ClientPool
+
+        return ClientPool(self)
+
+    def http_client(self, factory: str, host: str, *, scheme: str = "https",
+                    credentials: Credentials | None = None,
+                    scope: dict[str, Any] | None = None) -> httpx.Client:
+        """The run's shared client for ``host`` built by the named client factory.
+
+        One client per (factory, host, credentials) per run, safe to share between
+        threads, with the global retry, rate-limit and TLS settings applied.
+        """
+        return self._clients.get(factory, host, scheme=scheme, credentials=credentials,
+                                 scope=scope or {})
+
+    def credentials(self, host: str, role: str) -> Credentials | None:
+        """Credentials for ``host`` from the ``occystrap_credentials`` hook chain."""
+        return self.plugins.hook.occystrap_credentials(host=host, role=role, ctx=self)
+
+    def close(self) -> None:
+        if "_clients" in self.__dict__:
+            self._clients.close()
+        if self._tempdir:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

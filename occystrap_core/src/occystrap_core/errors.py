@@ -1,0 +1,67 @@
+"""Expected errors.
+
+Anything raised as an :class:`OccystrapError` is a failure the user can act on:
+the CLI prints ``Error: <message>`` on one line and exits 1, without a traceback.
+Any other exception is a bug, and the CLI says which plugin to disable.
+"""
+
+from __future__ import annotations
+
+
+class OccystrapError(Exception):
+    """A failure the user can act on, printed as one ``Error:`` line."""
+
+    exit_code = 1
+
+
+class UsageError(OccystrapError):
+    """Bad options or arguments."""
+
+
+class URIError(OccystrapError):
+    """A malformed or unsupported URI or image reference."""
+
+
+class UnknownSchemeError(URIError):
+    """No loaded plugin handles this scheme."""
+
+
+class PluginConflictError(OccystrapError):
+    """Two plugins claim the same scheme or name."""
+
+
+class PluginLoadError(OccystrapError):
+    """A plugin failed to import or validate (raised only in strict mode)."""
+
+
+class ImageNotFoundError(OccystrapError):
+    """The named image, tag, file or blob does not exist."""
+
+
+class CorruptImageError(OccystrapError):
+    """An archive, manifest, config or layer is malformed."""
+
+
+class DigestMismatchError(CorruptImageError):
+    """Content does not hash to the digest it was announced with."""
+
+    def __init__(self, what: str, expected: str, actual: str):
+        super().__init__(f"{what}: digest mismatch, expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsupportedError(OccystrapError):
+    """A format or feature that occystrap does not support."""
+
+
+class TransportError(OccystrapError):
+    """A network failure that retries did not cure."""
+
+
+class AuthError(TransportError):
+    """Credentials were refused or missing."""
+
+
+class OutputExistsError(OccystrapError):
+    """The destination exists and would be overwritten."""

@@ -1,0 +1,94 @@
+"""What ``occystrap info`` reports about an image, as a dict and as text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .api import Image
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def describe(image: Image) -> dict[str, Any]:
+    config = image.config_json
+    cc = config.get("config") or {}
+    history = [h for h in config.get("history", []) if not h.get("empty_layer")]
+    diff_ids = image.diff_ids
+    layers = []
+    for layer in image.layers:
+        i = layer.index
+        layers.append({
+            "index": i,
+            "digest": layer.digest,
+            "size": layer.size,
+            "media_type": layer.media_type,
+            "compression": layer.compression,
+            "diff_id": diff_ids[i] if i < len(diff_ids) else layer.diff_id,
+            "uncompressed_size": layer.uncompressed_size,
+            "created_by": history[i].get("created_by") if i < len(history) else None,
+            **({"urls": list(layer.urls)} if layer.urls else {}),
+        })
+    return {
+        "name": image.name,
+        "tag": image.tag,
+        "manifest_digest": image.manifest_digest,
+        "manifest_media_type": image.manifest_media_type,
+        "config_digest": image.config_digest,
+        "config_size": len(image.config),
+        "os": config.get("os"),
+        "architecture": config.get("architecture"),
+        "variant": config.get("variant"),
+        "created": config.get("created"),
+        "author": config.get("author"),
+        "layer_count": len(image.layers),
+        "total_size": sum(l.size or 0 for l in image.layers),
+        "layers": layers,
+        "history_count": len(config.get("history", [])),
+        "env": cc.get("Env") or [],
+        "entrypoint": cc.get("Entrypoint"),
+        "cmd": cc.get("Cmd"),
+        "working_dir": cc.get("WorkingDir") or None,
+        "user": cc.get("User") or None,
+        "labels": cc.get("Labels") or {},
+        "exposed_ports": sorted(cc.get("ExposedPorts") or {}),
+        "volumes": sorted(cc.get("Volumes") or {}),
+    }
+
+
+def as_text(info: dict[str, Any]) -> str:
+    platform = "/".join(p for p in (info["os"], info["architecture"], info["variant"]) if p)
+    name = info["name"] or "(unnamed)"
+    lines = [f"Image:         {name}{':' + info['tag'] if info['tag'] else ''}"]
+    if info["manifest_digest"]:
+        lines += [f"Manifest:      {info['manifest_digest']}",
+                  f"Media type:    {info['manifest_media_type']}"]
+    lines += [f"Platform:      {platform or '?'}",
+              f"Created:       {info['created'] or '?'}",
+              f"Config:        {info['config_digest']} ({info['config_size']} bytes)",
+              f"Layers:        {info['layer_count']}, {human_size(info['total_size'])}"]
+    for layer in info["layers"]:
+        created_by = (layer["created_by"] or "").replace("\n", " ")
+        if len(created_by) > 60:
+            created_by = created_by[:57] + "..."
+        lines.append(f"  {layer['index']:>3}  {layer['digest']}  {human_size(layer['size']):>10}"
+                     f"  {layer['compression'] or '?':<5} {created_by}")
+    for key, label in (("entrypoint", "Entrypoint"), ("cmd", "Cmd"), ("working_dir", "WorkingDir"),
+                       ("user", "User")):
+        if info[key]:
+            value = info[key] if isinstance(info[key], str) else json.dumps(info[key])
+            lines.append(f"{label + ':':<15}{value}")
+    for env in info["env"]:
+        lines.append(f"Env:           {env}")
+    for k, v in sorted(info["labels"].items()):
+        lines.append(f"Label:         {k}={v}")
+    return "\n".join(lines)

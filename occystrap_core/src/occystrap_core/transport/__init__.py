@@ -1,0 +1,1 @@
+"""The shared HTTP stack: every plugin's httpx client is built here."""

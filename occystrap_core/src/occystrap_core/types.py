@@ -1,0 +1,231 @@
+"""Small typed values that hooks return and the core passes to plugins.
+
+Kept free of heavy imports: entry-point modules import this at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .api import ImageFilter, ImageInput, ImageOutput
+    from .context import Context
+
+Role = Literal["input", "output"]
+
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option a URI (``?key=value``) or a filter (``name:key=value``) accepts.
+
+    Values are converted by the core from strings with ``type`` (``str``, ``int``,
+    ``float`` or ``bool``, where bool accepts true/false/yes/no/1/0). Nothing is
+    coerced by guessing: ``pattern=1`` stays the string ``"1"`` for a str option.
+    With ``multiple=True`` the key may repeat and the value is a tuple.
+    """
+
+    name: str
+    type: type = str
+    help: str = ""
+    default: Any = None
+    multiple: bool = False
+    required: bool = False
+
+
+def _normalise(kind: str, obj: Any) -> None:
+    name = obj.name.lower()
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid {kind} name {obj.name!r}")
+    object.__setattr__(obj, "name", name)
+
+
+def _check_schemes(obj: Any) -> None:
+    schemes = tuple(s.lower() for s in obj.schemes)
+    if not schemes:
+        raise ValueError(f"{obj.name!r} claims no scheme")
+    for scheme in schemes:
+        if not _SCHEME_RE.match(scheme):
+            raise ValueError(f"{obj.name!r} claims invalid scheme {scheme!r}")
+    object.__setattr__(obj, "schemes", schemes)
+    if not callable(obj.factory):
+        raise ValueError(f"{obj.name!r} has a factory that is not callable")
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """An image source contributed by ``occystrap_input_sources``.
+
+    ``factory(uri, ctx)`` builds an :class:`~occystrap_core.api.ImageInput`; import
+    heavy modules inside it, not at the top of the plugin module.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    summary: str
+    factory: Callable[[ResolvedURI, Context], ImageInput]
+    options: tuple[OptionSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _normalise("input source", self)
+        _check_schemes(self)
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """An image destination contributed by ``occystrap_output_targets``."""
+
+    name: str
+    schemes: tuple[str, ...]
+    summary: str
+    factory: Callable[[ResolvedURI, Context], ImageOutput]
+    options: tuple[OptionSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _normalise("output target", self)
+        _check_schemes(self)
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """A filter contributed by ``occystrap_filters``, used as ``-f name:key=value``.
+
+    ``factory(inner, options, ctx)`` returns an :class:`~occystrap_core.api.ImageFilter`
+    wrapping the output ``inner``; ``options`` maps option names to converted values.
+    """
+
+    name: str
+    summary: str
+    factory: Callable[[ImageOutput, Mapping[str, Any], Context], ImageFilter]
+    options: tuple[OptionSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        _normalise("filter", self)
+        if not callable(self.factory):
+            raise ValueError(f"filter {self.name!r} has a factory that is not callable")
+
+
+@dataclass(frozen=True)
+class ResolvedURI:
+    """A source or destination after scheme resolution.
+
+    ``target`` is everything between ``scheme://`` and ``?``, percent-decoded; each
+    plugin interprets it (a path, an image reference, ...). ``query`` keeps every value
+    of a repeated key, as strings: options are converted against the plugin's
+    :class:`OptionSpec` list by the core, not here. ``credentials`` carries
+    credentials a resolver attached (e.g. from ``user:pass@`` or a Quay token).
+    """
+
+    scheme: str
+    target: str
+    raw: str
+    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    credentials: Credentials | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"ResolvedURI(scheme={self.scheme!r}, target={self.target!r})"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username/password or token pair for a host. ``repr`` never shows secrets."""
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    source: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, source={self.source!r})"
+
+    @property
+    def identity(self) -> str:
+        """A non-secret key telling credential sets apart (for client caching)."""
+        import hashlib
+
+        secret = f"{self.username}\0{self.password}\0{self.token}".encode()
+        return hashlib.sha256(secret).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """What a plugin asks the core for when it calls ``ctx.http_client(...)``.
+
+    Passed to the matching :class:`ClientFactory`'s ``configure`` callable.
+    """
+
+    factory: str
+    host: str
+    scheme: str = "https"
+    credentials: Credentials | None = None
+    scope: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What a :class:`ClientFactory` returns: the plugin-specific part of a client.
+
+    The core builds the ``httpx.Client`` from this and adds the global layers
+    (retries, rate limit, TLS, HTTP/2, proxies, User-Agent), so a plugin cannot
+    bypass them. ``base_url`` defaults to ``scheme://host``.
+    """
+
+    base_url: str | None = None
+    auth: httpx.Auth | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    event_hooks: Mapping[str, list[Callable]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """An HTTP client factory registered through the shared ``occystrap_transport`` hook.
+
+    ``configure(request, ctx)`` returns a :class:`ClientConfig` for one
+    (host, credentials) pair; it is called once per pair per run.
+    """
+
+    name: str
+    summary: str
+    configure: Callable[[ClientRequest, Context], ClientConfig]
+
+    def __post_init__(self) -> None:
+        _normalise("client factory", self)
+
+
+@dataclass(frozen=True)
+class TransportLayer:
+    """A wrapper around the network transport, from ``occystrap_transport_layers``.
+
+    ``wrap(inner, host, ctx)`` returns an ``httpx.BaseTransport`` that calls
+    ``inner``. Layers are applied innermost first by ascending ``order``; the core's
+    rate limiter is order 100 and its retry layer order 200, so a layer of order 300
+    sees each logical request once and one of order 50 sees every attempt.
+    """
+
+    name: str
+    order: int
+    wrap: Callable[[httpx.BaseTransport, str, Context], httpx.BaseTransport]
+
+    def __post_init__(self) -> None:
+        _normalise("transport layer", self)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An OCI platform; ``str()`` gives ``os/arch[/variant]``."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.os, self.architecture] + ([self.variant] if self.variant else [])
+        return "/".join(parts)

@@ -1,0 +1,99 @@
+"""Generic parsing of ``scheme://target?key=value`` URIs and ``name:key=value`` filters.
+
+Values stay strings here. They are converted against the consumer's
+:class:`~occystrap_core.types.OptionSpec` list by :func:`convert_options`, so
+nothing is coerced by guessing (``pattern=1`` is the string ``"1"``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+from urllib.parse import parse_qsl, unquote
+
+from .errors import URIError
+from .types import OptionSpec, ResolvedURI
+
+_URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_uri(uri: str) -> ResolvedURI:
+    """Split a URI into scheme, percent-decoded target and query values."""
+    m = _URI_RE.match(uri)
+    if not m:
+        raise URIError(f"{uri!r} is not a URI: expected SCHEME://..., "
+                       f"for example tar://image.tar or registry://HOST/REPO:TAG")
+    scheme, rest = m.group(1).lower(), m.group(2)
+    target, _, query = rest.partition("?")
+    values: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        values.setdefault(key, []).append(value)
+    return ResolvedURI(scheme=scheme, target=unquote(target), raw=uri,
+                       query={k: tuple(v) for k, v in values.items()})
+
+
+def split_filter(spec: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """Parse ``name[:key=value,key=value...]``.
+
+    A comma separates options only where it is followed by ``key=``; elsewhere it
+    belongs to the value, so ``exclude:pattern=*.{a,b}`` keeps its braces. Repeat a
+    key to give several values (``exclude:pattern=/tmp/*,pattern=*.pyc``); write
+    ``\\,`` for a literal comma followed by text that looks like ``key=``.
+    """
+    name, _, rest = spec.partition(":")
+    name = name.strip().lower().replace("_", "-")
+    if not name:
+        raise URIError(f"filter {spec!r} has no name")
+    options: dict[str, list[str]] = {}
+    if rest:
+        parts = re.split(r"(?<!\\),(?=\s*[A-Za-z_][A-Za-z0-9_-]*=)", rest)
+        for part in parts:
+            key, eq, value = part.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise URIError(f"filter {spec!r}: expected key=value, got {part!r}")
+            options.setdefault(key.replace("-", "_"), []).append(value.replace("\\,", ","))
+    return name, {k: tuple(v) for k, v in options.items()}
+
+
+def _convert(spec: OptionSpec, raw: str, where: str) -> Any:
+    if spec.type is bool:
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise URIError(f"{where}: option {spec.name!r} expects true or false, got {raw!r}")
+    try:
+        return spec.type(raw)
+    except (TypeError, ValueError):
+        raise URIError(f"{where}: option {spec.name!r} expects "
+                       f"{spec.type.__name__}, got {raw!r}") from None
+
+
+def convert_options(specs: Iterable[OptionSpec], given: Mapping[str, tuple[str, ...]],
+                    where: str) -> dict[str, Any]:
+    """Check ``given`` against ``specs`` and convert each value to its type."""
+    by_name = {s.name: s for s in specs}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise URIError(f"{where}: unknown option {unknown[0]!r} (accepted: {known})")
+    result: dict[str, Any] = {}
+    for name, spec in by_name.items():
+        values = given.get(name)
+        if not values:
+            if spec.required:
+                raise URIError(f"{where}: option {name!r} is required")
+            result[name] = () if spec.multiple else spec.default
+            continue
+        converted = [_convert(spec, v, where) for v in values]
+        if spec.multiple:
+            result[name] = tuple(converted)
+        elif len(converted) > 1:
+            raise URIError(f"{where}: option {name!r} given more than once")
+        else:
+            result[name] = converted[0]
+    return result

@@ -1,0 +1,185 @@
+"""Plugin discovery, isolation, validation, conflicts and `plugins list`."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from occystrap_core import hookimpl, plugins
+from occystrap_core.errors import PluginConflictError, UnknownSchemeError
+from occystrap_core.testing import FakeEntryPoint
+from occystrap_core.types import InputSource, OutputTarget
+
+
+def _source_plugin(name: str, *schemes: str) -> types.SimpleNamespace:
+    @hookimpl
+    def occystrap_input_sources():
+        yield InputSource(name=name, schemes=schemes, summary=f"{name} images",
+                          factory=lambda uri, ctx: None)
+
+    return types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources)
+
+
+def _load(*eps, **kw) -> plugins.Plugins:
+    warnings: list[str] = []
+    loaded = plugins.load_plugins(entry_points=list(eps), warn=warnings.append, **kw)
+    loaded.warnings = warnings  # type: ignore[attr-defined]
+    return loaded
+
+
+def test_entry_point_plugin_contributes_scheme_with_provenance():
+    loaded = _load(FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme"), version="1.2"))
+    entry = loaded.inputs.get("acme")
+    assert entry.item.summary == "acme images"
+    assert (entry.record.distribution, entry.record.version) == ("occystrap-acme", "1.2")
+
+
+def test_import_failure_warns_once_and_others_keep_working():
+    loaded = _load(FakeEntryPoint("occystrap-broken", ImportError("no module named nope")),
+                   FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
+    assert loaded.inputs.get("acme")
+    [record] = [r for r in loaded.records if r.name == "occystrap-broken"]
+    assert record.status == "failed" and "no module named nope" in record.error
+    assert len(loaded.warnings) == 1
+    assert "occystrap-broken 1.0" in loaded.warnings[0]
+    assert "--disable-plugin occystrap-broken" in loaded.warnings[0]
+
+
+def test_strict_mode_reraises(monkeypatch):
+    monkeypatch.setenv("OCCYSTRAP_STRICT_PLUGINS", "1")
+    with pytest.raises(ImportError):
+        _load(FakeEntryPoint("occystrap-broken", ImportError("boom")))
+
+
+def test_unknown_hook_fails_validation_and_is_unregistered():
+    @hookimpl
+    def occystrap_no_such_hook():
+        return None
+
+    bad = types.SimpleNamespace(occystrap_no_such_hook=occystrap_no_such_hook)
+    loaded = _load(FakeEntryPoint("occystrap-old", bad))
+    [record] = [r for r in loaded.records if r.name == "occystrap-old"]
+    assert record.status == "failed" and "occystrap_no_such_hook" in record.error
+    assert not loaded.pm.has_plugin("occystrap-old")
+
+
+def test_bad_signature_fails_validation_without_partial_registration():
+    @hookimpl
+    def occystrap_input_sources(unexpected_argument):
+        return []
+
+    bad = types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources)
+    loaded = _load(FakeEntryPoint("occystrap-sig", bad))
+    assert [r.status for r in loaded.records if r.name == "occystrap-sig"] == ["failed"]
+    assert not loaded.pm.has_plugin("occystrap-sig")
+
+
+def test_wrong_contribution_type_fails_that_plugin_only():
+    @hookimpl
+    def occystrap_input_sources():
+        yield OutputTarget(name="x", schemes=("x",), summary="", factory=lambda u, c: None)
+
+    loaded = _load(FakeEntryPoint("occystrap-wrong", types.SimpleNamespace(
+        occystrap_input_sources=occystrap_input_sources)),
+        FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
+    assert [r.status for r in loaded.records if r.name == "occystrap-wrong"] == ["failed"]
+    assert loaded.inputs.get("acme")
+
+
+def test_invalid_scheme_is_rejected_at_load():
+    loaded = _load(FakeEntryPoint("occystrap-bad", _source_plugin("bad", "no spaces")))
+    [record] = [r for r in loaded.records if r.name == "occystrap-bad"]
+    assert record.status == "failed" and "invalid scheme" in record.error
+
+
+def test_scheme_claimed_twice_names_both_distributions():
+    loaded = _load(FakeEntryPoint("occystrap-one", _source_plugin("one", "dup")),
+                   FakeEntryPoint("occystrap-two", _source_plugin("two", "dup"), version="2.0"))
+    with pytest.raises(PluginConflictError) as e:
+        loaded.inputs.get("dup")
+    assert "occystrap-one 1.0" in str(e.value) and "occystrap-two 2.0" in str(e.value)
+
+
+def test_disabled_plugins_are_never_imported(monkeypatch):
+    class Exploding:
+        name = "occystrap-secret"
+        dist = FakeEntryPoint("occystrap-secret", None).dist
+
+        def load(self):
+            raise AssertionError("a disabled plugin was imported")
+
+    loaded = _load(Exploding(), disabled=["occystrap-secret"])
+    assert [r.status for r in loaded.records if r.name == "occystrap-secret"] == ["disabled"]
+
+    monkeypatch.setenv("OCCYSTRAP_DISABLE_PLUGINS", "occystrap-other, occystrap-secret")
+    loaded = _load(Exploding())
+    assert [r.status for r in loaded.records if r.name == "occystrap-secret"] == ["disabled"]
+
+
+def test_builtins_registered_once_and_not_disableable():
+    loaded = _load(disabled=["occystrap-core"])
+    builtin = [r for r in loaded.records if r.builtin]
+    assert builtin and all(r.status == "active" for r in builtin)
+    assert len({r.name for r in builtin}) == len(builtin)
+
+
+def test_unknown_scheme_lists_available():
+    loaded = _load(FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
+    with pytest.raises(UnknownSchemeError, match=r"unknown input scheme 'nope' \(available: acme\)"):
+        loaded.inputs.get("nope")
+
+
+def test_installed_distributions_are_discovered():
+    """The in-repo plugins are found through real entry points, each exactly once."""
+    names = [ep.name for ep in plugins.discover_entry_points()]
+    for dist in ("occystrap-tarball", "occystrap-registry", "occystrap-docker", "occystrap-quay"):
+        assert names.count(dist) == 1
+
+
+def test_plugins_list_shows_broken_plugin(run_cli, register_plugin):
+    register_plugin(ImportError("cannot import name 'x'"), name="occystrap-broken")
+    result = run_cli("plugins", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["occystrap-broken"]["status"] == "failed"
+    assert "cannot import name" in rows["occystrap-broken"]["error"]
+    assert rows["occystrap-tarball"]["status"] == "active"
+    assert "tar" in rows["occystrap-tarball"]["input_schemes"]
+    assert "Warning: plugin occystrap-broken 1.0 failed to load" in result.stderr
+
+    text = run_cli("plugins", "list")
+    assert text.exit_code == 0
+    assert "occystrap-broken (occystrap-broken 1.0) failed" in text.stdout
+
+
+def test_disable_plugin_option_hides_its_schemes(run_cli):
+    result = run_cli("--disable-plugin", "occystrap-tarball", "info", "tar://x.tar")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: unknown input scheme 'tar'")
+
+
+def test_every_hook_is_documented_with_a_docstring():
+    from pathlib import Path
+
+    from occystrap_core import hookspecs
+
+    docs = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text()
+    names = [n for n in dir(hookspecs) if n.startswith("occystrap_")]
+    assert names
+    for name in names:
+        assert f"`{name}`" in docs, f"{name} missing from docs/plugins.md"
+        doc = getattr(hookspecs, name).__doc__
+        assert "Example" in doc or "Returns" in doc, f"{name} docstring lacks reference sections"
+
+
+def test_version_lists_plugins_even_when_one_is_broken(run_cli, register_plugin):
+    from occystrap_core import __version__
+
+    register_plugin(ImportError("nope"), name="occystrap-broken")
+    result = run_cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"occystrap {__version__}\n")
+    assert "occystrap-registry 0.5.0 (active)" in result.stdout
+    assert "occystrap-broken 1.0 (failed)" in result.stdout

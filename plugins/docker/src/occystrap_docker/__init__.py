@@ -1,0 +1,1 @@
+"""occystrap plugin: Docker and Podman daemons over their unix socket."""

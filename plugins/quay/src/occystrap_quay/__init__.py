@@ -1,0 +1,1 @@
+"""occystrap plugin: Bulk listing and mirroring of Quay namespaces."""

@@ -1,0 +1,1 @@
+"""occystrap plugin: Docker Registry V2 / OCI Distribution registries."""

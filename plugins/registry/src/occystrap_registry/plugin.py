@@ -1,0 +1,5 @@
+"""Entry-point module of occystrap-registry: hook implementations only, no heavy imports.
+
+Registered so that the distribution is discovered and listed; its schemes arrive
+with the issue that builds it.
+"""

@@ -1,0 +1,1 @@
+"""occystrap plugin: docker-save and OCI archives, OCI image layouts."""

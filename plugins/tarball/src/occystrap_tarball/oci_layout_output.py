@@ -1,0 +1,185 @@
+"""The ``oci-layout://`` output: an OCI image layout directory.
+
+Blobs are copied byte for byte (compressed stays compressed), each written to a
+temp file and renamed to its digest, so a blob path never holds partial data.
+``index.json`` is replaced last, keeping other images already in the layout;
+until then nothing new is referenced, and :meth:`abort` removes the blobs this
+run added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import replace
+from typing import Any
+
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core import streams
+from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
+from occystrap_core.context import Context
+from occystrap_core.errors import CorruptImageError, OutputExistsError, URIError
+from occystrap_core.types import ResolvedURI
+
+from .inputs import local_path
+from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path, parse_json
+from .references import join_reference
+
+OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+
+_TO_OCI = {
+    mt.DOCKER_LAYER_TAR: mt.OCI_LAYER_TAR,
+    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+    mt.DOCKER_FOREIGN_LAYER_GZIP: mt.OCI_LAYER_ND_GZIP,
+}
+
+
+def oci_media_type(media_type: str) -> str:
+    return _TO_OCI.get(media_type, media_type)
+
+
+class LayoutOutput(ImageOutput):
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.path = local_path(uri)
+        self.ctx = ctx
+        self.ref: str | None = uri.options.get("ref")
+        self._created_dir = False
+        self._new_blobs: list[str] = []
+        self._lock = threading.Lock()
+        self._written: dict[int, Layer] = {}
+
+    def start(self, image: Image) -> None:
+        if os.path.exists(self.path):
+            if not os.path.isdir(self.path):
+                raise OutputExistsError(f"{self.path} exists and is not a directory")
+            if os.listdir(self.path) and not os.path.isfile(self._file("oci-layout")):
+                raise OutputExistsError(f"{self.path} is a non-empty directory that is not "
+                                        f"an OCI image layout")
+        else:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(parent):
+                raise URIError(f"directory {parent} does not exist")
+            os.mkdir(self.path)
+            self._created_dir = True
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, *name.split("/"))
+
+    def _has_blob(self, digest: str, size: int | None) -> bool:
+        try:
+            st = os.stat(self._file(blob_path(digest, "blob digest")))
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def _temp(self) -> tuple[int, str]:
+        """A temp file beside the blobs, so that the final rename stays on one filesystem."""
+        directory = self._file("blobs/sha256")
+        os.makedirs(directory, exist_ok=True)
+        return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+
+    def _commit(self, temp: str, name: str) -> None:
+        final = self._file(name)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.chmod(temp, 0o644)
+        existed = os.path.exists(final)
+        os.replace(temp, final)
+        if not existed and name.startswith("blobs/"):
+            with self._lock:
+                self._new_blobs.append(final)
+
+    def _put_bytes(self, name: str, data: bytes) -> None:
+        fd, temp = self._temp()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._commit(temp, name)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def wants_layer(self, layer: Layer) -> bool:
+        if layer.digest and self._has_blob(layer.digest, layer.size):
+            with self._lock:
+                self._written[layer.index] = replace(
+                    layer, media_type=oci_media_type(layer.media_type))
+            return False
+        return True
+
+    def add_layer(self, data: LayerData) -> None:
+        fd, temp = self._temp()
+        try:
+            with os.fdopen(fd, "wb") as f, data.open_blob() as blob:
+                size = streams.copy(streams.buffered(blob), f)  # type: ignore[arg-type]
+            digest = blob.digest  # checked against layer.digest at EOF when that is known
+            self._commit(temp, blob_path(digest, "layer digest"))
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        with self._lock:
+            self._written[data.layer.index] = replace(
+                data.layer, media_type=oci_media_type(data.layer.media_type),
+                digest=digest, size=size)
+
+    def _manifest(self, image: Image) -> tuple[bytes, str]:
+        layers = []
+        for layer in image.layers:
+            if layer.index not in self._written:
+                raise CorruptImageError(f"layer {layer.index} was never written")
+            layers.append(self._written[layer.index])
+        if image.manifest is not None and image.family == "oci":
+            return image.manifest, image.manifest_media_type or mt.OCI_MANIFEST
+        return image.build_manifest(layers, family="oci")
+
+    def finish(self, image: Image) -> OutputResult:
+        manifest, media_type = self._manifest(image)
+        manifest_digest = digests.of_bytes(manifest)
+        self._put_bytes(blob_path(image.config_digest, "config digest"), image.config)
+        self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
+        if not os.path.isfile(self._file("oci-layout")):
+            self._put_bytes("oci-layout", json.dumps(OCI_LAYOUT).encode())
+        descriptor: dict[str, Any] = {"mediaType": media_type, "digest": manifest_digest,
+                                      "size": len(manifest)}
+        reference = join_reference(image.name, image.tag)
+        notes = {}
+        if self.ref or image.tag:
+            notes[ANNOTATION_REF] = self.ref or image.tag
+        if reference:
+            notes[ANNOTATION_IMAGE_NAME] = reference
+        if notes:
+            descriptor["annotations"] = notes
+        self._put_bytes("index.json", self._index(descriptor))
+        return OutputResult(location=self.path, manifest_digest=manifest_digest,
+                            details={"ref": notes.get(ANNOTATION_REF)})
+
+    def _index(self, descriptor: dict[str, Any]) -> bytes:
+        """The existing index with ``descriptor`` added, replacing any entry of the same ref."""
+        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+        path = self._file("index.json")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                index = parse_json(f.read(), f"{path}")
+            if not isinstance(index.get("manifests"), list):
+                raise CorruptImageError(f"{path} has no valid 'manifests' list")
+        ref = (descriptor.get("annotations") or {}).get(ANNOTATION_REF)
+
+        def keep(entry: Any) -> bool:
+            if entry == descriptor:
+                return False
+            notes = entry.get("annotations") or {} if isinstance(entry, dict) else {}
+            return ref is None or notes.get(ANNOTATION_REF) != ref
+
+        index["manifests"] = [e for e in index["manifests"] if keep(e)] + [descriptor]
+        return json.dumps(index, separators=(",", ":")).encode()
+
+    def abort(self) -> None:
+        if self._created_dir:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for path in self._new_blobs:
+            if os.path.exists(path):
+                os.unlink(path)

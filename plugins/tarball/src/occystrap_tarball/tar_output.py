@@ -1,0 +1,121 @@
+"""The ``tar://`` output: a docker-save v1.2 archive that is also an OCI archive.
+
+The layout is Docker 25+'s: every blob under ``blobs/sha256/``, with both
+``manifest.json`` (for ``docker load`` and ``docker-archive:`` readers) and
+``index.json`` + ``oci-layout`` (for OCI readers) pointing at the same files.
+Layers are stored as uncompressed tars named by their diff_id.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from typing import Any
+
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core import streams
+from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
+from occystrap_core.context import Context
+from occystrap_core.errors import CorruptImageError
+from occystrap_core.types import ResolvedURI
+
+from .archive_writer import ArchiveWriter
+from .inputs import local_path
+from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF
+from .references import split_reference
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def blob_name(digest: str) -> str:
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
+class TarOutput(ImageOutput):
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.path = local_path(uri)
+        self.ctx = ctx
+        self.repo_tag: str | None = uri.options.get("tag")
+        self._writer: ArchiveWriter | None = None
+        self._lock = threading.Lock()
+        self._written: dict[int, tuple[str, int]] = {}  # layer index -> (diff_id, size)
+
+    def start(self, image: Image) -> None:
+        self._writer = ArchiveWriter(self.path)
+        for name in ("blobs", "blobs/sha256"):
+            self._writer.add_directory(name)
+
+    def add_layer(self, data: LayerData) -> None:
+        assert self._writer is not None
+        # The header needs the size first: spool the uncompressed tar, hashing it.
+        with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
+            with data.open_tar() as tar:
+                hashing = streams.HashingReader(tar, what=f"layer {data.layer.index}")
+                size = streams.copy(streams.buffered(hashing), spool)  # type: ignore[arg-type]
+            diff_id = hashing.digest
+            spool.seek(0)
+            self._writer.add_file(blob_name(diff_id), spool, size)
+        with self._lock:
+            self._written[data.layer.index] = (diff_id, size)
+
+    def _layers(self, image: Image) -> list[Layer]:
+        layers = []
+        for layer in image.layers:
+            if layer.index not in self._written:
+                raise CorruptImageError(f"layer {layer.index} was never written")
+            diff_id, size = self._written[layer.index]
+            layers.append(Layer(index=layer.index, media_type=mt.OCI_LAYER_TAR, digest=diff_id,
+                                size=size, diff_id=diff_id, uncompressed_size=size))
+        written = [l.diff_id for l in layers]
+        if image.diff_ids != written:
+            raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
+                                    f"the layers written {written}")
+        return layers
+
+    def finish(self, image: Image) -> OutputResult:
+        assert self._writer is not None
+        layers = self._layers(image)
+        reference = _repo_tag(self.repo_tag or image.reference)
+        config_name = blob_name(image.config_digest)
+        manifest, _ = image.build_manifest(layers, family="oci")
+        manifest_digest = digests.of_bytes(manifest)
+        docker_manifest = [{"Config": config_name,
+                            "RepoTags": [reference] if reference else [],
+                            "Layers": [blob_name(d) for d in image.diff_ids]}]
+        w = self._writer
+        w.add_bytes(config_name, image.config)
+        w.add_bytes(blob_name(manifest_digest), manifest)
+        w.add_bytes("oci-layout", OCI_LAYOUT)
+        w.add_bytes("index.json", _index(manifest_digest, len(manifest), reference))
+        w.add_bytes("manifest.json", json.dumps(docker_manifest, separators=(",", ":")).encode())
+        w.commit()
+        return OutputResult(location=self.path, manifest_digest=manifest_digest,
+                            details={"repo_tags": docker_manifest[0]["RepoTags"]})
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+
+
+def _repo_tag(reference: str | None) -> str | None:
+    """``docker load`` rejects a RepoTags entry without a tag: default to ``latest``."""
+    if not reference:
+        return None
+    name, tag = split_reference(reference)
+    return f"{name}:{tag or 'latest'}"
+
+
+def _index(manifest_digest: str, size: int, reference: str | None) -> bytes:
+    descriptor: dict[str, Any] = {"mediaType": mt.OCI_MANIFEST, "digest": manifest_digest,
+                                  "size": size}
+    if reference:
+        # As Docker 25+ writes them: the full name for containerd, the tag for OCI tools.
+        notes = {ANNOTATION_IMAGE_NAME: reference}
+        tag = split_reference(reference)[1]
+        if tag:
+            notes[ANNOTATION_REF] = tag
+        descriptor["annotations"] = notes
+    doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [descriptor]}
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -1,0 +1,142 @@
+"""tar:// output: docker-save v1.2 + OCI archive, PAX, atomic replacement."""
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+from occystrap_core import mediatypes as mt
+from occystrap_core.api import Image, Layer, LayerData
+from occystrap_core.context import Context
+from occystrap_core.errors import CorruptImageError
+from occystrap_core.testing.images import build_docker_archive, make_layer, sample_image
+from occystrap_core.types import ResolvedURI
+
+from occystrap_tarball.archive_writer import FORMAT, ArchiveWriter, member_info
+from occystrap_tarball.tar_output import TarOutput
+
+
+def test_round_trip_through_oci_layout(tmp_path, process_ok, info_json, archive_member):
+    src, out = str(tmp_path / "in.tar"), str(tmp_path / "out.tar")
+    built = build_docker_archive(src, name="127.0.0.1:5000/team/app", tag="v1", n_layers=3)
+    process_ok(f"tar://{src}", f"oci-layout://{tmp_path / 'layout'}")
+    process_ok(f"oci-layout://{tmp_path / 'layout'}", f"tar://{out}")
+
+    manifest = json.loads(archive_member(out, "manifest.json"))
+    assert manifest[0]["RepoTags"] == ["127.0.0.1:5000/team/app:v1"]
+    assert archive_member(out, manifest[0]["Config"]) == built["image"].config
+    assert manifest[0]["Layers"] == [f"blobs/sha256/{d[7:]}" for d in built["diff_ids"]]
+    for path, layer in zip(manifest[0]["Layers"], built["image"].layers):
+        assert archive_member(out, path) == layer
+
+    # the same archive is an OCI archive too
+    index = json.loads(archive_member(out, "index.json"))
+    entry = index["manifests"][0]
+    assert entry["annotations"] == {"io.containerd.image.name": "127.0.0.1:5000/team/app:v1",
+                                    "org.opencontainers.image.ref.name": "v1"}
+    oci_manifest = json.loads(archive_member(out, f"blobs/sha256/{entry['digest'][7:]}"))
+    assert oci_manifest["mediaType"] == mt.OCI_MANIFEST
+    assert {l["mediaType"] for l in oci_manifest["layers"]} == {mt.OCI_LAYER_TAR}
+    assert json.loads(archive_member(out, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+
+    info = info_json(f"tar://{out}")
+    assert info["config_digest"] == built["config_digest"]
+    assert [l["diff_id"] for l in info["layers"]] == built["diff_ids"]
+
+
+def test_repo_tag_override_and_untagged(tmp_path, process_ok, archive_member):
+    src = str(tmp_path / "in.tar")
+    build_docker_archive(src)
+    process_ok(f"tar://{src}", f"tar://{tmp_path / 'a.tar'}?tag=other.example/x/y:2")
+    assert json.loads(archive_member(str(tmp_path / "a.tar"), "manifest.json"))[0]["RepoTags"] \
+        == ["other.example/x/y:2"]
+    process_ok(f"tar://{src}", f"tar://{tmp_path / 'c.tar'}?tag=127.0.0.1:5000/x")
+    assert json.loads(archive_member(str(tmp_path / "c.tar"), "manifest.json"))[0]["RepoTags"] \
+        == ["127.0.0.1:5000/x:latest"]
+    build_docker_archive(src, name=None, tag=None)
+    process_ok(f"tar://{src}", f"tar://{tmp_path / 'b.tar'}")
+    assert json.loads(archive_member(str(tmp_path / "b.tar"), "manifest.json"))[0]["RepoTags"] == []
+
+
+def test_compressed_source_layers_are_stored_uncompressed(tmp_path, process_ok, info_json):
+    from occystrap_core.testing.images import write_oci_layout
+
+    image = sample_image(n_layers=2)
+    write_oci_layout(str(tmp_path / "layout"), [image], compress=True)
+    process_ok(f"oci-layout://{tmp_path / 'layout'}", f"tar://{tmp_path / 'out.tar'}")
+    info = info_json(f"tar://{tmp_path / 'out.tar'}")
+    assert [l["digest"] for l in info["layers"]] == image.diff_ids
+    assert {l["compression"] for l in info["layers"]} == {"none"}
+
+
+def test_failure_keeps_existing_file_and_leaves_no_temp(tmp_path, run_cli, expect_error):
+    good, bad = str(tmp_path / "good.tar"), str(tmp_path / "bad.tar")
+    image = sample_image(layer_size=100_000)
+    build_docker_archive(good)
+    # an archive whose second layer's content does not match the config
+    from occystrap_core.testing.images import SampleImage, write_docker_archive
+    write_docker_archive(bad, [SampleImage(image.name, image.tag,
+                                           (image.layers[0], make_layer({"x": "y"})),
+                                           image.config)])
+    dest = tmp_path / "dest.tar"
+    dest.write_bytes(b"precious")
+    expect_error(run_cli("process", f"tar://{bad}", f"tar://{dest}"), "digest mismatch")
+    assert dest.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["bad.tar", "dest.tar", "good.tar"]
+    # and success replaces it
+    result = run_cli("process", f"tar://{good}", f"tar://{dest}")
+    assert result.exit_code == 0, result.output
+    assert tarfile.is_tarfile(dest)
+    assert sorted(os.listdir(tmp_path)) == ["bad.tar", "dest.tar", "good.tar"]
+
+
+def test_output_errors(tmp_path, run_cli, expect_error):
+    src = str(tmp_path / "in.tar")
+    build_docker_archive(src)
+    expect_error(run_cli("process", f"tar://{src}", f"tar://{tmp_path / 'no' / 'x.tar'}"),
+                 "does not exist")
+    expect_error(run_cli("process", f"tar://{src}", f"tar://{tmp_path}"), "is a directory")
+
+
+def test_outer_archive_is_pax_and_holds_members_over_8_gib(tmp_path):
+    huge = 8 * 1024 ** 3 + 512
+    with pytest.raises(ValueError):
+        member_info("blobs/sha256/big", huge).tobuf(tarfile.USTAR_FORMAT)
+    assert FORMAT == tarfile.PAX_FORMAT
+    writer = ArchiveWriter(str(tmp_path / "big.tar"))
+    writer._tar.addfile(member_info("blobs/sha256/big", huge))  # the header alone
+    writer._file.flush()
+    with tarfile.open(writer.temp_path) as tar:
+        assert tar.firstmember.size == huge
+        assert tar.firstmember.pax_headers["size"] == str(huge)
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def _layer_data(index, tar):
+    from occystrap_core import digest as digests
+
+    d = digests.of_bytes(tar)
+    layer = Layer(index=index, media_type=mt.DOCKER_LAYER_TAR, digest=d, size=len(tar),
+                  diff_id=d, uncompressed_size=len(tar))
+    import contextlib
+
+    return layer, LayerData(layer, lambda: contextlib.nullcontext(io.BytesIO(tar)))
+
+
+def test_config_must_match_layers_written(tmp_path):
+    image = sample_image()
+    other = sample_image(seed=9)
+    pairs = [_layer_data(i, t) for i, t in enumerate(image.layers)]
+    img = Image(name="a", tag="b", config=other.config, layers=tuple(l for l, _ in pairs))
+    with Context() as ctx:
+        out = TarOutput(ResolvedURI("tar", str(tmp_path / "o.tar"), "", options={"tag": None}),
+                        ctx)
+        out.start(img)
+        for _, data in pairs:
+            out.add_layer(data)
+        with pytest.raises(CorruptImageError, match="do not match the layers written"):
+            out.finish(img)
+        out.abort()
+    assert os.listdir(tmp_path) == []

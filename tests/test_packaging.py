@@ -1,0 +1,93 @@
+"""Real packaging: import cost of the CLI, and a third-party distribution end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DUMMY = Path(__file__).parent / "data" / "occystrap-dummy"
+HEAVY = ("httpx", "httpcore", "h2", "isal", "zstandard", "requests", "requests_unixsocket")
+
+_PROBE = textwrap.dedent("""
+    import json, sys
+    from occystrap_core import cli
+    sys.argv = ["occystrap"] + json.loads(sys.argv[1])
+    try:
+        cli.main()
+    except SystemExit:
+        pass
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+""")
+
+
+def _modules_after(*args: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(args))],
+                          capture_output=True, text=True, timeout=60)
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_http_stack_and_no_plugin():
+    modules = _modules_after("--help")
+    assert not [m for m in modules if m.split(".")[0] in HEAVY]
+    assert not [m for m in modules if m.startswith("occystrap_") and not m.startswith("occystrap_core")]
+
+
+def test_process_help_loads_only_plugin_entry_modules():
+    modules = _modules_after("process", "--help")
+    assert not [m for m in modules if m.split(".")[0] in HEAVY]
+    plugin_modules = {m for m in modules if m.startswith("occystrap_") and
+                      not m.startswith("occystrap_core")}
+    assert "occystrap_tarball.plugin" in plugin_modules
+    assert all(m.count(".") == 0 or m.endswith(".plugin") for m in plugin_modules), plugin_modules
+
+
+@pytest.fixture(scope="module")
+def dummy_venv(tmp_path_factory) -> Path:
+    """A venv that sees the installed occystrap and has occystrap-dummy installed."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation",
+                    "--no-deps", str(DUMMY)], check=True, timeout=300)
+    return python
+
+
+def _occystrap(python: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCCYSTRAP_")}
+    return subprocess.run([str(python), "-m", "occystrap_core", *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_third_party_distribution_is_listed_and_usable(dummy_venv, tmp_path):
+    listing = _occystrap(dummy_venv, "plugins", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {r["name"]: r for r in json.loads(listing.stdout)}
+    assert rows["occystrap-dummy"]["status"] == "active"
+    assert rows["occystrap-dummy"]["version"] == "0.0.1"
+    assert rows["occystrap-dummy"]["input_schemes"] == ["dummy"]
+
+    help_text = _occystrap(dummy_venv, "process", "--help")
+    assert "dummy://" in help_text.stdout and "[occystrap-dummy]" in help_text.stdout
+
+    info = _occystrap(dummy_venv, "info", "dummy://hello", "-O", "json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["name"] == "dummy.example/hello"
+
+    out = tmp_path / "hello.tar"
+    copy = _occystrap(dummy_venv, "process", "dummy://hello", f"tar://{out}")
+    assert copy.returncode == 0, copy.stderr
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+    assert manifest[0]["RepoTags"] == ["dummy.example/hello:latest"]
+
+    disabled = _occystrap(dummy_venv, "--disable-plugin", "occystrap-dummy", "info", "dummy://x")
+    assert disabled.returncode == 1
+    assert disabled.stderr.startswith("Error: unknown input scheme 'dummy'")
