@@ -70,8 +70,15 @@ def _setup_logging(settings: Settings) -> None:
     root.setLevel(level)
     root.propagate = False
     if settings.debug:
+        from .transport.httplog import install_redaction
+
+        # httpx logs URLs (signed query strings) and httpcore traces headers: scrub both.
+        install_redaction(handler)
         for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.INFO)
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.INFO)
+            logger.handlers[:] = [handler]
+            logger.propagate = False
 
 
 @click.group(cls=OccystrapGroup, context_settings={"help_option_names": ["-h", "--help"],

@@ -4,6 +4,6 @@ They go through the same hooks as third-party plugins; fallbacks are ``trylast``
 so that any installed plugin can override them.
 """
 
-from . import transport, uri
+from . import credentials, transport, uri
 
-PLUGINS = [uri, transport]
+PLUGINS = [uri, transport, credentials]

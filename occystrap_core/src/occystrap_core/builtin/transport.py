@@ -1,10 +1,16 @@
-"""The default network transport under every client (TLS, HTTP/2, pool limits)."""
+"""The core's transport: the default network transport and the global layers.
+
+Layers, innermost first: HTTP logging (order 50, every attempt), the per-host
+rate limiter (100, every attempt), retries (200). A plugin layer above 200 sees
+each logical request once; one below 100 sees every attempt.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from .. import hookimpl
+from ..types import TransportLayer
 
 if TYPE_CHECKING:
     import httpx
@@ -14,13 +20,35 @@ if TYPE_CHECKING:
 
 @hookimpl(trylast=True)
 def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport:
-    import httpx
+    from ..transport.base import ProxyRouter
 
-    s = ctx.settings
-    verify: object = s.ca_cert or True
-    cert = (s.client_cert, s.client_key) if s.client_cert and s.client_key else s.client_cert
-    return httpx.HTTPTransport(
-        verify=verify, cert=cert, http2=s.http2,
-        limits=httpx.Limits(max_connections=s.max_connections,
-                            max_keepalive_connections=s.max_connections),
-    )
+    return ProxyRouter(ctx)
+
+
+def _logging(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
+    from ..transport.httplog import LoggingTransport, install_redaction
+
+    install_redaction()  # httpx's own request log shows URLs, whoever enables it
+    return LoggingTransport(inner)
+
+
+def _rate_limit(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
+    from ..transport.ratelimit import RateLimitTransport, host_limiters
+
+    return RateLimitTransport(inner, host_limiters(ctx),
+                              on_wait=lambda: ctx.stats.add("rate_limit_waits"))
+
+
+def _retry(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
+    from ..transport.clock import get_clock
+    from ..transport.retry import RetryTransport
+
+    return RetryTransport(inner, retries=ctx.settings.retries, clock=get_clock(ctx),
+                          on_retry=lambda: ctx.stats.add("retries"))
+
+
+@hookimpl
+def occystrap_transport_layers() -> Iterable[TransportLayer]:
+    yield TransportLayer(name="http-log", order=50, wrap=_logging)
+    yield TransportLayer(name="rate-limit", order=100, wrap=_rate_limit)
+    yield TransportLayer(name="retry", order=200, wrap=_retry)

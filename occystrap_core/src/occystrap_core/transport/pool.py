@@ -42,14 +42,20 @@ class ClientPool:
     def _build(self, factory: str, host: str, scheme: str, credentials: Credentials | None,
                scope: dict[str, Any]) -> httpx.Client:
         entry = self.ctx.plugins.client_factories.get(factory)
+        # The network first: a test's base transport may install the run's clock.
+        transport = self.transport(host)
         request = ClientRequest(factory=factory, host=host, scheme=scheme,
                                 credentials=credentials, scope=scope)
-        config = entry.item.configure(request, self.ctx)
+        try:
+            config = entry.item.configure(request, self.ctx)
+        except BaseException:
+            transport.close()
+            raise
         settings = self.ctx.settings
         timeout = httpx.Timeout(config.timeout or settings.read_timeout,
                                 connect=settings.connect_timeout)
         return httpx.Client(
-            transport=self.transport(host),
+            transport=transport,
             base_url=config.base_url or f"{scheme}://{host}",
             auth=config.auth,
             headers={"User-Agent": USER_AGENT, **config.headers},

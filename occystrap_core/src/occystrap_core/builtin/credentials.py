@@ -1,0 +1,162 @@
+"""The core's credential sources, consulted after any plugin's (``trylast``).
+
+In order, the first that knows the host wins:
+
+1. the command line or environment: ``--src-username/--src-password`` for a
+   source, ``--dest-*`` for a destination, then ``--username/--password``;
+2. Docker's ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``):
+   ``credHelpers[host]``, then ``credsStore`` (``docker-credential-NAME get``),
+   then ``auths`` (``auth`` or ``username``/``password``, ``identitytoken``);
+3. ``$REGISTRY_AUTH_FILE``, ``$XDG_RUNTIME_DIR/containers/auth.json`` and
+   ``~/.config/containers/auth.json`` (same format).
+
+Credentials in the URI itself are used by the registry plugin before any of these.
+Answers are cached per (host, role) for the run, so a helper runs once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import hookimpl
+from ..types import Credentials
+
+if TYPE_CHECKING:
+    from ..context import Context, Settings
+
+log = logging.getLogger("occystrap.credentials")
+
+CACHE_KEY = "occystrap.credentials"
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io",
+                        "registry.hub.docker.com"})
+DOCKER_HUB_URL = "https://index.docker.io/v1/"  # the key Docker stores Hub logins under
+HELPER_TIMEOUT = 60
+
+
+def from_settings(settings: Settings, role: str) -> Credentials | None:
+    side = "src" if role == "input" else "dest"
+    for prefix, source in ((f"{side}_", f"--{side}-username"), ("", "--username")):
+        username = getattr(settings, f"{prefix}username")
+        if username:
+            return Credentials(username=username, password=getattr(settings, f"{prefix}password"),
+                               source=source)
+    return None
+
+
+def _server_key(host: str) -> str:
+    """The host part of a config key: ``https://host/v1/`` -> ``host``."""
+    return host.split("://", 1)[-1].split("/", 1)[0].lower()
+
+
+def _same_host(key: str, host: str) -> bool:
+    key, host = _server_key(key), host.lower()
+    return key == host or (key in DOCKER_HUB and host in DOCKER_HUB)
+
+
+def _helper(name: str, server: str, source: str) -> Credentials | None:
+    """Ask ``docker-credential-NAME get`` for ``server``'s credentials."""
+    program = f"docker-credential-{name}"
+    try:
+        done = subprocess.run([program, "get"], input=server, capture_output=True, text=True,
+                              timeout=HELPER_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("credential helper %s failed for %s: %s", program, server, e)
+        return None
+    if done.returncode != 0:
+        if "not found" not in (done.stdout + done.stderr).lower():
+            log.warning("credential helper %s failed for %s: %s", program, server,
+                        (done.stderr or done.stdout).strip()[:200])
+        return None
+    try:
+        answer = json.loads(done.stdout)
+        username, secret = answer.get("Username"), answer["Secret"]
+    except (ValueError, KeyError, AttributeError):
+        log.warning("credential helper %s gave an unreadable answer for %s", program, server)
+        return None
+    label = f"{source} via {program}"
+    if username == "<token>":  # Docker's marker for an identity (refresh) token
+        return Credentials(token=secret, source=label)
+    return Credentials(username=username, password=secret, source=label)
+
+
+def _from_entry(entry: Any, source: str) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    username, password = entry.get("username"), entry.get("password")
+    if entry.get("auth"):
+        try:
+            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, TypeError):
+            log.warning("%s: unreadable auth entry, ignored", source)
+            return None
+    token = entry.get("identitytoken") or None
+    if not (username or token):
+        return None  # a placeholder left by `docker login` with a credsStore
+    return Credentials(username=username or None, password=password, token=token, source=source)
+
+
+def from_config_file(path: Path, host: str) -> Credentials | None:
+    """Credentials for ``host`` from one Docker or containers auth file."""
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("ignoring %s: %s", path, e)
+        return None
+    if not isinstance(config, dict):
+        return None
+    source = str(path)
+    server = DOCKER_HUB_URL if host.lower() in DOCKER_HUB else host
+    helpers = config.get("credHelpers") or {}
+    for key, name in helpers.items():
+        if _same_host(key, host):
+            return _helper(name, server, source)
+    if config.get("credsStore"):
+        found = _helper(config["credsStore"], server, source)
+        if found:
+            return found
+    for key, entry in (config.get("auths") or {}).items():
+        if _same_host(key, host):
+            found = _from_entry(entry, source)
+            if found:
+                return found
+    return None
+
+
+def config_files() -> Iterator[Path]:
+    """Every auth file, in the order they are consulted."""
+    docker = os.environ.get("DOCKER_CONFIG")
+    yield Path(docker) / "config.json" if docker else Path.home() / ".docker" / "config.json"
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        yield Path(os.environ["REGISTRY_AUTH_FILE"])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        yield Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
+    yield Path.home() / ".config" / "containers" / "auth.json"
+
+
+def lookup(host: str, role: str, settings: Settings) -> Credentials | None:
+    found = from_settings(settings, role)
+    for path in () if found else config_files():
+        found = from_config_file(path, host)
+        if found:
+            break
+    return found
+
+
+@hookimpl(trylast=True)
+def occystrap_credentials(host: str, role: str, ctx: Context) -> Credentials | None:
+    cache = ctx.shared(CACHE_KEY, dict)
+    key = (host.lower(), role)
+    if key not in cache:  # two threads may both look; the answer is the same
+        cache[key] = lookup(host, role, ctx.settings)
+        if cache[key]:
+            log.debug("credentials for %s (%s) from %s", host, role, cache[key].source)
+    return cache[key]

@@ -1,0 +1,300 @@
+"""Registry authentication as an ``httpx.Auth`` flow: Bearer tokens and Basic.
+
+Use it from a client factory::
+
+    ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx)))
+
+On a 401 the ``WWW-Authenticate`` challenges are parsed (RFC 7235: quoted
+strings with escapes, parameters in any order, several challenges). For Bearer
+a token is fetched from the realm with GET (Basic credentials attached), or
+with the OAuth2 POST form when the credentials hold an identity token or the
+GET is refused with 404/405. Tokens (``token`` or ``access_token``) are cached
+per (realm, service, scopes) until ``expires_in`` (default 60 s) runs out, and
+then sent up front to the repository they were issued for. The original request
+is retried once; a second 401 raises :class:`~occystrap_core.errors.AuthError`.
+
+Token requests are yielded from the flow, so they go through the client's own
+transport: retried, rate-limited and logged like any other request. One auth
+object is shared by all threads; only one of them fetches a given token.
+
+Extra scopes (a cross-repository mount needs pull access to the source) are
+asked for per request: ``extensions={"occystrap.scopes": ["repository:src:pull"]}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Generator, Iterable
+
+import httpx
+
+from ..errors import AuthError
+from ..types import Credentials
+from .clock import Clock
+
+SCOPES = "occystrap.scopes"
+CLIENT_ID = "occystrap"
+DEFAULT_EXPIRES_IN = 60
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SPACE = re.compile(r"[\s,]*")
+_BARE_VALUE = re.compile(r"[^,\s]*")
+_REPOSITORY = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags|referrers)/")
+
+Flow = Generator[httpx.Request, httpx.Response, str]
+TokenKey = tuple[str, str | None, tuple[str, ...]]
+
+
+@dataclass
+class Challenge:
+    """One challenge of a ``WWW-Authenticate`` header; scheme lower-cased, so are keys."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def _quoted(header: str, pos: int) -> tuple[str, int]:
+    """The quoted-string starting at ``header[pos] == '"'``, unescaped, and the end."""
+    out, pos = [], pos + 1
+    while pos < len(header):
+        char = header[pos]
+        if char == "\\" and pos + 1 < len(header):
+            out.append(header[pos + 1])
+            pos += 2
+        elif char == '"':
+            return "".join(out), pos + 1
+        else:
+            out.append(char)
+            pos += 1
+    return "".join(out), pos  # unterminated: be lenient, take the rest
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Every challenge in ``header``, e.g. ``Bearer realm="..",scope="..", Basic realm=".."``."""
+    challenges: list[Challenge] = []
+    pos = 0
+    while pos < len(header):
+        pos = _SPACE.match(header, pos).end()
+        name = _TOKEN.match(header, pos)
+        if not name:
+            break  # garbage: keep what was understood
+        pos = name.end()
+        after = pos
+        while after < len(header) and header[after] in " \t":
+            after += 1
+        # "name =" is a parameter of the current challenge; anything else starts a new one.
+        if after < len(header) and header[after] == "=" and challenges:
+            pos = after + 1
+            while pos < len(header) and header[pos] in " \t":
+                pos += 1
+            if pos < len(header) and header[pos] == '"':
+                value, pos = _quoted(header, pos)
+            else:
+                bare = _BARE_VALUE.match(header, pos)
+                value, pos = bare.group(), bare.end()
+            challenges[-1].params.setdefault(name.group().lower(), value)
+        else:
+            challenges.append(Challenge(name.group().lower()))
+    return challenges
+
+
+def merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
+    """Scopes as a sorted tuple, actions of the same resource merged:
+    ``repository:a:pull`` + ``repository:a:push`` -> ``repository:a:pull,push``."""
+    actions: dict[str, set[str]] = {}
+    for group in groups:
+        for scope in group:
+            resource, _, acts = scope.rpartition(":")
+            if not resource:  # no actions part: keep as it is
+                resource, acts = scope, ""
+            actions.setdefault(resource, set()).update(a for a in acts.split(",") if a)
+    return tuple(sorted(f"{r}:{','.join(sorted(a))}" if a else r for r, a in actions.items()))
+
+
+def _basic(credentials: Credentials) -> str:
+    pair = f"{credentials.username}:{credentials.password or ''}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+class RegistryAuth(httpx.Auth):
+    """Bearer-token and Basic authentication against a registry (see module doc)."""
+
+    def __init__(self, credentials: Credentials | None = None, *, clock: Clock | None = None):
+        self.credentials = credentials
+        self.clock = clock or Clock()
+        self._lock = threading.Lock()
+        self._tokens: dict[TokenKey, tuple[str, float]] = {}
+        self._fetching: dict[TokenKey, threading.Lock] = {}
+        self._by_repository: dict[str | None, TokenKey] = {}
+        self._basic = False
+
+    # --- the flow ------------------------------------------------------------------
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        extra = tuple(request.extensions.get(SCOPES, ()))
+        repository = self._repository(request)
+        sent: tuple[TokenKey, str] | None = None
+        if self._basic and self.credentials:
+            request.headers["Authorization"] = _basic(self.credentials)
+        else:
+            with self._lock:
+                known = self._by_repository.get(repository)
+            if known:
+                wanted = (known[0], known[1], merge_scopes(known[2], extra))
+                token = yield from self._token(wanted, request)
+                request.headers["Authorization"] = f"Bearer {token}"
+                sent = (wanted, token)
+        response = yield request
+        if response.status_code != 401:
+            return
+        challenges = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+        by_scheme = {c.scheme: c for c in reversed(challenges)}
+        challenge = by_scheme.get("bearer") or by_scheme.get("basic")
+        if challenge is None:
+            return  # not a challenge we answer: the caller sees the 401
+        host = request.url.netloc.decode()
+        if challenge.scheme == "basic":
+            yield from self._basic_retry(request, host)
+            return
+        if "realm" not in challenge.params:
+            raise AuthError(f"authentication to {host} failed: Bearer challenge without a realm")
+        key: TokenKey = (str(request.url.join(challenge.params["realm"])),
+                         challenge.params.get("service"),
+                         merge_scopes(challenge.params.get("scope", "").split(), extra))
+        if sent:
+            self._forget(*sent)  # refused: never offer that token again
+        token = yield from self._token(key, request)
+        request.headers["Authorization"] = f"Bearer {token}"
+        with self._lock:
+            self._by_repository[repository] = key
+        response = yield request
+        if response.status_code == 401:
+            self._forget(key, token)
+            again = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+            error = next((c.params["error"] for c in again if "error" in c.params), "")
+            raise AuthError(self._refused(host, key[2], error))
+
+    def _basic_retry(self, request: httpx.Request,
+                     host: str) -> Generator[httpx.Request, httpx.Response, None]:
+        creds = self.credentials
+        if not creds or not creds.username:
+            raise AuthError(f"authentication to {host} failed: the registry requires "
+                            f"credentials{_HINT}")
+        if "Authorization" in request.headers and self._basic:
+            raise AuthError(self._refused(host, (), ""))
+        self._basic = True
+        request.headers["Authorization"] = _basic(creds)
+        response = yield request
+        if response.status_code == 401:
+            raise AuthError(self._refused(host, (), ""))
+
+    def _refused(self, host: str, scopes: tuple[str, ...], error: str) -> str:
+        creds = self.credentials
+        wanted = f" to {' '.join(scopes)}" if scopes else ""
+        reason = f" ({error})" if error else ""
+        if not creds:
+            return (f"authentication to {host} failed: anonymous access{wanted} was refused"
+                    f"{reason}; credentials are needed (or the repository does not exist)"
+                    f"{_HINT}")
+        return (f"authentication to {host} failed: access{wanted} as {_who(creds)} was "
+                f"refused{reason}; check the credentials and their permissions")
+
+    # --- tokens --------------------------------------------------------------------
+
+    @staticmethod
+    def _repository(request: httpx.Request) -> str | None:
+        match = _REPOSITORY.search(request.url.path)
+        return match.group(1) if match else None
+
+    def _cached(self, key: TokenKey) -> str | None:
+        with self._lock:
+            token, expires = self._tokens.get(key, ("", 0.0))
+        return token if token and expires > self.clock.monotonic() else None
+
+    def _forget(self, key: TokenKey, token: str) -> None:
+        """Drop ``token``, unless another thread has already replaced it."""
+        with self._lock:
+            if self._tokens.get(key, ("",))[0] == token:
+                del self._tokens[key]
+
+    def _token(self, key: TokenKey, request: httpx.Request) -> Flow:
+        """A valid token for ``key``: cached, or fetched once however many threads ask."""
+        token = self._cached(key)
+        if token:
+            return token
+        with self._lock:
+            fetching = self._fetching.setdefault(key, threading.Lock())
+        with fetching:  # held across the yields; the flow's close() releases it too
+            token = self._cached(key)
+            if token:
+                return token
+            token, expires_in = yield from self._fetch(key, request)
+            with self._lock:
+                self._tokens[key] = (token, self.clock.monotonic() + expires_in * 0.9)
+            return token
+
+    def _fetch(self, key: TokenKey, original: httpx.Request) -> Generator[
+            httpx.Request, httpx.Response, tuple[str, float]]:
+        realm, service, scopes = key
+        creds = self.credentials
+        host = original.url.netloc.decode()
+        common = {"headers": {"User-Agent": original.headers.get("user-agent", CLIENT_ID)},
+                  "extensions": {k: v for k, v in original.extensions.items() if k == "timeout"}}
+        if creds and creds.token:
+            response = yield self._oauth(key, {"grant_type": "refresh_token",
+                                               "refresh_token": creds.token}, common)
+        else:
+            params = ([("service", service)] if service else []) + [("scope", s) for s in scopes]
+            request = httpx.Request("GET", realm, params=params, **common)
+            if creds and creds.username:
+                request.headers["Authorization"] = _basic(creds)
+            response = yield request
+            if response.status_code in (404, 405) and creds and creds.username:
+                response.close()
+                response = yield self._oauth(key, {"grant_type": "password",
+                                                   "username": creds.username,
+                                                   "password": creds.password or ""}, common)
+        try:
+            response.read()
+            body = response.json() if response.status_code == 200 else {}
+        except (ValueError, httpx.HTTPError) as e:
+            raise AuthError(f"authentication to {host} failed: unreadable answer from the "
+                            f"token server {realm}: {e}") from None
+        finally:
+            response.close()
+        if response.status_code in (401, 403):
+            if not creds:
+                raise AuthError(f"authentication to {host} failed: the token server refused "
+                                f"anonymous access to {' '.join(scopes) or 'the registry'}; "
+                                f"credentials are needed{_HINT}")
+            raise AuthError(f"authentication to {host} failed: the token server {realm} "
+                            f"refused the credentials of {_who(creds)} "
+                            f"(HTTP {response.status_code})")
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            raise AuthError(f"authentication to {host} failed: the token server {realm} "
+                            f"gave no token (HTTP {response.status_code})")
+        try:
+            expires_in = float(body.get("expires_in") or DEFAULT_EXPIRES_IN)
+        except (TypeError, ValueError):
+            expires_in = DEFAULT_EXPIRES_IN
+        return token, expires_in
+
+    @staticmethod
+    def _oauth(key: TokenKey, grant: dict[str, str], common: dict) -> httpx.Request:
+        realm, service, scopes = key
+        form = {**grant, "client_id": CLIENT_ID, "scope": " ".join(scopes)}
+        if service:
+            form["service"] = service
+        return httpx.Request("POST", realm, data=form, **common)
+
+
+_HINT = (" (give --username/--password, --src-*/--dest-* ones, user:pass@ in the URI, "
+         "or log in with docker login)")
+
+
+def _who(creds: Credentials) -> str:
+    name = repr(creds.username) if creds.username else "an identity token"
+    return f"{name} (from {creds.source})" if creds.source else name

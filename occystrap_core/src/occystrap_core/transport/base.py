@@ -1,0 +1,84 @@
+"""The default network transport: TLS settings, HTTP/2, pool limits and proxies."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import urllib.request
+from typing import TYPE_CHECKING
+
+import httpx
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+SSL_KEY = "occystrap.transport.ssl"
+
+
+def ssl_context(ctx: Context) -> ssl.SSLContext:
+    """The run's TLS settings: verification always on, ``--ca-cert`` replacing the
+    system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS."""
+
+    def build() -> ssl.SSLContext:
+        import certifi
+
+        s = ctx.settings
+        try:
+            if s.ca_cert:
+                context = ssl.create_default_context(cafile=s.ca_cert)
+            else:
+                context = ssl.create_default_context()  # system store (honours SSL_CERT_FILE)
+                context.load_verify_locations(cafile=certifi.where())
+            if s.client_cert:
+                context.load_cert_chain(s.client_cert, s.client_key)
+        except OSError as e:  # ssl.SSLError included
+            raise UsageError(f"cannot load TLS certificates: {e}") from None
+        return context
+
+    return ctx.shared(SSL_KEY, build)
+
+
+class ProxyRouter(httpx.BaseTransport):
+    """Sends each request direct or through the proxy the environment names for it
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``).
+
+    httpx ignores environment proxies once a client is given ``transport=``, and
+    routing here rather than with client ``mounts`` keeps one stack of layers
+    above every route, redirected hops included.
+    """
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.ssl = ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
+        self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
+                        if k in ("http", "https", "all", "no") and v}
+        self._routes: dict[str | None, httpx.BaseTransport] = {}
+        self._lock = threading.Lock()
+
+    def proxy_for(self, url: httpx.URL) -> str | None:
+        proxy = self.proxies.get(url.scheme) or self.proxies.get("all")
+        if proxy and urllib.request.proxy_bypass_environment(url.netloc.decode(), self.proxies):
+            return None
+        return proxy
+
+    def _route(self, proxy: str | None) -> httpx.BaseTransport:
+        with self._lock:
+            transport = self._routes.get(proxy)
+            if transport is None:
+                s = self.ctx.settings
+                transport = self._routes[proxy] = httpx.HTTPTransport(
+                    verify=self.ssl, http2=s.http2, proxy=proxy,
+                    limits=httpx.Limits(max_connections=s.max_connections,
+                                        max_keepalive_connections=s.max_connections))
+            return transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._route(self.proxy_for(request.url)).handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            routes, self._routes = list(self._routes.values()), {}
+        for transport in routes:
+            transport.close()

@@ -1,0 +1,155 @@
+"""Streaming blob downloads that resume with ``Range`` when the body breaks.
+
+A transport-level retry cannot resume a half-read body, so this sits on top of
+the client: the bytes already handed to the caller are kept, and the rest is
+asked for with ``Range: bytes=N-``. Bytes are passed on exactly as sent
+(``iter_raw``, ``Accept-Encoding: identity``): a blob's digest is over its
+stored bytes, and Range offsets only make sense on those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+from typing import BinaryIO, Iterator, Mapping
+
+import httpx
+
+from ..errors import TransportError
+from ..streams import HashingReader, buffered
+from .errors import status_error
+from .httplog import redact_url
+
+log = logging.getLogger("occystrap.http")
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class BlobReader(io.RawIOBase):
+    """The body of ``GET url`` as a raw stream, resumed up to ``retries`` times."""
+
+    def __init__(self, client: httpx.Client, url: str, *, size: int | None, retries: int,
+                 headers: Mapping[str, str] | None, what: str):
+        self.client = client
+        self.url = url
+        self.retries = retries
+        self.headers = {"Accept-Encoding": "identity", **(headers or {})}
+        self.what = what
+        self.total = size
+        self.received = 0
+        self.resumes = 0
+        self._response: httpx.Response | None = None
+        self._chunks: Iterator[bytes] = iter(())
+        self._pending = memoryview(b"")
+        self._skip = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def open(self) -> None:
+        """Send the request for the bytes not received yet."""
+        headers = dict(self.headers)
+        if self.received:
+            headers["Range"] = f"bytes={self.received}-"
+        response = self.client.send(self.client.build_request("GET", self.url, headers=headers),
+                                    stream=True)
+        self._response = response
+        status = response.status_code
+        if status == 206 and self.received:
+            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+            if not match or int(match.group(1)) != self.received:
+                raise TransportError(
+                    f"{self.what}: {self._host}: asked for bytes from {self.received}, got "
+                    f"Content-Range {response.headers.get('content-range')!r}")
+            self._skip = 0
+            if self.total is None and match.group(3) != "*":
+                self.total = int(match.group(3))
+        elif status == 200:
+            self._skip = self.received  # Range ignored: the whole body again, skip the start
+            length = response.headers.get("content-length")
+            if self.total is None and length and length.isdigit():
+                self.total = int(length)
+        else:
+            raise status_error(response, self.what)
+        try:  # a body given whole (mock transports) is already read: iter_raw refuses it
+            self._chunks = iter([response.content])
+        except httpx.ResponseNotRead:
+            self._chunks = response.iter_raw()  # no chunk_size: it buffers, losing bytes on a break
+
+    @property
+    def _host(self) -> str:
+        return self.client.base_url.join(self.url).netloc.decode()
+
+    def _resume(self, reason: str) -> None:
+        self._close_response()
+        self.resumes += 1
+        of = f" of {self.total}" if self.total is not None else ""
+        if self.resumes > self.retries:
+            raise TransportError(
+                f"{self.what}: download from {self._host} broke after {self.received}{of} "
+                f"bytes and {self.retries} resumes did not help: {reason}")
+        log.info("%s: resuming %s at byte %d%s (%s; resume %d of %d)", self.what,
+                 redact_url(str(self.client.base_url.join(self.url))), self.received, of,
+                 reason, self.resumes, self.retries)
+        self.open()
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                if self.total is not None and self.received < self.total:
+                    self._resume(f"body ended early, at byte {self.received}")
+                    continue
+                return 0
+            except httpx.TransportError as e:
+                self._resume(str(e) or type(e).__name__)
+                continue
+            if self._skip:
+                cut = min(self._skip, len(chunk))
+                chunk, self._skip = chunk[cut:], self._skip - cut
+            self._pending = memoryview(chunk)
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        self.received += n
+        return n
+
+    def _close_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+        self._chunks = iter(())
+
+    def close(self) -> None:
+        self._close_response()
+        super().close()
+
+
+@contextlib.contextmanager
+def open_blob(client: httpx.Client, url: str, *, size: int | None = None,
+              digest: str | None = None, retries: int = 3,
+              headers: Mapping[str, str] | None = None,
+              what: str | None = None) -> Iterator[BinaryIO]:
+    """Stream ``GET url`` as a buffered binary file, resuming a broken body.
+
+    With ``digest`` (and/or ``size``) the stream is verified: reading to the end
+    raises :class:`~occystrap_core.errors.DigestMismatchError` or
+    :class:`~occystrap_core.errors.CorruptImageError` on a mismatch. A failed
+    answer raises :func:`~occystrap_core.transport.errors.status_error` (with
+    ``.response``); a body still broken after ``retries`` resumes raises
+    :class:`~occystrap_core.errors.TransportError`. The response is always closed.
+    """
+    what = what or (f"blob {digest}" if digest else redact_url(url))
+    reader = BlobReader(client, url, size=size, retries=retries, headers=headers, what=what)
+    try:
+        reader.open()
+        raw: io.RawIOBase = reader
+        if digest or size is not None:
+            raw = HashingReader(reader, expected=digest, size=size, what=what)  # type: ignore[arg-type]
+        yield buffered(raw)  # type: ignore[misc]
+    finally:
+        reader.close()

@@ -1,0 +1,146 @@
+"""The default network transport (TLS, proxies, plain HTTP) and the error helpers,
+against small real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import threading
+
+import httpx
+import pytest
+import trustme
+from occystrap_core.errors import AuthError, ImageNotFoundError, TransportError, UsageError
+from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
+from occystrap_core.transport.errors import raise_for_status, status_error, translate_errors
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.server.seen.append((self.path, self.headers.get("Host")))
+        body = f"{self.server.name}:{self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(name, context=None):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.name, server.seen = name, []
+        if context:
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return server, f"127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_proxies(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def client(host, scheme="https", **settings):
+    ctx = make_context(client_factory_plugin(), clock=FakeClock(), retries=0, **settings)
+    return ctx.http_client("test", host, scheme=scheme)
+
+
+def test_insecure_means_plain_http(serve, no_proxies):
+    server, host = serve("plain")
+    response = client(host, scheme="http").get("/v2/")
+    assert response.text == "plain:/v2/"
+
+
+def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server, host = serve("tls", context)
+    with pytest.raises(TransportError, match=f"cannot connect to {host}: .*CERTIFICATE_VERIFY"):
+        client(host).get("/v2/")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    assert client(host, ca_cert=str(tmp_path / "ca.pem")).get("/v2/").text == "tls:/v2/"
+
+
+def test_client_certificates(serve, no_proxies, tmp_path):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server, host = serve("mtls", context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("occystrap-client").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "client.pem"))
+    response = client(host, ca_cert=str(tmp_path / "ca.pem"),
+                      client_cert=str(tmp_path / "client.pem")).get("/x")
+    assert response.text == "mtls:/x"
+
+
+def test_unreadable_certificates_are_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot load TLS certificates"):
+        client("r.example", ca_cert=str(tmp_path / "missing.pem"))
+
+
+def test_environment_proxies_are_used_despite_a_custom_transport(serve, monkeypatch,
+                                                                 no_proxies):
+    proxy, proxy_host = serve("proxy")
+    direct, direct_host = serve("direct")
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy_host}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert client("registry.invalid", scheme="http").get("/v2/").text == \
+        "proxy:http://registry.invalid/v2/"
+    assert client(direct_host, scheme="http").get("/v2/").text == "direct:/v2/"  # bypassed
+    assert proxy.seen == [("http://registry.invalid/v2/", "registry.invalid")]
+
+
+def test_one_client_per_factory_host_and_credentials():
+    from occystrap_core.types import Credentials
+
+    ctx = make_context(MockHTTP(lambda r: httpx.Response(200)), client_factory_plugin())
+    a = ctx.http_client("test", "r.example")
+    assert ctx.http_client("test", "r.example") is a
+    assert ctx.http_client("test", "r.example", credentials=Credentials("u", "p")) is not a
+    assert ctx.http_client("test", "r.example", scheme="http") is not a
+    ctx.close()
+    assert a.is_closed
+
+
+# --- error helpers ----------------------------------------------------------------------
+
+def response(status, **kwargs):
+    return httpx.Response(status, request=httpx.Request("GET", "https://reg.example/v2/x"),
+                          **kwargs)
+
+
+def test_status_errors_name_the_host_and_keep_the_response():
+    errors = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+    with pytest.raises(ImageNotFoundError, match="manifest app:1 on reg.example: not found: "
+                                                 "MANIFEST_UNKNOWN manifest unknown"):
+        raise_for_status(response(404, json=errors), "manifest app:1")
+    assert isinstance(status_error(response(403), "push"), AuthError)
+    error = status_error(response(502, text="<html>"), "blob upload")
+    assert isinstance(error, TransportError) and "HTTP 502 Bad Gateway" in str(error)
+    assert error.response.status_code == 502
+    raise_for_status(response(201), "x")
+    raise_for_status(response(404), "x", ok=(404,))
+
+
+def test_translate_errors():
+    with pytest.raises(TransportError, match="reading blob: network error talking to r: reset"):
+        with translate_errors("r", "reading blob"):
+            raise httpx.ReadError("reset")

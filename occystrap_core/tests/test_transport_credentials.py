@@ -1,0 +1,168 @@
+"""The core's credential sources and their order."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import stat
+
+import pytest
+from occystrap_core.testing.http import make_context
+from occystrap_core.types import Credentials
+
+from occystrap_core import hookimpl
+
+
+@pytest.fixture(autouse=True)
+def _occystrap_logs_reach_caplog(monkeypatch):
+    """A CLI run in an earlier test may have detached the ``occystrap`` logger."""
+    logger = logging.getLogger("occystrap")
+    monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty home; no credential environment from the machine running the tests."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def helper(tmp_path, monkeypatch, name, answers):
+    """A fake ``docker-credential-NAME`` on PATH answering from ``answers`` by server URL."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / f"docker-credential-{name}"
+    script.write_text(f"""#!/usr/bin/env python3
+import json, sys
+assert sys.argv[1:] == ["get"]
+server = sys.stdin.read().strip()
+answers = {json.dumps(answers)!s}
+if server not in answers:
+    print("credentials not found in native keychain")
+    sys.exit(1)
+print(json.dumps(answers[server]))
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def creds(host, role="input", **settings):
+    return make_context(**settings).credentials(host, role)
+
+
+def test_nothing_configured(home):
+    assert creds("reg.example") is None
+
+
+def test_command_line_by_role(home):
+    settings = {"username": "both", "password": "p0", "src_username": "src",
+                "src_password": "p1", "dest_username": "dst", "dest_password": "p2"}
+    assert creds("reg.example", "input", **settings).username == "src"
+    assert creds("reg.example", "output", **settings).username == "dst"
+    found = creds("reg.example", "output", username="both", password="p0")
+    assert (found.username, found.password, found.source) == ("both", "p0", "--username")
+
+
+def test_command_line_beats_docker_config(home):
+    write(home / ".docker/config.json", {"auths": {"reg.example": {"auth": b64("cfg:x")}}})
+    assert creds("reg.example", username="cli", password="y").username == "cli"
+    assert creds("reg.example").username == "cfg"
+
+
+def test_docker_config_auth_forms(home, monkeypatch):
+    config = write(home / "elsewhere/config.json", {"auths": {
+        "https://reg.example/v1/": {"auth": b64("alice:pa:ss")},
+        "plain.example": {"username": "bob", "password": "pw"},
+        "token.example": {"auth": b64("carol:"), "identitytoken": "refresh-me"},
+        "empty.example": {},
+    }})
+    monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
+    found = creds("reg.example")
+    assert (found.username, found.password) == ("alice", "pa:ss")
+    assert creds("plain.example").password == "pw"
+    assert creds("token.example").token == "refresh-me"
+    assert creds("empty.example") is None
+    assert "secret" not in repr(Credentials("u", "secret", "tok"))
+
+
+def test_docker_hub_aliases(home):
+    write(home / ".docker/config.json",
+          {"auths": {"https://index.docker.io/v1/": {"auth": b64("hub:pw")}}})
+    for host in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+        assert creds(host).username == "hub"
+
+
+def test_cred_helpers_and_store(home, tmp_path, monkeypatch):
+    helper(tmp_path, monkeypatch, "test", {
+        "reg.example": {"ServerURL": "reg.example", "Username": "helped", "Secret": "s1"},
+        "https://index.docker.io/v1/": {"Username": "<token>", "Secret": "idtoken"},
+    })
+    helper(tmp_path, monkeypatch, "store", {
+        "stored.example": {"Username": "kept", "Secret": "s2"}})
+    write(home / ".docker/config.json", {
+        "credHelpers": {"reg.example": "test", "docker.io": "test"},
+        "credsStore": "store",
+        "auths": {"reg.example": {"auth": b64("file:x")}, "fallback.example": {"auth": b64("f:y")}},
+    })
+    found = creds("reg.example")
+    assert (found.username, found.password) == ("helped", "s1")
+    assert "docker-credential-test" in found.source
+    hub = creds("docker.io")
+    assert hub.token == "idtoken" and hub.username is None
+    assert creds("stored.example").username == "kept"
+    assert creds("fallback.example").username == "f"  # the store has nothing: the file has
+
+
+def test_missing_helper_is_a_warning_not_a_crash(home, caplog):
+    write(home / ".docker/config.json", {"credHelpers": {"reg.example": "absent"}})
+    assert creds("reg.example") is None
+    assert "docker-credential-absent" in caplog.text
+
+
+def test_containers_auth_files_come_after_docker(home, tmp_path, monkeypatch):
+    write(home / ".docker/config.json", {"auths": {"docker.example": {"auth": b64("d:1")}}})
+    auth_file = write(tmp_path / "auth.json", {"auths": {
+        "docker.example": {"auth": b64("podman:1")}, "podman.example": {"auth": b64("p:1")}}})
+    write(tmp_path / "run/containers/auth.json", {"auths": {"xdg.example": {"auth": b64("x:1")}}})
+    write(home / ".config/containers/auth.json", {"auths": {"home.example": {"auth": b64("h:1")}}})
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert creds("docker.example").username == "d"
+    assert creds("podman.example").username == "p"
+    assert creds("xdg.example").username == "x"
+    assert creds("home.example").username == "h"
+
+
+def test_broken_config_is_skipped(home, caplog):
+    (home / ".docker").mkdir()
+    (home / ".docker/config.json").write_text("{not json")
+    write(home / ".config/containers/auth.json", {"auths": {"reg.example": {"auth": b64("h:1")}}})
+    assert creds("reg.example").username == "h"
+    assert "config.json" in caplog.text
+
+
+def test_plugins_come_first(home):
+    class Vault:
+        @hookimpl
+        def occystrap_credentials(self, host):
+            return Credentials("vault", "v") if host == "acme.example" else None
+
+    ctx = make_context(Vault(), username="cli", password="x")
+    assert ctx.credentials("acme.example", "input").username == "vault"
+    assert ctx.credentials("other.example", "input").username == "cli"
