@@ -1,0 +1,73 @@
+"""The shared transport against the real registry: auth in every mode, HTTP/2 sharing."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from occystrap_core.errors import AuthError
+from occystrap_core.testing.http import client_factory_plugin, make_context
+from occystrap_core.testing.registry import push_sample_image
+from occystrap_core.transport.auth import RegistryAuth
+from occystrap_core.types import ClientConfig, Credentials
+
+
+def _context(server):
+    plugin = client_factory_plugin(
+        "reg", lambda request, ctx: ClientConfig(auth=RegistryAuth(request.credentials)))
+    return make_context(plugin, ca_cert=server.ca_cert)
+
+
+def _client(ctx, server, credentials: Credentials | None):
+    return ctx.http_client("reg", server.host, scheme=server.scheme, credentials=credentials)
+
+
+def test_every_mode_authenticates_and_lists_tags(registry):
+    repo = f"auth/{uuid.uuid4().hex[:8]}"
+    push_sample_image(registry, repo, "v1")
+    creds = Credentials(registry.username, registry.password) if registry.username else None
+    with _context(registry) as ctx:
+        response = _client(ctx, registry, creds).get(f"/v2/{repo}/tags/list")
+    assert response.status_code == 200
+    assert response.json()["tags"] == ["v1"]
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_wrong_credentials_name_the_registry(mode, request):
+    server = request.getfixturevalue(f"registry_{mode}")
+    with _context(server) as ctx:
+        client = _client(ctx, server, Credentials("alice", "wrong-password"))
+        with pytest.raises(AuthError, match=f"authentication to {server.host} failed"):
+            client.get("/v2/anything/tags/list")
+
+
+def test_http2_is_negotiated_and_parallel_blob_requests_share_one_connection(registry_tls):
+    repo = f"h2/{uuid.uuid4().hex[:8]}"
+    image = push_sample_image(registry_tls, repo, "v1")
+    blobs = [image.config_digest, *image.layer_digests] * 4
+    connects = []
+    lock = threading.Lock()
+
+    def trace(event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete":
+            with lock:
+                connects.append(event)
+
+    with _context(registry_tls) as ctx:
+        client = _client(ctx, registry_tls, None)
+        first = client.get("/v2/", extensions={"trace": trace})
+        assert first.http_version == "HTTP/2"
+        assert len(connects) == 1
+
+        def fetch(digest: str) -> str:
+            response = client.get(f"/v2/{repo}/blobs/{digest}", extensions={"trace": trace})
+            assert response.status_code == 200
+            return response.http_version
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            versions = list(pool.map(fetch, blobs))
+    assert versions == ["HTTP/2"] * len(blobs)
+    assert len(connects) == 1, "parallel requests opened new connections"
