@@ -199,6 +199,13 @@ class ImageInput(ABC):
     def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
         """Open the stored bytes of ``layer`` (the core verifies them)."""
 
+    def platforms(self) -> list[Platform] | None:
+        """The platforms of the index the image was picked from, for ``info``.
+
+        None (the default) when the source has no index or cannot list it.
+        """
+        return None
+
     def close(self) -> None:
         """Release connections and temporary files."""
 
@@ -238,6 +245,14 @@ class ImageOutput(ABC):
     def abort(self) -> None:
         """Undo partial work after a failure."""
 
+    def verify(self) -> list[str] | None:
+        """After :meth:`finish`: re-read what was written and list what is wrong.
+
+        Re-derive (re-hash) the output rather than trusting bookkeeping. An empty
+        list means verified; None (the default) that this output cannot verify.
+        """
+        return None
+
 
 class ImageFilter(ImageOutput):
     """An output that wraps another output. The default passes everything through."""
@@ -263,3 +278,6 @@ class ImageFilter(ImageOutput):
 
     def abort(self) -> None:
         self.inner.abort()
+
+    def verify(self) -> list[str] | None:
+        return self.inner.verify()

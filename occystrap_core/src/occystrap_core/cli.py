@@ -221,7 +221,14 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         _, result = pipeline.run(occy, image_input, output)
     click.echo(f"Wrote {result.location}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
-    click.echo(_summary(occy, time.monotonic() - started), err=True)
+    problems = output.verify()  # re-reads what was written; None if the output cannot
+    for problem in problems or ():
+        click.echo(f"Verify: {problem}", err=True)
+    verified = "" if problems is None else \
+        f", verify failed ({len(problems)} problems)" if problems else ", verified"
+    click.echo(_summary(occy, time.monotonic() - started) + verified, err=True)
+    if problems:
+        ctx.exit(1)
 
 
 @cli.command(cls=SchemeHelpCommand)
@@ -235,8 +242,44 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
     from .info import as_text, describe
 
     with pipeline.build_input(_occy(ctx), source) as image_input:
-        details = describe(image_input.image())
+        details = describe(image_input.image(), image_input.platforms())
     click.echo(json.dumps(details, indent=2) if fmt == "json" else as_text(details))
+
+
+@cli.command(cls=SchemeHelpCommand)
+@click.argument("source")
+@click.option("--fast", is_flag=True, help="Check the manifest and config only; read no layer.")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True)
+@click.pass_context
+def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
+    """Validate the image at SOURCE; exit 1 if anything is wrong."""
+    from . import pipeline
+    from .check import run_check
+
+    with pipeline.build_input(_occy(ctx), source) as image_input:
+        report = run_check(image_input, fast)
+    click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
+    if report.count("error"):
+        ctx.exit(1)
+
+
+@cli.command(cls=SchemeHelpCommand)
+@click.argument("source")
+@click.argument("pattern")
+@click.option("--regex", is_flag=True, help="PATTERN is a regular expression (re.search).")
+@click.option("--script-friendly", is_flag=True, help="Print NAME:TAG:LAYER:PATH lines only.")
+@click.pass_context
+def search(ctx: click.Context, source: str, pattern: str, regex: bool,
+           script_friendly: bool) -> None:
+    """List the files in SOURCE's layers whose path matches PATTERN (a glob by default)."""
+    from . import pipeline
+    from .filters.search import Search
+    from .outputs.null import NullOutput
+
+    occy = _occy(ctx)
+    with pipeline.build_input(occy, source) as image_input:
+        pipeline.run(occy, image_input, Search(NullOutput(), pattern, regex, script_friendly))
 
 
 @cli.group()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .api import Image
+from .types import Platform
 
 
 def human_size(n: int | None) -> str:
@@ -19,7 +20,8 @@ def human_size(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(image: Image) -> dict[str, Any]:
+def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str, Any]:
+    """``platforms``: those of the index the image came from, when the input lists them."""
     config = image.config_json
     cc = config.get("config") or {}
     history = [h for h in config.get("history", []) if not h.get("empty_layer")]
@@ -34,7 +36,9 @@ def describe(image: Image) -> dict[str, Any]:
             "media_type": layer.media_type,
             "compression": layer.compression,
             "diff_id": diff_ids[i] if i < len(diff_ids) else layer.diff_id,
-            "uncompressed_size": layer.uncompressed_size,
+            # a stored uncompressed tar is its own uncompressed size
+            "uncompressed_size": layer.uncompressed_size if layer.uncompressed_size is not None
+            else layer.size if layer.compression == "none" else None,
             "created_by": history[i].get("created_by") if i < len(history) else None,
             **({"urls": list(layer.urls)} if layer.urls else {}),
         })
@@ -43,6 +47,7 @@ def describe(image: Image) -> dict[str, Any]:
         "tag": image.tag,
         "manifest_digest": image.manifest_digest,
         "manifest_media_type": image.manifest_media_type,
+        "platforms": [str(p) for p in platforms] if platforms is not None else None,
         "config_digest": image.config_digest,
         "config_size": len(image.config),
         "os": config.get("os"),
@@ -52,6 +57,8 @@ def describe(image: Image) -> dict[str, Any]:
         "author": config.get("author"),
         "layer_count": len(image.layers),
         "total_size": sum(l.size or 0 for l in image.layers),
+        "total_uncompressed_size": None if any(l["uncompressed_size"] is None for l in layers)
+        else sum(l["uncompressed_size"] for l in layers),
         "layers": layers,
         "history_count": len(config.get("history", [])),
         "env": cc.get("Env") or [],
@@ -72,15 +79,20 @@ def as_text(info: dict[str, Any]) -> str:
     if info["manifest_digest"]:
         lines += [f"Manifest:      {info['manifest_digest']}",
                   f"Media type:    {info['manifest_media_type']}"]
+    if info["platforms"]:
+        lines.append(f"Platforms:     {', '.join(info['platforms'])}")
     lines += [f"Platform:      {platform or '?'}",
               f"Created:       {info['created'] or '?'}",
               f"Config:        {info['config_digest']} ({info['config_size']} bytes)",
-              f"Layers:        {info['layer_count']}, {human_size(info['total_size'])}"]
+              f"Layers:        {info['layer_count']}, {human_size(info['total_size'])} stored"
+              + (f", {human_size(info['total_uncompressed_size'])} uncompressed"
+                 if info["total_uncompressed_size"] is not None else "")]
     for layer in info["layers"]:
         created_by = (layer["created_by"] or "").replace("\n", " ")
-        if len(created_by) > 60:
-            created_by = created_by[:57] + "..."
+        if len(created_by) > 50:
+            created_by = created_by[:47] + "..."
         lines.append(f"  {layer['index']:>3}  {layer['digest']}  {human_size(layer['size']):>10}"
+                     f"  {human_size(layer['uncompressed_size']):>10}"
                      f"  {layer['compression'] or '?':<5} {created_by}")
     for key, label in (("entrypoint", "Entrypoint"), ("cmd", "Cmd"), ("working_dir", "WorkingDir"),
                        ("user", "User")):

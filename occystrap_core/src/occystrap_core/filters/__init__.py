@@ -1,0 +1,1 @@
+"""The core's filters; :mod:`occystrap_core.builtin.filters` registers them."""

@@ -1,0 +1,137 @@
+"""The base of filters that change layer contents.
+
+Each layer is read as a tar stream and written, member by member, to a new
+uncompressed tar in the run's temp directory while it is hashed: that hash is
+the new diff_id. Nothing is held whole in memory. Members keep their PAX records
+(xattrs, capabilities, ACLs), hardlinks and device nodes unless the filter
+changes them. At :meth:`finish` the config's ``rootfs.diff_ids`` (and whatever
+:meth:`LayerRewriteFilter.edit_config` changes) are rewritten, and the inner
+output gets an evolved image, so it builds a new manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterable
+from typing import IO, Any, BinaryIO
+
+from .. import mediatypes as mt
+from .. import streams
+from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
+from ..context import Context
+from ..errors import CorruptImageError
+from ..layertar import members, prepare_copy, read_stream, write_stream
+
+Emitted = Iterable[tuple[tarfile.TarInfo, IO[bytes] | None]]
+
+
+class MemberRewriter:
+    """Rewrites the members of one layer. The default copies every member."""
+
+    def rewrite(self, member: tarfile.TarInfo, data: IO[bytes] | None) -> Emitted:
+        """The members to write for ``member`` (none to drop it); ``data`` is its content."""
+        yield member, data
+
+    def close(self) -> None:
+        """Called once the layer is done, even on failure."""
+
+
+class _HashingWriter:
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+class LayerRewriteFilter(ImageFilter):
+    """A filter that rewrites every layer; subclasses provide :meth:`member_rewriter`."""
+
+    def __init__(self, inner: ImageOutput, ctx: Context):
+        super().__init__(inner)
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._layers: dict[int, Layer] = {}
+        self._family = "oci"
+
+    def member_rewriter(self, layer: Layer) -> MemberRewriter:
+        """A fresh rewriter for one layer (layers may be rewritten in parallel)."""
+        return MemberRewriter()
+
+    def edit_config(self, config: dict[str, Any]) -> None:
+        """Change the config (a parsed copy) beyond the diff_ids, in place."""
+
+    def start(self, image: Image) -> None:
+        self._family = image.family
+        self.inner.start(image)
+
+    def wants_layer(self, layer: Layer) -> bool:
+        return True  # every layer is rewritten, so it must be read
+
+    def add_layer(self, data: LayerData) -> None:
+        fd, path = tempfile.mkstemp(prefix="rewrite-", suffix=".tar", dir=self.ctx.temp_dir)
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                out = _HashingWriter(raw)
+                with data.open_tar() as src:
+                    self._rewrite(src, out, data.layer)
+            layer = Layer(index=data.layer.index, media_type=mt.layer_type(self._family, "none"),
+                          digest=out.digest, size=out.size, diff_id=out.digest,
+                          uncompressed_size=out.size)
+            with self._lock:
+                self._layers[layer.index] = layer
+            if self.inner.wants_layer(layer):
+                # the opener returns the file, which LayerData uses as a context manager
+                self.inner.add_layer(LayerData(layer, lambda: open(path, "rb")))  # noqa: SIM115
+        finally:
+            os.unlink(path)
+
+    def _rewrite(self, src: BinaryIO, dst: _HashingWriter, layer: Layer) -> None:
+        rewriter = self.member_rewriter(layer)
+        try:
+            reader = read_stream(src)
+            writer = write_stream(dst)  # type: ignore[arg-type]
+            for member in members(reader, f"layer {layer.index}"):
+                original_mtime = member.mtime
+                content = reader.extractfile(member) if member.isreg() else None
+                try:
+                    for out, out_data in rewriter.rewrite(member, content):
+                        prepare_copy(out, original_mtime)
+                        writer.addfile(out, out_data if out.isreg() else None)
+                except (tarfile.TarError, EOFError) as e:
+                    raise CorruptImageError(f"layer {layer.index}: invalid tar at "
+                                            f"{member.name!r}: {e}") from None
+            writer.close()
+            reader.close()
+        finally:
+            rewriter.close()
+        while src.read(streams.CHUNK):  # the padding after the tar: EOF checks the diff_id
+            pass
+
+    def finish(self, image: Image) -> OutputResult:
+        layers = []
+        for layer in image.layers:
+            if layer.index not in self._layers:
+                raise CorruptImageError(f"layer {layer.index} was never rewritten")
+            layers.append(self._layers[layer.index])
+        config = json.loads(image.config)
+        rootfs = config.setdefault("rootfs", {"type": "layers"})
+        rootfs["diff_ids"] = [l.diff_id for l in layers]
+        self.edit_config(config)
+        # unchanged content keeps the source's exact config bytes (and so its digest)
+        data = image.config if config == image.config_json else \
+            json.dumps(config, separators=(",", ":")).encode()
+        return self.inner.finish(image.evolve(config=data, layers=tuple(layers)))

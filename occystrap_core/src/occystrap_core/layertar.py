@@ -1,0 +1,116 @@
+"""Reading and re-writing layer tars member by member, streaming.
+
+Shared by the rewriting filters, the extractors and ``check``. Layers are read
+with :mod:`tarfile` in stream mode (``r|``): nothing is held whole in memory,
+and an extended header larger than :data:`MAX_HEADER` is refused instead of
+being read into memory.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import CorruptImageError
+
+#: The largest PAX or GNU long-name header accepted (xattrs and ACLs fit easily).
+MAX_HEADER = 1024 * 1024
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+# PAX records that mirror header fields: tarfile regenerates them from the
+# TarInfo when needed, and an existing record would override a changed field.
+_MIRRORS = ("path", "linkpath", "size", "uid", "gid", "uname", "gname", "hdrcharset")
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized extended headers before reading them."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and self.size > MAX_HEADER:
+            raise CorruptImageError(f"tar extended header of {self.size} bytes "
+                                    f"(limit {MAX_HEADER})")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+def read_stream(stream: BinaryIO) -> tarfile.TarFile:
+    """A stream-mode reader of an uncompressed tar."""
+    try:
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo,
+                            errors="surrogateescape")
+    except tarfile.ReadError as e:
+        raise CorruptImageError(f"not a tar archive: {e}") from None
+
+
+def members(tar: tarfile.TarFile, what: str) -> Iterator[tarfile.TarInfo]:
+    """Iterate ``tar``, turning tarfile's errors into :class:`CorruptImageError`."""
+    it = iter(tar)
+    while True:
+        try:
+            member = next(it)
+        except StopIteration:
+            return
+        except (tarfile.TarError, EOFError) as e:
+            raise CorruptImageError(f"{what}: invalid tar: {e}") from None
+        yield member
+
+
+def write_stream(fileobj: BinaryIO) -> tarfile.TarFile:
+    """A writer producing USTAR headers, with PAX records only where needed."""
+    return tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT,
+                        encoding="utf-8", errors="surrogateescape")
+
+
+def clean_name(name: str) -> str:
+    """The member path without ``./`` and trailing slashes (``""`` for the root)."""
+    name = name.rstrip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    return "" if name == "." else name
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why a member path may not be written inside a root, or None if it may."""
+    if name.startswith("/"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a '..' component"
+    if "\0" in name:
+        return "a NUL byte"
+    return None
+
+
+def whiteout_target(name: str) -> tuple[str, str | None] | None:
+    """For a whiteout entry: ``(directory, name)``, name None for an opaque marker.
+
+    Returns None for an ordinary entry.
+    """
+    parent, base = posixpath.split(name)
+    if base == OPAQUE:
+        return parent, None
+    if base.startswith(WHITEOUT_PREFIX):
+        return parent, base[len(WHITEOUT_PREFIX):]
+    return None
+
+
+def prepare_copy(member: tarfile.TarInfo, original_mtime: float) -> None:
+    """Make ``member`` safe to write again after a filter changed it.
+
+    Drops PAX records that tarfile regenerates (and that would otherwise override
+    a changed field) while keeping the rest (xattrs, capabilities, ACLs, atime).
+    The original sub-second mtime record is kept when the mtime was not changed.
+    """
+    pax = {k: v for k, v in member.pax_headers.items()
+           if k not in _MIRRORS and not k.startswith("GNU.sparse.")}
+    if member.mtime != original_mtime:
+        pax.pop("mtime", None)
+    member.pax_headers = pax
+    if member.type == tarfile.GNUTYPE_SPARSE or member.sparse is not None:
+        member.type, member.sparse = tarfile.REGTYPE, None  # written out in full
+    if not member.isreg():
+        member.size = 0

@@ -1,0 +1,170 @@
+"""The ``oci-bundle://PATH`` output: an OCI runtime bundle that ``runc run`` accepts.
+
+``PATH/rootfs`` is the merged root filesystem (extracted safely, whiteouts
+applied) and ``PATH/config.json`` a runtime spec taking ``Env``, ``User``,
+``Entrypoint``/``Cmd`` and ``WorkingDir`` from the image; a user or group given
+by name is resolved from the image's ``/etc/passwd`` and ``/etc/group``. The
+bundle is built in a temp directory beside PATH and renamed into place at the
+end; PATH must not exist or be an empty directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from ..api import Image, ImageOutput, LayerData, OutputResult
+from ..context import Context
+from ..errors import CorruptImageError, OutputExistsError, URIError
+from ..rootfs import TreeWriter
+from ..types import ResolvedURI
+from .common import local_path, write_atomic
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]  # runc spec's defaults
+
+
+def _table(data: bytes | None, fields: int) -> list[list[str]]:
+    if data is None:
+        return []
+    rows = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split(":")
+        if len(parts) >= fields and not line.startswith("#"):
+            rows.append(parts)
+    return rows
+
+
+def resolve_user(user: str, passwd: bytes | None, group: bytes | None) -> dict[str, Any]:
+    """The spec's ``process.user`` for the image's ``User`` (``name|uid[:group|gid]``)."""
+    users, groups = _table(passwd, 4), _table(group, 3)
+    name, _, grp = (user or "0").partition(":")
+    if name.isdigit():
+        uid = int(name)
+        row = next((u for u in users if u[2] == name), None)
+    else:
+        row = next((u for u in users if u[0] == name), None)
+        if row is None:
+            raise CorruptImageError(f"user {name!r} is not in the image's /etc/passwd")
+        uid = int(row[2])
+    username = row[0] if row else None
+    gid = int(row[3]) if row and row[3].isdigit() else 0
+    if grp:
+        if grp.isdigit():
+            gid = int(grp)
+        else:
+            match = next((g for g in groups if g[0] == grp), None)
+            if match is None:
+                raise CorruptImageError(f"group {grp!r} is not in the image's /etc/group")
+            gid = int(match[2])
+    extra = sorted({int(g[2]) for g in groups if username and g[2].isdigit()
+                    and username in g[3].split(",") and int(g[2]) != gid})
+    return {"uid": uid, "gid": gid, **({"additionalGids": extra} if extra else {})}
+
+
+def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str) -> dict[str, Any]:
+    """A runc ``config.json`` like ``runc spec`` writes, with the image's process."""
+    cc = config.get("config") or {}
+    args = list(cc.get("Entrypoint") or []) + list(cc.get("Cmd") or [])
+    env = list(cc.get("Env") or [DEFAULT_PATH])
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": user, "args": args, "env": env,
+                    "cwd": cc.get("WorkingDir") or "/",
+                    "capabilities": {k: list(_CAPS) for k in
+                                     ("bounding", "effective", "permitted")},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                    "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": t} for t in
+                                 ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+                  "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                                  "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+                                  "/sys/firmware", "/proc/scsi"],
+                  "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
+                                    "/proc/sys", "/proc/sysrq-trigger"]},
+    }
+
+
+class BundleOutput(ImageOutput):
+    requires_ordered_layers = True  # layers are applied on top of each other as they come
+
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.path = local_path(uri)
+        self.ctx = ctx
+        self._temp: str | None = None
+        self._tree: TreeWriter | None = None
+        self._spec: dict[str, Any] | None = None
+        self._image: Image | None = None
+
+    def start(self, image: Image) -> None:
+        if os.path.lexists(self.path) and not (os.path.isdir(self.path)
+                                               and not os.listdir(self.path)):
+            raise OutputExistsError(f"{self.path} exists; a bundle is written to a new "
+                                    f"or empty directory")
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise URIError(f"directory {parent} does not exist")
+        self._temp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
+        os.mkdir(os.path.join(self._temp, "rootfs"), 0o755)
+        self._tree = TreeWriter(os.path.join(self._temp, "rootfs"))
+
+    def add_layer(self, data: LayerData) -> None:
+        assert self._tree is not None
+        with data.open_tar() as tar:
+            self._tree.apply(tar, f"layer {data.layer.index}")
+
+    def finish(self, image: Image) -> OutputResult:
+        assert self._tree is not None and self._temp is not None
+        self._tree.close()
+        self._image = image
+        self._spec = self._derive_spec(image)
+        write_atomic(os.path.join(self._temp, "config.json"),
+                     json.dumps(self._spec, indent=2).encode())
+        if os.path.isdir(self.path):
+            os.rmdir(self.path)  # empty, checked at start
+        os.chmod(self._temp, 0o755)
+        os.rename(self._temp, self.path)
+        self._temp = None
+        self._tree.root = os.path.join(self.path, "rootfs")
+        return OutputResult(location=self.path,
+                            details={"args": self._spec["process"]["args"]})
+
+    def _derive_spec(self, image: Image) -> dict[str, Any]:
+        assert self._tree is not None
+        config = image.config_json
+        user = resolve_user((config.get("config") or {}).get("User") or "",
+                            self._tree.read_file("etc/passwd"), self._tree.read_file("etc/group"))
+        return runtime_spec(config, user, hostname="occystrap")
+
+    def verify(self) -> list[str]:
+        """Re-read config.json and the rootfs; compare with the image and its layers."""
+        if self._tree is None or self._image is None:
+            return ["nothing was written"]
+        problems = []
+        with open(os.path.join(self.path, "config.json"), "rb") as f:
+            if json.load(f) != self._derive_spec(self._image):
+                problems.append("config.json does not match the image config")
+        return problems + [f"rootfs {p}" for p in self._tree.verify()]
+
+    def abort(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Helpers shared by the local outputs: paths, atomic writes, re-hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import BinaryIO
+
+from .. import digest as digests
+from .. import streams
+from ..errors import CorruptImageError, OutputExistsError, URIError
+from ..types import ResolvedURI
+
+
+def local_path(uri: ResolvedURI) -> str:
+    if not uri.target:
+        raise URIError(f"{uri.raw!r} names no path")
+    return os.path.abspath(os.path.expanduser(uri.target))
+
+
+def ensure_dir(path: str) -> bool:
+    """Make ``path`` a directory if it is missing; True if this call created it."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise OutputExistsError(f"{path} exists and is not a directory")
+        return False
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise URIError(f"directory {parent} does not exist")
+    os.mkdir(path)
+    return True
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
+    """Copy ``src`` to ``dst``; the sha256 digest and size of what was copied."""
+    reader = streams.HashingReader(src)
+    size = streams.copy(streams.buffered(reader), dst)  # type: ignore[arg-type]
+    return reader.digest, size
+
+
+def hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(streams.CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def hex_name(digest: str, what: str) -> str:
+    """The hex part of a sha256 digest, safe as a file name."""
+    if not digest.startswith("sha256:"):
+        raise CorruptImageError(f"{what} {digest!r} is not a sha256 digest")
+    return digests.hex_of(digest)

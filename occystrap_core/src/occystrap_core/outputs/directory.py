@@ -1,0 +1,196 @@
+"""The ``dir://PATH`` output: a directory of layers shared between images.
+
+Layout::
+
+    PATH/<diff_id hex>/layer.tar     uncompressed layers, one copy per content
+    PATH/<config hex>.json           the config, byte for byte (its name is its digest)
+    PATH/manifest.json               docker-save style [{Config, RepoTags, Layers}]
+
+With ``unique_names=true`` each image gets ``manifest-<name with / as _>-<tag>.json``
+instead, and ``catalog.json`` maps ``{name: {tag: manifest file}}`` (updated under
+a file lock, so concurrent runs do not lose entries). With ``expand=true`` the
+merged root filesystem is extracted to ``rootfs/`` (``rootfs-<name>-<tag>/`` with
+unique names), applying whiteouts. A layer already present is not read again.
+Everything is written under a temp name and renamed; :meth:`DirOutput.verify`
+re-hashes every file it wrote.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+from .. import streams
+from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
+from ..context import Context
+from ..errors import CorruptImageError
+from ..rootfs import TreeWriter
+from ..types import ResolvedURI
+from .common import (
+    copy_hashing,
+    ensure_dir,
+    hash_file,
+    hex_name,
+    local_path,
+    write_atomic,
+)
+
+
+def _safe(text: str) -> str:
+    return text.replace("/", "_").replace(":", "_")
+
+
+class DirOutput(ImageOutput):
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.path = local_path(uri)
+        self.ctx = ctx
+        self.unique = bool(uri.options.get("unique_names"))
+        self.expand = bool(uri.options.get("expand"))
+        self._lock = threading.Lock()
+        self._created = False
+        self._new: list[str] = []  # paths this run added, removed by abort()
+        self._written: dict[int, str] = {}  # layer index -> diff_id
+        self._diff_ids: list[str] = []
+        self._manifest_file: str | None = None
+        self._tree: TreeWriter | None = None
+
+    def start(self, image: Image) -> None:
+        self._created = ensure_dir(self.path)
+        self._diff_ids = image.diff_ids
+
+    def _layer_file(self, diff_id: str) -> str:
+        return f"{hex_name(diff_id, 'diff_id')}/layer.tar"
+
+    def wants_layer(self, layer: Layer) -> bool:
+        diff_id = layer.diff_id or (self._diff_ids[layer.index]
+                                    if layer.index < len(self._diff_ids) else None)
+        if diff_id and diff_id.startswith("sha256:") and \
+                os.path.isfile(os.path.join(self.path, self._layer_file(diff_id))):
+            with self._lock:
+                self._written[layer.index] = diff_id
+            return False
+        return True
+
+    def add_layer(self, data: LayerData) -> None:
+        fd, temp = tempfile.mkstemp(prefix=".tmp-layer-", dir=self.path)
+        try:
+            with os.fdopen(fd, "wb") as f, data.open_tar() as tar:
+                diff_id, _ = copy_hashing(tar, f)
+            final = os.path.join(self.path, self._layer_file(diff_id))
+            with self._lock:
+                if not os.path.isdir(os.path.dirname(final)):
+                    os.mkdir(os.path.dirname(final))
+                    self._new.append(os.path.dirname(final))
+                os.chmod(temp, 0o644)
+                os.replace(temp, final)
+                self._written[data.layer.index] = diff_id
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def finish(self, image: Image) -> OutputResult:
+        written = []
+        for layer in image.layers:
+            if layer.index not in self._written:
+                raise CorruptImageError(f"layer {layer.index} was never written")
+            written.append(self._written[layer.index])
+        if written != image.diff_ids:
+            raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
+                                    f"the layers written {written}")
+        config_name = f"{hex_name(image.config_digest, 'config digest')}.json"
+        self._put(config_name, image.config)
+        entry: dict[str, Any] = {"Config": config_name,
+                                 "RepoTags": [image.reference] if image.reference else [],
+                                 "Layers": [self._layer_file(d) for d in written]}
+        suffix = f"-{_safe(image.name or 'unnamed')}-{_safe(image.tag or 'latest')}"
+        if self.expand:
+            self._extract(written, "rootfs" + (suffix if self.unique else ""))
+        if self.unique:
+            entry["ImageName"] = image.reference
+            self._manifest_file = f"manifest{suffix}.json"
+            self._put(self._manifest_file, json.dumps([entry], indent=2).encode())
+            self._catalog(image, self._manifest_file)
+        else:
+            self._manifest_file = "manifest.json"
+            self._put(self._manifest_file, json.dumps([entry], indent=2).encode())
+        return OutputResult(location=self.path, details={"manifest": self._manifest_file})
+
+    def _put(self, name: str, data: bytes) -> None:
+        final = os.path.join(self.path, name)
+        if not os.path.exists(final):
+            self._new.append(final)
+        write_atomic(final, data)
+
+    def _catalog(self, image: Image, manifest_file: str) -> None:
+        with open(os.path.join(self.path, ".catalog.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # other runs may add images to this directory
+            path = os.path.join(self.path, "catalog.json")
+            catalog: dict[str, dict[str, str]] = {}
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    try:
+                        catalog = json.load(f)
+                    except ValueError:
+                        raise CorruptImageError(f"{path} is not valid JSON") from None
+            catalog.setdefault(image.name or "unnamed", {})[image.tag or "latest"] = manifest_file
+            self._put("catalog.json", json.dumps(catalog, indent=2, sort_keys=True).encode())
+
+    def _extract(self, diff_ids: list[str], name: str) -> None:
+        temp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.path)
+        self._new.append(temp)
+        os.chmod(temp, 0o755)
+        tree = TreeWriter(temp)
+        for i, diff_id in enumerate(diff_ids):
+            with open(os.path.join(self.path, self._layer_file(diff_id)), "rb") as f:
+                # re-hashed while extracting: a shared layer from an earlier run is checked too
+                checked = streams.HashingReader(f, diff_id, what=f"stored layer {i}")  # type: ignore
+                tree.apply(streams.buffered(checked), f"layer {i}")  # type: ignore[arg-type]
+        tree.close()
+        final = os.path.join(self.path, name)
+        if os.path.lexists(final):
+            old = tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.path)
+            os.rename(final, os.path.join(old, name))
+            os.rename(temp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(temp, final)
+        self._new[self._new.index(temp)] = final
+        tree.root = final
+        self._tree = tree
+
+    def verify(self) -> list[str]:
+        """Re-hash the config and every layer named by the manifest just written."""
+        if self._manifest_file is None:
+            return ["nothing was written"]
+        problems = []
+        with open(os.path.join(self.path, self._manifest_file), "rb") as f:
+            entry = json.load(f)[0]
+        config_path = os.path.join(self.path, entry["Config"])
+        if hash_file(config_path) != "sha256:" + entry["Config"].removesuffix(".json"):
+            problems.append(f"{entry['Config']}: content does not match its name")
+        with open(config_path, "rb") as f:
+            diff_ids = json.load(f).get("rootfs", {}).get("diff_ids", [])
+        for i, name in enumerate(entry["Layers"]):
+            actual = hash_file(os.path.join(self.path, name))
+            if actual != "sha256:" + name.split("/")[0]:
+                problems.append(f"{name}: content does not match its name")
+            if i >= len(diff_ids) or actual != diff_ids[i]:
+                problems.append(f"{name}: not the config's diff_id {i}")
+        if self._tree is not None:
+            problems += [f"rootfs {p}" for p in self._tree.verify()]
+        return problems
+
+    def abort(self) -> None:
+        if self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for path in reversed(self._new):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)

@@ -1,0 +1,112 @@
+"""The ``mounts://PATH`` output: one overlayfs lower directory per layer.
+
+Each layer is extracted on its own into ``PATH/<diff_id hex>/`` (shared between
+images, skipped when present), with whiteouts as overlayfs wants them: a 0/0
+character device for ``.wh.NAME`` and ``trusted.overlay.opaque=y`` on a directory
+holding ``.wh..wh..opq``. Both need root. ``PATH/<config hex>.json`` holds the
+config and ``PATH/manifest.json`` the layer directories, lowest first, and the
+``lowerdir=`` option to mount them with (reported in the result, never run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+
+from .. import streams
+from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
+from ..context import Context
+from ..errors import CorruptImageError, UnsupportedError
+from ..rootfs import TreeWriter
+from ..types import ResolvedURI
+from .common import ensure_dir, hash_file, hex_name, local_path, write_atomic
+
+
+class MountsOutput(ImageOutput):
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.path = local_path(uri)
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._created = False
+        self._new: list[str] = []
+        self._temps: list[str] = []
+        self._written: dict[int, str] = {}
+        self._trees: dict[str, TreeWriter] = {}
+        self._diff_ids: list[str] = []
+        self._config: str | None = None
+
+    def start(self, image: Image) -> None:
+        if os.geteuid() != 0:
+            raise UnsupportedError("mounts:// needs root: whiteouts are character devices and "
+                                   "opaque directories trusted.* xattrs")
+        self._created = ensure_dir(self.path)
+        self._diff_ids = image.diff_ids
+
+    def wants_layer(self, layer: Layer) -> bool:
+        diff_id = layer.diff_id or (self._diff_ids[layer.index]
+                                    if layer.index < len(self._diff_ids) else None)
+        if diff_id and diff_id.startswith("sha256:") and \
+                os.path.isdir(os.path.join(self.path, hex_name(diff_id, "diff_id"))):
+            with self._lock:
+                self._written[layer.index] = diff_id
+            return False
+        return True
+
+    def add_layer(self, data: LayerData) -> None:
+        temp = tempfile.mkdtemp(prefix=".tmp-layer-", dir=self.path)
+        with self._lock:
+            self._temps.append(temp)
+        os.chmod(temp, 0o755)
+        tree = TreeWriter(temp, overlay=True)
+        with data.open_tar() as tar:
+            hashing = streams.HashingReader(tar)  # type: ignore[arg-type]
+            tree.apply(streams.buffered(hashing), f"layer {data.layer.index}")  # type: ignore
+        tree.close()
+        diff_id = hashing.digest
+        final = os.path.join(self.path, hex_name(diff_id, "diff_id"))
+        with self._lock:
+            if os.path.isdir(final):  # the same layer twice in one image
+                shutil.rmtree(temp)
+            else:
+                os.rename(temp, final)
+                self._new.append(final)
+                tree.root = final
+                self._trees[diff_id] = tree
+            self._temps.remove(temp)
+            self._written[data.layer.index] = diff_id
+
+    def finish(self, image: Image) -> OutputResult:
+        written = [self._written.get(layer.index) for layer in image.layers]
+        if written != image.diff_ids:
+            raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
+                                    f"the layers written {written}")
+        self._config = f"{hex_name(image.config_digest, 'config digest')}.json"
+        write_atomic(os.path.join(self.path, self._config), image.config)
+        dirs = [os.path.join(self.path, hex_name(d, "diff_id")) for d in image.diff_ids]
+        lowerdir = ":".join(reversed(dirs))  # overlayfs lists the top layer first
+        write_atomic(os.path.join(self.path, "manifest.json"), json.dumps(
+            {"image": image.reference, "config": self._config, "layers": dirs,
+             "lowerdir": lowerdir}, indent=2).encode())
+        return OutputResult(location=self.path, details={
+            "mount": f"mount -t overlay overlay -o lowerdir={lowerdir} TARGET"})
+
+    def verify(self) -> list[str]:
+        """Re-hash the config and re-read every layer directory this run extracted."""
+        if self._config is None:
+            return ["nothing was written"]
+        problems = []
+        if hash_file(os.path.join(self.path, self._config)) != \
+                "sha256:" + self._config.removesuffix(".json"):
+            problems.append(f"{self._config}: content does not match its name")
+        for diff_id, tree in self._trees.items():
+            problems += [f"layer {diff_id}: {p}" for p in tree.verify()]
+        return problems
+
+    def abort(self) -> None:
+        for path in self._temps + self._new:
+            shutil.rmtree(path, ignore_errors=True)
+        if self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
