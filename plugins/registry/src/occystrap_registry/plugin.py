@@ -1,5 +1,114 @@
 """Entry-point module of occystrap-registry: hook implementations only, no heavy imports.
 
-Registered so that the distribution is discovered and listed; its schemes arrive
-with the issue that builds it.
+Everything that talks HTTP lives in modules imported when a source, destination or
+client is actually built.
 """
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterator
+from urllib.parse import unquote, urlencode
+
+from occystrap_core import hookimpl
+from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
+                                  OutputTarget, ResolvedURI)
+from occystrap_core.uri import parse_uri
+
+if TYPE_CHECKING:
+    from occystrap_core.api import ImageInput, ImageOutput
+    from occystrap_core.context import Context
+    from occystrap_core.types import ClientConfig, ClientRequest
+
+SCHEME = "registry"
+_PREFIX = f"{SCHEME}://"
+
+_COMMON = (
+    OptionSpec("insecure", bool, "Plain HTTP instead of HTTPS for this registry.", False),
+)
+INPUT_OPTIONS = _COMMON + (
+    OptionSpec("platform", str, "OS/ARCH[/VARIANT] to pick from a multi-platform image "
+               "(default: --platform, else this host)."),
+)
+OUTPUT_OPTIONS = _COMMON + (
+    OptionSpec("compression", str, "gzip, zstd or none: re-encode layers with it "
+               "(default: keep compressed layers as they are, gzip uncompressed ones)."),
+    OptionSpec("level", int, "Compression level (gzip 0-3, default 1; zstd -7..22, default 3)."),
+)
+
+
+@hookimpl
+def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
+    """Take ``user:pass@`` and ``?username=&password=`` out of a registry URI.
+
+    Both become the URI's credentials; neither stays in the target or the query, so
+    they are never shown or mistaken for options.
+    """
+    if not uri[:len(_PREFIX)].lower() == _PREFIX:
+        return None
+    from .reference import parse
+
+    rest = uri[len(_PREFIX):]
+    target, sep, query = rest.partition("?")
+    authority, slash, path = target.partition("/")
+    username = password = None
+    # With no '/', an '@' belongs to a digest (registry://busybox@sha256:...).
+    if slash and "@" in authority:
+        userinfo, authority = authority.rsplit("@", 1)
+        user, _, pw = userinfo.partition(":")
+        username, password = unquote(user), unquote(pw)
+    resolved = parse_uri(f"{_PREFIX}{authority}{slash}{path}{sep}{query}")
+    query_values = dict(resolved.query)
+    for key in ("username", "password"):
+        values = query_values.pop(key, ())
+        if values:
+            if key == "username":
+                username = values[-1]
+            else:
+                password = values[-1]
+    credentials = None
+    if username is not None or password is not None:
+        credentials = Credentials(username=username, password=password, source="URI")
+    canonical = str(parse(resolved.target))  # a bad reference fails here, clearly
+    shown = urlencode([(k, v) for k, vs in query_values.items() for v in vs])
+    return replace(resolved, scheme=SCHEME, target=canonical, query=query_values,
+                   credentials=credentials,
+                   raw=f"{_PREFIX}{canonical}" + (f"?{shown}" if shown else ""))
+
+
+def _input(uri: ResolvedURI, ctx: Context) -> ImageInput:
+    from .source import RegistryInput
+
+    return RegistryInput(uri, ctx)
+
+
+def _output(uri: ResolvedURI, ctx: Context) -> ImageOutput:
+    from .target import RegistryOutput
+
+    return RegistryOutput(uri, ctx)
+
+
+def _configure(request: ClientRequest, ctx: Context) -> ClientConfig:
+    from .client import configure
+
+    return configure(request, ctx)
+
+
+@hookimpl
+def occystrap_input_sources() -> Iterator[InputSource]:
+    yield InputSource(name="registry", schemes=(SCHEME,),
+                      summary="Docker Registry V2 / OCI distribution (pull)",
+                      factory=_input, options=INPUT_OPTIONS)
+
+
+@hookimpl
+def occystrap_output_targets() -> Iterator[OutputTarget]:
+    yield OutputTarget(name="registry", schemes=(SCHEME,),
+                       summary="Docker Registry V2 / OCI distribution (push)",
+                       factory=_output, options=OUTPUT_OPTIONS)
+
+
+@hookimpl
+def occystrap_transport() -> Iterator[ClientFactory]:
+    yield ClientFactory(name="registry", summary="Registry API (Bearer and Basic auth)",
+                        configure=_configure)

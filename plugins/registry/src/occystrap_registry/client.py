@@ -1,0 +1,70 @@
+"""The registry client factory and a small wrapper for one repository's API calls.
+
+HTTP clients come from the core (``ctx.http_client``) so that retries, rate
+limits, TLS and HTTP/2 apply; this module only adds auth and turns registry
+answers into occystrap errors that name the registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+import httpx
+
+from occystrap_core.errors import OccystrapError, TransportError
+from occystrap_core.transport.auth import RegistryAuth
+from occystrap_core.transport.clock import get_clock
+from occystrap_core.transport.errors import status_error
+from occystrap_core.types import ClientConfig, ClientRequest, Credentials, ResolvedURI, Role
+
+from .reference import Reference
+
+if TYPE_CHECKING:
+    from occystrap_core.context import Context
+
+FACTORY = "registry"
+
+
+def configure(request: ClientRequest, ctx: Context) -> ClientConfig:
+    return ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx)),
+                        headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+
+class Repository:
+    """One repository on one registry, with the run's shared client for that registry."""
+
+    def __init__(self, ctx: Context, ref: Reference, uri: ResolvedURI, role: Role):
+        self.ctx = ctx
+        self.ref = ref
+        self.host = ref.api_host
+        self.path = ref.path
+        insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
+        self.scheme = "http" if insecure else "https"
+        self.credentials: Credentials | None = uri.credentials or ctx.credentials(ref.domain, role)
+        self.client = ctx.http_client(FACTORY, self.host, scheme=self.scheme,
+                                      credentials=self.credentials)
+
+    def url(self, kind: str, ref: str = "") -> str:
+        """``/v2/<repo>/<kind>/<ref>``: kind is ``manifests``, ``blobs`` or ``blobs/uploads``."""
+        return f"/v2/{self.path}/{kind}/{ref}"
+
+    def request(self, method: str, url: str, *, what: str, ok: Iterable[int] = (200,),
+                missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
+        """Send a request; a status outside ``ok`` raises an error naming the registry.
+
+        With ``missing_ok`` a 404 is returned instead of raised.
+        """
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as e:
+            raise self.transport_error(what, e) from None
+        if response.status_code in ok or (missing_ok and response.status_code == 404):
+            return response
+        raise self.status_error(response, what)
+
+    def transport_error(self, what: str, e: Exception) -> OccystrapError:
+        return TransportError(f"{what}: network error talking to {self.host}: "
+                              f"{e or type(e).__name__}")
+
+    def status_error(self, response: httpx.Response, what: str) -> OccystrapError:
+        return status_error(response, what)

@@ -1,0 +1,148 @@
+"""``registry://`` input: manifests, platform selection, config and streamed layer blobs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlsplit
+
+import httpx
+
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core.api import Image, ImageInput, Layer
+from occystrap_core.errors import (CorruptImageError, DigestMismatchError, ImageNotFoundError,
+                                   UnsupportedError)
+from occystrap_core.transport.blobs import open_blob
+from occystrap_core.types import Platform, ResolvedURI
+
+from . import manifests, platforms
+from .client import FACTORY, Repository
+from .reference import parse
+
+if TYPE_CHECKING:
+    from occystrap_core.context import Context
+
+_MAX_INDEX_DEPTH = 4
+_MAX_MANIFEST = 4 * 1024 * 1024  # the OCI distribution spec's suggested limit
+_MAX_CONFIG = 64 * 1024 * 1024
+
+
+class RegistryInput(ImageInput):
+    parallel = True
+
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.ctx = ctx
+        self.ref = parse(uri.target)
+        self.repo = Repository(ctx, self.ref, uri, "input")
+        wanted = uri.options.get("platform")
+        self.platform: Platform = platforms.parse(wanted) if wanted else ctx.settings.platform
+        self._image: Image | None = None
+
+    # --- manifests -----------------------------------------------------------
+
+    def fetch_manifest(self, ref: str) -> manifests.Manifest:
+        """GET a manifest by tag or digest; a digest reference is verified."""
+        pinned = digests.is_valid(ref)
+        what = f"manifest {self.ref.path}{'@' if pinned else ':'}{ref}"
+        response = self.repo.request("GET", self.repo.url("manifests", ref), what=what,
+                                     headers={"Accept": manifests.ACCEPT})
+        data = response.content
+        if len(data) > _MAX_MANIFEST:
+            raise CorruptImageError(f"{what}: manifest larger than {_MAX_MANIFEST} bytes")
+        manifest = manifests.parse(data, response.headers.get("Content-Type"),
+                                   f"registry {self.repo.host}: {what}")
+        if pinned:
+            actual = digests.of_bytes(data, ref.split(":", 1)[0])
+            if actual != ref:
+                raise DigestMismatchError(what, ref, actual)
+        return manifest
+
+    def resolve_manifest(self) -> tuple[manifests.Manifest, Platform | None]:
+        """The image manifest for our platform, descending through (nested) indexes."""
+        manifest = self.fetch_manifest(self.ref.ref)
+        chosen: Platform | None = None
+        for _ in range(_MAX_INDEX_DEPTH):
+            if not manifest.is_index:
+                return manifest, chosen
+            entry, chosen = self.select(manifest)
+            manifest = self.fetch_manifest(
+                digests.validate(str(entry.get("digest")), "index entry digest"))
+        raise UnsupportedError(f"{self.ref}: indexes nested more than {_MAX_INDEX_DEPTH} deep")
+
+    def select(self, index: manifests.Manifest) -> tuple[dict, Platform | None]:
+        available: list[Platform] = []
+        nested: list[dict] = []
+        for entry in index.entries:
+            p = platforms.of_descriptor(entry)
+            if p is None:
+                if entry.get("mediaType") in mt.INDEXES:
+                    nested.append(entry)  # a platform-less nested index: look inside
+                continue
+            available.append(p)
+            if platforms.matches(self.platform, p):
+                return entry, p
+        if len(nested) == 1 and not available:
+            return nested[0], None
+        raise ImageNotFoundError(
+            f"{self.ref}: no image for platform {self.platform} (available: "
+            f"{platforms.describe(available)}); choose one with --platform")
+
+    # --- the image -----------------------------------------------------------
+
+    def image(self) -> Image:
+        if self._image is None:
+            self._image = self._load()
+        return self._image
+
+    def _load(self) -> Image:
+        manifest, platform = self.resolve_manifest()
+        cfg = manifest.config
+        config_digest = digests.validate(cfg["digest"], "config digest")
+        if (cfg.get("size") or 0) > _MAX_CONFIG:
+            raise CorruptImageError(f"{self.ref}: config larger than {_MAX_CONFIG} bytes")
+        what = f"config {config_digest}"
+        response = self.repo.request("GET", self.repo.url("blobs", config_digest), what=what)
+        config = response.content
+        actual = digests.of_bytes(config, config_digest.split(":", 1)[0])
+        if actual != config_digest:
+            raise DigestMismatchError(f"{self.ref}: {what}", config_digest, actual)
+        image = Image(name=self.ref.name, tag=self.ref.tag, config=config, layers=(),
+                      config_media_type=cfg.get("mediaType") or mt.DOCKER_CONFIG,
+                      manifest=manifest.data, manifest_media_type=manifest.media_type,
+                      platform=platform)
+        return dataclasses.replace(image, layers=manifest.layers(image.diff_ids),
+                                   platform=platform or _config_platform(image))
+
+    # --- layers --------------------------------------------------------------
+
+    def open_layer(self, layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
+        if layer.foreign:
+            return self._open_foreign(layer)
+        return self._open(self.repo.client, self.repo.url("blobs", layer.digest or ""), layer)
+
+    def _open(self, client: httpx.Client, url: str,
+              layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
+        # No digest or size here: LayerData verifies both, hashing once is enough.
+        return open_blob(client, url, retries=self.ctx.settings.retries,
+                         what=f"{self.ref.path}: layer {layer.index} blob {layer.digest}")
+
+    def _open_foreign(self, layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Foreign (non-distributable) layers are fetched from their ``urls``, never from
+        the registry, which by definition does not hold them."""
+        for url in layer.urls:
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https") and parts.netloc:
+                client = self.ctx.http_client(FACTORY, parts.netloc, scheme=parts.scheme)
+                return self._open(client, url, layer)
+        raise UnsupportedError(
+            f"{self.ref}: layer {layer.index} ({layer.digest}) is a foreign layer "
+            f"({layer.media_type}) with no http(s) URL to fetch it from")
+
+
+def _config_platform(image: Image) -> Platform | None:
+    config = image.config_json
+    if config.get("os") and config.get("architecture"):
+        return Platform(config["os"], config["architecture"], config.get("variant") or None)
+    return None

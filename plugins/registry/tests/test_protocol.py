@@ -1,0 +1,342 @@
+"""Protocol details against an in-memory registry under the real transport layers:
+chunked uploads, manifest kinds, platform selection, foreign layers, verification."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import random
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+import occystrap_registry.plugin as registry_plugin
+from occystrap_core import mediatypes as mt
+from occystrap_core.api import Image, ImageInput, Layer
+from occystrap_core.context import Context
+from occystrap_core.errors import (DigestMismatchError, ImageNotFoundError, UnsupportedError)
+from occystrap_core.pipeline import build_input, build_output, run
+from occystrap_core.testing.http import MockHTTP, make_context
+from occystrap_core.types import Platform
+
+HOST = "reg.example"
+MiB = 1024 * 1024
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class FakeRegistry:
+    """Just enough of the distribution API; ``max_body`` answers 413 to larger bodies."""
+
+    def __init__(self, max_body: int | None = None, chunk_min: int = 0):
+        self.max_body = max_body
+        self.chunk_min = chunk_min
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.uploads: dict[str, bytearray] = {}
+        self.external: dict[str, bytes] = {}  # full URL -> body (foreign layers)
+        self.log: list[tuple[str, str, int]] = []  # method, path, body length
+        self.chunks: list[int] = []  # sizes of accepted PATCH bodies
+
+    def add_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        self.manifests[(repo, ref)] = self.manifests[(repo, sha(data))] = (data, media_type)
+        return sha(data)
+
+    def add_blob(self, data: bytes) -> str:
+        self.blobs[sha(data)] = data
+        return sha(data)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        self.log.append((request.method, request.url.path, len(body)))
+        url = str(request.url.copy_with(query=None))
+        if url in self.external:
+            return httpx.Response(200, content=self.external[url])
+        repo, _, rest = request.url.path.removeprefix("/v2/").partition("/manifests/")
+        if rest:
+            return self._manifest(request, repo, rest, body)
+        repo, _, rest = request.url.path.removeprefix("/v2/").partition("/blobs/")
+        if rest.startswith("uploads"):
+            return self._upload(request, repo, rest.removeprefix("uploads/"), body)
+        if rest in self.blobs:
+            data = self.blobs[rest]
+            return httpx.Response(200, content=b"" if request.method == "HEAD" else data,
+                                  headers={"Content-Length": str(len(data))})
+        return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]})
+
+    def _manifest(self, request: httpx.Request, repo: str, ref: str, body: bytes) -> httpx.Response:
+        if request.method == "PUT":
+            self.add_manifest(repo, ref, body, request.headers["Content-Type"])
+            return httpx.Response(201, headers={"Docker-Content-Digest": sha(body)})
+        if (repo, ref) not in self.manifests:
+            return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN",
+                                                         "message": "manifest unknown"}]})
+        data, media_type = self.manifests[(repo, ref)]
+        return httpx.Response(200, content=b"" if request.method == "HEAD" else data,
+                              headers={"Content-Type": media_type,
+                                       "Docker-Content-Digest": sha(data)})
+
+    def _upload(self, request: httpx.Request, repo: str, uid: str, body: bytes) -> httpx.Response:
+        if request.method == "POST":
+            mount = request.url.params.get("mount")
+            if mount and mount in self.blobs:
+                return httpx.Response(201)
+            uid = uuid.uuid4().hex
+            self.uploads[uid] = bytearray()
+            headers = {"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=x"}
+            if self.chunk_min:
+                headers["OCI-Chunk-Min-Length"] = str(self.chunk_min)
+            return httpx.Response(202, headers=headers)
+        if self.max_body is not None and len(body) > self.max_body:
+            return httpx.Response(413)
+        buf = self.uploads[uid]
+        if request.method == "PATCH":
+            start, _, end = request.headers["Content-Range"].partition("-")
+            assert int(start) == len(buf) and int(end) == len(buf) + len(body) - 1
+            buf += body
+            self.chunks.append(len(body))
+            return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}",
+                                                "Range": f"0-{len(buf) - 1}"})
+        if request.method == "PUT":
+            buf += body
+            digest = request.url.params["digest"]
+            if sha(bytes(buf)) != digest:
+                return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
+            self.blobs[digest] = bytes(self.uploads.pop(uid))
+            return httpx.Response(201, headers={"Docker-Content-Digest": digest})
+        return httpx.Response(204)
+
+
+class MemoryInput(ImageInput):
+    def __init__(self, image: Image, blobs: dict[str, bytes]):
+        self._image = image
+        self.blobs = blobs
+
+    def image(self) -> Image:
+        return self._image
+
+    def open_layer(self, layer: Layer):  # type: ignore[override]
+        return io.BytesIO(self.blobs[layer.digest or ""])
+
+
+def memory_image(tars: list[bytes], compress: bool) -> tuple[Image, dict[str, bytes]]:
+    config = json.dumps({"os": "linux", "architecture": "amd64",
+                         "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in tars]}}).encode()
+    blobs, layers = {}, []
+    for i, tar in enumerate(tars):
+        blob = gzip.compress(tar, mtime=0) if compress else tar
+        blobs[sha(blob)] = blob
+        layers.append(Layer(i, mt.OCI_LAYER_GZIP if compress else mt.OCI_LAYER_TAR, sha(blob),
+                            len(blob), diff_id=sha(tar)))
+    image = Image("other.example/src", "v1", config, tuple(layers), mt.OCI_CONFIG)
+    manifest, media_type = image.build_manifest()
+    return Image("other.example/src", "v1", config, tuple(layers), mt.OCI_CONFIG, manifest,
+                 media_type), blobs
+
+
+def context(fake: FakeRegistry, **settings: Any) -> Context:
+    return make_context(MockHTTP(fake), registry_plugin, **settings)
+
+
+def push(fake: FakeRegistry, image: Image, blobs: dict[str, bytes], dest: str, **settings: Any):
+    with context(fake, **settings) as ctx:
+        output = build_output(ctx, dest)
+        _, result = run(ctx, MemoryInput(image, blobs), output)
+        return result, ctx.stats
+
+
+def test_passthrough_is_one_streamed_put_per_blob() -> None:
+    fake = FakeRegistry()
+    image, blobs = memory_image([b"a" * 3 * MiB, b"b" * 1000], compress=True)
+    result, stats = push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    assert result.manifest_digest == image.manifest_digest  # the source manifest, unchanged
+    assert fake.manifests[("app", "v1")][0] == image.manifest
+    puts = [entry for entry in fake.log if entry[0] == "PUT" and "/uploads/" in entry[1]]
+    assert len(puts) == 3  # two layers and the config, no PATCH
+    assert not [entry for entry in fake.log if entry[0] == "PATCH"]
+    for digest, blob in blobs.items():
+        assert fake.blobs[digest] == blob
+    assert (stats["layers"], stats["skipped"]) == (2, 0)
+
+
+def test_413_falls_back_to_chunks_and_remembers() -> None:
+    fake = FakeRegistry(max_body=MiB)
+    image, blobs = memory_image([bytes(range(256)) * 12 * 1024, b"x" * 2 * MiB], compress=False)
+    result, _ = push(fake, image, blobs, f"registry://{HOST}/app:v1?compression=none", parallel=1)
+    for digest, blob in blobs.items():
+        assert fake.blobs[digest] == blob
+    assert fake.chunks and all(0 < n <= MiB for n in fake.chunks)
+    big_puts = [n for method, path, n in fake.log if method == "PUT" and n > MiB]
+    assert len(big_puts) == 1  # only the first blob tried a monolithic PUT
+    assert result.manifest_digest == sha(fake.manifests[("app", "v1")][0])
+
+
+def test_chunk_min_length_means_patch() -> None:
+    fake = FakeRegistry(chunk_min=5 * MiB)
+    image, blobs = memory_image([random.Random(1).randbytes(12 * MiB)], compress=True)
+    push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    blob = blobs[image.layers[0].digest or ""]
+    assert fake.blobs[image.layers[0].digest or ""] == blob
+    assert fake.chunks == [len(blob)]  # one chunk of at least the minimum, never one PUT
+    assert not [n for method, path, n in fake.log if method == "PUT" and n > MiB]
+
+
+def test_uncompressed_layers_are_gzipped_and_the_manifest_rebuilt() -> None:
+    fake = FakeRegistry()
+    tars = [b"t" * 100_000, b"u" * 50_000]
+    image, blobs = memory_image(tars, compress=False)
+    result, _ = push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    manifest = json.loads(fake.manifests[("app", "v1")][0])
+    assert manifest["mediaType"] == mt.OCI_MANIFEST  # OCI stays OCI
+    for desc, tar in zip(manifest["layers"], tars):
+        assert desc["mediaType"] == mt.OCI_LAYER_GZIP
+        assert gzip.decompress(fake.blobs[desc["digest"]]) == tar
+    assert result.manifest_digest != image.manifest_digest
+
+
+def test_existing_blobs_are_skipped() -> None:
+    fake = FakeRegistry()
+    image, blobs = memory_image([b"a" * 1000, b"b" * 1000], compress=True)
+    fake.add_blob(blobs[image.layers[0].digest or ""])
+    _, stats = push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    assert (stats["layers"], stats["skipped"], stats["mounted"]) == (1, 1, 0)
+
+
+def test_warm_no_op_does_no_blob_work() -> None:
+    fake = FakeRegistry()
+    image, blobs = memory_image([b"a" * 1000, b"b" * 1000], compress=True)
+    push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    fake.log.clear()
+    result, stats = push(fake, image, blobs, f"registry://{HOST}/app:v1")
+    assert fake.log == [("HEAD", "/v2/app/manifests/v1", 0)]
+    assert (stats["layers"], stats["skipped"]) == (0, 2)
+    assert result.manifest_digest == image.manifest_digest
+
+
+# --- pulling -------------------------------------------------------------------------
+
+def seed(fake: FakeRegistry, arch: str = "amd64", variant: str | None = None,
+         foreign_urls: tuple[str, ...] | None = None) -> tuple[bytes, bytes, bytes]:
+    tar = f"layer for {arch}".encode() * 100
+    blob = gzip.compress(tar, mtime=0)
+    config = json.dumps({"os": "linux", "architecture": arch,
+                         "rootfs": {"type": "layers", "diff_ids": [sha(tar)]}}).encode()
+    fake.add_blob(config)
+    layer: dict[str, Any] = {"mediaType": mt.OCI_LAYER_GZIP, "digest": sha(blob),
+                             "size": len(blob)}
+    if foreign_urls is not None:
+        layer["mediaType"] = mt.OCI_LAYER_ND_GZIP
+        layer["urls"] = list(foreign_urls)
+        for url in foreign_urls:
+            fake.external[url] = blob
+    else:
+        fake.add_blob(blob)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                           "config": {"mediaType": mt.OCI_CONFIG, "digest": sha(config),
+                                      "size": len(config)},
+                           "layers": [layer]}).encode()
+    return manifest, config, tar
+
+
+def index_of(entries: list[tuple[bytes, dict | None]], media_type: str = mt.OCI_INDEX) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": [
+        {"mediaType": json.loads(m).get("mediaType", mt.OCI_INDEX), "digest": sha(m),
+         "size": len(m), **({"platform": p} if p else {})} for m, p in entries]}).encode()
+
+
+def pull(fake: FakeRegistry, uri: str, **settings: Any) -> Image:
+    with context(fake, **settings) as ctx, build_input(ctx, uri) as source:
+        image = source.image()
+        for layer in image.layers:
+            with source.open_layer(layer) as f:
+                assert sha(f.read()) == layer.digest
+        return image
+
+
+def test_platform_selection_through_nested_indexes() -> None:
+    fake = FakeRegistry()
+    amd, _, _ = seed(fake, "amd64")
+    arm, _, _ = seed(fake, "arm64")
+    for m in (amd, arm):
+        fake.add_manifest("app", sha(m), m, mt.OCI_MANIFEST)
+    inner = index_of([(amd, {"os": "linux", "architecture": "amd64"}),
+                      (arm, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+                      (amd, {"os": "unknown", "architecture": "unknown"})])
+    fake.add_manifest("app", sha(inner), inner, mt.OCI_INDEX)
+    outer = index_of([(inner, None)])
+    fake.add_manifest("app", "v1", outer, mt.OCI_INDEX)
+
+    image = pull(fake, f"registry://{HOST}/app:v1", platform=Platform("linux", "arm64"))
+    assert image.manifest == arm and image.manifest_media_type == mt.OCI_MANIFEST
+    assert image.platform == Platform("linux", "arm64", "v8")
+    image = pull(fake, f"registry://{HOST}/app:v1?platform=linux/x86_64")
+    assert image.manifest == amd
+
+    with pytest.raises(ImageNotFoundError, match=r"linux/s390x \(available: linux/amd64, "
+                                                 r"linux/arm64/v8\)"):
+        pull(fake, f"registry://{HOST}/app:v1?platform=linux/s390x")
+
+
+def test_docker_manifest_list_and_layer_metadata() -> None:
+    fake = FakeRegistry()
+    manifest, config, tar = seed(fake, "amd64")
+    doc = json.loads(manifest)
+    doc["mediaType"] = mt.DOCKER_MANIFEST
+    doc["config"]["mediaType"] = mt.DOCKER_CONFIG
+    doc["layers"][0]["mediaType"] = mt.DOCKER_LAYER_GZIP
+    manifest = json.dumps(doc).encode()
+    fake.add_manifest("lib/app", sha(manifest), manifest, mt.DOCKER_MANIFEST)
+    listing = index_of([(manifest, {"os": "linux", "architecture": "amd64"})],
+                       mt.DOCKER_MANIFEST_LIST)
+    fake.add_manifest("lib/app", "v1", listing, mt.DOCKER_MANIFEST_LIST)
+    image = pull(fake, f"registry://{HOST}/lib/app:v1", platform=Platform("linux", "amd64"))
+    assert image.family == "docker" and image.config == config
+    assert image.layers[0].diff_id == sha(tar)
+    assert image.layers[0].media_type == mt.DOCKER_LAYER_GZIP
+    assert image.name == f"{HOST}/lib/app" and image.tag == "v1"
+
+
+def test_schema1_is_unsupported() -> None:
+    fake = FakeRegistry()
+    fake.add_manifest("old", "v1", json.dumps({"schemaVersion": 1, "name": "old"}).encode(),
+                      mt.DOCKER_SCHEMA1_SIGNED)
+    with pytest.raises(UnsupportedError, match="schema 1"):
+        pull(fake, f"registry://{HOST}/old:v1")
+
+
+def test_digest_reference_is_verified() -> None:
+    fake = FakeRegistry()
+    manifest, _, _ = seed(fake)
+    wrong = "sha256:" + "0" * 64
+    fake.manifests[("app", wrong)] = (manifest, mt.OCI_MANIFEST)  # a lying registry
+    with pytest.raises(DigestMismatchError, match="digest mismatch"):
+        pull(fake, f"registry://{HOST}/app@{wrong}")
+
+
+def test_foreign_layers_come_from_their_urls_and_are_never_pushed() -> None:
+    fake = FakeRegistry()
+    url = "https://cdn.example/layer.tar.gz"
+    manifest, _, _ = seed(fake, foreign_urls=(url,))
+    fake.add_manifest("win", "v1", manifest, mt.OCI_MANIFEST)
+    image = pull(fake, f"registry://{HOST}/win:v1")
+    assert image.layers[0].foreign and image.layers[0].urls == (url,)
+    assert any(path == "/layer.tar.gz" for _, path, _ in fake.log)
+    assert not any("/v2/win/blobs/" + (image.layers[0].digest or "") == p for _, p, _ in fake.log)
+
+    with context(fake) as ctx, build_input(ctx, f"registry://{HOST}/win:v1") as source:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/win-copy:v1"))
+    assert fake.manifests[("win-copy", "v1")][0] == manifest
+    assert ctx.stats["skipped"] == 1
+
+    doc = json.loads(manifest)
+    del doc["layers"][0]["urls"]
+    bare = json.dumps(doc).encode()
+    fake.add_manifest("nourl", "v1", bare, mt.OCI_MANIFEST)
+    with pytest.raises(UnsupportedError, match="foreign layer"):
+        pull(fake, f"registry://{HOST}/nourl:v1")
