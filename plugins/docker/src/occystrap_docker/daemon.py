@@ -1,0 +1,219 @@
+"""A client of the Docker Engine API (Docker, or Podman's compatible API) on a unix socket.
+
+Only the daemon is spoken to with requests-unixsocket; registries go through the
+core's shared transport. Every failure becomes an ``OccystrapError`` naming the
+socket, with the daemon's own message when it sent one.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import requests
+import requests_unixsocket
+from occystrap_core import streams
+from occystrap_core.context import Settings
+from occystrap_core.errors import (
+    ImageNotFoundError,
+    OccystrapError,
+    TransportError,
+    UnsupportedError,
+)
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+# Anonymous credentials: Docker rejects a push without the header.
+ANONYMOUS_AUTH = base64.urlsafe_b64encode(b"{}").decode()
+_HINTS = {
+    errno.ENOENT: "no such socket (is the daemon running? pass ?socket=PATH or set DOCKER_HOST)",
+    errno.EACCES: "permission denied (is your user allowed to use this socket, "
+                  "e.g. in the docker group?)",
+    errno.ECONNREFUSED: "connection refused (is the daemon running?)",
+}
+
+
+class DaemonError(OccystrapError):
+    """The daemon answered with an error."""
+
+
+def socket_path(option: str | None) -> str:
+    """``?socket=`` first, then ``DOCKER_HOST=unix://...``, then the default socket."""
+    if option:
+        return option
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        return DEFAULT_SOCKET
+    if host.startswith("unix://") and len(host) > len("unix://"):
+        return host[len("unix://"):]
+    raise UnsupportedError(f"DOCKER_HOST={host} is not supported: occystrap talks to the "
+                           f"daemon over a unix socket (DOCKER_HOST=unix:///PATH or ?socket=PATH)")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError with an errno somewhere in the chain requests/urllib3 wrapped it in."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        pending += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args)
+                    if isinstance(x, BaseException)]
+    return None
+
+
+def _message(resp: requests.Response) -> str:
+    """The daemon's JSON ``message``, or the start of whatever it sent."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"].strip()
+    return resp.text[:200].strip() or f"HTTP {resp.status_code}"
+
+
+def image_path(ref: str) -> str:
+    """``/images/{ref}``: the daemon routes on the raw name, slashes and colons included."""
+    return "/images/" + quote(ref, safe="/:@")
+
+
+class Daemon:
+    """One daemon socket. Thread-safe for sequential calls from the input or output."""
+
+    def __init__(self, path: str, settings: Settings):
+        self.path = path
+        self.where = f"unix://{path}"
+        self._base = "http+unix://" + quote(path, safe="")
+        self._session = requests_unixsocket.Session()
+        self._connect_timeout = settings.connect_timeout
+        self._read_timeout = settings.read_timeout
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _connection_error(self, e: requests.RequestException) -> OccystrapError:
+        if isinstance(e, requests.Timeout):
+            return TransportError(f"the Docker daemon at {self.where} did not answer in time")
+        os_error = _os_error(e)
+        reason = (_HINTS.get(os_error.errno, os_error.strerror or str(os_error))
+                  if os_error and os_error.errno else str(e))
+        return TransportError(f"cannot connect to the Docker daemon at {self.where}: {reason}")
+
+    def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None, data: BinaryIO | None = None,
+                stream: bool = False, read_timeout: float | None | bool = True,
+                not_found: str | None = None) -> requests.Response:
+        """Send one request; an HTTP error raises (``not_found`` is the 404 message).
+
+        ``read_timeout=True`` means the run's ``--timeout``; None waits for ever,
+        for calls whose first byte only comes once the daemon has done the work.
+        """
+        timeout = self._read_timeout if read_timeout is True else read_timeout
+        try:
+            resp = self._session.request(method, self._base + path, params=params,
+                                         headers=headers, data=data, stream=stream,
+                                         timeout=(self._connect_timeout, timeout))
+        except requests.RequestException as e:
+            raise self._connection_error(e) from None
+        if resp.status_code < 400:
+            return resp
+        with resp:
+            if resp.status_code == 404 and not_found:
+                raise ImageNotFoundError(not_found)
+            raise DaemonError(f"the Docker daemon at {self.where} refused {method} "
+                              f"{path}: {_message(resp)}")
+
+    def events(self, resp: requests.Response, what: str,
+               deadline: float | None = None) -> Iterator[dict[str, Any]]:
+        """The JSON progress objects of a streamed answer; an error event raises."""
+        try:
+            with resp:
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise DaemonError(f"{what}: the daemon sent a malformed progress "
+                                          f"line: {line[:200]!r}") from None
+                    if not isinstance(event, dict):
+                        continue
+                    if event.get("error") or event.get("errorDetail"):
+                        detail = event.get("errorDetail") or {}
+                        message = event.get("error") or (detail.get("message")
+                                                         if isinstance(detail, dict) else detail)
+                        raise DaemonError(f"{what}: {message}")
+                    yield event
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TransportError(f"{what}: timed out")
+        except requests.RequestException as e:
+            raise self._connection_error(e) from None
+
+    def ping(self) -> None:
+        self.request("GET", "/_ping").close()
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        with self.request("GET", image_path(ref) + "/json",
+                          not_found=f"image {ref} not found in the daemon at {self.where}") as resp:
+            try:
+                value = resp.json()
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            raise DaemonError(f"the daemon at {self.where} sent a malformed inspect of {ref}")
+        return value
+
+    def export(self, ref: str, out: BinaryIO) -> int:
+        """Stream ``docker save`` of ``ref`` into ``out`` in chunks; returns its size."""
+        resp = self.request("GET", image_path(ref) + "/get", stream=True, read_timeout=None,
+                            not_found=f"image {ref} not found in the daemon at {self.where}")
+        total = 0
+        try:
+            with resp:
+                for chunk in resp.iter_content(streams.CHUNK):
+                    out.write(chunk)
+                    total += len(chunk)
+        except requests.RequestException as e:
+            raise self._connection_error(e) from None
+        return total
+
+    def load(self, archive: BinaryIO) -> list[str]:
+        """``docker load`` a file object (sent in chunks); the references and IDs loaded."""
+        resp = self.request("POST", "/images/load", data=archive, stream=True, read_timeout=None,
+                            headers={"Content-Type": "application/x-tar"})
+        loaded = []
+        for event in self.events(resp, f"loading into the daemon at {self.where}"):
+            text = event.get("stream")
+            for line in text.splitlines() if isinstance(text, str) else ():
+                for prefix in ("Loaded image ID: ", "Loaded image: "):
+                    if line.startswith(prefix):
+                        loaded.append(line[len(prefix):].strip())
+                        break
+        return loaded
+
+    def tag(self, ref: str, repo: str, tag: str) -> None:
+        self.request("POST", image_path(ref) + "/tag", params={"repo": repo, "tag": tag},
+                     not_found=f"image {ref} not found in the daemon at {self.where}").close()
+
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref``; the image stays while it has other names."""
+        self.request("DELETE", image_path(ref), params={"noprune": "true"}).close()
+
+    def push(self, repo: str, tag: str, deadline: float) -> None:
+        """Push ``repo:tag``; ``tlsVerify=false`` lets Podman accept a self-signed registry."""
+        resp = self.request("POST", image_path(repo) + "/push", stream=True,
+                            params={"tag": tag, "tlsVerify": "false"},
+                            headers={"X-Registry-Auth": ANONYMOUS_AUTH},
+                            read_timeout=max(deadline - time.monotonic(), 1.0))
+        for _ in self.events(resp, f"push by the daemon at {self.where}", deadline):
+            pass

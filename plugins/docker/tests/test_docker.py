@@ -1,0 +1,93 @@
+"""docker:// input and output against a real Engine API (podman system service)."""
+
+import hashlib
+import json
+import os
+import tarfile
+
+from occystrap_core.testing.images import build_docker_archive
+
+
+def _archive_image(path):
+    """(config digest, diff_ids, RepoTags) of a docker-save archive."""
+    with tarfile.open(path) as tar:
+        entry = json.loads(tar.extractfile("manifest.json").read())[0]
+        config = tar.extractfile(entry["Config"]).read()
+    return ("sha256:" + hashlib.sha256(config).hexdigest(),
+            json.loads(config)["rootfs"]["diff_ids"], entry["RepoTags"])
+
+
+def test_round_trip_tar_docker_docker_tar(tmp_path, podman, docker_uri, process_ok):
+    src, out = str(tmp_path / "in.tar"), str(tmp_path / "out.tar")
+    built = build_docker_archive(src, name="example.com/rt/first", tag="v1", n_layers=3,
+                                 seed=11, layout="legacy")
+    process_ok(f"tar://{src}", docker_uri("example.com/rt/first:v1"))
+    process_ok(docker_uri("example.com/rt/first:v1"), docker_uri("example.com/rt/second:v2"))
+    process_ok(docker_uri("example.com/rt/second:v2"), f"tar://{out}")
+
+    config_digest, diff_ids, repo_tags = _archive_image(out)
+    assert config_digest == built["config_digest"]
+    assert diff_ids == built["diff_ids"]
+    assert repo_tags == ["example.com/rt/second:v2"]
+    # the loaded image is the very same image (its ID is the config digest)
+    assert podman.inspect("example.com/rt/second:v2")["Id"] == built["config_digest"]
+
+
+def test_output_carries_the_destination_name(tmp_path, podman, docker_uri, process_ok):
+    src = str(tmp_path / "in.tar")
+    built = build_docker_archive(src, name="example.com/src/app", tag="orig", seed=12)
+    process_ok(f"tar://{src}", docker_uri("registry.example:5000/team/dest:t1"))
+    image = podman.inspect("registry.example:5000/team/dest:t1")
+    assert image["Id"] == built["config_digest"]
+    assert "registry.example:5000/team/dest:t1" in image["RepoTags"]
+    assert podman.inspect("example.com/src/app:orig") is None  # not the source's name
+
+    # no tag means latest; a port is not a tag
+    process_ok(f"tar://{src}", docker_uri("localhost:5000/bare"))
+    assert podman.inspect("localhost:5000/bare:latest")["Id"] == built["config_digest"]
+
+
+def test_input_names_the_image_as_requested(podman, sample_in_daemon, docker_uri, info_json):
+    built = sample_in_daemon("example.com/named/app", "v3", seed=13, layout="docker25")
+    info = info_json(docker_uri("example.com/named/app:v3"))
+    assert (info["name"], info["tag"]) == ("example.com/named/app", "v3")
+    assert info["config_digest"] == built["config_digest"]
+    assert [l["diff_id"] for l in info["layers"]] == built["diff_ids"]
+    # podman's archive stores plain tars: the blob digest is the diff_id
+    assert [l["digest"] for l in info["layers"]] == built["diff_ids"]
+    assert {l["compression"] for l in info["layers"]} == {"none"}
+
+
+def test_docker_host_is_honoured(podman, sample_in_daemon, run_cli):
+    built = sample_in_daemon("example.com/env/app", "v1", seed=14)
+    result = run_cli("info", "-O", "json", "docker://example.com/env/app:v1",
+                     env={"DOCKER_HOST": f"unix://{podman.socket}"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config_digest"] == built["config_digest"]
+
+
+def test_no_socket(tmp_path, run_cli, expect_error):
+    missing = str(tmp_path / "missing.sock")
+    expect_error(run_cli("process", f"docker://busybox?socket={missing}", f"tar://{tmp_path}/o.tar"),
+                 f"cannot connect to the Docker daemon at unix://{missing}: no such socket")
+    expect_error(run_cli("info", "docker://busybox", env={"DOCKER_HOST": f"unix://{missing}"}),
+                 f"unix://{missing}: no such socket")
+    expect_error(run_cli("info", "docker://busybox", env={"DOCKER_HOST": "tcp://127.0.0.1:2375"}),
+                 "DOCKER_HOST=tcp://127.0.0.1:2375 is not supported")
+    assert not os.path.exists(tmp_path / "o.tar")
+
+
+def test_image_not_found(tmp_path, podman, docker_uri, run_cli, expect_error):
+    expect_error(run_cli("process", docker_uri("example.com/absent/app:v9"),
+                         f"tar://{tmp_path}/o.tar"),
+                 "image example.com/absent/app:v9 not found in the daemon")
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_references(tmp_path, podman, docker_uri, run_cli, expect_error):
+    expect_error(run_cli("info", docker_uri("Upper/Case")), "invalid image name 'Upper/Case'")
+    expect_error(run_cli("info", docker_uri("app:bad:tag")), "invalid")
+    src = str(tmp_path / "in.tar")
+    build_docker_archive(src)
+    expect_error(run_cli("process", f"tar://{src}", docker_uri("app@sha256:" + "0" * 64)),
+                 "takes a tag, not a digest")
