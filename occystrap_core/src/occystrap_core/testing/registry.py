@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -119,6 +120,10 @@ class RegistryServer:
         """What the registry wrote to stdout and stderr so far."""
         return (self.root / "registry.log").read_text(errors="replace")
 
+    def requests(self) -> list[str]:
+        """``METHOD /path`` of every request so far (needs ``access_log=True``)."""
+        return re.findall(r'"([A-Z]+ /[^ "]*) HTTP/[0-9.]+"', self.log)
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client context trusting ``ca_cert`` (None for plain HTTP)."""
         return ssl.create_default_context(cafile=self.ca_cert) if self.ca_cert else None
@@ -184,11 +189,13 @@ def start_registry(
     *,
     users: Sequence[User] = DEFAULT_USERS,
     tls: bool | None = None,
+    access_log: bool = False,
     startup_timeout: float = 15.0,
 ) -> RegistryServer:
     """Start ``docker-registry`` in ``mode`` with everything under ``workdir``; call ``stop()`` after.
 
     ``tls`` overrides the mode's default (HTTP for ``plain``, HTTPS for the others).
+    ``access_log`` writes one line per request to the log (see ``RegistryServer.requests``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown registry mode {mode!r}, expected one of {MODES}")
@@ -199,7 +206,7 @@ def start_registry(
     http: dict[str, object] = {"secret": secrets.token_hex(16)}  # no "debug" key: no debug server
     config: dict[str, object] = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(workdir / "storage")},
             "delete": {"enabled": True},

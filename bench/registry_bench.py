@@ -1,0 +1,225 @@
+"""occystrap against skopeo on the real CNCF registry, side by side, from one run.
+
+Starts two registries on 127.0.0.1 (source and destination, so a copy really moves
+bytes), builds a multi-layer image of random and of text-like contents, and times for
+each: pull to a docker archive, push from one, registry to registry copy, and a warm
+no-op copy (counting the HTTP requests both registries saw). Runs alternate between
+the tools; the table shows medians and peak RSS. Push and copy runs go to a fresh
+repository each time and skopeo's blob-info cache is removed first, so neither tool
+gets a free cross-repository mount. curl fetching the same blobs is the yardstick for
+the copy.
+
+    python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from occystrap_core.testing.registry import RegistryServer, start_registry
+
+SKOPEO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+WORDS = ("the quick brown fox jumps over lazy dog container image layer registry "
+         "manifest digest blob config stream compress python http client server "
+         "usr lib share doc bin etc var log cache file directory").split()
+
+
+@dataclass
+class Sample:
+    seconds: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+
+
+# Peak RSS must be measured from a small parent: a child forked from this (large)
+# process counts the parent's pages until it execs.
+_MEASURE = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nMAXRSS {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one command; fails loudly."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.monotonic() - started
+    if proc.returncode:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    return elapsed, int(proc.stderr.rsplit("MAXRSS ", 1)[1])
+
+
+def text_like(size: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    block = io.StringIO()
+    while block.tell() < 4 * 1024 * 1024:  # a 4 MiB block of pseudo-text, varied per repeat
+        block.write(" ".join(rng.choices(WORDS, k=12)) + f" {rng.randrange(10**9)}\n")
+    base = block.getvalue().encode()
+    out = bytearray()
+    while len(out) < size:
+        out += base[rng.randrange(1024):] + f"\n# chunk {len(out)}\n".encode()
+    return bytes(out[:size])
+
+
+def build_archive(path: Path, kind: str, size_mib: int, layers: int) -> None:
+    """A docker-save archive of ``layers`` layers holding one file each."""
+    per_layer = size_mib * 1024 * 1024 // layers
+    diff_ids = []
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
+        for i in range(layers):
+            content = os.urandom(per_layer) if kind == "random" else text_like(per_layer, i)
+            layer = io.BytesIO()
+            with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                info = tarfile.TarInfo(f"data/{kind}-{i}.bin")
+                info.size, info.mtime = len(content), 1700000000
+                tar.addfile(info, io.BytesIO(content))
+            data = layer.getvalue()
+            digest = hashlib.sha256(data).hexdigest()
+            diff_ids.append(f"sha256:{digest}")
+            info = tarfile.TarInfo(f"{digest}/layer.tar")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                             "config": {"Cmd": ["/bin/true"]}}).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        manifest = json.dumps([{"Config": config_name, "RepoTags": [f"bench/{kind}:v1"],
+                                "Layers": [f"{d[7:]}/layer.tar" for d in diff_ids]}]).encode()
+        for name, data in ((config_name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def occystrap(*args: str) -> list[str]:
+    return [sys.executable, "-m", "occystrap_core", "--insecure", *args]
+
+
+def skopeo(*args: str) -> list[str]:
+    return ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+            "--dest-tls-verify=false", *args]
+
+
+def curl_blobs(server: RegistryServer, repo: str, tag: str) -> list[str]:
+    import httpx
+
+    manifest = httpx.get(f"{server.url}/v2/{repo}/manifests/{tag}", headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+    digests = [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
+    cmd = ["curl", "-sf", "--parallel", "--parallel-max", "4"]
+    for d in digests:
+        cmd += ["-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/{d}"]
+    return cmd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--kinds", default="random,text")
+    args = parser.parse_args()
+    for tool in ("skopeo", "curl", "docker-registry"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
+
+    work = Path(tempfile.mkdtemp(prefix="occystrap-bench-"))
+    src = start_registry("plain", work / "src-registry", access_log=True)
+    dst = start_registry("plain", work / "dst-registry", access_log=True)
+    results: dict[tuple[str, str, str], Sample] = {}
+    counter = 0
+
+    def measure(kind: str, case: str, tool: str, cmd: list[str], count: bool = False) -> None:
+        if tool == "skopeo":
+            SKOPEO_CACHE.unlink(missing_ok=True)
+        before = len(src.requests()) + len(dst.requests()) if count else 0
+        seconds, rss = run(cmd)
+        sample = results.setdefault((kind, case, tool), Sample())
+        sample.seconds.append(seconds)
+        sample.rss_kib.append(rss)
+        if count:
+            time.sleep(0.2)  # let the access logs flush
+            sample.requests.append(len(src.requests()) + len(dst.requests()) - before)
+
+    try:
+        for kind in args.kinds.split(","):
+            archive = work / f"{kind}.tar"
+            print(f"building {args.size_mib} MiB {kind} image of {args.layers} layers...",
+                  file=sys.stderr)
+            build_archive(archive, kind, args.size_mib, args.layers)
+            source = f"{src.host}/src/{kind}:v1"
+            run(skopeo(f"docker-archive:{archive}", f"docker://{source}"))
+            warm = f"{dst.host}/warm/{kind}:v1"
+            run(occystrap("process", f"registry://{source}", f"registry://{warm}"))
+            for i in range(args.runs):
+                for tool in (("occystrap", "skopeo") if i % 2 == 0 else ("skopeo", "occystrap")):
+                    counter += 1
+                    out = work / f"out-{counter}.tar"
+                    fresh = f"{dst.host}/run{counter}/{kind}:v1"
+                    if tool == "occystrap":
+                        measure(kind, "pull to tar", tool,
+                                occystrap("process", f"registry://{source}", f"tar://{out}"))
+                        measure(kind, "push from tar", tool,
+                                occystrap("process", f"tar://{archive}", f"registry://{fresh}"))
+                        measure(kind, "registry to registry", tool,
+                                occystrap("process", f"registry://{source}",
+                                          f"registry://{fresh.replace('/run', '/copy')}"))
+                        measure(kind, "warm no-op copy", tool,
+                                occystrap("process", f"registry://{source}", f"registry://{warm}"),
+                                count=True)
+                    else:
+                        measure(kind, "pull to tar", tool,
+                                skopeo(f"docker://{source}", f"docker-archive:{out}:bench/x:v1"))
+                        measure(kind, "push from tar", tool,
+                                skopeo(f"docker-archive:{archive}", f"docker://{fresh}"))
+                        measure(kind, "registry to registry", tool,
+                                skopeo(f"docker://{source}",
+                                       f"docker://{fresh.replace('/run', '/copy')}"))
+                        measure(kind, "warm no-op copy", tool,
+                                skopeo(f"docker://{source}", f"docker://{warm}"), count=True)
+                    out.unlink(missing_ok=True)
+                measure(kind, "registry to registry", "curl",
+                        curl_blobs(src, f"src/{kind}", "v1"))
+    finally:
+        src.stop()
+        dst.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{args.size_mib} MiB image, {args.layers} layers, {args.runs} alternating runs, "
+          f"medians; {os.cpu_count()} CPUs")
+    header = (f"{'image':<7} {'case':<21} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
+              f"{'curl':>6} {'occy RSS':>9} {'skopeo RSS':>10} {'requests o/s':>13}")
+    print(header)
+    print("-" * len(header))
+    for kind in args.kinds.split(","):
+        for case in ("pull to tar", "push from tar", "registry to registry", "warm no-op copy"):
+            o, s = results[(kind, case, "occystrap")], results[(kind, case, "skopeo")]
+            om, sm = statistics.median(o.seconds), statistics.median(s.seconds)
+            curl = results.get((kind, case, "curl"))
+            curl_s = f"{statistics.median(curl.seconds):6.2f}" if curl else f"{'':>6}"
+            reqs = (f"{max(o.requests)}/{max(s.requests)}" if o.requests else "")
+            print(f"{kind:<7} {case:<21} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {curl_s} "
+                  f"{max(o.rss_kib) // 1024:>6} MiB {max(s.rss_kib) // 1024:>6} MiB {reqs:>13}")
+
+
+if __name__ == "__main__":
+    main()
