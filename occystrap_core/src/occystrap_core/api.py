@@ -143,7 +143,9 @@ class LayerData:
 
     :meth:`open_blob` yields the stored bytes, checked against ``layer.digest`` and
     ``layer.size``; :meth:`open_tar` yields the uncompressed tar, checked against
-    ``layer.diff_id`` as well. A mismatch raises at EOF.
+    ``layer.diff_id`` as well. A mismatch raises at EOF. Once the tar was read to
+    the end, ``tar_digest`` and ``tar_size`` hold what was computed, so an output
+    needing the diff_id does not hash the layer a second time.
     """
 
     def __init__(self, layer: Layer, opener: Callable[[], ContextManager[BinaryIO]],
@@ -151,6 +153,8 @@ class LayerData:
         self.layer = layer
         self._opener = opener
         self._on_bytes = on_bytes
+        self.tar_digest: str | None = None
+        self.tar_size: int | None = None
 
     @contextlib.contextmanager
     def open_blob(self) -> Iterator[streams.HashingReader]:
@@ -166,14 +170,19 @@ class LayerData:
             buf = streams.buffered(blob)
             compression = streams.sniff(buf)
             if compression == "none" and self.layer.diff_id == self.layer.digest:
-                yield buf  # already verified as the blob
-                return
-            # on a codec error, a wrong blob digest explains it better: drain checks that
-            plain = streams.decompressing(buf, compression, what=f"layer {self.layer.index}",
-                                          before_error=blob.drain)
-            tar = streams.HashingReader(plain, self.layer.diff_id, self.layer.uncompressed_size,
-                                        what=f"layer {self.layer.index} diff_id")
-            yield streams.buffered(tar)
+                tar = blob  # already verified as the blob
+                yield buf
+            else:
+                # on a codec error, a wrong blob digest explains it better: drain checks that
+                plain = streams.decompressing(buf, compression,
+                                              what=f"layer {self.layer.index}",
+                                              before_error=blob.drain)
+                tar = streams.HashingReader(plain, self.layer.diff_id,
+                                            self.layer.uncompressed_size,
+                                            what=f"layer {self.layer.index} diff_id")
+                yield streams.buffered(tar)
+            if tar.complete:
+                self.tar_digest, self.tar_size = tar.digest, tar.count
 
 
 @dataclass

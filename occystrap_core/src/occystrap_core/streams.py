@@ -80,6 +80,11 @@ class HashingReader(io.RawIOBase):
             raise DigestMismatchError(self.what, self.expected, self.digest)
 
     @property
+    def complete(self) -> bool:
+        """True once EOF was reached and every check passed."""
+        return self._done
+
+    @property
     def digest(self) -> str:
         return f"{self._algo}:{self._hash.hexdigest()}"
 

@@ -50,7 +50,9 @@ class ArchiveWriter:
         fd, self.temp_path = tempfile.mkstemp(
             prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=parent)
         self._file = os.fdopen(fd, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=FORMAT)
+        # tarfile copies members in 16 KiB reads by default: far too many syscalls for layers.
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=FORMAT,
+                                 copybufsize=4 * 1024 * 1024)
         self._lock = threading.Lock()
         self._names: set[str] = set()
 

@@ -49,12 +49,12 @@ class TarOutput(ImageOutput):
 
     def add_layer(self, data: LayerData) -> None:
         assert self._writer is not None
-        # The header needs the size first: spool the uncompressed tar, hashing it.
+        # The header needs the size first: spool the uncompressed tar (LayerData hashes it).
         with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
             with data.open_tar() as tar:
-                hashing = streams.HashingReader(tar, what=f"layer {data.layer.index}")
-                size = streams.copy(streams.buffered(hashing), spool)  # type: ignore[arg-type]
-            diff_id = hashing.digest
+                streams.copy(tar, spool)
+            diff_id, size = data.tar_digest, data.tar_size
+            assert diff_id is not None and size is not None  # the tar was read to its end
             spool.seek(0)
             self._writer.add_file(blob_name(diff_id), spool, size)
         with self._lock:
