@@ -38,6 +38,7 @@ class MemInput(ImageInput):
             blob[len(blob) // 2] ^= 0xFF
             self.blobs[corrupt] = bytes(blob)
         self.opened: list[int] = []
+        self.rendezvous: threading.Barrier | None = None
 
     def image(self) -> Image:
         config = json.dumps({"rootfs": {"type": "layers",
@@ -49,6 +50,8 @@ class MemInput(ImageInput):
     @contextlib.contextmanager
     def open_layer(self, layer: Layer):
         self.opened.append(layer.index)
+        if self.rendezvous and layer.index < 2:  # proves two layers are read at once
+            self.rendezvous.wait(timeout=10)
         yield io.BytesIO(self.blobs[layer.index])
 
 
@@ -89,10 +92,12 @@ def run(inp, out, parallel=4):
 
 
 def test_layers_stream_decompressed_and_verified_in_parallel():
-    out = MemOutput()
-    stats = run(MemInput(), out)
+    inp, out = MemInput(), MemOutput()
+    inp.rendezvous = threading.Barrier(2)
+    stats = run(inp, out)
     assert out.got == dict(enumerate(TARS))
-    assert len(out.threads) > 1 or len(TARS) == 1
+    assert not inp.rendezvous.broken, "layers 0 and 1 were not read concurrently"
+    assert len(out.threads) > 1
     assert stats["layers"] == 5 and stats["bytes"] == sum(len(gzip.compress(t)) for t in TARS)
 
 
