@@ -71,3 +71,39 @@ def test_http2_is_negotiated_and_parallel_blob_requests_share_one_connection(reg
             versions = list(pool.map(fetch, blobs))
     assert versions == ["HTTP/2"] * len(blobs)
     assert len(connects) == 1, "parallel requests opened new connections"
+
+
+def test_concurrent_uploads_and_downloads_share_the_client_without_errors(registry_tls):
+    """httpcore's HTTP/2 breaks under concurrent requests with bodies; the transport
+    routes those over HTTP/1.1 and locks the HTTP/2 state, so nothing may fail here
+    even without retries."""
+    import hashlib
+    import os
+
+    blobs = [os.urandom(150_000 + i) for i in range(16)]
+    versions: dict[str, set[str]] = {"POST": set(), "PUT": set(), "GET": set()}
+    errors = []
+
+    with make_context(client_factory_plugin("reg"), ca_cert=registry_tls.ca_cert,
+                      retries=0) as ctx:
+        client = _client(ctx, registry_tls, None)
+
+        def cycle(i: int) -> None:
+            blob = blobs[i % len(blobs)]
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            repo = f"stress/r{i % 4}"
+            try:
+                started = client.post(f"/v2/{repo}/blobs/uploads/")
+                put = client.put(f"{started.headers['location']}&digest={digest}",
+                                 content=iter([blob[:50_000], blob[50_000:]]))
+                got = client.get(f"/v2/{repo}/blobs/{digest}")
+                assert (started.status_code, put.status_code, got.content) == (202, 201, blob)
+                for method, response in (("POST", started), ("PUT", put), ("GET", got)):
+                    versions[method].add(response.http_version)
+            except Exception as e:  # collected: a worker's exception would hide the count
+                errors.append(repr(e))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(cycle, range(96)))
+    assert errors == []
+    assert versions == {"POST": {"HTTP/1.1"}, "PUT": {"HTTP/1.1"}, "GET": {"HTTP/2"}}

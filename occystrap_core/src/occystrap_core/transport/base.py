@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import UsageError
+from . import h2lock
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -40,6 +41,11 @@ def ssl_context(ctx: Context) -> ssl.SSLContext:
     return ctx.shared(SSL_KEY, build)
 
 
+def _has_body(request: httpx.Request) -> bool:
+    """Whether httpcore sends the request as headers plus a body (even an empty one)."""
+    return "content-length" in request.headers or "transfer-encoding" in request.headers
+
+
 class ProxyRouter(httpx.BaseTransport):
     """Sends each request direct or through the proxy the environment names for it
     (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``).
@@ -54,7 +60,8 @@ class ProxyRouter(httpx.BaseTransport):
         self.ssl = ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
                         if k in ("http", "https", "all", "no") and v}
-        self._routes: dict[str | None, httpx.BaseTransport] = {}
+        self._routes: dict[tuple[str | None, bool], httpx.BaseTransport] = {}
+        h2lock.install()
         self._lock = threading.Lock()
 
     def proxy_for(self, url: httpx.URL) -> str | None:
@@ -63,19 +70,26 @@ class ProxyRouter(httpx.BaseTransport):
             return None
         return proxy
 
-    def _route(self, proxy: str | None) -> httpx.BaseTransport:
+    def _route(self, proxy: str | None, http2: bool) -> httpx.BaseTransport:
         with self._lock:
-            transport = self._routes.get(proxy)
+            transport = self._routes.get((proxy, http2))
             if transport is None:
                 s = self.ctx.settings
-                transport = self._routes[proxy] = httpx.HTTPTransport(
-                    verify=self.ssl, http2=s.http2, proxy=proxy,
+                transport = self._routes[(proxy, http2)] = httpx.HTTPTransport(
+                    verify=self.ssl, http2=http2, proxy=proxy,
                     limits=httpx.Limits(max_connections=s.max_connections,
                                         max_keepalive_connections=s.max_connections))
             return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._route(self.proxy_for(request.url)).handle_request(request)
+        # httpcore's HTTP/2 is not safe for concurrent requests with a body: uploads
+        # corrupt the shared connection (the server then drops it), and a POST with
+        # an empty body ends its stream in a second frame that races the server's
+        # early reply (StreamClosedError). Requests with a body use pooled HTTP/1.1
+        # connections, where an upload gains nothing from multiplexing anyway;
+        # the rest (manifests, HEADs, tokens, blob downloads) share one HTTP/2 connection.
+        http2 = self.ctx.settings.http2 and not _has_body(request)
+        return self._route(self.proxy_for(request.url), http2).handle_request(request)
 
     def close(self) -> None:
         with self._lock:
