@@ -9,6 +9,15 @@ The pipeline is::
 
 Filters are outputs that wrap an output. A layer's content is only ever a stream;
 :class:`LayerData` checks every digest it can while the output reads it.
+
+Two optional extensions (the pipeline uses them when both sides implement them):
+
+- warm no-op: ``input.manifest_summary()`` and ``output.existing_manifest(summary)``
+  let a copy stop before the config is fetched when the destination already holds
+  the manifest;
+- indexes: an input whose ``index()`` is not None is copied one image per entry
+  (``output.start_index``, then each child through the pipeline, then
+  ``output.finish_index`` with the index bytes).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Itera
 from . import digest as digests
 from . import mediatypes as mt
 from . import streams
-from .errors import CorruptImageError
+from .errors import CorruptImageError, UnsupportedError
 
 if TYPE_CHECKING:
     from .types import Platform
@@ -187,11 +196,88 @@ class LayerData:
 
 @dataclass
 class OutputResult:
-    """What an output reports when it finishes."""
+    """What an output reports when it finishes.
+
+    ``manifest_size``/``manifest_media_type`` describe the manifest written, so that
+    an index listing it can be rewritten; outputs that cannot hold an index may
+    leave them None.
+    """
 
     location: str
     manifest_digest: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    manifest_size: int | None = None
+    manifest_media_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """What a source knows from its manifest alone, before fetching the config.
+
+    ``layers`` carry no diff_ids (those are in the config); an index has none.
+    """
+
+    digest: str
+    media_type: str
+    layers: tuple[Layer, ...] = ()
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One manifest an index lists, and how to read it as an image."""
+
+    descriptor: Mapping[str, Any]
+    open: Callable[[], ImageInput]
+
+    @property
+    def digest(self) -> str:
+        return str(self.descriptor["digest"])
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """A multi-platform index to copy whole: its bytes as the source holds them, and
+    the entries to copy (all of them, or the platforms asked for, in index order).
+    ``name``/``tag`` as in :class:`Image`."""
+
+    data: bytes
+    media_type: str
+    entries: tuple[IndexEntry, ...]
+    name: str | None = None
+    tag: str | None = None
+
+    def build(self, written: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
+        """The index to write. ``written`` maps a source entry's digest to the
+        ``digest``/``size``/``mediaType`` of the manifest written instead of it.
+
+        Unchanged (every entry kept, none rewritten), it is the source bytes, so the
+        index keeps its digest; otherwise the same document listing the new entries.
+        """
+        try:
+            doc = json.loads(self.data)
+        except ValueError as e:
+            raise CorruptImageError(f"image index is not JSON: {e}") from None
+        entries = [{**e.descriptor, **(written or {}).get(e.digest, {})} for e in self.entries]
+        if entries == doc.get("manifests"):
+            return self.data
+        doc["manifests"] = entries
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class _Mounted:
+    """The type of :data:`MOUNTED`."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "MOUNTED"
+
+
+#: What :meth:`ImageOutput.wants_layer` returns for a layer the destination got
+#: without reading it (a cross-repository mount): falsy like False, but counted as
+#: mounted rather than skipped.
+MOUNTED = _Mounted()
 
 
 class ImageInput(ABC):
@@ -213,6 +299,16 @@ class ImageInput(ABC):
 
         None (the default) when the source has no index or cannot list it.
         """
+        return None
+
+    def manifest_summary(self) -> ManifestSummary | None:
+        """The manifest :meth:`image` will return, if the source can tell cheaply
+        (without the config). None (the default) when it cannot."""
+        return None
+
+    def index(self) -> ImageIndex | None:
+        """The index to copy whole, when the user asked for several platforms and
+        the source is an index; None (the default) to copy one image."""
         return None
 
     def close(self) -> None:
@@ -239,17 +335,36 @@ class ImageOutput(ABC):
     def start(self, image: Image) -> None:
         """Called once, before any layer."""
 
-    def wants_layer(self, layer: Layer) -> bool:
-        """False when the destination already holds ``layer`` (it is then not read)."""
+    def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
+        """The result, when the destination already holds exactly what copying the
+        manifest ``summary`` describes would write (nothing is read then); None
+        (the default) when it does not, or cannot tell."""
+        return None
+
+    def wants_layer(self, layer: Layer) -> bool | _Mounted:
+        """False when the destination already holds ``layer`` (it is then not read);
+        :data:`MOUNTED` when it just got it some other way."""
         return True
 
     @abstractmethod
-    def add_layer(self, data: LayerData) -> None:
-        """Consume one layer."""
+    def add_layer(self, data: LayerData) -> bool | _Mounted | None:
+        """Consume one layer. May return False (or :data:`MOUNTED`) when, its digest
+        known only now, the destination turned out to hold it (or mounted it);
+        None or True count it as transferred."""
 
     @abstractmethod
     def finish(self, image: Image) -> OutputResult:
         """Write config and manifest for ``image`` (as changed by filters) and commit."""
+
+    def start_index(self, index: ImageIndex) -> None:
+        """Called before the images of an index; each then goes through
+        :meth:`start` .. :meth:`finish` as a child of the index."""
+        raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform "
+                               f"index; pick one platform with --platform")
+
+    def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
+        """Write the index ``data`` (``index.media_type``) after all its images."""
+        raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform index")
 
     def abort(self) -> None:
         """Undo partial work after a failure."""
@@ -276,11 +391,20 @@ class ImageFilter(ImageOutput):
     def start(self, image: Image) -> None:
         self.inner.start(image)
 
-    def wants_layer(self, layer: Layer) -> bool:
+    def wants_layer(self, layer: Layer) -> bool | _Mounted:
         return self.inner.wants_layer(layer)
 
-    def add_layer(self, data: LayerData) -> None:
-        self.inner.add_layer(data)
+    # existing_manifest stays None: a filter may change the image, so what the
+    # destination holds says nothing about what this run would write.
+
+    def start_index(self, index: ImageIndex) -> None:
+        self.inner.start_index(index)
+
+    def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
+        return self.inner.finish_index(index, data)
+
+    def add_layer(self, data: LayerData) -> bool | _Mounted | None:
+        return self.inner.add_layer(data)
 
     def finish(self, image: Image) -> OutputResult:
         return self.inner.finish(image)

@@ -114,8 +114,15 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--os", "os_", default=None, help="Platform OS (default: linux).")
 @click.option("--architecture", default=None, help="Platform architecture (default: this host's).")
 @click.option("--variant", default=None, help="Platform variant.")
+@click.option("--all-platforms", is_flag=True, envvar="OCCYSTRAP_ALL_PLATFORMS",
+              help="Copy every platform of a multi-platform image, and its index.")
 @click.option("--temp-dir", envvar="OCCYSTRAP_TEMP_DIR", type=click.Path(file_okay=False),
               help="Where temporary files go.")
+@click.option("--progress/--no-progress", "progress_bars", default=True,
+              help="Progress bars when stderr is a terminal; --no-progress: plain lines.")
+@click.option("--progress-interval", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, envvar="OCCYSTRAP_PROGRESS_INTERVAL",
+              help="Seconds between plain progress lines (no terminal, or --no-progress); 0: none.")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
@@ -193,12 +200,9 @@ def _summary(occy: Context, elapsed: float) -> str:
     from .info import human_size
 
     s = occy.stats
-    parts = [f"{s['layers']} layers"]
-    extra = [f"{s[k]} {label}" for k, label in (("skipped", "skipped"), ("mounted", "mounted"))
-             if s[k]]
-    if extra:
-        parts[0] += f" ({', '.join(extra)})"
-    parts += [human_size(s["bytes"]), f"{elapsed:.1f}s"]
+    # layers, skipped and mounted always, so every output's line reads the same
+    parts = [f"{s['layers']} layers ({s['skipped']} skipped, {s['mounted']} mounted)",
+             human_size(s["bytes"]), f"{elapsed:.1f} s"]
     parts += [f"{s[k]} {label}" for k, label in (("retries", "retries"),
                                                  ("rate_limit_waits", "rate-limit waits")) if s[k]]
     return "Summary: " + ", ".join(parts)
@@ -213,8 +217,10 @@ def _summary(occy: Context, elapsed: float) -> str:
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...]) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters."""
     from . import pipeline
+    from .progress import create as create_progress
 
     occy = _occy(ctx)
+    occy.progress = create_progress(occy.settings)  # pipeline.run ends it before the summary
     started = time.monotonic()
     with pipeline.build_input(occy, source) as image_input:
         output = pipeline.build_output(occy, destination, filters)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from .progress import Progress
 from .types import Credentials, Platform
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Settings:
     dest_username: str | None = None
     dest_password: str | None = None
     platform: Platform = field(default_factory=host_platform)
+    all_platforms: bool = False  # copy every platform of an index, and the index
     temp_dir: str | None = None
     ca_cert: str | None = None
     client_cert: str | None = None
@@ -55,6 +57,8 @@ class Settings:
     max_connections: int = 20
     http2: bool = True
     disabled_plugins: tuple[str, ...] = ()
+    progress_bars: bool = True  # on a terminal; otherwise, or False, plain lines
+    progress_interval: float = 10.0  # seconds between plain progress lines; 0: none
 
 
 class Stats:
@@ -81,6 +85,7 @@ class Context:
         self.settings = settings or Settings()
         self._plugins = plugins
         self.stats = Stats()
+        self.progress: Progress = Progress()  # silent unless a command installs a reporter
         self.used_plugins: list[PluginRecord] = []
         self._lock = threading.Lock()
         self._tempdir: str | None = None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Sequence
+from typing import Any, Sequence
 
-from .api import Image, ImageInput, ImageOutput, Layer, LayerData, OutputResult
+from . import digest as digests
+from .api import (MOUNTED, Image, ImageIndex, ImageInput, ImageOutput, Layer, LayerData,
+                  ManifestSummary, OutputResult)
 from .context import Context
-from .errors import OccystrapError
+from .errors import OccystrapError, UnsupportedError
 from .plugins import Entry
 from .types import ResolvedURI, Role
 from .uri import convert_options, split_filter
@@ -51,32 +53,84 @@ def build_output(ctx: Context, uri: str, filters: Sequence[str] = ()) -> ImageOu
     return output
 
 
-def run(ctx: Context, source: ImageInput, output: ImageOutput) -> tuple[Image, OutputResult]:
-    """Stream one image from ``source`` to ``output``; on failure, ``output.abort()``."""
+def run(ctx: Context, source: ImageInput, output: ImageOutput
+        ) -> tuple[Image | None, OutputResult]:
+    """Stream one image (or the index ``source.index()`` selects) from ``source`` to
+    ``output``; on failure, ``output.abort()``.
+
+    Returns the image read, or None when none was: the destination already held it
+    (a warm no-op), or an index was copied.
+    """
     try:
-        image = source.image()
-        output.start(image)
-        _deliver_layers(ctx, source, output, image.layers)
-        result = output.finish(image)
+        index = source.index()
+        if index is not None:
+            return None, _run_index(ctx, index, output)
+        return _run_image(ctx, source, output)
     except BaseException:
         try:
             output.abort()
         except Exception:  # the original failure matters more
             log.exception("cleanup after a failed run failed too")
         raise
-    return image, result
+
+
+def _run_image(ctx: Context, source: ImageInput, output: ImageOutput
+               ) -> tuple[Image | None, OutputResult]:
+    summary = source.manifest_summary()
+    existing = output.existing_manifest(summary) if summary is not None else None
+    if summary is not None and existing is not None:
+        # Before image(): a warm copy costs neither the config nor any blob request.
+        with ctx.progress.image(summary.layers):
+            for layer in summary.layers:
+                ctx.stats.add("skipped")
+                ctx.progress.skipped(layer)
+        return None, existing
+    image = source.image()
+    output.start(image)
+    with ctx.progress.image(image.layers):
+        _deliver_layers(ctx, source, output, image.layers)
+    return image, output.finish(image)
+
+
+def _run_index(ctx: Context, index: ImageIndex, output: ImageOutput) -> OutputResult:
+    """Each entry through the one-image pipeline, then the index, rewritten if need be."""
+    unchanged = index.build()
+    existing = output.existing_manifest(
+        ManifestSummary(digests.of_bytes(unchanged), index.media_type))
+    if existing is not None:
+        return existing
+    output.start_index(index)
+    written: dict[str, dict[str, Any]] = {}
+    for entry in index.entries:
+        with entry.open() as child:
+            _, result = _run_image(ctx, child, output)
+        if result.manifest_digest != entry.digest:
+            if result.manifest_size is None or result.manifest_media_type is None:
+                raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
+                                       f"for {entry.digest}; cannot rewrite the index")
+            written[entry.digest] = {"mediaType": result.manifest_media_type,
+                                     "digest": result.manifest_digest,
+                                     "size": result.manifest_size}
+    return output.finish_index(index, index.build(written))
 
 
 def _deliver_layers(ctx: Context, source: ImageInput, output: ImageOutput,
                     layers: Sequence[Layer]) -> None:
     def deliver(layer: Layer) -> None:
-        if not output.wants_layer(layer):
-            ctx.stats.add("skipped")
+        wanted = output.wants_layer(layer)
+        if not wanted:
+            ctx.stats.add("mounted" if wanted is MOUNTED else "skipped")
+            ctx.progress.skipped(layer)
             return
-        data = LayerData(layer, lambda: source.open_layer(layer),
-                         on_bytes=lambda n: ctx.stats.add("bytes", n))
-        output.add_layer(data)
-        ctx.stats.add("layers")
+        with ctx.progress.layer(layer) as advance:
+            def on_bytes(n: int) -> None:
+                ctx.stats.add("bytes", n)
+                advance(n)
+
+            data = LayerData(layer, lambda: source.open_layer(layer), on_bytes=on_bytes)
+            outcome = output.add_layer(data)
+        ctx.stats.add("mounted" if outcome is MOUNTED else "skipped" if outcome is False
+                      else "layers")
 
     workers = ctx.settings.parallel
     if output.requires_ordered_layers or not source.parallel or workers <= 1 or len(layers) <= 1:

@@ -116,3 +116,20 @@ def request_log(register_plugin: Callable[..., Any]) -> RequestLog:
     log = RequestLog()
     register_plugin(log, name="occystrap-test-request-log")
     return log
+
+
+def summary_counts(stderr: str) -> dict[str, int]:
+    """Layers, skipped and mounted from the ``Summary:`` line (absent counts are 0)."""
+    import re
+
+    line = next(l for l in stderr.splitlines() if l.startswith("Summary:"))
+    counts = {}
+    for name in ("layers", "skipped", "mounted", "retries"):
+        match = re.search(rf"(\d+) {name}\b", line)
+        counts[name] = int(match.group(1)) if match else 0
+    return counts
+
+
+@pytest.fixture
+def summary() -> Callable[[str], dict[str, int]]:
+    return summary_counts

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import pytest
 
 from occystrap_core.testing.images import build_docker_archive
-from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args
+from occystrap_core.testing.registry import (RegistryServer, push_sample_image, skopeo_args,
+                                             start_registry)
 
 pytestmark = pytest.mark.skipif(
     __import__("shutil").which("docker-registry") is None, reason="docker-registry not installed")
@@ -105,7 +106,7 @@ def test_push_zstd(registry_plain: RegistryServer, occy: Callable[..., Any],
 
 def test_copy_keeps_every_digest_and_warm_copy_is_a_no_op(
         registry: RegistryServer, occy: Callable[..., Any], inspect_raw: Callable[..., bytes],
-        repo_name: Callable[[str], str], request_log: Any) -> None:
+        repo_name: Callable[[str], str], request_log: Any, summary: Callable[..., dict]) -> None:
     src, dest = repo_name("src"), repo_name("mirror")
     sample = push_sample_image(registry, src, "v1")
     source = f"registry://{registry.host}/{src}:v1"
@@ -113,16 +114,21 @@ def test_copy_keeps_every_digest_and_warm_copy_is_a_no_op(
 
     first = occy(registry, "process", source, target)
     assert inspect_raw(registry, f"{dest}:v1") == sample.manifest  # a faithful mirror
-    assert "2 mounted" in first.stderr  # same registry: blobs mounted, not copied
+    # same registry: blobs mounted, not copied, and not counted as skipped too
+    assert summary(first.stderr) == {"layers": 0, "skipped": 0, "mounted": 2, "retries": 0}
     assert not [r for r in request_log.requests if r[0] == "GET" and "/blobs/sha256" in r[1]
                 and r[1] != f"/v2/{src}/blobs/{sample.config_digest}"]
 
     request_log.clear()
     second = occy(registry, "process", source, target)
     assert sample.manifest_digest in second.stderr
-    assert "0 layers (2 skipped)" in second.stderr
+    assert summary(second.stderr) == {"layers": 0, "skipped": 2, "mounted": 0, "retries": 0}
     methods = {m for m, _ in request_log.requests}
     assert methods <= {"GET", "HEAD"}, request_log.requests
+    # auth included: token mode is 401, one token for both repositories, GET, HEAD
+    limit = {"plain": 2, "tls": 2, "basic": 3, "token": 4}[registry.mode]
+    assert len(request_log.requests) <= limit, request_log.requests
+    assert ("GET", f"/v2/{src}/blobs/{sample.config_digest}") not in request_log.requests
     blob_reads = [p for m, p in request_log.requests if "/blobs/" in p and
                   not p.endswith(sample.config_digest)]
     assert not blob_reads, request_log.requests
@@ -131,7 +137,8 @@ def test_copy_keeps_every_digest_and_warm_copy_is_a_no_op(
 def test_copy_between_registries_passthrough(registry: RegistryServer,
                                              registry_plain: RegistryServer,
                                              run_cli: Any, inspect_raw: Callable[..., bytes],
-                                             repo_name: Callable[[str], str]) -> None:
+                                             repo_name: Callable[[str], str],
+                                             summary: Callable[..., dict]) -> None:
     """plain -> each mode: blobs streamed byte for byte, the manifest digest unchanged
     (plain -> plain is the same registry, where blobs are mounted)."""
     src, dest = repo_name("xsrc"), repo_name("xdest")
@@ -144,7 +151,9 @@ def test_copy_between_registries_passthrough(registry: RegistryServer,
                      + ("" if registry.ca_cert else "?insecure=true"))
     assert result.exit_code == 0, result.output
     same = registry.host == registry_plain.host
-    assert ("2 mounted" if same else "2 layers") in result.stderr
+    counts = summary(result.stderr)
+    assert (counts["layers"], counts["mounted"], counts["skipped"]) == ((0, 2, 0) if same
+                                                                        else (2, 0, 0))
     assert inspect_raw(registry, f"{dest}:v2") == sample.manifest
 
 
@@ -250,3 +259,170 @@ def test_multi_platform_selection(mode: str, request: pytest.FixtureRequest,
     occy(server, "--platform", "linux/arm64/v8", "process", uri,
          f"registry://{server.host}/{repo}-arm:v1")
     assert inspect_raw(server, f"{repo}-arm:v1") == manifests["arm64"]
+
+
+@pytest.mark.parametrize("mode", ["plain", "token"])
+def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequest,
+                                         occy: Callable[..., Any], skopeo: Callable[..., str],
+                                         inspect_raw: Callable[..., bytes],
+                                         repo_name: Callable[[str], str], tmp_path: Path,
+                                         summary: Callable[..., dict]) -> None:
+    server: RegistryServer = request.getfixturevalue(f"registry_{mode}")
+    repo = repo_name("multi")
+    manifests = _multi_platform_layout(tmp_path / "layout", "v1")
+    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
+           f"oci:{tmp_path / 'layout'}:v1", f"docker://{server.host}/{repo}:v1")
+    uri = f"registry://{server.host}/{repo}:v1"
+
+    # every platform: the index and every image keep their digests
+    copy = f"registry://{server.host}/{repo}-all:v1"
+    result = occy(server, "--all-platforms", "process", uri, copy)
+    assert _sha256(manifests["index"]) in result.stderr
+    assert inspect_raw(server, f"{repo}-all:v1") == manifests["index"]
+    for arch in ("amd64", "arm64"):
+        assert inspect_raw(server, f"{repo}-all@{_sha256(manifests[arch])}") == manifests[arch]
+    warm = occy(server, "--all-platforms", "process", uri, copy)
+    assert summary(warm.stderr)["layers"] == 0
+
+    # a platform list: a new index listing that image, readable by skopeo
+    occy(server, "process", f"{uri}?platforms=linux/arm64",
+         f"registry://{server.host}/{repo}-arm:v1")
+    index = inspect_raw(server, f"{repo}-arm:v1")
+    entries = json.loads(index)["manifests"]
+    assert [e["digest"] for e in entries] == [_sha256(manifests["arm64"])]
+    assert entries == [e for e in json.loads(manifests["index"])["manifests"]
+                       if e["platform"]["architecture"] == "arm64"]
+    inspected = json.loads(skopeo("inspect", "--override-arch", "arm64", *skopeo_args(server),
+                                  f"docker://{server.host}/{repo}-arm:v1"))
+    assert inspected["Digest"] == _sha256(index) and inspected["Architecture"] == "arm64"
+
+    # an OCI layout holds the index too, and skopeo copies every image out of it
+    layout = tmp_path / "copy"
+    occy(server, "--all-platforms", "process", uri, f"oci-layout://{layout}")
+    top = json.loads((layout / "index.json").read_text())["manifests"]
+    assert [e["digest"] for e in top] == [_sha256(manifests["index"])]
+    skopeo("copy", "--all", "--preserve-digests", f"oci:{layout}:v1",
+           f"oci:{tmp_path / 'again'}:v1")
+
+    result = occy(server, "--all-platforms", "process", uri, f"tar://{tmp_path / 'x.tar'}",
+                  ok=False)
+    assert result.exit_code == 1 and "cannot hold a multi-platform index" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def logged_registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A token-mode registry that logs every request it serves."""
+    server = start_registry("token", tmp_path_factory.mktemp("registry-logged"), access_log=True)
+    yield server
+    server.stop()
+
+
+def test_warm_no_op_counted_by_the_servers(logged_registry: RegistryServer,
+                                          occy: Callable[..., Any],
+                                          repo_name: Callable[[str], str],
+                                          summary: Callable[..., dict]) -> None:
+    server = logged_registry
+    assert server.token_server is not None
+    src, dest = repo_name("wsrc"), repo_name("wdest")
+    push_sample_image(server, src, "v1")
+    source = f"registry://{server.host}/{src}:v1"
+    target = f"registry://{server.host}/{dest}:v1"
+    occy(server, "process", source, target)
+
+    before = len(server.requests())
+    server.token_server.reset()
+    result = occy(server, "process", source, target)
+    served = server.requests()[before:]
+    assert summary(result.stderr)["skipped"] == 2
+    assert [r.scopes for r in server.token_server.requests] == [
+        (f"repository:{dest}:pull,push", f"repository:{src}:pull")]  # one token, both ends
+    assert len(served) + server.token_server.count <= 4, served
+    assert [r.split()[0] for r in served] == ["GET", "GET", "HEAD"]
+
+
+def test_push_summary_counts_layers_then_skips(registry_plain: RegistryServer,
+                                               occy: Callable[..., Any],
+                                               repo_name: Callable[[str], str], tmp_path: Path,
+                                               summary: Callable[..., dict]) -> None:
+    archive = build_docker_archive(str(tmp_path / "in.tar"), n_layers=3, layer_size=50_000)
+    target = f"registry://{registry_plain.host}/{repo_name('sum')}:v1"
+    first = summary(occy(registry_plain, "process", f"tar://{archive['path']}", target).stderr)
+    assert first == {"layers": 3, "skipped": 0, "mounted": 0, "retries": 0}
+    again = summary(occy(registry_plain, "process", f"tar://{archive['path']}", target).stderr)
+    assert (again["layers"], again["skipped"], again["mounted"]) == (0, 3, 0)
+
+
+def test_shared_blobs_move_once_per_destination_registry(registry_plain: RegistryServer,
+                                                         registry_tls: RegistryServer,
+                                                         repo_name: Callable[[str], str]) -> None:
+    """Two images sharing a layer, copied in one run to two repositories of another
+    registry: the shared blob is uploaded once and mounted into the second repository,
+    one after the other or at the same time."""
+    import threading
+
+    import occystrap_registry.plugin as registry_plugin
+
+    from occystrap_core.pipeline import build_input, build_output, run
+    from occystrap_core.testing.http import make_context
+
+    from .conftest import RequestLog
+
+    shared = {"shared/base.txt": b"shared base layer\n" * 1000}
+    sources = []
+    for name in ("a", "b"):
+        repo = repo_name(f"share-{name}")
+        pushed = push_sample_image(registry_plain, repo, "v1",
+                                   layers=(shared, {f"{name}.txt": name.encode() * 5000}))
+        sources.append((f"registry://{registry_plain.host}/{repo}:v1?insecure=true", pushed))
+    shared_digest = sources[0][1].layer_digests[0]
+    assert shared_digest == sources[1][1].layer_digests[0]
+
+    def copy_both(concurrently: bool) -> tuple[RequestLog, list[str]]:
+        log = RequestLog()
+        dests = [repo_name("mirror") for _ in sources]
+        with make_context(registry_plugin, log, ca_cert=registry_tls.ca_cert) as ctx:
+            def copy(i: int) -> None:
+                with build_input(ctx, sources[i][0]) as source:
+                    run(ctx, source, build_output(
+                        ctx, f"registry://{registry_tls.host}/{dests[i]}:v1"))
+            threads = [threading.Thread(target=copy, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+                if not concurrently:
+                    thread.join()
+            for thread in threads:
+                thread.join()
+            assert ctx.stats["mounted"] == 1 and ctx.stats["layers"] == 3
+        return log, dests
+
+    for concurrently in (False, True):
+        log, dests = copy_both(concurrently)
+        uploads = [p for m, p in log.requests if m == "PUT" and "/blobs/uploads/" in p]
+        assert len(uploads) == 2 + 3, uploads  # three layers (not four) and two configs
+
+
+def test_pull_to_tar_keeping_compression(registry_tls: RegistryServer, occy: Callable[..., Any],
+                                         skopeo: Callable[..., str],
+                                         info_json: Callable[..., dict],
+                                         repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    import tarfile
+
+    repo = repo_name("keep")
+    sample = push_sample_image(registry_tls, repo, "v1")
+    out = tmp_path / "out.tar"
+    occy(registry_tls, "process", f"registry://{registry_tls.host}/{repo}:v1",
+         f"tar://{out}?compression=keep")
+    with tarfile.open(out) as tar:
+        docker = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        names = set(tar.getnames())
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert docker[0]["Layers"] == [f"blobs/sha256/{d.split(':')[1]}" for d in sample.layer_digests]
+    assert set(docker[0]["Layers"]) <= names
+    # the OCI side is the registry's manifest, so the image keeps its digest
+    assert index["manifests"][0]["digest"] == sample.manifest_digest
+    info = info_json(registry_tls, f"tar://{out}")
+    assert [lay["digest"] for lay in info["layers"]] == list(sample.layer_digests)
+    assert [lay["diff_id"] for lay in info["layers"]] == list(sample.diff_ids)
+    # docker-archive readers (skopeo, as podman load) accept the gzip layers
+    skopeo("copy", f"docker-archive:{out}", f"oci:{tmp_path / 'layout'}:v1")
+    skopeo("copy", f"oci-archive:{out}", f"oci:{tmp_path / 'layout2'}:v1")

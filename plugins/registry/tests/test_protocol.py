@@ -15,10 +15,12 @@ import httpx
 import pytest
 
 import occystrap_registry.plugin as registry_plugin
+import occystrap_tarball.plugin as tarball_plugin
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image, ImageInput, Layer
 from occystrap_core.context import Context
-from occystrap_core.errors import (DigestMismatchError, ImageNotFoundError, UnsupportedError)
+from occystrap_core.errors import (DigestMismatchError, ImageNotFoundError, TransportError,
+                                   UnsupportedError)
 from occystrap_core.pipeline import build_input, build_output, run
 from occystrap_core.testing.http import MockHTTP, make_context
 from occystrap_core.types import Platform
@@ -141,7 +143,7 @@ def memory_image(tars: list[bytes], compress: bool) -> tuple[Image, dict[str, by
 
 
 def context(fake: FakeRegistry, **settings: Any) -> Context:
-    return make_context(MockHTTP(fake), registry_plugin, **settings)
+    return make_context(MockHTTP(fake), registry_plugin, tarball_plugin, **settings)
 
 
 def push(fake: FakeRegistry, image: Image, blobs: dict[str, bytes], dest: str, **settings: Any):
@@ -340,3 +342,158 @@ def test_foreign_layers_come_from_their_urls_and_are_never_pushed() -> None:
     fake.add_manifest("nourl", "v1", bare, mt.OCI_MANIFEST)
     with pytest.raises(UnsupportedError, match="foreign layer"):
         pull(fake, f"registry://{HOST}/nourl:v1")
+
+
+# --- upload retry ----------------------------------------------------------------------
+
+class BreakingRegistry(FakeRegistry):
+    """Drops the connection during the first ``breaks`` blob PUTs, after reading the body."""
+
+    def __init__(self, breaks: int):
+        super().__init__()
+        self.breaks = breaks
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and "/blobs/uploads/" in request.url.path and self.breaks:
+            request.read()
+            self.breaks -= 1
+            self.log.append(("PUT", request.url.path, -1))
+            raise httpx.WriteError("connection reset by peer")
+        return super().__call__(request)
+
+
+class CountingInput(MemoryInput):
+    def __init__(self, image: Image, blobs: dict[str, bytes]):
+        super().__init__(image, blobs)
+        self.opened = 0
+
+    def open_layer(self, layer: Layer):  # type: ignore[override]
+        self.opened += 1
+        return super().open_layer(layer)
+
+
+def test_a_broken_streamed_put_is_retried_with_a_new_session() -> None:
+    fake = BreakingRegistry(breaks=1)
+    image, blobs = memory_image([random.Random(2).randbytes(2 * MiB)], compress=True)
+    source = CountingInput(image, blobs)
+    with context(fake, retries=2) as ctx:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/app:v1"))
+    digest = image.layers[0].digest or ""
+    assert fake.blobs[digest] == blobs[digest]
+    assert source.opened == 2  # the source blob was read again for the second upload
+    starts = [e for e in fake.log if e[0] == "POST" and e[1].endswith("/blobs/uploads/")]
+    assert len(starts) == 3  # the layer twice, then the config
+    assert any(method == "DELETE" for method, _, _ in fake.log)  # the broken session let go
+    assert (ctx.stats["retries"], ctx.stats["layers"]) == (1, 1)
+    assert result.manifest_digest == image.manifest_digest
+
+
+def test_upload_retries_run_out() -> None:
+    fake = BreakingRegistry(breaks=10)
+    image, blobs = memory_image([b"z" * 5000], compress=True)
+    with context(fake, retries=2) as ctx, pytest.raises(TransportError, match="reg.example"):
+        run(ctx, MemoryInput(image, blobs), build_output(ctx, f"registry://{HOST}/app:v1"))
+    assert ctx.stats["retries"] == 2
+    assert fake.breaks == 10 - 3  # the first attempt and two retries
+    assert ("app", "v1") not in fake.manifests
+
+
+# --- several platforms -----------------------------------------------------------------
+
+def seed_index(fake: FakeRegistry, repo: str = "multi") -> tuple[bytes, dict[str, bytes]]:
+    """An OCI index of amd64, arm64/v8 and the attestation of arm64, under ``repo:v1``."""
+    children = {}
+    for arch in ("amd64", "arm64"):
+        manifest, _, _ = seed(fake, arch)
+        fake.add_manifest(repo, sha(manifest), manifest, mt.OCI_MANIFEST)
+        children[arch] = manifest
+    attestation, _, _ = seed(fake, "unknown")
+    fake.add_manifest(repo, sha(attestation), attestation, mt.OCI_MANIFEST)
+    children["attestation"] = attestation
+    doc = json.loads(index_of([(children["amd64"], {"os": "linux", "architecture": "amd64"}),
+                               (children["arm64"], {"os": "linux", "architecture": "arm64",
+                                                    "variant": "v8"}),
+                               (attestation, {"os": "unknown", "architecture": "unknown"})]))
+    doc["manifests"][2]["annotations"] = {"vnd.docker.reference.digest": sha(children["arm64"]),
+                                          "vnd.docker.reference.type": "attestation-manifest"}
+    index = json.dumps(doc, indent=1).encode()  # not compact: a rewrite would show
+    fake.add_manifest(repo, "v1", index, mt.OCI_INDEX)
+    return index, children
+
+
+def test_all_platforms_copies_the_index_byte_for_byte() -> None:
+    fake = FakeRegistry()
+    index, children = seed_index(fake)
+    with context(fake) as ctx, build_input(ctx, f"registry://{HOST}/multi:v1") as source:
+        assert source.index() is None  # only with all_platforms / platforms
+    with context(fake) as ctx, build_input(
+            ctx, f"registry://{HOST}/multi:v1?all_platforms=true") as source:
+        image, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/all:v1"))
+    assert fake.manifests[("all", "v1")][0] == index
+    assert result.manifest_digest == sha(index)
+    for manifest in children.values():
+        assert fake.manifests[("all", sha(manifest))][0] == manifest
+    assert ctx.stats["skipped"] == 3  # the fake's blobs are visible in every repository
+
+    fake.log.clear()
+    with context(fake, all_platforms=True) as ctx, \
+            build_input(ctx, f"registry://{HOST}/multi:v1") as source:
+        run(ctx, source, build_output(ctx, f"registry://{HOST}/all:v1"))
+    # warm: the index's digest matched, nothing else was asked
+    assert [(m, p) for m, p, _ in fake.log] == [("GET", "/v2/multi/manifests/v1"),
+                                                 ("HEAD", "/v2/all/manifests/v1")]
+
+
+def test_a_platform_list_rewrites_the_index() -> None:
+    fake = FakeRegistry()
+    index, children = seed_index(fake)
+    uri = f"registry://{HOST}/multi:v1?platforms=linux/arm64"
+    with context(fake) as ctx, build_input(ctx, uri) as source:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/arm:v1"))
+    pushed, media_type = fake.manifests[("arm", "v1")]
+    assert media_type == mt.OCI_INDEX and result.manifest_digest == sha(pushed) != sha(index)
+    entries = json.loads(pushed)["manifests"]
+    # arm64 and the attestation that describes it, descriptors unchanged
+    assert entries == [e for e in json.loads(index)["manifests"]
+                       if e["digest"] in (sha(children["arm64"]), sha(children["attestation"]))]
+    assert ("arm", sha(children["amd64"])) not in fake.manifests
+
+    with pytest.raises(ImageNotFoundError, match=r"linux/s390x \(available: linux/amd64, "
+                                                 r"linux/arm64/v8\)"):
+        with context(fake) as ctx, build_input(
+                ctx, f"registry://{HOST}/multi:v1?platforms=linux/amd64,linux/s390x") as source:
+            run(ctx, source, build_output(ctx, f"registry://{HOST}/none:v1"))
+
+
+def test_rewritten_images_rewrite_the_index(tmp_path: Any) -> None:
+    """zstd images get new digests: the index lists them, in the same order."""
+    fake = FakeRegistry()
+    seed_index(fake)
+    uri = f"registry://{HOST}/multi:v1?platforms=linux/amd64,linux/arm64"
+    with context(fake) as ctx, build_input(ctx, uri) as source:
+        run(ctx, source, build_output(ctx, f"registry://{HOST}/z:v1?compression=zstd"))
+    entries = json.loads(fake.manifests[("z", "v1")][0])["manifests"]
+    assert [e["platform"]["architecture"] for e in entries[:2]] == ["amd64", "arm64"]
+    for entry in entries[:2]:
+        data, media_type = fake.manifests[("z", entry["digest"])]
+        assert entry["size"] == len(data) and entry["mediaType"] == media_type
+        assert json.loads(data)["layers"][0]["mediaType"] == mt.OCI_LAYER_ZSTD
+
+
+def test_index_to_oci_layout_and_tar(tmp_path: Any) -> None:
+    fake = FakeRegistry()
+    index, children = seed_index(fake)
+    uri = f"registry://{HOST}/multi:v1?all_platforms=true"
+    layout = tmp_path / "layout"
+    with context(fake) as ctx, build_input(ctx, uri) as source:
+        _, result = run(ctx, source, build_output(ctx, f"oci-layout://{layout}"))
+    top = json.loads((layout / "index.json").read_text())["manifests"]
+    assert [(e["digest"], e["mediaType"]) for e in top] == [(sha(index), mt.OCI_INDEX)]
+    assert top[0]["annotations"]["org.opencontainers.image.ref.name"] == "v1"
+    for data in [index, *children.values()]:
+        assert (layout / "blobs" / "sha256" / sha(data).split(":")[1]).read_bytes() == data
+
+    with context(fake) as ctx, build_input(ctx, uri) as source, \
+            pytest.raises(UnsupportedError, match="cannot hold a multi-platform index"):
+        run(ctx, source, build_output(ctx, f"tar://{tmp_path / 'out.tar'}"))
+    assert not (tmp_path / "out.tar").exists()

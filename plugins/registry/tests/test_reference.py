@@ -88,7 +88,8 @@ def test_resolve_canonical_target_and_options() -> None:
     r = _resolve("registry://localhost:5000/app:v1?insecure=true&platform=linux/arm64")
     assert r.scheme == "registry"
     assert r.target == "localhost:5000/app:v1"
-    assert r.options == {"insecure": True, "platform": "linux/arm64"}
+    assert r.options == {"insecure": True, "platform": "linux/arm64", "platforms": None,
+                         "all_platforms": False}
     assert r.credentials is None
     assert _resolve("REGISTRY://busybox").target == "docker.io/library/busybox:latest"
     assert _resolve(f"registry://busybox@{D}").target == f"docker.io/library/busybox@{D}"

@@ -19,6 +19,13 @@ object is shared by all threads; only one of them fetches a given token.
 
 Extra scopes (a cross-repository mount needs pull access to the source) are
 asked for per request: ``extensions={"occystrap.scopes": ["repository:src:pull"]}``.
+
+Fewer round trips: scopes announced with :meth:`RegistryAuth.expect` (a copy's
+source and destination repositories, before the first request) ride along with
+the next token request, so one token covers both; and once a realm is known, a
+request to a repository without a token fetches one up front instead of waiting
+for a 401. A token server that refuses the batched request is asked again for the
+challenged scopes alone.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SPACE = re.compile(r"[\s,]*")
 _BARE_VALUE = re.compile(r"[^,\s]*")
 _REPOSITORY = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags|referrers)/")
+_READ_METHODS = ("GET", "HEAD")
+MAX_BATCHED_SCOPES = 16  # pending scopes added to one token request, to bound its URL
 
 Flow = Generator[httpx.Request, httpx.Response, str]
 TokenKey = tuple[str, str | None, tuple[str, ...]]
@@ -113,6 +122,18 @@ def merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(f"{r}:{','.join(sorted(a))}" if a else r for r, a in actions.items()))
 
 
+def _scope_repository(scope: str) -> str | None:
+    """``NAME`` of ``repository:NAME:actions``; None for other resource types."""
+    kind, _, rest = scope.partition(":")
+    name, _, _ = rest.rpartition(":")
+    return name if kind == "repository" and name else None
+
+
+def _actions_by_repository(scopes: Iterable[str]) -> dict[str, set[str]]:
+    return {name: set(scope.rpartition(":")[2].split(","))
+            for scope in scopes if (name := _scope_repository(scope)) is not None}
+
+
 def _basic(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password or ''}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
@@ -129,6 +150,22 @@ class RegistryAuth(httpx.Auth):
         self._fetching: dict[TokenKey, threading.Lock] = {}
         self._by_repository: dict[str | None, TokenKey] = {}
         self._basic = False
+        self._realm: tuple[str, str | None] | None = None  # (realm, service) last challenged
+        self._expected: dict[str, tuple[str, ...]] = {}  # repository -> scopes announced
+        self._pending: set[str] = set()  # announced scopes no token has covered yet
+
+    def expect(self, scopes: Iterable[str]) -> None:
+        """Announce scopes the run will need (``repository:NAME:pull,push``), so that
+        the next token request asks for them too."""
+        with self._lock:
+            for scope in merge_scopes(scopes):
+                repository = _scope_repository(scope)
+                if repository is None:
+                    continue
+                self._expected[repository] = merge_scopes(
+                    self._expected.get(repository, ()), [scope])
+                if repository not in self._by_repository:
+                    self._pending.add(scope)
 
     # --- the flow ------------------------------------------------------------------
 
@@ -141,11 +178,25 @@ class RegistryAuth(httpx.Auth):
         else:
             with self._lock:
                 known = self._by_repository.get(repository)
+                realm = self._realm
             if known:
                 wanted = (known[0], known[1], merge_scopes(known[2], extra))
                 token = yield from self._token(wanted, request)
                 request.headers["Authorization"] = f"Bearer {token}"
                 sent = (wanted, token)
+            elif realm and repository is not None:
+                # The realm is known: ask for this repository's token now, not after a 401.
+                actions = "pull" if request.method in _READ_METHODS else "pull,push"
+                wanted = (*realm, self._with_pending(
+                    [f"repository:{repository}:{actions}"], extra, repository))
+                try:
+                    token = yield from self._token(wanted, request)
+                except AuthError:
+                    pass  # let the registry's challenge say what it wants
+                else:
+                    request.headers["Authorization"] = f"Bearer {token}"
+                    sent = (wanted, token)
+                    self._covered(wanted)
         response = yield request
         if response.status_code != 401:
             return
@@ -160,13 +211,24 @@ class RegistryAuth(httpx.Auth):
             return
         if "realm" not in challenge.params:
             raise AuthError(f"authentication to {host} failed: Bearer challenge without a realm")
-        key: TokenKey = (str(request.url.join(challenge.params["realm"])),
-                         challenge.params.get("service"),
-                         merge_scopes(challenge.params.get("scope", "").split(), extra))
+        realm_key = (str(request.url.join(challenge.params["realm"])),
+                     challenge.params.get("service"))
+        challenged = challenge.params.get("scope", "").split()
+        narrow: TokenKey = (*realm_key, merge_scopes(challenged, extra))
+        key: TokenKey = (*realm_key, self._with_pending(challenged, extra, repository))
+        with self._lock:
+            self._realm = realm_key
         if sent:
             self._forget(*sent)  # refused: never offer that token again
-        token = yield from self._token(key, request)
+        try:
+            token = yield from self._token(key, request)
+        except AuthError:
+            if key == narrow:
+                raise
+            key = narrow  # the token server refused the batch: ask for what was challenged
+            token = yield from self._token(key, request)
         request.headers["Authorization"] = f"Bearer {token}"
+        self._covered(key)
         with self._lock:
             self._by_repository[repository] = key
         response = yield request
@@ -202,6 +264,26 @@ class RegistryAuth(httpx.Auth):
                 f"refused{reason}; check the credentials and their permissions")
 
     # --- tokens --------------------------------------------------------------------
+
+    def _with_pending(self, scopes: Iterable[str], extra: Iterable[str],
+                      repository: str | None) -> tuple[str, ...]:
+        """``scopes`` and ``extra``, plus what this repository and others announced."""
+        with self._lock:
+            own = self._expected.get(repository, ()) if repository else ()
+            pending = sorted(self._pending)[:MAX_BATCHED_SCOPES]
+        return merge_scopes(scopes, extra, own, pending)
+
+    def _covered(self, key: TokenKey) -> None:
+        """Send ``key``'s token up front to every repository it grants at least as
+        much as the token that repository had."""
+        granted = _actions_by_repository(key[2])
+        with self._lock:
+            for name, actions in granted.items():
+                old = self._by_repository.get(name)
+                if old is None or actions >= _actions_by_repository(old[2]).get(name, set()):
+                    self._by_repository[name] = key
+            self._pending = {s for s in self._pending
+                             if _scope_repository(s) not in self._by_repository}
 
     @staticmethod
     def _repository(request: httpx.Request) -> str | None:

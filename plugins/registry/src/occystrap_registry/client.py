@@ -43,6 +43,10 @@ class Repository:
         self.credentials: Credentials | None = uri.credentials or ctx.credentials(ref.domain, role)
         self.client = ctx.http_client(FACTORY, self.host, scheme=self.scheme,
                                       credentials=self.credentials)
+        if isinstance(self.client.auth, RegistryAuth):
+            # Announced before any request, so one token covers a copy's both ends.
+            actions = "pull" if role == "input" else "pull,push"
+            self.client.auth.expect([f"repository:{self.path}:{actions}"])
 
     def url(self, kind: str, ref: str = "") -> str:
         """``/v2/<repo>/<kind>/<ref>``: kind is ``manifests``, ``blobs`` or ``blobs/uploads``."""

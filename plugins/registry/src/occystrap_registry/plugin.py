@@ -29,6 +29,10 @@ _COMMON = (
 INPUT_OPTIONS = _COMMON + (
     OptionSpec("platform", str, "OS/ARCH[/VARIANT] to pick from a multi-platform image "
                "(default: --platform, else this host)."),
+    OptionSpec("platforms", str, "Comma-separated OS/ARCH[/VARIANT] list: copy these images "
+               "of a multi-platform image and a rewritten index listing them."),
+    OptionSpec("all_platforms", bool, "Copy every image of a multi-platform image and its "
+               "index, byte for byte (default: --all-platforms).", False),
 )
 OUTPUT_OPTIONS = _COMMON + (
     OptionSpec("compression", str, "gzip, zstd or none: re-encode layers with it "

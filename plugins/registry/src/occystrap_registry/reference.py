@@ -116,10 +116,12 @@ def parse(text: str) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
+def registry_key(host: str) -> str:
+    """``host[:port]`` spelled one way per registry (Docker Hub's aliases are one)."""
+    host = host.lower()
+    return DOCKER_HUB if host in _HUB_ALIASES else host
+
+
 def same_registry(a: str, b: str) -> bool:
     """Do two ``host[:port]`` strings name the same registry?"""
-    def canon(host: str) -> str:
-        host = host.lower()
-        return DOCKER_HUB if host in _HUB_ALIASES else host
-
-    return canon(a) == canon(b)
+    return registry_key(a) == registry_key(b)

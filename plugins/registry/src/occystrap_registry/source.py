@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
@@ -11,7 +12,7 @@ import httpx
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import Image, ImageInput, Layer
+from occystrap_core.api import Image, ImageIndex, ImageInput, IndexEntry, Layer, ManifestSummary
 from occystrap_core.errors import (CorruptImageError, DigestMismatchError, ImageNotFoundError,
                                    UnsupportedError)
 from occystrap_core.transport.blobs import open_blob
@@ -19,7 +20,9 @@ from occystrap_core.types import Platform, ResolvedURI
 
 from . import manifests, platforms
 from .client import FACTORY, Repository
-from .reference import parse
+from .locations import KEY as LOCATIONS
+from .locations import BlobLocations
+from .reference import parse, registry_key
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 _MAX_INDEX_DEPTH = 4
 _MAX_MANIFEST = 4 * 1024 * 1024  # the OCI distribution spec's suggested limit
 _MAX_CONFIG = 64 * 1024 * 1024
+# buildx attestation manifests name the image they describe with this annotation
+_REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 
 class RegistryInput(ImageInput):
@@ -38,6 +43,12 @@ class RegistryInput(ImageInput):
         self.repo = Repository(ctx, self.ref, uri, "input")
         wanted = uri.options.get("platform")
         self.platform: Platform = platforms.parse(wanted) if wanted else ctx.settings.platform
+        listed = uri.options.get("platforms")
+        self.platform_list = [platforms.parse(p) for p in listed.split(",")] if listed else []
+        self.all_platforms = bool(uri.options.get("all_platforms")) or ctx.settings.all_platforms
+        self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self._top: manifests.Manifest | None = None
+        self._resolved: tuple[manifests.Manifest, Platform | None] | None = None
         self._image: Image | None = None
 
     # --- manifests -----------------------------------------------------------
@@ -59,9 +70,20 @@ class RegistryInput(ImageInput):
                 raise DigestMismatchError(what, ref, actual)
         return manifest
 
+    def top_manifest(self) -> manifests.Manifest:
+        """What the reference points at (fetched once)."""
+        if self._top is None:
+            self._top = self.fetch_manifest(self.ref.ref)
+        return self._top
+
     def resolve_manifest(self) -> tuple[manifests.Manifest, Platform | None]:
         """The image manifest for our platform, descending through (nested) indexes."""
-        manifest = self.fetch_manifest(self.ref.ref)
+        if self._resolved is None:
+            self._resolved = self._resolve()
+        return self._resolved
+
+    def _resolve(self) -> tuple[manifests.Manifest, Platform | None]:
+        manifest = self.top_manifest()
         chosen: Platform | None = None
         for _ in range(_MAX_INDEX_DEPTH):
             if not manifest.is_index:
@@ -89,7 +111,64 @@ class RegistryInput(ImageInput):
             f"{self.ref}: no image for platform {self.platform} (available: "
             f"{platforms.describe(available)}); choose one with --platform")
 
+    # --- several platforms ---------------------------------------------------
+
+    def index(self) -> ImageIndex | None:
+        if not (self.all_platforms or self.platform_list):
+            return None
+        top = self.top_manifest()
+        if not top.is_index:
+            return None  # one image: copied as it is
+        return ImageIndex(top.data, top.media_type, tuple(
+            IndexEntry(entry, lambda digest=str(entry["digest"]): self._child(digest))
+            for entry in self._select_entries(top)), name=self.ref.name, tag=self.ref.tag)
+
+    def _select_entries(self, index: manifests.Manifest) -> list[dict]:
+        """Every entry, or those of the listed platforms and their attestations."""
+        entries = index.entries
+        for entry in entries:
+            digests.validate(str(entry.get("digest")), "index entry digest")
+            if entry.get("mediaType") in mt.INDEXES:
+                raise UnsupportedError(f"{self.ref}: copying several platforms of an index "
+                                       f"that nests indexes is not supported; pick one "
+                                       f"platform with --platform")
+        if not self.platform_list:
+            return entries
+        found = {id(e): p for e in entries if (p := platforms.of_descriptor(e)) is not None}
+        kept = [e for e in entries if id(e) in found and any(
+            platforms.matches(w, found[id(e)]) for w in self.platform_list)]
+        missing = [w for w in self.platform_list
+                   if not any(platforms.matches(w, found[id(e)]) for e in kept)]
+        if missing:
+            raise ImageNotFoundError(
+                f"{self.ref}: no image for platform {', '.join(map(str, missing))} (available: "
+                f"{platforms.describe(found.values())})")
+        described = {e["digest"] for e in kept}
+        return [e for e in entries if any(e is k for k in kept) or (
+            id(e) not in found
+            and (e.get("annotations") or {}).get(_REFERENCE_DIGEST) in described)]
+
+    def _child(self, digest: str) -> RegistryInput:
+        """The image manifest ``digest`` of our index, as an input of its own."""
+        child = copy.copy(self)  # the same repository, client and run-level state
+        child.ref = dataclasses.replace(self.ref, digest=digest)
+        child.platform_list, child.all_platforms = [], False
+        child._top = child._resolved = child._image = None
+        return child
+
     # --- the image -----------------------------------------------------------
+
+    def manifest_summary(self) -> ManifestSummary:
+        manifest, _ = self.resolve_manifest()
+        layers = manifest.layers([])
+        self._record(manifest, layers)
+        return ManifestSummary(manifest.digest, manifest.media_type, layers)
+
+    def _record(self, manifest: manifests.Manifest, layers: tuple[Layer, ...]) -> None:
+        """Tell the run's blob map that this repository holds these blobs (for mounts)."""
+        self.locations.add(registry_key(self.ref.domain), self.ref.path,
+                           [manifest.config.get("digest")]
+                           + [layer.digest for layer in layers if not layer.foreign])
 
     def image(self) -> Image:
         if self._image is None:
@@ -112,7 +191,9 @@ class RegistryInput(ImageInput):
                       config_media_type=cfg.get("mediaType") or mt.DOCKER_CONFIG,
                       manifest=manifest.data, manifest_media_type=manifest.media_type,
                       platform=platform)
-        return dataclasses.replace(image, layers=manifest.layers(image.diff_ids),
+        layers = manifest.layers(image.diff_ids)
+        self._record(manifest, layers)
+        return dataclasses.replace(image, layers=layers,
                                    platform=platform or _config_platform(image))
 
     # --- layers --------------------------------------------------------------

@@ -5,6 +5,10 @@ the source: same digests, no recompression. Uncompressed layers, or any layer wh
 ``?compression=`` asks for another format, are compressed to a temporary file first.
 When nothing changed the image, the source manifest is pushed unchanged, so a
 registry-to-registry copy is a faithful mirror with the same manifest digest.
+
+A blob already in the repository is skipped; one the run knows in another
+repository of the same registry (the run's :mod:`~occystrap_registry.locations`
+map) is mounted from there. An index is pushed after its images, which go by digest.
 """
 
 from __future__ import annotations
@@ -15,17 +19,23 @@ from typing import TYPE_CHECKING
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
+from occystrap_core.api import (MOUNTED, Image, ImageIndex, ImageOutput, Layer, LayerData,
+                                ManifestSummary, OutputResult)
 from occystrap_core.errors import URIError
 from occystrap_core.types import ResolvedURI
 
 from . import compress
 from .client import Repository
-from .reference import parse, same_registry
+from .locations import KEY as LOCATIONS
+from .locations import BlobLocations
+from .reference import parse, registry_key, same_registry
 from .upload import Session, Uploader
 
 if TYPE_CHECKING:
+    from occystrap_core.api import _Mounted
     from occystrap_core.context import Context
+
+_UNKNOWN = object()  # the destination tag's digest before the HEAD that finds it
 
 
 class RegistryOutput(ImageOutput):
@@ -39,7 +49,13 @@ class RegistryOutput(ImageOutput):
         compress.check(self.compression, self.level)
         self.repo = Repository(ctx, self.ref, uri, "output")
         self.uploader = Uploader(self.repo)
+        self.registry = registry_key(self.ref.domain)
+        self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self.location = f"registry://{self.ref.domain}/{self.ref.path}"
         self._lock = threading.Lock()
+        self._remote: object = _UNKNOWN
+        self._in_index = False  # images go by digest; finish_index pushes the tag
+        self._claims: set[str] = set()  # digests this output is uploading for the whole run
         self._warm = False
         self._family = "oci"
         self._mount_from: str | None = None
@@ -48,23 +64,55 @@ class RegistryOutput(ImageOutput):
 
     # --- before the layers ----------------------------------------------------
 
+    def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
+        if summary.media_type in mt.INDEXES and self.compression:
+            return None  # its images may be recompressed: only copying them tells
+        if any(self._target_compression(layer) for layer in summary.layers):
+            return None  # this copy would write another manifest
+        if self._in_index:
+            response = self.repo.request(
+                "HEAD", self.repo.url("manifests", summary.digest), missing_ok=True,
+                what=f"HEAD manifest {self.ref.path}@{summary.digest}",
+                headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+            if response.status_code == 404:
+                return None
+        elif self._remote_digest() != summary.digest or self.ref.digest not in (
+                None, summary.digest):
+            return None
+        return OutputResult(location=self._where(summary.digest),
+                            manifest_digest=summary.digest, details={"unchanged": True})
+
     def start(self, image: Image) -> None:
         self._family = image.family
         self._mount_from = self._mount_source(image)
+        self._warm = False
+        self._rewritten = {}  # an output is reused for each image of an index
+        if self._in_index:
+            return
         # Also the first authenticated request: bad credentials fail here, before any work.
         current = self._remote_digest()
         unchanged = image.manifest is not None and not any(
             self._target_compression(layer) for layer in image.layers)
         self._warm = unchanged and current == image.manifest_digest
 
+    def start_index(self, index: ImageIndex) -> None:
+        self._in_index = True
+
     def _remote_digest(self) -> str | None:
-        """The digest of the manifest the destination reference points at now, if any."""
-        response = self.repo.request(
-            "HEAD", self.repo.url("manifests", self.ref.ref), what=f"HEAD manifest {self.ref}",
-            missing_ok=True, headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
-        if response.status_code == 404:
-            return None
-        return response.headers.get("Docker-Content-Digest")
+        """The digest of the manifest the destination reference points at (one HEAD)."""
+        if self._remote is _UNKNOWN:
+            response = self.repo.request(
+                "HEAD", self.repo.url("manifests", self.ref.ref),
+                what=f"HEAD manifest {self.ref}", missing_ok=True,
+                headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+            self._remote = None if response.status_code == 404 else \
+                response.headers.get("Docker-Content-Digest")
+        return self._remote  # type: ignore[return-value]
+
+    def _where(self, digest: str) -> str:
+        if self.ref.tag and not self._in_index:
+            return f"{self.location}:{self.ref.tag}"
+        return f"{self.location}@{digest}"
 
     def _mount_source(self, image: Image) -> str | None:
         """The source repository, when it is on this registry (so blobs can be mounted)."""
@@ -87,7 +135,7 @@ class RegistryOutput(ImageOutput):
             return "gzip" if stored == "none" else None
         return None if stored == self.compression else self.compression
 
-    def wants_layer(self, layer: Layer) -> bool:
+    def wants_layer(self, layer: Layer) -> bool | _Mounted:
         if self._warm:
             return False
         if layer.foreign:
@@ -95,34 +143,79 @@ class RegistryOutput(ImageOutput):
         if self._target_compression(layer) is not None:
             return True  # its digest is known only after compressing (see add_layer)
         assert layer.digest is not None
-        if self.uploader.exists(layer.digest):
-            return False
-        if self._mount_from:
-            session = self.uploader.mount(layer.digest, self._mount_from)
-            if session is None:
-                self.ctx.stats.add("mounted")
+        return self._place(layer.digest, keep_session=True)
+
+    def _place(self, digest: str, keep_session: bool) -> bool | _Mounted:
+        """False when this repository holds ``digest``, MOUNTED when it was mounted from
+        another repository of this registry; True when it must be uploaded, this
+        output then holding the run's claim on that upload (see :meth:`_release`)."""
+        while True:
+            if self.locations.holds(self.registry, self.ref.path, digest):
+                return False  # uploaded or mounted here earlier in this run
+            if self.uploader.exists(digest):
+                self.locations.add(self.registry, self.ref.path, [digest])
                 return False
-            with self._lock:
-                self._sessions[layer.digest] = session
-        return True
+            running = self.locations.claim(self.registry, digest)
+            if running is None:
+                break
+            running.wait()  # another image is uploading it to this registry: mount it after
+        with self._lock:
+            self._claims.add(digest)
+        try:
+            candidates = self.locations.repositories(self.registry, digest, self.ref.path)
+            if self._mount_from and self._mount_from not in candidates:
+                candidates.append(self._mount_from)
+            if not candidates:
+                return True
+            # One try: a refused mount starts an upload session, which is then used.
+            session = self.uploader.mount(digest, candidates[0])
+            if session is None:
+                self.locations.add(self.registry, self.ref.path, [digest])
+                self._release(digest)
+                return MOUNTED
+            if keep_session:
+                with self._lock:
+                    self._sessions[digest] = session
+            else:
+                self.uploader.cancel(session)
+            return True
+        except BaseException:
+            self._release(digest)
+            raise
+
+    def _release(self, digest: str) -> None:
+        with self._lock:
+            if digest not in self._claims:
+                return
+            self._claims.discard(digest)
+        self.locations.release(self.registry, digest)
 
     # --- layers ---------------------------------------------------------------
 
-    def add_layer(self, data: LayerData) -> None:
+    def add_layer(self, data: LayerData) -> bool | _Mounted:
         layer = data.layer
         target = self._target_compression(layer)
         if target is None:
             assert layer.digest is not None
             with self._lock:
                 session = self._sessions.pop(layer.digest, None)
-            self.uploader.upload(layer.digest, layer.size, data.open_blob, session)
-            return
+            try:
+                self.uploader.upload(layer.digest, layer.size, data.open_blob, session)
+                self.locations.add(self.registry, self.ref.path, [layer.digest])
+            finally:
+                self._release(layer.digest)
+            return True
         with data.open_tar() as tar:
             spooled = compress.spool(tar, target, self.level, self.ctx.temp_dir)
         try:
-            if not self.uploader.exists(spooled.digest):
-                self.uploader.upload(spooled.digest, spooled.size,
-                                     lambda: open(spooled.path, "rb"))
+            placed = self._place(spooled.digest, keep_session=False)
+            if placed is True:
+                try:
+                    self.uploader.upload(spooled.digest, spooled.size,
+                                         lambda: open(spooled.path, "rb"))
+                    self.locations.add(self.registry, self.ref.path, [spooled.digest])
+                finally:
+                    self._release(spooled.digest)
         finally:
             spooled.remove()
         new = dataclasses.replace(
@@ -130,14 +223,14 @@ class RegistryOutput(ImageOutput):
             size=spooled.size, diff_id=spooled.diff_id, urls=())
         with self._lock:
             self._rewritten[layer.index] = new
+        return placed
 
     # --- after the layers -----------------------------------------------------
 
     def finish(self, image: Image) -> OutputResult:
-        location = f"registry://{self.ref.domain}/{self.ref.path}"
         if self._warm:
-            suffix = f":{self.ref.tag}" if self.ref.tag else f"@{image.manifest_digest}"
-            return OutputResult(location=location + suffix,
+            assert image.manifest_digest is not None
+            return OutputResult(location=self._where(image.manifest_digest),
                                 manifest_digest=image.manifest_digest,
                                 details={"unchanged": True})
         self.uploader.push_bytes(image.config_digest, image.config)
@@ -146,22 +239,31 @@ class RegistryOutput(ImageOutput):
         else:
             layers = [self._rewritten.get(layer.index, layer) for layer in image.layers]
             manifest, media_type = image.build_manifest(layers, family=image.family)
+        return self._push_manifest(manifest, media_type, by_digest=self._in_index)
+
+    def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
+        self._in_index = False
+        return self._push_manifest(data, index.media_type, by_digest=False)
+
+    def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool) -> OutputResult:
         digest = digests.of_bytes(manifest)
-        if self.ref.digest and self.ref.digest != digest:
+        if not by_digest and self.ref.digest and self.ref.digest != digest:
             raise URIError(f"destination {self.ref} is pinned to {self.ref.digest}, but the "
                            f"manifest to push has digest {digest}")
-        ref = self.ref.tag or digest
+        ref = digest if by_digest else self.ref.tag or digest
         response = self.repo.request("PUT", self.repo.url("manifests", ref),
                                      what=f"pushing manifest {self.ref.path}:{ref}",
                                      ok=(200, 201, 202), content=manifest,
                                      headers={"Content-Type": media_type})
         pushed = response.headers.get("Docker-Content-Digest") or digest
-        suffix = f":{self.ref.tag}" if self.ref.tag else f"@{pushed}"
-        return OutputResult(location=location + suffix, manifest_digest=pushed)
+        return OutputResult(location=self._where(pushed), manifest_digest=pushed,
+                            manifest_size=len(manifest), manifest_media_type=media_type)
 
     def abort(self) -> None:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
+            claims = list(self._claims)
         for session in sessions:
             self.uploader.cancel(session)
-
+        for digest in claims:
+            self._release(digest)

@@ -5,21 +5,28 @@ file or straight from the source, never held whole in memory. When a registry (o
 proxy in front of it) refuses that body with 413, or asks for chunks with
 ``OCI-Chunk-Min-Length``, the blob is sent as ``PATCH`` chunks with
 ``Content-Range`` instead, and the run remembers to use chunks from then on.
+
+A streamed body cannot be replayed by the transport's retry layer, so when the
+connection to the destination breaks during that ``PUT`` the whole upload is
+retried here: a new session, the source blob opened again, up to ``--retries`` times.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, ContextManager, Iterator
 
 import httpx
 
-from occystrap_core.errors import AuthError
+from occystrap_core.errors import AuthError, OccystrapError, TransportError
 from occystrap_core.streams import CHUNK
 from occystrap_core.transport.auth import SCOPES
 
 from .client import Repository
+
+log = logging.getLogger("occystrap.registry")
 
 OCTET = "application/octet-stream"
 PATCH_CHUNK = 16 * 1024 * 1024
@@ -38,13 +45,31 @@ class _TooLarge(Exception):
     """The registry or a proxy refused a monolithic body (413)."""
 
 
-def _iter_body(body: BinaryIO) -> Iterator[bytes]:
-    # Reads to EOF, so a digest-verifying reader runs its checks before the body ends.
-    while True:
-        data = body.read(CHUNK)
-        if not data:
-            return
-        yield data
+class _Broken(Exception):
+    """The connection to the destination broke during a streamed PUT."""
+
+    def __init__(self, error: OccystrapError):
+        self.error = error
+
+
+class _Body:
+    """A streamed request body. Reads to EOF, so that a digest-verifying reader runs
+    its checks before the body ends; notes whether the source (not the network) failed."""
+
+    def __init__(self, body: BinaryIO):
+        self.body = body
+        self.source_failed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self.body.read(CHUNK)
+            except BaseException:
+                self.source_failed = True
+                raise
+            if not data:
+                return
+            yield data
 
 
 class Uploader:
@@ -101,10 +126,13 @@ class Uploader:
     def upload(self, digest: str, size: int | None,
                open_body: Callable[[], ContextManager[BinaryIO]],
                session: Session | None = None) -> None:
-        """Upload the blob ``open_body()`` yields. ``open_body`` is called a second time
-        only if a monolithic PUT is refused with 413 (the stream is spent by then)."""
+        """Upload the blob ``open_body()`` yields. ``open_body`` is called again (the
+        stream is spent by then) when a monolithic PUT is refused with 413, or broke
+        and is retried."""
         session = session or self.start()
-        if not (self._chunked or session.min_chunk):
+        retries = self.repo.ctx.settings.retries
+        attempt = 0
+        while not (self._chunked or session.min_chunk):
             try:
                 with open_body() as body:
                     self._put(session.location, digest, size, body)
@@ -112,7 +140,15 @@ class Uploader:
             except _TooLarge:
                 with self._lock:
                     self._chunked = True  # the same limit will hit every later blob
-                session = self.start()
+            except _Broken as e:
+                self.cancel(session)
+                if attempt >= retries:
+                    raise e.error from None
+                attempt += 1
+                self.repo.ctx.stats.add("retries")
+                log.info("uploading %s to %s again after: %s (retry %d of %d)", digest,
+                         self.repo.host, e.error, attempt, retries)
+            session = self.start()
         with open_body() as body:
             self._patch(session, digest, body)
 
@@ -124,14 +160,18 @@ class Uploader:
         if size is not None:
             headers["Content-Length"] = str(size)
         what = f"uploading blob {digest}"
+        # A seekable file can be rewound, so the retry layer may resend it; a stream
+        # from the source cannot, and is read to EOF so that its checks run.
+        stream = None if body.seekable() else _Body(body)
         try:
-            # A seekable file can be rewound, so the retry layer may resend it; a stream
-            # from the source cannot, and is read to EOF so that its checks run.
-            content = body if body.seekable() else _iter_body(body)
             response = self.client.put(self._finish_url(location, digest),
-                                       content=content, headers=headers)
+                                       content=stream or body, headers=headers)
         except httpx.HTTPError as e:
-            raise self.repo.transport_error(what, e) from None
+            raise _Broken(self.repo.transport_error(what, e)) from None
+        except TransportError as e:  # the retry layer gave up on the connection
+            if isinstance(e, AuthError) or (stream and stream.source_failed):
+                raise
+            raise _Broken(e) from None
         if response.status_code == 413:
             raise _TooLarge
         if response.status_code not in (201, 204):

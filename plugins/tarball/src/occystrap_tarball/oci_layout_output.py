@@ -4,7 +4,8 @@ Blobs are copied byte for byte (compressed stays compressed), each written to a
 temp file and renamed to its digest, so a blob path never holds partial data.
 ``index.json`` is replaced last, keeping other images already in the layout;
 until then nothing new is referenced, and :meth:`abort` removes the blobs this
-run added.
+run added. A multi-platform index is stored whole: its images as blobs, then the
+index blob, which ``index.json`` references.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core import streams
-from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
+from occystrap_core.api import Image, ImageIndex, ImageOutput, Layer, LayerData, OutputResult
 from occystrap_core.context import Context
 from occystrap_core.errors import CorruptImageError, OutputExistsError, URIError
 from occystrap_core.types import ResolvedURI
@@ -51,8 +52,14 @@ class LayoutOutput(ImageOutput):
         self._new_blobs: list[str] = []
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}
+        self._in_index = False  # images of an index are not listed in index.json
+        self._checked = False
 
     def start(self, image: Image) -> None:
+        self._written = {}  # an output is reused for each image of an index
+        if self._checked:
+            return  # a later image of an index: the first one made the directory
+        self._checked = True
         if os.path.exists(self.path):
             if not os.path.isdir(self.path):
                 raise OutputExistsError(f"{self.path} exists and is not a directory")
@@ -135,26 +142,44 @@ class LayoutOutput(ImageOutput):
             return image.manifest, image.manifest_media_type or mt.OCI_MANIFEST
         return image.build_manifest(layers, family="oci")
 
+    def start_index(self, index: ImageIndex) -> None:
+        self._in_index = True
+
     def finish(self, image: Image) -> OutputResult:
         manifest, media_type = self._manifest(image)
-        manifest_digest = digests.of_bytes(manifest)
         self._put_bytes(blob_path(image.config_digest, "config digest"), image.config)
+        if self._in_index:
+            manifest_digest = digests.of_bytes(manifest)
+            self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
+            return OutputResult(location=self.path, manifest_digest=manifest_digest,
+                                manifest_size=len(manifest), manifest_media_type=media_type)
+        return self._commit_top(image.name, image.tag, manifest, media_type)
+
+    def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
+        self._in_index = False
+        return self._commit_top(index.name, index.tag, data, index.media_type)
+
+    def _commit_top(self, name: str | None, tag: str | None, manifest: bytes,
+                    media_type: str) -> OutputResult:
+        """Store ``manifest`` and list it in ``index.json`` under the ref."""
+        manifest_digest = digests.of_bytes(manifest)
         self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
         if not os.path.isfile(self._file("oci-layout")):
             self._put_bytes("oci-layout", json.dumps(OCI_LAYOUT).encode())
         descriptor: dict[str, Any] = {"mediaType": media_type, "digest": manifest_digest,
                                       "size": len(manifest)}
-        reference = join_reference(image.name, image.tag)
+        reference = join_reference(name, tag)
         notes = {}
-        if self.ref or image.tag:
-            notes[ANNOTATION_REF] = self.ref or image.tag
+        if self.ref or tag:
+            notes[ANNOTATION_REF] = self.ref or tag
         if reference:
             notes[ANNOTATION_IMAGE_NAME] = reference
         if notes:
             descriptor["annotations"] = notes
         self._put_bytes("index.json", self._index(descriptor))
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
-                            details={"ref": notes.get(ANNOTATION_REF)})
+                            details={"ref": notes.get(ANNOTATION_REF)},
+                            manifest_size=len(manifest), manifest_media_type=media_type)
 
     def _index(self, descriptor: dict[str, Any]) -> bytes:
         """The existing index with ``descriptor`` added, replacing any entry of the same ref."""

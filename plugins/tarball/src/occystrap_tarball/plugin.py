@@ -60,7 +60,9 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(
         name="tarball", schemes=("tar",), factory=_tar_output,
         summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH)",
-        options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),))
+        options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),
+                 OptionSpec("compression", help="none (default): uncompressed layer tars; "
+                            "keep: layers as the source stores them (gzip, zstd)")))
     yield OutputTarget(
         name="oci-layout", schemes=("oci-layout",), factory=_layout_output,
         summary="OCI image layout directory, added to if it exists (oci-layout://DIR)",

@@ -3,7 +3,10 @@
 The layout is Docker 25+'s: every blob under ``blobs/sha256/``, with both
 ``manifest.json`` (for ``docker load`` and ``docker-archive:`` readers) and
 ``index.json`` + ``oci-layout`` (for OCI readers) pointing at the same files.
-Layers are stored as uncompressed tars named by their diff_id.
+Layers are stored as uncompressed tars named by their diff_id; with
+``?compression=keep``, as the source stores them (gzip or zstd blobs named by
+their digest, copied byte for byte), which ``docker load`` and ``podman load``
+accept as well. A layer the source has no digest for is still stored uncompressed.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from occystrap_core import mediatypes as mt
 from occystrap_core import streams
 from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
 from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError
+from occystrap_core.errors import CorruptImageError, URIError
 from occystrap_core.types import ResolvedURI
 
 from .archive_writer import ArchiveWriter
 from .inputs import local_path
 from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF
+from .oci_layout_output import oci_media_type
 from .references import split_reference
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+COMPRESSIONS = ("none", "keep")
 
 
 def blob_name(digest: str) -> str:
@@ -38,9 +43,14 @@ class TarOutput(ImageOutput):
         self.path = local_path(uri)
         self.ctx = ctx
         self.repo_tag: str | None = uri.options.get("tag")
+        compression = uri.options.get("compression") or "none"
+        if compression not in COMPRESSIONS:
+            raise URIError(f"tar://: compression must be one of {', '.join(COMPRESSIONS)}, "
+                           f"not {compression!r}")
+        self.keep = compression == "keep"
         self._writer: ArchiveWriter | None = None
         self._lock = threading.Lock()
-        self._written: dict[int, tuple[str, int]] = {}  # layer index -> (diff_id, size)
+        self._written: dict[int, Layer] = {}  # layer index -> the blob stored for it
 
     def start(self, image: Image) -> None:
         self._writer = ArchiveWriter(self.path)
@@ -49,25 +59,42 @@ class TarOutput(ImageOutput):
 
     def add_layer(self, data: LayerData) -> None:
         assert self._writer is not None
-        # The header needs the size first: spool the uncompressed tar (LayerData hashes it).
-        with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
-            with data.open_tar() as tar:
-                streams.copy(tar, spool)
-            diff_id, size = data.tar_digest, data.tar_size
-            assert diff_id is not None and size is not None  # the tar was read to its end
-            spool.seek(0)
-            self._writer.add_file(blob_name(diff_id), spool, size)
+        layer = data.layer
+        if self.keep and layer.digest is not None and not layer.foreign:
+            written = self._add_blob(data)
+        else:
+            # The header needs the size first: spool the uncompressed tar (LayerData hashes it).
+            with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
+                with data.open_tar() as tar:
+                    streams.copy(tar, spool)
+                diff_id, size = data.tar_digest, data.tar_size
+                assert diff_id is not None and size is not None  # the tar was read to its end
+                spool.seek(0)
+                self._writer.add_file(blob_name(diff_id), spool, size)
+            written = Layer(index=layer.index, media_type=mt.OCI_LAYER_TAR, digest=diff_id,
+                            size=size, diff_id=diff_id, uncompressed_size=size)
         with self._lock:
-            self._written[data.layer.index] = (diff_id, size)
+            self._written[layer.index] = written
+
+    def _add_blob(self, data: LayerData) -> Layer:
+        """Store the layer's blob as it is, named by its digest (checked while read)."""
+        assert self._writer is not None
+        layer = data.layer
+        with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
+            with data.open_blob() as blob:
+                size = streams.copy(blob, spool)  # type: ignore[arg-type]
+            spool.seek(0)
+            self._writer.add_file(blob_name(blob.digest), spool, size)
+        return Layer(index=layer.index, media_type=oci_media_type(layer.media_type),
+                     digest=blob.digest, size=size, diff_id=layer.diff_id,
+                     uncompressed_size=layer.uncompressed_size)
 
     def _layers(self, image: Image) -> list[Layer]:
         layers = []
         for layer in image.layers:
             if layer.index not in self._written:
                 raise CorruptImageError(f"layer {layer.index} was never written")
-            diff_id, size = self._written[layer.index]
-            layers.append(Layer(index=layer.index, media_type=mt.OCI_LAYER_TAR, digest=diff_id,
-                                size=size, diff_id=diff_id, uncompressed_size=size))
+            layers.append(self._written[layer.index])
         written = [l.diff_id for l in layers]
         if image.diff_ids != written:
             raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
@@ -80,10 +107,13 @@ class TarOutput(ImageOutput):
         reference = _repo_tag(self.repo_tag or image.reference)
         config_name = blob_name(image.config_digest)
         manifest, _ = image.build_manifest(layers, family="oci")
+        if image.manifest is not None and image.family == "oci" and \
+                [l.digest for l in layers] == [l.digest for l in image.layers]:
+            manifest = image.manifest  # blobs kept as they were: keep the image's digest too
         manifest_digest = digests.of_bytes(manifest)
         docker_manifest = [{"Config": config_name,
                             "RepoTags": [reference] if reference else [],
-                            "Layers": [blob_name(d) for d in image.diff_ids]}]
+                            "Layers": [blob_name(l.digest or "") for l in layers]}]
         w = self._writer
         w.add_bytes(config_name, image.config)
         w.add_bytes(blob_name(manifest_digest), manifest)

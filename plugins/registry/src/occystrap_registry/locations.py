@@ -1,0 +1,58 @@
+"""Which repositories of which registry hold which blobs, as far as this run knows.
+
+One map per run (``ctx.shared``), so that copying several images in one run moves a
+shared blob once per destination registry: pulls record the source repository of
+each blob, uploads and mounts record the destination. An output that needs a blob
+its registry holds in another repository mounts it instead of uploading it, and two
+uploads of one blob to one registry never run at once: the second waits for the
+first, then mounts.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable
+
+KEY = "registry.blob_locations"
+
+Key = tuple[str, str]  # (registry, digest)
+
+
+class BlobLocations:
+    """Thread-safe; registries are :func:`~occystrap_registry.reference.registry_key`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._repositories: dict[Key, list[str]] = {}  # oldest first
+        self._uploading: dict[Key, threading.Event] = {}
+
+    def add(self, registry: str, repository: str, digests: Iterable[str | None]) -> None:
+        with self._lock:
+            for digest in digests:
+                if digest:
+                    known = self._repositories.setdefault((registry, digest), [])
+                    if repository not in known:
+                        known.append(repository)
+
+    def holds(self, registry: str, repository: str, digest: str) -> bool:
+        with self._lock:
+            return repository in self._repositories.get((registry, digest), ())
+
+    def repositories(self, registry: str, digest: str, exclude: str) -> list[str]:
+        with self._lock:
+            return [r for r in self._repositories.get((registry, digest), ()) if r != exclude]
+
+    def claim(self, registry: str, digest: str) -> threading.Event | None:
+        """None: the caller may upload ``digest`` and must :meth:`release` it after.
+        Otherwise an upload is under way; the event is set when it ends."""
+        with self._lock:
+            running = self._uploading.get((registry, digest))
+            if running is None:
+                self._uploading[(registry, digest)] = threading.Event()
+            return running
+
+    def release(self, registry: str, digest: str) -> None:
+        with self._lock:
+            event = self._uploading.pop((registry, digest), None)
+        if event is not None:
+            event.set()
