@@ -414,3 +414,41 @@ class ImageFilter(ImageOutput):
 
     def verify(self) -> list[str] | None:
         return self.inner.verify()
+
+
+@dataclass(frozen=True)
+class BulkItem:
+    """One image of an :class:`ImageSet`.
+
+    ``uri`` is a single-image source URI (``registry://quay.io/ns/app:1.0``) built like
+    any SOURCE, through the URI resolution hook. ``fields`` fill the destination
+    template (``registry://mirror/{namespace}/{repo}:{tag}``). ``error`` is set when
+    the image could not even be listed; the core reports it as a failed image.
+    """
+
+    uri: str
+    fields: Mapping[str, str]
+    error: str | None = None
+
+
+class ImageSet(ABC):
+    """A source that expands to many images (``quay://NAMESPACE/*``).
+
+    An input factory may return one instead of an :class:`ImageInput`. ``process``
+    then copies every image to a destination template, ``-J`` images at once in the
+    run's one Context, and ``info`` describes each; a failing image does not stop the
+    others. Context manager, like :class:`ImageInput`.
+    """
+
+    @abstractmethod
+    def images(self) -> Iterator[BulkItem]:
+        """The images, in a stable order; listing failures raise OccystrapError."""
+
+    def close(self) -> None:
+        """Release anything the listing holds (HTTP clients belong to the Context)."""
+
+    def __enter__(self) -> ImageSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -87,6 +87,9 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--debug", is_flag=True, help="Log everything, including HTTP traffic (secrets redacted).")
 @click.option("-j", "--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               envvar="OCCYSTRAP_PARALLEL", help="Layers transferred at once.")
+@click.option("-J", "--image-parallel", type=click.IntRange(1, 64), default=3, show_default=True,
+              envvar="OCCYSTRAP_IMAGE_PARALLEL",
+              help="Images transferred at once when a source names several (quay://).")
 @click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
               envvar="OCCYSTRAP_RETRIES", help="Retries per HTTP request (every plugin).")
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -99,6 +102,7 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--src-password", envvar="OCCYSTRAP_SRC_PASSWORD", help="Source registry password.")
 @click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
+@click.option("--quay-token", envvar="QUAY_TOKEN", help="Quay API token (quay:// sources).")
 @click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
 @click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(dir_okay=False),
@@ -213,16 +217,32 @@ def _summary(occy: Context, elapsed: float) -> str:
 @click.argument("destination")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
               help="NAME[:key=value,...]; repeatable, the first sees layers first.")
+@click.option("--dry-run", is_flag=True, help="Print SOURCE -> DESTINATION per image; copy nothing.")
 @click.pass_context
-def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...]) -> None:
-    """Copy the image at SOURCE to DESTINATION, through any filters."""
+def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
+            dry_run: bool) -> None:
+    """Copy the image at SOURCE to DESTINATION, through any filters.
+
+    When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
+    is a template such as registry://HOST/mirror/{repo}:{tag} (see docs/quay.md).
+    """
     from . import pipeline
+    from .api import ImageSet
     from .progress import create as create_progress
 
     occy = _occy(ctx)
     occy.progress = create_progress(occy.settings)  # pipeline.run ends it before the summary
     started = time.monotonic()
     with pipeline.build_input(occy, source) as image_input:
+        if isinstance(image_input, ImageSet):
+            from .bulk import process_command
+
+            ctx.exit(process_command(occy, image_input, destination, filters, dry_run=dry_run,
+                                     summary=lambda: _summary(occy, time.monotonic() - started)))
+        if dry_run:
+            pipeline.resolve(occy, destination, "output")  # a bad destination still fails
+            click.echo(f"{source} -> {destination}")
+            return
         output = pipeline.build_output(occy, destination, filters)
         _, result = pipeline.run(occy, image_input, output)
     click.echo(f"Wrote {result.location}" +
@@ -245,9 +265,14 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 def info(ctx: click.Context, source: str, fmt: str) -> None:
     """Describe the image at SOURCE without downloading its layers."""
     from . import pipeline
+    from .api import ImageSet
     from .info import as_text, describe
 
     with pipeline.build_input(_occy(ctx), source) as image_input:
+        if isinstance(image_input, ImageSet):
+            from .bulk import info_command
+
+            ctx.exit(info_command(_occy(ctx), image_input, fmt))
         details = describe(image_input.image(), image_input.platforms())
     click.echo(json.dumps(details, indent=2) if fmt == "json" else as_text(details))
 
@@ -260,10 +285,10 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
 @click.pass_context
 def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
-    from . import pipeline
+    from .bulk import single_input
     from .check import run_check
 
-    with pipeline.build_input(_occy(ctx), source) as image_input:
+    with single_input(_occy(ctx), source, "check") as image_input:
         report = run_check(image_input, fast)
     click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
     if report.count("error"):
@@ -280,11 +305,12 @@ def search(ctx: click.Context, source: str, pattern: str, regex: bool,
            script_friendly: bool) -> None:
     """List the files in SOURCE's layers whose path matches PATTERN (a glob by default)."""
     from . import pipeline
+    from .bulk import single_input
     from .filters.search import Search
     from .outputs.null import NullOutput
 
     occy = _occy(ctx)
-    with pipeline.build_input(occy, source) as image_input:
+    with single_input(occy, source, "search") as image_input:
         pipeline.run(occy, image_input, Search(NullOutput(), pattern, regex, script_friendly))
 
 

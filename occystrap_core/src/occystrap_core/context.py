@@ -37,6 +37,7 @@ class Settings:
     verbose: bool = False
     debug: bool = False
     parallel: int = 4
+    image_parallel: int = 3  # images at once when a source expands to many
     retries: int = 3
     rate_limit: float | None = None
     insecure: bool = False
@@ -59,6 +60,7 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     progress_bars: bool = True  # on a terminal; otherwise, or False, plain lines
     progress_interval: float = 10.0  # seconds between plain progress lines; 0: none
+    quay_token: str | None = None
 
 
 class Stats:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 if TYPE_CHECKING:
     import httpx
 
-    from .api import ImageFilter, ImageInput, ImageOutput
+    from .api import ImageFilter, ImageInput, ImageOutput, ImageSet
     from .context import Context
 
 Role = Literal["input", "output"]
@@ -62,14 +62,15 @@ def _check_schemes(obj: Any) -> None:
 class InputSource:
     """An image source contributed by ``occystrap_input_sources``.
 
-    ``factory(uri, ctx)`` builds an :class:`~occystrap_core.api.ImageInput`; import
+    ``factory(uri, ctx)`` builds an :class:`~occystrap_core.api.ImageInput` (or, for a
+    source naming many images, an :class:`~occystrap_core.api.ImageSet`); import
     heavy modules inside it, not at the top of the plugin module.
     """
 
     name: str
     schemes: tuple[str, ...]
     summary: str
-    factory: Callable[[ResolvedURI, Context], ImageInput]
+    factory: Callable[[ResolvedURI, Context], ImageInput | ImageSet]
     options: tuple[OptionSpec, ...] = ()
 
     def __post_init__(self) -> None:

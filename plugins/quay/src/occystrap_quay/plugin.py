@@ -1,5 +1,73 @@
 """Entry-point module of occystrap-quay: hook implementations only, no heavy imports.
 
-Registered so that the distribution is discovered and listed; its schemes arrive
-with the issue that builds it.
+``quay://NAMESPACE[/REPO_GLOB[:TAG_GLOB]]`` lists a Quay namespace through the Quay
+REST API and expands to one ``registry://`` source per matching tag (an
+:class:`~occystrap_core.api.ImageSet`); the API client is registered through the
+shared transport hook.
 """
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterator
+from urllib.parse import urlencode
+
+from occystrap_core import hookimpl
+from occystrap_core.types import ClientFactory, Credentials, InputSource, OptionSpec, ResolvedURI
+from occystrap_core.uri import parse_uri
+
+if TYPE_CHECKING:
+    from occystrap_core.api import ImageSet
+    from occystrap_core.context import Context
+    from occystrap_core.types import ClientConfig, ClientRequest
+
+SCHEME = "quay"
+_PREFIX = f"{SCHEME}://"
+
+OPTIONS = (
+    OptionSpec("host", str, "Quay server (API and registry), default quay.io.", "quay.io"),
+    OptionSpec("registry", str, "Registry HOST[:PORT] to pull from, when not the Quay host."),
+    OptionSpec("since", str, "Only repositories and tags changed on or after this date "
+               "(YYYY-MM-DD or ISO 8601, UTC)."),
+    OptionSpec("insecure", bool, "Plain HTTP for the Quay API and the registry.", False),
+)
+
+
+@hookimpl
+def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
+    """Move ``?token=`` into the URI's credentials, so it is never shown or logged."""
+    if uri[:len(_PREFIX)].lower() != _PREFIX:
+        return None
+    resolved = parse_uri(uri)
+    query = dict(resolved.query)
+    tokens = query.pop("token", ())
+    credentials = Credentials(token=tokens[-1], source="URI") if tokens else None
+    shown = urlencode([(k, v) for k, vs in query.items() for v in vs])
+    return replace(resolved, query=query, credentials=credentials,
+                   raw=f"{_PREFIX}{resolved.target}" + (f"?{shown}" if shown else ""))
+
+
+def _input(uri: ResolvedURI, ctx: Context) -> ImageSet:
+    from .source import QuayImages
+
+    return QuayImages(uri, ctx)
+
+
+def _configure(request: ClientRequest, ctx: Context) -> ClientConfig:
+    from .client import configure
+
+    return configure(request, ctx)
+
+
+@hookimpl
+def occystrap_input_sources() -> Iterator[InputSource]:
+    yield InputSource(name="quay", schemes=(SCHEME,),
+                      summary="every matching tag of a Quay namespace, as many images "
+                              "(quay://NAMESPACE[/REPO_GLOB[:TAG_GLOB]])",
+                      factory=_input, options=OPTIONS)
+
+
+@hookimpl
+def occystrap_transport() -> Iterator[ClientFactory]:
+    yield ClientFactory(name="quay-api", summary="Quay REST API (Bearer token)",
+                        configure=_configure)
