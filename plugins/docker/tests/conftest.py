@@ -125,44 +125,6 @@ def docker_uri(podman: PodmanService) -> Callable[..., str]:
         return f"{scheme}://{ref}?{query}"
 
     return uri
-
-
-@pytest.fixture
-def process_ok(run_cli: Any) -> Callable[..., Any]:
-    """``occystrap process SRC DEST`` that must succeed."""
-
-    def process(*args: str) -> Any:
-        result = run_cli("process", *args)
-        assert result.exit_code == 0, result.output
-        return result
-
-    return process
-
-
-@pytest.fixture
-def info_json(run_cli: Any) -> Callable[[str], dict[str, Any]]:
-    def info(uri: str) -> dict[str, Any]:
-        result = run_cli("info", "-O", "json", uri)
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-    return info
-
-
-@pytest.fixture
-def expect_error() -> Callable[..., None]:
-    """An expected failure: exit 1, one ``Error:`` line, no traceback."""
-
-    def check(result: Any, *fragments: str) -> None:
-        assert result.exit_code == 1, result.output
-        assert result.stderr.startswith("Error: "), result.stderr
-        assert "Traceback" not in result.stderr and "Error: unexpected" not in result.stderr
-        for fragment in fragments:
-            assert fragment in result.stderr, result.stderr
-
-    return check
-
-
 @dataclass
 class FakeDaemon:
     """A stand-in Engine API on a unix socket, for what podman cannot produce.

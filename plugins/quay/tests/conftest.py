@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
-from occystrap_core import hookimpl
 from occystrap_core.testing.registry import (PushedImage, RegistryServer, push_sample_image,
                                              start_registry)
-from occystrap_core.types import TransportLayer
 
 NAMESPACE = "acme"
 REPOS = [f"app-{i:02d}" for i in range(10)]
@@ -196,37 +193,3 @@ def quay(quay_api: FakeQuay) -> Iterator[FakeQuay]:
     quay_api.reset()
     yield quay_api
     quay_api.reset()
-
-
-class RequestLog:
-    """A transport layer above retries: ``(METHOD, host, path)`` of each logical request."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, str]] = []
-        self._lock = threading.Lock()
-
-    def wrap(self, inner: httpx.BaseTransport, host: str, ctx: Any) -> httpx.BaseTransport:
-        log = self
-
-        class Recorder(httpx.BaseTransport):
-            def handle_request(self, request: httpx.Request) -> httpx.Response:
-                with log._lock:
-                    log.requests.append((request.method, request.url.netloc.decode(),
-                                         request.url.path))
-                return inner.handle_request(request)
-
-            def close(self) -> None:
-                inner.close()
-
-        return Recorder()
-
-    @hookimpl
-    def occystrap_transport_layers(self) -> list[TransportLayer]:
-        return [TransportLayer(name="quay-test-request-log", order=300, wrap=self.wrap)]
-
-
-@pytest.fixture
-def request_log(register_plugin: Callable[..., Any]) -> RequestLog:
-    log = RequestLog()
-    register_plugin(log, name="occystrap-quay-test-request-log")
-    return log

@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import threading
 import uuid
 from typing import Any, Callable
 
-import httpx
 import pytest
 
-from occystrap_core import hookimpl
 from occystrap_core.testing.registry import RegistryServer, skopeo_args
-from occystrap_core.types import TransportLayer
-
-
-@pytest.fixture
-def skopeo() -> Callable[..., str]:
-    """Run skopeo (skipping the test when it is not installed); returns stdout."""
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo not installed")
-
-    def run(*args: str) -> str:
-        result = subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True,
-                                text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    return run
-
 
 @pytest.fixture
 def inspect_raw(skopeo: Callable[..., str]) -> Callable[..., bytes]:
@@ -74,50 +52,11 @@ def occy(run_cli: Any) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def info_json(occy: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+def registry_info(occy: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
     def info(server: RegistryServer, uri: str) -> dict[str, Any]:
         return json.loads(occy(server, "info", "-O", "json", uri).stdout)
 
     return info
-
-
-class RequestLog:
-    """A transport layer above retries: records each logical request once."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def wrap(self, inner: httpx.BaseTransport, host: str, ctx: Any) -> httpx.BaseTransport:
-        log = self
-
-        class Recorder(httpx.BaseTransport):
-            def handle_request(self, request: httpx.Request) -> httpx.Response:
-                with log._lock:
-                    log.requests.append((request.method, request.url.path))
-                return inner.handle_request(request)
-
-            def close(self) -> None:
-                inner.close()
-
-        return Recorder()
-
-    @hookimpl
-    def occystrap_transport_layers(self) -> list[TransportLayer]:
-        return [TransportLayer(name="test-request-log", order=300, wrap=self.wrap)]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-
-@pytest.fixture
-def request_log(register_plugin: Callable[..., Any]) -> RequestLog:
-    log = RequestLog()
-    register_plugin(log, name="occystrap-test-request-log")
-    return log
-
-
 def summary_counts(stderr: str) -> dict[str, int]:
     """Layers, skipped and mounted from the ``Summary:`` line (absent counts are 0)."""
     import re

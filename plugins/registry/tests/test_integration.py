@@ -26,25 +26,25 @@ def _sha256(data: bytes) -> str:
 
 
 def test_pull_what_skopeo_pushed(registry: RegistryServer, occy: Callable[..., Any],
-                                 info_json: Callable[..., dict], repo_name: Callable[[str], str],
+                                 registry_info: Callable[..., dict], repo_name: Callable[[str], str],
                                  tmp_path: Path) -> None:
     repo = repo_name("pull")
     sample = push_sample_image(registry, repo, "v1")
     uri = f"registry://{registry.host}/{repo}:v1"
 
-    info = info_json(registry, uri)
+    info = registry_info(registry, uri)
     assert info["manifest_digest"] == sample.manifest_digest
     assert info["config_digest"] == sample.config_digest
     assert [lay["digest"] for lay in info["layers"]] == list(sample.layer_digests)
     assert [lay["diff_id"] for lay in info["layers"]] == list(sample.diff_ids)
 
-    by_digest = info_json(registry, f"registry://{registry.host}/{repo}@{sample.manifest_digest}")
+    by_digest = registry_info(registry, f"registry://{registry.host}/{repo}@{sample.manifest_digest}")
     assert by_digest["manifest_digest"] == sample.manifest_digest
 
     out = tmp_path / "out.tar"
     result = occy(registry, "process", uri, f"tar://{out}")
     assert "2 layers" in result.stderr
-    pulled = info_json(registry, f"tar://{out}")
+    pulled = registry_info(registry, f"tar://{out}")
     assert pulled["config_digest"] == sample.config_digest
     assert [lay["diff_id"] for lay in pulled["layers"]] == list(sample.diff_ids)
 
@@ -89,7 +89,7 @@ def test_push_then_skopeo_reads_it_back(registry: RegistryServer, occy: Callable
 
 def test_push_zstd(registry_plain: RegistryServer, occy: Callable[..., Any],
                    inspect_raw: Callable[..., bytes], repo_name: Callable[[str], str],
-                   info_json: Callable[..., dict], tmp_path: Path) -> None:
+                   registry_info: Callable[..., dict], tmp_path: Path) -> None:
     archive = build_docker_archive(str(tmp_path / "in.tar"))
     repo = repo_name("zstd")
     occy(registry_plain, "process", f"tar://{archive['path']}",
@@ -100,7 +100,7 @@ def test_push_zstd(registry_plain: RegistryServer, occy: Callable[..., Any],
     # pulling it back decompresses and checks every diff_id
     out = tmp_path / "back.tar"
     occy(registry_plain, "process", f"registry://{registry_plain.host}/{repo}:v1", f"tar://{out}")
-    assert [lay["diff_id"] for lay in info_json(registry_plain, f"tar://{out}")["layers"]] == \
+    assert [lay["diff_id"] for lay in registry_info(registry_plain, f"tar://{out}")["layers"]] == \
         archive["diff_ids"]
 
 
@@ -116,22 +116,22 @@ def test_copy_keeps_every_digest_and_warm_copy_is_a_no_op(
     assert inspect_raw(registry, f"{dest}:v1") == sample.manifest  # a faithful mirror
     # same registry: blobs mounted, not copied, and not counted as skipped too
     assert summary(first.stderr) == {"layers": 0, "skipped": 0, "mounted": 2, "retries": 0}
-    assert not [r for r in request_log.requests if r[0] == "GET" and "/blobs/sha256" in r[1]
+    assert not [r for r in request_log.paths() if r[0] == "GET" and "/blobs/sha256" in r[1]
                 and r[1] != f"/v2/{src}/blobs/{sample.config_digest}"]
 
     request_log.clear()
     second = occy(registry, "process", source, target)
     assert sample.manifest_digest in second.stderr
     assert summary(second.stderr) == {"layers": 0, "skipped": 2, "mounted": 0, "retries": 0}
-    methods = {m for m, _ in request_log.requests}
-    assert methods <= {"GET", "HEAD"}, request_log.requests
+    methods = {m for m, _ in request_log.paths()}
+    assert methods <= {"GET", "HEAD"}, request_log.paths()
     # auth included: token mode is 401, one token for both repositories, GET, HEAD
     limit = {"plain": 2, "tls": 2, "basic": 3, "token": 4}[registry.mode]
-    assert len(request_log.requests) <= limit, request_log.requests
-    assert ("GET", f"/v2/{src}/blobs/{sample.config_digest}") not in request_log.requests
-    blob_reads = [p for m, p in request_log.requests if "/blobs/" in p and
+    assert len(request_log.paths()) <= limit, request_log.paths()
+    assert ("GET", f"/v2/{src}/blobs/{sample.config_digest}") not in request_log.paths()
+    blob_reads = [p for m, p in request_log.paths() if "/blobs/" in p and
                   not p.endswith(sample.config_digest)]
-    assert not blob_reads, request_log.requests
+    assert not blob_reads, request_log.paths()
 
 
 def test_copy_between_registries_passthrough(registry: RegistryServer,
@@ -235,7 +235,7 @@ def _multi_platform_layout(path: Path, tag: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("mode", ["plain", "token"])
 def test_multi_platform_selection(mode: str, request: pytest.FixtureRequest,
                                   occy: Callable[..., Any], skopeo: Callable[..., str],
-                                  info_json: Callable[..., dict],
+                                  registry_info: Callable[..., dict],
                                   inspect_raw: Callable[..., bytes],
                                   repo_name: Callable[[str], str], tmp_path: Path) -> None:
     server: RegistryServer = request.getfixturevalue(f"registry_{mode}")
@@ -245,7 +245,7 @@ def test_multi_platform_selection(mode: str, request: pytest.FixtureRequest,
            f"oci:{tmp_path / 'layout'}:v1", f"docker://{server.host}/{repo}:v1")
     uri = f"registry://{server.host}/{repo}:v1"
 
-    arm = info_json(server, f"{uri}?platform=linux/arm64")  # arm64 == arm64/v8
+    arm = registry_info(server, f"{uri}?platform=linux/arm64")  # arm64 == arm64/v8
     assert arm["manifest_digest"] == _sha256(manifests["arm64"])
     assert arm["architecture"] == "arm64"
     amd = occy(server, "--platform", "linux/amd64", "info", "-O", "json", uri)
@@ -365,7 +365,7 @@ def test_shared_blobs_move_once_per_destination_registry(registry_plain: Registr
     from occystrap_core.pipeline import build_input, build_output, run
     from occystrap_core.testing.http import make_context
 
-    from .conftest import RequestLog
+    from occystrap_core.testing.http import RequestLog
 
     shared = {"shared/base.txt": b"shared base layer\n" * 1000}
     sources = []
@@ -397,13 +397,13 @@ def test_shared_blobs_move_once_per_destination_registry(registry_plain: Registr
 
     for concurrently in (False, True):
         log, dests = copy_both(concurrently)
-        uploads = [p for m, p in log.requests if m == "PUT" and "/blobs/uploads/" in p]
+        uploads = [p for m, p in log.paths() if m == "PUT" and "/blobs/uploads/" in p]
         assert len(uploads) == 2 + 3, uploads  # three layers (not four) and two configs
 
 
 def test_pull_to_tar_keeping_compression(registry_tls: RegistryServer, occy: Callable[..., Any],
                                          skopeo: Callable[..., str],
-                                         info_json: Callable[..., dict],
+                                         registry_info: Callable[..., dict],
                                          repo_name: Callable[[str], str], tmp_path: Path) -> None:
     import tarfile
 
@@ -420,7 +420,7 @@ def test_pull_to_tar_keeping_compression(registry_tls: RegistryServer, occy: Cal
     assert set(docker[0]["Layers"]) <= names
     # the OCI side is the registry's manifest, so the image keeps its digest
     assert index["manifests"][0]["digest"] == sample.manifest_digest
-    info = info_json(registry_tls, f"tar://{out}")
+    info = registry_info(registry_tls, f"tar://{out}")
     assert [lay["digest"] for lay in info["layers"]] == list(sample.layer_digests)
     assert [lay["diff_id"] for lay in info["layers"]] == list(sample.diff_ids)
     # docker-archive readers (skopeo, as podman load) accept the gzip layers

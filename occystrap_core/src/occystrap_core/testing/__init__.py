@@ -6,10 +6,16 @@ Opt in from a ``conftest.py`` with ``pytest_plugins = ["occystrap_core.testing"]
   plugin load (CLI runs included) for the rest of the test.
 - ``fake_entry_points(eps)``: replace entry-point discovery entirely.
 - ``run_cli(*args)``: run the ``occystrap`` CLI in-process; stdout and stderr apart.
+- ``process_ok(SRC, DEST, ...)``, ``info_json(URI)``: CLI runs that must succeed.
+- ``expect_error(result, *fragments)``: exit 1, one ``Error:`` line, no traceback.
+- ``skopeo(*args)``: the interop peer, ``skopeo --insecure-policy ARGS``; stdout.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -81,5 +87,59 @@ def run_cli() -> Callable[..., Result]:
 
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
         return CliRunner().invoke(cli, list(args), env=env, input=input, prog_name="occystrap")
+
+    return run
+
+
+@pytest.fixture
+def process_ok(run_cli: Callable[..., Result]) -> Callable[..., Result]:
+    """``occystrap process ARGS...`` that must succeed."""
+
+    def process(*args: str) -> Result:
+        result = run_cli("process", *args)
+        assert result.exit_code == 0, result.output
+        return result
+
+    return process
+
+
+@pytest.fixture
+def info_json(run_cli: Callable[..., Result]) -> Callable[[str], dict[str, Any]]:
+    """``occystrap info -O json URI`` as a dict (the command must succeed)."""
+
+    def info(uri: str) -> dict[str, Any]:
+        result = run_cli("info", "-O", "json", uri)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    return info
+
+
+@pytest.fixture
+def expect_error() -> Callable[..., None]:
+    """Check an expected failure: exit 1, an ``Error:`` line, no traceback."""
+
+    def check(result: Result, *fragments: str) -> None:
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: "), result.stderr
+        assert "Traceback" not in result.stderr and "Error: unexpected" not in result.stderr
+        for fragment in fragments:
+            assert fragment in result.stderr, result.stderr
+
+    return check
+
+
+@pytest.fixture
+def skopeo() -> Callable[..., str]:
+    """Run skopeo, the interop peer; returns stdout. Missing skopeo fails the test:
+    scripts/setup.sh installs it, and a skipped interop test would hide a failure."""
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is not installed (scripts/setup.sh installs it)")
+
+    def run(*args: str) -> str:
+        result = subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     return run

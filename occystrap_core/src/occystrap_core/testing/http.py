@@ -30,7 +30,7 @@ from .. import hookimpl
 from ..context import Context, Settings
 from ..plugins import load_plugins
 from ..transport.clock import CLOCK_KEY, Clock
-from ..types import ClientConfig, ClientFactory, ClientRequest
+from ..types import ClientConfig, ClientFactory, ClientRequest, TransportLayer
 from . import FakeEntryPoint
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -84,6 +84,44 @@ class MockHTTP:
         return self.transport
 
 
+class RequestLog:
+    """A plugin whose transport layer, above retries, records each logical request once
+    as ``(METHOD, host, path)``; register it (``request_log`` fixture, or pass it to
+    :func:`make_context`) to count what a run asked for."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def _wrap(self, inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
+        log = self
+
+        class Recorder(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                with log._lock:
+                    log.requests.append((request.method, request.url.netloc.decode(),
+                                         request.url.path))
+                return inner.handle_request(request)
+
+            def close(self) -> None:
+                inner.close()
+
+        return Recorder()
+
+    @hookimpl
+    def occystrap_transport_layers(self) -> list[TransportLayer]:
+        return [TransportLayer(name="test-request-log", order=300, wrap=self._wrap)]
+
+    def paths(self) -> list[tuple[str, str]]:
+        """``(METHOD, path)`` of every request so far."""
+        with self._lock:
+            return [(method, path) for method, _, path in self.requests]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+
 def client_factory_plugin(name: str = "test",
                           configure: Callable[[ClientRequest, Context], ClientConfig] | None = None
                           ) -> Any:
@@ -117,6 +155,14 @@ def make_context(*plugins: Any, settings: Settings | None = None, clock: Clock |
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def request_log(register_plugin: Callable[..., Any]) -> RequestLog:
+    """A :class:`RequestLog` seen by every plugin load of the test, CLI runs included."""
+    log = RequestLog()
+    register_plugin(log, name="occystrap-test-request-log")
+    return log
 
 
 @pytest.fixture
