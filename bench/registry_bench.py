@@ -6,8 +6,8 @@ each: pull to a docker archive, push from one, registry to registry copy, and a 
 no-op copy (counting the HTTP requests both registries saw). Runs alternate between
 the tools; the table shows medians and peak RSS. Push and copy runs go to a fresh
 repository each time and skopeo's blob-info cache is removed first, so neither tool
-gets a free cross-repository mount. curl fetching the same blobs is the yardstick for
-the copy.
+gets a free cross-repository mount. curl fetching the same blobs ("curl") and curl
+uploading them to the destination ("c-up") are the yardsticks for the copy.
 
     python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3]
 """
@@ -33,6 +33,8 @@ from pathlib import Path
 from occystrap_core.testing.registry import RegistryServer, start_registry
 
 SKOPEO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+CASES = {"pull": "pull to tar", "push": "push from tar", "copy": "registry to registry",
+         "warm": "warm no-op copy"}
 WORDS = ("the quick brown fox jumps over lazy dog container image layer registry "
          "manifest digest blob config stream compress python http client server "
          "usr lib share doc bin etc var log cache file directory").split()
@@ -119,15 +121,35 @@ def skopeo(*args: str) -> list[str]:
             "--dest-tls-verify=false", *args]
 
 
-def curl_blobs(server: RegistryServer, repo: str, tag: str) -> list[str]:
+def _blob_digests(server: RegistryServer, repo: str, tag: str) -> list[str]:
     import httpx
 
     manifest = httpx.get(f"{server.url}/v2/{repo}/manifests/{tag}", headers={
         "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
-    digests = [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
+    return [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
+
+
+def curl_fetch(server: RegistryServer, repo: str, tag: str) -> list[str]:
+    """curl downloading every blob of ``repo:tag``, 4 at a time, to /dev/null."""
     cmd = ["curl", "-sf", "--parallel", "--parallel-max", "4"]
-    for d in digests:
+    for d in _blob_digests(server, repo, tag):
         cmd += ["-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/{d}"]
+    return cmd
+
+
+def curl_upload(src: RegistryServer, dst: RegistryServer, repo: str, tag: str,
+                work: Path, target: str) -> list[str]:
+    """curl uploading the same blobs (downloaded beforehand) to ``dst``, 4 at a time:
+    how fast the destination registry can take them in."""
+    import httpx
+
+    cmd = ["curl", "-sf", "--parallel", "--parallel-max", "4"]
+    for d in _blob_digests(src, repo, tag):
+        path = work / d.replace(":", "-")
+        if not path.exists():
+            path.write_bytes(httpx.get(f"{src.url}/v2/{repo}/blobs/{d}").content)
+        location = httpx.post(f"{dst.url}/v2/{target}/blobs/uploads/").headers["location"]
+        cmd += ["-o", "/dev/null", "-T", str(path), f"{location}&digest={d}"]  # -T: PUT
     return cmd
 
 
@@ -137,7 +159,10 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--kinds", default="random,text")
+    parser.add_argument("--cases", default="pull,push,copy,warm",
+                        help="which of pull, push, copy, warm to run")
     args = parser.parse_args()
+    cases = [c for c in CASES if c in args.cases.split(",")]
     for tool in ("skopeo", "curl", "docker-registry"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
@@ -175,30 +200,30 @@ def main() -> None:
                     counter += 1
                     out = work / f"out-{counter}.tar"
                     fresh = f"{dst.host}/run{counter}/{kind}:v1"
+                    copy_dest = fresh.replace("/run", "/copy")
                     if tool == "occystrap":
-                        measure(kind, "pull to tar", tool,
-                                occystrap("process", f"registry://{source}", f"tar://{out}"))
-                        measure(kind, "push from tar", tool,
-                                occystrap("process", f"tar://{archive}", f"registry://{fresh}"))
-                        measure(kind, "registry to registry", tool,
-                                occystrap("process", f"registry://{source}",
-                                          f"registry://{fresh.replace('/run', '/copy')}"))
-                        measure(kind, "warm no-op copy", tool,
-                                occystrap("process", f"registry://{source}", f"registry://{warm}"),
-                                count=True)
+                        commands = {
+                            "pull": occystrap("process", f"registry://{source}", f"tar://{out}"),
+                            "push": occystrap("process", f"tar://{archive}", f"registry://{fresh}"),
+                            "copy": occystrap("process", f"registry://{source}",
+                                              f"registry://{copy_dest}"),
+                            "warm": occystrap("process", f"registry://{source}", f"registry://{warm}"),
+                        }
                     else:
-                        measure(kind, "pull to tar", tool,
-                                skopeo(f"docker://{source}", f"docker-archive:{out}:bench/x:v1"))
-                        measure(kind, "push from tar", tool,
-                                skopeo(f"docker-archive:{archive}", f"docker://{fresh}"))
-                        measure(kind, "registry to registry", tool,
-                                skopeo(f"docker://{source}",
-                                       f"docker://{fresh.replace('/run', '/copy')}"))
-                        measure(kind, "warm no-op copy", tool,
-                                skopeo(f"docker://{source}", f"docker://{warm}"), count=True)
+                        commands = {
+                            "pull": skopeo(f"docker://{source}", f"docker-archive:{out}:bench/x:v1"),
+                            "push": skopeo(f"docker-archive:{archive}", f"docker://{fresh}"),
+                            "copy": skopeo(f"docker://{source}", f"docker://{copy_dest}"),
+                            "warm": skopeo(f"docker://{source}", f"docker://{warm}"),
+                        }
+                    for case in cases:
+                        measure(kind, CASES[case], tool, commands[case], count=case == "warm")
                     out.unlink(missing_ok=True)
-                measure(kind, "registry to registry", "curl",
-                        curl_blobs(src, f"src/{kind}", "v1"))
+                if "copy" in cases:
+                    measure(kind, CASES["copy"], "curl", curl_fetch(src, f"src/{kind}", "v1"))
+                    measure(kind, CASES["copy"], "curl-up",
+                            curl_upload(src, dst, f"src/{kind}", "v1", work,
+                                        f"curl{counter}/{kind}"))
     finally:
         src.stop()
         dst.stop()
@@ -207,17 +232,18 @@ def main() -> None:
     print(f"\n{args.size_mib} MiB image, {args.layers} layers, {args.runs} alternating runs, "
           f"medians; {os.cpu_count()} CPUs")
     header = (f"{'image':<7} {'case':<21} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
-              f"{'curl':>6} {'occy RSS':>9} {'skopeo RSS':>10} {'requests o/s':>13}")
+              f"{'curl':>6} {'c-up':>6} {'occy RSS':>9} {'skopeo RSS':>10} {'requests o/s':>13}")
     print(header)
     print("-" * len(header))
     for kind in args.kinds.split(","):
-        for case in ("pull to tar", "push from tar", "registry to registry", "warm no-op copy"):
+        for case in (CASES[c] for c in cases):
             o, s = results[(kind, case, "occystrap")], results[(kind, case, "skopeo")]
             om, sm = statistics.median(o.seconds), statistics.median(s.seconds)
-            curl = results.get((kind, case, "curl"))
-            curl_s = f"{statistics.median(curl.seconds):6.2f}" if curl else f"{'':>6}"
+            yardsticks = " ".join(
+                f"{statistics.median(results[(kind, case, t)].seconds):6.2f}"
+                if (kind, case, t) in results else f"{'':>6}" for t in ("curl", "curl-up"))
             reqs = (f"{max(o.requests)}/{max(s.requests)}" if o.requests else "")
-            print(f"{kind:<7} {case:<21} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {curl_s} "
+            print(f"{kind:<7} {case:<21} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {yardsticks} "
                   f"{max(o.rss_kib) // 1024:>6} MiB {max(s.rss_kib) // 1024:>6} MiB {reqs:>13}")
 
 
