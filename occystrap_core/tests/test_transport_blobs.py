@@ -81,11 +81,14 @@ def test_whole_blob_is_verified():
 
 def test_resume_with_range_after_a_cut_body():
     server = Server(cuts=[300_000, 100_000])
-    with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST, retries=3) as f:
+    resumes = []
+    with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST, retries=3,
+                   on_resume=lambda: resumes.append(1)) as f:
         assert f.read() == BLOB
     assert [r.headers.get("range") for r in server.requests] == [
         None, "bytes=300000-", "bytes=400000-"]
     assert all(s.closed for s in server.streams)
+    assert len(resumes) == 2  # counted as retries in the run's summary
 
 
 def test_resume_after_a_short_body_without_an_error():

@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import re
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 import httpx
 
@@ -31,8 +31,10 @@ class BlobReader(io.RawIOBase):
     """The body of ``GET url`` as a raw stream, resumed up to ``retries`` times."""
 
     def __init__(self, client: httpx.Client, url: str, *, size: int | None, retries: int,
-                 headers: Mapping[str, str] | None, what: str):
+                 headers: Mapping[str, str] | None, what: str,
+                 on_resume: Callable[[], None] | None = None):
         self.client = client
+        self.on_resume = on_resume
         self.url = url
         self.retries = retries
         self.headers = {"Accept-Encoding": "identity", **(headers or {})}
@@ -93,6 +95,8 @@ class BlobReader(io.RawIOBase):
         log.info("%s: resuming %s at byte %d%s (%s; resume %d of %d)", self.what,
                  redact_url(str(self.client.base_url.join(self.url))), self.received, of,
                  reason, self.resumes, self.retries)
+        if self.on_resume:
+            self.on_resume()
         self.open()
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
@@ -133,7 +137,8 @@ class BlobReader(io.RawIOBase):
 def open_blob(client: httpx.Client, url: str, *, size: int | None = None,
               digest: str | None = None, retries: int = 3,
               headers: Mapping[str, str] | None = None,
-              what: str | None = None) -> Iterator[BinaryIO]:
+              what: str | None = None,
+              on_resume: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
     """Stream ``GET url`` as a buffered binary file, resuming a broken body.
 
     With ``digest`` (and/or ``size``) the stream is verified: reading to the end
@@ -142,9 +147,11 @@ def open_blob(client: httpx.Client, url: str, *, size: int | None = None,
     answer raises :func:`~occystrap_core.transport.errors.status_error` (with
     ``.response``); a body still broken after ``retries`` resumes raises
     :class:`~occystrap_core.errors.TransportError`. The response is always closed.
+    ``on_resume`` is called before each resume (to count it as a retry).
     """
     what = what or (f"blob {digest}" if digest else redact_url(url))
-    reader = BlobReader(client, url, size=size, retries=retries, headers=headers, what=what)
+    reader = BlobReader(client, url, size=size, retries=retries, headers=headers, what=what,
+                        on_resume=on_resume)
     try:
         reader.open()
         raw: io.RawIOBase = reader
