@@ -17,10 +17,6 @@ from occystrap_core.testing.images import build_docker_archive
 from occystrap_core.testing.registry import (RegistryServer, push_sample_image, skopeo_args,
                                              start_registry)
 
-pytestmark = pytest.mark.skipif(
-    __import__("shutil").which("docker-registry") is None, reason="docker-registry not installed")
-
-
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
