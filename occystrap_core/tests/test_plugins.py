@@ -183,3 +183,18 @@ def test_version_lists_plugins_even_when_one_is_broken(run_cli, register_plugin)
     assert result.stdout.startswith(f"occystrap {__version__}\n")
     assert "occystrap-registry 0.5.0 (active)" in result.stdout
     assert "occystrap-broken 1.0 (failed)" in result.stdout
+
+
+def test_lazy_factory_imports_only_when_called(tmp_path, monkeypatch):
+    import sys
+
+    from occystrap_core.types import lazy
+
+    (tmp_path / "occy_lazy_probe.py").write_text("def make(a, b=0):\n    return ('made', a, b)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    factory = lazy("occy_lazy_probe:make")
+    assert "occy_lazy_probe" not in sys.modules
+    assert factory(1, b=2) == ("made", 1, 2)
+    assert "occy_lazy_probe" in sys.modules
+    with pytest.raises(ValueError, match="not 'module:attr'"):
+        lazy("no_colon_here")

@@ -39,6 +39,29 @@ class OptionSpec:
     required: bool = False
 
 
+def lazy(target: str) -> Callable[..., Any]:
+    """A factory for ``"module:attr"`` that imports the module only when first called.
+
+    Keeps entry-point modules cheap to import::
+
+        InputSource(name="acme", schemes=("acme",), summary="...",
+                    factory=lazy("occystrap_acme.source:AcmeInput"))
+
+    calls ``AcmeInput(uri, ctx)`` the first time an ``acme://`` URI is used.
+    """
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"lazy target {target!r} is not 'module:attr'")
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    factory.__qualname__ = f"lazy({target!r})"
+    return factory
+
+
 def _normalise(kind: str, obj: Any) -> None:
     name = obj.name.lower()
     if not _NAME_RE.match(name):

@@ -9,17 +9,14 @@ shared transport hook.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 from urllib.parse import urlencode
 
 from occystrap_core import hookimpl
-from occystrap_core.types import ClientFactory, Credentials, InputSource, OptionSpec, ResolvedURI
+from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
+                                  ResolvedURI, lazy)
 from occystrap_core.uri import parse_uri
 
-if TYPE_CHECKING:
-    from occystrap_core.api import ImageSet
-    from occystrap_core.context import Context
-    from occystrap_core.types import ClientConfig, ClientRequest
 
 SCHEME = "quay"
 _PREFIX = f"{SCHEME}://"
@@ -47,27 +44,15 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
                    raw=f"{_PREFIX}{resolved.target}" + (f"?{shown}" if shown else ""))
 
 
-def _input(uri: ResolvedURI, ctx: Context) -> ImageSet:
-    from .source import QuayImages
-
-    return QuayImages(uri, ctx)
-
-
-def _configure(request: ClientRequest, ctx: Context) -> ClientConfig:
-    from .client import configure
-
-    return configure(request, ctx)
-
-
 @hookimpl
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(name="quay", schemes=(SCHEME,),
                       summary="every matching tag of a Quay namespace, as many images "
                               "(quay://NAMESPACE[/REPO_GLOB[:TAG_GLOB]])",
-                      factory=_input, options=OPTIONS)
+                      factory=lazy("occystrap_quay.source:QuayImages"), options=OPTIONS)
 
 
 @hookimpl
 def occystrap_transport() -> Iterator[ClientFactory]:
     yield ClientFactory(name="quay-api", summary="Quay REST API (Bearer token)",
-                        configure=_configure)
+                        configure=lazy("occystrap_quay.client:configure"))

@@ -7,18 +7,13 @@ client is actually built.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 from urllib.parse import unquote, urlencode
 
 from occystrap_core import hookimpl
 from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
-                                  OutputTarget, ResolvedURI)
+                                  OutputTarget, ResolvedURI, lazy)
 from occystrap_core.uri import parse_uri
-
-if TYPE_CHECKING:
-    from occystrap_core.api import ImageInput, ImageOutput
-    from occystrap_core.context import Context
-    from occystrap_core.types import ClientConfig, ClientRequest
 
 SCHEME = "registry"
 _PREFIX = f"{SCHEME}://"
@@ -80,39 +75,23 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
                    raw=f"{_PREFIX}{canonical}" + (f"?{shown}" if shown else ""))
 
 
-def _input(uri: ResolvedURI, ctx: Context) -> ImageInput:
-    from .source import RegistryInput
-
-    return RegistryInput(uri, ctx)
-
-
-def _output(uri: ResolvedURI, ctx: Context) -> ImageOutput:
-    from .target import RegistryOutput
-
-    return RegistryOutput(uri, ctx)
-
-
-def _configure(request: ClientRequest, ctx: Context) -> ClientConfig:
-    from .client import configure
-
-    return configure(request, ctx)
-
-
 @hookimpl
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(name="registry", schemes=(SCHEME,),
                       summary="Docker Registry V2 / OCI distribution (pull)",
-                      factory=_input, options=INPUT_OPTIONS)
+                      factory=lazy("occystrap_registry.source:RegistryInput"),
+                      options=INPUT_OPTIONS)
 
 
 @hookimpl
 def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(name="registry", schemes=(SCHEME,),
                        summary="Docker Registry V2 / OCI distribution (push)",
-                       factory=_output, options=OUTPUT_OPTIONS)
+                       factory=lazy("occystrap_registry.target:RegistryOutput"),
+                       options=OUTPUT_OPTIONS)
 
 
 @hookimpl
 def occystrap_transport() -> Iterator[ClientFactory]:
     yield ClientFactory(name="registry", summary="Registry API (Bearer and Basic auth)",
-                        configure=_configure)
+                        configure=lazy("occystrap_registry.client:configure"))

@@ -6,50 +6,22 @@ costs nothing until one of its schemes is used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from occystrap_core import hookimpl
-from occystrap_core.types import InputSource, OptionSpec, OutputTarget
-
-if TYPE_CHECKING:
-    from occystrap_core.api import ImageInput, ImageOutput
-    from occystrap_core.context import Context
-    from occystrap_core.types import ResolvedURI
-
-
-def _tar_input(uri: ResolvedURI, ctx: Context) -> ImageInput:
-    from .inputs import TarInput
-
-    return TarInput(uri, ctx)
-
-
-def _layout_input(uri: ResolvedURI, ctx: Context) -> ImageInput:
-    from .inputs import LayoutInput
-
-    return LayoutInput(uri, ctx)
-
-
-def _tar_output(uri: ResolvedURI, ctx: Context) -> ImageOutput:
-    from .tar_output import TarOutput
-
-    return TarOutput(uri, ctx)
-
-
-def _layout_output(uri: ResolvedURI, ctx: Context) -> ImageOutput:
-    from .oci_layout_output import LayoutOutput
-
-    return LayoutOutput(uri, ctx)
+from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 
 
 @hookimpl
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(
-        name="tarball", schemes=("tar",), factory=_tar_input,
+        name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.inputs:TarInput"),
         summary="docker-save or OCI archive (tar://PATH, may be compressed)",
         options=(OptionSpec("image", help="pick an image by NAME:TAG (RepoTags or ref name)"),
                  OptionSpec("index", int, help="pick the N-th image of the archive (from 0)")))
     yield InputSource(
-        name="oci-layout", schemes=("oci-layout",), factory=_layout_input,
+        name="oci-layout", schemes=("oci-layout",),
+        factory=lazy("occystrap_tarball.inputs:LayoutInput"),
         summary="OCI image layout directory (oci-layout://DIR)",
         options=(OptionSpec("ref", help="pick an image by org.opencontainers.image.ref.name"),
                  OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")))
@@ -58,12 +30,13 @@ def occystrap_input_sources() -> Iterator[InputSource]:
 @hookimpl
 def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(
-        name="tarball", schemes=("tar",), factory=_tar_output,
+        name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.tar_output:TarOutput"),
         summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH)",
         options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),
                  OptionSpec("compression", help="none (default): uncompressed layer tars; "
                             "keep: layers as the source stores them (gzip, zstd)")))
     yield OutputTarget(
-        name="oci-layout", schemes=("oci-layout",), factory=_layout_output,
+        name="oci-layout", schemes=("oci-layout",),
+        factory=lazy("occystrap_tarball.oci_layout_output:LayoutOutput"),
         summary="OCI image layout directory, added to if it exists (oci-layout://DIR)",
         options=(OptionSpec("ref", help="org.opencontainers.image.ref.name (default: the tag)"),))
