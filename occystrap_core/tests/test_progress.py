@@ -218,8 +218,8 @@ def test_cli_process_to_a_pipe_prints_lines_and_the_summary_last(run_cli, tmp_pa
     lines = result.stderr.splitlines()
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
     assert all(LINE.match(line) for line in lines if line.startswith("progress:")), lines
-    assert re.fullmatch(r"Summary: 3 layers \(0 skipped, 0 mounted\), [\d.]+ KiB, [\d.]+ s",
-                        lines[-1]), lines
+    assert re.fullmatch(r"Summary: 3 layers \(0 skipped, 0 mounted\), [\d.]+ KiB, [\d.]+ s, "
+                        r"verified", lines[-1]), lines
 
 
 def test_cli_summary_counts_skipped_layers(run_cli, tmp_path):

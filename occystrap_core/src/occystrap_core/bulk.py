@@ -165,7 +165,7 @@ def _copy(ctx: Context, job: Job, filters: Sequence[str]) -> Outcome:
         with single_input(ctx, job.source, "each image of a set") as source:
             output = pipeline.build_output(ctx, job.destination, filters)
             _, result = pipeline.run(ctx, source, output)
-        problems = output.verify()
+        problems = output.verify() if ctx.settings.verify else None
     except OccystrapError as e:
         return Outcome(job, error=str(e))
     except Exception as e:  # one image's bug must not stop the others; still reported

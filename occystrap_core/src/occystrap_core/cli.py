@@ -127,6 +127,11 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--progress-interval", type=click.FloatRange(min=0), default=10.0,
               show_default=True, envvar="OCCYSTRAP_PROGRESS_INTERVAL",
               help="Seconds between plain progress lines (no terminal, or --no-progress); 0: none.")
+@click.option("--verify/--no-verify", default=True, envvar="OCCYSTRAP_VERIFY",
+              help="After process, re-read what was written: documents re-hashed, blob sizes "
+                   "checked.  [default: verify]")
+@click.option("--verify-full", is_flag=True, envvar="OCCYSTRAP_VERIFY_FULL",
+              help="Verify by re-hashing every blob written too (slower; implies --verify).")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
@@ -247,7 +252,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         _, result = pipeline.run(occy, image_input, output)
     click.echo(f"Wrote {result.location}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
-    problems = output.verify()  # re-reads what was written; None if the output cannot
+    # re-reads what was written; None if the output cannot, or --no-verify
+    problems = output.verify() if occy.settings.verify else None
     for problem in problems or ():
         click.echo(f"Verify: {problem}", err=True)
     verified = "" if problems is None else \

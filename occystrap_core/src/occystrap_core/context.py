@@ -61,6 +61,11 @@ class Settings:
     progress_bars: bool = True  # on a terminal; otherwise, or False, plain lines
     progress_interval: float = 10.0  # seconds between plain progress lines; 0: none
     quay_token: str | None = None
+    verify: bool = True  # after process, re-read what was written: documents, blob sizes
+    verify_full: bool = False  # ... and re-hash every blob too
+
+    def __post_init__(self) -> None:
+        self.verify = self.verify or self.verify_full  # asking for full asks for verify
 
 
 class Stats:

@@ -274,6 +274,7 @@ def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequ
     copy = f"registry://{server.host}/{repo}-all:v1"
     result = occy(server, "--all-platforms", "process", uri, copy)
     assert _sha256(manifests["index"]) in result.stderr
+    assert result.stderr.rstrip().endswith(", verified")  # the index and both images read back
     assert inspect_raw(server, f"{repo}-all:v1") == manifests["index"]
     for arch in ("amd64", "arm64"):
         assert inspect_raw(server, f"{repo}-all@{_sha256(manifests[arch])}") == manifests[arch]
@@ -294,11 +295,20 @@ def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequ
 
     # an OCI layout holds the index too, and skopeo copies every image out of it
     layout = tmp_path / "copy"
-    occy(server, "--all-platforms", "process", uri, f"oci-layout://{layout}")
+    result = occy(server, "--all-platforms", "--verify-full", "process", uri,
+                  f"oci-layout://{layout}")
+    assert result.stderr.rstrip().endswith(", verified")
     top = json.loads((layout / "index.json").read_text())["manifests"]
     assert [e["digest"] for e in top] == [_sha256(manifests["index"])]
     skopeo("copy", "--all", "--preserve-digests", f"oci:{layout}:v1",
            f"oci:{tmp_path / 'again'}:v1")
+    from occystrap_tarball.stores import DirStore
+    from occystrap_tarball.verify import verify_descriptor
+
+    config = json.loads(manifests["arm64"])["config"]["digest"]
+    (layout / "blobs" / "sha256" / config[7:]).unlink()  # every child is checked too
+    assert verify_descriptor(DirStore(str(layout)), top[0], "index", False) == [
+        f"index entry 1 config blob {config} is missing"]
 
     result = occy(server, "--all-platforms", "process", uri, f"tar://{tmp_path / 'x.tar'}",
                   ok=False)
@@ -334,6 +344,27 @@ def test_warm_no_op_counted_by_the_servers(logged_registry: RegistryServer,
         (f"repository:{dest}:pull,push", f"repository:{src}:pull")]  # one token, both ends
     assert len(served) + server.token_server.count <= 4, served
     assert [r.split()[0] for r in served] == ["GET", "GET", "HEAD"]
+
+
+def test_push_is_read_back_and_verified(registry_plain: RegistryServer,
+                                        occy: Callable[..., Any], request_log: Any,
+                                        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    archive = build_docker_archive(str(tmp_path / "in.tar"), n_layers=2)
+    repo = repo_name("verify")
+    target = f"registry://{registry_plain.host}/{repo}:v1"
+    result = occy(registry_plain, "process", f"tar://{archive['path']}", target)
+    assert result.stderr.rstrip().endswith(", verified")
+    digest = result.stderr.split("(", 1)[1].split(")", 1)[0]  # "Wrote ... (sha256:...)"
+    paths = request_log.paths()
+    assert ("GET", f"/v2/{repo}/manifests/{digest}") in paths
+    # the default is cheap: blobs are HEADed, never downloaded
+    assert not [p for m, p in paths if m == "GET" and "/blobs/sha256:" in p], paths
+
+    request_log.clear()
+    result = occy(registry_plain, "--verify-full", "process", f"tar://{archive['path']}", target)
+    assert result.stderr.rstrip().endswith(", verified")
+    fetched = {p for m, p in request_log.paths() if m == "GET" and "/blobs/sha256:" in p}
+    assert len(fetched) == 3  # the config and both layers, re-hashed
 
 
 def test_push_summary_counts_layers_then_skips(registry_plain: RegistryServer,

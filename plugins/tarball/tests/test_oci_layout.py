@@ -6,6 +6,8 @@ import json
 import os
 
 from occystrap_core import mediatypes as mt
+from occystrap_core import pipeline
+from occystrap_core.context import Context
 from occystrap_core.testing.images import (
     SampleImage,
     build_docker_archive,
@@ -14,6 +16,8 @@ from occystrap_core.testing.images import (
     sample_image,
     write_oci_layout,
 )
+
+from occystrap_tarball.oci_layout_output import LayoutOutput
 
 
 def _files(root):
@@ -149,3 +153,53 @@ def test_refuses_a_directory_that_is_not_a_layout(tmp_path, run_cli, expect_erro
     expect_error(run_cli("process", f"tar://{src}", f"oci-layout://{tmp_path / 'stuff'}"),
                  "not an OCI image layout")
     assert os.listdir(tmp_path / "stuff") == ["file"]
+
+
+def _blob(root, digest):
+    return root / "blobs" / "sha256" / digest[7:]
+
+
+def test_verify_rereads_the_layout(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_oci_layout(str(src), [sample_image(n_layers=2)])
+    with Context() as ctx:
+        output = pipeline.build_output(ctx, f"oci-layout://{out}")
+        with pipeline.build_input(ctx, f"oci-layout://{src}") as source:
+            pipeline.run(ctx, source, output)
+        assert output.verify() == []
+        ctx.settings.verify_full = True
+        assert output.verify() == []  # gzip layers decompressed against their diff_ids
+
+        manifest = json.loads(_blob(out, _index(out)["manifests"][0]["digest"]).read_bytes())
+        layer = _blob(out, manifest["layers"][0]["digest"])
+        data = layer.read_bytes()
+        layer.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        ctx.settings.verify_full = False
+        assert output.verify() == []  # the cheap default checks sizes, not contents
+        ctx.settings.verify_full = True
+        assert [p for p in output.verify() if "layer 0 blob: digest mismatch" in p]
+
+        ctx.settings.verify_full = False
+        _blob(out, manifest["config"]["digest"]).unlink()
+        assert [p for p in output.verify() if "config blob" in p and "missing" in p]
+
+
+def test_cli_verify_reports_a_missing_blob(tmp_path, run_cli, monkeypatch):
+    src, out = str(tmp_path / "in.tar"), tmp_path / "out"
+    build_docker_archive(src)
+    result = run_cli("process", f"tar://{src}", f"oci-layout://{out}")
+    assert result.exit_code == 0 and result.stderr.rstrip().endswith(", verified")
+
+    finish = LayoutOutput.finish
+
+    def finish_then_tamper(self, image):
+        written = finish(self, image)
+        manifest = json.loads(_blob(out, written.manifest_digest).read_bytes())
+        _blob(out, manifest["layers"][1]["digest"]).unlink()
+        return written
+
+    monkeypatch.setattr(LayoutOutput, "finish", finish_then_tamper)
+    result = run_cli("process", f"tar://{src}", f"oci-layout://{out}?ref=again")
+    assert result.exit_code == 1
+    assert "Verify: manifest layer 1: blob sha256:" in result.stderr
+    assert "is missing" in result.stderr and "verify failed (1 problems)" in result.stderr

@@ -7,10 +7,12 @@ import tarfile
 
 import pytest
 from occystrap_core import mediatypes as mt
+from occystrap_core import pipeline
 from occystrap_core.api import Image, Layer, LayerData
 from occystrap_core.context import Context
 from occystrap_core.errors import CorruptImageError
-from occystrap_core.testing.images import build_docker_archive, make_layer, sample_image
+from occystrap_core.testing.images import (build_docker_archive, make_layer, sample_image,
+                                           write_oci_layout)
 from occystrap_core.types import ResolvedURI
 
 from occystrap_tarball.archive_writer import FORMAT, ArchiveWriter, member_info
@@ -140,3 +142,66 @@ def test_config_must_match_layers_written(tmp_path):
             out.finish(img)
         out.abort()
     assert os.listdir(tmp_path) == []
+
+
+def _flip_last_byte(archive, member):
+    """Corrupt one byte of a member in place: same size, different content."""
+    with tarfile.open(archive) as tar:
+        info = tar.getmember(member)
+    with open(archive, "r+b") as f:
+        f.seek(info.offset_data + info.size - 1)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([last[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("compression", ["none", "keep"])
+def test_verify_rereads_the_archive(tmp_path, compression, archive_member):
+    src, out = tmp_path / "src", str(tmp_path / "out.tar")
+    write_oci_layout(str(src), [sample_image(n_layers=2)])  # gzip layers: diff_ids via gunzip
+    with Context() as ctx:
+        output = pipeline.build_output(ctx, f"tar://{out}?compression={compression}")
+        with pipeline.build_input(ctx, f"oci-layout://{src}") as source:
+            pipeline.run(ctx, source, output)
+        assert output.verify() == []
+        ctx.settings.verify_full = True
+        assert output.verify() == []
+
+        layer = json.loads(archive_member(out, "manifest.json"))[0]["Layers"][1]
+        _flip_last_byte(out, layer)
+        ctx.settings.verify_full = False
+        assert output.verify() == []  # the cheap default checks sizes, not contents
+        ctx.settings.verify_full = True
+        assert [p for p in output.verify() if "layer 1 blob: digest mismatch" in p]
+
+        with open(out, "r+b") as f:  # cut into the blobs: the archive itself is broken
+            f.truncate(os.path.getsize(out) // 2)
+        assert output.verify()
+
+
+def test_cli_verify_full_reports_tampering(tmp_path, run_cli, monkeypatch, archive_member):
+    src, out = str(tmp_path / "in.tar"), str(tmp_path / "out.tar")
+    build_docker_archive(src)
+    result = run_cli("process", f"tar://{src}", f"tar://{out}")
+    assert result.exit_code == 0 and result.stderr.rstrip().endswith(", verified")
+
+    finish = TarOutput.finish
+
+    def finish_then_tamper(self, image):
+        written = finish(self, image)
+        _flip_last_byte(out, json.loads(archive_member(out, "manifest.json"))[0]["Layers"][0])
+        return written
+
+    monkeypatch.setattr(TarOutput, "finish", finish_then_tamper)
+    assert run_cli("process", f"tar://{src}", f"tar://{out}").exit_code == 0  # sizes still fine
+    result = run_cli("--verify-full", "process", f"tar://{src}", f"tar://{out}")
+    assert result.exit_code == 1
+    assert "Verify: manifest layer 0 blob: digest mismatch" in result.stderr
+    assert "verify failed (1 problems)" in result.stderr
+    result = run_cli("--no-verify", "--verify-full", "process", f"tar://{src}", f"tar://{out}")
+    assert result.exit_code == 1  # --verify-full implies verifying
+    result = run_cli("process", f"tar://{src}", f"tar://{out}",
+                     env={"OCCYSTRAP_VERIFY_FULL": "1", "OCCYSTRAP_VERIFY": "0"})
+    assert result.exit_code == 1
+    result = run_cli("--no-verify", "process", f"tar://{src}", f"tar://{out}")
+    assert result.exit_code == 0 and result.stderr.rstrip().endswith(" s")  # nothing said

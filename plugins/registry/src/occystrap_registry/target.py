@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (MOUNTED, Image, ImageIndex, ImageOutput, Layer, LayerData,
                                 ManifestSummary, OutputResult)
-from occystrap_core.errors import URIError
+from occystrap_core.errors import (CorruptImageError, ImageNotFoundError, OccystrapError,
+                                   URIError)
+from occystrap_core.streams import CHUNK
+from occystrap_core.transport.blobs import open_blob
 from occystrap_core.types import ResolvedURI
 
-from . import compress
+from . import compress, manifests
 from .client import Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
@@ -61,6 +65,7 @@ class RegistryOutput(ImageOutput):
         self._mount_from: str | None = None
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
+        self._pushed: list[tuple[str, str]] = []  # (digest, media type) of each manifest PUT
 
     # --- before the layers ----------------------------------------------------
 
@@ -256,8 +261,63 @@ class RegistryOutput(ImageOutput):
                                      ok=(200, 201, 202), content=manifest,
                                      headers={"Content-Type": media_type})
         pushed = response.headers.get("Docker-Content-Digest") or digest
+        self._pushed.append((pushed, media_type))
         return OutputResult(location=self._where(pushed), manifest_digest=pushed,
                             manifest_size=len(manifest), manifest_media_type=media_type)
+
+    # --- verification ---------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Read back every manifest this run pushed, by digest, and check each blob it
+        names is there: HEAD by default, GET and re-hash with --verify-full. A warm
+        no-op pushed nothing and checks nothing, so it keeps its few requests."""
+        problems = []
+        for digest, media_type in self._pushed:
+            problems += self._verify_manifest(digest, media_type)
+        return problems
+
+    def _verify_manifest(self, digest: str, media_type: str) -> list[str]:
+        what = f"manifest {self.ref.path}@{digest}"
+        response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
+                                     missing_ok=True, headers={"Accept": media_type})
+        if response.status_code == 404:
+            return [f"{what} is missing"]
+        actual = digests.of_bytes(response.content, digest.split(":", 1)[0])
+        if actual != digest:
+            return [f"{what}: the registry serves bytes hashing to {actual}"]
+        if media_type in mt.INDEXES:
+            return []  # its images were pushed, and are verified, one by one
+        try:
+            doc = manifests.parse(response.content, media_type, what)
+            config = doc.config
+            blobs = [(f"{what} config", config.get("digest", ""), config.get("size"))] + [
+                (f"{what} layer {l.index}", l.digest or "", l.size) for l in doc.layers([])
+                if not l.foreign]  # foreign layers are never pushed: see wants_layer
+        except OccystrapError as e:
+            return [str(e)]
+        with ThreadPoolExecutor(self.ctx.settings.parallel,
+                                thread_name_prefix="verify") as pool:
+            found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
+            return [p for p in found if p]
+
+    def _verify_blob(self, what: str, digest: str, size: int | None) -> str | None:
+        url = self.repo.url("blobs", digest)
+        if self.ctx.settings.verify_full:
+            try:
+                with open_blob(self.repo.client, url, digest=digest, size=size,
+                               retries=self.ctx.settings.retries, what=what) as blob:
+                    while blob.read(CHUNK):
+                        pass
+            except (ImageNotFoundError, CorruptImageError) as e:
+                return str(e)
+            return None
+        response = self.repo.request("HEAD", url, what=f"HEAD {what}", missing_ok=True)
+        if response.status_code == 404:
+            return f"{what}: blob {digest} is missing"
+        length = response.headers.get("Content-Length")
+        if length is not None and size is not None and int(length) != size:
+            return f"{what}: the registry holds {length} bytes, the manifest says {size}"
+        return None
 
     def abort(self) -> None:
         with self._lock:

@@ -23,12 +23,14 @@ from occystrap_core import mediatypes as mt
 from occystrap_core import streams
 from occystrap_core.api import Image, ImageIndex, ImageOutput, Layer, LayerData, OutputResult
 from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError, OutputExistsError, URIError
+from occystrap_core.errors import CorruptImageError, OccystrapError, OutputExistsError, URIError
 from occystrap_core.types import ResolvedURI
 
 from .inputs import local_path
 from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path, parse_json
 from .references import join_reference
+from .stores import DirStore
+from .verify import verify_descriptor
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 
@@ -54,6 +56,7 @@ class LayoutOutput(ImageOutput):
         self._written: dict[int, Layer] = {}
         self._in_index = False  # images of an index are not listed in index.json
         self._checked = False
+        self._listed: dict[str, Any] | None = None  # the index.json entry written
 
     def start(self, image: Image) -> None:
         self._written = {}  # an output is reused for each image of an index
@@ -177,6 +180,7 @@ class LayoutOutput(ImageOutput):
         if notes:
             descriptor["annotations"] = notes
         self._put_bytes("index.json", self._index(descriptor))
+        self._listed = descriptor
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
                             details={"ref": notes.get(ANNOTATION_REF)},
                             manifest_size=len(manifest), manifest_media_type=media_type)
@@ -200,6 +204,20 @@ class LayoutOutput(ImageOutput):
 
         index["manifests"] = [e for e in index["manifests"] if keep(e)] + [descriptor]
         return json.dumps(index, separators=(",", ":")).encode()
+
+    def verify(self) -> list[str]:
+        """Re-read the layout from index.json down to every blob of the image or index
+        written (see :mod:`.verify` for how deep)."""
+        if self._listed is None:
+            return ["nothing was written"]
+        store = DirStore(self.path)
+        try:
+            index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
+        except OccystrapError as e:
+            return [str(e)]
+        if self._listed not in (index.get("manifests") or []):
+            return [f"index.json does not list {self._listed['digest']}"]
+        return verify_descriptor(store, self._listed, "manifest", self.ctx.settings.verify_full)
 
     def abort(self) -> None:
         if self._created_dir:

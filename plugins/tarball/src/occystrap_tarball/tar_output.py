@@ -21,14 +21,16 @@ from occystrap_core import mediatypes as mt
 from occystrap_core import streams
 from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
 from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError, URIError
+from occystrap_core.errors import CorruptImageError, OccystrapError, URIError
 from occystrap_core.types import ResolvedURI
 
 from .archive_writer import ArchiveWriter
 from .inputs import local_path
-from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF
+from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, parse_json, read_blob
 from .oci_layout_output import oci_media_type
 from .references import split_reference
+from .stores import TarStore
+from .verify import verify_descriptor
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 COMPRESSIONS = ("none", "keep")
@@ -51,6 +53,7 @@ class TarOutput(ImageOutput):
         self._writer: ArchiveWriter | None = None
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}  # layer index -> the blob stored for it
+        self._manifest_digest: str | None = None  # set once committed
 
     def start(self, image: Image) -> None:
         self._writer = ArchiveWriter(self.path)
@@ -121,8 +124,43 @@ class TarOutput(ImageOutput):
         w.add_bytes("index.json", _index(manifest_digest, len(manifest), reference))
         w.add_bytes("manifest.json", json.dumps(docker_manifest, separators=(",", ":")).encode())
         w.commit()
+        self._manifest_digest = manifest_digest
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
                             details={"repo_tags": docker_manifest[0]["RepoTags"]})
+
+    def verify(self) -> list[str]:
+        """Re-open the committed archive: index.json, manifest.json and the OCI manifest
+        must agree, and every blob be there (see :mod:`.verify` for how deep)."""
+        if self._manifest_digest is None:
+            return ["nothing was written"]
+        try:
+            store = TarStore(self.path, lambda: self.ctx.temp_dir)
+            index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
+            docker = parse_json(store.read_bytes("manifest.json", "manifest.json"),
+                                "manifest.json", list)
+            if not store.exists("oci-layout"):
+                return ["oci-layout is missing"]
+        except OccystrapError as e:
+            return [str(e)]
+        entries = index.get("manifests")
+        if not isinstance(entries, list) or len(entries) != 1:
+            return ["index.json does not list exactly one manifest"]
+        problems = []
+        if entries[0].get("digest") != self._manifest_digest:
+            problems.append(f"index.json lists {entries[0].get('digest')}, not the manifest "
+                            f"written ({self._manifest_digest})")
+        problems += verify_descriptor(store, entries[0], "manifest", self.ctx.settings.verify_full)
+        try:
+            manifest = parse_json(read_blob(store, entries[0], "manifest"), "manifest")
+            expected = {"Config": blob_name(manifest["config"]["digest"]),
+                        "Layers": [blob_name(l["digest"]) for l in manifest["layers"]]}
+        except (OccystrapError, KeyError, TypeError):
+            return problems  # already reported by verify_descriptor
+        if len(docker) != 1 or not isinstance(docker[0], dict):
+            problems.append("manifest.json does not list exactly one image")
+        elif {k: docker[0].get(k) for k in expected} != expected:
+            problems.append("manifest.json names other blobs than the OCI manifest")
+        return problems
 
     def abort(self) -> None:
         if self._writer is not None:
