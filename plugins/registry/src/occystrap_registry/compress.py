@@ -1,4 +1,4 @@
-"""Compressing a layer tar into a temporary file, hashing both sides on the way.
+"""Compressing a layer tar into a temporary file, hashing the compressed result.
 
 The compressed digest is needed before the upload's final ``PUT``, so a layer that
 must be (re)compressed is spooled to disk; memory stays bounded by the chunk size.
@@ -40,7 +40,6 @@ class Spooled:
     path: str
     digest: str
     size: int
-    diff_id: str
 
     def remove(self) -> None:
         try:
@@ -86,9 +85,12 @@ def _compressor(sink: _HashingFile, compression: str, level: int) -> BinaryIO:
 
 
 def spool(tar: BinaryIO, compression: str, level: int | None, temp_dir: str) -> Spooled:
-    """Compress ``tar`` into a temporary file under ``temp_dir``."""
+    """Compress ``tar`` into a temporary file under ``temp_dir``, hashing the result.
+
+    The uncompressed side is not hashed here: ``LayerData.open_tar`` already computes
+    the diff_id while verifying the layer, and hashing twice costs a core.
+    """
     fd, path = tempfile.mkstemp(dir=temp_dir, prefix="layer-", suffix=f".{compression}")
-    diff = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
             sink = _HashingFile(f)
@@ -99,7 +101,6 @@ def spool(tar: BinaryIO, compression: str, level: int | None, temp_dir: str) -> 
                     data = tar.read(CHUNK)
                     if not data:
                         break
-                    diff.update(data)
                     out.write(data)
             finally:
                 if out is not sink:
@@ -107,5 +108,4 @@ def spool(tar: BinaryIO, compression: str, level: int | None, temp_dir: str) -> 
     except BaseException:
         os.unlink(path)
         raise
-    return Spooled(path, f"sha256:{sink.hash.hexdigest()}", sink.size,
-                   f"sha256:{diff.hexdigest()}")
+    return Spooled(path, f"sha256:{sink.hash.hexdigest()}", sink.size)

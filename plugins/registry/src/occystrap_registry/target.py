@@ -212,6 +212,8 @@ class RegistryOutput(ImageOutput):
             return True
         with data.open_tar() as tar:
             spooled = compress.spool(tar, target, self.level, self.ctx.temp_dir)
+        diff_id = data.tar_digest  # computed while LayerData verified the layer
+        assert diff_id is not None  # spool read the tar to its end
         try:
             placed = self._place(spooled.digest, keep_session=False)
             if placed is True:
@@ -225,7 +227,7 @@ class RegistryOutput(ImageOutput):
             spooled.remove()
         new = dataclasses.replace(
             layer, media_type=mt.layer_type(self._family, target), digest=spooled.digest,
-            size=spooled.size, diff_id=spooled.diff_id, urls=())
+            size=spooled.size, diff_id=diff_id, urls=())
         with self._lock:
             self._rewritten[layer.index] = new
         return placed
