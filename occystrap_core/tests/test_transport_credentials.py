@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import stat
 
@@ -13,15 +12,6 @@ from occystrap_core.testing.http import make_context
 from occystrap_core.types import Credentials
 
 from occystrap_core import hookimpl
-
-
-@pytest.fixture(autouse=True)
-def _occystrap_logs_reach_caplog(monkeypatch):
-    """A CLI run in an earlier test may have detached the ``occystrap`` logger."""
-    logger = logging.getLogger("occystrap")
-    monkeypatch.setattr(logger, "propagate", True)
-    monkeypatch.setattr(logger, "handlers", [])
-    monkeypatch.setattr(logger, "level", logging.NOTSET)
 
 
 def b64(text: str) -> str:

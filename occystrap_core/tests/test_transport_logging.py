@@ -16,15 +16,6 @@ from occystrap_core.types import ClientConfig, Credentials
 SECRETS = ("s3cret-pass", "tok-abc123", "refresh-xyz", "sig-value", "YWxpY2U6czNjcmV0LXBhc3M=")
 
 
-@pytest.fixture(autouse=True)
-def _occystrap_logs_reach_caplog(monkeypatch):
-    """A CLI run in an earlier test may have detached the ``occystrap`` logger."""
-    logger = logging.getLogger("occystrap")
-    monkeypatch.setattr(logger, "propagate", True)
-    monkeypatch.setattr(logger, "handlers", [])
-    monkeypatch.setattr(logger, "level", logging.NOTSET)
-
-
 def handler(request: httpx.Request) -> httpx.Response:
     if request.url.host == "auth.example":
         return httpx.Response(200, json={"token": "tok-abc123", "refresh_token": "refresh-xyz"})
@@ -81,16 +72,10 @@ def test_redact_text_covers_third_party_formats():
 
 
 def test_cli_debug_scrubs_httpx_logs(capsys):
-    _setup_logging(Settings(debug=True))
-    try:
-        logging.getLogger("httpx").info('HTTP Request: %s %s "%s"', "GET",
-                                        "https://r/t?access_token=tok-abc123", "HTTP/2 200 OK")
-        logging.getLogger("httpcore.http2").debug("headers=[(b'authorization', b'Basic abcd')]")
-    finally:  # the autouse fixture restores the occystrap logger
-        for name in ("httpx", "httpcore"):
-            logging.getLogger(name).handlers[:] = []
-            logging.getLogger(name).propagate = True
-            logging.getLogger(name).setLevel(logging.NOTSET)
+    _setup_logging(Settings(debug=True))  # occystrap_core.testing restores the loggers
+    logging.getLogger("httpx").info('HTTP Request: %s %s "%s"', "GET",
+                                    "https://r/t?access_token=tok-abc123", "HTTP/2 200 OK")
+    logging.getLogger("httpcore.http2").debug("headers=[(b'authorization', b'Basic abcd')]")
     err = capsys.readouterr().err
     assert "access_token=REDACTED" in err and "tok-abc123" not in err
     assert "abcd" not in err

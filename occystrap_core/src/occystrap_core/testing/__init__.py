@@ -14,10 +14,11 @@ Opt in from a ``conftest.py`` with ``pytest_plugins = ["occystrap_core.testing"]
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from click.testing import CliRunner, Result
@@ -78,6 +79,20 @@ def register_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeEntryP
         return ep
 
     return register
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers() -> Iterator[None]:
+    """The CLI configures the ``occystrap``, ``httpx`` and ``httpcore`` loggers for the
+    process (handlers, level, propagation); put them back after every test, so one
+    test's CLI run does not hide log records from the next one's ``caplog``."""
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate)
+             for logger in map(logging.getLogger, ("occystrap", "httpx", "httpcore"))]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture
