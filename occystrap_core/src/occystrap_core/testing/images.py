@@ -19,15 +19,12 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from .. import digest as digests
 from .. import mediatypes as mt
 
 MTIME = 1704067200  # 2024-01-01T00:00:00Z
 CREATED = "2024-01-01T00:00:00Z"
 LAYOUTS = ("legacy", "podman", "docker25")
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _hex(digest: str) -> str:
@@ -69,11 +66,11 @@ class SampleImage:
 
     @property
     def diff_ids(self) -> list[str]:
-        return [_sha256(layer) for layer in self.layers]
+        return [digests.of_bytes(layer) for layer in self.layers]
 
     @property
     def config_digest(self) -> str:
-        return _sha256(self.config)
+        return digests.of_bytes(self.config)
 
     @property
     def config_json(self) -> dict[str, Any]:
@@ -100,7 +97,7 @@ def sample_image(name: str | None = "example.com/demo/app", tag: str | None = "v
                            f"SAMPLE_SEED={seed}"],
                    "Cmd": list(cmd), "WorkingDir": "/",
                    "Labels": {"org.example.sample": "true"}},
-        "rootfs": {"type": "layers", "diff_ids": [_sha256(t) for t in tars]},
+        "rootfs": {"type": "layers", "diff_ids": [digests.of_bytes(t) for t in tars]},
         "history": [{"created": CREATED, "created_by": f"/bin/sh -c #(nop) ADD layer {i}"}
                     for i in range(len(tars))],
     }
@@ -206,7 +203,7 @@ def write_docker_archive(path: str, images: Iterable[SampleImage], *, layout: st
             repositories.setdefault(image.name, {})[image.tag] = ids[-1]
         if layout == "docker25":
             oci_manifest = _oci_manifest(image, [(mt.OCI_LAYER_TAR, l) for l in image.layers])
-            out.file(f"blobs/sha256/{_hex(_sha256(oci_manifest))}", oci_manifest)
+            out.file(f"blobs/sha256/{_hex(digests.of_bytes(oci_manifest))}", oci_manifest)
             index.append(_index_entry(oci_manifest, image.tag, image.reference))
     if layout == "docker25":
         out.file("oci-layout", _json({"imageLayoutVersion": "1.0.0"}))
@@ -229,12 +226,12 @@ def _oci_manifest(image: SampleImage, blobs: Sequence[tuple[str, bytes]]) -> byt
     return _json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
                   "config": {"mediaType": mt.OCI_CONFIG, "digest": image.config_digest,
                              "size": len(image.config)},
-                  "layers": [{"mediaType": media_type, "digest": _sha256(blob),
+                  "layers": [{"mediaType": media_type, "digest": digests.of_bytes(blob),
                               "size": len(blob)} for media_type, blob in blobs]})
 
 
 def _index_entry(manifest: bytes, ref: str | None, full_name: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"mediaType": mt.OCI_MANIFEST, "digest": _sha256(manifest),
+    entry: dict[str, Any] = {"mediaType": mt.OCI_MANIFEST, "digest": digests.of_bytes(manifest),
                              "size": len(manifest)}
     notes = {}
     if ref:
@@ -262,7 +259,7 @@ def oci_blobs(images: Iterable[SampleImage], refs: Sequence[str | None] | None =
                  else (mt.OCI_LAYER_TAR, l) for l in image.layers]
         manifest = _oci_manifest(image, blobs)
         for blob in [image.config, manifest] + [b for _, b in blobs]:
-            files[f"blobs/sha256/{_hex(_sha256(blob))}"] = blob
+            files[f"blobs/sha256/{_hex(digests.of_bytes(blob))}"] = blob
         entries.append(_index_entry(manifest, ref, None))
     files["oci-layout"] = _json({"imageLayoutVersion": "1.0.0"})
     index = _json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})

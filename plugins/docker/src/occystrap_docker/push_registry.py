@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core import streams
 
@@ -153,7 +154,7 @@ class PushRegistry:
     # --- manifests ---
 
     def put_manifest(self, name: str, ref: str, data: bytes, media_type: str) -> Manifest:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digests.of_bytes(data)
         if DIGEST_RE.match(ref) and ref != digest:
             raise BadRequest(400, "DIGEST_INVALID", f"manifest hashes to {digest}")
         try:
