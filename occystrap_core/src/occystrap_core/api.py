@@ -155,6 +155,9 @@ class LayerData:
     ``layer.diff_id`` as well. A mismatch raises at EOF. Once the tar was read to
     the end, ``tar_digest`` and ``tar_size`` hold what was computed, so an output
     needing the diff_id does not hash the layer a second time.
+
+    ``on_bytes`` hears of each byte of the blob once: when an output opens it again
+    (an upload retried from the start), bytes already reported are not reported again.
     """
 
     def __init__(self, layer: Layer, opener: Callable[[], ContextManager[BinaryIO]],
@@ -162,15 +165,25 @@ class LayerData:
         self.layer = layer
         self._opener = opener
         self._on_bytes = on_bytes
+        self._reported = 0  # the furthest any opening has read
         self.tar_digest: str | None = None
         self.tar_size: int | None = None
 
     @contextlib.contextmanager
     def open_blob(self) -> Iterator[streams.HashingReader]:
+        position = 0
+
+        def advance(n: int) -> None:
+            nonlocal position
+            position += n
+            if position > self._reported and self._on_bytes:
+                self._on_bytes(position - self._reported)
+            self._reported = max(self._reported, position)
+
         with self._opener() as raw:
             yield streams.HashingReader(raw, self.layer.digest, self.layer.size,
                                         what=f"layer {self.layer.index} blob",
-                                        on_bytes=self._on_bytes)
+                                        on_bytes=advance)
 
     @contextlib.contextmanager
     def open_tar(self) -> Iterator[BinaryIO]:

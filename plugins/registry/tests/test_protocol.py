@@ -385,6 +385,7 @@ def test_a_broken_streamed_put_is_retried_with_a_new_session() -> None:
     assert len(starts) == 3  # the layer twice, then the config
     assert any(method == "DELETE" for method, _, _ in fake.log)  # the broken session let go
     assert (ctx.stats["retries"], ctx.stats["layers"]) == (1, 1)
+    assert ctx.stats["bytes"] == len(blobs[digest])  # the resent bytes are not counted twice
     assert result.manifest_digest == image.manifest_digest
 
 
