@@ -12,6 +12,7 @@ import pytest
 import trustme
 from occystrap_core.errors import AuthError, ImageNotFoundError, TransportError, UsageError
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
+from occystrap_core.transport import base
 from occystrap_core.transport.errors import raise_for_status, status_error, translate_errors
 
 
@@ -63,6 +64,15 @@ def test_insecure_means_plain_http(serve, no_proxies):
     server, host = serve("plain")
     response = client(host, scheme="http").get("/v2/")
     assert response.text == "plain:/v2/"
+
+
+def test_plain_http_loads_no_certificate_store(serve, no_proxies, monkeypatch):
+    built = []
+    real = base.ssl_context
+    monkeypatch.setattr(base, "ssl_context", lambda ctx: built.append(ctx) or real(ctx))
+    server, host = serve("plain")
+    assert client(host, scheme="http").get("/v2/").text == "plain:/v2/"
+    assert built == []  # loading the system store and certifi would cost ~70 ms
 
 
 def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from ..context import Context
 
 SSL_KEY = "occystrap.transport.ssl"
+# For routes to http:// origins, which httpcore never wraps in TLS. Building the real
+# context (system store plus certifi) costs about 70 ms of every plain-HTTP run's start;
+# this one verifies like it but trusts nothing, so it could never pass a certificate.
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def ssl_context(ctx: Context) -> ssl.SSLContext:
@@ -57,10 +61,11 @@ class ProxyRouter(httpx.BaseTransport):
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.ssl = ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
+        if ctx.settings.ca_cert or ctx.settings.client_cert:
+            ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
                         if k in ("http", "https", "all", "no") and v}
-        self._routes: dict[tuple[str | None, bool], httpx.BaseTransport] = {}
+        self._routes: dict[tuple[str | None, bool, bool], httpx.BaseTransport] = {}
         h2lock.install()
         self._lock = threading.Lock()
 
@@ -70,13 +75,13 @@ class ProxyRouter(httpx.BaseTransport):
             return None
         return proxy
 
-    def _route(self, proxy: str | None, http2: bool) -> httpx.BaseTransport:
+    def _route(self, proxy: str | None, http2: bool, tls: bool) -> httpx.BaseTransport:
         with self._lock:
-            transport = self._routes.get((proxy, http2))
+            transport = self._routes.get((proxy, http2, tls))
             if transport is None:
                 s = self.ctx.settings
-                transport = self._routes[(proxy, http2)] = httpx.HTTPTransport(
-                    verify=self.ssl, http2=http2, proxy=proxy,
+                transport = self._routes[(proxy, http2, tls)] = httpx.HTTPTransport(
+                    verify=ssl_context(self.ctx) if tls else _NO_TLS, http2=http2, proxy=proxy,
                     limits=httpx.Limits(max_connections=s.max_connections,
                                         max_keepalive_connections=s.max_connections))
             return transport
@@ -89,7 +94,8 @@ class ProxyRouter(httpx.BaseTransport):
         # connections, where an upload gains nothing from multiplexing anyway;
         # the rest (manifests, HEADs, tokens, blob downloads) share one HTTP/2 connection.
         http2 = self.ctx.settings.http2 and not _has_body(request)
-        return self._route(self.proxy_for(request.url), http2).handle_request(request)
+        route = self._route(self.proxy_for(request.url), http2, request.url.scheme == "https")
+        return route.handle_request(request)
 
     def close(self) -> None:
         with self._lock:
