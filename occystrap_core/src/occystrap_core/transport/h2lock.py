@@ -98,6 +98,8 @@ class _SerialStream:
                         raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:  # httpcore "flushes" after every frame it reads, mostly nothing:
+            return      # waiting for the socket behind a polling reader would stall it
         with self._lock:
             self._stream.write(buffer, timeout)
 
