@@ -87,10 +87,12 @@ class MockHTTP:
 class RequestLog:
     """A plugin whose transport layer, above retries, records each logical request once
     as ``(METHOD, host, path)``; register it (``request_log`` fixture, or pass it to
-    :func:`make_context`) to count what a run asked for."""
+    :func:`make_context`) to count what a run asked for. ``answers`` holds
+    ``(METHOD, path, HTTP version)`` of each response."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str]] = []
+        self.answers: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
     def _wrap(self, inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
@@ -101,7 +103,11 @@ class RequestLog:
                 with log._lock:
                     log.requests.append((request.method, request.url.netloc.decode(),
                                          request.url.path))
-                return inner.handle_request(request)
+                response = inner.handle_request(request)
+                with log._lock:
+                    log.answers.append((request.method, request.url.path,
+                                        response.http_version))
+                return response
 
             def close(self) -> None:
                 inner.close()
@@ -120,6 +126,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.answers.clear()
 
 
 def client_factory_plugin(name: str = "test",

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from ..context import Context
 
 SSL_KEY = "occystrap.transport.ssl"
+# Request extension marking a bulk download (a layer blob streamed to its end):
+# sent over pooled HTTP/1.1, like every request with a body. See ProxyRouter.
+BULK = "occystrap.bulk"
 # For routes to http:// origins, which httpcore never wraps in TLS. Building the real
 # context (system store plus certifi) costs about 70 ms of every plain-HTTP run's start;
 # this one verifies like it but trusts nothing, so it could never pass a certificate.
@@ -90,10 +93,13 @@ class ProxyRouter(httpx.BaseTransport):
         # httpcore's HTTP/2 is not safe for concurrent requests with a body: uploads
         # corrupt the shared connection (the server then drops it), and a POST with
         # an empty body ends its stream in a second frame that races the server's
-        # early reply (StreamClosedError). Requests with a body use pooled HTTP/1.1
-        # connections, where an upload gains nothing from multiplexing anyway;
-        # the rest (manifests, HEADs, tokens, blob downloads) share one HTTP/2 connection.
-        http2 = self.ctx.settings.http2 and not _has_body(request)
+        # early reply (StreamClosedError). And pure-Python h2 costs CPU per frame
+        # (16-32 KiB each): a 512 MiB pull took 3x as long as over HTTP/1.1.
+        # Requests with a body and bulk downloads therefore use pooled HTTP/1.1
+        # connections, where big transfers gain nothing from multiplexing anyway;
+        # the rest (manifests, HEADs, mounts, tokens) share one HTTP/2 connection.
+        http2 = (self.ctx.settings.http2 and not _has_body(request)
+                 and not request.extensions.get(BULK))
         route = self._route(self.proxy_for(request.url), http2, request.url.scheme == "https")
         return route.handle_request(request)
 

@@ -19,6 +19,7 @@ import httpx
 
 from ..errors import TransportError
 from ..streams import HashingReader, buffered
+from .base import BULK
 from .errors import status_error
 from .httplog import redact_url
 
@@ -55,8 +56,9 @@ class BlobReader(io.RawIOBase):
         headers = dict(self.headers)
         if self.received:
             headers["Range"] = f"bytes={self.received}-"
-        response = self.client.send(self.client.build_request("GET", self.url, headers=headers),
-                                    stream=True)
+        request = self.client.build_request("GET", self.url, headers=headers,
+                                            extensions={BULK: True})
+        response = self.client.send(request, stream=True)
         self._response = response
         status = response.status_code
         if status == 206 and self.received:
