@@ -16,3 +16,6 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# Editable installs are not byte-compiled, and PYTHONDONTWRITEBYTECODE may be set:
+# without this, every start of occystrap compiles its sources again (about 60 ms).
+python3 -m compileall -q occystrap_core/src plugins/*/src >/dev/null
