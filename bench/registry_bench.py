@@ -7,14 +7,18 @@ no-op copy (counting the HTTP requests both registries saw). Runs alternate betw
 the tools; the table shows medians and peak RSS. Push and copy runs go to a fresh
 repository each time and skopeo's blob-info cache is removed first, so neither tool
 gets a free cross-repository mount. curl fetching the same blobs ("curl") and curl
-uploading them to the destination ("c-up") are the yardsticks for the copy.
+uploading them to the destination ("c-up") are the yardsticks for the copy; a second
+table splits each copy's CPU time between the tool and the two registries.
 
-    python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3]
+    python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3] [--tls]
+
+``--tls`` runs both registries with TLS (HTTP/2 offered), as real registries are.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import io
 import json
@@ -45,6 +49,13 @@ class Sample:
     seconds: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
     requests: list[int] = field(default_factory=list)
+    cpu: list[tuple[float, float, float]] = field(default_factory=list)  # tool, src, dst
+
+
+def registry_cpu(server: RegistryServer) -> float:
+    """CPU seconds (user + system) the registry process has used so far."""
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # Peak RSS must be measured from a small parent: a child forked from this (large)
@@ -54,20 +65,21 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nMAXRSS {usage.ru_maxrss}\\n")
+sys.stderr.write(f"\\nCPU {usage.ru_utime + usage.ru_stime} MAXRSS {usage.ru_maxrss}\\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command; fails loudly."""
+def run(cmd: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds of one command; fails loudly."""
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     elapsed = time.monotonic() - started
     if proc.returncode:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
-    return elapsed, int(proc.stderr.rsplit("MAXRSS ", 1)[1])
+    cpu, rss = proc.stderr.rsplit("CPU ", 1)[1].split(" MAXRSS ")
+    return elapsed, int(rss), float(cpu)
 
 
 def text_like(size: int, seed: int) -> bytes:
@@ -112,44 +124,63 @@ def build_archive(path: Path, kind: str, size_mib: int, layers: int) -> None:
             archive.addfile(info, io.BytesIO(data))
 
 
-def occystrap(*args: str) -> list[str]:
-    return [sys.executable, "-m", "occystrap_core", "--insecure", *args]
+@dataclass
+class Tools:
+    """Command lines for both registries, over plain HTTP or trusting their CAs."""
+
+    src: RegistryServer
+    dst: RegistryServer
+    ca_bundle: str | None  # both registries' CAs, for TLS
+    cert_dir: str | None  # the same, as skopeo wants them
+
+    def occystrap(self, *args: str) -> list[str]:
+        trust = ["--ca-cert", self.ca_bundle] if self.ca_bundle else ["--insecure"]
+        return [sys.executable, "-m", "occystrap_core", *trust, *args]
+
+    def skopeo(self, *args: str) -> list[str]:
+        if self.ca_bundle:
+            trust = [f"--src-cert-dir={self.cert_dir}", f"--dest-cert-dir={self.cert_dir}"]
+        else:
+            trust = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+        return ["skopeo", "--insecure-policy", "copy", *trust, *args]
+
+    def curl(self) -> list[str]:
+        trust = ["--cacert", self.ca_bundle] if self.ca_bundle else []
+        return ["curl", "-sf", *trust, "--parallel", "--parallel-max", "4"]
+
+    def http(self):  # type: ignore[no-untyped-def]
+        import httpx
+
+        return httpx.Client(verify=self.src.ssl_context() or False, trust_env=False)
 
 
-def skopeo(*args: str) -> list[str]:
-    return ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
-            "--dest-tls-verify=false", *args]
-
-
-def _blob_digests(server: RegistryServer, repo: str, tag: str) -> list[str]:
-    import httpx
-
-    manifest = httpx.get(f"{server.url}/v2/{repo}/manifests/{tag}", headers={
-        "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+def _blob_digests(tools: Tools, repo: str, tag: str) -> list[str]:
+    with tools.http() as http:
+        manifest = http.get(f"{tools.src.url}/v2/{repo}/manifests/{tag}", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
     return [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
 
 
-def curl_fetch(server: RegistryServer, repo: str, tag: str) -> list[str]:
+def curl_fetch(tools: Tools, repo: str, tag: str) -> list[str]:
     """curl downloading every blob of ``repo:tag``, 4 at a time, to /dev/null."""
-    cmd = ["curl", "-sf", "--parallel", "--parallel-max", "4"]
-    for d in _blob_digests(server, repo, tag):
-        cmd += ["-o", "/dev/null", f"{server.url}/v2/{repo}/blobs/{d}"]
+    cmd = tools.curl()
+    for d in _blob_digests(tools, repo, tag):
+        cmd += ["-o", "/dev/null", f"{tools.src.url}/v2/{repo}/blobs/{d}"]
     return cmd
 
 
-def curl_upload(src: RegistryServer, dst: RegistryServer, repo: str, tag: str,
-                work: Path, target: str) -> list[str]:
-    """curl uploading the same blobs (downloaded beforehand) to ``dst``, 4 at a time:
-    how fast the destination registry can take them in."""
-    import httpx
-
-    cmd = ["curl", "-sf", "--parallel", "--parallel-max", "4"]
-    for d in _blob_digests(src, repo, tag):
-        path = work / d.replace(":", "-")
-        if not path.exists():
-            path.write_bytes(httpx.get(f"{src.url}/v2/{repo}/blobs/{d}").content)
-        location = httpx.post(f"{dst.url}/v2/{target}/blobs/uploads/").headers["location"]
-        cmd += ["-o", "/dev/null", "-T", str(path), f"{location}&digest={d}"]  # -T: PUT
+def curl_upload(tools: Tools, repo: str, tag: str, work: Path, target: str) -> list[str]:
+    """curl uploading the same blobs (downloaded beforehand) to the destination, 4 at a
+    time: how fast the destination registry can take them in."""
+    cmd = tools.curl()
+    with tools.http() as src, __import__("httpx").Client(
+            verify=tools.dst.ssl_context() or False, trust_env=False) as dst:
+        for d in _blob_digests(tools, repo, tag):
+            path = work / d.replace(":", "-")
+            if not path.exists():
+                path.write_bytes(src.get(f"{tools.src.url}/v2/{repo}/blobs/{d}").content)
+            location = dst.post(f"{tools.dst.url}/v2/{target}/blobs/uploads/").headers["location"]
+            cmd += ["-o", "/dev/null", "-T", str(path), f"{location}&digest={d}"]  # -T: PUT
     return cmd
 
 
@@ -161,15 +192,33 @@ def main() -> None:
     parser.add_argument("--kinds", default="random,text")
     parser.add_argument("--cases", default="pull,push,copy,warm",
                         help="which of pull, push, copy, warm to run")
+    parser.add_argument("--tls", action="store_true", help="registries with TLS (and HTTP/2)")
     args = parser.parse_args()
     cases = [c for c in CASES if c in args.cases.split(",")]
     for tool in ("skopeo", "curl", "docker-registry"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
 
+    # Editable installs are not byte-compiled: compile now, so that startup is timed as
+    # a user's installed copy starts, not with the sources compiled on every run.
+    root = Path(__file__).resolve().parent.parent
+    for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
+        compileall.compile_dir(src_dir, quiet=1)
+
     work = Path(tempfile.mkdtemp(prefix="occystrap-bench-"))
-    src = start_registry("plain", work / "src-registry", access_log=True)
-    dst = start_registry("plain", work / "dst-registry", access_log=True)
+    mode = "tls" if args.tls else "plain"
+    src = start_registry(mode, work / "src-registry", access_log=True)
+    dst = start_registry(mode, work / "dst-registry", access_log=True)
+    bundle = certs = None
+    if args.tls:
+        cas = [Path(s.ca_cert or "").read_text() for s in (src, dst)]
+        bundle, certs = work / "ca-bundle.pem", work / "certs"
+        bundle.write_text("".join(cas))
+        certs.mkdir()
+        for i, ca in enumerate(cas):
+            (certs / f"ca{i}.crt").write_text(ca)
+    tools = Tools(src, dst, bundle and str(bundle), certs and str(certs))
+    occystrap, skopeo = tools.occystrap, tools.skopeo
     results: dict[tuple[str, str, str], Sample] = {}
     counter = 0
 
@@ -177,10 +226,12 @@ def main() -> None:
         if tool == "skopeo":
             SKOPEO_CACHE.unlink(missing_ok=True)
         before = len(src.requests()) + len(dst.requests()) if count else 0
-        seconds, rss = run(cmd)
+        src_cpu, dst_cpu = registry_cpu(src), registry_cpu(dst)
+        seconds, rss, cpu = run(cmd)
         sample = results.setdefault((kind, case, tool), Sample())
         sample.seconds.append(seconds)
         sample.rss_kib.append(rss)
+        sample.cpu.append((cpu, registry_cpu(src) - src_cpu, registry_cpu(dst) - dst_cpu))
         if count:
             time.sleep(0.2)  # let the access logs flush
             sample.requests.append(len(src.requests()) + len(dst.requests()) - before)
@@ -220,17 +271,16 @@ def main() -> None:
                         measure(kind, CASES[case], tool, commands[case], count=case == "warm")
                     out.unlink(missing_ok=True)
                 if "copy" in cases:
-                    measure(kind, CASES["copy"], "curl", curl_fetch(src, f"src/{kind}", "v1"))
+                    measure(kind, CASES["copy"], "curl", curl_fetch(tools, f"src/{kind}", "v1"))
                     measure(kind, CASES["copy"], "curl-up",
-                            curl_upload(src, dst, f"src/{kind}", "v1", work,
-                                        f"curl{counter}/{kind}"))
+                            curl_upload(tools, f"src/{kind}", "v1", work, f"curl{counter}/{kind}"))
     finally:
         src.stop()
         dst.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.size_mib} MiB image, {args.layers} layers, {args.runs} alternating runs, "
-          f"medians; {os.cpu_count()} CPUs")
+          f"medians; {os.cpu_count()} CPUs; registries over {'TLS' if args.tls else 'plain HTTP'}")
     header = (f"{'image':<7} {'case':<21} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
               f"{'curl':>6} {'c-up':>6} {'occy RSS':>9} {'skopeo RSS':>10} {'requests o/s':>13}")
     print(header)
@@ -245,6 +295,19 @@ def main() -> None:
             reqs = (f"{max(o.requests)}/{max(s.requests)}" if o.requests else "")
             print(f"{kind:<7} {case:<21} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {yardsticks} "
                   f"{max(o.rss_kib) // 1024:>6} MiB {max(s.rss_kib) // 1024:>6} MiB {reqs:>13}")
+    if "copy" in cases:
+        print(f"\nregistry to registry, CPU seconds (medians) on {os.cpu_count()} CPUs: the "
+              f"destination registry's share bounds any copy from below")
+        header = f"{'image':<7} {'tool':<10} {'wall':>6} {'tool CPU':>9} {'src reg':>8} {'dst reg':>8}"
+        print(header)
+        print("-" * len(header))
+        for kind in args.kinds.split(","):
+            for tool in ("occystrap", "skopeo", "curl", "curl-up"):
+                sample = results[(kind, CASES["copy"], tool)]
+                tool_cpu, src_cpu, dst_cpu = (statistics.median(c[i] for c in sample.cpu)
+                                              for i in range(3))
+                print(f"{kind:<7} {tool:<10} {statistics.median(sample.seconds):5.2f}s "
+                      f"{tool_cpu:8.2f}s {src_cpu:7.2f}s {dst_cpu:7.2f}s")
 
 
 if __name__ == "__main__":
