@@ -3,7 +3,9 @@
 import io
 import json
 import os
+import subprocess
 import tarfile
+import tempfile
 
 import pytest
 from occystrap_core import mediatypes as mt
@@ -15,7 +17,8 @@ from occystrap_core.testing.images import (build_docker_archive, make_layer, sam
                                            write_oci_layout)
 from occystrap_core.types import ResolvedURI
 
-from occystrap_tarball.archive_writer import FORMAT, ArchiveWriter, member_info
+from occystrap_tarball.archive_writer import (FORMAT, ArchiveWriter, header, member_info,
+                                              one_block_header)
 from occystrap_tarball.tar_output import TarOutput
 
 
@@ -106,12 +109,53 @@ def test_outer_archive_is_pax_and_holds_members_over_8_gib(tmp_path):
     with pytest.raises(ValueError):
         member_info("blobs/sha256/big", huge).tobuf(tarfile.USTAR_FORMAT)
     assert FORMAT == tarfile.PAX_FORMAT
-    writer = ArchiveWriter(str(tmp_path / "big.tar"))
-    writer._tar.addfile(member_info("blobs/sha256/big", huge))  # the header alone
-    writer._file.flush()
-    with tarfile.open(writer.temp_path) as tar:
-        assert tar.firstmember.size == huge
-        assert tar.firstmember.pax_headers["size"] == str(huge)
+    assert len(header(member_info("blobs/sha256/big", huge))) == 3 * 512  # pax header first
+    # a streamed member's header is patched in place: one block, base-256 size
+    patched = one_block_header("blobs/sha256/big", huge)
+    assert len(patched) == 512
+    assert tarfile.TarInfo.frombuf(patched, "utf-8", "surrogateescape").size == huge
+
+
+def test_streamed_and_spooled_members_interleave(tmp_path):
+    """One member streams while others are added: they wait, then follow it."""
+    path = tmp_path / "out.tar"
+    writer = ArchiveWriter(str(path))
+    writer.add_directory("blobs")
+    streamed = os.urandom(300_001)
+    with writer.stream("blobs/streamed") as sink:
+        assert sink is not None
+        with writer.stream("blobs/other") as second:
+            assert second is None  # one stream at a time
+        sink.write(streamed[:100_000])
+        spool = tempfile.TemporaryFile()
+        spool.write(b"spooled" * 1000)
+        spool.seek(0)
+        assert writer.add_spooled("blobs/spooled", spool, 7000)  # waits for the stream
+        assert writer.add_bytes("small", b"abc")
+        assert not writer.add_bytes("small", b"again")  # a name is added once
+        sink.write(streamed[100_000:])
+    with writer.stream("blobs/streamed") as again:
+        assert again is None
+    writer.commit()
+    assert os.path.getsize(path) % tarfile.RECORDSIZE == 0
+    with tarfile.open(path) as tar:
+        assert tar.getnames() == ["blobs", "blobs/streamed", "blobs/spooled", "small"]
+        assert tar.extractfile("blobs/streamed").read() == streamed
+        assert tar.extractfile("blobs/spooled").read() == b"spooled" * 1000
+        assert tar.extractfile("small").read() == b"abc"
+    listing = subprocess.run(["tar", "-tvf", str(path)], check=True, capture_output=True,
+                             text=True).stdout
+    assert "300001" in listing and "7000" in listing
+
+
+def test_a_failed_stream_cannot_be_committed(tmp_path):
+    writer = ArchiveWriter(str(tmp_path / "out.tar"))
+    with pytest.raises(CorruptImageError):
+        with writer.stream("blobs/x") as sink:
+            sink.write(b"partial")
+            raise CorruptImageError("digest mismatch")
+    with pytest.raises(RuntimeError, match="incomplete"):
+        writer.commit()
     writer.abort()
     assert os.listdir(tmp_path) == []
 

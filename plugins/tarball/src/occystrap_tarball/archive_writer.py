@@ -1,22 +1,32 @@
 """An outer tar archive written to a temp file and renamed into place on success.
 
 PAX format, so a member of 8 GiB or more gets a ``size`` extended header instead
-of overflowing USTAR's 11 octal digits. Several threads may add members; one
-lock keeps their headers and data together.
+of overflowing USTAR's 11 octal digits. Several threads may add members, but a
+tar has one write position: one thread at a time may :meth:`~ArchiveWriter.stream`
+a member of unknown size straight into the archive (its header is patched when
+it ends), while the others spool theirs to temp files that are appended, by the
+kernel, as soon as the archive is free.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import tarfile
 import tempfile
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from occystrap_core.errors import URIError
 
 FORMAT = tarfile.PAX_FORMAT
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+COPY_CHUNK = 4 * 1024 * 1024
+# copy_file_range refused (an old kernel, some file systems): copy through a buffer
+_NO_COPY_FILE_RANGE = (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP)
 
 
 def member_info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
@@ -31,10 +41,42 @@ def member_info(name: str, size: int, directory: bool = False) -> tarfile.TarInf
     return info
 
 
+def header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(FORMAT, "utf-8", "surrogateescape")
+
+
+def one_block_header(name: str, size: int) -> bytes:
+    """A 512-byte header, for patching in place: over 8 GiB, PAX would need an extended
+    header first, so the size goes in GNU base-256 instead (every reader accepts it)."""
+    info = member_info(name, size)
+    data = header(info)
+    if len(data) != BLOCK:
+        data = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    if len(data) != BLOCK:
+        raise ValueError(f"{name}: no single-block tar header")
+    return data
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class _Sink(io.RawIOBase):
+    """Where a streamed member's bytes go: the archive, counted."""
+
+    def __init__(self, out: BinaryIO):
+        self._out = out
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        n = self._out.write(data)
+        self.count += n
+        return n
 
 
 class ArchiveWriter:
@@ -50,36 +92,116 @@ class ArchiveWriter:
         fd, self.temp_path = tempfile.mkstemp(
             prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=parent)
         self._file = os.fdopen(fd, "wb")
-        # tarfile copies members in 16 KiB reads by default: far too many syscalls for layers.
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=FORMAT,
-                                 copybufsize=4 * 1024 * 1024)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the state below; not held while streaming
         self._names: set[str] = set()
-
-    def has(self, name: str) -> bool:
-        with self._lock:
-            return name in self._names
+        self._streaming = False
+        self._broken = False  # a stream failed: the archive must not be committed
+        self._pending: list[tuple[bytes, BinaryIO | None, int]] = []  # after the stream
 
     def add_directory(self, name: str) -> None:
-        with self._lock:
-            self._names.add(name)
-            self._tar.addfile(member_info(name, 0, directory=True))
-
-    def add_file(self, name: str, fileobj: BinaryIO, size: int) -> bool:
-        """Add a member once; a second add of the same name is skipped (returns False)."""
-        with self._lock:
-            if name in self._names:
-                return False
-            self._names.add(name)
-            self._tar.addfile(member_info(name, size), fileobj)
-            return True
+        self._add(name, header(member_info(name, 0, directory=True)), None, 0)
 
     def add_bytes(self, name: str, data: bytes) -> bool:
-        return self.add_file(name, io.BytesIO(data), len(data))
+        return self.add_spooled(name, io.BytesIO(data), len(data))
+
+    def add_spooled(self, name: str, spool: BinaryIO, size: int) -> bool:
+        """Add ``size`` bytes of ``spool`` (from its current position) as member ``name``,
+        once: a second add of the same name is skipped (returns False). Takes ``spool``
+        over: it is closed once copied, now or when a stream in progress ends."""
+        return self._add(name, header(member_info(name, size)), spool, size)
+
+    def _add(self, name: str, head: bytes, data: BinaryIO | None, size: int) -> bool:
+        with self._lock:
+            if not self._claim(name):
+                if data is not None:
+                    data.close()
+                return False
+            if self._streaming:
+                self._pending.append((head, data, size))
+            else:
+                self._append(head, data, size)
+            return True
+
+    @contextlib.contextmanager
+    def stream(self, name: str) -> Iterator[BinaryIO | None]:
+        """Write member ``name`` straight into the archive, its size counted as it goes.
+        Yields None (spool it and :meth:`add_spooled` it instead) when another thread
+        is streaming or ``name`` was added already."""
+        with self._lock:
+            free = not self._streaming and len(name.encode()) < 100 and self._claim(name)
+            if free:
+                self._streaming = True
+                self._file.flush()
+                start = self._file.tell()
+                self._file.write(bytes(BLOCK))  # the header, once the size is known
+        if not free:
+            yield None
+            return
+        sink = _Sink(self._file)
+        try:
+            yield sink  # type: ignore[misc]
+            self._file.write(bytes(-sink.count % BLOCK))
+            self._file.flush()
+            os.pwrite(self._file.fileno(), one_block_header(name, sink.count), start)
+        except BaseException:
+            self._broken = True
+            raise
+        finally:
+            with self._lock:
+                self._streaming = False
+                pending, self._pending = self._pending, []
+                for head, data, size in pending:
+                    self._append(head, data, size)
+
+    def _claim(self, name: str) -> bool:
+        if name in self._names:
+            return False
+        self._names.add(name)
+        return True
+
+    def _append(self, head: bytes, data: BinaryIO | None, size: int) -> None:
+        """Header, data and padding at the end of the archive (lock held, no stream)."""
+        self._file.write(head)
+        if data is not None:
+            with data:
+                self._copy(data, size)
+            self._file.write(bytes(-size % BLOCK))
+
+    def _copy(self, data: BinaryIO, size: int) -> None:
+        """``size`` bytes of ``data``: copied by the kernel (page cache to page cache)
+        from a real file, else through a buffer."""
+        try:
+            source = data.fileno()
+        except (AttributeError, OSError):  # io.UnsupportedOperation included
+            source = None
+        copied = 0
+        if source is not None:
+            data.flush()
+            self._file.flush()
+            offset = data.tell()
+            try:
+                while copied < size:
+                    n = os.copy_file_range(source, self._file.fileno(), size - copied,
+                                           offset + copied)
+                    if not n:
+                        raise OSError(f"member data ended {size - copied} bytes early")
+                    copied += n
+            except OSError as e:
+                if copied or e.errno not in _NO_COPY_FILE_RANGE:
+                    raise
+        while copied < size:
+            chunk = data.read(min(size - copied, COPY_CHUNK))
+            if not chunk:
+                raise OSError(f"member data ended {size - copied} bytes early")
+            self._file.write(chunk)
+            copied += len(chunk)
 
     def commit(self) -> None:
         with self._lock:
-            self._tar.close()
+            if self._broken or self._streaming:
+                raise RuntimeError("the archive is incomplete; abort it")
+            self._file.write(bytes(2 * BLOCK))  # end of archive, then a whole record
+            self._file.write(bytes(-self._file.tell() % RECORD))
             # No fsync: the rename already guarantees that a failed run leaves no partial
             # archive; flushing a multi-GiB archive to disk costs ~10% of a pull, and
             # skopeo, docker save and crane do not pay it either.
@@ -89,6 +211,10 @@ class ArchiveWriter:
 
     def abort(self) -> None:
         with self._lock:
+            pending, self._pending = self._pending, []
+            for _, data, _ in pending:
+                if data is not None:
+                    data.close()
             try:
                 self._file.close()
             finally:

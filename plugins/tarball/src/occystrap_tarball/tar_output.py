@@ -11,10 +11,11 @@ accept as well. A layer the source has no digest for is still stored uncompresse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
-from typing import Any
+from typing import Any, BinaryIO, Callable, ContextManager
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
@@ -61,36 +62,44 @@ class TarOutput(ImageOutput):
             self._writer.add_directory(name)
 
     def add_layer(self, data: LayerData) -> None:
-        assert self._writer is not None
         layer = data.layer
         if self.keep and layer.digest is not None and not layer.foreign:
-            written = self._add_blob(data)
-        else:
-            # The header needs the size first: spool the uncompressed tar (LayerData hashes it).
-            with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
-                with data.open_tar() as tar:
-                    streams.copy(tar, spool)
-                diff_id, size = data.tar_digest, data.tar_size
-                assert diff_id is not None and size is not None  # the tar was read to its end
-                spool.seek(0)
-                self._writer.add_file(blob_name(diff_id), spool, size)
+            # the blob as it is, named by its digest (checked while read)
+            size = self._add(layer.digest, data.open_blob, lambda: layer.digest)
+            written = Layer(index=layer.index, media_type=oci_media_type(layer.media_type),
+                            digest=layer.digest, size=size, diff_id=layer.diff_id,
+                            uncompressed_size=layer.uncompressed_size)
+        else:  # the uncompressed tar, named by its diff_id (checked while read)
+            self._add(layer.diff_id, data.open_tar, lambda: data.tar_digest)
+            diff_id, size = data.tar_digest, data.tar_size
+            assert diff_id is not None and size is not None  # the tar was read to its end
             written = Layer(index=layer.index, media_type=mt.OCI_LAYER_TAR, digest=diff_id,
                             size=size, diff_id=diff_id, uncompressed_size=size)
         with self._lock:
             self._written[layer.index] = written
 
-    def _add_blob(self, data: LayerData) -> Layer:
-        """Store the layer's blob as it is, named by its digest (checked while read)."""
+    def _add(self, digest: str | None, opener: Callable[[], ContextManager[BinaryIO]],
+             computed: Callable[[], str | None]) -> int:
+        """Store what ``opener`` yields as the blob ``digest`` (None: as ``computed()``
+        once read); returns its size. A tar header needs the size first: the archive's
+        one streaming slot patches it afterwards; a layer read while the slot is taken
+        is spooled to a temp file."""
         assert self._writer is not None
-        layer = data.layer
-        with tempfile.TemporaryFile(dir=self.ctx.temp_dir) as spool:
-            with data.open_blob() as blob:
-                size = streams.copy(blob, spool)  # type: ignore[arg-type]
-            spool.seek(0)
-            self._writer.add_file(blob_name(blob.digest), spool, size)
-        return Layer(index=layer.index, media_type=oci_media_type(layer.media_type),
-                     digest=blob.digest, size=size, diff_id=layer.diff_id,
-                     uncompressed_size=layer.uncompressed_size)
+        name = blob_name(digest) if digest else ""
+        with self._writer.stream(name) if name else contextlib.nullcontext() as sink:
+            if sink is not None:
+                with opener() as content:
+                    return streams.copy(content, sink)
+            spool = tempfile.TemporaryFile(dir=self.ctx.temp_dir)
+            try:
+                with opener() as content:
+                    size = streams.copy(content, spool)
+                spool.seek(0)
+            except BaseException:
+                spool.close()
+                raise
+        self._writer.add_spooled(name or blob_name(computed() or ""), spool, size)
+        return size
 
     def _layers(self, image: Image) -> list[Layer]:
         layers = []
