@@ -321,7 +321,8 @@ class ImageInput(ABC):
 
     def index(self) -> ImageIndex | None:
         """The index to copy whole, when the user asked for several platforms and
-        the source is an index; None (the default) to copy one image."""
+        the source is an index; None (the default) to copy one image. An entry that
+        is itself an index opens as an input whose ``index()`` returns it."""
         return None
 
     def close(self) -> None:
@@ -371,12 +372,14 @@ class ImageOutput(ABC):
 
     def start_index(self, index: ImageIndex) -> None:
         """Called before the images of an index; each then goes through
-        :meth:`start` .. :meth:`finish` as a child of the index."""
+        :meth:`start` .. :meth:`finish` as a child of the index. Indexes may nest:
+        ``start_index`` .. ``finish_index`` pairs nest like parentheses."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform "
                                f"index; pick one platform with --platform")
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
-        """Write the index ``data`` (``index.media_type``) after all its images."""
+        """Write the index ``data`` (``index.media_type``) after all its images; a
+        nested index is written like an image of its parent (by digest)."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform index")
 
     def abort(self) -> None:

@@ -93,7 +93,8 @@ def _run_image(ctx: Context, source: ImageInput, output: ImageOutput
 
 
 def _run_index(ctx: Context, index: ImageIndex, output: ImageOutput) -> OutputResult:
-    """Each entry through the one-image pipeline, then the index, rewritten if need be."""
+    """Each entry through the one-image pipeline (a nested index through this one),
+    then the index, rewritten if need be."""
     unchanged = index.build()
     existing = output.existing_manifest(
         ManifestSummary(digests.of_bytes(unchanged), index.media_type))
@@ -103,7 +104,9 @@ def _run_index(ctx: Context, index: ImageIndex, output: ImageOutput) -> OutputRe
     written: dict[str, dict[str, Any]] = {}
     for entry in index.entries:
         with entry.open() as child:
-            _, result = _run_image(ctx, child, output)
+            nested = child.index()
+            result = (_run_index(ctx, nested, output) if nested is not None
+                      else _run_image(ctx, child, output)[1])
         if result.manifest_digest != entry.digest:
             if result.manifest_size is None or result.manifest_media_type is None:
                 raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "

@@ -315,6 +315,43 @@ def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequ
     assert result.exit_code == 1 and "cannot hold a multi-platform index" in result.stderr
 
 
+def test_all_platforms_copies_a_nested_index(registry_plain: RegistryServer,
+                                             occy: Callable[..., Any], skopeo: Callable[..., str],
+                                             inspect_raw: Callable[..., bytes],
+                                             repo_name: Callable[[str], str],
+                                             tmp_path: Path) -> None:
+    import httpx
+
+    server, repo = registry_plain, repo_name("nested")
+    manifests = _multi_platform_layout(tmp_path / "layout", "inner")
+    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
+           f"oci:{tmp_path / 'layout'}:inner", f"docker://{server.host}/{repo}:inner")
+    index_type = "application/vnd.oci.image.index.v1+json"
+    outer = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": [
+        {"mediaType": index_type, "digest": _sha256(manifests["index"]),
+         "size": len(manifests["index"])}]}).encode()
+    response = httpx.put(f"{server.url}/v2/{repo}/manifests/v1", content=outer,
+                         headers={"Content-Type": index_type})
+    assert response.status_code == 201, response.text
+
+    result = occy(server, "--all-platforms", "process", f"registry://{server.host}/{repo}:v1",
+                  f"registry://{server.host}/{repo}-copy:v1")
+    assert result.stderr.rstrip().endswith(", verified")
+    assert inspect_raw(server, f"{repo}-copy:v1") == outer
+    for name in ("index", "amd64", "arm64"):
+        assert inspect_raw(server, f"{repo}-copy@{_sha256(manifests[name])}") == manifests[name]
+
+    layout = tmp_path / "copy"
+    result = occy(server, "--all-platforms", "--verify-full", "process",
+                  f"registry://{server.host}/{repo}:v1", f"oci-layout://{layout}")
+    assert result.stderr.rstrip().endswith(", verified")  # nested entries re-hashed too
+    top = json.loads((layout / "index.json").read_text())["manifests"]
+    assert [e["digest"] for e in top] == [_sha256(outer)]
+    for name in ("index", "amd64", "arm64"):
+        assert (layout / "blobs" / "sha256" / _sha256(manifests[name])[7:]).read_bytes() \
+            == manifests[name]
+
+
 @pytest.fixture(scope="module")
 def logged_registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A token-mode registry that logs every request it serves."""

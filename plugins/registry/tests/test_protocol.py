@@ -285,6 +285,52 @@ def test_platform_selection_through_nested_indexes() -> None:
         pull(fake, f"registry://{HOST}/app:v1?platform=linux/s390x")
 
 
+def nested_index(fake: FakeRegistry) -> dict[str, bytes]:
+    """app:v1 = [inner index [amd64, arm64/v8], s390x image]."""
+    made = {arch: seed(fake, arch)[0] for arch in ("amd64", "arm64", "s390x")}
+    for m in made.values():
+        fake.add_manifest("app", sha(m), m, mt.OCI_MANIFEST)
+    made["inner"] = index_of([(made["amd64"], {"os": "linux", "architecture": "amd64"}),
+                              (made["arm64"], {"os": "linux", "architecture": "arm64",
+                                               "variant": "v8"})])
+    fake.add_manifest("app", sha(made["inner"]), made["inner"], mt.OCI_INDEX)
+    made["outer"] = index_of([(made["inner"], None),
+                              (made["s390x"], {"os": "linux", "architecture": "s390x"})])
+    fake.add_manifest("app", "v1", made["outer"], mt.OCI_INDEX)
+    return made
+
+
+def test_all_platforms_copies_nested_indexes_whole(tmp_path) -> None:
+    fake = FakeRegistry()
+    made = nested_index(fake)
+    with context(fake, all_platforms=True) as ctx, \
+            build_input(ctx, f"registry://{HOST}/app:v1") as source:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/copy:v1"))
+    assert result.manifest_digest == sha(made["outer"])
+    assert fake.manifests[("copy", "v1")][0] == made["outer"]  # byte for byte, under the tag
+    for name in ("inner", "amd64", "arm64", "s390x"):  # the rest by digest only
+        assert fake.manifests[("copy", sha(made[name]))][0] == made[name]
+    assert len([key for key in fake.manifests if key[0] == "copy"]) == 6  # outer twice
+    assert ctx.stats["skipped"] == 3  # the fake's blobs are visible in every repository
+
+    with context(fake, all_platforms=True) as ctx, \
+            build_input(ctx, f"registry://{HOST}/app:v1") as source:
+        run(ctx, source, build_output(ctx, f"oci-layout://{tmp_path / 'layout'}"))
+    listed = json.loads((tmp_path / "layout" / "index.json").read_text())["manifests"]
+    assert [e["digest"] for e in listed] == [sha(made["outer"])]  # nested ones are blobs
+    for name in ("inner", "amd64", "arm64", "s390x"):
+        assert (tmp_path / "layout" / "blobs" / "sha256" / sha(made[name])[7:]).read_bytes() \
+            == made[name]
+
+
+def test_choosing_platforms_in_nested_indexes_is_refused() -> None:
+    fake = FakeRegistry()
+    nested_index(fake)
+    with context(fake) as ctx, pytest.raises(UnsupportedError, match="--all-platforms"), \
+            build_input(ctx, f"registry://{HOST}/app:v1?platforms=linux/s390x") as source:
+        run(ctx, source, build_output(ctx, f"registry://{HOST}/copy:v1"))
+
+
 def test_docker_manifest_list_and_layer_metadata() -> None:
     fake = FakeRegistry()
     manifest, config, tar = seed(fake, "amd64")

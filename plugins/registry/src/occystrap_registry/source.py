@@ -47,6 +47,7 @@ class RegistryInput(ImageInput):
         self.platform_list = [platforms.parse(p) for p in listed.split(",")] if listed else []
         self.all_platforms = bool(uri.options.get("all_platforms")) or ctx.settings.all_platforms
         self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self._depth = 0  # how many indexes up the one being copied is nested
         self._top: manifests.Manifest | None = None
         self._resolved: tuple[manifests.Manifest, Platform | None] | None = None
         self._image: Image | None = None
@@ -119,8 +120,12 @@ class RegistryInput(ImageInput):
         top = self.top_manifest()
         if not top.is_index:
             return None  # one image: copied as it is
+        if self._depth >= _MAX_INDEX_DEPTH:
+            raise UnsupportedError(f"{self.ref}: indexes nested more than "
+                                   f"{_MAX_INDEX_DEPTH} deep")
         return ImageIndex(top.data, top.media_type, tuple(
-            IndexEntry(entry, lambda digest=str(entry["digest"]): self._child(digest))
+            IndexEntry(entry, lambda entry=entry: self._child(
+                str(entry["digest"]), nested=entry.get("mediaType") in mt.INDEXES))
             for entry in self._select_entries(top)), name=self.ref.name, tag=self.ref.tag)
 
     def _select_entries(self, index: manifests.Manifest) -> list[dict]:
@@ -128,12 +133,12 @@ class RegistryInput(ImageInput):
         entries = index.entries
         for entry in entries:
             digests.validate(str(entry.get("digest")), "index entry digest")
-            if entry.get("mediaType") in mt.INDEXES:
-                raise UnsupportedError(f"{self.ref}: copying several platforms of an index "
-                                       f"that nests indexes is not supported; pick one "
-                                       f"platform with --platform")
         if not self.platform_list:
-            return entries
+            return entries  # nested indexes included: copied whole too
+        if any(entry.get("mediaType") in mt.INDEXES for entry in entries):
+            raise UnsupportedError(f"{self.ref}: choosing platforms in an index that nests "
+                                   f"indexes is not supported; copy them all with "
+                                   f"--all-platforms, or one with --platform")
         found = {id(e): p for e in entries if (p := platforms.of_descriptor(e)) is not None}
         kept = [e for e in entries if id(e) in found and any(
             platforms.matches(w, found[id(e)]) for w in self.platform_list)]
@@ -148,11 +153,13 @@ class RegistryInput(ImageInput):
             id(e) not in found
             and (e.get("annotations") or {}).get(_REFERENCE_DIGEST) in described)]
 
-    def _child(self, digest: str) -> RegistryInput:
-        """The image manifest ``digest`` of our index, as an input of its own."""
+    def _child(self, digest: str, nested: bool = False) -> RegistryInput:
+        """The manifest ``digest`` of our index as an input of its own: an image, or
+        (``nested``) an index to copy whole."""
         child = copy.copy(self)  # the same repository, client and run-level state
         child.ref = dataclasses.replace(self.ref, digest=digest)
-        child.platform_list, child.all_platforms = [], False
+        child.platform_list, child.all_platforms = [], nested
+        child._depth = self._depth + 1
         child._top = child._resolved = child._image = None
         return child
 

@@ -58,7 +58,7 @@ class RegistryOutput(ImageOutput):
         self.location = f"registry://{self.ref.domain}/{self.ref.path}"
         self._lock = threading.Lock()
         self._remote: object = _UNKNOWN
-        self._in_index = False  # images go by digest; finish_index pushes the tag
+        self._depth = 0  # indexes open: their images (and nested ones) go by digest
         self._claims: set[str] = set()  # digests this output is uploading for the whole run
         self._warm = False
         self._family = "oci"
@@ -101,7 +101,7 @@ class RegistryOutput(ImageOutput):
         self._warm = unchanged and current == image.manifest_digest
 
     def start_index(self, index: ImageIndex) -> None:
-        self._in_index = True
+        self._depth += 1
 
     def _remote_digest(self) -> str | None:
         """The digest of the manifest the destination reference points at (one HEAD)."""
@@ -249,8 +249,12 @@ class RegistryOutput(ImageOutput):
         return self._push_manifest(manifest, media_type, by_digest=self._in_index)
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
-        self._in_index = False
-        return self._push_manifest(data, index.media_type, by_digest=False)
+        self._depth -= 1
+        return self._push_manifest(data, index.media_type, by_digest=self._in_index)
+
+    @property
+    def _in_index(self) -> bool:
+        return self._depth > 0
 
     def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool) -> OutputResult:
         digest = digests.of_bytes(manifest)

@@ -54,7 +54,7 @@ class LayoutOutput(ImageOutput):
         self._new_blobs: list[str] = []
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}
-        self._in_index = False  # images of an index are not listed in index.json
+        self._depth = 0  # indexes open: their images (and nested ones) stay out of index.json
         self._checked = False
         self._listed: dict[str, Any] | None = None  # the index.json entry written
 
@@ -146,21 +146,27 @@ class LayoutOutput(ImageOutput):
         return image.build_manifest(layers, family="oci")
 
     def start_index(self, index: ImageIndex) -> None:
-        self._in_index = True
+        self._depth += 1
 
     def finish(self, image: Image) -> OutputResult:
         manifest, media_type = self._manifest(image)
         self._put_bytes(blob_path(image.config_digest, "config digest"), image.config)
-        if self._in_index:
-            manifest_digest = digests.of_bytes(manifest)
-            self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
-            return OutputResult(location=self.path, manifest_digest=manifest_digest,
-                                manifest_size=len(manifest), manifest_media_type=media_type)
+        if self._depth:
+            return self._put_manifest(manifest, media_type)
         return self._commit_top(image.name, image.tag, manifest, media_type)
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
-        self._in_index = False
+        self._depth -= 1
+        if self._depth:
+            return self._put_manifest(data, index.media_type)
         return self._commit_top(index.name, index.tag, data, index.media_type)
+
+    def _put_manifest(self, manifest: bytes, media_type: str) -> OutputResult:
+        """A manifest inside an index: a blob, not listed in ``index.json``."""
+        manifest_digest = digests.of_bytes(manifest)
+        self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
+        return OutputResult(location=self.path, manifest_digest=manifest_digest,
+                            manifest_size=len(manifest), manifest_media_type=media_type)
 
     def _commit_top(self, name: str | None, tag: str | None, manifest: bytes,
                     media_type: str) -> OutputResult:
