@@ -102,7 +102,23 @@ class BlobReader(io.RawIOBase):
         self.open()
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        """Fills ``buffer`` from as many network chunks as it takes (up to EOF): the
+        readers stacked above then run once per buffer, not once per TLS record."""
         view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending and not self._next_chunk():
+                break
+            n = min(len(view) - filled, len(self._pending))
+            view[filled:filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            self.received += n  # now: a resume asks for the bytes after these
+            filled += n
+        return filled
+
+    def _next_chunk(self) -> bool:
+        """The next chunk of the body into ``_pending`` (resuming a broken body);
+        False at its end."""
         while not self._pending:
             try:
                 chunk = next(self._chunks)
@@ -110,7 +126,7 @@ class BlobReader(io.RawIOBase):
                 if self.total is not None and self.received < self.total:
                     self._resume(f"body ended early, at byte {self.received}")
                     continue
-                return 0
+                return False
             except httpx.TransportError as e:
                 self._resume(str(e) or type(e).__name__)
                 continue
@@ -118,11 +134,7 @@ class BlobReader(io.RawIOBase):
                 cut = min(self._skip, len(chunk))
                 chunk, self._skip = chunk[cut:], self._skip - cut
             self._pending = memoryview(chunk)
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        self.received += n
-        return n
+        return True
 
     def _close_response(self) -> None:
         if self._response is not None:
