@@ -97,7 +97,7 @@ class ProxyRouter(httpx.BaseTransport):
         # (16-32 KiB each): a 512 MiB pull took 3x as long as over HTTP/1.1.
         # Requests with a body and bulk downloads therefore use pooled HTTP/1.1
         # connections, where big transfers gain nothing from multiplexing anyway;
-        # the rest (manifests, HEADs, mounts, tokens) share one HTTP/2 connection.
+        # the rest (manifests, HEADs, tokens, configs) share one HTTP/2 connection.
         http2 = (self.ctx.settings.http2 and not _has_body(request)
                  and not request.extensions.get(BULK))
         route = self._route(self.proxy_for(request.url), http2, request.url.scheme == "https")
