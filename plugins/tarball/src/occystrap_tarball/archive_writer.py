@@ -127,7 +127,7 @@ class ArchiveWriter:
         """Write member ``name`` straight into the archive, its size counted as it goes.
         Yields None (spool it and :meth:`add_spooled` it instead) when another thread
         is streaming or ``name`` was added already."""
-        with self._lock:
+        with self._lock:  # (a longer name would need more than the one patched block)
             free = not self._streaming and len(name.encode()) < 100 and self._claim(name)
             if free:
                 self._streaming = True
