@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from occystrap_core.testing.registry import RegistryServer, start_registry
 
 SKOPEO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
@@ -148,14 +150,13 @@ class Tools:
         trust = ["--cacert", self.ca_bundle] if self.ca_bundle else []
         return ["curl", "-sf", *trust, "--parallel", "--parallel-max", "4"]
 
-    def http(self):  # type: ignore[no-untyped-def]
-        import httpx
-
-        return httpx.Client(verify=self.src.ssl_context() or False, trust_env=False)
+    @staticmethod
+    def http(server: RegistryServer) -> httpx.Client:
+        return httpx.Client(verify=server.ssl_context() or False, trust_env=False)
 
 
 def _blob_digests(tools: Tools, repo: str, tag: str) -> list[str]:
-    with tools.http() as http:
+    with tools.http(tools.src) as http:
         manifest = http.get(f"{tools.src.url}/v2/{repo}/manifests/{tag}", headers={
             "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
     return [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
@@ -173,8 +174,7 @@ def curl_upload(tools: Tools, repo: str, tag: str, work: Path, target: str) -> l
     """curl uploading the same blobs (downloaded beforehand) to the destination, 4 at a
     time: how fast the destination registry can take them in."""
     cmd = tools.curl()
-    with tools.http() as src, __import__("httpx").Client(
-            verify=tools.dst.ssl_context() or False, trust_env=False) as dst:
+    with tools.http(tools.src) as src, tools.http(tools.dst) as dst:
         for d in _blob_digests(tools, repo, tag):
             path = work / d.replace(":", "-")
             if not path.exists():
