@@ -190,6 +190,17 @@ def test_missing_image_and_bad_reference(registry_plain: RegistryServer,
     assert "Error: invalid image reference" in result.stderr
 
 
+def _push_multi_platform(skopeo: Callable[..., str], server: RegistryServer, ref: str,
+                         layout: Path) -> dict[str, bytes]:
+    """Push the index of :func:`_multi_platform_layout` (built in ``layout``) as ``ref``
+    (``REPO:TAG``), with skopeo, every digest kept."""
+    tag = ref.rsplit(":", 1)[1]
+    manifests = _multi_platform_layout(layout, tag)
+    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
+           f"oci:{layout}:{tag}", f"docker://{server.host}/{ref}")
+    return manifests
+
+
 def _multi_platform_layout(path: Path, tag: str) -> dict[str, bytes]:
     """An OCI layout whose ``tag`` is an index of linux/amd64 and linux/arm64/v8 images."""
     import gzip
@@ -236,9 +247,7 @@ def test_multi_platform_selection(mode: str, request: pytest.FixtureRequest,
                                   repo_name: Callable[[str], str], tmp_path: Path) -> None:
     server: RegistryServer = request.getfixturevalue(f"registry_{mode}")
     repo = repo_name("multi")
-    manifests = _multi_platform_layout(tmp_path / "layout", "v1")
-    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
-           f"oci:{tmp_path / 'layout'}:v1", f"docker://{server.host}/{repo}:v1")
+    manifests = _push_multi_platform(skopeo, server, f"{repo}:v1", tmp_path / "layout")
     uri = f"registry://{server.host}/{repo}:v1"
 
     arm = registry_info(server, f"{uri}?platform=linux/arm64")  # arm64 == arm64/v8
@@ -265,9 +274,7 @@ def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequ
                                          summary: Callable[..., dict]) -> None:
     server: RegistryServer = request.getfixturevalue(f"registry_{mode}")
     repo = repo_name("multi")
-    manifests = _multi_platform_layout(tmp_path / "layout", "v1")
-    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
-           f"oci:{tmp_path / 'layout'}:v1", f"docker://{server.host}/{repo}:v1")
+    manifests = _push_multi_platform(skopeo, server, f"{repo}:v1", tmp_path / "layout")
     uri = f"registry://{server.host}/{repo}:v1"
 
     # every platform: the index and every image keep their digests
@@ -323,9 +330,7 @@ def test_all_platforms_copies_a_nested_index(registry_plain: RegistryServer,
     import httpx
 
     server, repo = registry_plain, repo_name("nested")
-    manifests = _multi_platform_layout(tmp_path / "layout", "inner")
-    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(server, "dest"),
-           f"oci:{tmp_path / 'layout'}:inner", f"docker://{server.host}/{repo}:inner")
+    manifests = _push_multi_platform(skopeo, server, f"{repo}:inner", tmp_path / "layout")
     index_type = "application/vnd.oci.image.index.v1+json"
     outer = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": [
         {"mediaType": index_type, "digest": _sha256(manifests["index"]),
