@@ -9,8 +9,8 @@ import pytest
 from occystrap_core.cli import _setup_logging
 from occystrap_core.context import Settings
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
+from occystrap_core.redact import RedactingFilter, redact_text, redact_uri
 from occystrap_core.transport.auth import RegistryAuth
-from occystrap_core.transport.httplog import RedactingFilter, redact_text, redact_url
 from occystrap_core.types import ClientConfig, Credentials
 
 SECRETS = ("s3cret-pass", "tok-abc123", "refresh-xyz", "sig-value", "YWxpY2U6czNjcmV0LXBhc3M=")
@@ -58,8 +58,8 @@ def test_debug_log_redacts_every_secret(caplog):
     ("https://s3/b?X-Amz-Credential=AK&X-Amz-Signature=ab",
      "https://s3/b?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"),
 ])
-def test_redact_url(url, expected):
-    assert redact_url(url) == expected
+def test_redact_uri(url, expected):
+    assert redact_uri(url) == expected
 
 
 def test_redact_text_covers_third_party_formats():

@@ -35,6 +35,7 @@ from . import pipeline
 from .api import BulkItem, ImageInput, ImageSet, OutputResult
 from .context import Context
 from .errors import OccystrapError, UsageError
+from .redact import redact_text, redact_uri
 from .types import ResolvedURI
 from .uri import convert_options, split_filter
 
@@ -59,7 +60,8 @@ class Job:
     place: tuple[str, str] | None = None
 
     def describe(self) -> str:
-        return f"{self.source} -> {self.destination or '(not listed: ' + str(self.error) + ')'}"
+        return redact_text(f"{self.source} -> "
+                           f"{self.destination or '(not listed: ' + str(self.error) + ')'}")
 
 
 @dataclass(frozen=True)
@@ -192,11 +194,11 @@ def _parallel(ctx: Context, work: Callable[[T], R], items: Sequence[T]) -> list[
 
 def _line(n: int, total: int, outcome: Outcome) -> str:
     if outcome.failed:
-        return f"[{n}/{total}] FAILED {outcome.job.source}: {outcome.reason}"
+        return redact_text(f"[{n}/{total}] FAILED {outcome.job.source}: {outcome.reason}")
     assert outcome.result is not None
     digest = outcome.result.manifest_digest
-    return (f"[{n}/{total}] {outcome.job.source} -> {outcome.result.location}"
-            + (f" ({digest})" if digest else ""))
+    return redact_text(f"[{n}/{total}] {outcome.job.source} -> {outcome.result.location}"
+                       + (f" ({digest})" if digest else ""))
 
 
 def run(ctx: Context, jobs: Sequence[Job], filters: Sequence[str] = (),
@@ -251,7 +253,7 @@ def process_command(ctx: Context, images: ImageSet, template: str, filters: Sequ
     if failed:
         click.echo("Failed images:", err=True)
         for outcome in failed:
-            click.echo(f"  {outcome.job.source}: {outcome.reason}", err=True)
+            click.echo(redact_text(f"  {outcome.job.source}: {outcome.reason}"), err=True)
     return 1 if failed else 0
 
 
@@ -259,13 +261,14 @@ def describe_item(ctx: Context, item: BulkItem) -> dict[str, Any]:
     """``info`` for one image of a set: its details, or ``{"source", "error"}``."""
     from .info import describe
 
+    shown = redact_uri(item.uri)
     if item.error is not None:
-        return {"source": item.uri, "error": item.error}
+        return {"source": shown, "error": redact_text(item.error)}
     try:
         with single_input(ctx, item.uri, "info of each image") as source:
-            return {"source": item.uri, **describe(source.image(), source.platforms())}
+            return {"source": shown, **describe(source.image(), source.platforms())}
     except OccystrapError as e:
-        return {"source": item.uri, "error": str(e)}
+        return {"source": shown, "error": redact_text(str(e))}
 
 
 def info_command(ctx: Context, images: ImageSet, fmt: str) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, redact
 from .context import Context, Settings, host_platform
 from .errors import OccystrapError
 from .types import Platform
@@ -29,10 +29,10 @@ class OccystrapGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OccystrapError as e:
-            click.echo(f"Error: {e}", err=True)
+            _error(str(e))
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
+            _error("interrupted")
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -40,8 +40,8 @@ class OccystrapGroup(click.Group):
             occy = ctx.find_object(Context)
             debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
             if debug:
-                traceback.print_exc()
-            click.echo(f"Error: unexpected {type(e).__name__}: {e}", err=True)
+                click.echo(redact.redact_text(traceback.format_exc()), err=True, nl=False)
+            _error(f"unexpected {type(e).__name__}: {e}")
             culprits = [r for r in (occy.used_plugins if occy else []) if not r.builtin]
             if culprits:
                 names = " or ".join(f"--disable-plugin {r.name}" for r in culprits)
@@ -52,6 +52,11 @@ class OccystrapGroup(click.Group):
                 click.echo("This is a bug; rerun with --debug for a traceback, or disable "
                            "third-party plugins with --disable-plugin NAME", err=True)
             ctx.exit(1)
+
+
+def _error(message: str) -> None:
+    """The one ``Error:`` line: redacted, and one line however the message was written."""
+    click.echo("Error: " + " ".join(redact.redact_text(message).split()), err=True)
 
 
 def parse_platform(value: str) -> Platform:
@@ -65,15 +70,14 @@ def _setup_logging(settings: Settings) -> None:
     level = logging.DEBUG if settings.debug else logging.INFO if settings.verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # Every record this handler prints is redacted: httpx logs URLs (signed query
+    # strings), httpcore traces headers, and any message may quote a URI.
+    redact.install(handler)
     root = logging.getLogger("occystrap")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
     if settings.debug:
-        from .transport.httplog import install_redaction
-
-        # httpx logs URLs (signed query strings) and httpcore traces headers: scrub both.
-        install_redaction(handler)
         for name in ("httpx", "httpcore"):
             logger = logging.getLogger(name)
             logger.setLevel(logging.INFO)
@@ -246,11 +250,11 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
                                      summary=lambda: _summary(occy, time.monotonic() - started)))
         if dry_run:
             pipeline.resolve(occy, destination, "output")  # a bad destination still fails
-            click.echo(f"{source} -> {destination}")
+            click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
         output = pipeline.build_output(occy, destination, filters)
         _, result = pipeline.run(occy, image_input, output)
-    click.echo(f"Wrote {result.location}" +
+    click.echo(f"Wrote {redact.redact_uri(result.location)}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
     # re-reads what was written; None if the output cannot, or --no-verify
     problems = output.verify() if occy.settings.verify else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from . import redact
 from .progress import Progress
 from .types import Credentials, Platform
 
@@ -90,6 +91,8 @@ class Context:
 
     def __init__(self, settings: Settings | None = None, plugins: Plugins | None = None):
         self.settings = settings or Settings()
+        s = self.settings
+        redact.remember(s.password, s.src_password, s.dest_password, s.quay_token)
         self._plugins = plugins
         self.stats = Stats()
         self.progress: Progress = Progress()  # silent unless a command installs a reporter

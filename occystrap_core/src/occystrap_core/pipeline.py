@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Sequence
 
 from . import digest as digests
+from . import redact
 from .api import (MOUNTED, Image, ImageIndex, ImageInput, ImageOutput, Layer, LayerData,
                   ManifestSummary, OutputResult)
 from .context import Context
@@ -21,6 +22,7 @@ log = logging.getLogger("occystrap.pipeline")
 
 def resolve(ctx: Context, uri: str, role: Role) -> tuple[ResolvedURI, Entry]:
     """Resolve ``uri`` through the resolution hook and find the plugin for it."""
+    redact.remember_uri(uri)  # its password may be quoted by an error from here on
     resolved = ctx.plugins.hook.occystrap_resolve_uri(uri=uri, role=role, ctx=ctx)
     table = ctx.plugins.inputs if role == "input" else ctx.plugins.outputs
     entry = table.get(resolved.scheme)

@@ -166,6 +166,11 @@ class Credentials:
     token: str | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        from .redact import remember
+
+        remember(self.password, self.token)  # from now on, never printed
+
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, source={self.source!r})"
 

@@ -26,9 +26,10 @@ def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport:
 
 
 def _logging(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
-    from ..transport.httplog import LoggingTransport, install_redaction
+    from .. import redact
+    from ..transport.httplog import LoggingTransport
 
-    install_redaction()  # httpx's own request log shows URLs, whoever enables it
+    redact.install()  # httpx's own request log shows URLs, whoever enables it
     return LoggingTransport(inner)
 
 

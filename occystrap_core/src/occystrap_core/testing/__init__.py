@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from .. import plugins as _plugins
+from .. import redact
 
 
 @dataclass
@@ -93,6 +94,13 @@ def _restore_loggers() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Secrets registered for redaction are process-wide; keep them per test."""
+    yield
+    redact.forget()
 
 
 @pytest.fixture

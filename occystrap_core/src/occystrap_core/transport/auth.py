@@ -39,6 +39,7 @@ from typing import Generator, Iterable
 import httpx
 
 from ..errors import AuthError
+from ..redact import remember
 from ..types import Credentials
 from .clock import Clock
 
@@ -136,7 +137,9 @@ def _actions_by_repository(scopes: Iterable[str]) -> dict[str, set[str]]:
 
 def _basic(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password or ''}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
+    encoded = base64.b64encode(pair).decode("ascii")
+    remember(encoded)
+    return "Basic " + encoded
 
 
 class RegistryAuth(httpx.Auth):
@@ -358,6 +361,7 @@ class RegistryAuth(httpx.Auth):
         if response.status_code != 200 or not isinstance(token, str) or not token:
             raise AuthError(f"authentication to {host} failed: the token server {realm} "
                             f"gave no token (HTTP {response.status_code})")
+        remember(token, body.get("refresh_token"))
         try:
             expires_in = float(body.get("expires_in") or DEFAULT_EXPIRES_IN)
         except (TypeError, ValueError):

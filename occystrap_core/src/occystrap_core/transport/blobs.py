@@ -21,7 +21,7 @@ from ..errors import TransportError
 from ..streams import HashingReader, buffered
 from .base import BULK
 from .errors import status_error
-from .httplog import redact_url
+from ..redact import redact_uri
 
 log = logging.getLogger("occystrap.http")
 
@@ -95,7 +95,7 @@ class BlobReader(io.RawIOBase):
                 f"{self.what}: download from {self._host} broke after {self.received}{of} "
                 f"bytes and {self.retries} resumes did not help: {reason}")
         log.info("%s: resuming %s at byte %d%s (%s; resume %d of %d)", self.what,
-                 redact_url(str(self.client.base_url.join(self.url))), self.received, of,
+                 redact_uri(str(self.client.base_url.join(self.url))), self.received, of,
                  reason, self.resumes, self.retries)
         if self.on_resume:
             self.on_resume()
@@ -163,7 +163,7 @@ def open_blob(client: httpx.Client, url: str, *, size: int | None = None,
     :class:`~occystrap_core.errors.TransportError`. The response is always closed.
     ``on_resume`` is called before each resume (to count it as a retry).
     """
-    what = what or (f"blob {digest}" if digest else redact_url(url))
+    what = what or (f"blob {digest}" if digest else redact_uri(url))
     reader = BlobReader(client, url, size=size, retries=retries, headers=headers, what=what,
                         on_resume=on_resume)
     try:

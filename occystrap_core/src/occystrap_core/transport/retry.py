@@ -23,7 +23,7 @@ import httpx
 
 from ..errors import TransportError
 from .clock import Clock
-from .httplog import redact_url
+from ..redact import redact_uri
 
 log = logging.getLogger("occystrap.http")
 
@@ -118,7 +118,7 @@ class RetryTransport(httpx.BaseTransport):
                 response.close()
             attempt += 1
             log.info("retrying %s %s after %s in %.1fs (retry %d of %d)", request.method,
-                     redact_url(str(request.url)), why, delay, attempt, allowed)
+                     redact_uri(str(request.url)), why, delay, attempt, allowed)
             if self.on_retry:
                 self.on_retry()
             self.clock.sleep(delay)

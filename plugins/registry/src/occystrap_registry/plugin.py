@@ -11,6 +11,8 @@ from typing import Iterator
 from urllib.parse import unquote, urlencode
 
 from occystrap_core import hookimpl
+from occystrap_core.digest import is_valid
+from occystrap_core.errors import URIError
 from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
                                   OutputTarget, ResolvedURI, lazy)
 from occystrap_core.uri import parse_uri
@@ -51,11 +53,14 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     target, sep, query = rest.partition("?")
     authority, slash, path = target.partition("/")
     username = password = None
-    # With no '/', an '@' belongs to a digest (registry://busybox@sha256:...).
-    if slash and "@" in authority:
+    # With no '/', an '@' may belong to a digest (registry://busybox@sha256:...).
+    if "@" in authority and (slash or not is_valid(authority.rsplit("@", 1)[1])):
         userinfo, authority = authority.rsplit("@", 1)
         user, _, pw = userinfo.partition(":")
         username, password = unquote(user), unquote(pw)
+        if not slash:  # never send these credentials to Docker Hub's library/HOST
+            raise URIError(f"registry://{authority} names no repository: expected one "
+                           f"after the host, as in registry://HOST[:PORT]/REPO[:TAG]")
     resolved = parse_uri(f"{_PREFIX}{authority}{slash}{path}{sep}{query}")
     query_values = dict(resolved.query)
     for key in ("username", "password"):

@@ -96,6 +96,9 @@ def parse(text: str) -> Reference:
         domain, path = first, rest
         if not _DOMAIN_RE.match(domain):
             raise bad(f"invalid registry host {domain!r}")
+        port = domain.rpartition(":")[2] if not domain.endswith("]") else ""
+        if port.isdigit() and not 0 < int(port) < 65536:
+            raise bad(f"port {port} is not between 1 and 65535")
         if domain in _HUB_ALIASES:
             domain = DOCKER_HUB
     else:
