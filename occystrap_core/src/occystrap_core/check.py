@@ -19,7 +19,8 @@ from . import digest as digests
 from . import streams
 from .api import Image, ImageInput, Layer
 from .errors import CorruptImageError, OccystrapError
-from .layertar import clean_name, members, read_stream, unsafe_reason, whiteout_target
+from .layertar import (clean_name, members, overlay_xattr, read_stream, unsafe_reason,
+                       whiteout_problem, whiteout_target)
 
 LARGE_LAYER = 1024 ** 3
 
@@ -182,10 +183,14 @@ def _check_member(member: tarfile.TarInfo, name: str, seen: set[str], i: int,
         report.add("error", "tar-path", f"{where} has {reason}")
     whiteout = whiteout_target(name)
     if whiteout is not None:
-        if whiteout[1] == "":
-            report.add("error", "whiteout", f"{where} is a whiteout naming nothing")
+        problem = whiteout_problem(whiteout[1])
+        if problem:
+            report.add("error", "whiteout", f"{where} is a whiteout that {problem}")
         if member.size:
             report.add("warning", "whiteout-size", f"{where} is a whiteout of {member.size} bytes")
+    xattr = overlay_xattr(member)
+    if xattr:
+        report.add("error", "overlay-xattr", f"{where} carries the overlayfs xattr {xattr}")
     if member.mtime < 0:
         report.add("error", "tar-timestamp", f"{where} has a negative mtime")
     if member.islnk():

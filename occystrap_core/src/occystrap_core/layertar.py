@@ -67,15 +67,15 @@ def write_stream(fileobj: BinaryIO) -> tarfile.TarFile:
 
 
 def clean_name(name: str) -> str:
-    """The member path without ``./`` and trailing slashes (``""`` for the root)."""
-    name = name.rstrip("/")
-    while name.startswith("./"):
-        name = name[2:]
-    return "" if name == "." else name
+    """The member path without empty or ``.`` components and trailing slashes
+    (``""`` for the root): ``./a//b/.`` is ``a/b``. A leading ``/`` and ``..``
+    components stay, for :func:`unsafe_reason` to see."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return ("/" if name.startswith("/") and parts else "") + "/".join(parts)
 
 
 def unsafe_reason(name: str) -> str | None:
-    """Why a member path may not be written inside a root, or None if it may."""
+    """Why a (cleaned) member path may not be written inside a root, or None if it may."""
     if name.startswith("/"):
         return "an absolute path"
     if ".." in name.split("/"):
@@ -88,13 +88,39 @@ def unsafe_reason(name: str) -> str | None:
 def whiteout_target(name: str) -> tuple[str, str | None] | None:
     """For a whiteout entry: ``(directory, name)``, name None for an opaque marker.
 
-    Returns None for an ordinary entry.
+    Returns None for an ordinary entry. The name is as written: check it with
+    :func:`whiteout_problem` before removing anything.
     """
     parent, base = posixpath.split(name)
     if base == OPAQUE:
         return parent, None
     if base.startswith(WHITEOUT_PREFIX):
         return parent, base[len(WHITEOUT_PREFIX):]
+    return None
+
+
+def whiteout_problem(name: str | None) -> str | None:
+    """Why the whiteout of ``name`` (None: an opaque marker) must not be applied:
+    ``.wh.``, ``.wh..`` and ``.wh...`` would remove the directory itself or its parent."""
+    if name is None:
+        return None
+    if name in ("", "."):
+        return "names its own directory"
+    if name == "..":
+        return "names the parent directory"
+    return None
+
+
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+
+
+def overlay_xattr(member: tarfile.TarInfo) -> str | None:
+    """A ``trusted.overlay.*`` xattr the member carries: overlayfs would act on it
+    (redirects, opaque directories, origins), so only occystrap may set those."""
+    for key in member.pax_headers:
+        if key.startswith(XATTR_PAX_PREFIX + OVERLAY_XATTR_PREFIX):
+            return key[len(XATTR_PAX_PREFIX):]
     return None
 
 

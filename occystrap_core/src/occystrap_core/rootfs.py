@@ -2,7 +2,10 @@
 
 Rules, for layers that may be hostile:
 
-- member paths that are absolute or contain ``..`` are refused (the run fails);
+- member paths that are absolute or contain ``..`` are refused (the run fails), and
+  so are whiteouts naming their own or the parent directory (``.wh.``, ``.wh..``,
+  ``.wh...``) and ``trusted.overlay.*`` xattrs (overlayfs would follow a redirect
+  or hide a directory on the layer's say-so);
 - nothing is ever written through a symlink: every parent directory of a member
   must be a real directory (a symlinked parent is refused), and an existing entry
   at the member's own path is removed first, then created with ``O_NOFOLLOW``;
@@ -10,6 +13,9 @@ Rules, for layers that may be hostile:
   resolved inside the container at run time, never by the extractor;
 - hardlinks must name a path already extracted, reached without symlinks;
 - device nodes need root (``mknod``); without it they are skipped with a warning.
+  They are created readable and writable by their owner only, whatever the layer
+  says: a world-writable block device in an output directory would hand the host's
+  disk to every local user.
 
 In a merged rootfs whiteouts are applied exactly: ``DIR/.wh.NAME`` removes
 ``DIR/NAME`` (not siblings sharing the prefix), ``DIR/.wh..wh..opq`` removes what
@@ -36,12 +42,12 @@ from typing import BinaryIO
 
 from . import streams
 from .errors import CorruptImageError, OccystrapError
-from .layertar import clean_name, members, read_stream, unsafe_reason, whiteout_target
+from .layertar import (XATTR_PAX_PREFIX, clean_name, members, overlay_xattr, read_stream,
+                       unsafe_reason, whiteout_problem, whiteout_target)
 
 log = logging.getLogger("occystrap.rootfs")
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
-_XATTR_PREFIX = "SCHILY.xattr."
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,15 @@ class TreeWriter:
             reason = unsafe_reason(name)
             if reason:
                 raise CorruptImageError(f"{what}: member {member.name!r} has {reason}; refused")
+            whiteout = whiteout_target(name)
+            problem = whiteout_problem(whiteout[1]) if whiteout else None
+            if problem:
+                raise CorruptImageError(f"{what}: whiteout {member.name!r} {problem}; refused")
+            xattr = overlay_xattr(member)
+            if xattr:
+                raise CorruptImageError(f"{what}: {member.name!r} carries the overlayfs xattr "
+                                        f"{xattr}; refused")
             try:
-                whiteout = whiteout_target(name)
                 if whiteout is not None:
                     self._whiteout(whiteout, written, f"{what}: {name!r}")
                 else:
@@ -180,7 +193,7 @@ class TreeWriter:
             self._walk(directory, True, what)
             if name is None:
                 os.setxattr(self._abs(directory), OPAQUE_XATTR, b"y")
-            elif name:
+            else:
                 path = posixpath.join(directory, name)
                 if os.path.lexists(self._abs(path)):
                     self._remove(path)
@@ -190,7 +203,7 @@ class TreeWriter:
         if name is None:
             if self._walk(directory, False, what):
                 self._clear(directory, written)
-        elif name:
+        else:
             path = posixpath.join(directory, name)
             if path not in written and self._lexists(path):
                 self._remove(path)
@@ -279,14 +292,16 @@ class TreeWriter:
         if self.is_root:
             os.lchown(full, member.uid, member.gid)  # before chmod: chown clears setuid
         if not link:
-            os.chmod(full, member.mode & 0o7777)
+            device = member.ischr() or member.isblk()
+            os.chmod(full, member.mode & (0o700 if device else 0o7777))
         for key, value in member.pax_headers.items():
-            if key.startswith(_XATTR_PREFIX):  # after chown, which clears capabilities
+            if key.startswith(XATTR_PAX_PREFIX):  # after chown, which clears capabilities
+                name = key[len(XATTR_PAX_PREFIX):]
                 try:
-                    os.setxattr(full, key[len(_XATTR_PREFIX):],
-                                value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                    os.setxattr(full, name, value.encode("utf-8", "surrogateescape"),
+                                follow_symlinks=False)
                 except OSError as e:
-                    self._warn(key, f"xattr {key[len(_XATTR_PREFIX):]} not set: {e}")
+                    self._warn(key, f"xattr {name} not set: {e}")
         os.utime(full, (member.mtime, member.mtime), follow_symlinks=False)
 
     def _warn(self, key: str, message: str) -> None:
