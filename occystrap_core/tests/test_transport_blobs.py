@@ -66,14 +66,18 @@ class Server:
         return httpx.Response(status, headers=headers, stream=stream)
 
 
-def client_for(handler):
-    ctx = make_context(MockHTTP(handler), client_factory_plugin(), clock=FakeClock())
-    return ctx.http_client("test", "reg.example")
+def opener(handler, retries=3, clock=None, **settings):
+    """``open_blob`` bound to a client of a mock network, and the run's context."""
+    ctx = make_context(MockHTTP(handler), client_factory_plugin(), clock=clock or FakeClock(),
+                       retries=retries, **settings)
+    client = ctx.http_client("test", "reg.example")
+    return (lambda url, **kw: open_blob(client, url, policy=ctx.retry, **kw)), ctx
 
 
 def test_whole_blob_is_verified():
     server = Server()
-    with open_blob(client_for(server), "/v2/app/blobs/x", size=len(BLOB), digest=DIGEST) as f:
+    fetch, _ = opener(server)
+    with fetch("/v2/app/blobs/x", size=len(BLOB), digest=DIGEST) as f:
         assert f.read() == BLOB
     assert server.requests[0].headers["accept-encoding"] == "identity"
     assert all(s.closed for s in server.streams)
@@ -81,57 +85,61 @@ def test_whole_blob_is_verified():
 
 def test_resume_with_range_after_a_cut_body():
     server = Server(cuts=[300_000, 100_000])
-    resumes = []
-    with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST, retries=3,
-                   on_resume=lambda: resumes.append(1)) as f:
+    fetch, ctx = opener(server)
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
         assert f.read() == BLOB
     assert [r.headers.get("range") for r in server.requests] == [
         None, "bytes=300000-", "bytes=400000-"]
     assert all(s.closed for s in server.streams)
-    assert len(resumes) == 2  # counted as retries in the run's summary
+    assert ctx.stats["retries"] == 2  # counted as retries in the run's summary
 
 
 def test_resume_after_a_short_body_without_an_error():
     server = Server(cuts=[500_000], error=None)
-    with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST) as f:
+    fetch, _ = opener(server)
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
         assert f.read() == BLOB
     assert server.requests[1].headers["range"] == "bytes=500000-"
 
 
 def test_server_ignoring_range_restarts_cleanly():
     server = Server(cuts=[200_000], honour_range=False, error=httpx.RemoteProtocolError("eof"))
-    with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST) as f:
+    fetch, _ = opener(server)
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
         assert f.read() == BLOB
     assert len(server.requests) == 2
 
 
 def test_gives_up_after_the_retries_with_a_clear_error():
     server = Server(cuts=[1000, 1000, 1000])
-    with pytest.raises(TransportError, match=r"blob sha256:\w+: download from reg.example broke "
-                                             r"after 3000 of 1048576 bytes and 2 resumes"):
-        with open_blob(client_for(server), "/b", size=len(BLOB), digest=DIGEST, retries=2) as f:
+    fetch, ctx = opener(server, retries=2)
+    with pytest.raises(TransportError, match=r"blob sha256:\w+: download from reg.example "
+                                             r"failed after 3000 of 1048576 bytes and 2 "
+                                             r"retries did not help"):
+        with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
             f.read()
     assert all(s.closed for s in server.streams)
+    assert len(server.requests) == 3 and ctx.stats["retries"] == 2
 
 
 def test_digest_mismatch_is_reported():
-    server = Server()
+    fetch, _ = opener(Server())
     with pytest.raises(DigestMismatchError):
-        with open_blob(client_for(server), "/b", digest="sha256:" + "0" * 64) as f:
+        with fetch("/b", digest="sha256:" + "0" * 64) as f:
             f.read()
 
 
 def test_wrong_size_is_reported():
     with pytest.raises(CorruptImageError, match="more than the announced"):
-        with open_blob(client_for(Server()), "/b", size=10) as f:
+        with opener(Server())[0]("/b", size=10) as f:
             f.read()
 
 
 def test_missing_blob_raises_with_the_response():
-    client = client_for(lambda r: httpx.Response(404, json={"errors": [
+    fetch, _ = opener(lambda r: httpx.Response(404, json={"errors": [
         {"code": "BLOB_UNKNOWN", "message": "blob unknown to registry"}]}))
     with pytest.raises(ImageNotFoundError, match="BLOB_UNKNOWN blob unknown") as info:
-        with open_blob(client, "/v2/app/blobs/x", digest=DIGEST):
+        with fetch("/v2/app/blobs/x", digest=DIGEST):
             pass
     assert info.value.response.status_code == 404
 
@@ -139,19 +147,91 @@ def test_missing_blob_raises_with_the_response():
 def test_content_encoding_is_not_decoded():
     packed = gzip.compress(b"layer")
     digest = "sha256:" + hashlib.sha256(packed).hexdigest()
-    client = client_for(lambda r: httpx.Response(200, stream=BrokenStream(packed),
-                                                 headers={"Content-Encoding": "gzip"}))
-    with open_blob(client, "/b", digest=digest) as f:
+    fetch, _ = opener(lambda r: httpx.Response(200, stream=BrokenStream(packed),
+                                               headers={"Content-Encoding": "gzip"}))
+    with fetch("/b", digest=digest) as f:
         assert f.read() == packed
 
 
 def test_whole_bodies_from_mock_transports():
-    client = client_for(lambda r: httpx.Response(200, content=BLOB))
-    with open_blob(client, "/b", size=len(BLOB), digest=DIGEST) as f:
+    fetch, _ = opener(lambda r: httpx.Response(200, content=BLOB))
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
         assert f.read() == BLOB
 
 
 def test_reads_in_small_pieces():
-    with open_blob(client_for(Server(cuts=[70_000])), "/b", size=len(BLOB), digest=DIGEST) as f:
+    with opener(Server(cuts=[70_000]))[0]("/b", size=len(BLOB), digest=DIGEST) as f:
         parts = iter(lambda: f.read(4093), b"")
         assert b"".join(parts) == BLOB
+
+
+def test_failed_requests_and_broken_bodies_share_one_budget():
+    """--retries N means N: a 503, a reset before the headers and a cut body are
+    three retries of one download, never N per request and N per resume."""
+    answers = [httpx.Response(503), httpx.ReadError("reset")]
+    server = Server(cuts=[2000])
+
+    def handler(request):
+        if answers:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return server(request)
+
+    fetch, ctx = opener(handler, retries=3)
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
+        assert f.read() == BLOB
+    assert ctx.stats["retries"] == 3
+    fetch, ctx = opener(handler, retries=2)
+    answers[:] = [httpx.Response(503), httpx.ReadError("reset")]
+    server.cuts = [2000]
+    with pytest.raises(TransportError, match="2 retries did not help"):
+        with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
+            f.read()
+
+
+def test_retry_after_of_a_blob_answer_is_honoured():
+    clock = FakeClock()
+    answers = [httpx.Response(429, headers={"Retry-After": "9"})]
+    fetch, _ = opener(lambda r: answers.pop(0) if answers else httpx.Response(200, content=BLOB),
+                      clock=clock)
+    with fetch("/b", digest=DIGEST) as f:
+        assert f.read() == BLOB
+    assert max(clock.sleeps) >= 9.0
+
+
+def test_a_trickling_body_is_resumed_as_a_timeout():
+    """Each read arrives well within --timeout, but the whole answer crawls along."""
+    clock = FakeClock()
+
+    class Trickle(httpx.SyncByteStream):
+        def __iter__(self):
+            for i in range(0, len(BLOB), 100):
+                clock.advance(1.0)  # 100 bytes a second, far below --min-speed
+                yield BLOB[i:i + 100]
+
+    calls = []
+
+    def handler(request):
+        calls.append(request.headers.get("range"))
+        if len(calls) == 1:
+            return httpx.Response(200, stream=Trickle())
+        start = int(request.headers["range"].removeprefix("bytes=").rstrip("-"))
+        return httpx.Response(206, content=BLOB[start:], headers={
+            "Content-Range": f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"})
+
+    fetch, ctx = opener(handler, clock=clock, read_timeout=30.0, min_speed=1024)
+    with fetch("/b", size=len(BLOB), digest=DIGEST) as f:
+        assert f.read() == BLOB
+    assert calls[0] is None and calls[1].startswith("bytes=")
+    assert ctx.stats["retries"] == 1
+
+
+def test_a_web_page_is_not_taken_for_a_blob():
+    page = b"<html>captive portal</html>"
+    fetch, _ = opener(lambda r: httpx.Response(200, content=page,
+                                               headers={"Content-Type": "text/html"}))
+    with pytest.raises(TransportError, match="an HTML page"):
+        with fetch("/b", digest=DIGEST):
+            pass

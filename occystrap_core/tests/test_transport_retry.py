@@ -207,3 +207,64 @@ def test_plugin_layers_see_logical_requests_or_attempts_by_order():
     assert seen == {"outer": 1, "inner": 3}
     assert [layer.name for layer in ctx.plugins.transport_layers()] == [
         "wire", "http-log", "rate-limit", "retry", "audit"]
+
+
+class BreakingBody(httpx.SyncByteStream):
+    """Half a body, then a reset: what a connection cut mid-answer looks like."""
+
+    def __iter__(self):
+        yield b'{"schemaVersion": '
+        raise httpx.ReadError("connection reset by peer")
+
+
+def test_an_answer_broken_mid_body_is_retried():
+    """The body is read inside the retry loop: a manifest or token answer cut in the
+    middle is asked for again, like one that failed before its headers."""
+    answers = [lambda: httpx.Response(200, stream=BreakingBody()),
+               lambda: httpx.Response(200, content=b'{"schemaVersion": 2}')]
+    ctx, mock, client = client_for(scripted(*answers), retries=1)
+    assert client.get("/v2/app/manifests/1").json() == {"schemaVersion": 2}
+    assert len(mock.requests) == 2 and ctx.stats["retries"] == 1
+
+
+def test_an_answer_still_broken_after_the_retries_is_a_clear_error():
+    ctx, mock, client = client_for(lambda r: httpx.Response(200, stream=BreakingBody()),
+                                   retries=2)
+    with pytest.raises(TransportError, match=r"network error talking to reg.example: "
+                                             r"connection reset by peer \(after 3 attempts\)"):
+        client.get("/v2/app/manifests/1")
+
+
+def test_a_trickling_answer_times_out_and_is_retried():
+    clock = FakeClock()
+
+    class Trickle(httpx.SyncByteStream):
+        def __iter__(self):
+            for _ in range(100):
+                clock.advance(1.0)  # each piece comes in time; the whole never does
+                yield b"x" * 10
+
+    answers = [lambda: httpx.Response(200, stream=Trickle()), lambda: httpx.Response(200)]
+    ctx, mock, client = client_for(scripted(*answers), clock, read_timeout=5.0, min_speed=100)
+    assert client.get("/v2/").status_code == 200
+    assert len(mock.requests) == 2 and ctx.stats["retries"] == 1
+
+
+def test_an_endless_answer_is_refused():
+    class Endless(httpx.SyncByteStream):
+        def __iter__(self):
+            while True:
+                yield b"x" * (1024 * 1024)
+
+    ctx, mock, client = client_for(lambda r: httpx.Response(200, stream=Endless()), retries=0)
+    with pytest.raises(TransportError, match="more than 67108864 bytes"):
+        client.get("/v2/app/manifests/1")
+
+
+def test_bulk_downloads_are_left_to_the_caller():
+    ctx, mock, client = client_for(lambda r: httpx.Response(200, stream=BreakingBody()))
+    request = client.build_request("GET", "/v2/app/blobs/x", extensions={"occystrap.bulk": True})
+    response = client.send(request, stream=True)
+    with pytest.raises(httpx.ReadError):
+        response.read()
+    assert len(mock.requests) == 1

@@ -113,10 +113,16 @@ def _setup_logging(settings: Settings) -> None:
               help="Client certificate (PEM) for TLS.")
 @click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY", type=click.Path(dir_okay=False),
               help="Key of the client certificate.")
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True,
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
               envvar="OCCYSTRAP_CONNECT_TIMEOUT", help="Seconds to wait for a connection.")
-@click.option("--timeout", "read_timeout", type=float, default=30.0, show_default=True,
-              envvar="OCCYSTRAP_TIMEOUT", help="Seconds to wait for data.")
+@click.option("--timeout", "read_timeout", type=click.FloatRange(min=0, min_open=True),
+              default=30.0, show_default=True, envvar="OCCYSTRAP_TIMEOUT",
+              help="Seconds to wait for data.")
+@click.option("--min-speed", type=click.IntRange(min=0), default=1024, show_default=True,
+              envvar="OCCYSTRAP_MIN_SPEED", metavar="BYTES",
+              help="Bytes per second every answer must keep up over --timeout seconds "
+                   "(else it is retried as a timeout); 0: no minimum.")
 @click.option("--platform", "platform_", default=None, envvar="OCCYSTRAP_PLATFORM",
               help="Platform to pick from a multi-platform image: OS/ARCH[/VARIANT].")
 @click.option("--os", "os_", default=None, help="Platform OS (default: linux).")

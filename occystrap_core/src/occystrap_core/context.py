@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .plugins import PluginRecord, Plugins
+    from .transport.retry import RetryPolicy
 
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -56,6 +57,7 @@ class Settings:
     client_key: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    min_speed: int = 1024  # bytes/s every answer must keep up over read_timeout; 0: none
     max_connections: int = 20
     http2: bool = True
     disabled_plugins: tuple[str, ...] = ()
@@ -123,6 +125,17 @@ class Context:
             if key not in self._state:
                 self._state[key] = factory()
             return self._state[key]
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        """The run's one retry policy (``--retries``): requests, resumed downloads and
+        restarted uploads all retry through it."""
+        from .transport.clock import get_clock
+        from .transport.retry import RetryPolicy
+
+        s = self.settings
+        return RetryPolicy(s.retries, get_clock(self), min_speed=s.min_speed,
+                           window=s.read_timeout, on_retry=lambda: self.stats.add("retries"))
 
     @cached_property
     def _clients(self) -> Any:

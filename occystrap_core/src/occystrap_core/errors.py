@@ -56,7 +56,16 @@ class UnsupportedError(OccystrapError):
 
 
 class TransportError(OccystrapError):
-    """A network failure that retries did not cure."""
+    """A network failure that retries did not cure.
+
+    ``retryable`` says whether trying again later could cure it (a reset or a
+    timeout, not a refused TLS certificate): callers that retry whole operations
+    (a resumed download, a restarted upload) look at it.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class AuthError(TransportError):

@@ -41,11 +41,9 @@ def _rate_limit(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.Ba
 
 
 def _retry(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
-    from ..transport.clock import get_clock
     from ..transport.retry import RetryTransport
 
-    return RetryTransport(inner, retries=ctx.settings.retries, clock=get_clock(ctx),
-                          on_retry=lambda: ctx.stats.add("retries"))
+    return RetryTransport(inner, ctx.retry)
 
 
 @hookimpl

@@ -1,66 +1,82 @@
 """Streaming blob downloads that resume with ``Range`` when the body breaks.
 
 A transport-level retry cannot resume a half-read body, so this sits on top of
-the client: the bytes already handed to the caller are kept, and the rest is
-asked for with ``Range: bytes=N-``. Bytes are passed on exactly as sent
-(``iter_raw``, ``Accept-Encoding: identity``): a blob's digest is over its
-stored bytes, and Range offsets only make sense on those.
+the client and retries the whole download itself, under the run's one
+:class:`~occystrap_core.transport.retry.RetryPolicy`: a failed request (a
+connection error, 429 or 5xx) and a broken body (a reset, an early end, data
+arriving below ``--min-speed``) each use one of the ``--retries`` attempts. The
+bytes already handed to the caller are kept and the rest is asked for with
+``Range: bytes=N-``. Bytes are passed on exactly as sent (``iter_raw``,
+``Accept-Encoding: identity``): a blob's digest is over its stored bytes, and
+Range offsets only make sense on those.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import re
-from typing import BinaryIO, Callable, Iterator, Mapping
+from typing import BinaryIO, Iterator, Mapping
 
 import httpx
 
 from ..errors import TransportError
+from ..redact import redact_uri
 from ..streams import HashingReader, buffered
 from .base import BULK
-from .errors import status_error
-from ..redact import redact_uri
-
-log = logging.getLogger("occystrap.http")
+from .errors import html_page, status_error
+from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class BlobReader(io.RawIOBase):
-    """The body of ``GET url`` as a raw stream, resumed up to ``retries`` times."""
+    """The body of ``GET url`` as a raw stream, retried and resumed as ``policy`` allows."""
 
-    def __init__(self, client: httpx.Client, url: str, *, size: int | None, retries: int,
-                 headers: Mapping[str, str] | None, what: str,
-                 on_resume: Callable[[], None] | None = None):
+    def __init__(self, client: httpx.Client, url: str, *, size: int | None,
+                 policy: RetryPolicy, headers: Mapping[str, str] | None, what: str):
         self.client = client
-        self.on_resume = on_resume
         self.url = url
-        self.retries = retries
+        self.policy = policy
         self.headers = {"Accept-Encoding": "identity", **(headers or {})}
         self.what = what
         self.total = size
         self.received = 0
-        self.resumes = 0
+        self.attempt = 0  # retries used so far, requests and resumes alike
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
         self._pending = memoryview(b"")
         self._skip = 0
+        self._speed: SpeedCheck | None = None
 
     def readable(self) -> bool:
         return True
 
     def open(self) -> None:
-        """Send the request for the bytes not received yet."""
+        """Send the request for the bytes not received yet (retrying it if need be)."""
+        while not self._request():
+            pass
+
+    def _request(self) -> bool:
+        """One attempt at the request; False when it failed and may be tried again."""
         headers = dict(self.headers)
         if self.received:
             headers["Range"] = f"bytes={self.received}-"
         request = self.client.build_request("GET", self.url, headers=headers,
-                                            extensions={BULK: True})
-        response = self.client.send(request, stream=True)
+                                            extensions={BULK: True, NO_RETRY: False})
+        try:
+            response = self.client.send(request, stream=True)
+        except TransportError as e:
+            if not e.retryable:
+                raise
+            self._again(str(e))
+            return False
         self._response = response
         status = response.status_code
+        if status in RETRY_STATUSES:
+            self._close_response()
+            self._again(f"HTTP {status} {response.reason_phrase}", response)
+            return False
         if status == 206 and self.received:
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if not match or int(match.group(1)) != self.received:
@@ -70,35 +86,39 @@ class BlobReader(io.RawIOBase):
             self._skip = 0
             if self.total is None and match.group(3) != "*":
                 self.total = int(match.group(3))
-        elif status == 200:
+        elif status == 200 and not html_page(response):
             self._skip = self.received  # Range ignored: the whole body again, skip the start
             length = response.headers.get("content-length")
             if self.total is None and length and length.isdigit():
                 self.total = int(length)
         else:
             raise status_error(response, self.what)
+        self._speed = self.policy.speed_check()
         try:  # a body given whole (mock transports) is already read: iter_raw refuses it
             self._chunks = iter([response.content])
         except httpx.ResponseNotRead:
             self._chunks = response.iter_raw()  # no chunk_size: it buffers, losing bytes on a break
+        return True
 
     @property
     def _host(self) -> str:
         return self.client.base_url.join(self.url).netloc.decode()
 
+    def _again(self, reason: str, response: httpx.Response | None = None) -> None:
+        """Wait to try once more, or raise when the policy allows no more tries."""
+        of = f" of {self.total}" if self.total is not None else ""
+        at = f" after {self.received}{of} bytes" if self.received else ""
+        if not self.policy.allows(self.attempt):
+            tries = f" and {self.attempt} retries did not help" if self.attempt else ""
+            raise TransportError(f"{self.what}: download from {self._host} failed{at}{tries}: "
+                                 f"{reason}", retryable=True) from None
+        where = redact_uri(str(self.client.base_url.join(self.url)))
+        self.policy.wait(self.attempt, f"{reason}{at}", f"GET {where}", response)
+        self.attempt += 1
+
     def _resume(self, reason: str) -> None:
         self._close_response()
-        self.resumes += 1
-        of = f" of {self.total}" if self.total is not None else ""
-        if self.resumes > self.retries:
-            raise TransportError(
-                f"{self.what}: download from {self._host} broke after {self.received}{of} "
-                f"bytes and {self.retries} resumes did not help: {reason}")
-        log.info("%s: resuming %s at byte %d%s (%s; resume %d of %d)", self.what,
-                 redact_uri(str(self.client.base_url.join(self.url))), self.received, of,
-                 reason, self.resumes, self.retries)
-        if self.on_resume:
-            self.on_resume()
+        self._again(reason)
         self.open()
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
@@ -122,12 +142,17 @@ class BlobReader(io.RawIOBase):
         while not self._pending:
             try:
                 chunk = next(self._chunks)
+                if self._speed is not None:
+                    self._speed.update(len(chunk))
             except StopIteration:
                 if self.total is not None and self.received < self.total:
                     self._resume(f"body ended early, at byte {self.received}")
                     continue
                 return False
             except httpx.TransportError as e:
+                if not retryable(e):
+                    raise TransportError(f"{self.what}: download from {self._host} failed: "
+                                         f"{e or type(e).__name__}") from e
                 self._resume(str(e) or type(e).__name__)
                 continue
             if self._skip:
@@ -148,24 +173,21 @@ class BlobReader(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def open_blob(client: httpx.Client, url: str, *, size: int | None = None,
-              digest: str | None = None, retries: int = 3,
-              headers: Mapping[str, str] | None = None,
-              what: str | None = None,
-              on_resume: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
-    """Stream ``GET url`` as a buffered binary file, resuming a broken body.
+def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int | None = None,
+              digest: str | None = None, headers: Mapping[str, str] | None = None,
+              what: str | None = None) -> Iterator[BinaryIO]:
+    """Stream ``GET url`` as a buffered binary file, retried and resumed under ``policy``.
 
     With ``digest`` (and/or ``size``) the stream is verified: reading to the end
     raises :class:`~occystrap_core.errors.DigestMismatchError` or
     :class:`~occystrap_core.errors.CorruptImageError` on a mismatch. A failed
     answer raises :func:`~occystrap_core.transport.errors.status_error` (with
-    ``.response``); a body still broken after ``retries`` resumes raises
-    :class:`~occystrap_core.errors.TransportError`. The response is always closed.
-    ``on_resume`` is called before each resume (to count it as a retry).
+    ``.response``); a download still failing when the policy's retries are spent
+    raises :class:`~occystrap_core.errors.TransportError`. The response is always
+    closed.
     """
     what = what or (f"blob {digest}" if digest else redact_uri(url))
-    reader = BlobReader(client, url, size=size, retries=retries, headers=headers, what=what,
-                        on_resume=on_resume)
+    reader = BlobReader(client, url, size=size, policy=policy, headers=headers, what=what)
     try:
         reader.open()
         raw: io.RawIOBase = reader

@@ -35,9 +35,19 @@ def error_detail(response: httpx.Response) -> str:
     return f": {detail}" if detail else ""
 
 
-def status_error(response: httpx.Response, what: str) -> OccystrapError:
+def html_page(response: httpx.Response) -> bool:
+    """Is the answer a web page? Registries and APIs answer JSON or octets; an HTML
+    page comes from a captive portal, a login form or a misconfigured proxy."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind in ("text/html", "application/xhtml+xml")
+
+
+def status_error(response: httpx.Response, what: str,
+                 expected: Iterable[int] = ()) -> OccystrapError:
     """The error for a failed answer, naming the host and ``what`` was being done:
     AuthError for 401/403, ImageNotFoundError for 404, TransportError otherwise.
+    ``expected`` lists the statuses that would have been success, to say so when
+    the answer was some other success.
 
     The (read, closed) response stays available as the error's ``response``.
     """
@@ -47,6 +57,11 @@ def status_error(response: httpx.Response, what: str) -> OccystrapError:
         detail = error_detail(response)
     finally:
         response.close()
+    wanted = sorted(expected)
+    if wanted and 200 <= status < 300:
+        detail += f" where HTTP {' or '.join(map(str, wanted))} was expected"
+    if html_page(response):
+        detail += " (an HTML page, not a registry's answer: a proxy or captive portal?)"
     message = f"{what} on {host}: HTTP {status} {response.reason_phrase}{detail}"
     error: OccystrapError
     if status in (401, 403):
@@ -62,8 +77,10 @@ def status_error(response: httpx.Response, what: str) -> OccystrapError:
 
 
 def raise_for_status(response: httpx.Response, what: str, *, ok: Iterable[int] = ()) -> None:
-    """Raise :func:`status_error` unless the status is 2xx or in ``ok``."""
-    if not (200 <= response.status_code < 300 or response.status_code in ok):
+    """Raise :func:`status_error` unless the status is 2xx or in ``ok``, or the
+    answer is an HTML page."""
+    if not (200 <= response.status_code < 300 or response.status_code in ok) \
+            or html_page(response):
         raise status_error(response, what)
 
 

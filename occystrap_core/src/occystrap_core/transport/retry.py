@@ -1,15 +1,25 @@
-"""The retry layer: every plugin's requests are retried here, never in plugins.
+"""The run's one retry policy, and the transport layer that applies it to requests.
 
-Retries connection-level failures and 429/500/502/503/504 with capped exponential
-backoff and jitter, honouring ``Retry-After``. 401/403/404 and other statuses are
-returned as they are. When retries run out, an httpx network error becomes an
-:class:`~occystrap_core.errors.TransportError` naming the host, so every plugin
-gets the same clear message.
+``--retries N`` allows N more attempts of any one operation, whatever it is: a
+request (retried here, in the transport layer every client has), a blob download
+however often its body breaks (:mod:`.blobs` resumes it with ``Range``), a blob
+upload however often it restarts (the registry plugin's uploader). All wait the
+same way: capped exponential backoff with jitter, and at least what a
+``Retry-After`` asks for. Connection failures, timeouts, 429 and 500/502/503/504
+are retried; 401/403/404 and other statuses are returned as they are.
+
+The layer reads every answer's body inside its loop, except bulk downloads that
+the caller streams (the ``occystrap.bulk`` extension): a connection reset in the
+middle of a manifest, a config or a token answer is retried like one before the
+headers. Every body must keep arriving at ``--min-speed`` bytes per second over
+windows of ``--timeout`` seconds: a server trickling a few bytes at a time would
+otherwise never time out, since the timeout applies to each read.
 
 A request is only replayed when its body can be sent again: no body, ``bytes``,
 or a seekable file. A generator or iterator body may already be half-sent, so it
 is retried only on errors raised before anything was sent (connect and pool
-failures). ``extensions={"occystrap.retry": False}`` opts one request out.
+failures). ``extensions={"occystrap.retry": False}`` opts one request out, for
+callers that retry a whole operation themselves under the same policy.
 """
 
 from __future__ import annotations
@@ -17,13 +27,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 
 from ..errors import TransportError
-from .clock import Clock
 from ..redact import redact_uri
+from .base import BULK
+from .clock import Clock
 
 log = logging.getLogger("occystrap.http")
 
@@ -36,6 +47,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 300.0  # a server asking for longer still gets retried, just sooner
 NO_RETRY = "occystrap.retry"
+# Answers read whole (manifests, configs, tokens, API pages); bigger ones are refused
+# rather than held in memory. Image configs are the largest, and capped at this too.
+MAX_ANSWER = 64 * 1024 * 1024
 
 
 def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
@@ -57,6 +71,71 @@ def retry_after(response: httpx.Response, now: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+class SpeedCheck:
+    """Fails a transfer slower than ``min_speed`` bytes/s over a whole ``window``."""
+
+    def __init__(self, clock: Clock, min_speed: int, window: float):
+        self.clock = clock
+        self.min_speed = min_speed
+        self.window = window
+        self._start = clock.monotonic()
+        self._bytes = 0
+
+    def update(self, n: int) -> None:
+        """Count ``n`` bytes; raise ``httpx.ReadTimeout`` (retried like any timeout)
+        when a window ended below the minimum."""
+        if not self.min_speed:
+            return
+        self._bytes += n
+        elapsed = self.clock.monotonic() - self._start
+        if elapsed < self.window:
+            return
+        if self._bytes < self.min_speed * elapsed:
+            raise httpx.ReadTimeout(f"data arrived at {self._bytes / elapsed:.0f} bytes/s, "
+                                    f"below the minimum of {self.min_speed} (--min-speed)")
+        self._start, self._bytes = self.clock.monotonic(), 0
+
+
+class RetryPolicy:
+    """How many times, and how, any one operation of the run is retried (see module doc)."""
+
+    def __init__(self, retries: int, clock: Clock, *, min_speed: int = 0,
+                 window: float = 30.0, on_retry: Callable[[], None] | None = None,
+                 rand: Callable[[], float] = random.random):
+        self.retries = retries
+        self.clock = clock
+        self.min_speed = min_speed
+        self.window = window
+        self.on_retry = on_retry
+        self.rand = rand
+
+    def allows(self, attempt: int) -> bool:
+        """May an operation that has been retried ``attempt`` times be retried again?"""
+        return attempt < self.retries
+
+    def wait(self, attempt: int, why: str, what: str,
+             response: httpx.Response | None = None) -> None:
+        """Count retry number ``attempt`` (0-based) of ``what`` and sleep before it."""
+        delay = backoff(attempt, self.rand)
+        if response is not None:
+            delay = max(delay, retry_after(response, self.clock.time()) or 0.0)
+        log.info("retrying %s after %s in %.1fs (retry %d of %d)", redact_uri(what), why,
+                 delay, attempt + 1, self.retries)
+        if self.on_retry:
+            self.on_retry()
+        self.clock.sleep(delay)
+
+    def speed_check(self) -> SpeedCheck:
+        return SpeedCheck(self.clock, self.min_speed, self.window)
+
+
+def retryable(error: Exception) -> bool:
+    """Could trying again cure ``error`` (an httpx error, or a TransportError for one)?"""
+    if isinstance(error, TransportError):
+        return error.retryable
+    return isinstance(error, RETRY_ERRORS)
 
 
 def _rewinder(stream: httpx.SyncByteStream) -> Callable[[], None] | None:
@@ -81,47 +160,65 @@ def _describe(error: httpx.TransportError, host: str) -> str:
     return f"network error talking to {host}: {detail}"
 
 
-class RetryTransport(httpx.BaseTransport):
-    """Wraps ``inner``; retries up to ``retries`` times, sleeping on ``clock``."""
+class _CheckedBody(httpx.SyncByteStream):
+    """An answer's body, refused past ``MAX_ANSWER`` bytes or below the minimum speed."""
 
-    def __init__(self, inner: httpx.BaseTransport, *, retries: int, clock: Clock,
-                 on_retry: Callable[[], None] | None = None,
-                 rand: Callable[[], float] = random.random):
+    def __init__(self, inner: httpx.SyncByteStream, check: SpeedCheck):
         self.inner = inner
-        self.retries = retries
-        self.clock = clock
-        self.on_retry = on_retry
-        self.rand = rand
+        self.check = check
+
+    def __iter__(self) -> Iterator[bytes]:
+        total = 0
+        for chunk in self.inner:
+            total += len(chunk)
+            if total > MAX_ANSWER:
+                raise httpx.RemoteProtocolError(f"an answer of more than {MAX_ANSWER} bytes "
+                                                f"where a document was expected")
+            self.check.update(len(chunk))
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Wraps ``inner``; retries as ``policy`` says (see module doc)."""
+
+    def __init__(self, inner: httpx.BaseTransport, policy: RetryPolicy):
+        self.inner = inner
+        self.policy = policy
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         # Decided before the first attempt: sending a body may change its stream.
         rewind = _rewinder(request.stream)
-        allowed = self.retries if request.extensions.get(NO_RETRY, True) else 0
+        allowed = request.extensions.get(NO_RETRY, True)
+        host = request.url.netloc.decode()
         attempt = 0
         while True:
+            response: httpx.Response | None = None
             try:
                 response = self.inner.handle_request(request)
+                if not request.extensions.get(BULK):
+                    response.stream = _CheckedBody(response.stream, self.policy.speed_check())
+                    response.read()
             except httpx.TransportError as e:
-                retryable = isinstance(e, RETRY_ERRORS) and (
-                    rewind is not None or isinstance(e, UNSENT_ERRORS))
-                if attempt >= allowed or not retryable:
+                if response is not None:
+                    response.close()
+                cured = isinstance(e, RETRY_ERRORS)
+                if not (allowed and cured and (rewind is not None or isinstance(e, UNSENT_ERRORS))
+                        and self.policy.allows(attempt)):
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                    raise TransportError(_describe(e, request.url.netloc.decode()) + suffix) from e
-                delay, why = backoff(attempt, self.rand), type(e).__name__
+                    raise TransportError(_describe(e, host) + suffix, retryable=cured) from e
+                why = type(e).__name__
             else:
                 status = response.status_code
-                if status not in RETRY_STATUSES or attempt >= allowed or rewind is None:
+                if status not in RETRY_STATUSES or not allowed or rewind is None \
+                        or not self.policy.allows(attempt):
                     return response
-                delay = backoff(attempt, self.rand)
-                delay = max(delay, retry_after(response, self.clock.time()) or 0.0)
                 why = f"HTTP {status}"
                 response.close()
+            self.policy.wait(attempt, why, f"{request.method} {request.url}", response)
             attempt += 1
-            log.info("retrying %s %s after %s in %.1fs (retry %d of %d)", request.method,
-                     redact_uri(str(request.url)), why, delay, attempt, allowed)
-            if self.on_retry:
-                self.on_retry()
-            self.clock.sleep(delay)
             if rewind:
                 rewind()
 

@@ -213,9 +213,8 @@ class RegistryInput(ImageInput):
     def _open(self, client: httpx.Client, url: str,
               layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
         # No digest or size here: LayerData verifies both, hashing once is enough.
-        return open_blob(client, url, retries=self.ctx.settings.retries,
-                         what=f"{self.ref.path}: layer {layer.index} blob {layer.digest}",
-                         on_resume=lambda: self.ctx.stats.add("retries"))
+        return open_blob(client, url, policy=self.ctx.retry,
+                         what=f"{self.ref.path}: layer {layer.index} blob {layer.digest}")
 
     def _open_foreign(self, layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
         """Foreign (non-distributable) layers are fetched from their ``urls``, never from

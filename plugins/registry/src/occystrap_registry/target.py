@@ -311,7 +311,7 @@ class RegistryOutput(ImageOutput):
         if self.ctx.settings.verify_full:
             try:
                 with open_blob(self.repo.client, url, digest=digest, size=size,
-                               retries=self.ctx.settings.retries, what=what) as blob:
+                               policy=self.ctx.retry, what=what) as blob:
                     while blob.read(CHUNK):
                         pass
             except (ImageNotFoundError, CorruptImageError) as e:
