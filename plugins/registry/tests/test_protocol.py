@@ -19,8 +19,8 @@ import occystrap_tarball.plugin as tarball_plugin
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image, ImageInput, Layer
 from occystrap_core.context import Context
-from occystrap_core.errors import (DigestMismatchError, ImageNotFoundError, TransportError,
-                                   UnsupportedError)
+from occystrap_core.errors import (CorruptImageError, DigestMismatchError, ImageNotFoundError,
+                                   TransportError, UnsupportedError)
 from occystrap_core.pipeline import build_input, build_output, run
 from occystrap_core.testing.http import MockHTTP, make_context
 from occystrap_core.types import Platform
@@ -97,6 +97,11 @@ class FakeRegistry:
             return httpx.Response(202, headers=headers)
         if self.max_body is not None and len(body) > self.max_body:
             return httpx.Response(413)
+        if uid not in self.uploads:
+            return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
+        if request.method == "DELETE":
+            del self.uploads[uid]
+            return httpx.Response(204)
         buf = self.uploads[uid]
         if request.method == "PATCH":
             start, _, end = request.headers["Content-Range"].partition("-")
@@ -142,7 +147,7 @@ def memory_image(tars: list[bytes], compress: bool) -> tuple[Image, dict[str, by
                  media_type), blobs
 
 
-def context(fake: FakeRegistry, **settings: Any) -> Context:
+def context(fake: Any, **settings: Any) -> Context:
     return make_context(MockHTTP(fake), registry_plugin, tarball_plugin, **settings)
 
 
@@ -443,6 +448,78 @@ def test_upload_retries_run_out() -> None:
     assert ctx.stats["retries"] == 2
     assert fake.breaks == 10 - 3  # the first attempt and two retries
     assert ("app", "v1") not in fake.manifests
+
+
+class FaultyRegistry(FakeRegistry):
+    """Answers the first requests matching ``(METHOD, path fragment)`` with ``fault``:
+    an HTTP status, or "lost" (the request is served, then the answer never comes)."""
+
+    def __init__(self, method: str, fragment: str, fault: int | str, times: int = 1):
+        super().__init__()
+        self.rule = (method, fragment, fault)
+        self.times = times
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        method, fragment, fault = self.rule
+        if self.times and request.method == method and fragment in request.url.path:
+            self.times -= 1
+            if fault == "lost":
+                super().__call__(request)
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+            request.read()
+            self.log.append((request.method, request.url.path, -int(fault)))
+            return httpx.Response(int(fault), json={"errors": [{"code": "UNAVAILABLE"}]})
+        return super().__call__(request)
+
+
+def test_a_503_on_a_streamed_put_is_retried() -> None:
+    fake = FaultyRegistry("PUT", "/blobs/uploads/", 503)
+    image, blobs = memory_image([random.Random(3).randbytes(MiB)], compress=True)
+    with context(fake, retries=1) as ctx:
+        _, result = run(ctx, CountingInput(image, blobs), build_output(ctx, f"registry://{HOST}/a:1"))
+    assert fake.blobs[image.layers[0].digest or ""] == blobs[image.layers[0].digest or ""]
+    assert ctx.stats["retries"] == 1 and result.manifest_digest == image.manifest_digest
+
+
+def test_a_lost_put_answer_is_settled_by_asking_not_by_replaying() -> None:
+    """The registry stored the blob and the answer was lost: replaying the spent session
+    would get BLOB_UPLOAD_UNKNOWN; a HEAD finds the blob there instead."""
+    fake = FaultyRegistry("PUT", "/blobs/uploads/", "lost")
+    image, blobs = memory_image([random.Random(4).randbytes(MiB)], compress=True)
+    source = CountingInput(image, blobs)
+    with context(fake, retries=1) as ctx:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/a:1"))
+    assert source.opened == 1 and ctx.stats["retries"] == 0
+    puts = [e for e in fake.log if e[0] == "PUT" and "/uploads/" in e[1]]
+    assert len(puts) == 2  # the layer once, then the config
+    assert result.manifest_digest == image.manifest_digest
+
+
+class LyingRegistry(FakeRegistry):
+    """Says it stored another manifest than the one pushed."""
+
+    def _manifest(self, request: httpx.Request, repo: str, ref: str, body: bytes) -> httpx.Response:
+        answer = super()._manifest(request, repo, ref, body)
+        if request.method == "PUT":
+            answer.headers["Docker-Content-Digest"] = sha(b"something else")
+        return answer
+
+
+def test_a_wrong_digest_in_the_manifest_put_answer_is_an_error() -> None:
+    image, blobs = memory_image([b"q" * 1000], compress=True)
+    with pytest.raises(CorruptImageError, match="says it stored sha256:"):
+        push(LyingRegistry(), image, blobs, f"registry://{HOST}/a:1")
+
+
+def test_a_web_page_is_never_taken_for_a_registry_answer() -> None:
+    """A captive portal answering 200 text/html to everything: no blob counts as
+    present and no push as accepted, --no-verify or not."""
+    def portal(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, html="<html><body>Welcome</body></html>")
+
+    image, blobs = memory_image([b"w" * 1000], compress=True)
+    with context(portal, verify=False) as ctx, pytest.raises(TransportError, match="HTML page"):
+        run(ctx, MemoryInput(image, blobs), build_output(ctx, f"registry://{HOST}/a:1"))
 
 
 # --- several platforms -----------------------------------------------------------------

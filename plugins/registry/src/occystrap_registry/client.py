@@ -14,7 +14,7 @@ import httpx
 from occystrap_core.errors import OccystrapError, TransportError
 from occystrap_core.transport.auth import RegistryAuth
 from occystrap_core.transport.clock import get_clock
-from occystrap_core.transport.errors import status_error
+from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ClientConfig, ClientRequest, Credentials, ResolvedURI, Role
 
 from .reference import Reference
@@ -54,7 +54,8 @@ class Repository:
 
     def request(self, method: str, url: str, *, what: str, ok: Iterable[int] = (200,),
                 missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
-        """Send a request; a status outside ``ok`` raises an error naming the registry.
+        """Send a request; a status outside ``ok``, or a web page where the registry
+        should have answered, raises an error naming the registry.
 
         With ``missing_ok`` a 404 is returned instead of raised.
         """
@@ -62,13 +63,13 @@ class Repository:
             response = self.client.request(method, url, **kwargs)
         except httpx.HTTPError as e:
             raise self.transport_error(what, e) from None
-        if response.status_code in ok or (missing_ok and response.status_code == 404):
+        if missing_ok and response.status_code == 404:
             return response
-        raise self.status_error(response, what)
+        if response.status_code in ok and not html_page(response):
+            return response
+        raise status_error(response, what, expected=ok)
 
     def transport_error(self, what: str, e: Exception) -> OccystrapError:
         return TransportError(f"{what}: network error talking to {self.host}: "
                               f"{e or type(e).__name__}")
 
-    def status_error(self, response: httpx.Response, what: str) -> OccystrapError:
-        return status_error(response, what)

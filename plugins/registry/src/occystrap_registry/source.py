@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import copy
 import dataclasses
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,6 +27,8 @@ from .reference import parse, registry_key
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
+
+log = logging.getLogger("occystrap.registry")
 
 _MAX_INDEX_DEPTH = 4
 _MAX_MANIFEST = 4 * 1024 * 1024  # the OCI distribution spec's suggested limit
@@ -65,10 +68,22 @@ class RegistryInput(ImageInput):
             raise CorruptImageError(f"{what}: manifest larger than {_MAX_MANIFEST} bytes")
         manifest = manifests.parse(data, response.headers.get("Content-Type"),
                                    f"registry {self.repo.host}: {what}")
-        if pinned:
-            actual = digests.of_bytes(data, ref.split(":", 1)[0])
-            if actual != ref:
-                raise DigestMismatchError(what, ref, actual)
+        # By digest, the reference is the proof; by tag, the registry's header is, when
+        # it sends one: a proxy rewriting the bytes cannot then go unnoticed.
+        stated = ref if pinned else response.headers.get("Docker-Content-Digest")
+        if stated:
+            try:
+                algorithm = digests.validate(stated, f"{what} Docker-Content-Digest").split(":")[0]
+            except CorruptImageError:
+                raise CorruptImageError(f"{what}: {self.repo.host} sent the malformed "
+                                        f"Docker-Content-Digest {stated!r}") from None
+            actual = digests.of_bytes(data, algorithm)
+            if actual != stated:
+                raise DigestMismatchError(f"{what} from {self.repo.host}", stated, actual)
+        else:
+            log.warning("%s: %s sent no Docker-Content-Digest; the digest %s was computed "
+                        "from the bytes received, not confirmed by the registry", what,
+                        self.repo.host, manifest.digest)
         return manifest
 
     def top_manifest(self) -> manifests.Manifest:

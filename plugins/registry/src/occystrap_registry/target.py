@@ -26,6 +26,7 @@ from occystrap_core.errors import (CorruptImageError, ImageNotFoundError, Occyst
                                    URIError)
 from occystrap_core.streams import CHUNK
 from occystrap_core.transport.blobs import open_blob
+from occystrap_core.transport.errors import status_error
 from occystrap_core.types import ResolvedURI
 
 from . import compress, manifests
@@ -33,7 +34,7 @@ from .client import Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
 from .reference import parse, registry_key, same_registry
-from .upload import Session, Uploader
+from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
     from occystrap_core.api import _Mounted
@@ -148,16 +149,17 @@ class RegistryOutput(ImageOutput):
         if self._target_compression(layer) is not None:
             return True  # its digest is known only after compressing (see add_layer)
         assert layer.digest is not None
-        return self._place(layer.digest, keep_session=True)
+        return self._place(layer.digest, keep_session=True, size=layer.size)
 
-    def _place(self, digest: str, keep_session: bool) -> bool | _Mounted:
+    def _place(self, digest: str, keep_session: bool,
+               size: int | None = None) -> bool | _Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
         another repository of this registry; True when it must be uploaded, this
         output then holding the run's claim on that upload (see :meth:`_release`)."""
         while True:
             if self.locations.holds(self.registry, self.ref.path, digest):
                 return False  # uploaded or mounted here earlier in this run
-            if self.uploader.exists(digest):
+            if self.uploader.exists(digest, size):
                 self.locations.add(self.registry, self.ref.path, [digest])
                 return False
             running = self.locations.claim(self.registry, digest)
@@ -215,7 +217,7 @@ class RegistryOutput(ImageOutput):
         diff_id = data.tar_digest  # computed while LayerData verified the layer
         assert diff_id is not None  # spool read the tar to its end
         try:
-            placed = self._place(spooled.digest, keep_session=False)
+            placed = self._place(spooled.digest, keep_session=False, size=spooled.size)
             if placed is True:
                 try:
                     self.uploader.upload(spooled.digest, spooled.size,
@@ -262,13 +264,17 @@ class RegistryOutput(ImageOutput):
             raise URIError(f"destination {self.ref} is pinned to {self.ref.digest}, but the "
                            f"manifest to push has digest {digest}")
         ref = digest if by_digest else self.ref.tag or digest
-        response = self.repo.request("PUT", self.repo.url("manifests", ref),
-                                     what=f"pushing manifest {self.ref.path}:{ref}",
+        what = f"pushing manifest {self.ref.path}:{ref}"
+        # 201 is the spec's answer; Quay answers 202, so other successes count when
+        # the registry names what it stored (a front answering 200 to anything does not).
+        response = self.repo.request("PUT", self.repo.url("manifests", ref), what=what,
                                      ok=(200, 201, 202), content=manifest,
                                      headers={"Content-Type": media_type})
-        pushed = response.headers.get("Docker-Content-Digest") or digest
-        self._pushed.append((pushed, media_type))
-        return OutputResult(location=self._where(pushed), manifest_digest=pushed,
+        check_digest_header(response, digest, what)
+        if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
+            raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
+        self._pushed.append((digest, media_type))
+        return OutputResult(location=self._where(digest), manifest_digest=digest,
                             manifest_size=len(manifest), manifest_media_type=media_type)
 
     # --- verification ---------------------------------------------------------
@@ -327,9 +333,8 @@ class RegistryOutput(ImageOutput):
 
     def abort(self) -> None:
         with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
+            self._sessions = {}
             claims = list(self._claims)
-        for session in sessions:
-            self.uploader.cancel(session)
+        self.uploader.cancel_all()
         for digest in claims:
             self._release(digest)

@@ -6,13 +6,20 @@ proxy in front of it) refuses that body with 413, or asks for chunks with
 ``OCI-Chunk-Min-Length``, the blob is sent as ``PATCH`` chunks with
 ``Content-Range`` instead, and the run remembers to use chunks from then on.
 
-A streamed body cannot be replayed by the transport's retry layer, so when the
-connection to the destination breaks during that ``PUT`` the whole upload is
-retried here: a new session, the source blob opened again, up to ``--retries`` times.
+An upload session is spent by its final ``PUT``, so the transport never replays
+those requests: when one fails (a broken connection, 429 or 5xx, an answer that
+never came) the uploader asks whether the registry has the blob after all (the
+answer may have been lost after the blob was stored), and otherwise starts over
+with a new session and the source opened again, under the run's retry policy.
+
+Every answer is checked the way the distribution spec defines it: the status, not
+a web page, and ``Docker-Content-Digest`` (when sent) naming the blob uploaded.
+Open sessions are remembered, so that an interrupted run can cancel them.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -20,9 +27,11 @@ from typing import BinaryIO, Callable, ContextManager, Iterator
 
 import httpx
 
-from occystrap_core.errors import AuthError, OccystrapError, TransportError
+from occystrap_core.errors import AuthError, CorruptImageError, OccystrapError, TransportError
 from occystrap_core.streams import CHUNK
 from occystrap_core.transport.auth import SCOPES
+from occystrap_core.transport.errors import html_page, status_error
+from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
 
 from .client import Repository
 
@@ -31,6 +40,9 @@ log = logging.getLogger("occystrap.registry")
 OCTET = "application/octet-stream"
 PATCH_CHUNK = 16 * 1024 * 1024
 PATCH_FLOOR = 256 * 1024  # smallest chunk tried when a proxy keeps answering 413
+_ONCE = {NO_RETRY: False}  # a session's requests: retried whole by the uploader
+# A session the registry has forgotten (it expired, or a lost answer spent it).
+_SESSION_GONE = (404, 416)
 
 
 @dataclass
@@ -45,11 +57,12 @@ class _TooLarge(Exception):
     """The registry or a proxy refused a monolithic body (413)."""
 
 
-class _Broken(Exception):
-    """The connection to the destination broke during a streamed PUT."""
+class _Failed(Exception):
+    """An upload attempt failed in a way a new attempt may cure."""
 
-    def __init__(self, error: OccystrapError):
+    def __init__(self, error: OccystrapError, response: httpx.Response | None = None):
         self.error = error
+        self.response = response
 
 
 class _Body:
@@ -72,28 +85,51 @@ class _Body:
             yield data
 
 
+def check_digest_header(response: httpx.Response, digest: str, what: str) -> None:
+    """A ``Docker-Content-Digest`` that names another digest is an error, not news."""
+    stated = response.headers.get("Docker-Content-Digest")
+    if stated is not None and stated != digest:
+        raise CorruptImageError(f"{what}: {response.request.url.netloc.decode()} says it "
+                                f"stored {stated}, but {digest} was sent")
+
+
 class Uploader:
     """Blob operations on one destination repository; safe to share between threads."""
 
     def __init__(self, repo: Repository):
         self.repo = repo
         self.client = repo.client
+        self.policy = repo.ctx.retry
         self._chunked = False
         self._no_mount = False
         self._lock = threading.Lock()
+        self._open: set[str] = set()  # locations of the sessions not finished or cancelled
 
-    def exists(self, digest: str) -> bool:
-        response = self.repo.request("HEAD", self.repo.url("blobs", digest),
-                                     what=f"HEAD blob {digest}", missing_ok=True)
-        return response.status_code == 200
+    def exists(self, digest: str, size: int | None = None) -> bool:
+        """Does the repository hold ``digest``? Only a registry's own yes counts: a 200
+        that is a web page, or names another digest or size, is an error."""
+        what = f"HEAD blob {digest}"
+        response = self.repo.request("HEAD", self.repo.url("blobs", digest), what=what,
+                                     missing_ok=True)
+        if response.status_code == 404:
+            return False
+        check_digest_header(response, digest, what)
+        length = response.headers.get("Content-Length")
+        if size is not None and length is not None and length.isdigit() and int(length) != size:
+            raise CorruptImageError(f"{what}: {self.repo.host} holds {length} bytes under "
+                                    f"that digest, not {size}")
+        return True
 
     def _session(self, response: httpx.Response) -> Session:
         location = response.headers.get("Location")
         if not location:
             raise self.repo.transport_error("starting an upload",
                                             ValueError("no Location header in the answer"))
-        return Session(str(response.url.join(location)),
-                       int(response.headers.get("OCI-Chunk-Min-Length") or 0))
+        session = Session(str(response.url.join(location)),
+                          int(response.headers.get("OCI-Chunk-Min-Length") or 0))
+        with self._lock:
+            self._open.add(session.location)
+        return session
 
     def start(self) -> Session:
         response = self.repo.request("POST", self.repo.url("blobs/uploads"),
@@ -107,6 +143,7 @@ class Uploader:
         """
         if self._no_mount:
             return self.start()
+        what = f"mounting {digest} from {from_repo}"
         try:
             response = self.client.post(
                 self.repo.url("blobs/uploads"), params={"mount": digest, "from": from_repo},
@@ -116,8 +153,11 @@ class Uploader:
             self._no_mount = True
             return self.start()
         except httpx.HTTPError as e:
-            raise self.repo.transport_error(f"mounting {digest}", e) from None
+            raise self.repo.transport_error(what, e) from None
+        if html_page(response):
+            raise status_error(response, what, expected=(201, 202))
         if response.status_code == 201:
+            check_digest_header(response, digest, what)
             return None
         if response.status_code == 202 and response.headers.get("Location"):
             return self._session(response)
@@ -126,56 +166,80 @@ class Uploader:
     def upload(self, digest: str, size: int | None,
                open_body: Callable[[], ContextManager[BinaryIO]],
                session: Session | None = None) -> None:
-        """Upload the blob ``open_body()`` yields. ``open_body`` is called again (the
-        stream is spent by then) when a monolithic PUT is refused with 413, or broke
-        and is retried."""
+        """Upload the blob ``open_body()`` yields, retried as the run's policy allows.
+
+        ``open_body`` is called again (the stream is spent by then) for each new
+        attempt, and when a monolithic PUT is refused with 413.
+        """
         session = session or self.start()
-        retries = self.repo.ctx.settings.retries
         attempt = 0
-        while not (self._chunked or session.min_chunk):
+        while True:
             try:
+                # A blob smaller than the registry's chunk minimum goes in one PUT.
+                chunks = session.min_chunk and (size is None or size > session.min_chunk)
                 with open_body() as body:
-                    self._put(session.location, digest, size, body)
+                    if self._chunked or chunks:
+                        self._patch(session, digest, body)
+                    else:
+                        self._put(session.location, digest, size, body)
+                self._finished(session)
                 return
             except _TooLarge:
+                self.cancel(session)
                 with self._lock:
                     self._chunked = True  # the same limit will hit every later blob
-            except _Broken as e:
+            except _Failed as failed:
+                # The answer may have been lost after the registry stored the blob.
+                if self.exists(digest, size):
+                    self.cancel(session)
+                    return
                 self.cancel(session)
-                if attempt >= retries:
-                    raise e.error from None
+                if not self.policy.allows(attempt):
+                    raise failed.error from None
+                self.policy.wait(attempt, str(failed.error), f"uploading {digest} to "
+                                 f"{self.repo.host}", failed.response)
                 attempt += 1
-                self.repo.ctx.stats.add("retries")
-                log.info("uploading %s to %s again after: %s (retry %d of %d)", digest,
-                         self.repo.host, e.error, attempt, retries)
+            except BaseException:
+                self.cancel(session)
+                raise
             session = self.start()
-        with open_body() as body:
-            self._patch(session, digest, body)
 
     def _finish_url(self, location: str, digest: str) -> httpx.URL:
         return httpx.URL(location).copy_merge_params({"digest": digest})
+
+    def _send(self, method: str, url: str | httpx.URL, what: str, ok: tuple[int, ...],
+              stream: _Body | None = None, **kwargs: object) -> httpx.Response:
+        """One request of a session: failures a new session may cure raise _Failed."""
+        try:
+            response = self.client.request(method, url, extensions=dict(_ONCE),
+                                           **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as e:
+            raise _Failed(self.repo.transport_error(what, e)) from None
+        except TransportError as e:  # the retry layer translated a network failure
+            if isinstance(e, AuthError) or (stream and stream.source_failed) or not e.retryable:
+                raise
+            raise _Failed(e) from None
+        status = response.status_code
+        if status in ok and not html_page(response):
+            return response
+        if status == 413:
+            response.close()
+            raise _TooLarge
+        error = status_error(response, what, expected=ok)
+        if status in RETRY_STATUSES or status in _SESSION_GONE:
+            raise _Failed(error, response)
+        raise error
 
     def _put(self, location: str, digest: str, size: int | None, body: BinaryIO) -> None:
         headers = {"Content-Type": OCTET}
         if size is not None:
             headers["Content-Length"] = str(size)
         what = f"uploading blob {digest}"
-        # A seekable file can be rewound, so the retry layer may resend it; a stream
-        # from the source cannot, and is read to EOF so that its checks run.
+        # A stream from the source is read to EOF, so that its checks run.
         stream = None if body.seekable() else _Body(body)
-        try:
-            response = self.client.put(self._finish_url(location, digest),
-                                       content=stream or body, headers=headers)
-        except httpx.HTTPError as e:
-            raise _Broken(self.repo.transport_error(what, e)) from None
-        except TransportError as e:  # the retry layer gave up on the connection
-            if isinstance(e, AuthError) or (stream and stream.source_failed):
-                raise
-            raise _Broken(e) from None
-        if response.status_code == 413:
-            raise _TooLarge
-        if response.status_code not in (201, 204):
-            raise self.repo.status_error(response, what)
+        response = self._send("PUT", self._finish_url(location, digest), what, (201, 204),
+                              stream, content=stream or body, headers=headers)
+        check_digest_header(response, digest, what)
 
     def _patch(self, session: Session, digest: str, body: BinaryIO) -> None:
         what = f"uploading blob {digest} in chunks"
@@ -190,33 +254,47 @@ class Uploader:
             if not buf:
                 break
             part = bytes(buf[:size])
-            response = self.repo.request(
-                "PATCH", location, what=what, ok=(202, 413), content=part,
-                headers={"Content-Type": OCTET, "Content-Length": str(len(part)),
-                         "Content-Range": f"{offset}-{offset + len(part) - 1}"})
-            if response.status_code == 413:
+            try:
+                response = self._send(
+                    "PATCH", location, what, (202,), content=part,
+                    headers={"Content-Type": OCTET, "Content-Length": str(len(part)),
+                             "Content-Range": f"{offset}-{offset + len(part) - 1}"})
+            except _TooLarge:
                 if size // 2 < floor:
-                    raise self.repo.status_error(response, what)
+                    raise
                 size //= 2
                 continue
             location = str(response.url.join(response.headers.get("Location") or location))
+            with self._lock:  # the session now goes by its new location
+                self._open.discard(session.location)
+                self._open.add(location)
+            session.location = location
             offset += len(part)
             del buf[:len(part)]
-        self.repo.request("PUT", self._finish_url(location, digest), what=what,
-                          ok=(201, 204), headers={"Content-Length": "0"})
+        response = self._send("PUT", self._finish_url(location, digest), what, (201, 204),
+                              headers={"Content-Length": "0"})
+        check_digest_header(response, digest, what)
 
     def push_bytes(self, digest: str, data: bytes) -> None:
         """Upload a small blob (the config) unless the registry has it."""
-        if self.exists(digest):
-            return
-        session = self.start()
-        self.repo.request("PUT", self._finish_url(session.location, digest),
-                          what=f"uploading blob {digest}", ok=(201, 204), content=data,
-                          headers={"Content-Type": OCTET})
+        if not self.exists(digest, len(data)):
+            self.upload(digest, len(data), lambda: io.BytesIO(data))
+
+    def _finished(self, session: Session) -> None:
+        with self._lock:
+            self._open.discard(session.location)
 
     def cancel(self, session: Session) -> None:
         """Best effort: tell the registry an upload session is abandoned."""
-        try:
-            self.client.delete(session.location)
-        except httpx.HTTPError:
+        self._finished(session)
+        try:  # once: an interrupted run must not wait for retries of a courtesy
+            self.client.delete(session.location, extensions=dict(_ONCE))
+        except (httpx.HTTPError, OccystrapError):
             pass
+
+    def cancel_all(self) -> None:
+        """Cancel every session still open (an interrupted or failed run)."""
+        with self._lock:
+            locations, self._open = list(self._open), set()
+        for location in locations:
+            self.cancel(Session(location))
