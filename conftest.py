@@ -2,5 +2,6 @@
 pytest_plugins = [
     "occystrap_core.testing",
     "occystrap_core.testing.http",
+    "occystrap_core.testing.faults",
     "occystrap_core.testing.registry",
 ]
