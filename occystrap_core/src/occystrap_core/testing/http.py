@@ -60,6 +60,31 @@ class FakeClock(Clock):
             self.now += seconds
 
 
+class QuickClock(Clock):
+    """Real time, except that every sleep (backoff, Retry-After, rate-limit waits) is
+    recorded and skipped: runs against real servers retry without waiting, while
+    timeouts and --min-speed still see the clock move."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+
+
+class ClockPlugin:
+    """Makes ``clock`` the clock of every run that loads this plugin."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    @hookimpl(tryfirst=True)
+    def occystrap_base_transport(self, host: str, ctx: Context) -> None:
+        ctx.shared(CLOCK_KEY, lambda: self.clock)  # asked for before the clock is used
+
+
 class MockHTTP:
     """A plugin whose base transport is ``httpx.MockTransport(handler)`` for every host.
 
@@ -162,6 +187,14 @@ def make_context(*plugins: Any, settings: Settings | None = None, clock: Clock |
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def quick_clock(register_plugin: Callable[..., Any]) -> QuickClock:
+    """A :class:`QuickClock` for every plugin load of the test, CLI runs included."""
+    clock = QuickClock()
+    register_plugin(ClockPlugin(clock), name="occystrap-test-quick-clock")
+    return clock
 
 
 @pytest.fixture

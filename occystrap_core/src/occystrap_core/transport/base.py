@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import threading
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import httpx
 
@@ -51,6 +51,28 @@ def ssl_context(ctx: Context) -> ssl.SSLContext:
 def _has_body(request: httpx.Request) -> bool:
     """Whether httpcore sends the request as headers plus a body (even an empty one)."""
     return "content-length" in request.headers or "transfer-encoding" in request.headers
+
+
+def _translated(error: Exception) -> Exception:
+    """h2's own exceptions (httpcore lets some through, such as a body shorter than its
+    content-length) as the httpx error every layer above knows how to retry."""
+    if type(error).__module__.split(".")[0] != "h2":
+        return error
+    return httpx.RemoteProtocolError(f"HTTP/2: {type(error).__name__}: {error}")
+
+
+class _H2Errors(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream):
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.inner
+        except Exception as e:
+            raise _translated(e) from e
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class ProxyRouter(httpx.BaseTransport):
@@ -101,7 +123,14 @@ class ProxyRouter(httpx.BaseTransport):
         http2 = (self.ctx.settings.http2 and not _has_body(request)
                  and not request.extensions.get(BULK))
         route = self._route(self.proxy_for(request.url), http2, request.url.scheme == "https")
-        return route.handle_request(request)
+        if not http2:
+            return route.handle_request(request)
+        try:
+            response = route.handle_request(request)
+        except Exception as e:
+            raise _translated(e) from e
+        response.stream = _H2Errors(response.stream)
+        return response
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,158 @@
+"""Recovery and integrity against the real registry, through the fault-injecting front.
+
+Each test names the defect it keeps fixed. The registry is real (CNCF distribution);
+the front in between breaks exactly one thing at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from occystrap_core.testing.faults import Fault, FaultFront
+from occystrap_core.testing.registry import PushedImage, RegistryServer, push_sample_image
+
+MANIFEST = r"/manifests/"
+BLOB = r"/blobs/sha256:"
+UPLOAD = r"/blobs/uploads/."
+
+
+@pytest.fixture
+def pushed(registry_plain: RegistryServer) -> tuple[str, PushedImage]:
+    repo = f"recovery/{uuid.uuid4().hex[:8]}"
+    return repo, push_sample_image(registry_plain, repo, "v1")
+
+
+@pytest.fixture
+def front(fault_front_factory: Callable[..., FaultFront],
+          registry_plain: RegistryServer) -> FaultFront:
+    """TLS with HTTP/2 in front of the plain registry: small requests share one h2
+    connection, blobs go over HTTP/1.1, so both stacks are under test."""
+    return fault_front_factory(registry_plain, tls=True, http2=True)
+
+
+@pytest.fixture
+def via(run_cli: Callable[..., Any], quick_clock: Any) -> Callable[..., Any]:
+    """``via(front, "process", SRC, DEST)``: the CLI trusting the front's CA."""
+
+    def run(front: FaultFront, *args: str, retries: int = 3) -> Any:
+        return run_cli("--ca-cert", str(front.ca_cert), "--retries", str(retries),
+                       "--no-progress", *args)
+
+    return run
+
+
+def _sha(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_reindented_manifest_is_caught_by_its_digest_header(front, pushed, via, tmp_path,
+                                                              expect_error):
+    """Copies were accepted without checking the manifest digest (issue item 2)."""
+    repo, image = pushed
+    front.add(Fault("reindent", method="GET", path=MANIFEST, times=-1))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"tar://{tmp_path}/out.tar")
+    expect_error(result, "digest mismatch", image.manifest_digest)
+    assert not (tmp_path / "out.tar").exists()
+    assert front.injected() >= 1
+
+
+def test_a_missing_digest_header_is_said_to_be_unconfirmed(front, pushed, via, tmp_path):
+    repo, image = pushed
+    front.add(Fault("strip_digest", method="GET", path=MANIFEST, times=-1))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"oci-layout://{tmp_path}/layout")
+    assert result.exit_code == 0, result.output
+    assert "computed from the bytes received, not confirmed" in result.stderr
+    assert image.manifest_digest in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate", "long_length"])
+def test_a_manifest_broken_mid_body_is_fetched_again(front, pushed, via, tmp_path, kind):
+    """A reset while reading a manifest body was not retried (item 6); over HTTP/2 a
+    short body even surfaced as h2's own exception."""
+    repo, image = pushed
+    front.add(Fault(kind, method="GET", path=MANIFEST, offset=40))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"oci-layout://{tmp_path}/layout")
+    assert result.exit_code == 0, result.output
+    assert front.injected() == 1
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == image.manifest_digest
+    assert any(hit.fault == kind and hit.http_version == "HTTP/2" for hit in front.log)
+
+
+def test_a_config_broken_mid_body_is_fetched_again(front, pushed, via, tmp_path):
+    repo, image = pushed
+    front.add(Fault("reset", method="GET", path=image.config_digest, offset=100))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"tar://{tmp_path}/out.tar")
+    assert result.exit_code == 0, result.output
+    assert front.injected() == 1
+
+
+def test_a_503_on_a_streamed_blob_put_is_retried(front, registry_plain, pushed, via):
+    """Registry-to-registry copies failed on one 503 (item 7)."""
+    repo, image = pushed
+    front.add(Fault("status", method="PUT", path=UPLOAD, status=503))
+    dest = f"recovery/{uuid.uuid4().hex[:8]}"
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"registry://{front.host}/{dest}:v1")
+    assert result.exit_code == 0, result.output
+    assert front.injected() == 1 and "1 retries" in result.stderr
+
+
+def test_a_lost_put_answer_does_not_replay_the_spent_session(front, pushed, via, tmp_path):
+    """The retry replayed a used-up upload session: BLOB_UPLOAD_UNKNOWN (item 8)."""
+    repo, image = pushed
+    archive = tmp_path / "in.tar"
+    assert via(front, "process", f"registry://{front.host}/{repo}:v1",
+               f"tar://{archive}").exit_code == 0
+    front.add(Fault("lost", method="PUT", path=UPLOAD))
+    dest = f"recovery/{uuid.uuid4().hex[:8]}"
+    result = via(front, "process", f"tar://{archive}", f"registry://{front.host}/{dest}:v1")
+    assert result.exit_code == 0, result.output
+    assert "BLOB_UPLOAD_UNKNOWN" not in result.output
+    puts = [hit for hit in front.log if hit.method == "PUT" and "/uploads/" in hit.path]
+    heads = [hit for hit in front.log if hit.method == "HEAD" and "/blobs/" in hit.path]
+    assert puts[0].fault == "lost" and heads  # settled by asking, not by replaying
+
+
+def test_a_captive_portal_never_makes_a_push_succeed(front, pushed, via, tmp_path,
+                                                     expect_error):
+    """'200 text/html' to everything made a --no-verify push succeed (item 3)."""
+    repo, image = pushed
+    archive = tmp_path / "in.tar"
+    assert via(front, "process", f"registry://{front.host}/{repo}:v1",
+               f"tar://{archive}").exit_code == 0
+    front.add(Fault("html", times=-1))
+    for verify in ("--no-verify", "--verify"):
+        result = via(front, verify, "process", f"tar://{archive}",
+                     f"registry://{front.host}/portal/x:v1")
+        expect_error(result, "HTML page")
+
+
+def test_a_wrong_digest_in_the_manifest_put_answer_is_refused(front, pushed, via, tmp_path,
+                                                              expect_error):
+    """The registry's answer was trusted over the digest we computed (item 4)."""
+    repo, image = pushed
+    front.add(Fault("wrong_digest", method="PUT", path=MANIFEST))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"registry://{front.host}/recovery/{uuid.uuid4().hex[:8]}:v1")
+    expect_error(result, "says it stored sha256:", image.manifest_digest)
+
+
+def test_a_trickling_answer_times_out_and_is_retried(front, pushed, via, tmp_path):
+    """400 bytes a second never timed out: --timeout applied per read (item 12)."""
+    repo, image = pushed
+    front.add(Fault("trickle", method="GET", path=MANIFEST, rate=40))
+    result = via(front, "--timeout", "1", "--min-speed", "1000", "process",
+                 f"registry://{front.host}/{repo}:v1", f"tar://{tmp_path}/out.tar")
+    assert result.exit_code == 0, result.output
+    assert front.injected() == 1 and "1 retries" in result.stderr
