@@ -36,6 +36,7 @@ from .errors import CorruptImageError, UnsupportedError
 
 if TYPE_CHECKING:
     from .types import Platform
+    from .workers import CancelToken
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,16 @@ class LayerData:
 
     ``on_bytes`` hears of each byte of the blob once: when an output opens it again
     (an upload retried from the start), bytes already reported are not reported again.
+    Reading raises :class:`~occystrap_core.workers.Cancelled` once ``cancel`` is set.
     """
 
     def __init__(self, layer: Layer, opener: Callable[[], ContextManager[BinaryIO]],
-                 on_bytes: Callable[[int], None] | None = None):
+                 on_bytes: Callable[[int], None] | None = None,
+                 cancel: CancelToken | None = None):
         self.layer = layer
         self._opener = opener
         self._on_bytes = on_bytes
+        self._cancel = cancel
         self._reported = 0  # the furthest any opening has read
         self.tar_digest: str | None = None
         self.tar_size: int | None = None
@@ -175,6 +179,8 @@ class LayerData:
 
         def advance(n: int) -> None:
             nonlocal position
+            if self._cancel is not None:
+                self._cancel.check()  # an interrupt, or another layer failed: stop here
             position += n
             if position > self._reported and self._on_bytes:
                 self._on_bytes(position - self._reported)

@@ -25,7 +25,6 @@ import logging
 import re
 import string
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -37,6 +36,7 @@ from .context import Context
 from .errors import OccystrapError, UsageError
 from .redact import redact_text, redact_uri
 from .types import ResolvedURI
+from .workers import parallel
 from .uri import convert_options, split_filter
 
 log = logging.getLogger("occystrap.bulk")
@@ -176,20 +176,9 @@ def _copy(ctx: Context, job: Job, filters: Sequence[str]) -> Outcome:
     return Outcome(job, result=result, problems=tuple(problems or ()))
 
 
-def _parallel(ctx: Context, work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def _parallel(ctx: Context, work: Callable[[T], R], items: Sequence[T]) -> list[R | None]:
     """``work`` over ``items``, ``--image-parallel`` at once; results in ``items`` order."""
-    results: list[Any] = [None] * len(items)
-    workers = max(1, min(ctx.settings.image_parallel, len(items)))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image")
-    try:
-        futures = {pool.submit(work, item): i for i, item in enumerate(items)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: start no further image
-        raise
-    pool.shutdown()
-    return results
+    return parallel(work, items, ctx.settings.image_parallel, ctx.cancel.child(), name="image")
 
 
 def _line(n: int, total: int, outcome: Outcome) -> str:

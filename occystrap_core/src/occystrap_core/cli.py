@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -31,9 +33,10 @@ class OccystrapGroup(click.Group):
         except OccystrapError as e:
             _error(str(e))
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            _error("interrupted")
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            _error(f"interrupted ({signal.Signals(signum).name}); what was written is removed")
+            ctx.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as e:
@@ -52,6 +55,28 @@ class OccystrapGroup(click.Group):
                 click.echo("This is a bug; rerun with --debug for a traceback, or disable "
                            "third-party plugins with --disable-plugin NAME", err=True)
             ctx.exit(1)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _catch_signals(ctx: click.Context, occy: Context) -> None:
+    """Ctrl-C and SIGTERM stop the run the same way: work in progress is told to stop
+    at its next chunk, queued work never starts, and the output cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread
+
+    def stop(signum: int, frame: object) -> None:
+        occy.cancel.set()
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ctx.call_on_close(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
 
 
 def _error(message: str) -> None:
@@ -164,6 +189,7 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
     _setup_logging(settings)
     occy = ctx.with_resource(Context(settings))
     ctx.obj = occy
+    _catch_signals(ctx, occy)
 
 
 def _print_version(ctx: click.Context, value: bool) -> None:

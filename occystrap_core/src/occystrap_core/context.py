@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import redact
 from .progress import Progress
 from .types import Credentials, Platform
+from .workers import CancelToken
 
 if TYPE_CHECKING:
     import httpx
@@ -101,6 +102,7 @@ class Context:
         self.used_plugins: list[PluginRecord] = []
         self._lock = threading.Lock()
         self._tempdir: str | None = None
+        self.cancel = CancelToken()  # set when the run is interrupted: work stops
         self._state: dict[str, Any] = {}
 
     @property

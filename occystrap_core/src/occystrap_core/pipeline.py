@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Sequence
 
 from . import digest as digests
@@ -12,10 +11,11 @@ from . import redact
 from .api import (MOUNTED, Image, ImageIndex, ImageInput, ImageOutput, Layer, LayerData,
                   ManifestSummary, OutputResult)
 from .context import Context
-from .errors import OccystrapError, UnsupportedError
+from .errors import UnsupportedError
 from .plugins import Entry
 from .types import ResolvedURI, Role
 from .uri import convert_options, split_filter
+from .workers import parallel
 
 log = logging.getLogger("occystrap.pipeline")
 
@@ -71,8 +71,9 @@ def run(ctx: Context, source: ImageInput, output: ImageOutput
     except BaseException:
         try:
             output.abort()
-        except Exception:  # the original failure matters more
-            log.exception("cleanup after a failed run failed too")
+        except Exception as e:  # the original failure matters more
+            log.warning("cleanup after the failure failed too: %s", e,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
         raise
 
 
@@ -121,6 +122,8 @@ def _run_index(ctx: Context, index: ImageIndex, output: ImageOutput) -> OutputRe
 
 def _deliver_layers(ctx: Context, source: ImageInput, output: ImageOutput,
                     layers: Sequence[Layer]) -> None:
+    token = ctx.cancel.child()  # a failed layer stops the others at their next chunk
+
     def deliver(layer: Layer) -> None:
         wanted = output.wants_layer(layer)
         if not wanted:
@@ -132,24 +135,11 @@ def _deliver_layers(ctx: Context, source: ImageInput, output: ImageOutput,
                 ctx.stats.add("bytes", n)
                 advance(n)
 
-            data = LayerData(layer, lambda: source.open_layer(layer), on_bytes=on_bytes)
+            data = LayerData(layer, lambda: source.open_layer(layer), on_bytes=on_bytes,
+                             cancel=token)
             outcome = output.add_layer(data)
         ctx.stats.add("mounted" if outcome is MOUNTED else "skipped" if outcome is False
                       else "layers")
 
-    workers = ctx.settings.parallel
-    if output.requires_ordered_layers or not source.parallel or workers <= 1 or len(layers) <= 1:
-        for layer in layers:
-            deliver(layer)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
-        futures = [pool.submit(deliver, layer) for layer in layers]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in pending:
-            f.cancel()
-        errors = [f.exception() for f in done if f.exception() is not None]
-        if errors:
-            wait(pending)  # let running workers stop before the output is aborted
-            # prefer an expected error over a knock-on failure in another thread
-            errors.sort(key=lambda e: not isinstance(e, OccystrapError))
-            raise errors[0]
+    ordered = output.requires_ordered_layers or not source.parallel
+    parallel(deliver, layers, 1 if ordered else ctx.settings.parallel, token, name="layer")

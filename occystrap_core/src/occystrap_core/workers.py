@@ -1,0 +1,105 @@
+"""Parallel work that stops promptly: on the first failure, and on Ctrl-C or SIGTERM.
+
+Work items run on daemon threads and read a :class:`CancelToken` at every chunk
+(``LayerData`` does it for layer streams). On a failure the other items stop at
+their next chunk and queued ones never start; the caller then cleans up. On an
+interrupt the caller waits a moment (:data:`GRACE`) for running items to notice,
+then goes on with its cleanup without them: a thread blocked in a network read
+cannot be stopped, and being a daemon it cannot hold the process up either.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Sequence, TypeVar
+
+from .errors import OccystrapError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+GRACE = 2.0  # seconds running work gets to stop after an interrupt
+
+
+class Cancelled(Exception):
+    """Raised by work that noticed its token was cancelled."""
+
+
+class CancelToken:
+    """A flag for a run or a part of it; a child is cancelled with its parent."""
+
+    def __init__(self, parent: CancelToken | None = None):
+        self._event = threading.Event()
+        self._parent = parent
+
+    def child(self) -> CancelToken:
+        return CancelToken(self)
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set() or (self._parent is not None and self._parent.is_set())
+
+    def check(self) -> None:
+        if self.is_set():
+            raise Cancelled("cancelled")
+
+
+def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: CancelToken,
+             name: str = "worker") -> list[R | None]:
+    """``work(item)`` for every item, ``workers`` at once; results in ``items`` order.
+
+    The first exception sets ``own`` (the work reads it, and stops) and is raised
+    once every running item has stopped: an expected :class:`OccystrapError` rather
+    than a knock-on failure of another item. ``own`` set from outside (or its
+    parent) stops the work the same way. Give each batch a fresh child token.
+    """
+    results: list[R | None] = [None] * len(items)
+    if workers <= 1 or len(items) <= 1:
+        for i, item in enumerate(items):
+            own.check()
+            results[i] = work(item)
+        return results
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(items)):
+        pending.put(i)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    running = min(workers, len(items))
+
+    def worker() -> None:
+        nonlocal running
+        try:
+            while not own.is_set():
+                try:
+                    i = pending.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    results[i] = work(items[i])
+                except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                    with lock:
+                        errors.append(e)
+                    own.set()
+        finally:
+            with lock:
+                running -= 1
+                if not running:
+                    done.set()
+
+    for n in range(running):
+        threading.Thread(target=worker, name=f"{name}-{n}", daemon=True).start()
+    try:
+        done.wait()
+    except BaseException:
+        own.set()  # an interrupt: queued items never start
+        done.wait(GRACE)
+        raise
+    if errors:
+        errors.sort(key=lambda e: (isinstance(e, Cancelled), not isinstance(e, OccystrapError)))
+        raise errors[0]
+    own.check()  # cancelled from outside while the last items finished
+    return results

@@ -1,0 +1,141 @@
+"""Ctrl-C, SIGTERM and SIGKILL in the middle of real transfers, then a re-run.
+
+occystrap runs as a separate process against the real registry, behind the
+fault-injecting front, which slows the transfer down so that the signal lands
+while layers are moving. After an interrupt the run must stop promptly (queued
+layers are not waited for), remove what it wrote and cancel its upload sessions;
+after SIGKILL the next run must clean up what the killed one left. Every wait is
+bounded: a hang fails the test instead of holding up the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from occystrap_core.testing.faults import Fault, FaultFront
+from occystrap_core.testing.registry import RegistryServer, push_sample_image
+
+LAYERS = 6
+LAYER_SIZE = 256 * 1024
+# Far longer than a prompt stop takes, far shorter than the slowed transfer: an exit
+# within it shows that queued layers were dropped, not waited for.
+PROMPT = 10.0
+
+
+@pytest.fixture(scope="module")
+def image(registry_plain: RegistryServer) -> tuple[str, int]:
+    repo = f"interrupts/{uuid.uuid4().hex[:8]}"
+    rng = random.Random(7)
+    layers = [{f"data/{i}.bin": rng.randbytes(LAYER_SIZE)} for i in range(LAYERS)]
+    push_sample_image(registry_plain, repo, "v1", layers=layers)
+    return repo, LAYERS
+
+
+def _uploads(server: RegistryServer) -> list[Path]:
+    """Upload sessions the registry holds, in every repository (a cancelled session
+    keeps an empty hashstates directory, but no longer its startedat)."""
+    root = server.root / "storage" / "docker" / "registry" / "v2" / "repositories"
+    return [p.parent for p in root.rglob("_uploads/*/startedat")]
+
+
+def _leftovers(*dirs: Path) -> list[str]:
+    return sorted(str(p) for d in dirs if d.exists() for p in d.iterdir())
+
+
+class Run:
+    """``occystrap ARGS`` as a process of its own, in a fresh environment."""
+
+    def __init__(self, front: FaultFront, tmp: Path, *args: str):
+        self.env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"),
+                    "OCCYSTRAP_TEMP_DIR": str(tmp / "temp")}
+        (tmp / "temp").mkdir(exist_ok=True)
+        self.args = [sys.executable, "-m", "occystrap_core", "--ca-cert", str(front.ca_cert),
+                     "--no-progress", "--min-speed", "0", *args]
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            pytest.fail(f"occystrap did not stop within {timeout} s: {self.args}")
+        return self.process.returncode, err
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _one_error_line(err: str, fragment: str) -> None:
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and fragment in errors[0], err
+
+
+@pytest.fixture
+def front(fault_front_factory: Callable[..., FaultFront],
+          registry_plain: RegistryServer) -> FaultFront:
+    return fault_front_factory(registry_plain, tls=True)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_pull_stops_promptly_and_leaves_nothing(front, image, tmp_path, sig, code):
+    repo, layers = image
+    # each layer crawls: the whole pull would take well over a minute
+    front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
+    out = tmp_path / "layout"
+    run = Run(front, tmp_path, "-j", "2", "process", f"registry://{front.host}/{repo}:v1",
+              f"oci-layout://{out}")
+    _until(lambda: sum(h.fault == "trickle" for h in front.log) >= 2, "layers to flow")
+    sent = time.monotonic()
+    run.process.send_signal(sig)
+    returncode, err = run.wait(timeout=PROMPT + 20)
+    assert time.monotonic() - sent < PROMPT, "the run waited for its queued layers"
+    assert returncode == code
+    _one_error_line(err, f"interrupted ({signal.Signals(sig).name})")
+    assert not out.exists()
+    assert _leftovers(tmp_path / "temp") == []
+    front.clear()
+    rerun = Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+                f"oci-layout://{out}")
+    assert rerun.wait(timeout=60)[0] == 0
+
+
+def test_an_interrupted_push_cancels_its_upload_sessions(front, registry_plain, image,
+                                                         tmp_path):
+    repo, _ = image
+    archive = tmp_path / "image.tar"
+    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+               f"tar://{archive}").wait(timeout=60)[0] == 0
+    dest = f"interrupts/{uuid.uuid4().hex[:8]}"
+    front.add(Fault("stall", method="PUT", path="/blobs/uploads/.", seconds=60, times=-1))
+    run = Run(front, tmp_path, "-j", "2", "process", f"tar://{archive}",
+              f"registry://{front.host}/{dest}:v1")
+    _until(lambda: any(h.fault == "stall" for h in front.log), "an upload to start")
+    assert _uploads(registry_plain)  # the registry holds the open session
+    run.process.send_signal(signal.SIGTERM)
+    returncode, err = run.wait(timeout=PROMPT + 20)
+    assert returncode == 143
+    _one_error_line(err, "interrupted (SIGTERM)")
+    _until(lambda: not [p for p in _uploads(registry_plain) if dest in str(p)],
+           "the sessions to be cancelled", timeout=5)
+    assert _leftovers(tmp_path / "temp", tmp_path / "cache" / "occystrap" / "uploads") == []
+    front.clear()
+    assert Run(front, tmp_path, "process", f"tar://{archive}",
+               f"registry://{front.host}/{dest}:v1").wait(timeout=60)[0] == 0
