@@ -139,3 +139,54 @@ def test_an_interrupted_push_cancels_its_upload_sessions(front, registry_plain, 
     front.clear()
     assert Run(front, tmp_path, "process", f"tar://{archive}",
                f"registry://{front.host}/{dest}:v1").wait(timeout=60)[0] == 0
+
+
+def test_after_sigkill_the_next_run_cleans_up(front, registry_plain, image, tmp_path):
+    """SIGKILL leaves temp files, the run's temp directory and upload sessions; the
+    next run removes the first two as it starts and cancels the sessions."""
+    repo, _ = image
+    archive = tmp_path / "image.tar"
+    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+               f"tar://{archive}").wait(timeout=60)[0] == 0
+    dest = f"interrupts/{uuid.uuid4().hex[:8]}"
+    front.add(Fault("stall", method="PUT", path="/blobs/uploads/.", seconds=60, times=-1))
+    run = Run(front, tmp_path, "process", f"tar://{archive}",
+              f"registry://{front.host}/{dest}:v1")
+
+    def journalled() -> bool:
+        """Every session the registry opened has reached its PUT, so the run knew of
+        it: a session whose POST answer a killed run never read cannot be cancelled."""
+        hits = front.log
+        opened = sum(h.method == "POST" and h.status == 202 for h in hits)
+        cancelled = sum(h.method == "DELETE" for h in hits)
+        return opened > 0 and opened - cancelled == sum(h.fault == "stall" for h in hits)
+
+    _until(journalled, "the uploads to start")
+    time.sleep(0.3)
+    _until(journalled, "the uploads to settle")
+    run.process.kill()
+    run.wait(timeout=20)
+    assert [p for p in _uploads(registry_plain) if dest in str(p)]
+    journals = tmp_path / "cache" / "occystrap" / "uploads"
+    assert _leftovers(journals)
+    front.clear()
+    assert Run(front, tmp_path, "process", f"tar://{archive}",
+               f"registry://{front.host}/{dest}:v1").wait(timeout=60)[0] == 0
+    assert not [p for p in _uploads(registry_plain) if dest in str(p)]
+    assert _leftovers(journals, tmp_path / "temp") == []
+
+    # a tar output killed half-way: its temp file goes with the next run
+    front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
+    out = tmp_path / "copy.tar"
+    run = Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1", f"tar://{out}")
+    _until(lambda: any(h.fault == "trickle" for h in front.log), "layers to flow")
+    time.sleep(0.5)
+    run.process.kill()
+    run.wait(timeout=20)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.tar.")]
+    assert _leftovers(tmp_path / "temp")  # the killed run's temp directory
+    front.clear()
+    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+               f"tar://{out}").wait(timeout=60)[0] == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.tar.")]
+    assert _leftovers(tmp_path / "temp") == []

@@ -7,15 +7,15 @@ hook; nothing is kept in module globals.
 from __future__ import annotations
 
 import platform as _platform
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import redact
+from . import redact, tempfiles
 from .progress import Progress
+from .tempfiles import TempDir
 from .types import Credentials, Platform
 from .workers import CancelToken
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .plugins import PluginRecord, Plugins
     from .transport.retry import RetryPolicy
 
+TEMP_PREFIX = "occystrap-"
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
 
@@ -100,10 +101,11 @@ class Context:
         self.stats = Stats()
         self.progress: Progress = Progress()  # silent unless a command installs a reporter
         self.used_plugins: list[PluginRecord] = []
-        self._lock = threading.Lock()
-        self._tempdir: str | None = None
+        self._lock = threading.RLock()  # shared() factories may call back in
+        self._tempdir: TempDir | None = None
         self.cancel = CancelToken()  # set when the run is interrupted: work stops
         self._state: dict[str, Any] = {}
+        self._closers: list[Callable[[], None]] = []
 
     @property
     def plugins(self) -> Plugins:
@@ -118,8 +120,10 @@ class Context:
         """A private temporary directory for this run, removed by :meth:`close`."""
         with self._lock:
             if self._tempdir is None:
-                self._tempdir = tempfile.mkdtemp(prefix="occystrap-", dir=self.settings.temp_dir)
-            return self._tempdir
+                root = self.settings.temp_dir or tempfile.gettempdir()
+                tempfiles.sweep(root, TEMP_PREFIX)  # what killed runs left behind
+                self._tempdir = TempDir(root, TEMP_PREFIX)
+            return self._tempdir.path
 
     def shared(self, key: str, factory: Any) -> Any:
         """A per-run singleton (token buckets, caches) created by ``factory()`` once."""
@@ -160,12 +164,21 @@ class Context:
         """Credentials for ``host`` from the ``occystrap_credentials`` hook chain."""
         return self.plugins.hook.occystrap_credentials(host=host, role=role, ctx=self)
 
+    def call_on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the run ends (after its clients are closed)."""
+        with self._lock:
+            self._closers.append(callback)
+
     def close(self) -> None:
         if "_clients" in self.__dict__:
             self._clients.close()
         if self._tempdir:
-            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir.remove()
             self._tempdir = None
+        with self._lock:
+            closers, self._closers = self._closers, []
+        for callback in reversed(closers):
+            callback()
 
     def __enter__(self) -> Context:
         return self

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 from ..api import Image, ImageOutput, LayerData, OutputResult
@@ -21,7 +19,8 @@ from ..context import Context
 from ..errors import CorruptImageError, OutputExistsError, URIError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
-from .common import local_path, write_atomic
+from ..tempfiles import TempDir, sweep, write_atomic
+from .common import local_path
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]  # runc spec's defaults
@@ -110,7 +109,8 @@ class BundleOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.path = local_path(uri)
         self.ctx = ctx
-        self._temp: str | None = None
+        self._work: TempDir | None = None
+        self._temp: str | None = None  # the bundle, built inside _work
         self._tree: TreeWriter | None = None
         self._spec: dict[str, Any] | None = None
         self._image: Image | None = None
@@ -123,7 +123,11 @@ class BundleOutput(ImageOutput):
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise URIError(f"directory {parent} does not exist")
-        self._temp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
+        prefix = f".{os.path.basename(self.path)}.tmp-"
+        sweep(parent, prefix)  # what a killed run left
+        self._work = TempDir(parent, prefix)
+        self._temp = os.path.join(self._work.path, "bundle")
+        os.mkdir(self._temp, 0o755)
         os.mkdir(os.path.join(self._temp, "rootfs"), 0o755)
         self._tree = TreeWriter(os.path.join(self._temp, "rootfs"))
 
@@ -141,9 +145,8 @@ class BundleOutput(ImageOutput):
                      json.dumps(self._spec, indent=2).encode())
         if os.path.isdir(self.path):
             os.rmdir(self.path)  # empty, checked at start
-        os.chmod(self._temp, 0o755)
         os.rename(self._temp, self.path)
-        self._temp = None
+        self.abort()  # the now empty work directory
         self._tree.root = os.path.join(self.path, "rootfs")
         return OutputResult(location=self.path,
                             details={"args": self._spec["process"]["args"]})
@@ -166,5 +169,6 @@ class BundleOutput(ImageOutput):
         return problems + [f"rootfs {p}" for p in self._tree.verify()]
 
     def abort(self) -> None:
-        if self._temp is not None:
-            shutil.rmtree(self._temp, ignore_errors=True)
+        if self._work is not None:
+            self._work.remove()
+            self._work = self._temp = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import BinaryIO
 
 from .. import digest as digests
@@ -30,19 +29,6 @@ def ensure_dir(path: str) -> bool:
         raise URIError(f"directory {parent} does not exist")
     os.mkdir(path)
     return True
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:

@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import threading
 from typing import Any
 
@@ -31,14 +30,8 @@ from ..context import Context
 from ..errors import CorruptImageError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
-from .common import (
-    copy_hashing,
-    ensure_dir,
-    hash_file,
-    hex_name,
-    local_path,
-    write_atomic,
-)
+from ..tempfiles import AtomicFile, TempDir, sweep, write_atomic
+from .common import copy_hashing, ensure_dir, hash_file, hex_name, local_path
 
 
 def _safe(text: str) -> str:
@@ -58,9 +51,12 @@ class DirOutput(ImageOutput):
         self._diff_ids: list[str] = []
         self._manifest_file: str | None = None
         self._tree: TreeWriter | None = None
+        self._temps: list[TempDir] = []
 
     def start(self, image: Image) -> None:
         self._created = ensure_dir(self.path)
+        for prefix in (".tmp-", ".old-"):  # what a killed run left
+            sweep(self.path, prefix)
         self._diff_ids = image.diff_ids
 
     def _layer_file(self, diff_id: str) -> str:
@@ -77,21 +73,15 @@ class DirOutput(ImageOutput):
         return True
 
     def add_layer(self, data: LayerData) -> None:
-        fd, temp = tempfile.mkstemp(prefix=".tmp-layer-", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as f, data.open_tar() as tar:
-                diff_id, _ = copy_hashing(tar, f)
+        with AtomicFile(self.path, ".tmp-layer-") as temp, data.open_tar() as tar:
+            diff_id, _ = copy_hashing(tar, temp.file)
             final = os.path.join(self.path, self._layer_file(diff_id))
             with self._lock:
                 if not os.path.isdir(os.path.dirname(final)):
                     os.mkdir(os.path.dirname(final))
                     self._new.append(os.path.dirname(final))
-                os.chmod(temp, 0o644)
-                os.replace(temp, final)
+                temp.commit(final)
                 self._written[data.layer.index] = diff_id
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
 
     def finish(self, image: Image) -> OutputResult:
         written = []
@@ -141,10 +131,11 @@ class DirOutput(ImageOutput):
             self._put("catalog.json", json.dumps(catalog, indent=2, sort_keys=True).encode())
 
     def _extract(self, diff_ids: list[str], name: str) -> None:
-        temp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.path)
-        self._new.append(temp)
-        os.chmod(temp, 0o755)
-        tree = TreeWriter(temp)
+        work = TempDir(self.path, f".tmp-{name}-")
+        self._temps.append(work)
+        root = os.path.join(work.path, name)
+        os.mkdir(root, 0o755)
+        tree = TreeWriter(root)
         for i, diff_id in enumerate(diff_ids):
             with open(os.path.join(self.path, self._layer_file(diff_id)), "rb") as f:
                 # re-hashed while extracting: a shared layer from an earlier run is checked too
@@ -153,13 +144,15 @@ class DirOutput(ImageOutput):
         tree.close()
         final = os.path.join(self.path, name)
         if os.path.lexists(final):
-            old = tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.path)
-            os.rename(final, os.path.join(old, name))
-            os.rename(temp, final)
-            shutil.rmtree(old)
+            old = TempDir(self.path, f".old-{name}-")
+            os.rename(final, os.path.join(old.path, name))
+            os.rename(root, final)
+            old.remove()
         else:
-            os.rename(temp, final)
-        self._new[self._new.index(temp)] = final
+            os.rename(root, final)
+        work.remove()
+        self._temps.remove(work)
+        self._new.append(final)
         tree.root = final
         self._tree = tree
 
@@ -186,6 +179,8 @@ class DirOutput(ImageOutput):
         return problems
 
     def abort(self) -> None:
+        for temp in self._temps:
+            temp.remove()
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)
             return

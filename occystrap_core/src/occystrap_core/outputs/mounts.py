@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 
 from .. import streams
@@ -22,7 +21,8 @@ from ..context import Context
 from ..errors import CorruptImageError, UnsupportedError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
-from .common import ensure_dir, hash_file, hex_name, local_path, write_atomic
+from ..tempfiles import TempDir, sweep, write_atomic
+from .common import ensure_dir, hash_file, hex_name, local_path
 
 
 class MountsOutput(ImageOutput):
@@ -32,7 +32,7 @@ class MountsOutput(ImageOutput):
         self._lock = threading.Lock()
         self._created = False
         self._new: list[str] = []
-        self._temps: list[str] = []
+        self._temps: list[TempDir] = []
         self._written: dict[int, str] = {}
         self._trees: dict[str, TreeWriter] = {}
         self._diff_ids: list[str] = []
@@ -43,6 +43,7 @@ class MountsOutput(ImageOutput):
             raise UnsupportedError("mounts:// needs root: whiteouts are character devices and "
                                    "opaque directories trusted.* xattrs")
         self._created = ensure_dir(self.path)
+        sweep(self.path, ".tmp-")  # what a killed run left
         self._diff_ids = image.diff_ids
 
     def wants_layer(self, layer: Layer) -> bool:
@@ -56,10 +57,11 @@ class MountsOutput(ImageOutput):
         return True
 
     def add_layer(self, data: LayerData) -> None:
-        temp = tempfile.mkdtemp(prefix=".tmp-layer-", dir=self.path)
+        work = TempDir(self.path, ".tmp-layer-")
         with self._lock:
-            self._temps.append(temp)
-        os.chmod(temp, 0o755)
+            self._temps.append(work)
+        temp = os.path.join(work.path, "layer")
+        os.mkdir(temp, 0o755)
         tree = TreeWriter(temp, overlay=True)
         with data.open_tar() as tar:
             hashing = streams.HashingReader(tar)  # type: ignore[arg-type]
@@ -68,14 +70,13 @@ class MountsOutput(ImageOutput):
         diff_id = hashing.digest
         final = os.path.join(self.path, hex_name(diff_id, "diff_id"))
         with self._lock:
-            if os.path.isdir(final):  # the same layer twice in one image
-                shutil.rmtree(temp)
-            else:
+            if not os.path.isdir(final):  # else the same layer twice in one image
                 os.rename(temp, final)
                 self._new.append(final)
                 tree.root = final
                 self._trees[diff_id] = tree
-            self._temps.remove(temp)
+            work.remove()
+            self._temps.remove(work)
             self._written[data.layer.index] = diff_id
 
     def finish(self, image: Image) -> OutputResult:
@@ -106,7 +107,9 @@ class MountsOutput(ImageOutput):
         return problems
 
     def abort(self) -> None:
-        for path in self._temps + self._new:
+        for temp in self._temps:
+            temp.remove()
+        for path in self._new:
             shutil.rmtree(path, ignore_errors=True)
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -149,10 +149,9 @@ class RegistryOutput(ImageOutput):
         if self._target_compression(layer) is not None:
             return True  # its digest is known only after compressing (see add_layer)
         assert layer.digest is not None
-        return self._place(layer.digest, keep_session=True, size=layer.size)
+        return self._place(layer.digest, layer.size)
 
-    def _place(self, digest: str, keep_session: bool,
-               size: int | None = None) -> bool | _Mounted:
+    def _place(self, digest: str, size: int | None) -> bool | _Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
         another repository of this registry; True when it must be uploaded, this
         output then holding the run's claim on that upload (see :meth:`_release`)."""
@@ -180,11 +179,8 @@ class RegistryOutput(ImageOutput):
                 self.locations.add(self.registry, self.ref.path, [digest])
                 self._release(digest)
                 return MOUNTED
-            if keep_session:
-                with self._lock:
-                    self._sessions[digest] = session
-            else:
-                self.uploader.cancel(session)
+            with self._lock:  # the upload goes through it, saving a POST and a DELETE
+                self._sessions[digest] = session
             return True
         except BaseException:
             self._release(digest)
@@ -217,11 +213,13 @@ class RegistryOutput(ImageOutput):
         diff_id = data.tar_digest  # computed while LayerData verified the layer
         assert diff_id is not None  # spool read the tar to its end
         try:
-            placed = self._place(spooled.digest, keep_session=False, size=spooled.size)
+            placed = self._place(spooled.digest, spooled.size)
             if placed is True:
+                with self._lock:
+                    session = self._sessions.pop(spooled.digest, None)
                 try:
                     self.uploader.upload(spooled.digest, spooled.size,
-                                         lambda: open(spooled.path, "rb"))
+                                         lambda: open(spooled.path, "rb"), session)
                     self.locations.add(self.registry, self.ref.path, [spooled.digest])
                 finally:
                     self._release(spooled.digest)

@@ -34,6 +34,7 @@ from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
 
 from .client import Repository
+from .sessions import Journals, sweep
 
 log = logging.getLogger("occystrap.registry")
 
@@ -43,6 +44,7 @@ PATCH_FLOOR = 256 * 1024  # smallest chunk tried when a proxy keeps answering 41
 _ONCE = {NO_RETRY: False}  # a session's requests: retried whole by the uploader
 # A session the registry has forgotten (it expired, or a lost answer spent it).
 _SESSION_GONE = (404, 416)
+JOURNALS = "registry.upload_journals"
 
 
 @dataclass
@@ -104,6 +106,24 @@ class Uploader:
         self._no_mount = False
         self._lock = threading.Lock()
         self._open: set[str] = set()  # locations of the sessions not finished or cancelled
+        self.journal, new = repo.ctx.shared(JOURNALS, self._journals).get(repo.host)
+        if new:  # the first output of the run for this registry
+            sweep(repo.host, self._cancel_stale)
+
+    def _journals(self) -> Journals:
+        journals = Journals()
+        self.repo.ctx.call_on_close(journals.close)
+        return journals
+
+    def _cancel_stale(self, location: str) -> bool:
+        """Cancel a session a killed run left open; True once the registry holds it no more."""
+        if httpx.URL(location).netloc.decode() != self.repo.host:
+            return False  # never send these credentials elsewhere
+        try:
+            response = self.client.delete(location, extensions=dict(_ONCE))
+        except (httpx.HTTPError, OccystrapError):
+            return False
+        return response.is_success or response.status_code == 404
 
     def exists(self, digest: str, size: int | None = None) -> bool:
         """Does the repository hold ``digest``? Only a registry's own yes counts: a 200
@@ -129,6 +149,7 @@ class Uploader:
                           int(response.headers.get("OCI-Chunk-Min-Length") or 0))
         with self._lock:
             self._open.add(session.location)
+        self.journal.opened(session.location)
         return session
 
     def start(self) -> Session:
@@ -268,6 +289,8 @@ class Uploader:
             with self._lock:  # the session now goes by its new location
                 self._open.discard(session.location)
                 self._open.add(location)
+            self.journal.opened(location)
+            self.journal.closed(session.location)
             session.location = location
             offset += len(part)
             del buf[:len(part)]
@@ -283,6 +306,7 @@ class Uploader:
     def _finished(self, session: Session) -> None:
         with self._lock:
             self._open.discard(session.location)
+        self.journal.closed(session.location)
 
     def cancel(self, session: Session) -> None:
         """Best effort: tell the registry an upload session is abandoned."""

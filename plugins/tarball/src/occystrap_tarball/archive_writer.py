@@ -15,11 +15,11 @@ import errno
 import io
 import os
 import tarfile
-import tempfile
 import threading
 from typing import BinaryIO, Iterator
 
 from occystrap_core.errors import URIError
+from occystrap_core.tempfiles import mkstemp, sweep
 
 FORMAT = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
@@ -89,8 +89,9 @@ class ArchiveWriter:
             raise URIError(f"{path} is a directory; tar:// writes a file")
         if not os.path.isdir(parent):
             raise URIError(f"directory {parent} does not exist")
-        fd, self.temp_path = tempfile.mkstemp(
-            prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=parent)
+        prefix = f".{os.path.basename(self.path)}."
+        sweep(parent, prefix, ".tmp")  # what a killed run left
+        fd, self.temp_path = mkstemp(parent, prefix, ".tmp")  # locked while it is written
         self._file = os.fdopen(fd, "wb")
         self._lock = threading.Lock()  # guards the state below; not held while streaming
         self._names: set[str] = set()
@@ -205,9 +206,10 @@ class ArchiveWriter:
             # No fsync: the rename already guarantees that a failed run leaves no partial
             # archive; flushing a multi-GiB archive to disk costs ~10% of a pull, and
             # skopeo, docker save and crane do not pay it either.
-            self._file.close()
+            self._file.flush()
             os.chmod(self.temp_path, 0o666 & ~_umask())  # mkstemp made it 0600
             os.replace(self.temp_path, self.path)
+            self._file.close()  # only now: closing drops the lock that keeps sweeps away
 
     def abort(self) -> None:
         with self._lock:
@@ -216,7 +218,10 @@ class ArchiveWriter:
                 if data is not None:
                     data.close()
             try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass  # committed, or never made
+            try:
                 self._file.close()
-            finally:
-                if os.path.exists(self.temp_path):
-                    os.unlink(self.temp_path)
+            except OSError:
+                pass  # a full disk fails the flush of what was buffered again
