@@ -1,22 +1,35 @@
 """The ``oci-layout://`` output: an OCI image layout directory.
 
 Blobs are copied byte for byte (compressed stays compressed), each written to a
-temp file and renamed to its digest, so a blob path never holds partial data.
-``index.json`` is replaced last, keeping other images already in the layout;
-until then nothing new is referenced, and :meth:`abort` removes the blobs this
-run added. A multi-platform index is stored whole: its images as blobs, then the
-index blob, which ``index.json`` references.
+locked temp file and renamed to its digest, so a blob path never holds partial
+data. ``index.json`` is replaced last, keeping other images already in the layout;
+until then nothing new is referenced. A multi-platform index is stored whole: its
+images as blobs, then the index blob, which ``index.json`` references.
+
+Several runs may write into one layout at once, and a run killed half-way leaves
+nothing that stops the next one:
+
+- ``oci-layout`` is written first, created at most once (a directory holding only
+  ``blobs/``, ``index.json`` or ``oci-layout`` is a layout being written);
+- each writer holds a shared ``flock`` on the layout directory while it works, and
+  ``index.json`` is read, merged and replaced under an exclusive ``flock`` on
+  ``oci-layout``, so no entry is ever lost;
+- temp files left by a killed run are swept when the next run starts;
+- :meth:`abort` removes the blobs this run added only when no other writer is at
+  work and no entry of ``index.json`` references them (another writer may have
+  reused one); a layout it created and nobody committed to goes entirely.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
@@ -24,15 +37,18 @@ from occystrap_core import streams
 from occystrap_core.api import Image, ImageIndex, ImageOutput, Layer, LayerData, OutputResult
 from occystrap_core.context import Context
 from occystrap_core.errors import CorruptImageError, OccystrapError, OutputExistsError, URIError
+from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
 
 from .inputs import local_path
 from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path, parse_json
 from .references import join_reference
 from .stores import DirStore
-from .verify import verify_descriptor
+from .verify import referenced_blobs, verify_descriptor
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+_LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 _TO_OCI = {
     mt.DOCKER_LAYER_TAR: mt.OCI_LAYER_TAR,
@@ -56,25 +72,43 @@ class LayoutOutput(ImageOutput):
         self._written: dict[int, Layer] = {}
         self._depth = 0  # indexes open: their images (and nested ones) stay out of index.json
         self._checked = False
+        self._usage: int | None = None  # the layout directory, share-locked while we write
+        self._temps: set[AtomicFile] = set()  # blobs being written
         self._listed: dict[str, Any] | None = None  # the index.json entry written
 
     def start(self, image: Image) -> None:
         self._written = {}  # an output is reused for each image of an index
-        if self._checked:
-            return  # a later image of an index: the first one made the directory
-        self._checked = True
-        if os.path.exists(self.path):
-            if not os.path.isdir(self.path):
-                raise OutputExistsError(f"{self.path} exists and is not a directory")
-            if os.listdir(self.path) and not os.path.isfile(self._file("oci-layout")):
-                raise OutputExistsError(f"{self.path} is a non-empty directory that is not "
-                                        f"an OCI image layout")
-        else:
-            parent = os.path.dirname(os.path.abspath(self.path))
-            if not os.path.isdir(parent):
-                raise URIError(f"directory {parent} does not exist")
+        if not self._checked:
+            self._checked = True  # a later image of an index: the first one opened it
+            self._open_layout()
+
+    def _open_layout(self) -> None:
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
+            raise OutputExistsError(f"{self.path} exists and is not a directory")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise URIError(f"directory {parent} does not exist")
+        try:
             os.mkdir(self.path)
             self._created_dir = True
+        except FileExistsError:
+            pass  # there already, or another writer made it just now
+        self._usage = os.open(self.path, _DIR)
+        fcntl.flock(self._usage, fcntl.LOCK_SH)
+        if set(os.listdir(self.path)) - _LAYOUT_FILES and \
+                not os.path.isfile(self._file("oci-layout")):
+            raise OutputExistsError(f"{self.path} is a non-empty directory that is not "
+                                    f"an OCI image layout")
+        if not os.path.isfile(self._file("oci-layout")):
+            with AtomicFile(self.path) as temp:
+                temp.file.write(json.dumps(OCI_LAYOUT).encode())
+                temp.file.flush()
+                try:
+                    os.link(temp.path, self._file("oci-layout"))  # created at most once
+                except FileExistsError:
+                    pass
+        os.makedirs(self._file("blobs/sha256"), exist_ok=True)
+        sweep(self._file("blobs/sha256"), ".tmp-")  # what a killed run left
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, *name.split("/"))
@@ -86,31 +120,26 @@ class LayoutOutput(ImageOutput):
             return False
         return size is None or st.st_size == size
 
-    def _temp(self) -> tuple[int, str]:
+    def _temp(self) -> AtomicFile:
         """A temp file beside the blobs, so that the final rename stays on one filesystem."""
-        directory = self._file("blobs/sha256")
-        os.makedirs(directory, exist_ok=True)
-        return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        temp = AtomicFile(self._file("blobs/sha256"))
+        with self._lock:
+            self._temps.add(temp)
+        return temp
 
-    def _commit(self, temp: str, name: str) -> None:
+    def _commit(self, temp: AtomicFile, name: str) -> None:
         final = self._file(name)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.chmod(temp, 0o644)
         existed = os.path.exists(final)
-        os.replace(temp, final)
-        if not existed and name.startswith("blobs/"):
-            with self._lock:
+        temp.commit(final)
+        with self._lock:
+            self._temps.discard(temp)
+            if not existed:
                 self._new_blobs.append(final)
 
     def _put_bytes(self, name: str, data: bytes) -> None:
-        fd, temp = self._temp()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+        with self._temp() as temp:
+            temp.file.write(data)
             self._commit(temp, name)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
 
     def wants_layer(self, layer: Layer) -> bool:
         if layer.digest and self._has_blob(layer.digest, layer.size):
@@ -121,15 +150,11 @@ class LayoutOutput(ImageOutput):
         return True
 
     def add_layer(self, data: LayerData) -> None:
-        fd, temp = self._temp()
-        try:
-            with os.fdopen(fd, "wb") as f, data.open_blob() as blob:
-                size = streams.copy(streams.buffered(blob), f)  # type: ignore[arg-type]
+        with self._temp() as temp:
+            with data.open_blob() as blob:
+                size = streams.copy(streams.buffered(blob), temp.file)  # type: ignore[arg-type]
             digest = blob.digest  # checked against layer.digest at EOF when that is known
             self._commit(temp, blob_path(digest, "layer digest"))
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
         with self._lock:
             self._written[data.layer.index] = replace(
                 data.layer, media_type=oci_media_type(data.layer.media_type),
@@ -173,8 +198,6 @@ class LayoutOutput(ImageOutput):
         """Store ``manifest`` and list it in ``index.json`` under the ref."""
         manifest_digest = digests.of_bytes(manifest)
         self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
-        if not os.path.isfile(self._file("oci-layout")):
-            self._put_bytes("oci-layout", json.dumps(OCI_LAYOUT).encode())
         descriptor: dict[str, Any] = {"mediaType": media_type, "digest": manifest_digest,
                                       "size": len(manifest)}
         reference = join_reference(name, tag)
@@ -185,11 +208,28 @@ class LayoutOutput(ImageOutput):
             notes[ANNOTATION_IMAGE_NAME] = reference
         if notes:
             descriptor["annotations"] = notes
-        self._put_bytes("index.json", self._index(descriptor))
+        with self._index_lock():
+            self._put_bytes("index.json", self._index(descriptor))
         self._listed = descriptor
+        self._release()
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
                             details={"ref": notes.get(ANNOTATION_REF)},
                             manifest_size=len(manifest), manifest_media_type=media_type)
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """index.json is read, merged and replaced by one writer at a time."""
+        fd = os.open(self._file("oci-layout"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _release(self) -> None:
+        if self._usage is not None:
+            os.close(self._usage)
+            self._usage = None
 
     def _index(self, descriptor: dict[str, Any]) -> bytes:
         """The existing index with ``descriptor`` added, replacing any entry of the same ref."""
@@ -221,14 +261,35 @@ class LayoutOutput(ImageOutput):
             index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
         except OccystrapError as e:
             return [str(e)]
-        if self._listed not in (index.get("manifests") or []):
+        entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
+        ref = (self._listed.get("annotations") or {}).get(ANNOTATION_REF)
+        if self._listed not in entries and not (ref and any(
+                (e.get("annotations") or {}).get(ANNOTATION_REF) == ref for e in entries)):
             return [f"index.json does not list {self._listed['digest']}"]
+        # (another writer may have listed its own image under the ref since: that is its)
         return verify_descriptor(store, self._listed, "manifest", self.ctx.settings.verify_full)
 
     def abort(self) -> None:
-        if self._created_dir:
-            shutil.rmtree(self.path, ignore_errors=True)
+        with self._lock:
+            temps, self._temps = list(self._temps), set()
+        for temp in temps:  # blobs still being written (by threads told to stop)
+            temp.discard()
+        if self._usage is None:
             return
-        for path in self._new_blobs:
-            if os.path.exists(path):
-                os.unlink(path)
+        try:
+            fcntl.flock(self._usage, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # other writers are at work: they may be relying on our new blobs
+        try:
+            if self._created_dir and not os.path.exists(self._file("index.json")):
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            try:
+                keep = referenced_blobs(DirStore(self.path))
+            except OccystrapError:
+                return  # index.json cannot be read: better leave blobs than break it
+            for path in self._new_blobs:
+                if os.path.basename(path) not in keep and os.path.exists(path):
+                    os.unlink(path)
+        finally:
+            self._release()

@@ -90,3 +90,28 @@ def _verify_layer(store: Store, layer: Any, diff_id: str | None, what: str, full
                                     before_error=blob.drain)
         streams.HashingReader(tar, diff_id, what=f"{what} (uncompressed)").drain()
         blob.drain()  # bytes after the compressed stream are hashed too
+
+
+def referenced_blobs(store: Store) -> set[str]:
+    """The hex names of every blob ``index.json`` reaches: manifests, indexes, configs
+    and layers, however deep. Raises when ``index.json`` cannot be read."""
+    index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
+    found: set[str] = set()
+    pending = [d for d in index.get("manifests") or () if isinstance(d, dict)]
+    while pending:
+        descriptor = pending.pop()
+        digest = descriptor.get("digest")
+        if not isinstance(digest, str) or ":" not in digest or digest in found:
+            continue
+        found.add(digest)
+        if descriptor.get("mediaType") not in mt.MANIFESTS + mt.INDEXES:
+            continue  # a config or a layer: nothing further to follow
+        try:
+            doc = parse_json(read_blob(store, descriptor, "manifest"), "manifest")
+        except OccystrapError:
+            continue  # missing or unreadable: nothing further to follow
+        for key in ("manifests", "layers"):
+            pending += [d for d in doc.get(key) or () if isinstance(d, dict)]
+        if isinstance(doc.get("config"), dict):
+            pending.append(doc["config"])
+    return {digest.split(":", 1)[1] for digest in found}
