@@ -33,9 +33,17 @@ def _lock(fd: int) -> bool:
 def mkstemp(directory: str, prefix: str, suffix: str = "") -> tuple[int, str]:
     """Like :func:`tempfile.mkstemp`, the file locked until its descriptor is closed
     (close it after renaming the file into place, not before)."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # new, so nobody else can hold it
-    return fd, path
+    while True:
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A sweep may have taken the lock first, between creation and flock, and removed
+        # the file: make another one then.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd, path
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 class AtomicFile:
