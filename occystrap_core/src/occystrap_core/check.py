@@ -19,8 +19,8 @@ from . import digest as digests
 from . import streams
 from .api import Image, ImageInput, Layer
 from .errors import CorruptImageError, OccystrapError
-from .layertar import (clean_name, members, overlay_xattr, read_stream, unsafe_reason,
-                       whiteout_problem, whiteout_target)
+from .layertar import (clean_name, link_problem, members, read_stream, unsafe_reason,
+                       whiteout_problem, whiteout_target, xattr_problem)
 
 LARGE_LAYER = 1024 ** 3
 
@@ -188,9 +188,12 @@ def _check_member(member: tarfile.TarInfo, name: str, seen: set[str], i: int,
             report.add("error", "whiteout", f"{where} is a whiteout that {problem}")
         if member.size:
             report.add("warning", "whiteout-size", f"{where} is a whiteout of {member.size} bytes")
-    xattr = overlay_xattr(member)
-    if xattr:
-        report.add("error", "overlay-xattr", f"{where} carries the overlayfs xattr {xattr}")
+    problem = xattr_problem(member)
+    if problem:
+        report.add("error", "xattr", f"{where} carries {problem}")
+    problem = link_problem(member)
+    if problem:
+        report.add("error", "tar-path", f"{where} has {problem}")
     if member.mtime < 0:
         report.add("error", "tar-timestamp", f"{where} has a negative mtime")
     if member.islnk():

@@ -27,7 +27,16 @@ _MIRRORS = ("path", "linkpath", "size", "uid", "gid", "uname", "gname", "hdrchar
 
 
 class BoundedTarInfo(tarfile.TarInfo):
-    """A TarInfo that refuses oversized extended headers before reading them."""
+    """A TarInfo that refuses oversized extended headers before reading them, and
+    damaged headers instead of taking them for the end of the archive."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as e:
+            # tarfile ends the archive quietly there: every later member would be lost
+            raise CorruptImageError(f"damaged tar header ({e})") from None
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
         if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
@@ -48,16 +57,33 @@ def read_stream(stream: BinaryIO) -> tarfile.TarFile:
 
 
 def members(tar: tarfile.TarFile, what: str) -> Iterator[tarfile.TarInfo]:
-    """Iterate ``tar``, turning tarfile's errors into :class:`CorruptImageError`."""
+    """Iterate ``tar``, turning tarfile's errors into :class:`CorruptImageError`; then
+    read the rest of the stream (see :func:`end_of_archive`)."""
     it = iter(tar)
     while True:
         try:
             member = next(it)
         except StopIteration:
-            return
-        except (tarfile.TarError, EOFError) as e:
+            break
+        except CorruptImageError as e:
+            raise CorruptImageError(f"{what}: {e}") from None
+        except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
             raise CorruptImageError(f"{what}: invalid tar: {e}") from None
         yield member
+    end_of_archive(tar, what)
+
+
+def end_of_archive(tar: tarfile.TarFile, what: str) -> None:
+    """Read what follows the last member, to its end (so that a digest check of the
+    stream runs). The zero block that ended the archive must be followed by another
+    one, or nothing, as Go's archive/tar (Docker, containerd) requires: members
+    hidden after a single zero block are refused, not silently dropped."""
+    block = tar.fileobj.read(tarfile.BLOCKSIZE) if tar.fileobj else b""
+    if block.strip(b"\0"):
+        raise CorruptImageError(f"{what}: data after a zero block that ended the tar "
+                                f"archive early; refused")
+    while tar.fileobj and tar.fileobj.read(1024 * 1024):
+        pass
 
 
 def write_stream(fileobj: BinaryIO) -> tarfile.TarFile:
@@ -72,6 +98,13 @@ def clean_name(name: str) -> str:
     components stay, for :func:`unsafe_reason` to see."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     return ("/" if name.startswith("/") and parts else "") + "/".join(parts)
+
+
+def link_problem(member: tarfile.TarInfo) -> str | None:
+    """Why a link's target cannot be written: a NUL byte (the file system would cut it)."""
+    if (member.issym() or member.islnk()) and "\0" in member.linkname:
+        return "a link target with a NUL byte"
+    return None
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -111,16 +144,23 @@ def whiteout_problem(name: str | None) -> str | None:
     return None
 
 
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
+# overlayfs reads its own xattrs from trusted.overlay.*, or user.overlay.* when mounted
+# with userxattr (rootless): only occystrap may set those.
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 
 
-def overlay_xattr(member: tarfile.TarInfo) -> str | None:
-    """A ``trusted.overlay.*`` xattr the member carries: overlayfs would act on it
-    (redirects, opaque directories, origins), so only occystrap may set those."""
+def xattr_problem(member: tarfile.TarInfo) -> str | None:
+    """Why the member's xattrs may not be set: an overlayfs one (redirects, opaque
+    directories, origins act on the layer's say-so), or a name with a NUL byte."""
     for key in member.pax_headers:
-        if key.startswith(XATTR_PAX_PREFIX + OVERLAY_XATTR_PREFIX):
-            return key[len(XATTR_PAX_PREFIX):]
+        if not key.startswith(XATTR_PAX_PREFIX):
+            continue
+        name = key[len(XATTR_PAX_PREFIX):]
+        if name.startswith(OVERLAY_XATTR_PREFIXES):
+            return f"the overlayfs xattr {name}"
+        if "\0" in name:
+            return f"the xattr {name!r}, whose name has a NUL byte"
     return None
 
 

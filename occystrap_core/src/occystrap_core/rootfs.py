@@ -4,8 +4,10 @@ Rules, for layers that may be hostile:
 
 - member paths that are absolute or contain ``..`` are refused (the run fails), and
   so are whiteouts naming their own or the parent directory (``.wh.``, ``.wh..``,
-  ``.wh...``) and ``trusted.overlay.*`` xattrs (overlayfs would follow a redirect
-  or hide a directory on the layer's say-so);
+  ``.wh...``), overlayfs xattrs (``trusted.overlay.*``, ``user.overlay.*``:
+  overlayfs would follow a redirect or hide a directory on the layer's say-so),
+  NUL bytes in link targets and xattr names, damaged tar headers and members
+  hidden after a zero block (tarfile would stop there quietly);
 - nothing is ever written through a symlink: every parent directory of a member
   must be a real directory (a symlinked parent is refused), and an existing entry
   at the member's own path is removed first, then created with ``O_NOFOLLOW``;
@@ -30,6 +32,7 @@ and compare it with what the layers say it must hold.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,16 +41,17 @@ import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from . import streams
 from .errors import CorruptImageError, OccystrapError
-from .layertar import (XATTR_PAX_PREFIX, clean_name, members, overlay_xattr, read_stream,
-                       unsafe_reason, whiteout_problem, whiteout_target)
+from .layertar import (XATTR_PAX_PREFIX, clean_name, link_problem, members, read_stream,
+                       unsafe_reason, whiteout_problem, whiteout_target, xattr_problem)
 
 log = logging.getLogger("occystrap.rootfs")
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+MAX_READ = 16 * 1024 * 1024  # /etc/passwd and friends, read whole
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,19 @@ def _kind(mode: int) -> str:
         if test(mode):
             return kind
     return "other"
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """A layer's bad data as one clear error: header numbers the OS cannot take (a uid,
+    a device number or a time out of range raise OverflowError or ValueError, not
+    OSError), tar errors, and file system errors."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
+        raise CorruptImageError(f"{what}: invalid tar entry: {e}") from None
+    except OSError as e:
+        raise OccystrapError(f"{what}: cannot extract: {e}") from None
 
 
 class TreeWriter:
@@ -142,16 +159,25 @@ class TreeWriter:
             os.unlink(full)
             self.expected.pop(path, None)
 
-    def read_file(self, path: str) -> bytes | None:
-        """A regular file of the tree, or None if absent or reached through a symlink."""
+    def read_file(self, path: str, limit: int = MAX_READ) -> bytes | None:
+        """A regular file of the tree (at most ``limit`` bytes), or None if absent,
+        not a regular file (a FIFO would block, a device never end) or reached
+        through a symlink."""
         if not self._walk(posixpath.dirname(path), False, path):
             return None
         try:
-            fd = os.open(self._abs(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self._abs(path),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return None
         with os.fdopen(fd, "rb") as f:
-            return f.read() if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else None
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if st.st_size > limit:
+                raise CorruptImageError(f"/{path} in the image is {st.st_size} bytes; "
+                                        f"more than {limit} is not believable")
+            return f.read(limit)
 
     # ---- extraction ----------------------------------------------------------
 
@@ -163,29 +189,22 @@ class TreeWriter:
             name = clean_name(member.name)
             if not name:
                 continue
-            reason = unsafe_reason(name)
-            if reason:
-                raise CorruptImageError(f"{what}: member {member.name!r} has {reason}; refused")
+            problem = unsafe_reason(name) or link_problem(member)
+            if problem:
+                raise CorruptImageError(f"{what}: member {member.name!r} has {problem}; refused")
             whiteout = whiteout_target(name)
             problem = whiteout_problem(whiteout[1]) if whiteout else None
             if problem:
                 raise CorruptImageError(f"{what}: whiteout {member.name!r} {problem}; refused")
-            xattr = overlay_xattr(member)
-            if xattr:
-                raise CorruptImageError(f"{what}: {member.name!r} carries the overlayfs xattr "
-                                        f"{xattr}; refused")
-            try:
+            problem = xattr_problem(member)
+            if problem:
+                raise CorruptImageError(f"{what}: {member.name!r} carries {problem}; refused")
+            with _errors(f"{what}: {name!r}"):
                 if whiteout is not None:
                     self._whiteout(whiteout, written, f"{what}: {name!r}")
                 else:
                     self._write(name, member, tar, f"{what}: {name!r}")
-            except (tarfile.TarError, EOFError) as e:
-                raise CorruptImageError(f"{what}: invalid tar at {name!r}: {e}") from None
-            except OSError as e:
-                raise OccystrapError(f"{what}: cannot extract {name!r}: {e}") from None
             written.add(name)
-        while stream.read(streams.CHUNK):  # the padding: EOF checks the diff_id
-            pass
 
     def _whiteout(self, whiteout: tuple[str, str | None], written: set[str], what: str) -> None:
         directory, name = whiteout
@@ -312,7 +331,8 @@ class TreeWriter:
     def close(self) -> None:
         """Apply directory modes and times, deepest first (children changed them)."""
         for name in sorted(self._dir_meta, key=lambda n: n.count("/"), reverse=True):
-            self._metadata(self._abs(name), self._dir_meta[name])
+            with _errors(f"directory {name!r}"):
+                self._metadata(self._abs(name), self._dir_meta[name])
         self._dir_meta.clear()
 
     # ---- verification --------------------------------------------------------

@@ -11,6 +11,7 @@ output gets an evolved image, so it builds a new manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,11 +22,10 @@ from collections.abc import Iterable
 from typing import IO, Any, BinaryIO
 
 from .. import mediatypes as mt
-from .. import streams
 from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError
-from ..layertar import members, prepare_copy, read_stream, write_stream
+from ..layertar import link_problem, members, prepare_copy, read_stream, write_stream
 
 Emitted = Iterable[tuple[tarfile.TarInfo, IO[bytes] | None]]
 
@@ -101,25 +101,32 @@ class LayerRewriteFilter(ImageFilter):
 
     def _rewrite(self, src: BinaryIO, dst: _HashingWriter, layer: Layer) -> None:
         rewriter = self.member_rewriter(layer)
+        writer = None
         try:
             reader = read_stream(src)
             writer = write_stream(dst)  # type: ignore[arg-type]
-            for member in members(reader, f"layer {layer.index}"):
+            for member in members(reader, f"layer {layer.index}"):  # read to its end
+                problem = "\0" in member.name and "a NUL byte" or link_problem(member)
+                if problem:  # the tar writer would cut the name there, changing the image
+                    raise CorruptImageError(f"layer {layer.index}: member {member.name!r} "
+                                            f"has {problem}; refused")
                 original_mtime = member.mtime
                 content = reader.extractfile(member) if member.isreg() else None
                 try:
                     for out, out_data in rewriter.rewrite(member, content):
                         prepare_copy(out, original_mtime)
                         writer.addfile(out, out_data if out.isreg() else None)
-                except (tarfile.TarError, EOFError) as e:
+                except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
                     raise CorruptImageError(f"layer {layer.index}: invalid tar at "
                                             f"{member.name!r}: {e}") from None
             writer.close()
-            reader.close()
         finally:
             rewriter.close()
-        while src.read(streams.CHUNK):  # the padding after the tar: EOF checks the diff_id
-            pass
+            if writer is not None and not writer.closed:
+                # After a failure, close it while the (discarded) file is still open:
+                # else tarfile does, from a finalizer, to a closed file, with a traceback.
+                with contextlib.suppress(OSError):
+                    writer.close()
 
     def finish(self, image: Image) -> OutputResult:
         layers = []

@@ -61,14 +61,20 @@ def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:
                          or fnmatch.fnmatchcase(posixpath.basename(path), pattern))
 
 
+def shown(text: str) -> str:
+    """A name from a layer as it may be printed: control characters (newlines, terminal
+    escape sequences) written as escapes, so no layer can forge lines or drive the
+    terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def search_tar(stream: BinaryIO, matches: Callable[[str], bool], what: str) -> list[Match]:
     found = []
-    for member in members(read_stream(stream), what):
+    for member in members(read_stream(stream), what):  # read to its end: digests checked
         path = clean_name(member.name)
         if path and matches(path):
-            found.append(Match(path, describe(member, path)))
-    while stream.read(streams.CHUNK):  # the padding: EOF runs the digest checks
-        pass
+            found.append(Match(shown(path), shown(describe(member, path))))
     return found
 
 

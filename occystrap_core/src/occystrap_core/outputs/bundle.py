@@ -20,7 +20,7 @@ from ..errors import CorruptImageError, OutputExistsError, URIError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
 from ..tempfiles import TempDir, sweep, write_atomic
-from .common import local_path
+from .common import PRIVATE, local_path
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]  # runc spec's defaults
@@ -127,7 +127,7 @@ class BundleOutput(ImageOutput):
         sweep(parent, prefix)  # what a killed run left
         self._work = TempDir(parent, prefix)
         self._temp = os.path.join(self._work.path, "bundle")
-        os.mkdir(self._temp, 0o755)
+        os.mkdir(self._temp, PRIVATE)
         os.mkdir(os.path.join(self._temp, "rootfs"), 0o755)
         self._tree = TreeWriter(os.path.join(self._temp, "rootfs"))
 

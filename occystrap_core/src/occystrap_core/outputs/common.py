@@ -18,8 +18,13 @@ def local_path(uri: ResolvedURI) -> str:
     return os.path.abspath(os.path.expanduser(uri.target))
 
 
-def ensure_dir(path: str) -> bool:
-    """Make ``path`` a directory if it is missing; True if this call created it."""
+# Directories made to hold extracted trees are their owner's alone, as Docker's own
+# storage is: setuid programs and device nodes from an image are inside.
+PRIVATE = 0o700
+
+
+def ensure_dir(path: str, mode: int = 0o777) -> bool:
+    """Make ``path`` a directory (``mode``) if it is missing; True if this call made it."""
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise OutputExistsError(f"{path} exists and is not a directory")
@@ -27,7 +32,7 @@ def ensure_dir(path: str) -> bool:
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise URIError(f"directory {parent} does not exist")
-    os.mkdir(path)
+    os.mkdir(path, mode)
     return True
 
 

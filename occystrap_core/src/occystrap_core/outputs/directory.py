@@ -31,7 +31,7 @@ from ..errors import CorruptImageError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
 from ..tempfiles import AtomicFile, TempDir, sweep, write_atomic
-from .common import copy_hashing, ensure_dir, hash_file, hex_name, local_path
+from .common import PRIVATE, copy_hashing, ensure_dir, hash_file, hex_name, local_path
 
 
 def _safe(text: str) -> str:
@@ -54,7 +54,7 @@ class DirOutput(ImageOutput):
         self._temps: list[TempDir] = []
 
     def start(self, image: Image) -> None:
-        self._created = ensure_dir(self.path)
+        self._created = ensure_dir(self.path, PRIVATE if self.expand else 0o777)
         for prefix in (".tmp-", ".old-"):  # what a killed run left
             sweep(self.path, prefix)
         self._diff_ids = image.diff_ids

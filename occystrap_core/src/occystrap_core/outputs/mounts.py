@@ -22,7 +22,7 @@ from ..errors import CorruptImageError, UnsupportedError
 from ..rootfs import TreeWriter
 from ..types import ResolvedURI
 from ..tempfiles import TempDir, sweep, write_atomic
-from .common import ensure_dir, hash_file, hex_name, local_path
+from .common import PRIVATE, ensure_dir, hash_file, hex_name, local_path
 
 
 class MountsOutput(ImageOutput):
@@ -42,7 +42,7 @@ class MountsOutput(ImageOutput):
         if os.geteuid() != 0:
             raise UnsupportedError("mounts:// needs root: whiteouts are character devices and "
                                    "opaque directories trusted.* xattrs")
-        self._created = ensure_dir(self.path)
+        self._created = ensure_dir(self.path, PRIVATE)
         sweep(self.path, ".tmp-")  # what a killed run left
         self._diff_ids = image.diff_ids
 
