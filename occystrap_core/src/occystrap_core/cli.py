@@ -40,6 +40,10 @@ class OccystrapGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                # the machine, not occystrap: a full disk, a read-only file system, a quota
+                _error(f"{e.strerror}" + (f": {e.filename}" if e.filename else ""))
+                ctx.exit(1)
             occy = ctx.find_object(Context)
             debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
             if debug:

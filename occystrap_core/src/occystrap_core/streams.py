@@ -109,6 +109,15 @@ def sniff(stream: io.BufferedReader) -> str:
     return "none"
 
 
+def codec_error(error: BaseException) -> bool:
+    """Is ``error`` a decompressor's complaint about its input? gzip raises an OSError
+    without errno (a full disk has one) or EOFError, zlib its error; ISA-L, xz and
+    zstandard their own classes."""
+    return (isinstance(error, OSError) and error.errno is None) or \
+        isinstance(error, (EOFError, zlib.error)) or \
+        type(error).__name__ in ("IsalError", "ZstdError", "LZMAError")
+
+
 class _Decompressed(io.RawIOBase):
     """Turns a codec's own exceptions into :class:`CorruptImageError`."""
 
@@ -124,9 +133,7 @@ class _Decompressed(io.RawIOBase):
         try:
             return self._reader.readinto(buffer)  # type: ignore[attr-defined]
         except Exception as e:
-            # gzip raises OSError/EOFError/zlib.error, zstandard its own ZstdError
-            if not isinstance(e, (OSError, EOFError, zlib.error)) and \
-                    type(e).__name__ != "ZstdError":
+            if not codec_error(e):
                 raise
             if self._before_error:
                 self._before_error()

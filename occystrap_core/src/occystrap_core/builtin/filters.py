@@ -13,6 +13,9 @@ from .. import hookimpl
 from ..errors import UsageError
 from ..types import FilterSpec, OptionSpec
 
+# The last second a config's RFC 3339 dates (and Python's datetime) can say.
+MAX_TIMESTAMP = 253402300799
+
 if TYPE_CHECKING:
     from ..api import ImageFilter, ImageOutput
     from ..context import Context
@@ -24,8 +27,9 @@ def _normalize(inner: ImageOutput, opts: Mapping[str, Any], ctx: Context) -> Ima
     if opts["ts"] is not None and opts["timestamp"] is not None:
         raise UsageError("normalize-timestamps: give ts or timestamp, not both")
     ts = opts["ts"] if opts["ts"] is not None else opts["timestamp"] or 0
-    if ts < 0:
-        raise UsageError(f"normalize-timestamps: ts must not be negative, got {ts}")
+    if not 0 <= ts <= MAX_TIMESTAMP:
+        raise UsageError(f"normalize-timestamps: ts must be between 0 and {MAX_TIMESTAMP} "
+                         f"(9999-12-31T23:59:59Z), got {ts}")
     return NormalizeTimestamps(inner, ctx, ts, opts["config"])
 
 
@@ -42,9 +46,17 @@ def _search(inner: ImageOutput, opts: Mapping[str, Any], ctx: Context) -> ImageF
 
 
 def _inspect(inner: ImageOutput, opts: Mapping[str, Any], ctx: Context) -> ImageFilter:
+    import os
+
     from ..filters.inspect import Inspect
 
-    return Inspect(inner, opts["file"])
+    # checked now: a history file that cannot be written fails the run before any output
+    path = opts["file"]
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory):
+        why = "it is a directory" if os.path.isdir(path) else f"no directory {directory}"
+        raise UsageError(f"inspect: cannot write {path!r}: {why}")
+    return Inspect(inner, path)
 
 
 @hookimpl

@@ -78,7 +78,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     if not glob:
         raise UsageError(f"exclude: pattern {pattern!r} matches everything; refusing")
     regex = _translate(glob)
-    return re.compile(regex if anchored else "(?:.*/)?" + regex)
+    try:
+        return re.compile(regex if anchored else "(?:.*/)?" + regex)
+    except re.error as e:  # a range such as [z-a]
+        raise UsageError(f"exclude: invalid pattern {pattern!r}: {e}") from None
 
 
 class PathMatcher:

@@ -149,10 +149,8 @@ class TarStore(Store):
         try:
             with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
                 shutil.copyfileobj(opener(src), dst, streams.CHUNK)  # type: ignore[misc]
-        except (OSError, EOFError, lzma.LZMAError) as e:
-            raise CorruptImageError(f"{path}: cannot decompress ({kind}): {e}") from None
-        except Exception as e:  # zstandard raises its own ZstdError
-            if type(e).__name__ == "ZstdError":
+        except Exception as e:
+            if isinstance(e, CorruptImageError) or streams.codec_error(e):
                 raise CorruptImageError(f"{path}: cannot decompress ({kind}): {e}") from None
             raise
         return out
