@@ -156,3 +156,40 @@ def test_a_trickling_answer_times_out_and_is_retried(front, pushed, via, tmp_pat
                  f"registry://{front.host}/{repo}:v1", f"tar://{tmp_path}/out.tar")
     assert result.exit_code == 0, result.output
     assert front.injected() == 1 and "1 retries" in result.stderr
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(
+        fault_front_factory, registry_basic, registry_plain, run_cli, quick_clock, tmp_path):
+    """Blob GETs redirected, and upload Locations pointing, to another host (as blob
+    storage does) get no Authorization header, whoever sends the client there."""
+    repo = f"recovery/{uuid.uuid4().hex[:8]}"
+    image = push_sample_image(registry_basic, repo, "v1")
+    push_sample_image(registry_plain, repo, "v1")  # the same blobs, served without auth
+    front = fault_front_factory(registry_basic, tls=True)
+    storage = fault_front_factory(registry_plain, tls=True, host_name="localhost")
+    flags = ["--ca-cert", str(front.ca_cert), "--username", registry_basic.username or "",
+             "--password", registry_basic.password or "", "--no-progress"]
+
+    def authorised(hits: list) -> list:
+        return [h for h in hits if "authorization" in h.headers]
+
+    front.add(Fault("redirect", method="GET", path=BLOB, location=storage.url, times=-1))
+    ca = tmp_path / "both.pem"  # the two fronts have CAs of their own
+    ca.write_text(Path(str(front.ca_cert)).read_text() + Path(str(storage.ca_cert)).read_text())
+    flags[1] = str(ca)
+    result = run_cli(*flags, "process", f"registry://{front.host}/{repo}:v1",
+                     f"oci-layout://{tmp_path}/layout")
+    assert result.exit_code == 0, result.output
+    assert [h for h in storage.log if BLOB.strip("/") in h.path] and not authorised(storage.log)
+    assert authorised(front.log)  # the registry itself did get the credentials
+
+    front.clear()
+    storage.clear()
+    front.add(Fault("redirect_upload", method="POST", path=r"/blobs/uploads/$",
+                    location=storage.url, times=-1))
+    result = run_cli(*flags, "process", f"oci-layout://{tmp_path}/layout",
+                     f"registry://{front.host}/recovery/{uuid.uuid4().hex[:8]}:v1")
+    assert [h for h in storage.log if h.method == "PUT"] and not authorised(storage.log)
+    if result.exit_code:  # the storage host wanted credentials it must never get
+        assert result.stderr.count("Error: ") == 1 and "Traceback" not in result.stderr
+    assert image.manifest_digest

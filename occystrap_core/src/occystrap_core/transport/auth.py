@@ -2,7 +2,11 @@
 
 Use it from a client factory::
 
-    ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx)))
+    ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx),
+                                   host=request.host))
+
+Credentials and tokens are only ever sent to that host: a request the client makes
+to another one (an upload ``Location`` pointing at blob storage) goes without.
 
 On a 401 the ``WWW-Authenticate`` challenges are parsed (RFC 7235: quoted
 strings with escapes, parameters in any order, several challenges). For Bearer
@@ -145,9 +149,13 @@ def _basic(credentials: Credentials) -> str:
 class RegistryAuth(httpx.Auth):
     """Bearer-token and Basic authentication against a registry (see module doc)."""
 
-    def __init__(self, credentials: Credentials | None = None, *, clock: Clock | None = None):
+    def __init__(self, credentials: Credentials | None = None, *, clock: Clock | None = None,
+                 host: str | None = None):
         self.credentials = credentials
         self.clock = clock or Clock()
+        # Credentials and tokens go to this host[:port] only (default: the first request's);
+        # a request elsewhere, such as an upload Location on a storage host, goes without.
+        self.host = host
         self._lock = threading.Lock()
         self._tokens: dict[TokenKey, tuple[str, float]] = {}
         self._fetching: dict[TokenKey, threading.Lock] = {}
@@ -173,6 +181,13 @@ class RegistryAuth(httpx.Auth):
     # --- the flow ------------------------------------------------------------------
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        netloc = request.url.netloc.decode()
+        with self._lock:
+            self.host = self.host or netloc
+        if netloc != self.host:
+            request.headers.pop("Authorization", None)
+            yield request
+            return
         extra = tuple(request.extensions.get(SCOPES, ()))
         repository = self._repository(request)
         sent: tuple[TokenKey, str] | None = None

@@ -26,7 +26,8 @@ FACTORY = "registry"
 
 
 def configure(request: ClientRequest, ctx: Context) -> ClientConfig:
-    return ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx)),
+    return ClientConfig(auth=RegistryAuth(request.credentials, clock=get_clock(ctx),
+                                          host=request.host),
                         headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
 
