@@ -58,7 +58,7 @@ def status_error(response: httpx.Response, what: str,
     finally:
         response.close()
     wanted = sorted(expected)
-    if wanted and 200 <= status < 300:
+    if wanted and 200 <= status < 300 and status not in wanted:
         detail += f" where HTTP {' or '.join(map(str, wanted))} was expected"
     if html_page(response):
         detail += " (an HTML page, not a registry's answer: a proxy or captive portal?)"

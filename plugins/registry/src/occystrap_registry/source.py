@@ -58,33 +58,47 @@ class RegistryInput(ImageInput):
     # --- manifests -----------------------------------------------------------
 
     def fetch_manifest(self, ref: str) -> manifests.Manifest:
-        """GET a manifest by tag or digest; a digest reference is verified."""
+        """GET a manifest by tag or digest, verified (see :meth:`_get_verified`)."""
         pinned = digests.is_valid(ref)
         what = f"manifest {self.ref.path}{'@' if pinned else ':'}{ref}"
-        response = self.repo.request("GET", self.repo.url("manifests", ref), what=what,
-                                     headers={"Accept": manifests.ACCEPT})
-        data = response.content
-        if len(data) > _MAX_MANIFEST:
-            raise CorruptImageError(f"{what}: manifest larger than {_MAX_MANIFEST} bytes")
-        manifest = manifests.parse(data, response.headers.get("Content-Type"),
+        response, confirmed = self._get_verified(
+            self.repo.url("manifests", ref), what, ref if pinned else None, _MAX_MANIFEST,
+            headers={"Accept": manifests.ACCEPT})
+        manifest = manifests.parse(response.content, response.headers.get("Content-Type"),
                                    f"registry {self.repo.host}: {what}")
-        # By digest, the reference is the proof; by tag, the registry's header is, when
-        # it sends one: a proxy rewriting the bytes cannot then go unnoticed.
-        stated = ref if pinned else response.headers.get("Docker-Content-Digest")
-        if stated:
-            try:
-                algorithm = digests.validate(stated, f"{what} Docker-Content-Digest").split(":")[0]
-            except CorruptImageError:
-                raise CorruptImageError(f"{what}: {self.repo.host} sent the malformed "
-                                        f"Docker-Content-Digest {stated!r}") from None
-            actual = digests.of_bytes(data, algorithm)
-            if actual != stated:
-                raise DigestMismatchError(f"{what} from {self.repo.host}", stated, actual)
-        else:
+        if not confirmed:
             log.warning("%s: %s sent no Docker-Content-Digest; the digest %s was computed "
                         "from the bytes received, not confirmed by the registry", what,
                         self.repo.host, manifest.digest)
         return manifest
+
+    def _get_verified(self, url: str, what: str, digest: str | None, limit: int,
+                      headers: dict[str, str] | None = None) -> tuple[httpx.Response, bool]:
+        """GET a document and check it against ``digest`` or, when None (a manifest by
+        tag), the registry's Docker-Content-Digest: a proxy rewriting the bytes cannot go
+        unnoticed. A mismatch (bytes broken on the way) is asked for again under the
+        run's retry policy. Also says whether the digest was confirmed at all."""
+        attempt = 0
+        while True:
+            response = self.repo.request("GET", url, what=what, headers=headers)
+            if len(response.content) > limit:
+                raise CorruptImageError(f"{what}: larger than {limit} bytes")
+            stated = digest or response.headers.get("Docker-Content-Digest")
+            if not stated:
+                return response, False
+            try:
+                algorithm = digests.validate(stated, "digest").split(":", 1)[0]
+            except CorruptImageError:
+                raise CorruptImageError(f"{what}: {self.repo.host} sent the malformed "
+                                        f"Docker-Content-Digest {stated!r}") from None
+            actual = digests.of_bytes(response.content, algorithm)
+            if actual == stated:
+                return response, True
+            error = DigestMismatchError(f"{what} from {self.repo.host}", stated, actual)
+            if not self.ctx.retry.allows(attempt):
+                raise error
+            self.ctx.retry.wait(attempt, str(error), f"GET {url}")
+            attempt += 1
 
     def top_manifest(self) -> manifests.Manifest:
         """What the reference points at (fetched once)."""
@@ -203,12 +217,9 @@ class RegistryInput(ImageInput):
         config_digest = digests.validate(cfg["digest"], "config digest")
         if (cfg.get("size") or 0) > _MAX_CONFIG:
             raise CorruptImageError(f"{self.ref}: config larger than {_MAX_CONFIG} bytes")
-        what = f"config {config_digest}"
-        response = self.repo.request("GET", self.repo.url("blobs", config_digest), what=what)
+        response, _ = self._get_verified(self.repo.url("blobs", config_digest),
+                                         f"config {config_digest}", config_digest, _MAX_CONFIG)
         config = response.content
-        actual = digests.of_bytes(config, config_digest.split(":", 1)[0])
-        if actual != config_digest:
-            raise DigestMismatchError(f"{self.ref}: {what}", config_digest, actual)
         image = Image(name=self.ref.name, tag=self.ref.tag, config=config, layers=(),
                       config_media_type=cfg.get("mediaType") or mt.DOCKER_CONFIG,
                       manifest=manifest.data, manifest_media_type=manifest.media_type,
