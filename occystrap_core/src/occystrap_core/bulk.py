@@ -176,7 +176,7 @@ def _copy(ctx: Context, job: Job, filters: Sequence[str]) -> Outcome:
     return Outcome(job, result=result, problems=tuple(problems or ()))
 
 
-def _parallel(ctx: Context, work: Callable[[T], R], items: Sequence[T]) -> list[R | None]:
+def _parallel(ctx: Context, work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``work`` over ``items``, ``--image-parallel`` at once; results in ``items`` order."""
     return parallel(work, items, ctx.settings.image_parallel, ctx.cancel.child(), name="image")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from .errors import OccystrapError
 
@@ -48,7 +48,7 @@ class CancelToken:
 
 
 def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: CancelToken,
-             name: str = "worker") -> list[R | None]:
+             name: str = "worker") -> list[R]:
     """``work(item)`` for every item, ``workers`` at once; results in ``items`` order.
 
     The first exception sets ``own`` (the work reads it, and stops) and is raised
@@ -56,7 +56,7 @@ def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: Canc
     than a knock-on failure of another item. ``own`` set from outside (or its
     parent) stops the work the same way. Give each batch a fresh child token.
     """
-    results: list[R | None] = [None] * len(items)
+    results: list[Any] = [None] * len(items)  # every one filled, unless this raises
     if workers <= 1 or len(items) <= 1:
         for i, item in enumerate(items):
             own.check()

@@ -122,9 +122,10 @@ class LayerRewriteFilter(ImageFilter):
             writer.close()
         finally:
             rewriter.close()
-            if writer is not None and not writer.closed:
+            if writer is not None:
                 # After a failure, close it while the (discarded) file is still open:
                 # else tarfile does, from a finalizer, to a closed file, with a traceback.
+                # (Closing twice does nothing.)
                 with contextlib.suppress(OSError):
                     writer.close()
 
