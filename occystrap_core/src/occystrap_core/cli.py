@@ -7,6 +7,7 @@ fast and works even when an installed plugin is broken.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import signal
@@ -27,6 +28,23 @@ from .types import Platform
 class OccystrapGroup(click.Group):
     """Turns expected errors into one ``Error:`` line, and crashes into a hint."""
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """click's own, except that its usage errors pass the one redaction too: they
+        quote what was typed, URIs with passwords included."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:
+            shown = io.StringIO()
+            e.show(file=shown)
+            click.echo(redact.redact_text(shown.getvalue()), err=True, nl=False)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -42,7 +60,8 @@ class OccystrapGroup(click.Group):
         except Exception as e:
             if isinstance(e, OSError) and e.errno is not None:
                 # the machine, not occystrap: a full disk, a read-only file system, a quota
-                _error(f"{e.strerror}" + (f": {e.filename}" if e.filename else ""))
+                where = e.filename or ctx.meta.get(WRITING)
+                _error(f"{e.strerror}" + (f": {where}" if where else ""))
                 ctx.exit(1)
             occy = ctx.find_object(Context)
             debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
@@ -59,6 +78,9 @@ class OccystrapGroup(click.Group):
                 click.echo("This is a bug; rerun with --debug for a traceback, or disable "
                            "third-party plugins with --disable-plugin NAME", err=True)
             ctx.exit(1)
+
+
+WRITING = "occystrap.writing"  # click context meta: the destination being written
 
 
 class Interrupted(KeyboardInterrupt):
@@ -91,7 +113,8 @@ def _error(message: str) -> None:
 def parse_platform(value: str) -> Platform:
     parts = value.strip().split("/")
     if len(parts) not in (2, 3) or not all(parts):
-        raise click.BadParameter(f"expected OS/ARCH[/VARIANT], got {value!r}")
+        raise click.BadParameter(f"expected OS/ARCH[/VARIANT], got {value!r}",
+                                 param_hint="'--platform' (or OCCYSTRAP_PLATFORM)")
     return Platform(*parts)
 
 
@@ -136,11 +159,11 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
 @click.option("--quay-token", envvar="QUAY_TOKEN", help="Quay API token (quay:// sources).")
-@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(dir_okay=False),
+@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
-@click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(dir_okay=False),
+@click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(exists=True, dir_okay=False),
               help="Client certificate (PEM) for TLS.")
-@click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY", type=click.Path(dir_okay=False),
+@click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY", type=click.Path(exists=True, dir_okay=False),
               help="Key of the client certificate.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True,
@@ -159,7 +182,8 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--variant", default=None, help="Platform variant.")
 @click.option("--all-platforms", is_flag=True, envvar="OCCYSTRAP_ALL_PLATFORMS",
               help="Copy every platform of a multi-platform image, and its index.")
-@click.option("--temp-dir", envvar="OCCYSTRAP_TEMP_DIR", type=click.Path(file_okay=False),
+@click.option("--temp-dir", envvar="OCCYSTRAP_TEMP_DIR",
+              type=click.Path(exists=True, file_okay=False, writable=True),
               help="Where temporary files go.")
 @click.option("--progress/--no-progress", "progress_bars", default=True,
               help="Progress bars when stderr is a terminal; --no-progress: plain lines.")
@@ -277,6 +301,7 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 
     occy = _occy(ctx)
     occy.progress = create_progress(occy.settings)  # pipeline.run ends it before the summary
+    ctx.meta[WRITING] = redact.redact_uri(destination)  # for a full disk's error line
     started = time.monotonic()
     with pipeline.build_input(occy, source) as image_input:
         if isinstance(image_input, ImageSet):
@@ -285,7 +310,9 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
             ctx.exit(process_command(occy, image_input, destination, filters, dry_run=dry_run,
                                      summary=lambda: _summary(occy, time.monotonic() - started)))
         if dry_run:
-            pipeline.resolve(occy, destination, "output")  # a bad destination still fails
+            # what a run would read first, and the destination: either may be wrong
+            image_input.manifest_summary() or image_input.image()
+            pipeline.resolve(occy, destination, "output")
             click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
         output = pipeline.build_output(occy, destination, filters)

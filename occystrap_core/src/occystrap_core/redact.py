@@ -39,8 +39,9 @@ _TEXT_PATTERNS = (
     # header tuples as httpcore traces them: (b'authorization', b'...')
     (re.compile(r"(?i)(b?['\"](?:" + "|".join(SECRET_HEADERS) + r")['\"],\s*b?['\"])[^'\"]*"),
      rf"\1{REDACTED}"),
-    # Authorization values (not prose: "invalid bearer token" keeps its last word)
-    (re.compile(r"(?i)\b(bearer|basic)\s+(?:[A-Za-z0-9._~+/=-]{16,}"
+    # Authorization values; not prose ("invalid bearer token" keeps its last word), nor
+    # the parameters of a WWW-Authenticate challenge (Bearer realm="...")
+    (re.compile(r"(?i)\b(bearer|basic)\s+(?![\w-]+=\s*\")(?:[A-Za-z0-9._~+/=-]{16,}"
                 r"|[A-Za-z]*[0-9._~+/=-][A-Za-z0-9._~+/=-]*)"), rf"\1 {REDACTED}"),
     # user:password@ in URLs, and in references given without a scheme
     (re.compile(r"(//|\b)([^/@\s:'\"]+):[^/@\s'\"]*@(?!sha\d+:)(?=[\w.\[-])"),

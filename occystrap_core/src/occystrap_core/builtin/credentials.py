@@ -71,8 +71,10 @@ def _helper(name: str, server: str, source: str) -> Credentials | None:
         return None
     if done.returncode != 0:
         if "not found" not in (done.stdout + done.stderr).lower():
+            # stderr only, and one line: stdout is where a helper writes secrets
+            reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
             log.warning("credential helper %s failed for %s: %s", program, server,
-                        (done.stderr or done.stdout).strip()[:200])
+                        reason[:200])
         return None
     try:
         answer = json.loads(done.stdout)

@@ -42,7 +42,9 @@ def ssl_context(ctx: Context) -> ssl.SSLContext:
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
         except OSError as e:  # ssl.SSLError included
-            raise UsageError(f"cannot load TLS certificates: {e}") from None
+            files = ", ".join(f for f in (s.ca_cert, s.client_cert, s.client_key) if f)
+            raise UsageError(f"cannot load TLS certificates ({files or 'system store'}): "
+                             f"{e}") from None
         return context
 
     return ctx.shared(SSL_KEY, build)

@@ -154,6 +154,8 @@ def _rewinder(stream: httpx.SyncByteStream) -> Callable[[], None] | None:
 def _describe(error: httpx.TransportError, host: str) -> str:
     detail = str(error) or type(error).__name__
     if isinstance(error, httpx.ConnectError):
+        if "WRONG_VERSION_NUMBER" in detail:  # TLS spoken to a plain-HTTP server
+            detail += " (is it a plain-HTTP registry? then use --insecure)"
         return f"cannot connect to {host}: {detail}"
     if isinstance(error, httpx.TimeoutException):
         return f"timed out talking to {host} ({type(error).__name__}): {detail}"

@@ -6,6 +6,7 @@ client is actually built.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Iterator
 from urllib.parse import unquote, urlencode
@@ -38,6 +39,23 @@ OUTPUT_OPTIONS = _COMMON + (
 )
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
+
+
+def split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``("user:pass", "host/repo:tag")`` from ``user:pass@host/repo:tag``.
+
+    The userinfo ends at the last ``@`` that a host follows (then ``/``, ``?`` or the
+    end), not at the first ``/``: passwords are often pasted without percent-encoding
+    their ``/``, ``?``, ``#`` or ``@``. A digest (``repo@sha256:...``) is no host.
+    """
+    for at in reversed([i for i, c in enumerate(rest) if c == "@"]):
+        host = re.split(r"[/?]", rest[at + 1:], maxsplit=1)[0]
+        if _HOST.fullmatch(host) and not is_valid(host):
+            return rest[:at], rest[at + 1:]
+    return None, rest
+
+
 @hookimpl
 def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     """Take ``user:pass@`` and ``?username=&password=`` out of a registry URI.
@@ -49,18 +67,17 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
         return None
     from .reference import parse
 
-    rest = uri[len(_PREFIX):]
-    target, sep, query = rest.partition("?")
-    authority, slash, path = target.partition("/")
+    userinfo, rest = split_userinfo(uri[len(_PREFIX):])
     username = password = None
-    # With no '/', an '@' may belong to a digest (registry://busybox@sha256:...).
-    if "@" in authority and (slash or not is_valid(authority.rsplit("@", 1)[1])):
-        userinfo, authority = authority.rsplit("@", 1)
+    if userinfo is not None:
         user, _, pw = userinfo.partition(":")
         username, password = unquote(user), unquote(pw)
-        if not slash:  # never send these credentials to Docker Hub's library/HOST
-            raise URIError(f"registry://{authority} names no repository: expected one "
-                           f"after the host, as in registry://HOST[:PORT]/REPO[:TAG]")
+        Credentials(password=password)  # registered for redaction before any error
+    target, sep, query = rest.partition("?")
+    authority, slash, path = target.partition("/")
+    if userinfo is not None and not slash:  # never send them to Docker Hub's library/HOST
+        raise URIError(f"registry://{authority} names no repository: expected one "
+                       f"after the host, as in registry://HOST[:PORT]/REPO[:TAG]")
     resolved = parse_uri(f"{_PREFIX}{authority}{slash}{path}{sep}{query}")
     query_values = dict(resolved.query)
     for key in ("username", "password"):

@@ -108,8 +108,8 @@ def _normalise(name: str) -> str:
 
 
 _COMPRESSORS: dict[bytes, tuple[str, Callable[[BinaryIO], BinaryIO]]] = {
-    streams.GZIP_MAGIC: ("gzip", lambda f: streams.decompressing(f, "gzip")),
-    streams.ZSTD_MAGIC: ("zstd", lambda f: streams.decompressing(f, "zstd")),
+    streams.GZIP_MAGIC: ("gzip", lambda f: streams.decompressing(f, "gzip", "the archive")),
+    streams.ZSTD_MAGIC: ("zstd", lambda f: streams.decompressing(f, "zstd", "the archive")),
     b"BZh": ("bzip2", lambda f: bz2.BZ2File(f)),  # type: ignore[dict-item, return-value]
     b"\xfd7zXZ\x00": ("xz", lambda f: lzma.LZMAFile(f)),  # type: ignore[dict-item, return-value]
 }
@@ -151,7 +151,7 @@ class TarStore(Store):
                 shutil.copyfileobj(opener(src), dst, streams.CHUNK)  # type: ignore[misc]
         except Exception as e:
             if isinstance(e, CorruptImageError) or streams.codec_error(e):
-                raise CorruptImageError(f"{path}: cannot decompress ({kind}): {e}") from None
+                raise CorruptImageError(f"{path} ({kind}): {e}") from None
             raise
         return out
 
