@@ -125,6 +125,7 @@ class TokenServer:
         self.key_id = libtrust_key_id(self._key.public_key())
         self.signing_cert_pem = _self_signed_cert(self._key, self.issuer)
         self._refresh_tokens: dict[str, str] = {}
+        self._issued: list[str] = []
         self._lock = threading.Lock()
         self._httpd: _ThreadingHTTPServer | None = None
 
@@ -160,6 +161,12 @@ class TokenServer:
         """Every scope asked for, in order, across all recorded requests."""
         with self._lock:
             return [s for r in self.requests for s in r.scopes]
+
+    def issued(self) -> list[str]:
+        """Every token and refresh token handed out since start, in order (secrets
+        tests check that none is ever printed)."""
+        with self._lock:
+            return list(self._issued)
 
     def reset(self) -> None:
         """Forget recorded requests (session-scoped servers are shared between tests)."""
@@ -202,6 +209,8 @@ class TokenServer:
             "access": self._grant(user, scopes),
         }
         token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+        with self._lock:
+            self._issued.append(token)
         issued_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat().replace("+00:00", "Z")
         return token, self.expires_in, issued_at
 
@@ -209,6 +218,7 @@ class TokenServer:
         refresh = secrets.token_urlsafe(24)
         with self._lock:
             self._refresh_tokens[refresh] = user.name
+            self._issued.append(refresh)
         return refresh
 
     def _user_for_refresh(self, refresh: str) -> User | None:
