@@ -117,16 +117,23 @@ def test_a_pull_stops_promptly_and_leaves_nothing(front, image, tmp_path, sig, c
     assert rerun.wait(timeout=60)[0] == 0
 
 
-def test_an_interrupted_push_cancels_its_upload_sessions(front, registry_plain, image,
-                                                         tmp_path):
-    repo, _ = image
-    archive = tmp_path / "image.tar"
-    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+def _stalled_push(front: FaultFront, repo: str, tmp: Path,
+                  *flags: str) -> tuple[Run, Path, str]:
+    """A push of the image (pulled to an archive first) whose blob PUTs never end:
+    the run, the archive and the destination repository."""
+    archive = tmp / "image.tar"
+    assert Run(front, tmp, "process", f"registry://{front.host}/{repo}:v1",
                f"tar://{archive}").wait(timeout=60)[0] == 0
     dest = f"interrupts/{uuid.uuid4().hex[:8]}"
     front.add(Fault("stall", method="PUT", path="/blobs/uploads/.", seconds=60, times=-1))
-    run = Run(front, tmp_path, "-j", "2", "process", f"tar://{archive}",
+    run = Run(front, tmp, *flags, "process", f"tar://{archive}",
               f"registry://{front.host}/{dest}:v1")
+    return run, archive, dest
+
+
+def test_an_interrupted_push_cancels_its_upload_sessions(front, registry_plain, image,
+                                                         tmp_path):
+    run, archive, dest = _stalled_push(front, image[0], tmp_path, "-j", "2")
     _until(lambda: any(h.fault == "stall" for h in front.log), "an upload to start")
     assert _uploads(registry_plain)  # the registry holds the open session
     run.process.send_signal(signal.SIGTERM)
@@ -145,13 +152,7 @@ def test_after_sigkill_the_next_run_cleans_up(front, registry_plain, image, tmp_
     """SIGKILL leaves temp files, the run's temp directory and upload sessions; the
     next run removes the first two as it starts and cancels the sessions."""
     repo, _ = image
-    archive = tmp_path / "image.tar"
-    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
-               f"tar://{archive}").wait(timeout=60)[0] == 0
-    dest = f"interrupts/{uuid.uuid4().hex[:8]}"
-    front.add(Fault("stall", method="PUT", path="/blobs/uploads/.", seconds=60, times=-1))
-    run = Run(front, tmp_path, "process", f"tar://{archive}",
-              f"registry://{front.host}/{dest}:v1")
+    run, archive, dest = _stalled_push(front, repo, tmp_path)
 
     def journalled() -> bool:
         """Every session the registry opened has reached its PUT, so the run knew of
