@@ -6,6 +6,7 @@ hook; nothing is kept in module globals.
 
 from __future__ import annotations
 
+import logging
 import platform as _platform
 import tempfile
 import threading
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .plugins import PluginRecord, Plugins
     from .transport.retry import RetryPolicy
 
+log = logging.getLogger("occystrap.context")
 TEMP_PREFIX = "occystrap-"
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -178,7 +180,10 @@ class Context:
         with self._lock:
             closers, self._closers = self._closers, []
         for callback in reversed(closers):
-            callback()
+            try:
+                callback()
+            except Exception as e:  # cleanup must not hide how the run ended
+                log.warning("cleanup at the end of the run failed: %s", e)
 
     def __enter__(self) -> Context:
         return self
