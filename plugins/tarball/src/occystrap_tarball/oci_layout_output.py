@@ -48,6 +48,7 @@ from .verify import referenced_blobs, verify_descriptor
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
+TEMP = ".tmp-"  # AtomicFile's prefix: other writers' files being written
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 _TO_OCI = {
@@ -95,8 +96,9 @@ class LayoutOutput(ImageOutput):
             pass  # there already, or another writer made it just now
         self._usage = os.open(self.path, _DIR)
         fcntl.flock(self._usage, fcntl.LOCK_SH)
-        if set(os.listdir(self.path)) - _LAYOUT_FILES and \
-                not os.path.isfile(self._file("oci-layout")):
+        sweep(self.path, TEMP)  # what a killed run left, beside and among the blobs
+        others = {n for n in os.listdir(self.path) if not n.startswith(TEMP)} - _LAYOUT_FILES
+        if others and not os.path.isfile(self._file("oci-layout")):
             raise OutputExistsError(f"{self.path} is a non-empty directory that is not "
                                     f"an OCI image layout")
         if not os.path.isfile(self._file("oci-layout")):
@@ -108,7 +110,7 @@ class LayoutOutput(ImageOutput):
                 except FileExistsError:
                     pass
         os.makedirs(self._file("blobs/sha256"), exist_ok=True)
-        sweep(self._file("blobs/sha256"), ".tmp-")  # what a killed run left
+        sweep(self._file("blobs/sha256"), TEMP)
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, *name.split("/"))
