@@ -20,8 +20,9 @@ from typing import Any
 import click
 
 from . import __version__, redact
-from .context import Context, Settings, host_platform
-from .errors import OccystrapError
+from .context import Context, Settings
+from .errors import OccystrapError, URIError
+from .oci import platform as platforms
 from .types import Platform
 
 
@@ -111,11 +112,11 @@ def _error(message: str) -> None:
 
 
 def parse_platform(value: str) -> Platform:
-    parts = value.strip().split("/")
-    if len(parts) not in (2, 3) or not all(parts):
+    try:
+        return platforms.parse(value)
+    except URIError:
         raise click.BadParameter(f"expected OS/ARCH[/VARIANT], got {value!r}",
-                                 param_hint="'--platform' (or OCCYSTRAP_PLATFORM)")
-    return Platform(*parts)
+                                 param_hint="'--platform' (or OCCYSTRAP_PLATFORM)") from None
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -210,7 +211,7 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
     tar://PATH; `occystrap process --help` lists the schemes installed plugins
     provide.
     """
-    base = parse_platform(platform_) if platform_ else host_platform()
+    base = parse_platform(platform_) if platform_ else platforms.host()
     platform = Platform(os_ or base.os, architecture or base.architecture,
                         variant if variant is not None else base.variant)
     settings = Settings(platform=platform, disabled_plugins=disabled, **options)

@@ -7,7 +7,6 @@ hook; nothing is kept in module globals.
 from __future__ import annotations
 
 import logging
-import platform as _platform
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import redact, tempfiles
+from .oci import platform as platforms
 from .progress import Progress
 from .tempfiles import TempDir
 from .types import Credentials, Platform
@@ -28,12 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("occystrap.context")
 TEMP_PREFIX = "occystrap-"
-_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
-
-
-def host_platform() -> Platform:
-    machine = _platform.machine().lower()
-    return Platform("linux", _ARCH_ALIASES.get(machine, machine))
 
 
 @dataclass
@@ -53,7 +47,7 @@ class Settings:
     src_password: str | None = None
     dest_username: str | None = None
     dest_password: str | None = None
-    platform: Platform = field(default_factory=host_platform)
+    platform: Platform = field(default_factory=platforms.host)
     all_platforms: bool = False  # copy every platform of an index, and the index
     temp_dir: str | None = None
     ca_cert: str | None = None

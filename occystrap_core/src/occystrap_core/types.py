@@ -1,6 +1,7 @@
 """Small typed values that hooks return and the core passes to plugins.
 
 Kept free of heavy imports: entry-point modules import this at start-up.
+:class:`Platform` is :class:`occystrap_core.oci.platform.Platform`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+from .oci.platform import Platform
 
 if TYPE_CHECKING:
     import httpx
@@ -245,16 +248,3 @@ class TransportLayer:
 
     def __post_init__(self) -> None:
         _normalise("transport layer", self)
-
-
-@dataclass(frozen=True)
-class Platform:
-    """An OCI platform; ``str()`` gives ``os/arch[/variant]``."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def __str__(self) -> str:
-        parts = [self.os, self.architecture] + ([self.variant] if self.variant else [])
-        return "/".join(parts)

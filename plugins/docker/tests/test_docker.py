@@ -85,7 +85,8 @@ def test_image_not_found(tmp_path, podman, docker_uri, run_cli, expect_error):
 
 
 def test_bad_references(tmp_path, podman, docker_uri, run_cli, expect_error):
-    expect_error(run_cli("info", docker_uri("Upper/Case")), "invalid image name 'Upper/Case'")
+    expect_error(run_cli("info", docker_uri("Upper/Case")), "invalid image reference 'Upper/Case'",
+                 "lowercase")
     expect_error(run_cli("info", docker_uri("app:bad:tag")), "invalid")
     src = str(tmp_path / "in.tar")
     build_docker_archive(src)

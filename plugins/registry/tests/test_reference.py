@@ -1,4 +1,4 @@
-"""Reference parsing (docker rules), URI resolution and platform normalisation."""
+"""registry:// URIs: references as the core parses them, credentials, options, platforms."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from occystrap_core.context import Context
 from occystrap_core.errors import URIError
 from occystrap_core.pipeline import build_output, resolve
+from occystrap_core.oci import platform as platforms
+from occystrap_core.oci.reference import Reference, parse, same_registry
 from occystrap_core.types import Platform
-from occystrap_registry import platforms
-from occystrap_registry.reference import Reference, parse, same_registry
 
 D = "sha256:" + "ab" * 32
 
@@ -152,7 +152,7 @@ def test_platforms_differ(a: str, b: str) -> None:
 
 
 def test_platform_descriptors() -> None:
-    assert platforms.normalise(Platform("linux", "arm64", "v8")) == Platform("linux", "arm64")
+    assert Platform("linux", "arm64", "v8").normalized() == Platform("linux", "arm64")
     assert platforms.of_descriptor({"platform": {"os": "unknown", "architecture": "unknown"}}) is None
     assert platforms.of_descriptor({}) is None
     assert platforms.of_descriptor(

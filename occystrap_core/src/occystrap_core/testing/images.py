@@ -80,7 +80,7 @@ class SampleImage:
 def sample_image(name: str | None = "example.com/demo/app", tag: str | None = "v1", *,
                  layers: Sequence[Mapping[str, bytes | str]] | None = None,
                  n_layers: int = 2, layer_size: int = 1024, seed: int = 0,
-                 os_: str = "linux", architecture: str = "amd64",
+                 os_: str = "linux", architecture: str = "amd64", variant: str | None = None,
                  cmd: Sequence[str] = ("/bin/sh", "-c", "cat /etc/motd")) -> SampleImage:
     """A valid image; ``layers`` gives each layer's files, else ``n_layers`` random ones."""
     if layers is None:
@@ -91,6 +91,7 @@ def sample_image(name: str | None = "example.com/demo/app", tag: str | None = "v
     config = {
         "architecture": architecture,
         "os": os_,
+        **({"variant": variant} if variant else {}),
         "created": CREATED,
         "author": "occystrap test images",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -222,10 +223,11 @@ def write_docker_archive(path: str, images: Iterable[SampleImage], *, layout: st
         f.write(data)
 
 
-def _oci_manifest(image: SampleImage, blobs: Sequence[tuple[str, bytes]]) -> bytes:
-    return _json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                  "config": {"mediaType": mt.OCI_CONFIG, "digest": image.config_digest,
-                             "size": len(image.config)},
+def _oci_manifest(image: SampleImage, blobs: Sequence[tuple[str, bytes]],
+                  family: str = "oci") -> bytes:
+    return _json({"schemaVersion": 2, "mediaType": mt.manifest_type(family),
+                  "config": {"mediaType": mt.config_type(family),
+                             "digest": image.config_digest, "size": len(image.config)},
                   "layers": [{"mediaType": media_type, "digest": digests.of_bytes(blob),
                               "size": len(blob)} for media_type, blob in blobs]})
 
@@ -270,7 +272,39 @@ def oci_blobs(images: Iterable[SampleImage], refs: Sequence[str | None] | None =
 def write_oci_layout(path: str, images: Iterable[SampleImage],
                      refs: Sequence[str | None] | None = None, *, compress: bool = True) -> None:
     """An OCI image layout directory at ``path`` (created if missing)."""
-    files, _ = oci_blobs(images, refs, compress=compress)
+    write_files(path, oci_blobs(images, refs, compress=compress)[0])
+
+
+def multi_platform_blobs(images: Iterable[SampleImage], ref: str = "v1", *,
+                         family: str = "oci") -> tuple[dict[str, bytes], bytes]:
+    """The files of an OCI layout whose ``index.json`` names one multi-platform image:
+    an OCI index (``family="docker"``: a Docker manifest list of Docker manifests)
+    listing ``images`` with the platforms their configs give. Returns the files and
+    the index (or list) bytes."""
+    files: dict[str, bytes] = {}
+    entries = []
+    for image in images:
+        blobs = [(mt.layer_type(family, "gzip"), gzip.compress(l, mtime=0)) for l in image.layers]
+        manifest = _oci_manifest(image, blobs, family)
+        for blob in [image.config, manifest] + [b for _, b in blobs]:
+            files[f"blobs/sha256/{_hex(digests.of_bytes(blob))}"] = blob
+        config = image.config_json
+        platform = {"os": config["os"], "architecture": config["architecture"],
+                    **({"variant": config["variant"]} if config.get("variant") else {})}
+        entries.append({"mediaType": mt.manifest_type(family), "size": len(manifest),
+                        "digest": digests.of_bytes(manifest), "platform": platform})
+    index = _json({"schemaVersion": 2, "mediaType": mt.index_type(family), "manifests": entries})
+    files[f"blobs/sha256/{_hex(digests.of_bytes(index))}"] = index
+    top = {"mediaType": mt.index_type(family), "digest": digests.of_bytes(index),
+           "size": len(index), "annotations": {"org.opencontainers.image.ref.name": ref}}
+    files["oci-layout"] = _json({"imageLayoutVersion": "1.0.0"})
+    files["index.json"] = _json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                 "manifests": [top]})
+    return files, index
+
+
+def write_files(path: str, files: Mapping[str, bytes]) -> None:
+    """``files`` (relative path -> bytes) under the directory ``path``."""
     for name, data in files.items():
         target = os.path.join(path, *name.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -281,7 +315,11 @@ def write_oci_layout(path: str, images: Iterable[SampleImage],
 def write_oci_archive(path: str, images: Iterable[SampleImage],
                       refs: Sequence[str | None] | None = None, *, compress: bool = True) -> None:
     """An OCI archive (the layout as a tar), as ``oci-archive:`` transports write it."""
-    files, _ = oci_blobs(images, refs, compress=compress)
+    write_tar(path, oci_blobs(images, refs, compress=compress)[0])
+
+
+def write_tar(path: str, files: Mapping[str, bytes]) -> None:
+    """``files`` (relative path -> bytes) as a deterministic tar archive at ``path``."""
     with open(path, "wb") as f:
         out = _TarBuilder(f)
         for name, data in sorted(files.items()):

@@ -42,7 +42,7 @@ class DockerInput(ImageInput):
         from occystrap_tarball.docker_archive import load_docker_image
         from occystrap_tarball.stores import TarStore
 
-        ref = str(self.ref)
+        ref = self.ref.familiar
         self.daemon.inspect(ref)  # a clear "not found" before anything is streamed
         fd, self._archive = tempfile.mkstemp(prefix="docker-save-", suffix=".tar",
                                              dir=self.ctx.temp_dir)
@@ -55,7 +55,7 @@ class DockerInput(ImageInput):
             raise CorruptImageError(f"the daemon at {self.daemon.where} sent an unreadable "
                                     f"archive of {ref}: {e}") from None
         # The daemon may list the image under a normalised or different name.
-        return dataclasses.replace(image, name=self.ref.name, tag=self.ref.effective_tag)
+        return dataclasses.replace(image, name=self.ref.familiar_name, tag=self.ref.tag)
 
     def image(self) -> Image:
         return self._image

@@ -44,7 +44,7 @@ class DockerOutput(ImageOutput):
         self._archive = os.path.join(self.ctx.temp_dir,
                                      f"docker-load-{secrets.token_hex(8)}.tar")
         archive_uri = ResolvedURI(scheme="tar", target=self._archive,
-                                  raw=f"tar://{self._archive}", options={"tag": str(self.ref)})
+                                  raw=f"tar://{self._archive}", options={"tag": self.ref.familiar})
         self._tar = TarOutput(archive_uri, self.ctx)
         self._tar.start(image)
 
@@ -64,12 +64,12 @@ class DockerOutput(ImageOutput):
             image_id = self._ensure_tagged(ids, loaded, image.config_digest)
         finally:
             self.daemon.close()
-        return OutputResult(location=f"docker://{self.ref}", details={
+        return OutputResult(location=f"docker://{self.ref.familiar}", details={
             "image_id": image_id, "loaded": loaded, "socket": self.daemon.where})
 
     def _ensure_tagged(self, ids: set[str], loaded: list[str], fallback: str) -> str:
         """The destination's image ID, after tagging the loaded image if it lacks the name."""
-        target = str(self.ref)
+        target = self.ref.familiar
         try:
             current = str(self.daemon.inspect(target).get("Id"))
         except ImageNotFoundError:
@@ -78,7 +78,7 @@ class DockerOutput(ImageOutput):
             return current
         source = next((r for r in loaded if r in ids), loaded[0] if loaded else fallback)
         log.info("the daemon did not name the loaded image %s; tagging %s", target, source)
-        self.daemon.tag(source, self.ref.name, self.ref.effective_tag or "latest")
+        self.daemon.tag(source, self.ref.familiar_name, self.ref.tag or "latest")
         return str(self.daemon.inspect(target).get("Id"))
 
     def abort(self) -> None:

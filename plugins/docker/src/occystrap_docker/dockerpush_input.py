@@ -55,7 +55,7 @@ class DockerPushInput(ImageInput):
     def _image(self) -> Image:
         from .certs import server_context
 
-        ref = str(self.ref)
+        ref = self.ref.familiar
         self.daemon.inspect(ref)  # a clear "not found" before the registry starts
         registry = self._registry = PushRegistry(
             tempfile.mkdtemp(prefix="dockerpush-", dir=self.ctx.temp_dir),
@@ -113,7 +113,7 @@ class DockerPushInput(ImageInput):
             if (got.os, got.architecture) == (want.os, want.architecture) and \
                     (not want.variant or got.variant == want.variant):
                 return child
-        raise ImageNotFoundError(f"the daemon pushed no {want} image for {self.ref} (pushed: "
+        raise ImageNotFoundError(f"the daemon pushed no {want} image for {self.ref.familiar} (pushed: "
                                  f"{', '.join(pushed) or 'none'}); pick one with --platform")
 
     def _build(self, manifest: Manifest, registry: PushRegistry) -> Image:
@@ -135,7 +135,7 @@ class DockerPushInput(ImageInput):
                          config_json.get("variant"))
                 if config_json.get("os") and config_json.get("architecture") else None)
         config_type = doc["config"].get("mediaType") or mt.config_type(mt.family_of(media_type))
-        return Image(name=self.ref.name, tag=self.ref.effective_tag, config=config,
+        return Image(name=self.ref.familiar_name, tag=self.ref.tag, config=config,
                      layers=_layers(doc["layers"], diff_ids), config_media_type=config_type,
                      manifest=manifest.data, manifest_media_type=media_type, platform=plat)
 

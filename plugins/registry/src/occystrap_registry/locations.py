@@ -19,7 +19,7 @@ Key = tuple[str, str]  # (registry, digest)
 
 
 class BlobLocations:
-    """Thread-safe; registries are :func:`~occystrap_registry.reference.registry_key`."""
+    """Thread-safe; registries are :func:`~occystrap_core.oci.reference.registry_key`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

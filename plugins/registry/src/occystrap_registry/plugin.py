@@ -65,7 +65,7 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     """
     if not uri[:len(_PREFIX)].lower() == _PREFIX:
         return None
-    from .reference import parse
+    from occystrap_core.oci.reference import parse
 
     userinfo, rest = split_userinfo(uri[len(_PREFIX):])
     username = password = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import copy
+import logging
 import dataclasses
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
@@ -16,14 +16,15 @@ from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image, ImageIndex, ImageInput, IndexEntry, Layer, ManifestSummary
 from occystrap_core.errors import (CorruptImageError, DigestMismatchError, ImageNotFoundError,
                                    UnsupportedError)
+from occystrap_core.oci import platform as platforms
+from occystrap_core.oci.reference import parse, registry_key
 from occystrap_core.transport.blobs import open_blob
 from occystrap_core.types import Platform, ResolvedURI
 
-from . import manifests, platforms
+from . import manifests
 from .client import FACTORY, Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
-from .reference import parse, registry_key
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -124,22 +125,17 @@ class RegistryInput(ImageInput):
         raise UnsupportedError(f"{self.ref}: indexes nested more than {_MAX_INDEX_DEPTH} deep")
 
     def select(self, index: manifests.Manifest) -> tuple[dict, Platform | None]:
-        available: list[Platform] = []
-        nested: list[dict] = []
-        for entry in index.entries:
-            p = platforms.of_descriptor(entry)
-            if p is None:
-                if entry.get("mediaType") in mt.INDEXES:
-                    nested.append(entry)  # a platform-less nested index: look inside
-                continue
-            available.append(p)
-            if platforms.matches(self.platform, p):
-                return entry, p
-        if len(nested) == 1 and not available:
-            return nested[0], None
+        entries = index.entries
+        found = [platforms.of_descriptor(entry) for entry in entries]
+        choice = platforms.best(self.platform, found)
+        if choice is not None:
+            return entries[choice], found[choice]
+        nested = [e for e in entries if e.get("mediaType") in mt.INDEXES]
+        if len(nested) == 1 and not any(found):
+            return nested[0], None  # a platform-less nested index: look inside
         raise ImageNotFoundError(
             f"{self.ref}: no image for platform {self.platform} (available: "
-            f"{platforms.describe(available)}); choose one with --platform")
+            f"{platforms.describe(found)}); choose one with --platform")
 
     # --- several platforms ---------------------------------------------------
 
@@ -227,7 +223,7 @@ class RegistryInput(ImageInput):
         layers = manifest.layers(image.diff_ids)
         self._record(manifest, layers)
         return dataclasses.replace(image, layers=layers,
-                                   platform=platform or _config_platform(image))
+                                   platform=platform or platforms.of_config(image.config_json))
 
     # --- layers --------------------------------------------------------------
 
@@ -253,10 +249,3 @@ class RegistryInput(ImageInput):
         raise UnsupportedError(
             f"{self.ref}: layer {layer.index} ({layer.digest}) is a foreign layer "
             f"({layer.media_type}) with no http(s) URL to fetch it from")
-
-
-def _config_platform(image: Image) -> Platform | None:
-    config = image.config_json
-    if config.get("os") and config.get("architecture"):
-        return Platform(config["os"], config["architecture"], config.get("variant") or None)
-    return None

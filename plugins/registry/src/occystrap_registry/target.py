@@ -22,6 +22,7 @@ from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (MOUNTED, Image, ImageIndex, ImageOutput, Layer, LayerData,
                                 ManifestSummary, OutputResult)
+from occystrap_core.oci.reference import parse, registry_key, same_registry
 from occystrap_core.errors import (CorruptImageError, ImageNotFoundError, OccystrapError,
                                    URIError)
 from occystrap_core.streams import CHUNK
@@ -33,7 +34,6 @@ from . import compress, manifests
 from .client import Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
-from .reference import parse, registry_key, same_registry
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:

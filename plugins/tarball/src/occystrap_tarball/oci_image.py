@@ -11,6 +11,7 @@ from occystrap_core.errors import (
     ImageNotFoundError,
     UnsupportedError,
 )
+from occystrap_core.oci import platform as platforms
 from occystrap_core.types import Platform
 
 from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, parse_json, read_blob
@@ -47,21 +48,13 @@ def _name_of(entry: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, ref
 
 
-def _platform_of(entry: dict[str, Any]) -> Platform | None:
-    plat = entry.get("platform")
-    if not isinstance(plat, dict) or not plat.get("os") or not plat.get("architecture"):
-        return None
-    return Platform(plat["os"], plat["architecture"], plat.get("variant"))
-
-
 def _pick_platform(entries: list[dict[str, Any]], want: Platform, what: str) -> dict[str, Any]:
-    found = [e for e in entries if (p := _platform_of(e)) and p.os == want.os
-             and p.architecture == want.architecture
-             and (want.variant is None or p.variant == want.variant)]
-    if not found:
-        have = ", ".join(sorted({str(p) for e in entries if (p := _platform_of(e))})) or "none"
-        raise ImageNotFoundError(f"{what} has no image for platform {want} (available: {have})")
-    return found[0]
+    found = [platforms.of_descriptor(e) for e in entries]
+    choice = platforms.best(want, found)
+    if choice is None:
+        raise ImageNotFoundError(f"{what} has no image for platform {want} "
+                                 f"(available: {platforms.describe(found)})")
+    return entries[choice]
 
 
 def _manifests(doc: dict[str, Any], what: str) -> list[dict[str, Any]]:
@@ -90,7 +83,7 @@ def select_entry(index: dict[str, Any], where: str, platform: Platform, *, ref: 
         raise ImageNotFoundError(f"{where} holds no image")
     if len(entries) == 1:
         return entries[0]
-    if all(_platform_of(e) for e in entries):  # one image for several platforms
+    if all(platforms.of_descriptor(e) for e in entries):  # one image, several platforms
         return _pick_platform(entries, platform, where)
     raise ImageNotFoundError(f"{where} holds {len(entries)} images; pick one with "
                              f"?{option}=NAME or ?index=N: {choices}")
@@ -142,8 +135,7 @@ def _image_from_manifest(store: Store, doc: dict[str, Any], data: bytes, media_t
                             uncompressed_size=d.get("size") if uncompressed else None,
                             urls=tuple(d.get("urls") or ()),
                             annotations=d.get("annotations") or {}))
-    plat = (Platform(config_json["os"], config_json["architecture"], config_json.get("variant"))
-            if config_json.get("os") and config_json.get("architecture") else None)
+    plat = platforms.of_config(config_json)
     return Image(name=name, tag=tag, config=config, layers=tuple(layers),
                  config_media_type=config_desc.get("mediaType") or mt.OCI_CONFIG,
                  manifest=data, manifest_media_type=media_type, platform=plat)
