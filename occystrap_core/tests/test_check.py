@@ -11,7 +11,8 @@ import tarfile
 
 import pytest
 from occystrap_core.api import Image, ImageInput, Layer
-from occystrap_core.check import run_check
+from occystrap_core.check import Report, run_check
+from occystrap_core.engine import Loaded
 from occystrap_core.testing.images import make_layer, sample_image, write_oci_layout
 
 from occystrap_core import mediatypes as mt
@@ -52,6 +53,10 @@ class MemInput(ImageInput):
         yield io.BytesIO(self.blobs[layer.index])
 
 
+def check_input(source: ImageInput, fast: bool) -> Report:
+    return run_check(Loaded(source.image(), source.open_layer), fast)
+
+
 def raw_tar(*members: tuple[str, bytes, int, bytes]) -> bytes:
     """(name, type, mode, data) members, written without any sanitising."""
     out = io.BytesIO()
@@ -68,34 +73,34 @@ def checks(report, severity: str) -> set[str]:
 
 
 def test_clean_image_passes():
-    report = run_check(MemInput([make_layer({"a": "1"}), make_layer({"b": "2"})]), fast=False)
+    report = check_input(MemInput([make_layer({"a": "1"}), make_layer({"b": "2"})]), fast=False)
     assert report.count("error") == 0 and report.count("warning") == 0
     assert report.as_dict()["mode"] == "full"
 
 
 def test_fast_mode_reads_no_layer():
     source = MemInput([make_layer({"a": "1"})], diff_ids=["sha256:" + "0" * 64])
-    report = run_check(source, fast=True)
+    report = check_input(source, fast=True)
     assert source.opened == 0 and report.count("error") == 0
 
 
 def test_media_type_against_compression_magic():
     tars = [make_layer({"a": "1"})]
-    report = run_check(MemInput(tars, gzip_layers=False, media_type=mt.OCI_LAYER_GZIP), False)
+    report = check_input(MemInput(tars, gzip_layers=False, media_type=mt.OCI_LAYER_GZIP), False)
     assert "compression" in checks(report, "error")
 
 
 def test_wrong_diff_id_and_blob_digest():
     tars = [make_layer({"a": "1"})]
-    report = run_check(MemInput(tars, diff_ids=["sha256:" + "1" * 64]), False)
+    report = check_input(MemInput(tars, diff_ids=["sha256:" + "1" * 64]), False)
     assert "diff-id" in checks(report, "error")
-    report = run_check(MemInput(tars, corrupt=True), False)
+    report = check_input(MemInput(tars, corrupt=True), False)
     assert checks(report, "error") & {"layer-digest", "layer-read"}
 
 
 def test_counts():
     tars = [make_layer({"a": "1"})]
-    report = run_check(MemInput(tars, diff_ids=[sha(tars[0])] * 2, history=3), fast=True)
+    report = check_input(MemInput(tars, diff_ids=[sha(tars[0])] * 2, history=3), fast=True)
     assert {"layer-count", "history-count"} <= checks(report, "error")
 
 
@@ -105,13 +110,13 @@ def test_tar_contents():
                     ("bin/su", tarfile.REGTYPE, 0o4777, b"x"),
                     ("/abs", tarfile.REGTYPE, 0o644, b""),
                     ("../up", tarfile.REGTYPE, 0o644, b""))
-    report = run_check(MemInput([layer]), False)
+    report = check_input(MemInput([layer]), False)
     assert {"whiteout", "tar-path"} <= checks(report, "error")
     assert {"whiteout-size", "tar-permissions"} <= checks(report, "warning")
 
 
 def test_not_a_tar():
-    report = run_check(MemInput([b"this is not a tar archive" * 40]), False)
+    report = check_input(MemInput([b"this is not a tar archive" * 40]), False)
     assert "tar-format" in checks(report, "error")
 
 

@@ -1,23 +1,20 @@
-"""The image model and the interfaces inputs, outputs and filters implement.
+"""The image model, and the interfaces sources, outputs and filters implement.
 
-The pipeline is::
+A source gives manifests and blobs (:class:`ImageSource`: a registry repository,
+an OCI layout), or, when it has no manifests of its own (an archive from
+``docker save``, a daemon), one image (:class:`ImageInput`). The copy engine
+(:mod:`occystrap_core.engine`) does the rest for every pair of schemes: it walks
+indexes and picks platforms, builds the :class:`Image`, and drives the output::
 
-    input.image()                        -> Image (config, layer descriptors, manifest)
+    output.existing_manifest(summary)    -> the destination has it already: done
     output.start(image)
     for each layer output.wants_layer():  output.add_layer(LayerData)   # maybe in threads
     output.finish(final_image)           -> OutputResult
 
-Filters are outputs that wrap an output. A layer's content is only ever a stream;
-:class:`LayerData` checks every digest it can while the output reads it.
-
-Two optional extensions (the pipeline uses them when both sides implement them):
-
-- warm no-op: ``input.manifest_summary()`` and ``output.existing_manifest(summary)``
-  let a copy stop before the config is fetched when the destination already holds
-  the manifest;
-- indexes: an input whose ``index()`` is not None is copied one image per entry
-  (``output.start_index``, then each child through the pipeline, then
-  ``output.finish_index`` with the index bytes).
+and, for a multi-platform copy, ``output.start_index`` .. one such run per image ..
+``output.finish_index``. Filters are outputs that wrap an output. A layer's content
+is only ever a stream; :class:`LayerData` checks every digest it can while the
+output reads it.
 """
 
 from __future__ import annotations
@@ -32,9 +29,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Itera
 from . import digest as digests
 from . import mediatypes as mt
 from . import streams
-from .errors import CorruptImageError, UnsupportedError
+from .errors import CorruptImageError, DigestMismatchError, UnsupportedError
+from .oci import convert
 
 if TYPE_CHECKING:
+    from .engine import Selection
+    from .oci.manifest import Descriptor
     from .types import Platform
     from .workers import CancelToken
 
@@ -45,7 +45,8 @@ class Layer:
 
     ``digest``/``size``/``media_type`` describe the stored blob (compressed or not);
     ``diff_id``/``uncompressed_size`` describe the uncompressed tar. When a source
-    stores uncompressed tars, ``digest == diff_id``. Unknown values are None.
+    stores uncompressed tars, ``digest == diff_id``. Unknown values are None. An
+    artifact's layers need not be tars at all (see :attr:`is_tar`).
     """
 
     index: int
@@ -57,17 +58,40 @@ class Layer:
     urls: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_descriptor(cls, index: int, descriptor: Descriptor,
+                        diff_id: str | None = None) -> Layer:
+        uncompressed = mt.compression_of(descriptor.media_type) == "none"
+        return cls(index, descriptor.media_type, descriptor.digest, descriptor.size,
+                   diff_id, descriptor.size if uncompressed else None, descriptor.urls,
+                   descriptor.annotations)
+
     @property
     def compression(self) -> str | None:
+        """gzip, zstd or none for a tar layer; None when it is not a tar."""
         return mt.compression_of(self.media_type)
+
+    @property
+    def is_tar(self) -> bool:
+        """A file system layer (a tar, compressed or not), rather than an artifact's blob."""
+        return self.compression is not None
 
     @property
     def foreign(self) -> bool:
         """A non-distributable layer: its blob normally lives at ``urls``."""
         return self.media_type in mt.FOREIGN
 
-    def descriptor(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
+    def as_descriptor(self) -> Descriptor:
+        """The stored blob's descriptor in the manifest model."""
+        from .oci.manifest import Descriptor
+
+        return Descriptor(self.media_type, self.digest or "", self.size or 0, self.urls,
+                          self.annotations)
+
+    def descriptor(self, family: str | None = None) -> dict[str, Any]:
+        """Its descriptor; ``family="oci"`` gives Docker media types their OCI names."""
+        media_type = convert.oci_type(self.media_type) if family == "oci" else self.media_type
+        d: dict[str, Any] = {"mediaType": media_type, "size": self.size, "digest": self.digest}
         if self.urls:
             d["urls"] = list(self.urls)
         if self.annotations:
@@ -77,12 +101,14 @@ class Layer:
 
 @dataclass(frozen=True)
 class Image:
-    """An image: config bytes, layer descriptors and, when unchanged, the source manifest.
+    """An image (or an artifact): config bytes, layer descriptors and, when unchanged,
+    the source manifest.
 
     ``name`` is the full repository name as the source knows it (for example
     ``registry.example.com:5000/team/app``), ``tag`` its tag; either may be None.
     ``manifest`` holds the source's manifest bytes only while the image is
     unchanged, so an output may copy it byte for byte; :meth:`evolve` drops it.
+    ``extras`` keeps its annotations, subject and artifactType for a rebuilt one.
     """
 
     name: str | None
@@ -93,6 +119,7 @@ class Image:
     manifest: bytes | None = None
     manifest_media_type: str | None = None
     platform: Platform | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def config_json(self) -> dict[str, Any]:
@@ -113,12 +140,28 @@ class Image:
         return digests.of_bytes(self.manifest) if self.manifest is not None else None
 
     @property
+    def is_artifact(self) -> bool:
+        """Not a container image: an SBOM, a signature, a Helm chart..."""
+        return self.config_media_type not in mt.IMAGE_CONFIGS
+
+    @property
+    def artifact_type(self) -> str | None:
+        """What an artifact is (its artifactType, else its config's media type)."""
+        if not self.is_artifact and "artifactType" not in self.extras:
+            return None
+        return str(self.extras.get("artifactType") or self.config_media_type)
+
+    @property
     def family(self) -> str:
         """``"oci"`` or ``"docker"``: the media-type family of the source."""
-        return mt.family_of(self.manifest_media_type or self.config_media_type)
+        if self.manifest_media_type:
+            return mt.family_of(self.manifest_media_type)
+        return "docker" if self.config_media_type == mt.DOCKER_CONFIG else "oci"
 
     @property
     def diff_ids(self) -> list[str]:
+        if self.is_artifact:
+            return []
         return list(self.config_json.get("rootfs", {}).get("diff_ids", []))
 
     @property
@@ -127,6 +170,15 @@ class Image:
         if not self.name:
             return None
         return f"{self.name}:{self.tag}" if self.tag else self.name
+
+    def refuse_non_tar(self, what: str) -> None:
+        """Raise for an output or filter that works on file system layers only."""
+        odd = [l for l in self.layers if not l.is_tar]
+        if odd:
+            kind = f"an artifact ({self.artifact_type})" if self.is_artifact else \
+                f"an image with a layer that is no tar ({odd[0].media_type})"
+            raise UnsupportedError(f"{what} works on file system layers; "
+                                   f"{self.reference or 'the source'} is {kind}")
 
     def evolve(self, **changes: Any) -> Image:
         """A changed copy; the source manifest is dropped unless passed explicitly."""
@@ -137,14 +189,20 @@ class Image:
 
     def build_manifest(self, layers: list[Layer] | None = None,
                        family: str | None = None) -> tuple[bytes, str]:
-        """Serialise an image manifest for ``layers`` (default: ``self.layers``)."""
+        """Serialise a manifest for ``layers`` (default: ``self.layers``) in ``family``
+        (default: the source's; OCI also names Docker layer types the OCI way)."""
         fam = family or self.family
-        config_type = mt.config_type(fam)
+        config_type = self.config_media_type if self.is_artifact else mt.config_type(fam)
         doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.manifest_type(fam),
+                               **({"artifactType": self.extras["artifactType"]}
+                                  if "artifactType" in self.extras and fam == "oci" else {}),
                                "config": {"mediaType": config_type,
                                           "size": len(self.config),
                                           "digest": self.config_digest},
-                               "layers": [l.descriptor() for l in (layers or self.layers)]}
+                               "layers": [l.descriptor(fam) for l in (layers or self.layers)]}
+        if fam == "oci":
+            doc.update({k: self.extras[k] for k in ("subject", "annotations")
+                        if k in self.extras})
         return json.dumps(doc, separators=(",", ":")).encode(), mt.manifest_type(fam)
 
 
@@ -243,10 +301,10 @@ class ManifestSummary:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """One manifest an index lists, and how to read it as an image."""
+    """One manifest an index lists; the engine knows how to read it."""
 
     descriptor: Mapping[str, Any]
-    open: Callable[[], ImageInput]
+    open: Callable[[], Any]
 
     @property
     def digest(self) -> str:
@@ -265,22 +323,26 @@ class ImageIndex:
     name: str | None = None
     tag: str | None = None
 
-    def build(self, written: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
-        """The index to write. ``written`` maps a source entry's digest to the
-        ``digest``/``size``/``mediaType`` of the manifest written instead of it.
+    def build(self, written: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> tuple[bytes, str]:
+        """The index to write, and its media type. ``written`` maps a source entry's
+        digest to the ``digest``/``size``/``mediaType`` of the manifest written
+        instead of it.
 
         Unchanged (every entry kept, none rewritten), it is the source bytes, so the
-        index keeps its digest; otherwise the same document listing the new entries.
+        index keeps its digest; otherwise the same document listing the new entries,
+        an OCI index as soon as it lists an OCI manifest.
         """
         try:
             doc = json.loads(self.data)
         except ValueError as e:
             raise CorruptImageError(f"image index is not JSON: {e}") from None
         entries = [{**e.descriptor, **(written or {}).get(e.digest, {})} for e in self.entries]
-        if entries == doc.get("manifests"):
-            return self.data
-        doc["manifests"] = entries
-        return json.dumps(doc, separators=(",", ":")).encode()
+        media_type = convert.index_media_type(
+            self.media_type, [str(e.get("mediaType")) for e in entries])
+        if entries == doc.get("manifests") and media_type == self.media_type:
+            return self.data, media_type
+        return convert.index_document({**doc, "manifests": entries}, media_type), media_type
 
 
 class _Mounted:
@@ -299,11 +361,79 @@ class _Mounted:
 MOUNTED = _Mounted()
 
 
-class ImageInput(ABC):
-    """A source of one image. Context manager; :meth:`close` releases everything."""
+class _Source:
+    """What every source has: a name, a selection, and a lifetime."""
 
-    #: May :meth:`open_layer` be called from several threads at once?
+    #: May layers be read from several threads at once?
     parallel: bool = True
+    #: What the reference names (for outputs that record names), when it names one.
+    name: str | None = None
+    tag: str | None = None
+    #: Which platforms to copy: set from the URI and the run's options when built.
+    selection: Selection | None = None
+    #: How to name the source in messages (its URI, redacted, when built from one).
+    where: str = "the source"
+
+    def close(self) -> None:
+        """Release connections and temporary files."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A manifest or index as a source holds it: its bytes, and the media type the
+    source gives them (a Content-Type, an index entry's), if any."""
+
+    data: bytes
+    media_type: str | None = None
+
+
+class ImageSource(_Source, ABC):
+    """A source of manifests and blobs: a registry repository, an OCI layout.
+
+    The engine asks for the manifest or index the reference names, then for the
+    manifests of an index by digest, and for blobs; it picks platforms, walks
+    indexes and verifies every digest itself.
+    """
+
+    @abstractmethod
+    def manifest(self, digest: str | None = None) -> Fetched:
+        """The manifest or index the reference names (``digest`` None), or the one
+        with ``digest`` (verified against it); raise ImageNotFoundError if absent."""
+
+    @abstractmethod
+    def open_blob(self, descriptor: Descriptor) -> ContextManager[BinaryIO]:
+        """The stored bytes of a blob (the engine verifies them)."""
+
+    def read_blob(self, descriptor: Descriptor, limit: int, what: str) -> bytes:
+        """A small blob (a config) whole, at most ``limit`` bytes, verified against
+        ``descriptor``; ``what`` names it in errors. Override when the source has a
+        cheaper way."""
+        if descriptor.size > limit:
+            raise CorruptImageError(f"{what} is {descriptor.size} bytes; more than {limit} "
+                                    f"is not believable")
+        with self.open_blob(descriptor) as f:
+            data = f.read(limit + 1)
+        actual = digests.of_bytes(data, descriptor.digest.split(":", 1)[0])
+        if actual != descriptor.digest:
+            raise DigestMismatchError(what, descriptor.digest, actual)
+        if len(data) != descriptor.size:
+            raise CorruptImageError(f"{what}: size mismatch, expected {descriptor.size} "
+                                    f"bytes, got {len(data)}")
+        return data
+
+    def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
+        return self.open_blob(layer.as_descriptor())
+
+
+class ImageInput(_Source, ABC):
+    """A source of one image that has no manifests of its own (an archive from
+    ``docker save``, a daemon): it gives the image, and its layers."""
 
     @abstractmethod
     def image(self) -> Image:
@@ -311,34 +441,7 @@ class ImageInput(ABC):
 
     @abstractmethod
     def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
-        """Open the stored bytes of ``layer`` (the core verifies them)."""
-
-    def platforms(self) -> list[Platform] | None:
-        """The platforms of the index the image was picked from, for ``info``.
-
-        None (the default) when the source has no index or cannot list it.
-        """
-        return None
-
-    def manifest_summary(self) -> ManifestSummary | None:
-        """The manifest :meth:`image` will return, if the source can tell cheaply
-        (without the config). None (the default) when it cannot."""
-        return None
-
-    def index(self) -> ImageIndex | None:
-        """The index to copy whole, when the user asked for several platforms and
-        the source is an index; None (the default) to copy one image. An entry that
-        is itself an index opens as an input whose ``index()`` returns it."""
-        return None
-
-    def close(self) -> None:
-        """Release connections and temporary files."""
-
-    def __enter__(self) -> ImageInput:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Open the stored bytes of ``layer`` (the engine verifies them)."""
 
 
 class ImageOutput(ABC):

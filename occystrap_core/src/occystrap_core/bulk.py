@@ -248,6 +248,7 @@ def process_command(ctx: Context, images: ImageSet, template: str, filters: Sequ
 
 def describe_item(ctx: Context, item: BulkItem) -> dict[str, Any]:
     """``info`` for one image of a set: its details, or ``{"source", "error"}``."""
+    from .engine import load
     from .info import describe
 
     shown = redact_uri(item.uri)
@@ -255,7 +256,8 @@ def describe_item(ctx: Context, item: BulkItem) -> dict[str, Any]:
         return {"source": shown, "error": redact_text(item.error)}
     try:
         with single_input(ctx, item.uri, "info of each image") as source:
-            return {"source": shown, **describe(source.image(), source.platforms())}
+            loaded = load(ctx, source)
+            return {"source": shown, **describe(loaded.image, loaded.platforms)}
     except OccystrapError as e:
         return {"source": shown, "error": redact_text(str(e))}
 

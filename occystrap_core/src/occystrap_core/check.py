@@ -13,14 +13,17 @@ import json
 import stat
 import tarfile
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager
 
 from . import digest as digests
 from . import streams
-from .api import Image, ImageInput, Layer
+from .api import Image, Layer
 from .errors import CorruptImageError, OccystrapError
 from .layertar import (clean_name, link_problem, members, read_stream, unsafe_reason,
                        whiteout_problem, whiteout_target, xattr_problem)
+
+if TYPE_CHECKING:
+    from .engine import Loaded
 
 LARGE_LAYER = 1024 ** 3
 
@@ -56,9 +59,12 @@ class Report:
 
 
 def check_metadata(image: Image, report: Report) -> None:
-    config = image.config_json
     if image.manifest is not None:
         _check_manifest(image, report)
+    if image.is_artifact:
+        _check_artifact(image, report)
+        return
+    config = image.config_json
     rootfs = config.get("rootfs") or {}
     if rootfs.get("type") != "layers":
         report.add("error", "rootfs-type", f"rootfs.type is {rootfs.get('type')!r}, not 'layers'")
@@ -81,8 +87,26 @@ def check_metadata(image: Image, report: Report) -> None:
             report.add("warning", "platform", f"the config has no {key!r}")
     if (config.get("config") or {}).get("ArgsEscaped"):
         report.add("warning", "args-escaped", "config.ArgsEscaped is set (a Windows-only field)")
+    if image.family == "docker" and any(layer.compression == "zstd" for layer in image.layers):
+        report.add("error", "zstd-docker", "a Docker manifest with zstd layers: Docker has no "
+                                           "zstd media type, podman and skopeo refuse it; "
+                                           "zstd needs an OCI manifest")
     for layer in image.layers:
         _check_descriptor(layer, diff_ids, report)
+
+
+def _check_artifact(image: Image, report: Report) -> None:
+    """An artifact: described, and its blobs checked as blobs, not as file systems."""
+    report.add("info", "artifact", f"an artifact of type {image.artifact_type} (config "
+                                   f"{image.config_media_type})")
+    subject = image.extras.get("subject")
+    if isinstance(subject, dict):
+        report.add("info", "subject", f"it refers to {subject.get('digest')} "
+                                      f"({subject.get('mediaType')})")
+    for layer in image.layers:
+        if not layer.digest or not digests.is_valid(layer.digest):
+            report.add("error", "layer-digest-format",
+                       f"blob {layer.index} digest {layer.digest!r} is invalid")
 
 
 def _check_manifest(image: Image, report: Report) -> None:
@@ -134,10 +158,15 @@ def _check_descriptor(layer: Layer, diff_ids: list[str], report: Report) -> None
                                        f"the config {diff_ids[i]}")
 
 
-def check_layer(source: ImageInput, layer: Layer, diff_ids: list[str], report: Report) -> None:
+def check_layer(open_layer: Callable[[Layer], ContextManager[BinaryIO]], layer: Layer,
+                diff_ids: list[str], report: Report) -> None:
     i = layer.index
+    if not layer.is_tar:  # an artifact's blob: its digest and size are all there is
+        _check_blob(open_layer, layer, report)
+        return
+    complete = False
     try:
-        with source.open_layer(layer) as raw:
+        with open_layer(layer) as raw:
             blob = streams.HashingReader(raw, what=f"layer {i} blob")
             buf = streams.buffered(blob)
             actual = streams.sniff(buf)
@@ -212,8 +241,23 @@ def _check_member(member: tarfile.TarInfo, name: str, seen: set[str], i: int,
                                                  f"({oct(member.mode)})")
 
 
-def run_check(source: ImageInput, fast: bool) -> Report:
-    image = source.image()
+def _check_blob(open_layer: Callable[[Layer], ContextManager[BinaryIO]], layer: Layer,
+                report: Report) -> None:
+    try:
+        with open_layer(layer) as raw:
+            blob = streams.HashingReader(raw, what=f"blob {layer.index}")
+            blob.drain()
+    except OccystrapError as e:
+        report.add("error", "layer-read", str(e))
+        return
+    if blob.digest != layer.digest or (layer.size is not None and blob.count != layer.size):
+        report.add("error", "layer-digest", f"blob {layer.index} hashes to {blob.digest} "
+                                            f"({blob.count} bytes), expected {layer.digest} "
+                                            f"({layer.size} bytes)")
+
+
+def run_check(loaded: Loaded, fast: bool) -> Report:
+    image = loaded.image
     report = Report(image.reference or "(unnamed)", "fast" if fast else "full")
     try:
         check_metadata(image, report)
@@ -222,5 +266,5 @@ def run_check(source: ImageInput, fast: bool) -> Report:
         return report
     if not fast:
         for layer in image.layers:
-            check_layer(source, layer, image.diff_ids, report)
+            check_layer(loaded.open_layer, layer, image.diff_ids, report)
     return report

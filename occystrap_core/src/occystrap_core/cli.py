@@ -298,6 +298,7 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     """
     from . import pipeline
     from .api import ImageSet
+    from .engine import load
     from .progress import create as create_progress
 
     occy = _occy(ctx)
@@ -312,7 +313,7 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
                                      summary=lambda: _summary(occy, time.monotonic() - started)))
         if dry_run:
             # what a run would read first, and the destination: either may be wrong
-            image_input.manifest_summary() or image_input.image()
+            load(occy, image_input)
             pipeline.resolve(occy, destination, "output")
             click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
@@ -340,6 +341,7 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
     """Describe the image at SOURCE without downloading its layers."""
     from . import pipeline
     from .api import ImageSet
+    from .engine import load
     from .info import as_text, describe
 
     with pipeline.build_input(_occy(ctx), source) as image_input:
@@ -347,7 +349,8 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
             from .bulk import info_command
 
             ctx.exit(info_command(_occy(ctx), image_input, fmt))
-        details = describe(image_input.image(), image_input.platforms())
+        loaded = load(_occy(ctx), image_input)
+        details = describe(loaded.image, loaded.platforms)
     click.echo(json.dumps(details, indent=2) if fmt == "json" else as_text(details))
 
 
@@ -361,9 +364,10 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
     from .bulk import single_input
     from .check import run_check
+    from .engine import load
 
     with single_input(_occy(ctx), source, "check") as image_input:
-        report = run_check(image_input, fast)
+        report = run_check(load(_occy(ctx), image_input), fast)
     click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
     if report.count("error"):
         ctx.exit(1)

@@ -21,7 +21,10 @@ OCI_LAYER_ND_TAR = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 OCI_LAYER_ND_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 OCI_LAYER_ND_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"  # the config of an artifact that needs none
+
 MANIFESTS = (DOCKER_MANIFEST, OCI_MANIFEST)
+IMAGE_CONFIGS = (DOCKER_CONFIG, OCI_CONFIG)
 INDEXES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
 SCHEMA1 = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED)
 

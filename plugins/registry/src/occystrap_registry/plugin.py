@@ -24,14 +24,7 @@ _PREFIX = f"{SCHEME}://"
 _COMMON = (
     OptionSpec("insecure", bool, "Plain HTTP instead of HTTPS for this registry.", False),
 )
-INPUT_OPTIONS = _COMMON + (
-    OptionSpec("platform", str, "OS/ARCH[/VARIANT] to pick from a multi-platform image "
-               "(default: --platform, else this host)."),
-    OptionSpec("platforms", str, "Comma-separated OS/ARCH[/VARIANT] list: copy these images "
-               "of a multi-platform image and a rewritten index listing them."),
-    OptionSpec("all_platforms", bool, "Copy every image of a multi-platform image and its "
-               "index, byte for byte (default: --all-platforms).", False),
-)
+INPUT_OPTIONS = _COMMON
 OUTPUT_OPTIONS = _COMMON + (
     OptionSpec("compression", str, "gzip, zstd or none: re-encode layers with it "
                "(default: keep compressed layers as they are, gzip uncompressed ones)."),
@@ -101,7 +94,7 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(name="registry", schemes=(SCHEME,),
                       summary="Docker Registry V2 / OCI distribution (pull)",
-                      factory=lazy("occystrap_registry.source:RegistryInput"),
+                      factory=lazy("occystrap_registry.source:RegistrySource"),
                       options=INPUT_OPTIONS)
 
 

@@ -22,7 +22,10 @@ from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (MOUNTED, Image, ImageIndex, ImageOutput, Layer, LayerData,
                                 ManifestSummary, OutputResult)
-from occystrap_core.oci.reference import parse, registry_key, same_registry
+from occystrap_core.oci import convert
+from occystrap_core.oci.manifest import Manifest, parse
+from occystrap_core.oci.reference import parse as parse_reference
+from occystrap_core.oci.reference import registry_key, same_registry
 from occystrap_core.errors import (CorruptImageError, ImageNotFoundError, OccystrapError,
                                    URIError)
 from occystrap_core.streams import CHUNK
@@ -30,7 +33,7 @@ from occystrap_core.transport.blobs import open_blob
 from occystrap_core.transport.errors import status_error
 from occystrap_core.types import ResolvedURI
 
-from . import compress, manifests
+from . import compress
 from .client import Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
@@ -48,7 +51,7 @@ class RegistryOutput(ImageOutput):
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.ctx = ctx
-        self.ref = parse(uri.target)
+        self.ref = parse_reference(uri.target)
         self.compression: str | None = uri.options.get("compression")
         self.level: int | None = uri.options.get("level")
         compress.check(self.compression, self.level)
@@ -61,7 +64,6 @@ class RegistryOutput(ImageOutput):
         self._remote: object = _UNKNOWN
         self._depth = 0  # indexes open: their images (and nested ones) go by digest
         self._claims: set[str] = set()  # digests this output is uploading for the whole run
-        self._warm = False
         self._family = "oci"
         self._mount_from: str | None = None
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
@@ -91,15 +93,9 @@ class RegistryOutput(ImageOutput):
     def start(self, image: Image) -> None:
         self._family = image.family
         self._mount_from = self._mount_source(image)
-        self._warm = False
         self._rewritten = {}  # an output is reused for each image of an index
-        if self._in_index:
-            return
-        # Also the first authenticated request: bad credentials fail here, before any work.
-        current = self._remote_digest()
-        unchanged = image.manifest is not None and not any(
-            self._target_compression(layer) for layer in image.layers)
-        self._warm = unchanged and current == image.manifest_digest
+        if not self._in_index:
+            self._remote_digest()  # the first authenticated request: bad credentials fail now
 
     def start_index(self, index: ImageIndex) -> None:
         self._depth += 1
@@ -125,7 +121,7 @@ class RegistryOutput(ImageOutput):
         if not image.name:
             return None
         try:
-            source = parse(image.name)
+            source = parse_reference(image.name)
         except URIError:
             return None
         if same_registry(source.domain, self.ref.domain) and source.path != self.ref.path:
@@ -135,6 +131,8 @@ class RegistryOutput(ImageOutput):
     def _target_compression(self, layer: Layer) -> str | None:
         """The compression to re-encode ``layer`` with, or None to upload it unchanged."""
         stored = layer.compression
+        if not layer.is_tar:
+            return None  # an artifact's blob is what it is
         if layer.digest is None:
             return self.compression or "gzip"
         if self.compression is None:
@@ -142,8 +140,6 @@ class RegistryOutput(ImageOutput):
         return None if stored == self.compression else self.compression
 
     def wants_layer(self, layer: Layer) -> bool | _Mounted:
-        if self._warm:
-            return False
         if layer.foreign:
             return False  # never pushed: the manifest keeps pointing at its urls
         if self._target_compression(layer) is not None:
@@ -235,17 +231,13 @@ class RegistryOutput(ImageOutput):
     # --- after the layers -----------------------------------------------------
 
     def finish(self, image: Image) -> OutputResult:
-        if self._warm:
-            assert image.manifest_digest is not None
-            return OutputResult(location=self._where(image.manifest_digest),
-                                manifest_digest=image.manifest_digest,
-                                details={"unchanged": True})
         self.uploader.push_bytes(image.config_digest, image.config)
         if image.manifest is not None and image.manifest_media_type and not self._rewritten:
             manifest, media_type = image.manifest, image.manifest_media_type
         else:
             layers = [self._rewritten.get(layer.index, layer) for layer in image.layers]
-            manifest, media_type = image.build_manifest(layers, family=image.family)
+            family = convert.manifest_family(image.family, [l.media_type for l in layers])
+            manifest, media_type = image.build_manifest(layers, family=family)
         return self._push_manifest(manifest, media_type, by_digest=self._in_index)
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
@@ -298,13 +290,13 @@ class RegistryOutput(ImageOutput):
         if media_type in mt.INDEXES:
             return []  # its images were pushed, and are verified, one by one
         try:
-            doc = manifests.parse(response.content, media_type, what)
-            config = doc.config
-            blobs = [(f"{what} config", config.get("digest", ""), config.get("size"))] + [
-                (f"{what} layer {l.index}", l.digest or "", l.size) for l in doc.layers([])
-                if not l.foreign]  # foreign layers are never pushed: see wants_layer
+            doc = parse(response.content, media_type, what)
         except OccystrapError as e:
             return [str(e)]
+        assert isinstance(doc, Manifest)
+        blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
+            (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
+            if not d.urls]  # foreign layers are never pushed: see wants_layer
         with ThreadPoolExecutor(self.ctx.settings.parallel,
                                 thread_name_prefix="verify") as pool:
             found = pool.map(lambda blob: self._verify_blob(*blob), blobs)

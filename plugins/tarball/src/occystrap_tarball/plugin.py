@@ -15,13 +15,13 @@ from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 @hookimpl
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(
-        name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.inputs:TarInput"),
+        name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.inputs:open_tar"),
         summary="docker-save or OCI archive (tar://PATH, may be compressed)",
         options=(OptionSpec("image", help="pick an image by NAME:TAG (RepoTags or ref name)"),
                  OptionSpec("index", int, help="pick the N-th image of the archive (from 0)")))
     yield InputSource(
         name="oci-layout", schemes=("oci-layout",),
-        factory=lazy("occystrap_tarball.inputs:LayoutInput"),
+        factory=lazy("occystrap_tarball.inputs:open_layout"),
         summary="OCI image layout directory (oci-layout://DIR)",
         options=(OptionSpec("ref", help="pick an image by org.opencontainers.image.ref.name"),
                  OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")))

@@ -1,0 +1,317 @@
+"""The copy engine: for every pair of schemes, in one place, it reads manifests with
+the one model, walks indexes and picks platforms with the one matcher, finds warm
+no-ops, builds images and delivers their layers to the output.
+
+Sources (:class:`~occystrap_core.api.ImageSource`) only answer "the manifest the
+reference names, or the one with this digest" and "open this blob"; outputs
+(:class:`~occystrap_core.api.ImageOutput`) only write what they are given.
+Format conversions that depend on the destination (a Docker manifest list into an
+OCI layout, zstd layers under a Docker manifest) follow :mod:`occystrap_core.oci.convert`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ContextManager
+
+from . import digest as digests
+from . import mediatypes as mt
+from .api import (MOUNTED, Image, ImageIndex, ImageInput, ImageOutput, ImageSource,
+                  IndexEntry, Layer, LayerData, ManifestSummary, OutputResult)
+from .context import Context, Settings
+from .errors import CorruptImageError, DigestMismatchError, ImageNotFoundError, UnsupportedError
+from .oci import platform as platforms
+from .oci.manifest import Index, Manifest, parse
+from .oci.platform import Platform
+from .types import OptionSpec
+from .workers import parallel
+
+log = logging.getLogger("occystrap.engine")
+
+MAX_DEPTH = 4  # indexes nested deeper than this are refused
+MAX_CONFIG = 64 * 1024 * 1024
+# buildx attestation manifests name the image they describe with this annotation
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+
+#: URI options every source takes: which platforms to copy.
+SELECTION_OPTIONS = (
+    OptionSpec("platform", str, "OS/ARCH[/VARIANT] to pick from a multi-platform image "
+               "(default: --platform, else this host)."),
+    OptionSpec("platforms", str, "Comma-separated OS/ARCH[/VARIANT] list: copy these images "
+               "of a multi-platform image and a rewritten index listing them."),
+    OptionSpec("all_platforms", bool, "Copy every image of a multi-platform image and its "
+               "index, byte for byte (default: --all-platforms).", False),
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images of a multi-platform image to copy: the one for ``platform``, or
+    ``every`` one and the index, or those of ``platforms`` and a rewritten index."""
+
+    platform: Platform
+    every: bool = False
+    platforms: tuple[Platform, ...] = ()
+
+    @property
+    def many(self) -> bool:
+        return self.every or bool(self.platforms)
+
+    @classmethod
+    def of(cls, settings: Settings, options: Mapping[str, Any]) -> Selection:
+        """From a URI's options, falling back to the run's."""
+        platform = platforms.parse(options["platform"]) if options.get("platform") \
+            else settings.platform
+        listed = tuple(platforms.parse(p) for p in options["platforms"].split(",")) \
+            if options.get("platforms") else ()
+        every = (bool(options.get("all_platforms")) or settings.all_platforms) and not listed
+        return cls(platform, every, listed)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One image of a source, ready to read: for ``info``, ``check`` and ``search``.
+    ``platforms`` lists those of the index it was picked from (None: no index)."""
+
+    image: Image
+    open_layer: Callable[[Layer], ContextManager[BinaryIO]]
+    platforms: list[Platform] | None = None
+
+
+class Reader:
+    """Reads one manifest-level source: its manifests, parsed and verified, and images."""
+
+    def __init__(self, ctx: Context, source: ImageSource, selection: Selection):
+        self.ctx = ctx
+        self.source = source
+        self.selection = selection
+        self.where = source.where
+        self._top: Manifest | Index | None = None
+
+    def top(self) -> Manifest | Index:
+        """What the reference names (fetched once)."""
+        if self._top is None:
+            fetched = self.source.manifest()
+            self._top = parse(fetched.data, fetched.media_type, f"{self.where}: manifest")
+        return self._top
+
+    def fetch(self, digest: str) -> Manifest | Index:
+        """The manifest or index with ``digest``, verified."""
+        digests.validate(digest, "index entry digest")
+        fetched = self.source.manifest(digest)
+        actual = digests.of_bytes(fetched.data, digest.split(":", 1)[0])
+        if actual != digest:
+            raise DigestMismatchError(f"{self.where}: manifest {digest}", digest, actual)
+        return parse(fetched.data, fetched.media_type, f"{self.where}: manifest {digest}")
+
+    def platforms(self) -> list[Platform] | None:
+        top = self.top()
+        return [d.platform for d in top.manifests if d.platform] \
+            if isinstance(top, Index) else None
+
+    def pick(self, node: Manifest | Index) -> tuple[Manifest, Platform | None]:
+        """The image manifest for the selection's platform, through nested indexes."""
+        chosen: Platform | None = None
+        for _ in range(MAX_DEPTH):
+            if isinstance(node, Manifest):
+                return node, chosen
+            found = [d.platform for d in node.manifests]
+            choice = platforms.best(self.selection.platform, found)
+            if choice is None:
+                nested = [d for d in node.manifests if d.media_type in mt.INDEXES]
+                if len(nested) == 1 and not any(found):  # a platform-less index: look inside
+                    node = self.fetch(nested[0].digest)
+                    continue
+                raise ImageNotFoundError(
+                    f"{self.where}: no image for platform {self.selection.platform} "
+                    f"(available: {platforms.describe(found)}); choose one with --platform")
+            chosen = found[choice]
+            node = self.fetch(node.manifests[choice].digest)
+        raise UnsupportedError(f"{self.where}: indexes nested more than {MAX_DEPTH} deep")
+
+    def plan(self, index: Index, depth: int = 0, every: bool = False) -> ImageIndex:
+        """The index to copy: every entry, or those of the listed platforms and their
+        attestations; nested indexes are copied whole."""
+        if depth >= MAX_DEPTH:
+            raise UnsupportedError(f"{self.where}: indexes nested more than {MAX_DEPTH} deep")
+        entries = list(index.manifests)
+        if self.selection.platforms and not every:
+            entries = self._listed(index)
+        return ImageIndex(index.data, index.media_type, tuple(
+            IndexEntry(d.json(), lambda d=d: self._child(d.digest, depth))
+            for d in entries), name=self.source.name, tag=self.source.tag)
+
+    def _child(self, digest: str, depth: int) -> Manifest | ImageIndex:
+        node = self.fetch(digest)
+        return self.plan(node, depth + 1, every=True) if isinstance(node, Index) else node
+
+    def _listed(self, index: Index) -> list[Any]:
+        if any(d.media_type in mt.INDEXES for d in index.manifests):
+            raise UnsupportedError(f"{self.where}: choosing platforms in an index that nests "
+                                   f"indexes is not supported; copy them all with "
+                                   f"--all-platforms, or one with --platform")
+        found = [d.platform for d in index.manifests]
+        kept = [d for d, p in zip(index.manifests, found)
+                if p and any(platforms.matches(w, p) for w in self.selection.platforms)]
+        missing = [w for w in self.selection.platforms if not any(
+            platforms.matches(w, p) for d, p in zip(index.manifests, found) if d in kept and p)]
+        if missing:
+            raise ImageNotFoundError(
+                f"{self.where}: no image for platform {', '.join(map(str, missing))} "
+                f"(available: {platforms.describe(found)})")
+        described = {d.digest for d in kept}
+        return [d for d, p in zip(index.manifests, found) if d in kept or (
+            p is None and d.annotations.get(REFERENCE_DIGEST) in described)]
+
+    def image(self, manifest: Manifest, platform: Platform | None) -> Image:
+        """The image (or artifact) ``manifest`` describes, its config fetched."""
+        config = self.source.read_blob(manifest.config, MAX_CONFIG,
+                                       f"{self.where}: image config {manifest.config.digest}")
+        image = Image(name=self.source.name, tag=self.source.tag, config=config, layers=(),
+                      config_media_type=manifest.config.media_type, manifest=manifest.data,
+                      manifest_media_type=manifest.media_type, platform=platform,
+                      extras=manifest.extras())
+        diff_ids = image.diff_ids
+        if not image.is_artifact and len(diff_ids) != len(manifest.layers):
+            raise CorruptImageError(f"{self.where}: the manifest lists {len(manifest.layers)} "
+                                    f"layers but the config has {len(diff_ids)} diff_ids")
+        layers = tuple(Layer.from_descriptor(i, d, diff_ids[i] if i < len(diff_ids) else None)
+                       for i, d in enumerate(manifest.layers))
+        if platform is None and not image.is_artifact:
+            platform = platforms.of_config(image.config_json)
+        return dataclasses.replace(image, layers=layers, platform=platform)
+
+
+def selection_of(ctx: Context, source: ImageSource | ImageInput) -> Selection:
+    return source.selection or Selection.of(ctx.settings, {})
+
+
+def load(ctx: Context, source: ImageSource | ImageInput) -> Loaded:
+    """The one image a source names, for the selection's platform."""
+    if isinstance(source, ImageInput):
+        return Loaded(source.image(), source.open_layer)
+    reader = Reader(ctx, source, selection_of(ctx, source))
+    manifest, platform = reader.pick(reader.top())
+    return Loaded(reader.image(manifest, platform), source.open_layer, reader.platforms())
+
+
+def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput
+         ) -> tuple[Image | None, OutputResult]:
+    """Copy what ``source`` names (one image, or an index and its images) to
+    ``output``; on failure, ``output.abort()``.
+
+    Returns the image read, or None when none was: the destination already held it
+    (a warm no-op), or an index was copied.
+    """
+    try:
+        if isinstance(source, ImageInput):
+            image = source.image()
+            if image.manifest is not None and image.manifest_digest is not None:
+                existing = _existing(ctx, output, ManifestSummary(
+                    image.manifest_digest, image.manifest_media_type or "", image.layers))
+                if existing is not None:
+                    return None, existing
+            return image, _deliver(ctx, image, source, output)
+        reader = Reader(ctx, source, selection_of(ctx, source))
+        top = reader.top()
+        if isinstance(top, Index) and reader.selection.many:
+            return None, _copy_index(ctx, reader, reader.plan(top), output)
+        manifest, platform = reader.pick(top)
+        return _copy_manifest(ctx, reader, manifest, platform, output)
+    except BaseException:
+        try:
+            output.abort()
+        except Exception as e:  # the original failure matters more
+            log.warning("cleanup after the failure failed too: %s", e,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+        raise
+
+
+def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
+                   platform: Platform | None, output: ImageOutput
+                   ) -> tuple[Image | None, OutputResult]:
+    layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
+    # Before the config: a warm copy costs neither the config nor any blob request.
+    existing = _existing(ctx, output, ManifestSummary(manifest.digest, manifest.media_type,
+                                                      layers))
+    if existing is not None:
+        return None, existing
+    image = reader.image(manifest, platform)
+    return image, _deliver(ctx, image, reader.source, output)
+
+
+def _existing(ctx: Context, output: ImageOutput, summary: ManifestSummary
+              ) -> OutputResult | None:
+    """The output's result when it holds the manifest already (a warm no-op)."""
+    existing = output.existing_manifest(summary)
+    if existing is not None:
+        with ctx.progress.image(summary.layers):
+            for layer in summary.layers:
+                ctx.stats.add("skipped")
+                ctx.progress.skipped(layer)
+    return existing
+
+
+def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
+                output: ImageOutput) -> OutputResult:
+    """Each entry as an image of its own (a nested index through this), then the
+    index, rewritten if need be."""
+    unchanged, _ = index.build()
+    existing = output.existing_manifest(
+        ManifestSummary(digests.of_bytes(unchanged), index.media_type))
+    if existing is not None:
+        return existing
+    output.start_index(index)
+    written: dict[str, dict[str, Any]] = {}
+    for entry in index.entries:
+        child = entry.open()
+        if isinstance(child, ImageIndex):
+            result = _copy_index(ctx, reader, child, output)
+        else:
+            platform = platforms.of_descriptor(entry.descriptor)
+            result = _copy_manifest(ctx, reader, child, platform, output)[1]
+        if result.manifest_digest != entry.digest:
+            if result.manifest_size is None or result.manifest_media_type is None:
+                raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
+                                       f"for {entry.digest}; cannot rewrite the index")
+            written[entry.digest] = {"mediaType": result.manifest_media_type,
+                                     "digest": result.manifest_digest,
+                                     "size": result.manifest_size}
+    data, media_type = index.build(written)
+    return output.finish_index(dataclasses.replace(index, media_type=media_type), data)
+
+
+def _deliver(ctx: Context, image: Image, source: ImageSource | ImageInput,
+             output: ImageOutput) -> OutputResult:
+    output.start(image)
+    with ctx.progress.image(image.layers):
+        _deliver_layers(ctx, source, output, image.layers)
+    return output.finish(image)
+
+
+def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
+                    layers: Sequence[Layer]) -> None:
+    token = ctx.cancel.child()  # a failed layer stops the others at their next chunk
+
+    def deliver(layer: Layer) -> None:
+        wanted = output.wants_layer(layer)
+        if not wanted:
+            ctx.stats.add("mounted" if wanted is MOUNTED else "skipped")
+            ctx.progress.skipped(layer)
+            return
+        with ctx.progress.layer(layer) as advance:
+            def on_bytes(n: int) -> None:
+                ctx.stats.add("bytes", n)
+                advance(n)
+
+            data = LayerData(layer, lambda: source.open_layer(layer), on_bytes=on_bytes,
+                             cancel=token)
+            outcome = output.add_layer(data)
+        ctx.stats.add("mounted" if outcome is MOUNTED else "skipped" if outcome is False
+                      else "layers")
+
+    ordered = output.requires_ordered_layers or not source.parallel
+    parallel(deliver, layers, 1 if ordered else ctx.settings.parallel, token, name="layer")

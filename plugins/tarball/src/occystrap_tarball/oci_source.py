@@ -1,0 +1,125 @@
+"""An OCI image layout (``index.json`` + ``blobs/``) as a source, in a directory or
+inside an archive: the engine asks for manifests and blobs, and picks platforms.
+
+What the reference names is the ``index.json`` entry the user chose (``?ref=``,
+``?index=``, or the only one). When every entry is one platform of one image (as
+``skopeo copy --all`` and Docker 25 write them), ``index.json`` itself is that
+image's index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import BinaryIO
+
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core.api import Fetched, ImageSource, Layer
+from occystrap_core.errors import CorruptImageError, ImageNotFoundError
+from occystrap_core.oci.manifest import Descriptor, Index, parse
+
+from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path
+from .references import split_reference
+from .stores import Store
+
+
+def describe_entry(i: int, entry: Descriptor) -> str:
+    notes = entry.annotations
+    label = notes.get(ANNOTATION_IMAGE_NAME) or notes.get(ANNOTATION_REF)
+    if not label and entry.platform:
+        label = str(entry.platform)
+    return f"[{i}] {label or '(unnamed)'} {entry.digest}"
+
+
+def _name_of(entry: Descriptor) -> tuple[str | None, str | None]:
+    notes = entry.annotations
+    if notes.get(ANNOTATION_IMAGE_NAME):
+        return split_reference(notes[ANNOTATION_IMAGE_NAME])
+    ref = notes.get(ANNOTATION_REF)
+    if not ref:
+        return None, None
+    if "/" in ref or ":" in ref:  # a full reference rather than just a tag
+        return split_reference(ref)
+    return None, ref
+
+
+class OciStoreSource(ImageSource):
+    """The layout in ``store`` (a directory or an archive), named ``where``."""
+
+    parallel = True
+
+    def __init__(self, store: Store, where: str, *, ref: str | None, position: int | None,
+                 option: str):
+        self.store = store
+        self.path = where
+        self.wanted = ref
+        self.position = position
+        self.option = option
+        self._top: Fetched | None = None
+
+    def _index(self) -> Index:
+        what = f"{self.path} index.json"
+        data = self.store.read_bytes("index.json", what)
+        index = parse(data, mt.OCI_INDEX, what)
+        if not isinstance(index, Index):
+            raise CorruptImageError(f"{what} is not an image index")
+        return index
+
+    def manifest(self, digest: str | None = None) -> Fetched:
+        if digest is not None:
+            return self._blob_manifest(digest, None)
+        if self._top is None:
+            self._top = self._select()
+        return self._top
+
+    def _select(self) -> Fetched:
+        """The ``index.json`` entry asked for (or ``index.json`` itself, see module doc)."""
+        index = self._index()
+        entries = list(index.manifests)
+        choices = "; ".join(describe_entry(i, e) for i, e in enumerate(entries)) or "none"
+        if self.position is not None:
+            if not 0 <= self.position < len(entries):
+                raise ImageNotFoundError(f"{self.path} has no image at index {self.position} "
+                                         f"(available: {choices})")
+            entries = [entries[self.position]]
+        elif self.wanted is not None:
+            entries = [e for e in entries if self.wanted in (
+                e.annotations.get(ANNOTATION_REF), e.annotations.get(ANNOTATION_IMAGE_NAME))]
+            if not entries:
+                raise ImageNotFoundError(f"{self.path} has no image {self.wanted!r} "
+                                         f"(available: {choices})")
+        if not entries:
+            raise ImageNotFoundError(f"{self.path} holds no image")
+        if len(entries) > 1:
+            if not all(e.platform for e in entries):
+                raise ImageNotFoundError(f"{self.path} holds {len(entries)} images; pick one "
+                                         f"with ?{self.option}=NAME or ?index=N: {choices}")
+            self.name, self.tag = _name_of(entries[0])
+            return Fetched(index.data, index.media_type)  # one image, several platforms
+        self.name, self.tag = _name_of(entries[0])
+        return self._blob_manifest(entries[0].digest, entries[0].media_type)
+
+    def _blob_manifest(self, digest: str, media_type: str | None) -> Fetched:
+        path = blob_path(digest, "manifest digest")
+        if not self.store.exists(path):
+            raise ImageNotFoundError(f"{self.path}: manifest {digest} is missing")
+        data = self.store.read_bytes(path, f"manifest {digest}")
+        actual = digests.of_bytes(data, digest.split(":", 1)[0])
+        if actual != digest:
+            raise CorruptImageError(f"{self.path}: manifest {digest} hashes to {actual}")
+        return Fetched(data, media_type)
+
+    def open_blob(self, descriptor: Descriptor) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._open(descriptor, "blob")
+
+    def open_layer(self, layer: Layer) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._open(layer.as_descriptor(), f"layer {layer.index} blob")
+
+    def _open(self, descriptor: Descriptor, what: str
+              ) -> contextlib.AbstractContextManager[BinaryIO]:
+        path = blob_path(descriptor.digest, f"{what} digest")
+        if not self.store.exists(path):
+            foreign = " (a non-distributable layer)" if descriptor.media_type in mt.FOREIGN else ""
+            raise ImageNotFoundError(f"{self.path}: {what} {descriptor.digest} "
+                                     f"is missing{foreign}")
+        return self.store.open(path)
