@@ -211,9 +211,11 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
     tar://PATH; `occystrap process --help` lists the schemes installed plugins
     provide.
     """
-    base = parse_platform(platform_) if platform_ else platforms.host()
-    platform = Platform(os_ or base.os, architecture or base.architecture,
-                        variant if variant is not None else base.variant)
+    platform = None  # this host's, unless one is chosen
+    if platform_ or os_ or architecture or variant is not None:
+        base = parse_platform(platform_) if platform_ else platforms.host()
+        platform = Platform(os_ or base.os, architecture or base.architecture,
+                            variant if variant is not None else base.variant)
     settings = Settings(platform=platform, disabled_plugins=disabled, **options)
     _setup_logging(settings)
     occy = ctx.with_resource(Context(settings))

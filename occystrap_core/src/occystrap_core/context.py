@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import redact, tempfiles
-from .oci import platform as platforms
 from .progress import Progress
 from .tempfiles import TempDir
 from .types import Credentials, Platform
@@ -47,7 +46,7 @@ class Settings:
     src_password: str | None = None
     dest_username: str | None = None
     dest_password: str | None = None
-    platform: Platform = field(default_factory=platforms.host)
+    platform: Platform | None = None  # chosen by the user; None: this host's
     all_platforms: bool = False  # copy every platform of an index, and the index
     temp_dir: str | None = None
     ca_cert: str | None = None

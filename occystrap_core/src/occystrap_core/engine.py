@@ -50,11 +50,13 @@ SELECTION_OPTIONS = (
 @dataclass(frozen=True)
 class Selection:
     """Which images of a multi-platform image to copy: the one for ``platform``, or
-    ``every`` one and the index, or those of ``platforms`` and a rewritten index."""
+    ``every`` one and the index, or those of ``platforms`` and a rewritten index.
+    ``chosen``: the user named ``platform`` (rather than it being this host's)."""
 
     platform: Platform
     every: bool = False
     platforms: tuple[Platform, ...] = ()
+    chosen: bool = False
 
     @property
     def many(self) -> bool:
@@ -68,7 +70,7 @@ class Selection:
         listed = tuple(platforms.parse(p) for p in options["platforms"].split(",")) \
             if options.get("platforms") else ()
         every = (bool(options.get("all_platforms")) or settings.all_platforms) and not listed
-        return cls(platform, every, listed)
+        return cls(platform or platforms.host(), every, listed, chosen=platform is not None)
 
 
 @dataclass(frozen=True)

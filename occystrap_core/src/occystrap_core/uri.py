@@ -7,6 +7,7 @@ nothing is coerced by guessing (``pattern=1`` is the string ``"1"``).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, unquote
@@ -97,3 +98,10 @@ def convert_options(specs: Iterable[OptionSpec], given: Mapping[str, tuple[str, 
         else:
             result[name] = converted[0]
     return result
+
+
+def local_path(uri: ResolvedURI) -> str:
+    """The file or directory a ``tar://``-like URI names, ``~`` expanded."""
+    if not uri.target:
+        raise URIError(f"{uri.raw!r} names no path")
+    return os.path.expanduser(uri.target)

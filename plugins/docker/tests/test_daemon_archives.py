@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tarfile
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -149,3 +150,29 @@ def test_permission_denied_is_explained():
     message = str(daemon._connection_error(cause))
     assert message.startswith("cannot connect to the Docker daemon at unix:///run/docker.sock: "
                               "permission denied")
+
+
+def test_the_daemon_is_asked_for_the_chosen_platform(tmp_path, fake_daemon, run_cli,
+                                                    info_json, expect_error):
+    """docker save of a multi-platform store exports what ?platform= asks for (Docker
+    Engine API 1.48); the image it sends must be that platform's."""
+    image = sample_image(REF.rsplit(":", 1)[0], "v1", architecture="arm64", n_layers=1,
+                         seed=44)
+    write_docker_archive(str(tmp_path / "saved.tar"), [image], layout="docker25")
+    _serve(fake_daemon, (tmp_path / "saved.tar").read_bytes())
+    uri = f"docker://{REF}?socket={fake_daemon.socket}"
+
+    result = run_cli("--platform", "linux/arm64/v8", "info", "-O", "json", uri)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config_digest"] == image.config_digest
+    saves = [path for method, path, _ in fake_daemon.requests if "/get" in path]
+    query = saves[-1].split("?", 1)[1]
+    assert json.loads(parse_qs(query)["platform"][0]) == {
+        "os": "linux", "architecture": "arm64", "variant": "v8"}
+
+    expect_error(run_cli("--platform", "linux/amd64", "info", uri),
+                 "holds example.com/demo/app:v1 for linux/arm64, not linux/amd64")
+    # no platform chosen: none is asked for, and what the daemon holds is taken
+    fake_daemon.requests.clear()
+    assert info_json(uri)["config_digest"] == image.config_digest
+    assert all("platform=" not in path for _, path, _ in fake_daemon.requests)

@@ -92,3 +92,14 @@ def test_bad_references(tmp_path, podman, docker_uri, run_cli, expect_error):
     build_docker_archive(src)
     expect_error(run_cli("process", f"tar://{src}", docker_uri("app@sha256:" + "0" * 64)),
                  "takes a tag, not a digest")
+
+
+def test_a_chosen_platform_is_asked_for_and_checked(podman, sample_in_daemon, docker_uri,
+                                                    run_cli, expect_error):
+    built = sample_in_daemon("example.com/plat/app", "v1", seed=15)  # linux/amd64
+    uri = docker_uri("example.com/plat/app:v1")
+    result = run_cli("--platform", "linux/x86_64", "info", "-O", "json", uri)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config_digest"] == built["config_digest"]
+    expect_error(run_cli("--platform", "linux/arm64", "info", uri),
+                 "for linux/amd64, not linux/arm64")

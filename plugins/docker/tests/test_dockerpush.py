@@ -8,7 +8,9 @@ import tarfile
 import httpx
 import pytest
 from occystrap_core import mediatypes as mt
+from occystrap_core.api import Image
 from occystrap_core.context import Context, Settings
+from occystrap_core.engine import load
 from occystrap_core.errors import ImageNotFoundError
 from occystrap_core.testing.images import sample_image
 from occystrap_core.types import Platform, ResolvedURI
@@ -104,8 +106,10 @@ def test_registry_manifest_and_wait(push_registry):
     for blob in (config, layer):
         assert _upload(client, "app", [blob], _sha256(blob)).status_code == 201
     manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                           "config": {"digest": _sha256(config)},
-                           "layers": [{"digest": _sha256(layer)}]}).encode()
+                           "config": {"mediaType": mt.OCI_CONFIG, "digest": _sha256(config),
+                                      "size": len(config)},
+                           "layers": [{"mediaType": mt.OCI_LAYER_GZIP,
+                                       "digest": _sha256(layer), "size": len(layer)}]}).encode()
     assert reg.wait_manifest("app", "t1", 0.05) is None
     put = client.put("/v2/app/manifests/t1", content=manifest,
                      headers={"Content-Type": mt.OCI_MANIFEST})
@@ -114,9 +118,12 @@ def test_registry_manifest_and_wait(push_registry):
     got = client.get(f"/v2/app/manifests/{_sha256(manifest)}")
     assert (got.content, got.headers["content-type"]) == (manifest, mt.OCI_MANIFEST)
 
-    missing = json.dumps({"config": {"digest": _sha256(b"nope")}, "layers": []}).encode()
+    missing = json.dumps({"schemaVersion": 2, "config": {
+        "mediaType": mt.OCI_CONFIG, "digest": _sha256(b"nope"), "size": 4}, "layers": []}).encode()
     refused = client.put("/v2/app/manifests/t2", content=missing)
     assert refused.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    invalid = client.put("/v2/app/manifests/t2", content=b'{"schemaVersion": 2}')
+    assert invalid.json()["errors"][0]["code"] == "MANIFEST_INVALID"
 
 
 def test_registry_reflects_nothing_unchecked(push_registry):
@@ -134,9 +141,11 @@ def test_registry_reflects_nothing_unchecked(push_registry):
     # an odd Content-Type is not sent back
     config = b"{}"
     _upload(client, "app", [config], _sha256(config))
-    manifest = json.dumps({"config": {"digest": _sha256(config)}, "layers": []}).encode()
-    client.put("/v2/app/manifests/t3", content=manifest,
-               headers={"Content-Type": "not a media type"})
+    manifest = json.dumps({"schemaVersion": 2, "config": {
+        "mediaType": mt.DOCKER_CONFIG, "digest": _sha256(config), "size": len(config)},
+        "layers": []}).encode()
+    assert client.put("/v2/app/manifests/t3", content=manifest,
+                      headers={"Content-Type": "not a media type"}).status_code == 201
     assert client.get("/v2/app/manifests/t3").headers["content-type"] == mt.DOCKER_MANIFEST
 
 
@@ -182,16 +191,20 @@ def test_an_index_push_gives_the_run_platform(push_registry):
           "platform": {"os": "linux", "architecture": "s390x"}}]}).encode()
     client.put(f"/v2/{repo}/manifests/tag1", content=index, headers={"Content-Type": mt.OCI_INDEX})
 
-    def pick(arch):
+    def pick(arch: str) -> Image:
         uri = ResolvedURI(scheme="dockerpush", target="example.com/multi:v1", raw="",
                           options={"socket": "/nonexistent.sock", "timeout": None})
-        source = DockerPushInput(uri, Context(Settings(platform=Platform("linux", arch))))
-        return source._build(source._one_platform(reg.manifest(repo, "tag1"), reg), reg)
+        ctx = Context(Settings(platform=Platform("linux", arch)))
+        source = DockerPushInput(uri, ctx)
+        source._registry = reg  # as if the daemon had just pushed tag1
+        source._top = source._pushed(reg.manifest(repo, "tag1"))
+        return load(ctx, source).image
 
     arm = pick("arm64")
     assert arm.manifest == entries["arm64"][0]
     assert (arm.platform.architecture, arm.config) == ("arm64", entries["arm64"][1].config)
     assert arm.diff_ids == entries["arm64"][1].diff_ids
-    with pytest.raises(ImageNotFoundError, match=r"no linux/s390x image .*pushed: linux/amd64, "
-                                                 r"linux/arm64\)"):
+    # the s390x image the index lists was not pushed: it is not offered
+    with pytest.raises(ImageNotFoundError, match=r"no image for platform linux/s390x "
+                                                 r"\(available: linux/amd64, linux/arm64\)"):
         pick("s390x")

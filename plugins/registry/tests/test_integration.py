@@ -309,8 +309,8 @@ def test_all_platforms_and_platform_lists(mode: str, request: pytest.FixtureRequ
     assert [e["digest"] for e in top] == [_sha256(manifests["index"])]
     skopeo("copy", "--all", "--preserve-digests", f"oci:{layout}:v1",
            f"oci:{tmp_path / 'again'}:v1")
-    from occystrap_tarball.stores import DirStore
-    from occystrap_tarball.verify import verify_descriptor
+    from occystrap_core.archive.stores import DirStore
+    from occystrap_core.archive.verify import verify_descriptor
 
     config = json.loads(manifests["arm64"])["config"]["digest"]
     (layout / "blobs" / "sha256" / config[7:]).unlink()  # every child is checked too

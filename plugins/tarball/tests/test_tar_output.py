@@ -17,9 +17,9 @@ from occystrap_core.testing.images import (build_docker_archive, make_layer, sam
                                            write_oci_layout)
 from occystrap_core.types import ResolvedURI
 
-from occystrap_tarball.archive_writer import (FORMAT, ArchiveWriter, header, member_info,
+from occystrap_core.archive.writer import (FORMAT, ArchiveWriter, header, member_info,
                                               one_block_header)
-from occystrap_tarball.tar_output import TarOutput
+from occystrap_core.archive.output import ArchiveOutput
 
 
 def test_round_trip_through_oci_layout(tmp_path, process_ok, info_json, archive_member):
@@ -177,7 +177,7 @@ def test_config_must_match_layers_written(tmp_path):
     pairs = [_layer_data(i, t) for i, t in enumerate(image.layers)]
     img = Image(name="a", tag="b", config=other.config, layers=tuple(l for l, _ in pairs))
     with Context() as ctx:
-        out = TarOutput(ResolvedURI("tar", str(tmp_path / "o.tar"), "", options={"tag": None}),
+        out = ArchiveOutput(ResolvedURI("tar", str(tmp_path / "o.tar"), "", options={"tag": None}),
                         ctx)
         out.start(img)
         for _, data in pairs:
@@ -229,14 +229,14 @@ def test_cli_verify_full_reports_tampering(tmp_path, run_cli, monkeypatch, archi
     result = run_cli("process", f"tar://{src}", f"tar://{out}")
     assert result.exit_code == 0 and result.stderr.rstrip().endswith(", verified")
 
-    finish = TarOutput.finish
+    finish = ArchiveOutput.finish
 
     def finish_then_tamper(self, image):
         written = finish(self, image)
         _flip_last_byte(out, json.loads(archive_member(out, "manifest.json"))[0]["Layers"][0])
         return written
 
-    monkeypatch.setattr(TarOutput, "finish", finish_then_tamper)
+    monkeypatch.setattr(ArchiveOutput, "finish", finish_then_tamper)
     assert run_cli("process", f"tar://{src}", f"tar://{out}").exit_code == 0  # sizes still fine
     result = run_cli("--verify-full", "process", f"tar://{src}", f"tar://{out}")
     assert result.exit_code == 1

@@ -158,6 +158,8 @@ class _ExcludeLayer(MemberRewriter):
 
 
 class Exclude(LayerRewriteFilter):
+    name = "exclude"
+
     def __init__(self, inner: ImageOutput, ctx: Context, patterns: Sequence[str]):
         super().__init__(inner, ctx)
         self.matcher = PathMatcher(patterns)

@@ -36,6 +36,8 @@ class _Normalize(MemberRewriter):
 
 
 class NormalizeTimestamps(LayerRewriteFilter):
+    name = "normalize-timestamps"
+
     def __init__(self, inner: ImageOutput, ctx: Context, ts: int, config: bool):
         super().__init__(inner, ctx)
         self.ts = ts

@@ -60,6 +60,8 @@ class _HashingWriter:
 class LayerRewriteFilter(ImageFilter):
     """A filter that rewrites every layer; subclasses provide :meth:`member_rewriter`."""
 
+    name = "layer rewriting"  # the filter's name, in messages
+
     def __init__(self, inner: ImageOutput, ctx: Context):
         super().__init__(inner)
         self.ctx = ctx
@@ -75,6 +77,7 @@ class LayerRewriteFilter(ImageFilter):
         """Change the config (a parsed copy) beyond the diff_ids, in place."""
 
     def start(self, image: Image) -> None:
+        image.refuse_non_tar(f"the {self.name} filter")
         self._family = image.family
         self.inner.start(image)
 

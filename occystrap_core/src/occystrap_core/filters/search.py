@@ -130,6 +130,10 @@ class Search(ImageFilter):
         self._lock = threading.Lock()
         self._found: dict[int, tuple[str, list[Match]]] = {}
 
+    def start(self, image: Image) -> None:
+        image.refuse_non_tar("search")
+        self.inner.start(image)
+
     def wants_layer(self, layer: Layer) -> bool:
         return True  # searched even when the output already has it
 

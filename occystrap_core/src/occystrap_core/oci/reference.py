@@ -39,6 +39,10 @@ _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _REFERENCE = re.compile(
     rf"^((?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)(?::({_TAG}))?(?:@({_DIGEST}))?$")
+#: Patterns of a repository path (no domain) and a tag, for code matching them
+#: inside larger strings (a registry's URL routes).
+PATH_PATTERN = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+TAG_PATTERN = _TAG
 DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
 TAG_RE = re.compile(rf"^{_TAG}$")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
@@ -194,3 +198,22 @@ def registry_key(host: str) -> str:
 def same_registry(a: str, b: str) -> bool:
     """Do two ``host[:port]`` strings name the same registry?"""
     return registry_key(a) == registry_key(b)
+
+
+def split_stored(ref: str) -> tuple[str, str | None]:
+    """A name as an archive or layout stores it, not normalised (what the archive says
+    is what is shown): ``("127.0.0.1:5000/team/app", "v1")`` from
+    ``127.0.0.1:5000/team/app:v1``; a ``@digest`` is dropped. A name the grammar refuses
+    (an archive may hold any string) is kept whole, without a tag."""
+    try:
+        parsed = parse(ref, normalize=False, default_tag=False)
+    except URIError:
+        return ref, None
+    return parsed.name, parsed.tag
+
+
+def join_stored(name: str | None, tag: str | None) -> str | None:
+    """``name:tag``, or ``name`` without a tag; None without a name."""
+    if not name:
+        return None
+    return f"{name}:{tag}" if tag else name

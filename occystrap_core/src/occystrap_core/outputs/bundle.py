@@ -116,6 +116,7 @@ class BundleOutput(ImageOutput):
         self._image: Image | None = None
 
     def start(self, image: Image) -> None:
+        image.refuse_non_tar("oci-bundle://")
         if os.path.lexists(self.path) and not (os.path.isdir(self.path)
                                                and not os.listdir(self.path)):
             raise OutputExistsError(f"{self.path} exists; a bundle is written to a new "

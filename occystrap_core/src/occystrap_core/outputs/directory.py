@@ -54,6 +54,7 @@ class DirOutput(ImageOutput):
         self._temps: list[TempDir] = []
 
     def start(self, image: Image) -> None:
+        image.refuse_non_tar("dir://")
         self._created = ensure_dir(self.path, PRIVATE if self.expand else 0o777)
         for prefix in (".tmp-", ".old-"):  # what a killed run left
             sweep(self.path, prefix)

@@ -39,6 +39,7 @@ class MountsOutput(ImageOutput):
         self._config: str | None = None
 
     def start(self, image: Image) -> None:
+        image.refuse_non_tar("mounts://")
         if os.geteuid() != 0:
             raise UnsupportedError("mounts:// needs root: whiteouts are character devices and "
                                    "opaque directories trusted.* xattrs")

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import requests
 import requests_unixsocket
-from occystrap_core import streams
 from occystrap_core.context import Settings
 from occystrap_core.errors import (
     ImageNotFoundError,
@@ -26,6 +25,9 @@ from occystrap_core.errors import (
     TransportError,
     UnsupportedError,
 )
+from occystrap_core.oci.platform import Platform
+
+from occystrap_core import streams
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # Anonymous credentials: Docker rejects a push without the header.
@@ -173,9 +175,12 @@ class Daemon:
             raise DaemonError(f"the daemon at {self.where} sent a malformed inspect of {ref}")
         return value
 
-    def export(self, ref: str, out: BinaryIO) -> int:
-        """Stream ``docker save`` of ``ref`` into ``out`` in chunks; returns its size."""
-        resp = self.request("GET", image_path(ref) + "/get", stream=True, read_timeout=None,
+    def export(self, ref: str, out: BinaryIO, platform: Platform | None = None) -> int:
+        """Stream ``docker save`` of ``ref`` (for ``platform``, which daemons without a
+        multi-platform store ignore) into ``out`` in chunks; returns its size."""
+        params = {"platform": json.dumps(platform.as_dict())} if platform else None
+        resp = self.request("GET", image_path(ref) + "/get", params=params, stream=True,
+                            read_timeout=None,
                             not_found=f"image {ref} not found in the daemon at {self.where}")
         total = 0
         try:

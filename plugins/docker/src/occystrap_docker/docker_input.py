@@ -1,6 +1,6 @@
 """The ``docker://`` input: ``docker save`` streamed from the daemon into the run's temp dir.
 
-The archive is spooled to disk in chunks, then read with the tarball plugin's
+The archive is spooled to disk in chunks, then read with the core's
 docker-save reader (legacy, Podman and Docker 25+ layouts; compressed layer
 blobs are recognised by their magic), so memory use does not grow with the image.
 """
@@ -12,18 +12,18 @@ import os
 import tempfile
 from contextlib import AbstractContextManager
 from functools import cached_property
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from occystrap_core.api import Image, ImageInput, Layer
+from occystrap_core.archive.docker_save import DockerArchiveInput
+from occystrap_core.archive.stores import TarStore
 from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError
+from occystrap_core.errors import CorruptImageError, ImageNotFoundError
+from occystrap_core.oci import platform as platforms
 from occystrap_core.types import ResolvedURI
 
 from .daemon import Daemon, socket_path
 from .reference import parse_reference
-
-if TYPE_CHECKING:
-    from occystrap_tarball.stores import TarStore
 
 
 class DockerInput(ImageInput):
@@ -31,38 +31,43 @@ class DockerInput(ImageInput):
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.ref = parse_reference(uri.target, "docker")
+        self.name, self.tag = self.ref.familiar_name, self.ref.tag
         self.ctx = ctx
         self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
         self._archive: str | None = None
-        self._store: TarStore | None = None
-        self._paths: list[str] = []
+        self._saved: DockerArchiveInput | None = None
 
     @cached_property
     def _image(self) -> Image:
-        from occystrap_tarball.docker_archive import load_docker_image
-        from occystrap_tarball.stores import TarStore
-
         ref = self.ref.familiar
         self.daemon.inspect(ref)  # a clear "not found" before anything is streamed
+        # A daemon with a multi-platform store (Docker 28+) saves the platform asked for;
+        # others hold one image per name, checked against the choice below.
+        selection = self.selection
+        wanted = selection.platform if selection and selection.chosen else None
         fd, self._archive = tempfile.mkstemp(prefix="docker-save-", suffix=".tar",
                                              dir=self.ctx.temp_dir)
         with os.fdopen(fd, "wb") as f:
-            self.daemon.export(ref, f)
+            self.daemon.export(ref, f, wanted)
         try:
-            self._store = TarStore(self._archive, lambda: self.ctx.temp_dir)
-            image, self._paths = load_docker_image(self._store, position=0)
+            store = TarStore(self._archive, lambda: self.ctx.temp_dir)
+            self._saved = DockerArchiveInput(store, None, 0)
+            image = self._saved.image()
         except CorruptImageError as e:
             raise CorruptImageError(f"the daemon at {self.daemon.where} sent an unreadable "
                                     f"archive of {ref}: {e}") from None
+        if wanted and not (image.platform and platforms.matches(wanted, image.platform)):
+            raise ImageNotFoundError(f"the daemon at {self.daemon.where} holds {ref} for "
+                                     f"{image.platform or 'an unknown platform'}, not {wanted}")
         # The daemon may list the image under a normalised or different name.
-        return dataclasses.replace(image, name=self.ref.familiar_name, tag=self.ref.tag)
+        return dataclasses.replace(image, name=self.name, tag=self.tag)
 
     def image(self) -> Image:
         return self._image
 
     def open_layer(self, layer: Layer) -> AbstractContextManager[BinaryIO]:
-        assert self._store is not None, "image() first"
-        return self._store.open(self._paths[layer.index])
+        assert self._saved is not None, "image() first"
+        return self._saved.open_layer(layer)
 
     def close(self) -> None:
         self.daemon.close()

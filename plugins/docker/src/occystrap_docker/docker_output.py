@@ -1,6 +1,6 @@
 """The ``docker://`` output: a docker-save archive streamed to ``POST /images/load``.
 
-The tarball plugin writes the archive (``RepoTags`` = the destination) into the
+The core's archive output writes the archive (``RepoTags`` = the destination) into the
 run's temp dir; it is then sent as the request body in chunks. A daemon that
 keeps another name (or only the ID) gets the destination tag added afterwards.
 """
@@ -10,18 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from typing import TYPE_CHECKING
 
 from occystrap_core.api import Image, ImageOutput, LayerData, OutputResult
+from occystrap_core.archive.output import ArchiveOutput
 from occystrap_core.context import Context
 from occystrap_core.errors import ImageNotFoundError, URIError
 from occystrap_core.types import ResolvedURI
 
 from .daemon import Daemon, socket_path
 from .reference import parse_reference
-
-if TYPE_CHECKING:
-    from occystrap_tarball.tar_output import TarOutput
 
 log = logging.getLogger("occystrap.docker")
 
@@ -35,17 +32,16 @@ class DockerOutput(ImageOutput):
         self.ctx = ctx
         self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
         self._archive: str | None = None
-        self._tar: TarOutput | None = None
+        self._tar: ArchiveOutput | None = None
 
     def start(self, image: Image) -> None:
-        from occystrap_tarball.tar_output import TarOutput
-
+        image.refuse_non_tar("docker://")
         self.daemon.ping()  # fail before any layer is written if the daemon is unreachable
         self._archive = os.path.join(self.ctx.temp_dir,
                                      f"docker-load-{secrets.token_hex(8)}.tar")
         archive_uri = ResolvedURI(scheme="tar", target=self._archive,
                                   raw=f"tar://{self._archive}", options={"tag": self.ref.familiar})
-        self._tar = TarOutput(archive_uri, self.ctx)
+        self._tar = ArchiveOutput(archive_uri, self.ctx)
         self._tar.start(image)
 
     def add_layer(self, data: LayerData) -> None:

@@ -1,6 +1,6 @@
 """Entry-point module of occystrap-docker: hook implementations only, no heavy imports.
 
-The implementation modules (requests, cryptography, the tarball plugin) are
+The implementation modules (requests, cryptography) are
 imported by the factories, the first time one of the schemes is used.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from occystrap_core import hookimpl
 from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 
+from occystrap_core import hookimpl
 
 _SOCKET = OptionSpec("socket", help="daemon socket path (default: DOCKER_HOST=unix://..., "
                                     "else /var/run/docker.sock)")

@@ -26,17 +26,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from occystrap_core.errors import OccystrapError
+from occystrap_core.oci.manifest import MAX_MANIFEST, Manifest, parse
+from occystrap_core.oci.reference import PATH_PATTERN, TAG_PATTERN
+
 from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
 from occystrap_core import streams
 
 log = logging.getLogger("occystrap.dockerpush")
 
 LOOPBACK = "127.0.0.1"
-MAX_MANIFEST = 4 * 1024 * 1024
-_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-_DIGEST = r"sha256:[0-9a-f]{64}"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_NAME = PATH_PATTERN
+_DIGEST = r"sha256:[0-9a-f]{64}"  # the daemon pushes sha256 only
+_TAG = TAG_PATTERN
 DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 _MEDIA_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 _MEDIA_TYPE_RE = re.compile(rf"^{_MEDIA_TOKEN}/{_MEDIA_TOKEN}$")
@@ -59,7 +61,9 @@ class BadRequest(Exception):
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Pushed:
+    """A manifest as the daemon pushed it."""
+
     data: bytes
     media_type: str
     digest: str
@@ -94,7 +98,7 @@ class PushRegistry:
         self._lock = threading.Condition()
         self._uploads: dict[str, _Upload] = {}
         self._blobs: dict[str, int] = {}  # digest -> size, blobs received and verified
-        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._manifests: dict[tuple[str, str], Pushed] = {}
         self._server = _TLSServer((LOOPBACK, 0), _Handler, context, self)
         self.port: int = self._server.server_address[1]
         self._thread: threading.Thread | None = None
@@ -153,35 +157,30 @@ class PushRegistry:
 
     # --- manifests ---
 
-    def put_manifest(self, name: str, ref: str, data: bytes, media_type: str) -> Manifest:
+    def put_manifest(self, name: str, ref: str, data: bytes, media_type: str) -> Pushed:
         digest = digests.of_bytes(data)
         if DIGEST_RE.match(ref) and ref != digest:
             raise BadRequest(400, "DIGEST_INVALID", f"manifest hashes to {digest}")
         try:
-            doc = json.loads(data)
-        except ValueError:
-            raise BadRequest(400, "MANIFEST_INVALID", "not JSON") from None
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "MANIFEST_INVALID", "not a JSON object")
-        for d in [doc.get("config")] + list(doc.get("layers") or []):
-            if isinstance(d, dict) and not d.get("urls") and \
-                    self.blob_size(str(d.get("digest"))) is None:
-                raise BadRequest(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.get('digest')} unknown")
-        # The media type is sent back in Content-Type: only a well-formed one is kept.
-        candidates = (media_type, doc.get("mediaType"), mt.DOCKER_MANIFEST)
-        media_type = next(c for c in candidates
-                          if isinstance(c, str) and _MEDIA_TYPE_RE.match(c))
-        manifest = Manifest(data, media_type, digest)
+            doc = parse(data, media_type if _MEDIA_TYPE_RE.match(media_type) else None,
+                        "the pushed manifest")
+        except OccystrapError as e:
+            raise BadRequest(400, "MANIFEST_INVALID", str(e)) from None
+        if isinstance(doc, Manifest):
+            for d in (doc.config, *doc.layers):
+                if not d.urls and self.blob_size(d.digest) is None:
+                    raise BadRequest(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.digest} unknown")
+        manifest = Pushed(data, doc.media_type, digest)
         with self._lock:
             self._manifests[(name, ref)] = self._manifests[(name, digest)] = manifest
             self._lock.notify_all()
         return manifest
 
-    def manifest(self, name: str, ref: str) -> Manifest | None:
+    def manifest(self, name: str, ref: str) -> Pushed | None:
         with self._lock:
             return self._manifests.get((name, ref))
 
-    def wait_manifest(self, name: str, ref: str, timeout: float) -> Manifest | None:
+    def wait_manifest(self, name: str, ref: str, timeout: float) -> Pushed | None:
         with self._lock:
             self._lock.wait_for(lambda: (name, ref) in self._manifests, timeout)
             return self._manifests.get((name, ref))

@@ -9,50 +9,20 @@ picks platforms from its indexes.
 from __future__ import annotations
 
 import os
-from functools import cached_property
-from typing import BinaryIO, ContextManager
 
-from occystrap_core.api import Image, ImageInput, ImageSource, Layer
+from occystrap_core.api import ImageInput, ImageSource
+from occystrap_core.archive.docker_save import DockerArchiveInput
+from occystrap_core.archive.stores import DirStore, TarStore
 from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError, UnsupportedError, URIError
+from occystrap_core.errors import (
+    CorruptImageError,
+    ImageNotFoundError,
+    UnsupportedError,
+)
 from occystrap_core.types import ResolvedURI
+from occystrap_core.uri import local_path
 
 from .oci_source import OciStoreSource
-from .stores import DirStore, TarStore
-
-
-def local_path(uri: ResolvedURI) -> str:
-    if not uri.target:
-        raise URIError(f"{uri.raw!r} names no path")
-    return os.path.expanduser(uri.target)
-
-
-class DockerArchiveInput(ImageInput):
-    """One image of a ``docker save`` archive; every layer is read through a file
-    handle of its own, so layers may be read in parallel."""
-
-    parallel = True
-
-    def __init__(self, store: TarStore, wanted: str | None, position: int | None):
-        self.store = store
-        self.wanted = wanted
-        self.position = position
-        self._paths: list[str] = []
-
-    @cached_property
-    def _image(self) -> Image:
-        from .docker_archive import load_docker_image
-
-        image, self._paths = load_docker_image(self.store, image=self.wanted,
-                                               position=self.position)
-        self.name, self.tag = image.name, image.tag
-        return image
-
-    def image(self) -> Image:
-        return self._image
-
-    def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
-        return self.store.open(self._paths[layer.index])
 
 
 def open_tar(uri: ResolvedURI, ctx: Context) -> ImageInput | ImageSource:

@@ -31,36 +31,43 @@ import threading
 from dataclasses import replace
 from typing import Any, Iterator
 
+from occystrap_core.api import (
+    Image,
+    ImageIndex,
+    ImageOutput,
+    Layer,
+    LayerData,
+    OutputResult,
+)
+from occystrap_core.archive.blobs import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF,
+    blob_path,
+    parse_json,
+)
+from occystrap_core.archive.stores import DirStore
+from occystrap_core.archive.verify import referenced_blobs, verify_descriptor
+from occystrap_core.context import Context
+from occystrap_core.errors import (
+    CorruptImageError,
+    OccystrapError,
+    OutputExistsError,
+    URIError,
+)
+from occystrap_core.oci.convert import oci_type
+from occystrap_core.oci.reference import join_stored
+from occystrap_core.tempfiles import AtomicFile, sweep
+from occystrap_core.types import ResolvedURI
+from occystrap_core.uri import local_path
+
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core import streams
-from occystrap_core.api import Image, ImageIndex, ImageOutput, Layer, LayerData, OutputResult
-from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError, OccystrapError, OutputExistsError, URIError
-from occystrap_core.tempfiles import AtomicFile, sweep
-from occystrap_core.types import ResolvedURI
-
-from .inputs import local_path
-from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path, parse_json
-from .references import join_reference
-from .stores import DirStore
-from .verify import referenced_blobs, verify_descriptor
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
 TEMP = ".tmp-"  # AtomicFile's prefix: other writers' files being written
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-_TO_OCI = {
-    mt.DOCKER_LAYER_TAR: mt.OCI_LAYER_TAR,
-    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
-    mt.DOCKER_FOREIGN_LAYER_GZIP: mt.OCI_LAYER_ND_GZIP,
-}
-
-
-def oci_media_type(media_type: str) -> str:
-    return _TO_OCI.get(media_type, media_type)
-
 
 class LayoutOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
@@ -147,7 +154,7 @@ class LayoutOutput(ImageOutput):
         if layer.digest and self._has_blob(layer.digest, layer.size):
             with self._lock:
                 self._written[layer.index] = replace(
-                    layer, media_type=oci_media_type(layer.media_type))
+                    layer, media_type=oci_type(layer.media_type))
             return False
         return True
 
@@ -159,7 +166,7 @@ class LayoutOutput(ImageOutput):
             self._commit(temp, blob_path(digest, "layer digest"))
         with self._lock:
             self._written[data.layer.index] = replace(
-                data.layer, media_type=oci_media_type(data.layer.media_type),
+                data.layer, media_type=oci_type(data.layer.media_type),
                 digest=digest, size=size)
 
     def _manifest(self, image: Image) -> tuple[bytes, str]:
@@ -202,7 +209,7 @@ class LayoutOutput(ImageOutput):
         self._put_bytes(blob_path(manifest_digest, "manifest digest"), manifest)
         descriptor: dict[str, Any] = {"mediaType": media_type, "digest": manifest_digest,
                                       "size": len(manifest)}
-        reference = join_reference(name, tag)
+        reference = join_stored(name, tag)
         notes = {}
         if self.ref or tag:
             notes[ANNOTATION_REF] = self.ref or tag

@@ -12,15 +12,19 @@ from __future__ import annotations
 import contextlib
 from typing import BinaryIO
 
-from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource, Layer
+from occystrap_core.archive.blobs import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF,
+    blob_path,
+)
+from occystrap_core.archive.stores import Store
 from occystrap_core.errors import CorruptImageError, ImageNotFoundError
 from occystrap_core.oci.manifest import Descriptor, Index, parse
+from occystrap_core.oci.reference import split_stored
 
-from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, blob_path
-from .references import split_reference
-from .stores import Store
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
 
 
 def describe_entry(i: int, entry: Descriptor) -> str:
@@ -34,12 +38,12 @@ def describe_entry(i: int, entry: Descriptor) -> str:
 def _name_of(entry: Descriptor) -> tuple[str | None, str | None]:
     notes = entry.annotations
     if notes.get(ANNOTATION_IMAGE_NAME):
-        return split_reference(notes[ANNOTATION_IMAGE_NAME])
+        return split_stored(notes[ANNOTATION_IMAGE_NAME])
     ref = notes.get(ANNOTATION_REF)
     if not ref:
         return None, None
     if "/" in ref or ":" in ref:  # a full reference rather than just a tag
-        return split_reference(ref)
+        return split_stored(ref)
     return None, ref
 
 

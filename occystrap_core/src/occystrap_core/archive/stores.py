@@ -19,8 +19,8 @@ import tarfile
 import tempfile
 from typing import BinaryIO, Callable, Iterator
 
-from occystrap_core import streams
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError
+from .. import streams
+from ..errors import CorruptImageError, ImageNotFoundError
 
 # Configs, manifests and indexes are small; anything bigger is not one of them.
 MAX_METADATA = 64 * 1024 * 1024

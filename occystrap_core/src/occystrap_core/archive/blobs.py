@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from occystrap_core import digest as digests
-from occystrap_core.errors import (
+from .. import digest as digests
+from ..errors import (
     CorruptImageError,
     DigestMismatchError,
     ImageNotFoundError,
 )
-
 from .stores import Store
 
 ANNOTATION_REF = "org.opencontainers.image.ref.name"

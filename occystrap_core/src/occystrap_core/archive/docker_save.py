@@ -8,21 +8,21 @@ containerd store may keep compressed blobs, which are recognised by their magic.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
+from typing import Any, BinaryIO, ContextManager
 
-from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
-from occystrap_core import streams
-from occystrap_core.api import Image, Layer
-from occystrap_core.errors import (
+from .. import digest as digests
+from .. import mediatypes as mt
+from .. import streams
+from ..api import Image, ImageInput, Layer
+from ..errors import (
     CorruptImageError,
     DigestMismatchError,
     ImageNotFoundError,
 )
-from occystrap_core.types import Platform
-
-from .metadata import digest_of_path, parse_json
-from .references import split_reference
+from ..oci.reference import split_stored
+from ..types import Platform
+from .blobs import digest_of_path, parse_json
 from .stores import TarStore
 
 
@@ -58,7 +58,7 @@ def _select(entries: list[dict[str, Any]], where: str, image: str | None,
     if image is not None:
         for entry in entries:
             for tag in _tags(entry):
-                if tag == image or split_reference(tag)[0] == image:
+                if tag == image or split_stored(tag)[0] == image:
                     return entry, tag
         raise ImageNotFoundError(f"{where} has no image {image!r} (available: {choices})")
     if len(entries) > 1:
@@ -100,8 +100,34 @@ def load_docker_image(store: TarStore, *, image: str | None = None,
         raise CorruptImageError(f"manifest.json lists {len(paths)} layers but the config "
                                 f"has {len(diff_ids)} diff_ids")
     layers = tuple(_layer(store, i, p, d) for i, (p, d) in enumerate(zip(paths, diff_ids)))
-    name, tag = split_reference(ref) if ref else (None, None)
+    name, tag = split_stored(ref) if ref else (None, None)
     plat = (Platform(config_json["os"], config_json["architecture"], config_json.get("variant"))
             if config_json.get("os") and config_json.get("architecture") else None)
     return Image(name=name, tag=tag, config=config, layers=layers,
                  config_media_type=mt.DOCKER_CONFIG, platform=plat), list(paths)
+
+
+class DockerArchiveInput(ImageInput):
+    """One image of a ``docker save`` archive; every layer is read through a file
+    handle of its own, so layers may be read in parallel."""
+
+    parallel = True
+
+    def __init__(self, store: TarStore, wanted: str | None, position: int | None):
+        self.store = store
+        self.wanted = wanted
+        self.position = position
+        self._paths: list[str] = []
+
+    @cached_property
+    def _image(self) -> Image:
+        image, self._paths = load_docker_image(self.store, image=self.wanted,
+                                               position=self.position)
+        self.name, self.tag = image.name, image.tag
+        return image
+
+    def image(self) -> Image:
+        return self._image
+
+    def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
+        return self.store.open(self._paths[layer.index])

@@ -7,6 +7,10 @@ Layers are stored as uncompressed tars named by their diff_id; with
 ``?compression=keep``, as the source stores them (gzip or zstd blobs named by
 their digest, copied byte for byte), which ``docker load`` and ``podman load``
 accept as well. A layer the source has no digest for is still stored uncompressed.
+
+An OCI artifact (an SBOM, a Helm chart) is stored as it is, in the OCI layout only:
+``docker load`` reads images. The archive is tagged only when the source named a tag
+(or ``?tag=`` does): an image copied by digest must not become ``latest`` on load.
 """
 
 from __future__ import annotations
@@ -17,21 +21,20 @@ import tempfile
 import threading
 from typing import Any, BinaryIO, Callable, ContextManager
 
-from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
-from occystrap_core import streams
-from occystrap_core.api import Image, ImageOutput, Layer, LayerData, OutputResult
-from occystrap_core.context import Context
-from occystrap_core.errors import CorruptImageError, OccystrapError, URIError
-from occystrap_core.types import ResolvedURI
-
-from .archive_writer import ArchiveWriter
-from .inputs import local_path
-from .metadata import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, parse_json, read_blob
-from .oci_layout_output import oci_media_type
-from .references import split_reference
+from .. import digest as digests
+from .. import mediatypes as mt
+from .. import streams
+from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
+from ..context import Context
+from ..errors import CorruptImageError, OccystrapError, URIError
+from ..oci.convert import oci_type
+from ..oci.reference import split_stored
+from ..types import ResolvedURI
+from ..uri import local_path
+from .blobs import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, parse_json, read_blob
 from .stores import TarStore
 from .verify import verify_descriptor
+from .writer import ArchiveWriter
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 COMPRESSIONS = ("none", "keep")
@@ -41,11 +44,14 @@ def blob_name(digest: str) -> str:
     return "blobs/" + digest.replace(":", "/", 1)
 
 
-class TarOutput(ImageOutput):
+class ArchiveOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.path = local_path(uri)
         self.ctx = ctx
-        self.repo_tag: str | None = uri.options.get("tag")
+        tag = uri.options.get("tag")
+        if tag and split_stored(tag)[1] is None:
+            tag += ":latest"  # as docker tag does; docker load refuses a name without one
+        self.repo_tag: str | None = tag
         compression = uri.options.get("compression") or "none"
         if compression not in COMPRESSIONS:
             raise URIError(f"tar://: compression must be one of {', '.join(COMPRESSIONS)}, "
@@ -55,18 +61,21 @@ class TarOutput(ImageOutput):
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}  # layer index -> the blob stored for it
         self._manifest_digest: str | None = None  # set once committed
+        self._artifact = False  # what was committed is an artifact: no manifest.json
 
     def start(self, image: Image) -> None:
+        if not image.is_artifact:  # an artifact is stored in the OCI layout only
+            image.refuse_non_tar("a docker-save archive")
         self._writer = ArchiveWriter(self.path)
         for name in ("blobs", "blobs/sha256"):
             self._writer.add_directory(name)
 
     def add_layer(self, data: LayerData) -> None:
         layer = data.layer
-        if self.keep and layer.digest is not None and not layer.foreign:
+        if (self.keep or not layer.is_tar) and layer.digest is not None and not layer.foreign:
             # the blob as it is, named by its digest (checked while read)
             size = self._add(layer.digest, data.open_blob, lambda: layer.digest)
-            written = Layer(index=layer.index, media_type=oci_media_type(layer.media_type),
+            written = Layer(index=layer.index, media_type=oci_type(layer.media_type),
                             digest=layer.digest, size=size, diff_id=layer.diff_id,
                             uncompressed_size=layer.uncompressed_size)
         else:  # the uncompressed tar, named by its diff_id (checked while read)
@@ -108,7 +117,7 @@ class TarOutput(ImageOutput):
                 raise CorruptImageError(f"layer {layer.index} was never written")
             layers.append(self._written[layer.index])
         written = [l.diff_id for l in layers]
-        if image.diff_ids != written:
+        if not image.is_artifact and image.diff_ids != written:
             raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
                                     f"the layers written {written}")
         return layers
@@ -116,26 +125,31 @@ class TarOutput(ImageOutput):
     def finish(self, image: Image) -> OutputResult:
         assert self._writer is not None
         layers = self._layers(image)
-        reference = _repo_tag(self.repo_tag or image.reference)
+        # Only a tagged name: a digest reference must not become "latest" on docker load.
+        reference = self.repo_tag or (image.reference if image.tag else None)
         config_name = blob_name(image.config_digest)
         manifest, _ = image.build_manifest(layers, family="oci")
         if image.manifest is not None and image.family == "oci" and \
                 [l.digest for l in layers] == [l.digest for l in image.layers]:
             manifest = image.manifest  # blobs kept as they were: keep the image's digest too
         manifest_digest = digests.of_bytes(manifest)
-        docker_manifest = [{"Config": config_name,
-                            "RepoTags": [reference] if reference else [],
-                            "Layers": [blob_name(l.digest or "") for l in layers]}]
         w = self._writer
         w.add_bytes(config_name, image.config)
         w.add_bytes(blob_name(manifest_digest), manifest)
         w.add_bytes("oci-layout", OCI_LAYOUT)
-        w.add_bytes("index.json", _index(manifest_digest, len(manifest), reference))
-        w.add_bytes("manifest.json", json.dumps(docker_manifest, separators=(",", ":")).encode())
+        w.add_bytes("index.json", _index(manifest_digest, len(manifest), reference,
+                                         image.extras.get("artifactType")))
+        tags = [reference] if reference else []
+        if not image.is_artifact:  # docker load reads images only
+            docker_manifest = [{"Config": config_name, "RepoTags": tags,
+                                "Layers": [blob_name(l.digest or "") for l in layers]}]
+            w.add_bytes("manifest.json",
+                        json.dumps(docker_manifest, separators=(",", ":")).encode())
         w.commit()
         self._manifest_digest = manifest_digest
+        self._artifact = image.is_artifact
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
-                            details={"repo_tags": docker_manifest[0]["RepoTags"]})
+                            details={"repo_tags": tags})
 
     def verify(self) -> list[str]:
         """Re-open the committed archive: index.json, manifest.json and the OCI manifest
@@ -145,8 +159,8 @@ class TarOutput(ImageOutput):
         try:
             store = TarStore(self.path, lambda: self.ctx.temp_dir)
             index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
-            docker = parse_json(store.read_bytes("manifest.json", "manifest.json"),
-                                "manifest.json", list)
+            docker = [] if self._artifact else parse_json(
+                store.read_bytes("manifest.json", "manifest.json"), "manifest.json", list)
             if not store.exists("oci-layout"):
                 return ["oci-layout is missing"]
         except OccystrapError as e:
@@ -159,6 +173,8 @@ class TarOutput(ImageOutput):
             problems.append(f"index.json lists {entries[0].get('digest')}, not the manifest "
                             f"written ({self._manifest_digest})")
         problems += verify_descriptor(store, entries[0], "manifest", self.ctx.settings.verify_full)
+        if self._artifact:
+            return problems
         try:
             manifest = parse_json(read_blob(store, entries[0], "manifest"), "manifest")
             expected = {"Config": blob_name(manifest["config"]["digest"]),
@@ -176,21 +192,16 @@ class TarOutput(ImageOutput):
             self._writer.abort()
 
 
-def _repo_tag(reference: str | None) -> str | None:
-    """``docker load`` rejects a RepoTags entry without a tag: default to ``latest``."""
-    if not reference:
-        return None
-    name, tag = split_reference(reference)
-    return f"{name}:{tag or 'latest'}"
-
-
-def _index(manifest_digest: str, size: int, reference: str | None) -> bytes:
+def _index(manifest_digest: str, size: int, reference: str | None,
+           artifact_type: str | None) -> bytes:
     descriptor: dict[str, Any] = {"mediaType": mt.OCI_MANIFEST, "digest": manifest_digest,
                                   "size": size}
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
     if reference:
         # As Docker 25+ writes them: the full name for containerd, the tag for OCI tools.
         notes = {ANNOTATION_IMAGE_NAME: reference}
-        tag = split_reference(reference)[1]
+        tag = split_stored(reference)[1]
         if tag:
             notes[ANNOTATION_REF] = tag
         descriptor["annotations"] = notes

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from occystrap_core import mediatypes as mt
-from occystrap_core import streams
-from occystrap_core.errors import CorruptImageError, OccystrapError
-
-from .metadata import blob_path, parse_json, read_blob
+from .. import mediatypes as mt
+from .. import streams
+from ..errors import CorruptImageError, OccystrapError
+from ..oci.manifest import Descriptor, Index, Manifest, parse
+from .blobs import blob_path, parse_json, read_blob
 from .stores import Store
 
 
@@ -23,36 +23,29 @@ def verify_descriptor(store: Store, descriptor: Any, what: str, full: bool) -> l
     try:
         if not isinstance(descriptor, dict):
             return [f"{what}: descriptor is not a JSON object"]
-        doc = parse_json(read_blob(store, descriptor, what), what)
+        doc = parse(read_blob(store, descriptor, what), descriptor.get("mediaType"), what)
     except OccystrapError as e:
         return [str(e)]
-    if descriptor.get("mediaType") in mt.INDEXES or "manifests" in doc:
-        entries = doc.get("manifests")
-        if not isinstance(entries, list):
-            return [f"{what}: no 'manifests' list"]
-        return [p for i, entry in enumerate(entries)
-                for p in verify_descriptor(store, entry, f"{what} entry {i}", full)]
+    if isinstance(doc, Index):
+        return [p for i, entry in enumerate(doc.manifests)
+                for p in verify_descriptor(store, entry.json(), f"{what} entry {i}", full)]
     return _verify_image(store, doc, what, full)
 
 
-def _verify_image(store: Store, manifest: dict[str, Any], what: str, full: bool) -> list[str]:
+def _verify_image(store: Store, manifest: Manifest, what: str, full: bool) -> list[str]:
+    """An image: config and layers, diff_ids against layers. An artifact: its blobs."""
     try:
-        config_descriptor = manifest.get("config")
-        if not isinstance(config_descriptor, dict):
-            return [f"{what}: no config descriptor"]
-        config = parse_json(read_blob(store, config_descriptor, f"{what} config"),
-                            f"{what} config")
+        config = read_blob(store, manifest.config.json(), f"{what} config")
+        diff_ids: list[Any] = []
+        if manifest.is_image:
+            rootfs = parse_json(config, f"{what} config").get("rootfs")
+            found = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+            diff_ids = found if isinstance(found, list) else []
     except OccystrapError as e:
         return [str(e)]
-    layers = manifest.get("layers")
-    if not isinstance(layers, list):
-        return [f"{what}: no 'layers' list"]
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list):
-        diff_ids = []
+    layers = manifest.layers
     problems = []
-    if len(diff_ids) != len(layers):
+    if manifest.is_image and len(diff_ids) != len(layers):
         problems.append(f"{what}: {len(layers)} layers but {len(diff_ids)} diff_ids in the config")
     for i, layer in enumerate(layers):
         diff_id = diff_ids[i] if i < len(diff_ids) else None
@@ -63,19 +56,18 @@ def _verify_image(store: Store, manifest: dict[str, Any], what: str, full: bool)
     return problems
 
 
-def _verify_layer(store: Store, layer: Any, diff_id: str | None, what: str, full: bool) -> None:
-    if not isinstance(layer, dict) or not isinstance(layer.get("digest"), str):
-        raise CorruptImageError(f"{what}: descriptor has no digest")
-    digest, size = layer["digest"], layer.get("size")
+def _verify_layer(store: Store, layer: Descriptor, diff_id: str | None, what: str,
+                  full: bool) -> None:
+    digest, size = layer.digest, layer.size
     path = blob_path(digest, f"{what} digest")
     if not store.exists(path):
         raise CorruptImageError(f"{what}: blob {digest} is missing")
     actual = store.size(path)
-    if isinstance(size, int) and actual != size:
+    if actual != size:
         raise CorruptImageError(f"{what}: blob {digest} is {actual} bytes, the manifest says "
                                 f"{size}")
-    compression = mt.compression_of(str(layer.get("mediaType") or ""))
-    if compression == "none" and diff_id != digest:
+    compression = mt.compression_of(layer.media_type)
+    if compression == "none" and diff_id is not None and diff_id != digest:
         raise CorruptImageError(f"{what}: uncompressed blob {digest} is not the config's "
                                 f"diff_id {diff_id}")
     if not full:

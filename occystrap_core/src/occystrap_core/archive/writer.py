@@ -18,8 +18,8 @@ import tarfile
 import threading
 from typing import BinaryIO, Iterator
 
-from occystrap_core.errors import URIError
-from occystrap_core.tempfiles import mkstemp, sweep
+from ..errors import URIError
+from ..tempfiles import mkstemp, sweep
 
 FORMAT = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
