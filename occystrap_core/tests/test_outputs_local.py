@@ -139,7 +139,7 @@ def test_bundle_runtime_config_from_the_image(tmp_path, src, run_cli):
     spec = json.loads((out / "config.json").read_text())
     process = spec["process"]
     assert process["args"] == ["/entry", "--flag"]
-    assert process["env"] == ["A=1", "PATH=/bin"]
+    assert process["env"] == ["PATH=/bin", "A=1", "HOME=/home/app"]  # PATH replaces the default
     assert process["cwd"] == "/srv"
     assert process["user"] == {"uid": 1000, "gid": 10}
     assert spec["root"] == {"path": "rootfs", "readonly": True}

@@ -21,8 +21,9 @@ def human_size(n: int | None) -> str:
 
 
 def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str, Any]:
-    """``platforms``: those of the index the image came from, when the input lists them."""
-    config = image.config_json
+    """``platforms``: those of the index the image came from, when the input lists them.
+    An artifact's config need not be JSON: its image fields are then empty."""
+    config = _config_of(image)
     cc = config.get("config") or {}
     history = [h for h in config.get("history", []) if not h.get("empty_layer")]
     diff_ids = image.diff_ids
@@ -48,6 +49,10 @@ def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str,
         "manifest_digest": image.manifest_digest,
         "manifest_media_type": image.manifest_media_type,
         "platforms": [str(p) for p in platforms] if platforms is not None else None,
+        "artifact_type": image.artifact_type,
+        "config_media_type": image.config_media_type,
+        "subject": (image.extras.get("subject") or {}).get("digest"),
+        "annotations": dict(image.extras.get("annotations") or {}),
         "config_digest": image.config_digest,
         "config_size": len(image.config),
         "os": config.get("os"),
@@ -72,6 +77,16 @@ def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str,
     }
 
 
+def _config_of(image: Image) -> dict[str, Any]:
+    if not image.is_artifact:
+        return image.config_json
+    try:
+        value = json.loads(image.config)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def as_text(info: dict[str, Any]) -> str:
     platform = "/".join(p for p in (info["os"], info["architecture"], info["variant"]) if p)
     name = info["name"] or "(unnamed)"
@@ -81,6 +96,11 @@ def as_text(info: dict[str, Any]) -> str:
                   f"Media type:    {info['manifest_media_type']}"]
     if info["platforms"]:
         lines.append(f"Platforms:     {', '.join(info['platforms'])}")
+    if info["artifact_type"]:
+        lines += [f"Artifact:      {info['artifact_type']}",
+                  f"Config type:   {info['config_media_type']}"]
+    if info["subject"]:
+        lines.append(f"Subject:       {info['subject']}")
     lines += [f"Platform:      {platform or '?'}",
               f"Created:       {info['created'] or '?'}",
               f"Config:        {info['config_digest']} ({info['config_size']} bytes)",
@@ -103,4 +123,6 @@ def as_text(info: dict[str, Any]) -> str:
         lines.append(f"Env:           {env}")
     for k, v in sorted(info["labels"].items()):
         lines.append(f"Label:         {k}={v}")
+    for k, v in sorted(info["annotations"].items()):
+        lines.append(f"Annotation:    {k}={v}")
     return "\n".join(lines)

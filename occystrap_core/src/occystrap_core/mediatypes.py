@@ -36,16 +36,18 @@ _LAYER_TYPES = {
 }
 
 
+_COMPRESSION = {
+    DOCKER_LAYER_TAR: "none", DOCKER_LAYER_GZIP: "gzip", DOCKER_FOREIGN_LAYER_GZIP: "gzip",
+    OCI_LAYER_TAR: "none", OCI_LAYER_GZIP: "gzip", OCI_LAYER_ZSTD: "zstd",
+    OCI_LAYER_ND_TAR: "none", OCI_LAYER_ND_GZIP: "gzip", OCI_LAYER_ND_ZSTD: "zstd",
+}
+
+
 def compression_of(media_type: str) -> str | None:
-    """``"gzip"``, ``"zstd"`` or ``"none"`` for a layer media type; None if unknown."""
-    mt = media_type.lower()
-    if mt.endswith(("+gzip", ".gzip")) or mt.endswith(".tar.gzip"):
-        return "gzip"
-    if mt.endswith(("+zstd", ".zstd")):
-        return "zstd"
-    if mt.endswith(".tar") or mt.endswith("diff.tar"):
-        return "none"
-    return None
+    """``"gzip"``, ``"zstd"`` or ``"none"`` for a file system layer's media type; None
+    for anything else: an artifact's blob is no layer, even a Helm chart's
+    ``...tar+gzip`` (it is copied as it is, never decompressed or re-encoded)."""
+    return _COMPRESSION.get(media_type.lower())
 
 
 def family_of(media_type: str | None) -> str:

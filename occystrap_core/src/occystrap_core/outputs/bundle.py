@@ -1,11 +1,14 @@
 """The ``oci-bundle://PATH`` output: an OCI runtime bundle that ``runc run`` accepts.
 
 ``PATH/rootfs`` is the merged root filesystem (extracted safely, whiteouts
-applied) and ``PATH/config.json`` a runtime spec taking ``Env``, ``User``,
-``Entrypoint``/``Cmd`` and ``WorkingDir`` from the image; a user or group given
-by name is resolved from the image's ``/etc/passwd`` and ``/etc/group``. The
-bundle is built in a temp directory beside PATH and renamed into place at the
-end; PATH must not exist or be an empty directory.
+applied) and ``PATH/config.json`` a runtime spec following the image-spec's
+conversion rules (conversion.md), as umoci does: ``Env`` over a default ``PATH``
+(and ``HOME`` from ``/etc/passwd``), ``Entrypoint`` + ``Cmd`` (``sh`` when the image
+has neither), ``WorkingDir``, ``User`` (a name resolved from the image's
+``/etc/passwd`` and ``/etc/group``), ``Volumes`` as tmpfs mounts, and labels, platform,
+author, created, ``StopSignal`` and ``ExposedPorts`` as annotations. The bundle is
+built in a temp directory beside PATH and renamed into place at the end; PATH must
+not exist or be an empty directory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from ..tempfiles import TempDir, sweep, write_atomic
 from .common import PRIVATE, local_path
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_ARGS = ["sh"]  # runc spec's, which umoci and docker keep for an image without any
+_IMAGE = "org.opencontainers.image."
+_VOLUME_OPTIONS = ["rw", "nosuid", "nodev", "noexec", "relatime"]
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]  # runc spec's defaults
 
 
@@ -64,11 +70,52 @@ def resolve_user(user: str, passwd: bytes | None, group: bytes | None) -> dict[s
     return {"uid": uid, "gid": gid, **({"additionalGids": extra} if extra else {})}
 
 
-def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str) -> dict[str, Any]:
+def user_home(user: str, passwd: bytes | None) -> str | None:
+    """The home directory ``/etc/passwd`` gives the image's ``User``, if any."""
+    name = (user or "0").partition(":")[0]
+    row = next((u for u in _table(passwd, 6) if u[2 if name.isdigit() else 0] == name), None)
+    return row[5] if row and row[5] else None
+
+
+def _env(image_env: Any, home: str | None) -> list[str]:
+    """The default PATH, overridden by the image's variables of the same name."""
+    env = [DEFAULT_PATH]
+    names = ["PATH"]
+    for entry in image_env or ():
+        name = str(entry).partition("=")[0]
+        if name in names:
+            env[names.index(name)] = str(entry)
+        else:
+            env.append(str(entry))
+            names.append(name)
+    if home and "HOME" not in names:
+        env.append(f"HOME={home}")
+    return env
+
+
+def annotations(config: dict[str, Any]) -> dict[str, str]:
+    """The image-spec conversion's annotations: labels, then the fields without a place
+    of their own in a runtime spec."""
+    cc = config.get("config") or {}
+    out = {str(k): str(v) for k, v in (cc.get("Labels") or {}).items()}
+    fields = {"os": config.get("os"), "architecture": config.get("architecture"),
+              "variant": config.get("variant"), "os.version": config.get("os.version"),
+              "os.features": ",".join(config.get("os.features") or ()),
+              "author": config.get("author"), "created": config.get("created"),
+              "stopSignal": cc.get("StopSignal"),
+              "exposedPorts": ",".join(sorted(cc.get("ExposedPorts") or ()))}
+    out.update({_IMAGE + k: str(v) for k, v in fields.items() if v})
+    return out
+
+
+def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str,
+                 home: str | None = None) -> dict[str, Any]:
     """A runc ``config.json`` like ``runc spec`` writes, with the image's process."""
     cc = config.get("config") or {}
-    args = list(cc.get("Entrypoint") or []) + list(cc.get("Cmd") or [])
-    env = list(cc.get("Env") or [DEFAULT_PATH])
+    args = list(cc.get("Entrypoint") or []) + list(cc.get("Cmd") or []) or list(DEFAULT_ARGS)
+    env = _env(cc.get("Env"), home)
+    volumes = [{"destination": v, "type": "tmpfs", "source": "none",
+                "options": list(_VOLUME_OPTIONS)} for v in sorted(cc.get("Volumes") or ())]
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -81,9 +128,10 @@ def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str) ->
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ]
+    ] + volumes
     return {
         "ociVersion": "1.0.2",
+        "annotations": annotations(config),
         "process": {"terminal": False, "user": user, "args": args, "env": env,
                     "cwd": cc.get("WorkingDir") or "/",
                     "capabilities": {k: list(_CAPS) for k in
@@ -155,9 +203,10 @@ class BundleOutput(ImageOutput):
     def _derive_spec(self, image: Image) -> dict[str, Any]:
         assert self._tree is not None
         config = image.config_json
-        user = resolve_user((config.get("config") or {}).get("User") or "",
-                            self._tree.read_file("etc/passwd"), self._tree.read_file("etc/group"))
-        return runtime_spec(config, user, hostname="occystrap")
+        name = (config.get("config") or {}).get("User") or ""
+        passwd = self._tree.read_file("etc/passwd")
+        user = resolve_user(name, passwd, self._tree.read_file("etc/group"))
+        return runtime_spec(config, user, hostname="occystrap", home=user_home(name, passwd))
 
     def verify(self) -> list[str]:
         """Re-read config.json and the rootfs; compare with the image and its layers."""
