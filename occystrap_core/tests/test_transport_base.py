@@ -154,3 +154,31 @@ def test_translate_errors():
     with pytest.raises(TransportError, match="reading blob: network error talking to r: reset"):
         with translate_errors("r", "reading blob"):
             raise httpx.ReadError("reset")
+
+
+@pytest.mark.parametrize("body, detail", [
+    (b'{"errors": [{"code": "DENIED", "message": "no"}]}', ": DENIED no"),
+    (b'{"message": "No such image: x"}', ": No such image: x"),  # Docker Engine API
+    (b'{"error_message": "Invalid token"}', ": Invalid token"),  # Quay
+    (b'{"detail": "Not Found"}', ": Not Found"),
+    (b'{"error": "bad"}', ": bad"),
+    (b'[1, 2]', ""), (b"<html>", ""), (b'{"errors": []}', ""),
+])
+def test_detail_of_every_error_body(body: bytes, detail: str) -> None:
+    from occystrap_core.transport.errors import detail_of
+
+    assert detail_of(body) == detail
+
+
+@pytest.mark.parametrize("status, kind", [
+    (401, "AuthError"), (403, "AuthError"), (404, "ImageNotFoundError"),
+    (429, "TransportError"), (500, "TransportError"), (400, "TransportError"),
+])
+def test_one_translation_of_statuses(status: int, kind: str) -> None:
+    from occystrap_core.transport.errors import error_for_status
+
+    error = error_for_status(status, "doing it", not_found="gone", auth_hint="log in")
+    assert type(error).__name__ == kind
+    assert str(error) == {401: "doing it (log in)", 403: "doing it (log in)", 404: "gone",
+                          429: "doing it (rate limited; try a lower --rate-limit)"
+                          }.get(status, "doing it")

@@ -18,8 +18,27 @@ from ..errors import AuthError, ImageNotFoundError, OccystrapError, TransportErr
 MAX_ERROR_BODY = 64 * 1024
 
 
+def detail_of(content: bytes) -> str:
+    """``": what the server said"`` from a JSON error body, or ``""``: a distribution/OCI
+    ``errors`` list (``CODE message``), or a ``message``, ``error_message`` (Quay),
+    ``detail`` or ``error`` string (Docker Engine API, other APIs)."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        detail = f"{errors[0].get('code', '')} {errors[0].get('message', '')}".strip()
+    else:
+        detail = next((body[k].strip() for k in ("message", "error_message", "detail", "error")
+                       if isinstance(body.get(k), str) and body[k].strip()), "")
+    return f": {detail}" if detail else ""
+
+
 def error_detail(response: httpx.Response) -> str:
-    """``": CODE message"`` from a distribution/OCI error body, or ``""``."""
+    """:func:`detail_of` an httpx answer, reading at most a small body."""
     try:
         try:
             content = response.content
@@ -28,11 +47,24 @@ def error_detail(response: httpx.Response) -> str:
             if int(response.headers.get("content-length") or 0) > MAX_ERROR_BODY:
                 return ""
             content = response.read()
-        first = (json.loads(content).get("errors") or [{}])[0]
-        detail = f"{first.get('code', '')} {first.get('message', '')}".strip()
-    except (httpx.HTTPError, httpx.StreamError, ValueError, AttributeError, TypeError, IndexError):
+    except (httpx.HTTPError, httpx.StreamError, ValueError):
         return ""
-    return f": {detail}" if detail else ""
+    return detail_of(content)
+
+
+def error_for_status(status: int, message: str, *, not_found: str | None = None,
+                     auth_hint: str = "check the credentials and access rights"
+                     ) -> OccystrapError:
+    """The one translation of a failed HTTP status into an occystrap error, whatever
+    the client library: AuthError for 401/403 (with ``auth_hint``), ImageNotFoundError
+    for 404 (``not_found`` replaces the message), TransportError otherwise."""
+    if status in (401, 403):
+        return AuthError(f"{message} ({auth_hint})")
+    if status == 404:
+        return ImageNotFoundError(not_found or message)
+    if status == 429:
+        return TransportError(f"{message} (rate limited; try a lower --rate-limit)")
+    return TransportError(message)
 
 
 def html_page(response: httpx.Response) -> bool:
@@ -42,8 +74,8 @@ def html_page(response: httpx.Response) -> bool:
     return kind in ("text/html", "application/xhtml+xml")
 
 
-def status_error(response: httpx.Response, what: str,
-                 expected: Iterable[int] = ()) -> OccystrapError:
+def status_error(response: httpx.Response, what: str, expected: Iterable[int] = (), *,
+                 auth_hint: str = "check the credentials and access rights") -> OccystrapError:
     """The error for a failed answer, naming the host and ``what`` was being done:
     AuthError for 401/403, ImageNotFoundError for 404, TransportError otherwise.
     ``expected`` lists the statuses that would have been success, to say so when
@@ -63,15 +95,8 @@ def status_error(response: httpx.Response, what: str,
     if html_page(response):
         detail += " (an HTML page, not a registry's answer: a proxy or captive portal?)"
     message = f"{what} on {host}: HTTP {status} {response.reason_phrase}{detail}"
-    error: OccystrapError
-    if status in (401, 403):
-        error = AuthError(f"{message} (check the credentials and access rights)")
-    elif status == 404:
-        error = ImageNotFoundError(f"{what} on {host}: not found{detail}")
-    elif status == 429:
-        error = TransportError(f"{message} (rate limited; try a lower --rate-limit)")
-    else:
-        error = TransportError(message)
+    error = error_for_status(status, message, not_found=f"{what} on {host}: not found{detail}",
+                             auth_hint=auth_hint)
     error.response = response  # type: ignore[attr-defined]
     return error
 

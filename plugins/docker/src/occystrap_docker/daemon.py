@@ -20,12 +20,12 @@ import requests
 import requests_unixsocket
 from occystrap_core.context import Settings
 from occystrap_core.errors import (
-    ImageNotFoundError,
     OccystrapError,
     TransportError,
     UnsupportedError,
 )
 from occystrap_core.oci.platform import Platform
+from occystrap_core.transport.errors import MAX_ERROR_BODY, detail_of, error_for_status
 
 from occystrap_core import streams
 
@@ -75,13 +75,8 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 def _message(resp: requests.Response) -> str:
     """The daemon's JSON ``message``, or the start of whatever it sent."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"].strip()
-    return resp.text[:200].strip() or f"HTTP {resp.status_code}"
+    detail = detail_of(resp.content[:MAX_ERROR_BODY])
+    return detail[2:] if detail else resp.text[:200].strip() or f"HTTP {resp.status_code}"
 
 
 def image_path(ref: str) -> str:
@@ -130,10 +125,9 @@ class Daemon:
         if resp.status_code < 400:
             return resp
         with resp:
-            if resp.status_code == 404 and not_found:
-                raise ImageNotFoundError(not_found)
-            raise DaemonError(f"the Docker daemon at {self.where} refused {method} "
-                              f"{path}: {_message(resp)}")
+            raise error_for_status(resp.status_code, f"the Docker daemon at {self.where} "
+                                   f"refused {method} {path}: {_message(resp)}",
+                                   not_found=not_found)
 
     def events(self, resp: requests.Response, what: str,
                deadline: float | None = None) -> Iterator[dict[str, Any]]:
