@@ -1,8 +1,4 @@
-"""occystrap core: hook specifications, plugin manager, pipeline and CLI.
-
-The public plugin API is ``hookimpl`` (this module), :mod:`occystrap_core.types`,
-:mod:`occystrap_core.api`, :mod:`occystrap_core.errors` and
-:class:`occystrap_core.context.Context`. Everything else is private.
+"""occystrap core: hook specifications, plugin manager, copy engine, CLI.
 
 This module is imported by every plugin's entry-point module, so it stays light:
 no httpx, no click.
@@ -15,4 +11,51 @@ __version__ = "0.5.0"
 hookimpl = pluggy.HookimplMarker("occystrap")
 """Marker for occystrap hook implementations: ``@occystrap_core.hookimpl``."""
 
-__all__ = ["hookimpl", "__version__"]
+#: The public API, in one place: the modules a plugin (or a library user, through the
+#: :mod:`occystrap` package) may import. Everything else is private and may change;
+#: so is any name starting with ``_``. tests/test_plugin_boundary.py holds plugins to it.
+PUBLIC_MODULES = (
+    "occystrap_core",  # hookimpl, __version__
+    "occystrap_core.hookspecs",  # the hooks: their docstrings are the reference
+    "occystrap_core.types",  # what hooks return: InputSource, OutputTarget, OptionSpec...
+    "occystrap_core.api",  # ImageSource, ImageInput, ImageOutput, ImageFilter, Image, Layer
+    "occystrap_core.errors",
+    "occystrap_core.context",  # Context, Settings
+    "occystrap_core.engine",  # load, Selection: for commands and tests
+    "occystrap_core.library",  # copy, inspect, check (as re-exported by occystrap)
+    "occystrap_core.digest",
+    "occystrap_core.mediatypes",
+    "occystrap_core.streams",
+    "occystrap_core.uri",
+    "occystrap_core.tempfiles",
+    # the format package: references, platforms, manifests, conversions
+    "occystrap_core.oci",
+    "occystrap_core.oci.reference",
+    "occystrap_core.oci.platform",
+    "occystrap_core.oci.manifest",
+    "occystrap_core.oci.convert",
+    # images on disk: docker-save archives, OCI layouts and archives
+    "occystrap_core.archive",
+    "occystrap_core.archive.stores",
+    "occystrap_core.archive.blobs",
+    "occystrap_core.archive.docker_save",
+    "occystrap_core.archive.output",
+    "occystrap_core.archive.verify",
+    "occystrap_core.archive.writer",
+    # what HTTP plugins build on (clients come from the transport hook)
+    "occystrap_core.transport.auth",
+    "occystrap_core.transport.blobs",
+    "occystrap_core.transport.clock",
+    "occystrap_core.transport.errors",
+    "occystrap_core.transport.retry",
+    # test helpers and fixtures (a pytest plugin)
+    "occystrap_core.testing",
+    "occystrap_core.testing.faults",
+    "occystrap_core.testing.hostile",
+    "occystrap_core.testing.http",
+    "occystrap_core.testing.images",
+    "occystrap_core.testing.registry",
+    "occystrap_core.testing.tokenserver",
+)
+
+__all__ = ["PUBLIC_MODULES", "__version__", "hookimpl"]

@@ -345,7 +345,7 @@ class ImageIndex:
         return convert.index_document({**doc, "manifests": entries}, media_type), media_type
 
 
-class _Mounted:
+class Mounted:
     """The type of :data:`MOUNTED`."""
 
     def __bool__(self) -> bool:
@@ -358,7 +358,7 @@ class _Mounted:
 #: What :meth:`ImageOutput.wants_layer` returns for a layer the destination got
 #: without reading it (a cross-repository mount): falsy like False, but counted as
 #: mounted rather than skipped.
-MOUNTED = _Mounted()
+MOUNTED = Mounted()
 
 
 class _Source:
@@ -464,13 +464,13 @@ class ImageOutput(ABC):
         (the default) when it does not, or cannot tell."""
         return None
 
-    def wants_layer(self, layer: Layer) -> bool | _Mounted:
+    def wants_layer(self, layer: Layer) -> bool | Mounted:
         """False when the destination already holds ``layer`` (it is then not read);
         :data:`MOUNTED` when it just got it some other way."""
         return True
 
     @abstractmethod
-    def add_layer(self, data: LayerData) -> bool | _Mounted | None:
+    def add_layer(self, data: LayerData) -> bool | Mounted | None:
         """Consume one layer. May return False (or :data:`MOUNTED`) when, its digest
         known only now, the destination turned out to hold it (or mounted it);
         None or True count it as transferred."""
@@ -516,7 +516,7 @@ class ImageFilter(ImageOutput):
     def start(self, image: Image) -> None:
         self.inner.start(image)
 
-    def wants_layer(self, layer: Layer) -> bool | _Mounted:
+    def wants_layer(self, layer: Layer) -> bool | Mounted:
         return self.inner.wants_layer(layer)
 
     # existing_manifest stays None: a filter may change the image, so what the
@@ -528,7 +528,7 @@ class ImageFilter(ImageOutput):
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         return self.inner.finish_index(index, data)
 
-    def add_layer(self, data: LayerData) -> bool | _Mounted | None:
+    def add_layer(self, data: LayerData) -> bool | Mounted | None:
         return self.inner.add_layer(data)
 
     def finish(self, image: Image) -> OutputResult:

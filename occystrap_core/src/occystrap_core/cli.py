@@ -298,7 +298,7 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
     is a template such as registry://HOST/mirror/{repo}:{tag} (see docs/quay.md).
     """
-    from . import pipeline
+    from . import library, pipeline
     from .api import ImageSet
     from .engine import load
     from .progress import create as create_progress
@@ -319,12 +319,11 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
             pipeline.resolve(occy, destination, "output")
             click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
-        output = pipeline.build_output(occy, destination, filters)
-        _, result = pipeline.run(occy, image_input, output)
+        result = library.copy(image_input, destination, filters=filters, session=occy)
     click.echo(f"Wrote {redact.redact_uri(result.location)}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
-    # re-reads what was written; None if the output cannot, or --no-verify
-    problems = output.verify() if occy.settings.verify else None
+    # what re-reading the output found; None if it cannot be re-read, or --no-verify
+    problems = result.problems
     for problem in problems or ():
         click.echo(f"Verify: {problem}", err=True)
     verified = "" if problems is None else \
@@ -341,18 +340,16 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 @click.pass_context
 def info(ctx: click.Context, source: str, fmt: str) -> None:
     """Describe the image at SOURCE without downloading its layers."""
-    from . import pipeline
+    from . import library, pipeline
     from .api import ImageSet
-    from .engine import load
-    from .info import as_text, describe
+    from .info import as_text
 
     with pipeline.build_input(_occy(ctx), source) as image_input:
         if isinstance(image_input, ImageSet):
             from .bulk import info_command
 
             ctx.exit(info_command(_occy(ctx), image_input, fmt))
-        loaded = load(_occy(ctx), image_input)
-        details = describe(loaded.image, loaded.platforms)
+        details = library.inspect(image_input, session=_occy(ctx))
     click.echo(json.dumps(details, indent=2) if fmt == "json" else as_text(details))
 
 
@@ -364,12 +361,11 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
 @click.pass_context
 def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
+    from . import library
     from .bulk import single_input
-    from .check import run_check
-    from .engine import load
 
     with single_input(_occy(ctx), source, "check") as image_input:
-        report = run_check(load(_occy(ctx), image_input), fast)
+        report = library.check(image_input, fast=fast, session=_occy(ctx))
     click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
     if report.count("error"):
         ctx.exit(1)

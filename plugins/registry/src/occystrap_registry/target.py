@@ -40,7 +40,7 @@ from .locations import BlobLocations
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
-    from occystrap_core.api import _Mounted
+    from occystrap_core.api import Mounted
     from occystrap_core.context import Context
 
 _UNKNOWN = object()  # the destination tag's digest before the HEAD that finds it
@@ -139,7 +139,7 @@ class RegistryOutput(ImageOutput):
             return "gzip" if stored == "none" else None
         return None if stored == self.compression else self.compression
 
-    def wants_layer(self, layer: Layer) -> bool | _Mounted:
+    def wants_layer(self, layer: Layer) -> bool | Mounted:
         if layer.foreign:
             return False  # never pushed: the manifest keeps pointing at its urls
         if self._target_compression(layer) is not None:
@@ -147,7 +147,7 @@ class RegistryOutput(ImageOutput):
         assert layer.digest is not None
         return self._place(layer.digest, layer.size)
 
-    def _place(self, digest: str, size: int | None) -> bool | _Mounted:
+    def _place(self, digest: str, size: int | None) -> bool | Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
         another repository of this registry; True when it must be uploaded, this
         output then holding the run's claim on that upload (see :meth:`_release`)."""
@@ -191,7 +191,7 @@ class RegistryOutput(ImageOutput):
 
     # --- layers ---------------------------------------------------------------
 
-    def add_layer(self, data: LayerData) -> bool | _Mounted:
+    def add_layer(self, data: LayerData) -> bool | Mounted:
         layer = data.layer
         target = self._target_compression(layer)
         if target is None:

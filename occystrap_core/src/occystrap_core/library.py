@@ -1,0 +1,130 @@
+"""The library API: what ``occystrap process``, ``info`` and ``check`` do, for Python.
+
+Re-exported by the :mod:`occystrap` package, where it is documented (docs/api.md)::
+
+    import occystrap
+
+    result = occystrap.copy("tar://busybox.tar", "oci-layout://./layout?ref=busybox")
+    details = occystrap.inspect("oci-layout://./layout?ref=busybox")
+
+Options are the :class:`~occystrap_core.context.Settings` fields (the CLI's global
+options): ``occystrap.copy(src, dst, insecure=True, platform="linux/arm64")``. Several
+calls can share one :class:`Session` (connections, tokens, credentials, temp dir).
+The CLI's commands are built on these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import pipeline
+from .api import ImageInput, ImageSet, ImageSource, OutputResult
+from .check import Report, run_check
+from .context import Context, Settings
+from .engine import load
+from .errors import UsageError
+from .info import describe
+from .oci import platform as platforms
+
+#: What a source may be: a URI, or one :func:`open_source` returned.
+Source = str | ImageSource | ImageInput
+
+Session = Context
+"""A run's shared state (HTTP connections, tokens, temp dir, statistics); close it,
+or use it as a context manager. :func:`session` makes one from options."""
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What :func:`copy` did. ``problems`` lists what verification found (empty: the
+    output re-read fine; None: not verified, by choice or because the output cannot
+    be re-read). ``stats`` counts layers copied, skipped and mounted, bytes, retries."""
+
+    location: str
+    manifest_digest: str | None
+    problems: list[str] | None
+    stats: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def settings(**options: Any) -> Settings:
+    """:class:`Settings` from keyword options; ``platform`` may be ``"OS/ARCH[/VARIANT]"``."""
+    if isinstance(options.get("platform"), str):
+        options["platform"] = platforms.parse(options["platform"])
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"unknown option {', '.join(unknown)}; options are the fields of "
+                         f"occystrap_core.context.Settings")
+    return Settings(**options)
+
+
+def session(**options: Any) -> Session:
+    """A :class:`Session` to pass to several calls as ``session=``."""
+    return Context(settings(**options))
+
+
+@contextmanager
+def _session(given: Session | None, options: dict[str, Any]) -> Iterator[Session]:
+    if given is not None:
+        if options:
+            raise UsageError("pass options to session(), not with session=")
+        yield given
+        return
+    with session(**options) as ctx:
+        yield ctx
+
+
+@contextmanager
+def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | ImageInput]:
+    if not isinstance(source, str):
+        yield source
+        return
+    with pipeline.build_input(ctx, source) as opened:
+        if isinstance(opened, ImageSet):
+            raise UsageError(f"{what} takes one image; {source} names several "
+                             f"(the CLI's process copies them to a template)")
+        yield opened
+
+
+def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
+         session: Session | None = None, **options: Any) -> CopyResult:
+    """Copy the image (or index) ``source`` names to ``destination``, through
+    ``filters`` (``"NAME[:key=value,...]"``; the first sees layers first), then
+    re-read the output unless ``verify=False``. Raises an
+    :class:`~occystrap_core.errors.OccystrapError` on failure, leaving no partial output."""
+    with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
+        output = pipeline.build_output(ctx, destination, filters)
+        _, result = pipeline.run(ctx, opened, output)
+        problems = output.verify() if ctx.settings.verify else None
+        return _result(ctx, result, problems)
+
+
+def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> CopyResult:
+    return CopyResult(result.location, result.manifest_digest, problems,
+                      dict(ctx.stats.values), dict(result.details))
+
+
+def inspect(source: Source, *, session: Session | None = None, **options: Any
+            ) -> dict[str, Any]:
+    """What ``occystrap info -O json`` prints: the image's (or artifact's) manifest,
+    config and layers, without reading any layer."""
+    with _session(session, options) as ctx, _opened(ctx, source, "inspect") as opened:
+        loaded = load(ctx, opened)
+        return describe(loaded.image, loaded.platforms)
+
+
+def check(source: Source, *, fast: bool = False, session: Session | None = None,
+          **options: Any) -> Report:
+    """Validate the image: ``report.count("error")`` is 0 when it is sound. ``fast``
+    checks the manifest and config only."""
+    with _session(session, options) as ctx, _opened(ctx, source, "check") as opened:
+        return run_check(load(ctx, opened), fast)
