@@ -13,16 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ContextManager
 
 from . import digest as digests
 from . import mediatypes as mt
-from .api import (MOUNTED, Image, ImageIndex, ImageInput, ImageOutput, ImageSource,
-                  IndexEntry, Layer, LayerData, ManifestSummary, OutputResult)
+from .api import (
+    MOUNTED,
+    Image,
+    ImageIndex,
+    ImageInput,
+    ImageOutput,
+    ImageSource,
+    IndexEntry,
+    Layer,
+    LayerData,
+    ManifestSummary,
+    OutputResult,
+)
 from .context import Context, Settings
-from .errors import CorruptImageError, DigestMismatchError, ImageNotFoundError, UnsupportedError
+from .errors import (
+    CorruptImageError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    OccystrapError,
+    UnsupportedError,
+)
 from .oci import platform as platforms
 from .oci.manifest import Index, Manifest, parse
 from .oci.platform import Platform
@@ -86,8 +103,7 @@ class Loaded:
 class Reader:
     """Reads one manifest-level source: its manifests, parsed and verified, and images."""
 
-    def __init__(self, ctx: Context, source: ImageSource, selection: Selection):
-        self.ctx = ctx
+    def __init__(self, source: ImageSource, selection: Selection):
         self.source = source
         self.selection = selection
         self.where = source.where
@@ -146,6 +162,26 @@ class Reader:
             IndexEntry(d.json(), lambda d=d: self._child(d.digest, depth))
             for d in entries), name=self.source.name, tag=self.source.tag)
 
+    def walk(self, node: Manifest | Index, label: str, depth: int = 0
+             ) -> Iterator[tuple[str, Manifest | Index | OccystrapError]]:
+        """``node`` and everything under it, depth first, each labelled by its path of
+        index entries (``LABEL entry 1 entry 0``); what cannot be read is yielded as
+        its error, and the walk goes on."""
+        yield label, node
+        if not isinstance(node, Index):
+            return
+        for i, entry in enumerate(node.manifests):
+            sub = f"{label} entry {i}"
+            if depth + 1 >= MAX_DEPTH:
+                yield sub, UnsupportedError(f"{sub}: indexes nested more than {MAX_DEPTH} deep")
+                continue
+            try:
+                child = self.fetch(entry.digest)
+            except OccystrapError as e:
+                yield sub, e
+                continue
+            yield from self.walk(child, sub, depth + 1)
+
     def _child(self, digest: str, depth: int) -> Manifest | ImageIndex:
         node = self.fetch(digest)
         return self.plan(node, depth + 1, every=True) if isinstance(node, Index) else node
@@ -195,7 +231,7 @@ def load(ctx: Context, source: ImageSource | ImageInput) -> Loaded:
     """The one image a source names, for the selection's platform."""
     if isinstance(source, ImageInput):
         return Loaded(source.image(), source.open_layer)
-    reader = Reader(ctx, source, selection_of(ctx, source))
+    reader = Reader(source, selection_of(ctx, source))
     manifest, platform = reader.pick(reader.top())
     return Loaded(reader.image(manifest, platform), source.open_layer, reader.platforms())
 
@@ -217,7 +253,7 @@ def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput
                 if existing is not None:
                     return None, existing
             return image, _deliver(ctx, image, source, output)
-        reader = Reader(ctx, source, selection_of(ctx, source))
+        reader = Reader(source, selection_of(ctx, source))
         top = reader.top()
         if isinstance(top, Index) and reader.selection.many:
             return None, _copy_index(ctx, reader, reader.plan(top), output)

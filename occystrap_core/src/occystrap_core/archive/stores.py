@@ -50,7 +50,10 @@ class Section(io.RawIOBase):
 
 
 class Store:
-    """Files addressed by ``/``-separated relative paths."""
+    """Files addressed by ``/``-separated relative paths; ``source`` names the
+    directory or archive in messages."""
+
+    source: str
 
     def exists(self, name: str) -> bool:
         raise NotImplementedError
@@ -78,7 +81,7 @@ class DirStore(Store):
     """Files under a directory."""
 
     def __init__(self, root: str):
-        self.root = root
+        self.root = self.source = root
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *name.split("/"))

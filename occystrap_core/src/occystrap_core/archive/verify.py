@@ -12,24 +12,38 @@ from typing import Any
 
 from .. import mediatypes as mt
 from .. import streams
+from ..engine import Reader, Selection
 from ..errors import CorruptImageError, OccystrapError
-from ..oci.manifest import Descriptor, Index, Manifest, parse
+from ..oci import platform as platforms
+from ..oci.manifest import Descriptor, Index, Manifest
 from .blobs import blob_path, parse_json, read_blob
+from .layout import OciStoreSource
 from .stores import Store
+
+
+def _reader(store: Store) -> Reader:
+    """The engine's reader of the layout in ``store``: its one index walker."""
+    return Reader(OciStoreSource(store, store.source, ref=None, position=None, option="ref"),
+                  Selection(platforms.host()))
 
 
 def verify_descriptor(store: Store, descriptor: Any, what: str, full: bool) -> list[str]:
     """Problems with the manifest or index ``descriptor`` names, and all it references."""
+    reader = _reader(store)
     try:
-        if not isinstance(descriptor, dict):
-            return [f"{what}: descriptor is not a JSON object"]
-        doc = parse(read_blob(store, descriptor, what), descriptor.get("mediaType"), what)
+        top = Descriptor.parse(descriptor, what)
+        node = reader.fetch(top.digest)
     except OccystrapError as e:
-        return [str(e)]
-    if isinstance(doc, Index):
-        return [p for i, entry in enumerate(doc.manifests)
-                for p in verify_descriptor(store, entry.json(), f"{what} entry {i}", full)]
-    return _verify_image(store, doc, what, full)
+        return [f"{what}: {e}"]
+    problems = []
+    if len(node.data) != top.size:
+        problems.append(f"{what}: {len(node.data)} bytes, the descriptor says {top.size}")
+    for label, found in reader.walk(node, what):
+        if isinstance(found, OccystrapError):
+            problems.append(f"{label}: {found}")
+        elif isinstance(found, Manifest):
+            problems += _verify_image(store, found, label, full)
+    return problems
 
 
 def _verify_image(store: Store, manifest: Manifest, what: str, full: bool) -> list[str]:
@@ -88,22 +102,20 @@ def referenced_blobs(store: Store) -> set[str]:
     """The hex names of every blob ``index.json`` reaches: manifests, indexes, configs
     and layers, however deep. Raises when ``index.json`` cannot be read."""
     index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
+    reader = _reader(store)
     found: set[str] = set()
-    pending = [d for d in index.get("manifests") or () if isinstance(d, dict)]
-    while pending:
-        descriptor = pending.pop()
-        digest = descriptor.get("digest")
-        if not isinstance(digest, str) or ":" not in digest or digest in found:
-            continue
-        found.add(digest)
-        if descriptor.get("mediaType") not in mt.MANIFESTS + mt.INDEXES:
-            continue  # a config or a layer: nothing further to follow
+    for i, entry in enumerate(index.get("manifests") or ()):
         try:
-            doc = parse_json(read_blob(store, descriptor, "manifest"), "manifest")
+            top = Descriptor.parse(entry, f"index.json entry {i}")
+            found.add(top.digest)
+            node = reader.fetch(top.digest)
         except OccystrapError:
             continue  # missing or unreadable: nothing further to follow
-        for key in ("manifests", "layers"):
-            pending += [d for d in doc.get(key) or () if isinstance(d, dict)]
-        if isinstance(doc.get("config"), dict):
-            pending.append(doc["config"])
+        for _, doc in reader.walk(node, "index.json"):
+            if isinstance(doc, Index):
+                found.update(d.digest for d in doc.manifests)
+            elif isinstance(doc, Manifest):
+                found.update(d.digest for d in (doc.config, *doc.layers))
+            if not isinstance(doc, OccystrapError):
+                found.add(doc.digest)
     return {digest.split(":", 1)[1] for digest in found}

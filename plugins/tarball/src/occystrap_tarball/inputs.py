@@ -12,6 +12,7 @@ import os
 
 from occystrap_core.api import ImageInput, ImageSource
 from occystrap_core.archive.docker_save import DockerArchiveInput
+from occystrap_core.archive.layout import OciStoreSource
 from occystrap_core.archive.stores import DirStore, TarStore
 from occystrap_core.context import Context
 from occystrap_core.errors import (
@@ -21,8 +22,6 @@ from occystrap_core.errors import (
 )
 from occystrap_core.types import ResolvedURI
 from occystrap_core.uri import local_path
-
-from .oci_source import OciStoreSource
 
 
 def open_tar(uri: ResolvedURI, ctx: Context) -> ImageInput | ImageSource:

@@ -12,19 +12,18 @@ from __future__ import annotations
 import contextlib
 from typing import BinaryIO
 
-from occystrap_core.api import Fetched, ImageSource, Layer
-from occystrap_core.archive.blobs import (
+from .. import digest as digests
+from .. import mediatypes as mt
+from ..api import Fetched, ImageSource, Layer
+from ..errors import CorruptImageError, ImageNotFoundError
+from ..oci.manifest import Descriptor, Index, parse
+from ..oci.reference import split_stored
+from .blobs import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF,
     blob_path,
 )
-from occystrap_core.archive.stores import Store
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError
-from occystrap_core.oci.manifest import Descriptor, Index, parse
-from occystrap_core.oci.reference import split_stored
-
-from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
+from .stores import Store
 
 
 def describe_entry(i: int, entry: Descriptor) -> str:
