@@ -18,6 +18,7 @@ from occystrap_core import mediatypes as mt
 from occystrap_core.api import (Image, ImageFilter, ImageInput, ImageOutput, Layer, LayerData,
                                 OutputResult)
 from occystrap_core.errors import CorruptImageError, DigestMismatchError
+from occystrap_core.testing import plugin_module
 from occystrap_core.types import FilterSpec, InputSource, OptionSpec, OutputTarget
 
 
@@ -175,7 +176,7 @@ class Upper(ImageFilter):
         super().add_layer(data)
 
 
-def _mem_plugin(state: dict) -> types.SimpleNamespace:
+def _mem_plugin(state: dict) -> types.ModuleType:
     @hookimpl
     def occystrap_input_sources():
         yield InputSource(name="mem", schemes=("mem",), summary="In-memory test images",
@@ -195,9 +196,7 @@ def _mem_plugin(state: dict) -> types.SimpleNamespace:
                          factory=lambda inner, opts, ctx: Upper(inner, state["seen"], opts["tag"]),
                          options=(OptionSpec("tag", required=True),))
 
-    return types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources,
-                                 occystrap_output_targets=occystrap_output_targets,
-                                 occystrap_filters=occystrap_filters)
+    return plugin_module(occystrap_input_sources, occystrap_output_targets, occystrap_filters)
 
 
 def test_cli_process_with_filters_first_sees_layers_first(run_cli, register_plugin):
@@ -234,8 +233,8 @@ def test_cli_unexpected_exception_names_the_plugin(run_cli, register_plugin):
             raise ZeroDivisionError("oops")
         yield InputSource(name="crash", schemes=("crash",), summary="", factory=factory)
 
-    register_plugin(types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources),
-                    name="occystrap-crash", version="0.1")
+    register_plugin(plugin_module(occystrap_input_sources), name="occystrap-crash",
+                    version="0.1")
     result = run_cli("info", "crash://x")
     assert result.exit_code == 1
     assert "Error: unexpected ZeroDivisionError: oops" in result.stderr

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import types
+from dataclasses import replace
 
 import pytest
 
 from occystrap_core import hookimpl, plugins
 from occystrap_core.errors import PluginConflictError, UnknownSchemeError
-from occystrap_core.testing import FakeEntryPoint
+from occystrap_core.testing import FakeEntryPoint, plugin_module
 from occystrap_core.types import InputSource, OutputTarget
 
 
-def _source_plugin(name: str, *schemes: str) -> types.SimpleNamespace:
-    @hookimpl
+def _source_plugin(name: str, *schemes: str, **opts: bool) -> types.ModuleType:
+    @hookimpl(**opts)
     def occystrap_input_sources():
         yield InputSource(name=name, schemes=schemes, summary=f"{name} images",
                           factory=lambda uri, ctx: None)
 
-    return types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources)
+    return plugin_module(occystrap_input_sources)
 
 
 def _load(*eps, **kw) -> plugins.Plugins:
@@ -58,7 +59,7 @@ def test_unknown_hook_fails_validation_and_is_unregistered():
     def occystrap_no_such_hook():
         return None
 
-    bad = types.SimpleNamespace(occystrap_no_such_hook=occystrap_no_such_hook)
+    bad = plugin_module(occystrap_no_such_hook)
     loaded = _load(FakeEntryPoint("occystrap-old", bad))
     [record] = [r for r in loaded.records if r.name == "occystrap-old"]
     assert record.status == "failed" and "occystrap_no_such_hook" in record.error
@@ -70,7 +71,7 @@ def test_bad_signature_fails_validation_without_partial_registration():
     def occystrap_input_sources(unexpected_argument):
         return []
 
-    bad = types.SimpleNamespace(occystrap_input_sources=occystrap_input_sources)
+    bad = plugin_module(occystrap_input_sources)
     loaded = _load(FakeEntryPoint("occystrap-sig", bad))
     assert [r.status for r in loaded.records if r.name == "occystrap-sig"] == ["failed"]
     assert not loaded.pm.has_plugin("occystrap-sig")
@@ -81,8 +82,7 @@ def test_wrong_contribution_type_fails_that_plugin_only():
     def occystrap_input_sources():
         yield OutputTarget(name="x", schemes=("x",), summary="", factory=lambda u, c: None)
 
-    loaded = _load(FakeEntryPoint("occystrap-wrong", types.SimpleNamespace(
-        occystrap_input_sources=occystrap_input_sources)),
+    loaded = _load(FakeEntryPoint("occystrap-wrong", plugin_module(occystrap_input_sources)),
         FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
     assert [r.status for r in loaded.records if r.name == "occystrap-wrong"] == ["failed"]
     assert loaded.inputs.get("acme")
@@ -100,6 +100,87 @@ def test_scheme_claimed_twice_names_both_distributions():
     with pytest.raises(PluginConflictError) as e:
         loaded.inputs.get("dup")
     assert "occystrap-one 1.0" in str(e.value) and "occystrap-two 2.0" in str(e.value)
+
+
+def test_hook_that_raises_fails_that_plugin_only_and_drops_all_it_gave():
+    @hookimpl
+    def occystrap_output_targets():
+        raise RuntimeError("no outputs today")
+
+    half = plugin_module(_source_plugin("half", "half").occystrap_input_sources,
+                         occystrap_output_targets)
+    loaded = _load(FakeEntryPoint("occystrap-half", half),
+                   FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
+    [record] = [r for r in loaded.records if r.name == "occystrap-half"]
+    assert record.status == "failed" and record.error == "RuntimeError: no outputs today"
+    assert loaded.warnings == [("plugin occystrap-half 1.0 failed to load (RuntimeError: no "
+                                "outputs today); disable it with --disable-plugin occystrap-half")]
+    assert not loaded.pm.has_plugin("occystrap-half")
+    assert loaded.inputs.get("acme")
+    with pytest.raises(UnknownSchemeError):  # its input, collected before, went with it
+        loaded.inputs.get("half")
+
+
+def test_broken_builtin_is_a_bug_and_raises():
+    @hookimpl
+    def occystrap_filters():
+        raise RuntimeError("core bug")
+
+    with pytest.raises(RuntimeError, match="core bug"):
+        plugins.load_plugins(builtins=[plugin_module(occystrap_filters)], load_entry_points=False)
+
+
+def test_unhashable_plugin_object_fails_with_a_clear_error():
+    loaded = _load(FakeEntryPoint("occystrap-ns", types.SimpleNamespace()))
+    [record] = [r for r in loaded.records if r.name == "occystrap-ns"]
+    assert record.status == "failed" and "SimpleNamespace is not hashable" in record.error
+
+
+def test_contribution_hooks_are_traced_by_pluggy(monkeypatch, capsys):
+    monkeypatch.setenv("OCCYSTRAP_TRACE_PLUGINS", "1")
+    _load(FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
+    trace = capsys.readouterr().err
+    assert "occystrap_input_sources [hook]" in trace
+    finished = [line for line in trace.splitlines()
+                if "finish occystrap_input_sources -->" in line]
+    assert len(finished) == 1  # one call per contributing plugin: only acme contributes
+    assert "occystrap_output_targets [hook]" in trace  # the built-ins' outputs, too
+
+
+def test_wrapper_sees_and_changes_each_plugins_contributions():
+    seen: list[list[str]] = []
+
+    @hookimpl(wrapper=True)
+    def occystrap_input_sources():
+        results = yield
+        items = [item for result in results for item in result]
+        seen.append([item.name for item in items])
+        return [[replace(i, summary=i.summary.upper()) for i in items if i.name != "hidden"]]
+
+    # registered last: collection runs after every plugin is registered
+    loaded = _load(FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")),
+                   FakeEntryPoint("occystrap-hidden", _source_plugin("hidden", "hidden")),
+                   FakeEntryPoint("occystrap-wrapper", plugin_module(occystrap_input_sources)))
+    assert sorted(seen) == [["acme"], ["hidden"]]
+    entry = loaded.inputs.get("acme")
+    assert entry.item.summary == "ACME IMAGES" and entry.record.name == "occystrap-acme"
+    with pytest.raises(UnknownSchemeError):
+        loaded.inputs.get("hidden")
+    rows = {r.name: r.as_dict() for r in loaded.records}
+    assert rows["occystrap-wrapper"]["input_schemes"] == []
+    assert rows["occystrap-wrapper"]["hooks"] == ["occystrap_input_sources"]
+
+
+@pytest.mark.parametrize("first_opts, order", [({}, ["two", "one"]),
+                                               ({"tryfirst": True}, ["one", "two"])])
+def test_contributions_follow_pluggy_call_order(first_opts, order):
+    loaded = _load(FakeEntryPoint("occystrap-one", _source_plugin("one", "dup", **first_opts)),
+                   FakeEntryPoint("occystrap-two", _source_plugin("two", "dup")))
+    entries = loaded.contributions("occystrap_input_sources")
+    assert [e.item.name for e in entries] == order  # LIFO unless tryfirst, as pluggy calls
+    with pytest.raises(PluginConflictError, match=f"both occystrap-{order[0]} 1.0 and "
+                                                  f"occystrap-{order[1]} 1.0"):
+        loaded.inputs.get("dup")
 
 
 def test_disabled_plugins_are_never_imported(monkeypatch):

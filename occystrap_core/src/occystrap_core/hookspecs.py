@@ -10,6 +10,21 @@ Hook implementations may accept any subset of a hook's arguments. Contribution
 hooks (``occystrap_input_sources`` and friends) return iterables of small
 dataclasses from :mod:`occystrap_core.types`; the core collects them from every
 plugin, validates them and records which distribution contributed each.
+
+Contribution hooks are called through pluggy once per contributing plugin, after
+every plugin is registered and in pluggy's call order (``tryfirst`` first, then
+last-registered first). So tracing (``OCCYSTRAP_TRACE_PLUGINS=1``) shows each call,
+and a wrapper (``@hookimpl(wrapper=True)``) runs around each plugin's call: it gets
+that plugin's results, a list holding one iterable, and may return them changed::
+
+    @hookimpl(wrapper=True)
+    def occystrap_input_sources():
+        results = yield
+        return [[s for result in results for s in result if s.name != "unwanted"]]
+
+A hook that raises, or returns anything but the expected dataclass, fails that
+plugin alone (it is unregistered, with one warning); what it contributed through
+other hooks goes with it.
 """
 
 from __future__ import annotations

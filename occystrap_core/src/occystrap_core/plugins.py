@@ -5,6 +5,11 @@ else comes from entry points of the group ``occystrap``, discovered once per
 process. Each entry point is loaded, registered and validated on its own: one
 that fails is recorded as ``failed`` with a single warning and the rest keep
 working (``OCCYSTRAP_STRICT_PLUGINS=1`` re-raises instead).
+
+Once every plugin is registered, the contribution hooks are called through pluggy,
+once per contributing plugin (:meth:`pluggy.PluginManager.subset_hook_caller`), in
+pluggy's call order: tracing, ``tryfirst``/``trylast`` and wrappers apply as to any
+hook, and each contribution stays attributed to the distribution that made it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -128,9 +134,11 @@ def _env_list(name: str) -> set[str]:
 class Plugins:
     """The loaded plugin set: a pluggy manager plus provenance records and tables."""
 
-    def __init__(self, pm: pluggy.PluginManager, records: list[PluginRecord]):
+    def __init__(self, pm: pluggy.PluginManager, records: list[PluginRecord],
+                 collected: dict[str, list[Entry]]):
         self.pm = pm
         self.records = records
+        self.collected = collected
 
     @property
     def hook(self) -> Any:
@@ -139,18 +147,20 @@ class Plugins:
     def active(self) -> list[PluginRecord]:
         return [r for r in self.records if r.status == "active"]
 
+    def contributions(self, hook: str) -> list[Entry]:
+        """What active plugins contributed through ``hook``, in pluggy's call order."""
+        return [e for e in self.collected.get(hook, ()) if e.record.status == "active"]
+
     def _table(self, hook: str, key: Callable[[Any], Iterable[str]]) -> Table:
         kind = CONTRIBUTIONS[hook][0]
         entries: dict[str, Entry] = {}
-        for record in self.active():
-            for item in record.contributions.get(hook, ()):
-                for k in key(item):
-                    if k in entries and entries[k].record is not record:
-                        other = entries[k].record
-                        raise PluginConflictError(
-                            f"{kind} {k!r} is claimed by both {other.label} and "
-                            f"{record.label}; disable one with --disable-plugin")
-                    entries[k] = Entry(item, record)
+        for entry in self.contributions(hook):
+            for k in key(entry.item):
+                if k in entries and entries[k].record is not entry.record:
+                    raise PluginConflictError(
+                        f"{kind} {k!r} is claimed by both {entries[k].record.label} and "
+                        f"{entry.record.label}; disable one with --disable-plugin")
+                entries[k] = entry
         return Table(kind, entries)
 
     @functools.cached_property
@@ -170,32 +180,58 @@ class Plugins:
         return self._table("occystrap_transport", lambda c: (c.name,))
 
     def transport_layers(self) -> list[TransportLayer]:
-        layers = [item for r in self.active()
-                  for item in r.contributions.get("occystrap_transport_layers", ())]
-        return sorted(layers, key=lambda layer: layer.order)
+        layers = [e.item for e in self.contributions("occystrap_transport_layers")]
+        return sorted(layers, key=lambda layer: layer.order)  # stable: ties keep call order
 
 
-def _collect(pm: pluggy.PluginManager, plugin: Any) -> dict[str, list[Any]]:
-    """Call a plugin's contribution hooks and check what they return."""
-    found: dict[str, list[Any]] = {}
-    for caller in pm.get_hookcallers(plugin) or ():
-        if caller.name not in CONTRIBUTIONS:
-            continue
-        kind, cls = CONTRIBUTIONS[caller.name]
-        for impl in caller.get_hookimpls():
-            if impl.plugin is not plugin:
+def _contributors(caller: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+    """The non-wrapper implementations of a hook, in the order pluggy calls them."""
+    return [i for i in reversed(caller.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
+
+
+def _call_one(pm: pluggy.PluginManager, hook: str, impl: pluggy.HookImpl,
+              others: Iterable[Any]) -> list[Any]:
+    """Call ``hook`` through pluggy for one plugin (wrappers included); check the results."""
+    cls = CONTRIBUTIONS[hook][1]
+    results = pm.subset_hook_caller(hook, remove_plugins=others)()
+    items = [item for result in results for item in result or ()]
+    for item in items:
+        if not isinstance(item, cls):
+            raise TypeError(f"{hook} returned {type(item).__name__}, expected {cls.__name__}")
+    return items
+
+
+def _collect(pm: pluggy.PluginManager, records: Sequence[PluginRecord],
+             fail: Callable[[PluginRecord, Exception], None]) -> dict[str, list[Entry]]:
+    """Call every contribution hook, one plugin at a time, and record what each gave.
+
+    A plugin whose hook raises or returns the wrong type is handed to ``fail`` (which
+    unregisters it) and the others are still collected.
+    """
+    by_name = {r.name: r for r in records}
+    collected: dict[str, list[Entry]] = {}
+    for hook in CONTRIBUTIONS:
+        impls = _contributors(getattr(pm.hook, hook))
+        entries = collected[hook] = []
+        for impl in impls:
+            record = by_name[impl.plugin_name]
+            if record.status != "active":  # failed in an earlier hook
                 continue
-            items = list(impl.function() or ())
-            for item in items:
-                if not isinstance(item, cls):
-                    raise TypeError(f"{caller.name} returned {type(item).__name__}, "
-                                    f"expected {cls.__name__}")
-            found[caller.name] = items
-    return found
+            try:
+                items = _call_one(pm, hook, impl, [i.plugin for i in impls if i is not impl])
+            except Exception as e:
+                fail(record, e)
+                continue
+            record.contributions[hook] = items
+            entries += [Entry(item, record) for item in items]
+    return collected
 
 
 def _register(pm: pluggy.PluginManager, plugin: Any, record: PluginRecord) -> None:
     """Register and validate one plugin; on failure leave nothing registered."""
+    if not isinstance(plugin, Hashable):  # pluggy keeps plugins in sets and dict keys
+        raise TypeError(f"plugin object {type(plugin).__name__} is not hashable: use a "
+                        f"module, a class or an instance of one")
     try:
         pm.register(plugin, name=record.name)
         callers = pm.get_hookcallers(plugin) or []
@@ -204,7 +240,6 @@ def _register(pm: pluggy.PluginManager, plugin: Any, record: PluginRecord) -> No
             raise pluggy.PluginValidationError(
                 plugin, f"unknown hook {', '.join(sorted(unknown))}")
         record.hooks = tuple(sorted(c.name for c in callers))
-        record.contributions = _collect(pm, plugin)
         record.plugin = plugin
     except BaseException:
         if pm.has_plugin(record.name):  # pluggy leaves partial registrations behind
@@ -249,6 +284,16 @@ def load_plugins(
         pm.enable_tracing()
     records: list[PluginRecord] = []
 
+    def fail(record: PluginRecord, error: Exception) -> None:
+        if strict or record.builtin:  # a broken built-in is a bug: let it raise
+            raise error
+        if pm.has_plugin(record.name):
+            pm.unregister(name=record.name)
+        record.status, record.plugin, record.contributions = "failed", None, {}
+        record.error = f"{type(error).__name__}: {error}".splitlines()[0]
+        warn(f"plugin {record.label} failed to load ({record.error}); "
+             f"disable it with --disable-plugin {record.name}")
+
     if builtins is None:
         from .builtin import PLUGINS as builtins
     for module in builtins:
@@ -268,10 +313,6 @@ def load_plugins(
         try:
             _register(pm, ep.load(), record)
         except Exception as e:
-            if strict:
-                raise
-            record.status = "failed"
-            record.error = f"{type(e).__name__}: {e}".splitlines()[0]
-            warn(f"plugin {record.label} failed to load ({record.error}); "
-                 f"disable it with --disable-plugin {ep.name}")
-    return Plugins(pm, records)
+            fail(record, e)
+    # after every registration, so that wrappers and tryfirst apply whatever the load order
+    return Plugins(pm, records, _collect(pm, records, fail))

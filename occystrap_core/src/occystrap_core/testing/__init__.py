@@ -4,6 +4,7 @@ Opt in from a ``conftest.py`` with ``pytest_plugins = ["occystrap_core.testing"]
 
 - ``register_plugin(obj, name=...)``: make a throwaway plugin visible to every
   plugin load (CLI runs included) for the rest of the test.
+- ``plugin_module(*hookimpls)``: a throwaway plugin object made of hook functions.
 - ``fake_entry_points(eps)``: replace entry-point discovery entirely.
 - ``run_cli(*args)``: run the ``occystrap`` CLI in-process; stdout and stderr apart.
 - ``process_ok(SRC, DEST, ...)``, ``info_json(URI)``: CLI runs that must succeed.
@@ -18,6 +19,7 @@ import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -55,6 +57,18 @@ class FakeEntryPoint:
         if isinstance(self._target, BaseException):
             raise self._target
         return self._target
+
+
+def plugin_module(*hookimpls: Callable[..., Any], name: str = "occystrap_test_plugin") -> ModuleType:
+    """A plugin made of ``@hookimpl`` functions, each under its own ``__name__``.
+
+    A module object, like what an entry point loads; pluggy needs plugins hashable, which
+    rules out a ``SimpleNamespace``.
+    """
+    module = ModuleType(name)
+    for function in hookimpls:
+        setattr(module, function.__name__, function)
+    return module
 
 
 @pytest.fixture
