@@ -1,8 +1,10 @@
 """The ``occystrap`` command line.
 
-Importing this module loads no plugin and no HTTP library: plugins are loaded
-the first time a command needs the scheme tables, so ``occystrap --help`` stays
-fast and works even when an installed plugin is broken.
+Importing this module loads no plugin and no HTTP library. Plugins are loaded
+once per run, before the command line is parsed, since their global options are
+part of it (see :mod:`.globalopts`); their entry-point modules are cheap to
+import, and one that is broken is a warning, so ``occystrap --help`` stays fast
+and works.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class OccystrapGroup(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except OccystrapError as e:  # a plugin conflict, found while the options were read
+            _error(str(e))
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             shown = io.StringIO()
             e.show(file=shown)
@@ -45,6 +50,20 @@ class OccystrapGroup(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Load the run's plugins first: their global options are part of the command line."""
+        from . import globalopts
+        from .plugins import load_plugins
+
+        plugins = ctx.meta[PLUGINS] = load_plugins(globalopts.disabled_in(args))
+        ctx.meta[PLUGIN_PARAMS] = globalopts.click_options(plugins, super().get_params(ctx))
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        own = len(self.params)  # click adds --help after them
+        return params[:own] + ctx.meta.get(PLUGIN_PARAMS, []) + params[own:]
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -82,6 +101,8 @@ class OccystrapGroup(click.Group):
 
 
 WRITING = "occystrap.writing"  # click context meta: the destination being written
+PLUGINS = "occystrap.plugins"  # click context meta: the run's plugins
+PLUGIN_PARAMS = "occystrap.plugin_params"  # click context meta: their global options
 
 
 class Interrupted(KeyboardInterrupt):
@@ -159,7 +180,6 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--src-password", envvar="OCCYSTRAP_SRC_PASSWORD", help="Source registry password.")
 @click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
-@click.option("--quay-token", envvar="QUAY_TOKEN", help="Quay API token (quay:// sources).")
 @click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
 @click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(exists=True, dir_okay=False),
@@ -216,9 +236,12 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
         base = parse_platform(platform_) if platform_ else platforms.host()
         platform = Platform(os_ or base.os, architecture or base.architecture,
                             variant if variant is not None else base.variant)
-    settings = Settings(platform=platform, disabled_plugins=disabled, **options)
+    from .globalopts import VALUES
+
+    settings = Settings(platform=platform, disabled_plugins=disabled,
+                        plugin_options=ctx.meta.get(VALUES, {}), **options)
     _setup_logging(settings)
-    occy = ctx.with_resource(Context(settings))
+    occy = ctx.with_resource(Context(settings, ctx.meta[PLUGINS]))
     ctx.obj = occy
     _catch_signals(ctx, occy)
 
@@ -226,10 +249,8 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
 def _print_version(ctx: click.Context, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from .plugins import load_plugins
-
     click.echo(f"occystrap {__version__}")
-    for record in load_plugins(warn=lambda message: None).records:
+    for record in ctx.meta[PLUGINS].records:
         if not record.builtin:
             click.echo(f"  {record.label} ({record.status})")
     ctx.exit()
@@ -408,7 +429,8 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         d = r.as_dict()
         click.echo(f"{r.name} ({r.label}) {r.status}" + (f": {r.error}" if r.error else ""))
         for key, label in (("input_schemes", "inputs"), ("output_schemes", "outputs"),
-                           ("filters", "filters"), ("client_factories", "clients")):
+                           ("filters", "filters"), ("client_factories", "clients"),
+                           ("global_options", "options")):
             if d[key]:
                 click.echo(f"  {label}: {', '.join(d[key])}")
         if r.hooks:

@@ -11,7 +11,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import redact, tempfiles
 from .progress import Progress
@@ -60,7 +60,8 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     progress_bars: bool = True  # on a terminal; otherwise, or False, plain lines
     progress_interval: float = 10.0  # seconds between plain progress lines; 0: none
-    quay_token: str | None = None
+    # plugins' own global options (occystrap_global_options): option name -> value
+    plugin_options: Mapping[str, Any] = field(default_factory=dict)
     verify: bool = True  # after process, re-read what was written: documents, blob sizes
     verify_full: bool = False  # ... and re-hash every blob too
 
@@ -91,8 +92,11 @@ class Context:
     def __init__(self, settings: Settings | None = None, plugins: Plugins | None = None):
         self.settings = settings or Settings()
         s = self.settings
-        redact.remember(s.password, s.src_password, s.dest_password, s.quay_token)
         self._plugins = plugins
+        redact.remember(s.password, s.src_password, s.dest_password)
+        if s.plugin_options:  # the plugins that declared them say which are secret
+            redact.remember(*(s.plugin_options.get(name)
+                              for name, e in self.plugins.global_options if e.item.secret))
         self.stats = Stats()
         self.progress: Progress = Progress()  # silent unless a command installs a reporter
         self.used_plugins: list[PluginRecord] = []

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .context import Context
-    from .types import (ClientFactory, Credentials, FilterSpec, InputSource,
+    from .types import (ClientFactory, Credentials, FilterSpec, GlobalOption, InputSource,
                         OutputTarget, ResolvedURI, Role, TransportLayer)
 
 hookspec = pluggy.HookspecMarker("occystrap")
@@ -99,6 +99,33 @@ def occystrap_filters() -> Iterable[FilterSpec]:
         def occystrap_filters():
             yield FilterSpec(name="strip-docs", summary="Drop /usr/share/doc",
                              factory=lambda inner, opts, ctx: StripDocs(inner))
+    """
+
+
+@hookspec
+def occystrap_global_options() -> Iterable[GlobalOption]:
+    """Contribute global command-line options, each with an environment variable.
+
+    Called once per run, when the plugins are loaded: the ``occystrap`` command line
+    is parsed with these options (``occystrap --help`` lists them). Each
+    ``GlobalOption(name="x")`` becomes ``--x``; its value (from the option, else its
+    environment variable, else its default) is in ``ctx.settings.plugin_options["x"]``
+    for the whole run. A ``secret`` value is registered with the redaction before any
+    command runs, so no output, log line or error shows it. A name claimed by two
+    plugins, or by one plugin and the core, is an error naming both distributions.
+
+    Returns:
+        An iterable of :class:`~occystrap_core.types.GlobalOption`.
+
+    Example::
+
+        @hookimpl
+        def occystrap_global_options():
+            yield GlobalOption(name="acme-token", envvar="ACME_TOKEN", secret=True,
+                               help="Acme API token (acme:// sources).")
+
+        # in the source, later:
+        token = ctx.settings.plugin_options["acme-token"]
     """
 
 

@@ -25,7 +25,8 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginConflictError, UnknownSchemeError
-from .types import ClientFactory, FilterSpec, InputSource, OutputTarget, TransportLayer
+from .types import (ClientFactory, FilterSpec, GlobalOption, InputSource, OutputTarget,
+                    TransportLayer)
 
 GROUP = "occystrap"
 CORE = "occystrap-core"
@@ -37,6 +38,7 @@ CONTRIBUTIONS: dict[str, tuple[str, type]] = {
     "occystrap_filters": ("filter", FilterSpec),
     "occystrap_transport": ("client factory", ClientFactory),
     "occystrap_transport_layers": ("transport layer", TransportLayer),
+    "occystrap_global_options": ("global option", GlobalOption),
 }
 
 
@@ -62,6 +64,9 @@ class PluginRecord:
         return tuple(s for c in self.contributions.get(hook, ()) for s in c.schemes)
 
     def as_dict(self) -> dict[str, Any]:
+        def names(hook: str) -> list[str]:
+            return [c.name for c in self.contributions.get(hook, ())]
+
         return {
             "name": self.name,
             "distribution": self.distribution,
@@ -72,8 +77,9 @@ class PluginRecord:
             "hooks": list(self.hooks),
             "input_schemes": list(self.schemes("occystrap_input_sources")),
             "output_schemes": list(self.schemes("occystrap_output_targets")),
-            "filters": [f.name for f in self.contributions.get("occystrap_filters", ())],
-            "client_factories": [f.name for f in self.contributions.get("occystrap_transport", ())],
+            "filters": names("occystrap_filters"),
+            "client_factories": names("occystrap_transport"),
+            "global_options": names("occystrap_global_options"),
         }
 
 
@@ -178,6 +184,10 @@ class Plugins:
     @functools.cached_property
     def client_factories(self) -> Table:
         return self._table("occystrap_transport", lambda c: (c.name,))
+
+    @functools.cached_property
+    def global_options(self) -> Table:
+        return self._table("occystrap_global_options", lambda o: (o.name,))
 
     def transport_layers(self) -> list[TransportLayer]:
         layers = [e.item for e in self.contributions("occystrap_transport_layers")]

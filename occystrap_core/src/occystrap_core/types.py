@@ -22,6 +22,8 @@ Role = Literal["input", "output"]
 
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_OPTION_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_ENVVAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,34 @@ class FilterSpec:
         _normalise("filter", self)
         if not callable(self.factory):
             raise ValueError(f"filter {self.name!r} has a factory that is not callable")
+
+
+@dataclass(frozen=True)
+class GlobalOption:
+    """A global command-line option contributed by ``occystrap_global_options``.
+
+    ``--NAME`` is added to the ``occystrap`` command, before any subcommand; when it is
+    not given, ``envvar`` is read, else ``default`` is used. The value, converted with
+    ``type`` (``str``, ``int`` or ``float``; ``bool`` makes a flag, False unless given), is in
+    ``ctx.settings.plugin_options[NAME]``. A ``secret`` value is registered with the
+    redaction (:mod:`occystrap_core.redact`), so it is never printed or logged.
+    """
+
+    name: str
+    help: str
+    envvar: str | None = None
+    type: type = str
+    default: Any = None
+    secret: bool = False
+    metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _OPTION_RE.match(self.name):
+            raise ValueError(f"invalid global option name {self.name!r} (want e.g. 'acme-token')")
+        if self.envvar is not None and not _ENVVAR_RE.match(self.envvar):
+            raise ValueError(f"global option {self.name!r}: invalid envvar {self.envvar!r}")
+        if self.type not in (str, int, float, bool):
+            raise ValueError(f"global option {self.name!r}: type must be str, int, float or bool")
 
 
 @dataclass(frozen=True)

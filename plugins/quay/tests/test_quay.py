@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
+from occystrap_core.redact import redact_text
 from occystrap_core.testing.registry import skopeo_args
 
 NS = "acme"
@@ -239,3 +240,15 @@ def test_single_image_dry_run(occy, seeded, tmp_path: Path):
                   f"tar://{tmp_path}/x.tar")
     assert result.stdout.strip() == f"registry://{reg}/{NS}/app-00:1.0 -> tar://{tmp_path}/x.tar"
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_quay_token_is_the_quay_plugins_secret_global_option(run_cli):
+    shown = run_cli("--help")
+    assert re.search(r"--quay-token TEXT\s+Quay API token \(quay:// sources\)\.", shown.stdout)
+    rows = {r["name"]: r for r in json.loads(run_cli("plugins", "list", "--json").stdout)}
+    assert rows["occystrap-quay"]["global_options"] == ["quay-token"]
+    assert run_cli("--quay-token", "token-from-option", "plugins", "list").exit_code == 0
+    assert run_cli("plugins", "list", env={"QUAY_TOKEN": "token-from-env"}).exit_code == 0
+    assert redact_text("token-from-option token-from-env") == "REDACTED REDACTED"
+    gone = run_cli("--disable-plugin", "occystrap-quay", "--quay-token", "x", "plugins", "list")
+    assert gone.exit_code == 2 and "No such option '--quay-token'" in gone.stderr

@@ -13,13 +13,14 @@ from typing import Iterator
 from urllib.parse import urlencode
 
 from occystrap_core import hookimpl
-from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
-                                  ResolvedURI, lazy)
+from occystrap_core.types import (ClientFactory, Credentials, GlobalOption, InputSource,
+                                  OptionSpec, ResolvedURI, lazy)
 from occystrap_core.uri import parse_uri
 
 
 SCHEME = "quay"
 _PREFIX = f"{SCHEME}://"
+TOKEN_OPTION = "quay-token"  # --quay-token / QUAY_TOKEN, for every quay:// URI of the run
 
 OPTIONS = (
     OptionSpec("host", str, "Quay server (API and registry), default quay.io.", "quay.io"),
@@ -42,6 +43,12 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     shown = urlencode([(k, v) for k, vs in query.items() for v in vs])
     return replace(resolved, query=query, credentials=credentials,
                    raw=f"{_PREFIX}{resolved.target}" + (f"?{shown}" if shown else ""))
+
+
+@hookimpl
+def occystrap_global_options() -> Iterator[GlobalOption]:
+    yield GlobalOption(name=TOKEN_OPTION, envvar="QUAY_TOKEN", secret=True,
+                       help="Quay API token (quay:// sources).")
 
 
 @hookimpl

@@ -23,6 +23,7 @@ from occystrap_core.errors import AuthError, OccystrapError, URIError
 from occystrap_core.types import ResolvedURI
 
 from .client import QuayAPI
+from .plugin import TOKEN_OPTION
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -106,7 +107,8 @@ class QuayImages(ImageSet):
         self.host: str = uri.options.get("host") or "quay.io"
         self.registry: str = uri.options.get("registry") or self.host
         self.insecure = bool(uri.options.get("insecure"))
-        token = uri.credentials.token if uri.credentials else ctx.settings.quay_token
+        token = uri.credentials.token if uri.credentials else \
+            ctx.settings.plugin_options.get(TOKEN_OPTION)
         scheme = "http" if self.insecure or ctx.settings.insecure else "https"
         self.api = QuayAPI(ctx, self.host, scheme=scheme, token=token)
 
