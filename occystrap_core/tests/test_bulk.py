@@ -15,11 +15,12 @@ import pytest
 
 from occystrap_core import bulk, hookimpl
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import BulkItem, Image, ImageInput, ImageSet, Layer
+from occystrap_core.api import (BulkItem, Image, ImageInput, ImageOutput, ImageSet, Layer,
+                                OutputResult)
 from occystrap_core.errors import ImageNotFoundError, UsageError
 from occystrap_core.testing.http import make_context
 from occystrap_core.testing.images import make_layer
-from occystrap_core.types import InputSource
+from occystrap_core.types import InputSource, OptionSpec, OutputTarget, ResolvedURI
 
 
 def sha(data: bytes) -> str:
@@ -134,6 +135,80 @@ def test_plan_refuses_destinations_that_collide(ctx: Any, tmp_path: Any) -> None
     # one image may go anywhere; a dir:// with unique names is made to hold many
     assert len(bulk.plan(ctx, Many("a:1"), f"dir://{tmp_path}/out")) == 1
     assert len(bulk.plan(ctx, Many("a:1,b:1"), f"dir://{tmp_path}/out?unique_names=true")) == 2
+
+
+class Sink(ImageOutput):
+    """Takes an image and keeps nothing."""
+
+    def add_layer(self, data: Any) -> None:
+        with data.open_blob() as blob:
+            blob.read()
+
+    def finish(self, image: Image) -> OutputResult:
+        return OutputResult(location="sink")
+
+
+class SinkPlugin:
+    """``shared://`` holds many images; ``pick://`` only with ``?many=true``."""
+
+    @hookimpl
+    def occystrap_output_targets(self) -> list[OutputTarget]:
+        return [OutputTarget(name="shared", schemes=("shared",), summary="",
+                             factory=lambda uri, ctx: Sink(), holds_many=True),
+                OutputTarget(name="pick", schemes=("pick",), summary="",
+                             factory=lambda uri, ctx: Sink(),
+                             options=(OptionSpec("many", bool, default=False),),
+                             holds_many=lambda uri: uri.options["many"])]
+
+
+def test_plan_asks_the_output_whether_it_holds_many(plugin: Plugin) -> None:
+    with make_context(plugin, SinkPlugin()) as ctx:
+        jobs = bulk.plan(ctx, Many("a:1,b:1,c:1"), "shared://one")
+        assert [j.place for j in jobs] == [("shared", "one")] * 3  # one at a time
+        assert not any(o.failed for o in bulk.run(ctx, jobs))
+        assert plugin.overlap.peak == 1
+        assert len(bulk.plan(ctx, Many("a:1,b:1"), "pick://one?many=true")) == 2
+        with pytest.raises(UsageError, match="would write both mem://a:1 and mem://b:1"):
+            bulk.plan(ctx, Many("a:1,b:1"), "pick://one")
+
+
+def test_output_target_holds_many_is_a_bool_or_a_callable() -> None:
+    uri = ResolvedURI(scheme="x", target="t", raw="x://t", options={"n": 2})
+
+    def make(holds_many: Any) -> OutputTarget:
+        return OutputTarget(name="x", schemes=("x",), summary="", factory=lambda u, c: None,
+                            holds_many=holds_many)
+
+    assert make(False).can_hold_many(uri) is False
+    assert make(True).can_hold_many(uri) is True
+    assert make(lambda u: u.options["n"] > 1).can_hold_many(uri) is True
+    with pytest.raises(ValueError, match="holds_many is neither a bool nor callable"):
+        make("yes")
+
+
+@pytest.mark.parametrize("destination, holds_many", [
+    ("dir://{tmp}/out?unique_names=true", True),
+    ("dir://{tmp}/out", False),
+    ("oci-layout://{tmp}/layout", False),
+    ("oci-layout://{tmp}/layout?ref=mirror", False),
+    ("registry://127.0.0.1:1/mirror/app:latest", False),
+    ("tar://{tmp}/out.tar", False),
+    ("docker://mirror/app:latest", False),
+])
+def test_installed_outputs_say_whether_they_hold_many(
+        register_plugin: Any, run_cli: Any, tmp_path: Any, destination: str,
+        holds_many: bool) -> None:
+    register_plugin(Plugin(), name="occystrap-test-bulk")
+    dest = destination.format(tmp=tmp_path)
+    dry = run_cli("process", "--dry-run", "many://a:latest,b:latest", dest)
+    if holds_many:
+        assert dry.exit_code == 0, dry.stderr
+        assert dry.stdout.splitlines() == [f"mem://a:latest -> {dest}",
+                                           f"mem://b:latest -> {dest}"]
+    else:
+        assert dry.exit_code == 1
+        assert dry.stderr.startswith(f"Error: destination {dest!r} would write both "
+                                     f"mem://a:latest and mem://b:latest")
 
 
 def test_run_copies_images_in_parallel(ctx: Any, plugin: Plugin, tmp_path: Any) -> None:

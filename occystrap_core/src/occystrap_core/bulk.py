@@ -4,13 +4,14 @@
 
 1. :func:`plan` lists the set and fills the destination template with each image's
    fields (``str.format`` syntax, plain names only). It refuses, before anything is
-   transferred, a template that would write two images to the same place; only a
-   ``dir://...?unique_names=true`` destination is made to hold many images.
+   transferred, a template that would write two images to the same place, unless
+   the output says it holds many images there (``OutputTarget.holds_many``: e.g.
+   ``dir://...?unique_names=true``).
 2. :func:`run` copies ``--image-parallel`` images at once. Every image goes through
    the ordinary single-image pipeline in the run's one Context, so HTTP clients, rate
    limits, credentials, run-level caches (``ctx.shared``) and statistics are shared.
    A failing image is recorded and the others go on. Images bound for one shared
-   destination (the ``dir://`` above) are written one after the other: outputs need
+   destination (one that holds many) are written one after the other: outputs need
    not cope with concurrent writers, and one image's ``abort()`` must not remove
    what another is writing.
 
@@ -35,7 +36,6 @@ from .api import BulkItem, ImageInput, ImageSet, OutputResult
 from .context import Context
 from .errors import OccystrapError, UsageError
 from .redact import redact_text, redact_uri
-from .types import ResolvedURI
 from .workers import parallel
 from .uri import convert_options, split_filter
 
@@ -110,12 +110,6 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
-def _holds_many(resolved: ResolvedURI) -> bool:
-    # The one destination designed for many images: layers shared by digest, a
-    # manifest per image, and a catalog updated under a lock.
-    return resolved.scheme == "dir" and bool(resolved.options.get("unique_names"))
-
-
 def _placeholders(fields: Mapping[str, str]) -> str:
     return ", ".join(f"{{{name}}}" for name in fields)
 
@@ -148,9 +142,9 @@ def plan(ctx: Context, images: ImageSet, template: str,
             raise UsageError(f"destination {template!r}: unknown placeholder {{{missing[0]}}} "
                              f"(available: {_placeholders(item.fields)})")
         destination = template.format_map(item.fields)
-        resolved, _ = pipeline.resolve(ctx, destination, "output")
+        resolved, entry = pipeline.resolve(ctx, destination, "output")
         key = (resolved.scheme, resolved.target)
-        if key in written and not _holds_many(resolved):
+        if key in written and not entry.item.can_hold_many(resolved):
             raise UsageError(
                 f"destination {template!r} would write both {written[key]} and {item.uri} to "
                 f"{destination}: add placeholders such as "

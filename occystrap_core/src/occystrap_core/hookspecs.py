@@ -71,7 +71,10 @@ def occystrap_output_targets() -> Iterable[OutputTarget]:
     """Contribute image destinations.
 
     Called like :func:`occystrap_input_sources`; input and output schemes are
-    separate tables, so one plugin may claim ``tar`` for both.
+    separate tables, so one plugin may claim ``tar`` for both. An output that keeps
+    every image written to one destination sets ``holds_many`` (True, or a callable
+    deciding from the resolved URI); without it, a many-image run that would write two
+    images to one destination is refused before anything is copied.
 
     Returns:
         An iterable of :class:`~occystrap_core.types.OutputTarget`.

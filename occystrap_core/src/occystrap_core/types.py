@@ -108,17 +108,31 @@ class InputSource:
 
 @dataclass(frozen=True)
 class OutputTarget:
-    """An image destination contributed by ``occystrap_output_targets``."""
+    """An image destination contributed by ``occystrap_output_targets``.
+
+    ``holds_many`` says whether images written one after another to one destination
+    (the same scheme and target, as when a many-image run's template has no
+    placeholder) all stay there: True, or a callable deciding from the resolved URI
+    and its converted options. By default a second image would replace the first, so
+    such a run is refused before anything is copied.
+    """
 
     name: str
     schemes: tuple[str, ...]
     summary: str
     factory: Callable[[ResolvedURI, Context], ImageOutput]
     options: tuple[OptionSpec, ...] = ()
+    holds_many: bool | Callable[[ResolvedURI], bool] = False
 
     def __post_init__(self) -> None:
         _normalise("output target", self)
         _check_schemes(self)
+        if not isinstance(self.holds_many, bool) and not callable(self.holds_many):
+            raise ValueError(f"{self.name!r}: holds_many is neither a bool nor callable")
+
+    def can_hold_many(self, uri: ResolvedURI) -> bool:
+        """Whether several images written to ``uri`` all stay (see ``holds_many``)."""
+        return self.holds_many(uri) if callable(self.holds_many) else self.holds_many
 
 
 @dataclass(frozen=True)

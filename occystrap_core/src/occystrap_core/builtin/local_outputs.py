@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .. import hookimpl
-from ..types import OptionSpec, OutputTarget, lazy
+from ..types import OptionSpec, OutputTarget, ResolvedURI, lazy
+
+
+def _unique_names(uri: ResolvedURI) -> bool:
+    # layers shared by digest, a manifest per image and a catalog updated under a lock;
+    # without unique names, each image's manifest.json replaces the last one's
+    return bool(uri.options.get("unique_names"))
 
 
 @hookimpl
@@ -18,7 +24,8 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
         summary="directory of layers shared between images (dir://PATH)",
         options=(OptionSpec("unique_names", bool, "per-image manifest and catalog.json",
                             default=False),
-                 OptionSpec("expand", bool, "also extract the merged rootfs", default=False)))
+                 OptionSpec("expand", bool, "also extract the merged rootfs", default=False)),
+        holds_many=_unique_names)
     yield OutputTarget(
         name="oci-bundle", schemes=("oci-bundle",),
         factory=lazy("occystrap_core.outputs.bundle:BundleOutput"),

@@ -103,7 +103,8 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(name="registry", schemes=(SCHEME,),
                        summary="Docker Registry V2 / OCI distribution (push)",
                        factory=lazy("occystrap_registry.target:RegistryOutput"),
-                       options=OUTPUT_OPTIONS)
+                       options=OUTPUT_OPTIONS,
+                       holds_many=False)  # the target names one tag: a second image moves it
 
 
 @hookimpl

@@ -40,4 +40,7 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
         name="oci-layout", schemes=("oci-layout",),
         factory=lazy("occystrap_tarball.oci_layout_output:LayoutOutput"),
         summary="OCI image layout directory, added to if it exists (oci-layout://DIR)",
-        options=(OptionSpec("ref", help="org.opencontainers.image.ref.name (default: the tag)"),))
+        options=(OptionSpec("ref", help="org.opencontainers.image.ref.name (default: the tag)"),),
+        # index.json keeps one image per ref, and the ref (?ref= or each image's tag) is no
+        # part of the destination: two images of one set would share it (a:latest, b:latest)
+        holds_many=False)
