@@ -39,6 +39,7 @@ PUBLIC_MODULES = (
     "occystrap_core.archive.stores",
     "occystrap_core.archive.blobs",
     "occystrap_core.archive.docker_save",
+    "occystrap_core.archive.layout",
     "occystrap_core.archive.output",
     "occystrap_core.archive.verify",
     "occystrap_core.archive.writer",

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import httpx
 
-from occystrap_core.errors import (AuthError, ImageNotFoundError, OccystrapError,
-                                   TransportError)
+from occystrap_core.errors import OccystrapError, TransportError
+from occystrap_core.transport.errors import error_detail, error_for_status
 from occystrap_core.types import ClientConfig, ClientRequest, Credentials
 
 if TYPE_CHECKING:
@@ -99,17 +99,11 @@ class QuayAPI:
 
     def _status_error(self, response: httpx.Response, what: str) -> OccystrapError:
         status = response.status_code
-        message = f"quay API at {self.host}: {what}: HTTP {status} {response.reason_phrase}"
-        detail = _error_detail(response)
-        if detail:
-            message += f": {detail}"
-        if status in (401, 403):
-            hint = "the token was refused" if self.authenticated else \
-                "no token given: use --quay-token, QUAY_TOKEN or ?token="
-            return AuthError(f"{message} ({hint})")
-        if status == 404:
-            return ImageNotFoundError(message)
-        return TransportError(message)
+        hint = "the token was refused" if self.authenticated else \
+            "no token given: use --quay-token, QUAY_TOKEN or ?token="
+        return error_for_status(status, f"quay API at {self.host}: {what}: HTTP {status} "
+                                        f"{response.reason_phrase}{error_detail(response)}",
+                                auth_hint=hint)
 
 
 def _list_of(page: dict[str, Any], key: str, host: str) -> list[dict[str, Any]]:
@@ -117,17 +111,3 @@ def _list_of(page: dict[str, Any], key: str, host: str) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise TransportError(f"quay API at {host}: the answer has no {key!r} list")
     return items
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """Quay's own wording of an error (``error_message``, ``detail`` or ``message``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    for key in ("error_message", "detail", "message"):
-        if isinstance(body.get(key), str) and body[key]:
-            return body[key]
-    return ""
