@@ -7,12 +7,12 @@ import io
 
 import httpx
 import pytest
+
+from occystrap_core import hookimpl
 from occystrap_core.errors import TransportError
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport.retry import BACKOFF_MAX, backoff
 from occystrap_core.types import ClientConfig, TransportLayer
-
-from occystrap_core import hookimpl
 
 
 def scripted(*answers):
@@ -164,12 +164,17 @@ class StreamingMock(httpx.BaseTransport):
         return self
 
 
-@pytest.mark.parametrize("body", [b"payload", io.BytesIO(b"payload")])
-def test_bytes_and_seekable_file_bodies_are_replayed(body):
+def test_bytes_bodies_are_replayed_and_streamed_ones_sent_once():
     network = StreamingMock([503, 500, 201])
     ctx = make_context(network, client_factory_plugin(), clock=FakeClock())
-    assert ctx.http_client("test", "reg.example").put("/up", content=body).status_code == 201
+    client = ctx.http_client("test", "reg.example")
+    assert client.put("/up", content=b"payload").status_code == 201
     assert network.bodies == [b"payload"] * 3
+    # a streamed body cannot be sent again: its caller retries the whole operation
+    network = StreamingMock([503, 201])
+    ctx = make_context(network, client_factory_plugin(), clock=FakeClock())
+    response = ctx.http_client("test", "reg.example").put("/up", content=io.BytesIO(b"payload"))
+    assert response.status_code == 503 and network.bodies == [b"payload"]
 
 
 def test_third_party_client_factories_cannot_bypass_retries():

@@ -138,19 +138,6 @@ def retryable(error: Exception) -> bool:
     return isinstance(error, RETRY_ERRORS)
 
 
-def _rewinder(stream: httpx.SyncByteStream) -> Callable[[], None] | None:
-    """How to make ``stream`` send its body again, or None when it cannot."""
-    if isinstance(stream, httpx.ByteStream):  # no body, or bytes: always replayable
-        return lambda: None
-    # httpx wraps file bodies in an iterator stream that reads from the current position.
-    source = getattr(stream, "_stream", None)
-    seekable = getattr(source, "seekable", None)
-    if seekable is not None and seekable():
-        start = source.tell()
-        return lambda: source.seek(start)
-    return None
-
-
 def _describe(error: httpx.TransportError, host: str) -> str:
     detail = str(error) or type(error).__name__
     if isinstance(error, httpx.ConnectError):
@@ -191,8 +178,9 @@ class RetryTransport(httpx.BaseTransport):
         self.policy = policy
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        # Decided before the first attempt: sending a body may change its stream.
-        rewind = _rewinder(request.stream)
+        # Only a body of bytes can be sent again: a streamed one (an upload) is sent
+        # once, and its caller retries the whole operation under the same policy.
+        replayable = isinstance(request.stream, httpx.ByteStream)
         allowed = request.extensions.get(NO_RETRY, True)
         host = request.url.netloc.decode()
         attempt = 0
@@ -201,28 +189,27 @@ class RetryTransport(httpx.BaseTransport):
             try:
                 response = self.inner.handle_request(request)
                 if not request.extensions.get(BULK):
+                    assert isinstance(response.stream, httpx.SyncByteStream)  # a sync client
                     response.stream = _CheckedBody(response.stream, self.policy.speed_check())
                     response.read()
             except httpx.TransportError as e:
                 if response is not None:
                     response.close()
                 cured = isinstance(e, RETRY_ERRORS)
-                if not (allowed and cured and (rewind is not None or isinstance(e, UNSENT_ERRORS))
+                if not (allowed and cured and (replayable or isinstance(e, UNSENT_ERRORS))
                         and self.policy.allows(attempt)):
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
                     raise TransportError(_describe(e, host) + suffix, retryable=cured) from e
                 why = type(e).__name__
             else:
                 status = response.status_code
-                if status not in RETRY_STATUSES or not allowed or rewind is None \
+                if status not in RETRY_STATUSES or not allowed or not replayable \
                         or not self.policy.allows(attempt):
                     return response
                 why = f"HTTP {status}"
                 response.close()
             self.policy.wait(attempt, why, f"{request.method} {request.url}", response)
             attempt += 1
-            if rewind:
-                rewind()
 
     def close(self) -> None:
         self.inner.close()
