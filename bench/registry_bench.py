@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from occystrap_core.testing.registry import RegistryServer, start_registry
+from occystrap_core.testing.registry import Mode, RegistryServer, start_registry
 
 SKOPEO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
 CASES = {"pull": "pull to tar", "push": "push from tar", "copy": "registry to registry",
@@ -206,7 +206,7 @@ def main() -> None:
         compileall.compile_dir(src_dir, quiet=1)
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-bench-"))
-    mode = "tls" if args.tls else "plain"
+    mode: Mode = "tls" if args.tls else "plain"
     src = start_registry(mode, work / "src-registry", access_log=True)
     dst = start_registry(mode, work / "dst-registry", access_log=True)
     bundle = certs = None
@@ -217,7 +217,7 @@ def main() -> None:
         certs.mkdir()
         for i, ca in enumerate(cas):
             (certs / f"ca{i}.crt").write_text(ca)
-    tools = Tools(src, dst, bundle and str(bundle), certs and str(certs))
+    tools = Tools(src, dst, str(bundle) if bundle else None, str(certs) if certs else None)
     occystrap, skopeo = tools.occystrap, tools.skopeo
     results: dict[tuple[str, str, str], Sample] = {}
     counter = 0
@@ -262,7 +262,8 @@ def main() -> None:
                         }
                     else:
                         commands = {
-                            "pull": skopeo(f"docker://{source}", f"docker-archive:{out}:bench/x:v1"),
+                            "pull": skopeo(f"docker://{source}",
+                                           f"docker-archive:{out}:bench/x:v1"),
                             "push": skopeo(f"docker-archive:{archive}", f"docker://{fresh}"),
                             "copy": skopeo(f"docker://{source}", f"docker://{copy_dest}"),
                             "warm": skopeo(f"docker://{source}", f"docker://{warm}"),
@@ -298,7 +299,8 @@ def main() -> None:
     if "copy" in cases:
         print(f"\nregistry to registry, CPU seconds (medians) on {os.cpu_count()} CPUs: the "
               f"destination registry's share bounds any copy from below")
-        header = f"{'image':<7} {'tool':<10} {'wall':>6} {'tool CPU':>9} {'src reg':>8} {'dst reg':>8}"
+        header = (f"{'image':<7} {'tool':<10} {'wall':>6} {'tool CPU':>9} {'src reg':>8} "
+                  f"{'dst reg':>8}")
         print(header)
         print("-" * len(header))
         for kind in args.kinds.split(","):

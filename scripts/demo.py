@@ -54,7 +54,8 @@ def main() -> None:
             occystrap("--insecure", "process", f"tar://{work / 'copy.tar'}", f"registry://{pushed}")
             occystrap("--insecure", "process", f"registry://{pushed}", f"registry://{mirror}")
             occystrap("--insecure", "process", f"registry://{pushed}", f"registry://{mirror}")
-            occystrap("--insecure", "process", f"registry://{mirror}", f"tar://{work / 'pulled.tar'}")
+            occystrap("--insecure", "process", f"registry://{mirror}",
+                      f"tar://{work / 'pulled.tar'}")
             source = json.loads(occystrap("--insecure", "info", "-O", "json", f"registry://{pushed}"))
             copy = json.loads(occystrap("--insecure", "info", "-O", "json", f"registry://{mirror}"))
             pulled = info(f"tar://{work / 'pulled.tar'}")

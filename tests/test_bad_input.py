@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+
 from occystrap_core.testing import images
 from occystrap_core.testing.registry import RegistryServer, push_sample_image
 
@@ -679,7 +680,8 @@ def check_clean_error(result: Result, fragments: list[str], exit_code: int = 1) 
     errors = [line for line in lines if line.startswith("Error: ")]
     assert len(errors) == 1, f"expected one Error: line, got {len(errors)}:\n{stderr}"
     if exit_code == 1:
-        assert lines and lines[0].startswith("Error: "), f"stderr does not start with Error:\n{stderr}"
+        assert lines and lines[0].startswith("Error: "), \
+            f"stderr does not start with Error:\n{stderr}"
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     return errors[0]

@@ -38,6 +38,7 @@ from typing import Any, Self
 
 import pytest
 from click.testing import Result
+
 from occystrap_core.testing.hostile import fill_outside, payloads, write_archive
 
 PAYLOAD_NAMES = [p.name for p in payloads("/hostile-names-only/outside")]
@@ -185,7 +186,7 @@ def differences(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, 
     for path in sorted(before.keys() & after.keys()):
         if before[path] != after[path]:
             changed = [f"{f} {b!r} -> {a!r}" for f, b, a in
-                       zip(fields, before[path], after[path]) if a != b]
+                       zip(fields, before[path], after[path], strict=True) if a != b]
             out.append(f"changed: {path}: {', '.join(changed)}")
     return out
 

@@ -49,7 +49,8 @@ def test_help_loads_only_plugin_entry_modules(args):
 def dummy_venv(tmp_path_factory) -> Path:
     """A venv that sees the installed occystrap and has occystrap-dummy installed."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation",
                     "--no-deps", str(DUMMY)], check=True, timeout=300)

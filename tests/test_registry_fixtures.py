@@ -1,4 +1,5 @@
-"""The registry fixtures themselves: the real distribution registry in each mode, and the token server."""
+"""The registry fixtures themselves: the real distribution registry in each mode, and the
+token server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from occystrap_core.testing import registry as registry_module
-from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args, start_registry
+from occystrap_core.testing.registry import (
+    RegistryServer,
+    push_sample_image,
+    skopeo_args,
+    start_registry,
+)
 from occystrap_core.testing.tokenserver import libtrust_key_id
 
 
@@ -34,7 +40,9 @@ def _bearer_challenge(response: httpx.Response) -> dict[str, str]:
     return dict(re.findall(r'(\w+)="([^"]*)"', params))
 
 
-def _token(server: RegistryServer, scope: str, auth: tuple[str, str] | None = None) -> httpx.Response:
+def _token(
+    server: RegistryServer, scope: str, auth: tuple[str, str] | None = None
+) -> httpx.Response:
     assert server.token_server is not None
     with httpx.Client(verify=server.ssl_context() or False, trust_env=False) as client:
         return client.get(
@@ -72,7 +80,10 @@ def test_wrong_credentials_fail(mode: str, request: pytest.FixtureRequest) -> No
     with pytest.raises(RuntimeError, match="skopeo copy"):
         push_sample_image(server, "fixtures/wrong-creds", creds=("alice", "wrong"))
     anonymous = _skopeo(
-        "inspect", "--raw", *skopeo_args(server, creds=False), f"docker://{server.host}/fixtures/x:v1"
+        "inspect",
+        "--raw",
+        *skopeo_args(server, creds=False),
+        f"docker://{server.host}/fixtures/x:v1",
     )
     assert anonymous.returncode != 0
 
@@ -104,16 +115,22 @@ def test_registry_accepts_issued_token(registry_token: RegistryServer) -> None:
     push_sample_image(registry_token, "fixtures/tokens", "v2")
     token_server.reset()
 
-    response = _token(registry_token, "repository:fixtures/tokens:pull", auth=("alice", "alice-secret"))
+    response = _token(
+        registry_token, "repository:fixtures/tokens:pull", auth=("alice", "alice-secret")
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["token"] == body["access_token"] and body["expires_in"] == token_server.expires_in
     assert jwt.get_unverified_header(body["token"])["kid"] == token_server.key_id
     signing_key = x509.load_pem_x509_certificate(token_server.signing_cert_pem).public_key()
     assert isinstance(signing_key, rsa.RSAPublicKey)
-    claims = jwt.decode(body["token"], signing_key, algorithms=["RS256"], audience=token_server.service)
+    claims = jwt.decode(
+        body["token"], signing_key, algorithms=["RS256"], audience=token_server.service
+    )
     assert claims["iss"] == token_server.issuer and claims["sub"] == "alice"
-    assert claims["access"] == [{"type": "repository", "name": "fixtures/tokens", "actions": ["pull"]}]
+    assert claims["access"] == [
+        {"type": "repository", "name": "fixtures/tokens", "actions": ["pull"]}
+    ]
 
     with _client(registry_token) as client:
         tags = client.get(
@@ -148,11 +165,16 @@ def test_oauth_password_and_refresh_grants(registry_token: RegistryServer) -> No
         assert "token" not in first.json()  # OAuth2 replies carry access_token only
         refreshed = client.post(
             token_server.realm,
-            data={**form, "grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"]},
+            data={
+                **form,
+                "grant_type": "refresh_token",
+                "refresh_token": first.json()["refresh_token"],
+            },
         )
         assert refreshed.status_code == 200
         bad = client.post(
-            token_server.realm, data={**form, "grant_type": "password", "username": "reader", "password": "x"}
+            token_server.realm,
+            data={**form, "grant_type": "password", "username": "reader", "password": "x"},
         )
         assert bad.status_code == 401
     with _client(registry_token) as client:
@@ -164,19 +186,26 @@ def test_token_server_rejects_and_limits(registry_token: RegistryServer) -> None
     token_server = registry_token.token_server
     assert token_server is not None
     token_server.reset()
-    assert _token(registry_token, "repository:fixtures/x:pull", auth=("alice", "wrong")).status_code == 401
+    assert (
+        _token(registry_token, "repository:fixtures/x:pull", auth=("alice", "wrong")).status_code
+        == 401
+    )
     assert [(r.username, r.status) for r in token_server.requests] == [("alice", 401)]
 
     anonymous = _token(registry_token, "repository:fixtures/x:pull")
     assert (
-        jwt.decode(anonymous.json()["token"], options={"verify_signature": False})["access"][0]["actions"]
+        jwt.decode(anonymous.json()["token"], options={"verify_signature": False})["access"][0][
+            "actions"
+        ]
         == []
     )
     with _client(registry_token) as client:
         headers = {"Authorization": f"Bearer {anonymous.json()['token']}"}
         assert client.get("/v2/fixtures/x/tags/list", headers=headers).status_code == 401
 
-    reader = _token(registry_token, "repository:fixtures/x:pull,push", auth=("reader", "reader-secret"))
+    reader = _token(
+        registry_token, "repository:fixtures/x:pull,push", auth=("reader", "reader-secret")
+    )
     assert jwt.decode(reader.json()["token"], options={"verify_signature": False})["access"][0][
         "actions"
     ] == ["pull"]
@@ -211,7 +240,9 @@ def test_libtrust_key_id_format(registry_token: RegistryServer) -> None:
     assert libtrust_key_id(public_key) == key_id
 
 
-def test_start_failure_reports_registry_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_failure_reports_registry_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # /bin/sh fails on the "serve" argument and says so on stderr, like a broken registry would.
     monkeypatch.setattr(registry_module, "REGISTRY_BINARY", "/bin/sh")
     with pytest.raises(RuntimeError, match=r"(?s)exited with 2:.*cannot open serve"):

@@ -55,6 +55,7 @@ import httpx
 import pluggy
 import pytest
 from click.testing import Result
+
 from occystrap_core.redact import forget as forget_secrets
 from occystrap_core.testing import images
 from occystrap_core.testing.registry import (

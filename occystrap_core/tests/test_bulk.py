@@ -15,8 +15,15 @@ import pytest
 
 from occystrap_core import bulk, hookimpl
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import (BulkItem, Image, ImageInput, ImageOutput, ImageSet, Layer,
-                                OutputResult)
+from occystrap_core.api import (
+    BulkItem,
+    Image,
+    ImageInput,
+    ImageOutput,
+    ImageSet,
+    Layer,
+    OutputResult,
+)
 from occystrap_core.errors import ImageNotFoundError, UsageError
 from occystrap_core.testing.http import make_context
 from occystrap_core.testing.images import make_layer

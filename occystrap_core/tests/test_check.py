@@ -10,12 +10,12 @@ import json
 import tarfile
 
 import pytest
+
+from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image, ImageInput, Layer
 from occystrap_core.check import Report, run_check
 from occystrap_core.engine import Loaded
 from occystrap_core.testing.images import make_layer, sample_image, write_oci_layout
-
-from occystrap_core import mediatypes as mt
 
 
 def sha(data: bytes) -> str:
@@ -158,7 +158,7 @@ def test_info_reports_sizes_and_history(tmp_path, run_cli, fmt):
 
 def test_info_lists_platforms_when_the_input_can():
     from occystrap_core.info import as_text, describe
-    from occystrap_core.types import Platform
+    from occystrap_core.oci.platform import Platform
 
     image = MemInput([make_layer({"a": "1"})], gzip_layers=False).image()
     info = describe(image, [Platform("linux", "amd64"), Platform("linux", "arm64", "v8")])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import h2.exceptions
 import httpx
 import pytest
+
 from occystrap_core.testing.faults import ERROR_BODY, PORTAL_BODY, Fault, FaultFront
 from occystrap_core.testing.registry import (
     PushedImage,
@@ -33,7 +34,9 @@ DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 SHORT_BODY_ERRORS = (httpx.RemoteProtocolError, h2.exceptions.ProtocolError)
 
 
-def client_for(target: FaultFront | RegistryServer, *, http2: bool = False, **kwargs) -> httpx.Client:
+def client_for(
+    target: FaultFront | RegistryServer, *, http2: bool = False, **kwargs
+) -> httpx.Client:
     verify = ssl.create_default_context(cafile=target.ca_cert) if target.ca_cert else False
     kwargs.setdefault("timeout", 10)
     return httpx.Client(base_url=target.url, http2=http2, verify=verify, trust_env=False, **kwargs)
@@ -41,7 +44,8 @@ def client_for(target: FaultFront | RegistryServer, *, http2: bool = False, **kw
 
 @pytest.fixture
 def make_front():
-    """Started fronts on a registry (or URL), stopped at teardown, through the context-manager form."""
+    """Started fronts on a registry (or URL), stopped at teardown, through the
+    context-manager form."""
     with contextlib.ExitStack() as stack:
 
         def make(upstream: RegistryServer | str, **kwargs) -> FaultFront:
@@ -66,7 +70,9 @@ def upload(client: httpx.Client, repo: str, data, digest: str, size: int) -> htt
     )
 
 
-def read_until_error(client: httpx.Client, path: str, **kwargs) -> tuple[httpx.Response, bytes, Exception | None]:
+def read_until_error(
+    client: httpx.Client, path: str, **kwargs
+) -> tuple[httpx.Response, bytes, Exception | None]:
     """GET ``path`` streaming; what arrived and how it ended."""
     got = bytearray()
     with client.stream("GET", path, **kwargs) as response:
@@ -119,9 +125,13 @@ def via(request, make_front, registry_plain, registry_tls) -> Via:
     client = client_for(front, http2=request.param == "h2")
     request.addfinalizer(client.close)
     if request.param == "h2":
-        return Via(front, client, registry, image, "h2", "HTTP/2", httpx.RemoteProtocolError)  # RST_STREAM
+        return Via(
+            front, client, registry, image, "h2", "HTTP/2", httpx.RemoteProtocolError
+        )  # RST_STREAM
     # Python's ssl may report a TCP RST under TLS as an EOF, which httpx calls a protocol error.
-    errors = httpx.ReadError if request.param == "h1" else (httpx.ReadError, httpx.RemoteProtocolError)
+    errors = (
+        httpx.ReadError if request.param == "h1" else (httpx.ReadError, httpx.RemoteProtocolError)
+    )
     return Via(front, client, registry, image, request.param, "HTTP/1.1", errors)
 
 
@@ -140,7 +150,11 @@ def copied_digest(layout) -> str:
 
 def test_skopeo_copies_through_a_plain_front(make_front, registry_plain, sample_plain, tmp_path):
     front = make_front(registry_plain)
-    skopeo_copy(f"docker://{front.host}/faults/sample:latest", f"oci:{tmp_path}:latest", "--src-tls-verify=false")
+    skopeo_copy(
+        f"docker://{front.host}/faults/sample:latest",
+        f"oci:{tmp_path}:latest",
+        "--src-tls-verify=false",
+    )
     assert copied_digest(tmp_path) == sample_plain.manifest_digest
     hits = [h for h in front.log if h.method == "GET" and h.status == 200]
     assert {h.http_version for h in front.log} == {"HTTP/1.1"}
@@ -154,13 +168,16 @@ def test_skopeo_copies_through_a_tls_front(make_front, registry_tls, sample_tls,
     source = f"docker://{front.host}/faults/sample:latest"
     skopeo_copy(source, f"oci:{tmp_path}:latest", f"--src-cert-dir={front.cert_dir}")
     assert copied_digest(tmp_path) == sample_tls.manifest_digest
-    # skopeo's transport offers no "h2" in ALPN: this is HTTP/1.1 over TLS (httpx proves HTTP/2 below).
+    # skopeo's transport offers no "h2" in ALPN: this is HTTP/1.1 over TLS (httpx
+    # proves HTTP/2 below).
     assert {h.http_version for h in front.log} == {"HTTP/1.1"}
     assert all(h.status in (200, 401) for h in front.log if h.method == "GET")
 
 
 def test_headers_pass_through_both_ways(via):
-    response = via.client.get(MANIFEST_PATH, headers={"Accept": OCI_MANIFEST, "Authorization": "Bearer t0ken"})
+    response = via.client.get(
+        MANIFEST_PATH, headers={"Accept": OCI_MANIFEST, "Authorization": "Bearer t0ken"}
+    )
     assert response.http_version == via.version
     assert response.status_code == 200 and response.content == via.image.manifest
     assert response.headers["docker-content-digest"] == via.image.manifest_digest
@@ -179,8 +196,13 @@ def test_www_authenticate_passes_through(make_front, registry_basic):
     front = make_front(registry_basic, tls=True)
     with client_for(front, http2=True) as client:
         challenged = client.get("/v2/")
-        assert challenged.status_code == 401 and challenged.headers["www-authenticate"].startswith("Basic realm=")
-        assert client.get("/v2/", auth=(registry_basic.username, registry_basic.password)).status_code == 200
+        assert challenged.status_code == 401 and challenged.headers["www-authenticate"].startswith(
+            "Basic realm="
+        )
+        assert (
+            client.get("/v2/", auth=(registry_basic.username, registry_basic.password)).status_code
+            == 200
+        )
     assert front.log[-1].headers["authorization"].startswith("Basic ")
 
 
@@ -198,7 +220,9 @@ def test_streamed_upload_is_stored_upstream(via):
             yield data[i : i + 65536]
 
     location = started.headers["location"]
-    done = via.client.put(f"{location}&digest={digest}", content=chunks(), headers={"Content-Length": str(len(data))})
+    done = via.client.put(
+        f"{location}&digest={digest}", content=chunks(), headers={"Content-Length": str(len(data))}
+    )
     assert done.status_code == 201 and done.headers["docker-content-digest"] == digest
     assert done.headers["location"].startswith(via.front.url)
     with client_for(via.registry) as direct:
@@ -271,14 +295,21 @@ def test_long_length_sends_everything_then_ends(via):
 
 def test_digest_header_faults(via):
     path, accept = MANIFEST_PATH, {"Accept": OCI_MANIFEST}
-    via.front.add(Fault("wrong_digest", path="/manifests/"), Fault("strip_digest", path="/manifests/"))
+    via.front.add(
+        Fault("wrong_digest", path="/manifests/"), Fault("strip_digest", path="/manifests/")
+    )
     wrong = via.client.get(path, headers=accept)
     assert wrong.content == via.image.manifest
     assert DIGEST_RE.fullmatch(wrong.headers["docker-content-digest"])
     assert wrong.headers["docker-content-digest"] != via.image.manifest_digest
     stripped = via.client.get(path, headers=accept)
-    assert stripped.content == via.image.manifest and "docker-content-digest" not in stripped.headers
-    assert via.client.get(path, headers=accept).headers["docker-content-digest"] == via.image.manifest_digest
+    assert (
+        stripped.content == via.image.manifest and "docker-content-digest" not in stripped.headers
+    )
+    assert (
+        via.client.get(path, headers=accept).headers["docker-content-digest"]
+        == via.image.manifest_digest
+    )
     assert [h.fault for h in via.front.log] == ["wrong_digest", "strip_digest", None]
 
 
@@ -310,7 +341,9 @@ def test_reset_on_a_head_aborts_after_the_head(via):
     except httpx.TransportError:
         pass  # the client may or may not have read the head before the abort
     assert via.front.log[0].fault == "reset" and via.front.log[0].status == 200
-    with client_for(via.front, http2=via.version == "HTTP/2") as fresh:  # the old connection may be dead
+    with client_for(
+        via.front, http2=via.version == "HTTP/2"
+    ) as fresh:  # the old connection may be dead
         assert fresh.head(BLOB_PATH).status_code == 200
 
 
@@ -324,7 +357,11 @@ def test_status_with_retry_after_is_spent_after_times(via):
     assert [a.status_code for a in answers] == [503, 503, 200]
     assert answers[0].headers["retry-after"] == "2" and answers[0].content == ERROR_BODY
     assert answers[0].json()["errors"][0]["code"] == "UNAVAILABLE"
-    assert [(h.status, h.fault) for h in via.front.log] == [(503, "status"), (503, "status"), (200, None)]
+    assert [(h.status, h.fault) for h in via.front.log] == [
+        (503, "status"),
+        (503, "status"),
+        (200, None),
+    ]
     assert via.front.injected() == 2
 
 
@@ -449,7 +486,11 @@ def test_h2_reset_breaks_one_stream_only(make_front, registry_tls, sample_tls):
         after = client.get(MANIFEST_PATH, headers={"Accept": OCI_MANIFEST})
         assert after.content == sample_tls.manifest
         assert after.extensions["network_stream"] is open_stream.extensions["network_stream"]
-    assert [(h.fault, h.http_version) for h in front.log] == [(None, "HTTP/2"), ("reset", "HTTP/2"), (None, "HTTP/2")]
+    assert [(h.fault, h.http_version) for h in front.log] == [
+        (None, "HTTP/2"),
+        ("reset", "HTTP/2"),
+        (None, "HTTP/2"),
+    ]
 
 
 def test_h2_can_be_turned_off(make_front, registry_tls, sample_tls):

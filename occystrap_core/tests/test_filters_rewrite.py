@@ -10,6 +10,7 @@ import tarfile
 from typing import Any
 
 import pytest
+
 from occystrap_core.filters.exclude import PathMatcher
 from occystrap_core.testing.images import (
     SampleImage,

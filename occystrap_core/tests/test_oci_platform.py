@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from occystrap_core.errors import URIError
-from occystrap_core.oci.platform import (Platform, best, describe, matches, of_descriptor,
-                                         parse)
+from occystrap_core.oci.platform import Platform, best, describe, matches, of_descriptor, parse
 
 # TestParseSelector (the OS/ARCH[/VARIANT] forms): input, what it means, and other
 # spellings the matcher must take for the same platform.

@@ -10,6 +10,7 @@ import stat
 import tarfile
 
 import pytest
+
 from occystrap_core.outputs.bundle import resolve_user
 from occystrap_core.testing.images import (
     SampleImage,
@@ -104,9 +105,8 @@ def test_dir_expand_applies_whiteouts(tmp_path, src, run_cli):
 
 
 def test_dir_verify_rehashes(tmp_path, src):
-    from occystrap_core.context import Context
-
     from occystrap_core import pipeline
+    from occystrap_core.context import Context
 
     with Context() as ctx:
         output = pipeline.build_output(ctx, f"dir://{tmp_path / 'dir'}")

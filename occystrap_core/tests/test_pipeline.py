@@ -15,8 +15,15 @@ import zstandard
 
 from occystrap_core import hookimpl
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import (Image, ImageFilter, ImageInput, ImageOutput, Layer, LayerData,
-                                OutputResult)
+from occystrap_core.api import (
+    Image,
+    ImageFilter,
+    ImageInput,
+    ImageOutput,
+    Layer,
+    LayerData,
+    OutputResult,
+)
 from occystrap_core.errors import CorruptImageError, DigestMismatchError
 from occystrap_core.testing import plugin_module
 from occystrap_core.types import FilterSpec, InputSource, OptionSpec, OutputTarget
@@ -134,14 +141,16 @@ def test_diff_id_is_verified_when_blob_digest_is_right():
         run(inp, MemOutput())
 
 
-def _data(blob: bytes, media_type: str, diff_id: str | None, digest: str | None = None) -> LayerData:
+def _data(blob: bytes, media_type: str, diff_id: str | None,
+          digest: str | None = None) -> LayerData:
     layer = Layer(0, media_type, digest or sha(blob), len(blob), diff_id)
     return LayerData(layer, lambda: contextlib.nullcontext(io.BytesIO(blob)))
 
 
 def test_zstd_and_uncompressed_layers():
     tar = b"x" * 100000
-    with _data(zstandard.ZstdCompressor().compress(tar), mt.OCI_LAYER_ZSTD, sha(tar)).open_tar() as f:
+    zstd = zstandard.ZstdCompressor().compress(tar)
+    with _data(zstd, mt.OCI_LAYER_ZSTD, sha(tar)).open_tar() as f:
         assert f.read() == tar
     with _data(tar, mt.DOCKER_LAYER_TAR, sha(tar)).open_tar() as f:
         assert f.read() == tar
@@ -248,7 +257,8 @@ def test_cli_unexpected_exception_names_the_plugin(run_cli, register_plugin):
     (("info", "busybox:latest"), "Error: 'busybox:latest' is not a URI"),
     (("process", "mem://a?corrupt=x", "mem://b"), "Error: mem://: option 'corrupt' expects int"),
     (("process", "mem://a", "mem://b", "-f", "nofilter"), "Error: unknown filter 'nofilter'"),
-    (("process", "mem://a", "mem://b", "-f", "record"), "Error: filter 'record': option 'tag' is required"),
+    (("process", "mem://a", "mem://b", "-f", "record"),
+     "Error: filter 'record': option 'tag' is required"),
 ])
 def test_cli_bad_input_errors(run_cli, register_plugin, args, message):
     register_plugin(_mem_plugin({"seen": []}), name="occystrap-mem")

@@ -208,7 +208,8 @@ def test_builtins_registered_once_and_not_disableable():
 
 def test_unknown_scheme_lists_available():
     loaded = _load(FakeEntryPoint("occystrap-acme", _source_plugin("acme", "acme")))
-    with pytest.raises(UnknownSchemeError, match=r"unknown input scheme 'nope' \(available: acme\)"):
+    with pytest.raises(UnknownSchemeError,
+                       match=r"unknown input scheme 'nope' \(available: acme\)"):
         loaded.inputs.get("nope")
 
 

@@ -8,6 +8,7 @@ import stat
 import tarfile
 
 import pytest
+
 from occystrap_core.errors import CorruptImageError
 from occystrap_core.layertar import MAX_HEADER
 from occystrap_core.rootfs import TreeWriter

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from occystrap_core.testing.images import (
     build_docker_archive,
     sample_image,

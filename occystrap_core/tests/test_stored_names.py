@@ -1,4 +1,5 @@
 import pytest
+
 from occystrap_core.oci.reference import join_stored, split_stored
 
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+
 from occystrap_core.errors import AuthError
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport.auth import RegistryAuth, merge_scopes, parse_challenges

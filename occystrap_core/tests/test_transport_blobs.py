@@ -7,6 +7,7 @@ import hashlib
 
 import httpx
 import pytest
+
 from occystrap_core.errors import (
     CorruptImageError,
     DigestMismatchError,

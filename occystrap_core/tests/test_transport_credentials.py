@@ -8,10 +8,10 @@ import os
 import stat
 
 import pytest
-from occystrap_core.testing.http import make_context
-from occystrap_core.types import Credentials
 
 from occystrap_core import hookimpl
+from occystrap_core.testing.http import make_context
+from occystrap_core.types import Credentials
 
 
 def b64(text: str) -> str:

@@ -6,10 +6,11 @@ import logging
 
 import httpx
 import pytest
+
 from occystrap_core.cli import _setup_logging
 from occystrap_core.context import Settings
-from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.redact import RedactingFilter, redact_text, redact_uri
+from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport.auth import RegistryAuth
 from occystrap_core.types import ClientConfig, Credentials
 

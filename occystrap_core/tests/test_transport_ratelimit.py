@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport.ratelimit import HostLimiter
 

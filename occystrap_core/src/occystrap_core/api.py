@@ -35,7 +35,7 @@ from .oci import convert
 if TYPE_CHECKING:
     from .engine import Selection
     from .oci.manifest import Descriptor
-    from .types import Platform
+    from .oci.platform import Platform
     from .workers import CancelToken
 
 
@@ -220,7 +220,7 @@ class LayerData:
     Reading raises :class:`~occystrap_core.workers.Cancelled` once ``cancel`` is set.
     """
 
-    def __init__(self, layer: Layer, opener: Callable[[], ContextManager[BinaryIO]],
+    def __init__(self, layer: Layer, opener: Callable[[], ContextManager[streams.Readable]],
                  on_bytes: Callable[[int], None] | None = None,
                  cancel: CancelToken | None = None):
         self.layer = layer
@@ -509,9 +509,13 @@ class ImageFilter(ImageOutput):
     def __init__(self, inner: ImageOutput):
         self.inner = inner
 
-    @property  # type: ignore[override]
+    @property
     def requires_ordered_layers(self) -> bool:
         return self.inner.requires_ordered_layers
+
+    @requires_ordered_layers.setter
+    def requires_ordered_layers(self, value: bool) -> None:
+        self.inner.requires_ordered_layers = value
 
     def start(self, image: Image) -> None:
         self.inner.start(image)

@@ -36,8 +36,8 @@ from .api import BulkItem, ImageInput, ImageSet, OutputResult
 from .context import Context
 from .errors import OccystrapError, UsageError
 from .redact import redact_text, redact_uri
-from .workers import parallel
 from .uri import convert_options, split_filter
+from .workers import parallel
 
 log = logging.getLogger("occystrap.bulk")
 

@@ -19,8 +19,16 @@ from . import digest as digests
 from . import streams
 from .api import Image, Layer
 from .errors import CorruptImageError, OccystrapError
-from .layertar import (clean_name, link_problem, members, read_stream, unsafe_reason,
-                       whiteout_problem, whiteout_target, xattr_problem)
+from .layertar import (
+    clean_name,
+    link_problem,
+    members,
+    read_stream,
+    unsafe_reason,
+    whiteout_problem,
+    whiteout_target,
+    xattr_problem,
+)
 
 if TYPE_CHECKING:
     from .engine import Loaded
@@ -172,10 +180,11 @@ def check_layer(open_layer: Callable[[Layer], ContextManager[BinaryIO]], layer: 
             actual = streams.sniff(buf)
             if layer.compression not in (None, actual):
                 report.add("error", "compression", f"layer {i} is declared {layer.compression} "
-                                                   f"({layer.media_type}) but its bytes are {actual}")
+                                                   f"({layer.media_type}) but its bytes are "
+                                                   f"{actual}")
             plain = streams.HashingReader(streams.decompressing(buf, actual, f"layer {i}"),
                                           what=f"layer {i} diff_id")
-            complete = _check_tar(streams.buffered(plain), i, report)  # type: ignore[arg-type]
+            complete = _check_tar(streams.buffered(plain), i, report)
             blob.drain()  # the rest of the stored bytes, for their digest
     except OccystrapError as e:
         report.add("error", "layer-read", str(e))

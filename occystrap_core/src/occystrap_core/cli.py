@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -25,19 +26,21 @@ from . import __version__, redact
 from .context import Context, Settings
 from .errors import OccystrapError, URIError
 from .oci import platform as platforms
-from .types import Platform
+from .oci.platform import Platform
 
 
 class OccystrapGroup(click.Group):
     """Turns expected errors into one ``Error:`` line, and crashes into a hint."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
         """click's own, except that its usage errors pass the one redaction too: they
         quote what was typed, URIs with passwords included."""
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except OccystrapError as e:  # a plugin conflict, found while the options were read
             _error(str(e))
             sys.exit(e.exit_code)
@@ -141,7 +144,8 @@ def parse_platform(value: str) -> Platform:
 
 
 def _setup_logging(settings: Settings) -> None:
-    level = logging.DEBUG if settings.debug else logging.INFO if settings.verbose else logging.WARNING
+    level = logging.DEBUG if settings.debug else \
+        logging.INFO if settings.verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     # Every record this handler prints is redacted: httpx logs URLs (signed query
@@ -162,7 +166,8 @@ def _setup_logging(settings: Settings) -> None:
 @click.group(cls=OccystrapGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                    "max_content_width": 100})
 @click.option("--verbose", "-v", is_flag=True, help="Log progress details.")
-@click.option("--debug", is_flag=True, help="Log everything, including HTTP traffic (secrets redacted).")
+@click.option("--debug", is_flag=True,
+              help="Log everything, including HTTP traffic (secrets redacted).")
 @click.option("-j", "--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               envvar="OCCYSTRAP_PARALLEL", help="Layers transferred at once.")
 @click.option("-J", "--image-parallel", type=click.IntRange(1, 64), default=3, show_default=True,
@@ -182,9 +187,11 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
 @click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
-@click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT", type=click.Path(exists=True, dir_okay=False),
+@click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT",
+              type=click.Path(exists=True, dir_okay=False),
               help="Client certificate (PEM) for TLS.")
-@click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY", type=click.Path(exists=True, dir_okay=False),
+@click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY",
+              type=click.Path(exists=True, dir_okay=False),
               help="Key of the client certificate.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True,
@@ -257,7 +264,9 @@ def _print_version(ctx: click.Context, value: bool) -> None:
 
 
 def _occy(ctx: click.Context) -> Context:
-    return ctx.find_object(Context)
+    occy = ctx.find_object(Context)
+    assert occy is not None, "the group callback makes the Context"
+    return occy
 
 
 def _scheme_help(occy: Context) -> str:
@@ -310,7 +319,8 @@ def _summary(occy: Context, elapsed: float) -> str:
 @click.argument("destination")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
               help="NAME[:key=value,...]; repeatable, the first sees layers first.")
-@click.option("--dry-run", is_flag=True, help="Print SOURCE -> DESTINATION per image; copy nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print SOURCE -> DESTINATION per image; copy nothing.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
             dry_run: bool) -> None:

@@ -14,9 +14,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import redact, tempfiles
+from .oci.platform import Platform
 from .progress import Progress
 from .tempfiles import TempDir
-from .types import Credentials, Platform
+from .types import Credentials
 from .workers import CancelToken
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ def is_valid(digest: str) -> bool:
     return True
 
 
-def hasher(digest: str | None = None) -> "hashlib._Hash":
+def hasher(digest: str | None = None) -> hashlib._Hash:
     """A new hash object for ``digest``'s algorithm (sha256 when None)."""
     algo = validate(digest).split(":", 1)[0] if digest else "sha256"
     return hashlib.new(algo)

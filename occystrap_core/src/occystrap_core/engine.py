@@ -12,6 +12,7 @@ OCI layout, zstd layers under a Docker manifest) follow :mod:`occystrap_core.oci
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ class Reader:
         if self.selection.platforms and not every:
             entries = self._listed(index)
         return ImageIndex(index.data, index.media_type, tuple(
-            IndexEntry(d.json(), lambda d=d: self._child(d.digest, depth))
+            IndexEntry(d.json(), functools.partial(self._child, d.digest, depth))
             for d in entries), name=self.source.name, tag=self.source.tag)
 
     def walk(self, node: Manifest | Index, label: str, depth: int = 0
@@ -192,16 +193,17 @@ class Reader:
                                    f"indexes is not supported; copy them all with "
                                    f"--all-platforms, or one with --platform")
         found = [d.platform for d in index.manifests]
-        kept = [d for d, p in zip(index.manifests, found)
+        kept = [d for d, p in zip(index.manifests, found, strict=True)
                 if p and any(platforms.matches(w, p) for w in self.selection.platforms)]
         missing = [w for w in self.selection.platforms if not any(
-            platforms.matches(w, p) for d, p in zip(index.manifests, found) if d in kept and p)]
+            platforms.matches(w, p) for d, p in zip(index.manifests, found, strict=True)
+            if d in kept and p)]
         if missing:
             raise ImageNotFoundError(
                 f"{self.where}: no image for platform {', '.join(map(str, missing))} "
                 f"(available: {platforms.describe(found)})")
         described = {d.digest for d in kept}
-        return [d for d, p in zip(index.manifests, found) if d in kept or (
+        return [d for d, p in zip(index.manifests, found, strict=True) if d in kept or (
             p is None and d.annotations.get(REFERENCE_DIGEST) in described)]
 
     def image(self, manifest: Manifest, platform: Platform | None) -> Image:

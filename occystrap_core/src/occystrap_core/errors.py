@@ -7,11 +7,15 @@ Any other exception is a bug, and the CLI says which plugin to disable.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OccystrapError(Exception):
-    """A failure the user can act on, printed as one ``Error:`` line."""
+    """A failure the user can act on, printed as one ``Error:`` line. ``response`` is
+    the (read, closed) HTTP answer it came from, when it came from one."""
 
     exit_code = 1
+    response: Any = None
 
 
 class UsageError(OccystrapError):

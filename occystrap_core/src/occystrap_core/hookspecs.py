@@ -37,8 +37,17 @@ if TYPE_CHECKING:
     import httpx
 
     from .context import Context
-    from .types import (ClientFactory, Credentials, FilterSpec, GlobalOption, InputSource,
-                        OutputTarget, ResolvedURI, Role, TransportLayer)
+    from .types import (
+        ClientFactory,
+        Credentials,
+        FilterSpec,
+        GlobalOption,
+        InputSource,
+        OutputTarget,
+        ResolvedURI,
+        Role,
+        TransportLayer,
+    )
 
 hookspec = pluggy.HookspecMarker("occystrap")
 

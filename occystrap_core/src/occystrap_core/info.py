@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .api import Image
-from .types import Platform
+from .oci.platform import Platform
 
 
 def human_size(n: int | None) -> str:

@@ -19,14 +19,20 @@ import os
 import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginConflictError, UnknownSchemeError
-from .types import (ClientFactory, FilterSpec, GlobalOption, InputSource, OutputTarget,
-                    TransportLayer)
+from .types import (
+    ClientFactory,
+    FilterSpec,
+    GlobalOption,
+    InputSource,
+    OutputTarget,
+    TransportLayer,
+)
 
 GROUP = "occystrap"
 CORE = "occystrap-core"
@@ -107,7 +113,7 @@ class Table:
             raise UnknownSchemeError(
                 f"unknown {noun} {key!r} (available: {known})") from None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
         return iter(sorted(self.entries.items()))
 
 
@@ -305,7 +311,9 @@ def load_plugins(
              f"disable it with --disable-plugin {record.name}")
 
     if builtins is None:
-        from .builtin import PLUGINS as builtins
+        from .builtin import PLUGINS
+
+        builtins = PLUGINS
     for module in builtins:
         record = PluginRecord(name=f"{CORE}.{module.__name__.rsplit('.', 1)[-1]}",
                               distribution=CORE, version=__version__, builtin=True)

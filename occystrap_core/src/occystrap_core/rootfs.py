@@ -45,8 +45,17 @@ from typing import BinaryIO, Iterator
 
 from . import streams
 from .errors import CorruptImageError, OccystrapError
-from .layertar import (XATTR_PAX_PREFIX, clean_name, link_problem, members, read_stream,
-                       unsafe_reason, whiteout_problem, whiteout_target, xattr_problem)
+from .layertar import (
+    XATTR_PAX_PREFIX,
+    clean_name,
+    link_problem,
+    members,
+    read_stream,
+    unsafe_reason,
+    whiteout_problem,
+    whiteout_target,
+    xattr_problem,
+)
 
 log = logging.getLogger("occystrap.rootfs")
 
@@ -256,7 +265,9 @@ class TreeWriter:
             self.expected[name] = Entry("dir")
             return
         if member.isreg():
-            self.expected[name] = self._write_file(full, tar.extractfile(member))  # type: ignore
+            content = tar.extractfile(member)
+            assert content is not None  # a regular file always has content
+            self.expected[name] = self._write_file(full, content)
         elif member.issym():
             os.symlink(member.linkname, full)
             self.expected[name] = Entry("symlink", target=member.linkname)
@@ -280,7 +291,7 @@ class TreeWriter:
             return
         self._metadata(full, member)
 
-    def _write_file(self, full: str, data: BinaryIO) -> Entry:
+    def _write_file(self, full: str, data: streams.Readable) -> Entry:
         fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         digest, size = hashlib.sha256(), 0

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, cast
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from . import digest as digests
 from .errors import CorruptImageError, DigestMismatchError
@@ -17,6 +20,16 @@ CHUNK = 1024 * 1024
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Readable(Protocol):
+    """What streaming code reads from: a file, a response body, a :class:`HashingReader`."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int | None: ...
 
 
 class HashingReader(io.RawIOBase):
@@ -30,7 +43,7 @@ class HashingReader(io.RawIOBase):
 
     def __init__(
         self,
-        raw: BinaryIO,
+        raw: Readable,
         expected: str | None = None,
         size: int | None = None,
         what: str = "blob",
@@ -49,9 +62,10 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
-        n = self._raw.readinto(view) if hasattr(self._raw, "readinto") else None
+        fill = getattr(self._raw, "readinto", None)
+        n = fill(view) if fill is not None else None
         if n is None:
             chunk = self._raw.read(len(view))
             n = len(chunk)
@@ -95,8 +109,9 @@ class HashingReader(io.RawIOBase):
             pass
 
 
-def buffered(raw: io.RawIOBase) -> io.BufferedReader:
-    return io.BufferedReader(raw, buffer_size=CHUNK)
+def buffered(raw: Readable) -> io.BufferedReader:
+    """``raw`` buffered; it must have ``readinto`` too (every raw stream here has)."""
+    return io.BufferedReader(cast(io.RawIOBase, raw), buffer_size=CHUNK)
 
 
 def sniff(stream: io.BufferedReader) -> str:
@@ -121,7 +136,8 @@ def codec_error(error: BaseException) -> bool:
 class _Decompressed(io.RawIOBase):
     """Turns a codec's own exceptions into :class:`CorruptImageError`."""
 
-    def __init__(self, reader: BinaryIO, what: str, before_error: Callable[[], None] | None):
+    def __init__(self, reader: Readable, what: str,
+                 before_error: Callable[[], None] | None):
         self._reader = reader
         self._what = what
         self._before_error = before_error
@@ -129,9 +145,15 @@ class _Decompressed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
         try:
-            return self._reader.readinto(buffer)  # type: ignore[attr-defined]
+            fill = getattr(self._reader, "readinto", None)
+            if fill is not None:
+                return int(fill(buffer))
+            view = memoryview(buffer).cast("B")
+            chunk = self._reader.read(len(view))
+            view[:len(chunk)] = chunk
+            return len(chunk)
         except Exception as e:
             if not codec_error(e):
                 raise
@@ -140,8 +162,8 @@ class _Decompressed(io.RawIOBase):
             raise CorruptImageError(f"{self._what}: cannot decompress: {e}") from None
 
 
-def decompressing(stream: BinaryIO, compression: str, what: str = "layer",
-                  before_error: Callable[[], None] | None = None) -> BinaryIO:
+def decompressing(stream: Readable, compression: str, what: str = "layer",
+                  before_error: Callable[[], None] | None = None) -> Readable:
     """A reader of the decompressed bytes of ``stream``.
 
     ``before_error`` runs before a codec error is raised (to report a digest
@@ -152,18 +174,18 @@ def decompressing(stream: BinaryIO, compression: str, what: str = "layer",
     if compression == "gzip":
         from isal import igzip
 
-        reader: BinaryIO = igzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        reader: Readable = igzip.GzipFile(fileobj=stream, mode="rb")
     elif compression == "zstd":
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
-            stream, read_across_frames=True, read_size=CHUNK)
+        reader = zstandard.ZstdDecompressor().stream_reader(  # it only calls read()
+            cast(BinaryIO, stream), read_across_frames=True, read_size=CHUNK)
     else:
         raise CorruptImageError(f"{what}: unknown compression {compression!r}")
-    return _Decompressed(reader, what, before_error)  # type: ignore[return-value]
+    return _Decompressed(reader, what, before_error)
 
 
-def copy(src: BinaryIO, dst: BinaryIO, chunk: int = CHUNK) -> int:
+def copy(src: Readable, dst: Writable, chunk: int = CHUNK) -> int:
     """Copy ``src`` to ``dst`` in chunks; returns the number of bytes copied."""
     total = 0
     while True:

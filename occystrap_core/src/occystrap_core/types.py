@@ -10,8 +10,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
-from .oci.platform import Platform
-
 if TYPE_CHECKING:
     import httpx
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 import requests_unixsocket
+
 from occystrap_core.testing.images import build_docker_archive
 
 STORAGE_DRIVER = "vfs"

@@ -14,9 +14,9 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+
 from occystrap_core.context import Settings
 from occystrap_core.testing.images import sample_image, write_docker_archive
-
 from occystrap_docker.daemon import Daemon, DaemonError
 
 REF = "example.com/demo/app:v1"

@@ -7,14 +7,15 @@ import tarfile
 
 import httpx
 import pytest
+
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image
 from occystrap_core.context import Context, Settings
 from occystrap_core.engine import load
 from occystrap_core.errors import ImageNotFoundError
+from occystrap_core.oci.platform import Platform
 from occystrap_core.testing.images import sample_image
-from occystrap_core.types import Platform, ResolvedURI
-
+from occystrap_core.types import ResolvedURI
 from occystrap_docker.certs import server_context
 from occystrap_docker.dockerpush_input import PUSH_REPOSITORY, DockerPushInput
 from occystrap_docker.push_registry import PushRegistry

@@ -13,7 +13,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,8 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from occystrap_core.testing.registry import (PushedImage, RegistryServer, push_sample_image,
-                                             start_registry)
+from occystrap_core.testing.registry import (
+    PushedImage,
+    RegistryServer,
+    push_sample_image,
+    start_registry,
+)
 
 NAMESPACE = "acme"
 REPOS = [f"app-{i:02d}" for i in range(10)]
@@ -32,10 +36,10 @@ GHOST = "app-ghost"  # listed by the API, absent from the registry
 
 def day(n: int) -> int:
     """Unix time of 2024-01-(n+1), midnight UTC."""
-    return int(datetime(2024, 1, 1 + n, tzinfo=timezone.utc).timestamp())
+    return int(datetime(2024, 1, 1 + n, tzinfo=UTC).timestamp())
 
 
-OLD = int(datetime(2023, 12, 1, tzinfo=timezone.utc).timestamp())
+OLD = int(datetime(2023, 12, 1, tzinfo=UTC).timestamp())
 
 
 @dataclass

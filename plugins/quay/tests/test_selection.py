@@ -45,7 +45,8 @@ def test_parse_since() -> None:
 
 def test_repositories_match_by_glob_and_date() -> None:
     sel = Selection("acme", "app-[0-4]*", "*", since=JAN_6)
-    repos = [{"name": "app-1", "last_modified": JAN_6}, {"name": "app-2", "last_modified": JAN_6 - 1},
+    repos = [{"name": "app-1", "last_modified": JAN_6},
+             {"name": "app-2", "last_modified": JAN_6 - 1},
              {"name": "app-3", "last_modified": None}, {"name": "web", "last_modified": JAN_6},
              {"name": "APP-1", "last_modified": JAN_6}, {"last_modified": JAN_6}]
     assert [r.get("name") for r in repos if sel.repo_matches(r)] == ["app-1"]

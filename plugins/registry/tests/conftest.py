@@ -10,6 +10,7 @@ import pytest
 
 from occystrap_core.testing.registry import RegistryServer, skopeo_args
 
+
 @pytest.fixture
 def inspect_raw(skopeo: Callable[..., str]) -> Callable[..., bytes]:
     """The manifest bytes a registry serves for ``repo:tag`` (fetched by skopeo)."""

@@ -14,16 +14,21 @@ from typing import Any, Callable
 import pytest
 
 from occystrap_core.testing.images import build_docker_archive
-from occystrap_core.testing.registry import (RegistryServer, push_sample_image, skopeo_args,
-                                             start_registry)
+from occystrap_core.testing.registry import (
+    RegistryServer,
+    push_sample_image,
+    skopeo_args,
+    start_registry,
+)
+
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_pull_what_skopeo_pushed(registry: RegistryServer, occy: Callable[..., Any],
-                                 registry_info: Callable[..., dict], repo_name: Callable[[str], str],
-                                 tmp_path: Path) -> None:
+                                 registry_info: Callable[..., dict],
+                                 repo_name: Callable[[str], str], tmp_path: Path) -> None:
     repo = repo_name("pull")
     sample = push_sample_image(registry, repo, "v1")
     uri = f"registry://{registry.host}/{repo}:v1"
@@ -226,7 +231,8 @@ def _multi_platform_layout(path: Path, tag: str) -> dict[str, bytes]:
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                         "digest": put(lay), "size": len(lay)} for lay in layers]}).encode()
         manifests[arch] = manifest
-        platform = {"os": "linux", "architecture": arch, **({"variant": variant} if variant else {})}
+        platform = {"os": "linux", "architecture": arch,
+                    **({"variant": variant} if variant else {})}
         entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
                         "digest": put(manifest), "size": len(manifest), "platform": platform})
     index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -444,11 +450,8 @@ def test_shared_blobs_move_once_per_destination_registry(registry_plain: Registr
     import threading
 
     import occystrap_registry.plugin as registry_plugin
-
     from occystrap_core.pipeline import build_input, build_output, run
-    from occystrap_core.testing.http import make_context
-
-    from occystrap_core.testing.http import RequestLog
+    from occystrap_core.testing.http import RequestLog, make_context
 
     shared = {"shared/base.txt": b"shared base layer\n" * 1000}
     sources = []

@@ -19,12 +19,17 @@ import occystrap_tarball.plugin as tarball_plugin
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Image, ImageInput, Layer
 from occystrap_core.context import Context
-from occystrap_core.errors import (CorruptImageError, DigestMismatchError, ImageNotFoundError,
-                                   TransportError, UnsupportedError)
 from occystrap_core.engine import load
+from occystrap_core.errors import (
+    CorruptImageError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    TransportError,
+    UnsupportedError,
+)
+from occystrap_core.oci.platform import Platform
 from occystrap_core.pipeline import build_input, build_output, run
 from occystrap_core.testing.http import MockHTTP, make_context
-from occystrap_core.types import Platform
 
 HOST = "reg.example"
 MiB = 1024 * 1024
@@ -202,7 +207,7 @@ def test_uncompressed_layers_are_gzipped_and_the_manifest_rebuilt() -> None:
     result, _ = push(fake, image, blobs, f"registry://{HOST}/app:v1")
     manifest = json.loads(fake.manifests[("app", "v1")][0])
     assert manifest["mediaType"] == mt.OCI_MANIFEST  # OCI stays OCI
-    for desc, tar in zip(manifest["layers"], tars):
+    for desc, tar in zip(manifest["layers"], tars, strict=True):
         assert desc["mediaType"] == mt.OCI_LAYER_GZIP
         assert gzip.decompress(fake.blobs[desc["digest"]]) == tar
     assert result.manifest_digest != image.manifest_digest

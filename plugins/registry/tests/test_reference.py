@@ -6,10 +6,10 @@ import pytest
 
 from occystrap_core.context import Context
 from occystrap_core.errors import URIError
-from occystrap_core.pipeline import build_output, resolve
 from occystrap_core.oci import platform as platforms
+from occystrap_core.oci.platform import Platform
 from occystrap_core.oci.reference import Reference, parse, same_registry
-from occystrap_core.types import Platform
+from occystrap_core.pipeline import build_output, resolve
 
 D = "sha256:" + "ab" * 32
 
@@ -153,7 +153,8 @@ def test_platforms_differ(a: str, b: str) -> None:
 
 def test_platform_descriptors() -> None:
     assert Platform("linux", "arm64", "v8").normalized() == Platform("linux", "arm64")
-    assert platforms.of_descriptor({"platform": {"os": "unknown", "architecture": "unknown"}}) is None
+    unknown = {"platform": {"os": "unknown", "architecture": "unknown"}}
+    assert platforms.of_descriptor(unknown) is None
     assert platforms.of_descriptor({}) is None
     assert platforms.of_descriptor(
         {"platform": {"os": "linux", "architecture": "arm", "variant": "v7"}}) == \

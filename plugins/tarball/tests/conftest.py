@@ -7,6 +7,7 @@ from typing import Callable
 
 import pytest
 
+
 @pytest.fixture
 def archive_member() -> Callable[[str, str], bytes]:
     def read(archive: str, name: str) -> bytes:

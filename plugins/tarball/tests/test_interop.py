@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 
 import pytest
+
 from occystrap_core.testing.images import (
     build_docker_archive,
     sample_image,

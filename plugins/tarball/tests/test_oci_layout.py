@@ -16,7 +16,6 @@ from occystrap_core.testing.images import (
     sample_image,
     write_oci_layout,
 )
-
 from occystrap_tarball.oci_layout_output import LayoutOutput
 
 
@@ -79,7 +78,7 @@ def test_nested_index_picks_platform(tmp_path, run_cli):
     arm = sample_image(tag="multi", seed=2, architecture="arm64")
     files, _ = oci_blobs([amd, arm])
     manifests = json.loads(files.pop("index.json"))["manifests"]
-    for m, arch in zip(manifests, ("amd64", "arm64")):
+    for m, arch in zip(manifests, ("amd64", "arm64"), strict=True):
         m.pop("annotations")
         m["platform"] = {"os": "linux", "architecture": arch}
     nested = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,

@@ -6,6 +6,7 @@ import os
 import tarfile
 
 import pytest
+
 from occystrap_core.testing.images import (
     build_docker_archive,
     make_layer,

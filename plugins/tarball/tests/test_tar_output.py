@@ -8,18 +8,27 @@ import tarfile
 import tempfile
 
 import pytest
+
 from occystrap_core import mediatypes as mt
 from occystrap_core import pipeline
 from occystrap_core.api import Image, Layer, LayerData
+from occystrap_core.archive.output import ArchiveOutput
+from occystrap_core.archive.writer import (
+    FORMAT,
+    ArchiveWriter,
+    header,
+    member_info,
+    one_block_header,
+)
 from occystrap_core.context import Context
 from occystrap_core.errors import CorruptImageError
-from occystrap_core.testing.images import (build_docker_archive, make_layer, sample_image,
-                                           write_oci_layout)
+from occystrap_core.testing.images import (
+    build_docker_archive,
+    make_layer,
+    sample_image,
+    write_oci_layout,
+)
 from occystrap_core.types import ResolvedURI
-
-from occystrap_core.archive.writer import (FORMAT, ArchiveWriter, header, member_info,
-                                              one_block_header)
-from occystrap_core.archive.output import ArchiveOutput
 
 
 def test_round_trip_through_oci_layout(tmp_path, process_ok, info_json, archive_member):
@@ -32,7 +41,7 @@ def test_round_trip_through_oci_layout(tmp_path, process_ok, info_json, archive_
     assert manifest[0]["RepoTags"] == ["127.0.0.1:5000/team/app:v1"]
     assert archive_member(out, manifest[0]["Config"]) == built["image"].config
     assert manifest[0]["Layers"] == [f"blobs/sha256/{d[7:]}" for d in built["diff_ids"]]
-    for path, layer in zip(manifest[0]["Layers"], built["image"].layers):
+    for path, layer in zip(manifest[0]["Layers"], built["image"].layers, strict=True):
         assert archive_member(out, path) == layer
 
     # the same archive is an OCI archive too

@@ -20,8 +20,8 @@ from ..errors import (
     DigestMismatchError,
     ImageNotFoundError,
 )
+from ..oci.platform import Platform
 from ..oci.reference import split_stored
-from ..types import Platform
 from .blobs import digest_of_path, parse_json
 from .stores import TarStore
 
@@ -73,7 +73,7 @@ def _layer(store: TarStore, i: int, path: str, diff_id: Any) -> Layer:
     digests.validate(diff_id, f"diff_id of layer {i}")
     size = store.size(path)
     with store.open(path) as f:
-        compression = streams.sniff(f)  # type: ignore[arg-type]
+        compression = streams.sniff(streams.buffered(f))
     stored = digest_of_path(path) if path.startswith("blobs/") else None
     if compression == "none":
         return Layer(index=i, media_type=mt.DOCKER_LAYER_TAR, digest=stored or diff_id, size=size,
@@ -99,7 +99,8 @@ def load_docker_image(store: TarStore, *, image: str | None = None,
     if len(diff_ids) != len(paths):
         raise CorruptImageError(f"manifest.json lists {len(paths)} layers but the config "
                                 f"has {len(diff_ids)} diff_ids")
-    layers = tuple(_layer(store, i, p, d) for i, (p, d) in enumerate(zip(paths, diff_ids)))
+    layers = tuple(_layer(store, i, p, d)
+                   for i, (p, d) in enumerate(zip(paths, diff_ids, strict=True)))
     name, tag = split_stored(ref) if ref else (None, None)
     plat = (Platform(config_json["os"], config_json["architecture"], config_json.get("variant"))
             if config_json.get("os") and config_json.get("architecture") else None)

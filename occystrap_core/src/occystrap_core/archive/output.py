@@ -19,7 +19,7 @@ import contextlib
 import json
 import tempfile
 import threading
-from typing import Any, BinaryIO, Callable, ContextManager
+from typing import Any, Callable, ContextManager
 
 from .. import digest as digests
 from .. import mediatypes as mt
@@ -80,14 +80,15 @@ class ArchiveOutput(ImageOutput):
                             uncompressed_size=layer.uncompressed_size)
         else:  # the uncompressed tar, named by its diff_id (checked while read)
             self._add(layer.diff_id, data.open_tar, lambda: data.tar_digest)
-            diff_id, size = data.tar_digest, data.tar_size
-            assert diff_id is not None and size is not None  # the tar was read to its end
+            diff_id, tar_size = data.tar_digest, data.tar_size
+            assert diff_id is not None and tar_size is not None  # the tar was read to its end
+            size = tar_size
             written = Layer(index=layer.index, media_type=mt.OCI_LAYER_TAR, digest=diff_id,
                             size=size, diff_id=diff_id, uncompressed_size=size)
         with self._lock:
             self._written[layer.index] = written
 
-    def _add(self, digest: str | None, opener: Callable[[], ContextManager[BinaryIO]],
+    def _add(self, digest: str | None, opener: Callable[[], ContextManager[streams.Readable]],
              computed: Callable[[], str | None]) -> int:
         """Store what ``opener`` yields as the blob ``digest`` (None: as ``computed()``
         once read); returns its size. A tar header needs the size first: the archive's

@@ -17,7 +17,10 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from .. import streams
 from ..errors import CorruptImageError, ImageNotFoundError
@@ -38,7 +41,7 @@ class Section(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._left <= 0:
             return 0
         view = memoryview(buffer).cast("B")[:self._left]
@@ -110,11 +113,11 @@ def _normalise(name: str) -> str:
     return "" if name == "." else name
 
 
-_COMPRESSORS: dict[bytes, tuple[str, Callable[[BinaryIO], BinaryIO]]] = {
+_COMPRESSORS: dict[bytes, tuple[str, Callable[[BinaryIO], streams.Readable]]] = {
     streams.GZIP_MAGIC: ("gzip", lambda f: streams.decompressing(f, "gzip", "the archive")),
     streams.ZSTD_MAGIC: ("zstd", lambda f: streams.decompressing(f, "zstd", "the archive")),
-    b"BZh": ("bzip2", lambda f: bz2.BZ2File(f)),  # type: ignore[dict-item, return-value]
-    b"\xfd7zXZ\x00": ("xz", lambda f: lzma.LZMAFile(f)),  # type: ignore[dict-item, return-value]
+    b"BZh": ("bzip2", lambda f: bz2.BZ2File(f)),
+    b"\xfd7zXZ\x00": ("xz", lambda f: lzma.LZMAFile(f)),
 }
 
 
@@ -146,12 +149,12 @@ class TarStore(Store):
         self.members = self._index()
 
     @staticmethod
-    def _decompress(path: str, kind: str, opener: Callable[[BinaryIO], BinaryIO],
+    def _decompress(path: str, kind: str, opener: Callable[[BinaryIO], streams.Readable],
                     temp_dir: str) -> str:
         fd, out = tempfile.mkstemp(prefix="archive-", suffix=".tar", dir=temp_dir)
         try:
             with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                shutil.copyfileobj(opener(src), dst, streams.CHUNK)  # type: ignore[misc]
+                shutil.copyfileobj(opener(src), dst, streams.CHUNK)
         except Exception as e:
             if isinstance(e, CorruptImageError) or streams.codec_error(e):
                 raise CorruptImageError(f"{path} ({kind}): {e}") from None
@@ -205,4 +208,4 @@ class TarStore(Store):
     def open(self, name: str) -> Iterator[BinaryIO]:
         info = self.member(name)
         with open(self.path, "rb") as f:  # a handle of its own: safe across threads
-            yield streams.buffered(Section(f, info.offset_data, info.size))  # type: ignore[misc]
+            yield streams.buffered(Section(f, info.offset_data, info.size))

@@ -16,12 +16,16 @@ import io
 import os
 import tarfile
 import threading
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Final, Iterator
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+from .. import streams
 from ..errors import URIError
 from ..tempfiles import mkstemp, sweep
 
-FORMAT = tarfile.PAX_FORMAT
+FORMAT: Final = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 COPY_CHUNK = 4 * 1024 * 1024
@@ -73,7 +77,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer) -> int:
         n = self._out.write(data)
         self.count += n
         return n
@@ -124,7 +128,7 @@ class ArchiveWriter:
             return True
 
     @contextlib.contextmanager
-    def stream(self, name: str) -> Iterator[BinaryIO | None]:
+    def stream(self, name: str) -> Iterator[streams.Writable | None]:
         """Write member ``name`` straight into the archive, its size counted as it goes.
         Yields None (spool it and :meth:`add_spooled` it instead) when another thread
         is streaming or ``name`` was added already."""
@@ -140,7 +144,7 @@ class ArchiveWriter:
             return
         sink = _Sink(self._file)
         try:
-            yield sink  # type: ignore[misc]
+            yield sink
             self._file.write(bytes(-sink.count % BLOCK))
             self._file.flush()
             os.pwrite(self._file.fileno(), one_block_header(name, sink.count), start)

@@ -107,7 +107,7 @@ class LayerRewriteFilter(ImageFilter):
         writer = None
         try:
             reader = read_stream(src)
-            writer = write_stream(dst)  # type: ignore[arg-type]
+            writer = write_stream(dst)
             for member in members(reader, f"layer {layer.index}"):  # read to its end
                 problem = "\0" in member.name and "a NUL byte" or link_problem(member)
                 if problem:  # the tar writer would cut the name there, changing the image

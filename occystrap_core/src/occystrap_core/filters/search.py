@@ -22,7 +22,10 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from .. import streams
 from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
@@ -92,28 +95,29 @@ class _Pipe(io.RawIOBase):
     def put(self, data: bytes | None) -> None:
         self._queue.put(data)
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if not self._left and not self._eof:
             chunk = self._queue.get()
             if chunk is None:
                 self._eof = True
             else:
                 self._left = chunk
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._left))
+        view[:n] = self._left[:n]
         self._left = self._left[n:]
         return n
 
 
 class _Tee(io.RawIOBase):
-    def __init__(self, raw: io.RawIOBase, pipe: _Pipe):
+    def __init__(self, raw: streams.HashingReader, pipe: _Pipe):
         self._raw = raw
         self._pipe = pipe
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
         n = self._raw.readinto(buffer)
         if n:
             self._pipe.put(bytes(memoryview(buffer)[:n]))
@@ -151,7 +155,7 @@ class Search(ImageFilter):
                 self._record(data, search_tar(tar, self.matches, what))
 
     @contextlib.contextmanager
-    def _teed(self, data: LayerData) -> Iterator[BinaryIO]:
+    def _teed(self, data: LayerData) -> Iterator[streams.Readable]:
         pipe = _Pipe()
         errors: list[BaseException] = []
 
@@ -159,7 +163,8 @@ class Search(ImageFilter):
             try:
                 buf = streams.buffered(pipe)
                 plain = streams.decompressing(buf, streams.sniff(buf), f"layer {data.layer.index}")
-                self._record(data, search_tar(plain, self.matches, f"layer {data.layer.index}"))
+                self._record(data, search_tar(streams.buffered(plain), self.matches,
+                                              f"layer {data.layer.index}"))
             except BaseException as e:  # noqa: BLE001 - re-raised by the reading thread
                 errors.append(e)
             while pipe.read(streams.CHUNK):  # never leave the reader blocked
@@ -169,7 +174,7 @@ class Search(ImageFilter):
         thread.start()
         try:
             with data.open_blob() as blob:
-                yield _Tee(blob, pipe)  # type: ignore[misc]  # a RawIOBase is binary IO
+                yield _Tee(blob, pipe)
         finally:
             pipe.put(None)
             thread.join()

@@ -174,19 +174,18 @@ def parse(data: bytes, content_type: str | None = None, where: str = "manifest",
     annotations = doc.get("annotations") or {}
     if not isinstance(annotations, dict):
         raise CorruptImageError(f"{where}: annotations is not a map")
-    common = dict(data=data, media_type=media_type, digest=digests.of_bytes(data),
-                  subject=subject, artifact_type=artifact_type, annotations=annotations)
+    digest = digests.of_bytes(data)
     if media_type in mt.INDEXES:
         entries = doc.get("manifests")
         if not isinstance(entries, list):
             raise CorruptImageError(f"{where}: no 'manifests' list")
-        return Index(**common, manifests=tuple(  # type: ignore[arg-type]
+        return Index(data, media_type, digest, subject, artifact_type, annotations, tuple(
             Descriptor.parse(e, f"{where} entry {i}") for i, e in enumerate(entries)))
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise CorruptImageError(f"{where}: no 'layers' list")
     default_layer = mt.layer_type(mt.family_of(media_type), "gzip")
-    return Manifest(**common,  # type: ignore[arg-type]
+    return Manifest(data, media_type, digest, subject, artifact_type, annotations,
                     config=Descriptor.parse(doc.get("config"), f"{where} config"),
                     layers=tuple(Descriptor.parse(d, f"{where} layer {i}", default_layer)
                                  for i, d in enumerate(layers)))

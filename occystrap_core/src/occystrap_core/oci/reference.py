@@ -172,14 +172,14 @@ def _why_not(text: str) -> str:
         return f"{text.split('@', 1)[1]!r} is not a valid digest (expected sha256:<64 hex>)"
     if not name:
         return "no repository name"
-    first, slash, rest = name.partition("/")
-    if slash and _is_domain(first):
+    first, separator, rest = name.partition("/")
+    if separator and _is_domain(first):
         if not DOMAIN_RE.match(first):
             return f"invalid registry host {first!r}"
         name = rest
         if not name:
             return "no repository name"
-    elif not slash and name.startswith("["):
+    elif not separator and name.startswith("["):
         return "names a registry but no repository (expected HOST[:PORT]/REPO[:TAG])"
     if name != name.lower():
         return "repository name must be lowercase"

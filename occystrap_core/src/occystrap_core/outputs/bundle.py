@@ -21,8 +21,8 @@ from ..api import Image, ImageOutput, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError, OutputExistsError, URIError
 from ..rootfs import TreeWriter
-from ..types import ResolvedURI
 from ..tempfiles import TempDir, sweep, write_atomic
+from ..types import ResolvedURI
 from .common import PRIVATE, local_path
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -93,7 +93,7 @@ def _env(image_env: Any, home: str | None) -> list[str]:
     return env
 
 
-def annotations(config: dict[str, Any]) -> dict[str, str]:
+def spec_annotations(config: dict[str, Any]) -> dict[str, str]:
     """The image-spec conversion's annotations: labels, then the fields without a place
     of their own in a runtime spec."""
     cc = config.get("config") or {}
@@ -131,7 +131,7 @@ def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str,
     ] + volumes
     return {
         "ociVersion": "1.0.2",
-        "annotations": annotations(config),
+        "annotations": spec_annotations(config),
         "process": {"terminal": False, "user": user, "args": args, "env": env,
                     "cwd": cc.get("WorkingDir") or "/",
                     "capabilities": {k: list(_CAPS) for k in

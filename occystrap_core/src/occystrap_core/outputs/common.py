@@ -39,7 +39,7 @@ def ensure_dir(path: str, mode: int = 0o777) -> bool:
 def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
     """Copy ``src`` to ``dst``; the sha256 digest and size of what was copied."""
     reader = streams.HashingReader(src)
-    size = streams.copy(streams.buffered(reader), dst)  # type: ignore[arg-type]
+    size = streams.copy(streams.buffered(reader), dst)
     return reader.digest, size
 
 

@@ -29,8 +29,8 @@ from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError
 from ..rootfs import TreeWriter
-from ..types import ResolvedURI
 from ..tempfiles import AtomicFile, TempDir, sweep, write_atomic
+from ..types import ResolvedURI
 from .common import PRIVATE, copy_hashing, ensure_dir, hash_file, hex_name, local_path
 
 
@@ -140,8 +140,8 @@ class DirOutput(ImageOutput):
         for i, diff_id in enumerate(diff_ids):
             with open(os.path.join(self.path, self._layer_file(diff_id)), "rb") as f:
                 # re-hashed while extracting: a shared layer from an earlier run is checked too
-                checked = streams.HashingReader(f, diff_id, what=f"stored layer {i}")  # type: ignore
-                tree.apply(streams.buffered(checked), f"layer {i}")  # type: ignore[arg-type]
+                checked = streams.HashingReader(f, diff_id, what=f"stored layer {i}")
+                tree.apply(streams.buffered(checked), f"layer {i}")
         tree.close()
         final = os.path.join(self.path, name)
         if os.path.lexists(final):

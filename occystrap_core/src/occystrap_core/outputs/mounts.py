@@ -20,8 +20,8 @@ from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError, UnsupportedError
 from ..rootfs import TreeWriter
-from ..types import ResolvedURI
 from ..tempfiles import TempDir, sweep, write_atomic
+from ..types import ResolvedURI
 from .common import PRIVATE, ensure_dir, hash_file, hex_name, local_path
 
 
@@ -65,8 +65,8 @@ class MountsOutput(ImageOutput):
         os.mkdir(temp, 0o755)
         tree = TreeWriter(temp, overlay=True)
         with data.open_tar() as tar:
-            hashing = streams.HashingReader(tar)  # type: ignore[arg-type]
-            tree.apply(streams.buffered(hashing), f"layer {data.layer.index}")  # type: ignore
+            hashing = streams.HashingReader(tar)
+            tree.apply(streams.buffered(hashing), f"layer {data.layer.index}")
         tree.close()
         diff_id = hashing.digest
         final = os.path.join(self.path, hex_name(diff_id, "diff_id"))

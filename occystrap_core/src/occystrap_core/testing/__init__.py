@@ -59,7 +59,8 @@ class FakeEntryPoint:
         return self._target
 
 
-def plugin_module(*hookimpls: Callable[..., Any], name: str = "occystrap_test_plugin") -> ModuleType:
+def plugin_module(*hookimpls: Callable[..., Any],
+                  name: str = "occystrap_test_plugin") -> ModuleType:
     """A plugin made of ``@hookimpl`` functions, each under its own ``__name__``.
 
     A module object, like what an entry point loads; pluggy needs plugins hashable, which
@@ -88,7 +89,8 @@ def register_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeEntryP
     real = _plugins.discover_entry_points
     monkeypatch.setattr(_plugins, "discover_entry_points", lambda: real() + tuple(extra))
 
-    def register(obj: Any, name: str = "occystrap-test-plugin", version: str = "1.0") -> FakeEntryPoint:
+    def register(obj: Any, name: str = "occystrap-test-plugin",
+                 version: str = "1.0") -> FakeEntryPoint:
         ep = FakeEntryPoint(name, obj, version=version)
         extra.append(ep)
         return ep

@@ -86,7 +86,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import h2.config
@@ -234,7 +234,9 @@ class FaultFront:
         self._error, self._port = None, None
         if self.tls:
             self._make_certificates()
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="fault-front", daemon=True)
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._main(),), name="fault-front", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(15) or self._port is None:
             self.stop()
@@ -257,7 +259,10 @@ class FaultFront:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -350,11 +355,15 @@ class FaultFront:
                 timeout=httpx.Timeout(60, connect=10),
                 follow_redirects=False,
                 # Cookies are the client's business: keep none here, or clients would share them.
-                cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+                cookies=http.cookiejar.CookieJar(
+                    http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+                ),
             )
             for name in list(self._client.headers):  # send the client's headers, not httpx's
                 del self._client.headers[name]
-            server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0, ssl=self._server_ssl)
+            server = await asyncio.start_server(
+                self._on_connect, "127.0.0.1", 0, ssl=self._server_ssl
+            )
             self._port = server.sockets[0].getsockname()[1]
         except OSError as exc:  # start() reports it (a bind error, an unreadable CA file)
             self._error = exc
@@ -396,7 +405,10 @@ class FaultFront:
             except h11.RemoteProtocolError:
                 # Not HTTP (e.g. a TLS probe of a client trying https first): say so, then hang up.
                 with contextlib.suppress(h11.ProtocolError):
-                    writer.write(conn.send(h11.Response(status_code=400, headers=[("Content-Length", "0")])) or b"")
+                    writer.write(
+                        conn.send(h11.Response(status_code=400, headers=[("Content-Length", "0")]))
+                        or b""
+                    )
                 return
             if not isinstance(event, h11.Request):
                 return
@@ -448,7 +460,9 @@ class FaultFront:
         except httpx.HTTPError as exc:
             if ex.gone:
                 raise _ClientGone from exc
-            body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": f"upstream: {exc!r}"}]}).encode()
+            body = json.dumps(
+                {"errors": [{"code": "UNAVAILABLE", "message": f"upstream: {exc!r}"}]}
+            ).encode()
             await self._send_whole(ex, hit, 502, _JSON, body)
             return
         try:
@@ -470,7 +484,10 @@ class FaultFront:
         assert self._client is not None
         headers = [(k, v) for k, v in ex.headers if k.lower() not in _HOP_BY_HOP]
         request = self._client.build_request(
-            ex.method, self.upstream + ex.target, headers=headers, content=ex.body() if ex.has_body else None
+            ex.method,
+            self.upstream + ex.target,
+            headers=headers,
+            content=ex.body() if ex.has_body else None,
         )
         return await self._client.send(request, stream=True)
 
@@ -478,13 +495,17 @@ class FaultFront:
         if fault.kind == "status":
             await self._send_whole(ex, hit, fault.status, _error_headers(fault), ERROR_BODY)
         elif fault.kind == "html":
-            await self._send_whole(ex, hit, 200, [(b"content-type", b"text/html; charset=utf-8")], PORTAL_BODY)
+            await self._send_whole(
+                ex, hit, 200, [(b"content-type", b"text/html; charset=utf-8")], PORTAL_BODY
+            )
         else:
             assert fault.location is not None
             location = fault.location.rstrip("/") + ex.target
             await self._send_whole(ex, hit, 307, [(b"location", location.encode())], b"")
 
-    async def _send_whole(self, ex: _Exchange, hit: Hit, status: int, headers: Headers, body: bytes) -> None:
+    async def _send_whole(
+        self, ex: _Exchange, hit: Hit, status: int, headers: Headers, body: bytes
+    ) -> None:
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         self._note(hit, status=status)
         await ex.send_head(status, headers)
@@ -492,12 +513,16 @@ class FaultFront:
             await ex.send(body)
         await ex.end()
 
-    async def _relay(self, ex: _Exchange, hit: Hit, response: httpx.Response, fault: Fault | None) -> None:
+    async def _relay(
+        self, ex: _Exchange, hit: Hit, response: httpx.Response, fault: Fault | None
+    ) -> None:
         status = response.status_code
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         if fault is not None and not 200 <= status < 300:
             fault = None
-        upload_base = fault.location if fault is not None and fault.kind == "redirect_upload" else None
+        upload_base = (
+            fault.location if fault is not None and fault.kind == "redirect_upload" else None
+        )
         headers = self._rewrite_locations(headers, upload_base)
         bodyless = ex.method == "HEAD" or status in (204, 304)
         announced = _get(headers, b"content-length")
@@ -515,8 +540,11 @@ class FaultFront:
         await _pump(ex, plan)
         await {"end": ex.end, "close": ex.close, "reset": ex.reset}[plan.finish]()
 
-    def _plan(self, fault: Fault, plan: _Plan, length: int, bodyless: bool, whole: bytes | None) -> _Plan:
-        """How to apply a response fault; ``plan`` (unchanged, no kind) when it would change nothing."""
+    def _plan(
+        self, fault: Fault, plan: _Plan, length: int, bodyless: bool, whole: bytes | None
+    ) -> _Plan:
+        """How to apply a response fault; ``plan`` (unchanged, no kind) when it would
+        change nothing."""
         kind, headers = fault.kind, plan.headers
         empty = bodyless or length == 0
         if (empty and kind in ("truncate", "corrupt", "short_length", "trickle")) or (
@@ -534,13 +562,18 @@ class FaultFront:
                 faulty.headers = _set(headers, b"content-length", str(cut).encode())
             faulty.finish = {"reset": "reset", "truncate": "close"}.get(kind, "end")
         elif kind == "long_length":
-            faulty.headers, faulty.finish = _set(headers, b"content-length", str(length + 1).encode()), "close"
+            faulty.headers, faulty.finish = (
+                _set(headers, b"content-length", str(length + 1).encode()),
+                "close",
+            )
         elif kind in ("wrong_digest", "strip_digest"):
             digest = _get(headers, b"docker-content-digest")
             if digest is None:
                 return plan
             other = b"sha256:" + hashlib.sha256(b"not " + digest).hexdigest().encode()
-            faulty.headers = _set(headers, b"docker-content-digest", other if kind == "wrong_digest" else None)
+            faulty.headers = _set(
+                headers, b"docker-content-digest", other if kind == "wrong_digest" else None
+            )
         elif kind == "reindent":
             try:
                 body = json.dumps(json.loads(whole or b""), indent=3).encode()
@@ -559,7 +592,11 @@ class FaultFront:
 
     def _offset(self, fault: Fault, length: int, top: int) -> int:
         """``fault.offset`` capped to ``top``, or a seeded random offset inside the body."""
-        return min(max(fault.offset, 0), top) if fault.offset is not None else self._rng.randrange(length)
+        return (
+            min(max(fault.offset, 0), top)
+            if fault.offset is not None
+            else self._rng.randrange(length)
+        )
 
     def _rewrite_locations(self, headers: Headers, upload_base: str | None) -> Headers:
         out = []
@@ -568,7 +605,11 @@ class FaultFront:
                 text = value.decode("latin-1")
                 if upload_base is not None:
                     parts = urlsplit(text)
-                    text = upload_base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+                    text = (
+                        upload_base.rstrip("/")
+                        + parts.path
+                        + (f"?{parts.query}" if parts.query else "")
+                    )
                 elif text.lower().startswith(self._origin):
                     text = self.url + text[len(self._origin) :]
                 value = text.encode("latin-1")
@@ -632,7 +673,8 @@ def _get(headers: Headers, name: bytes) -> bytes | None:
 
 
 def _set(headers: Headers, name: bytes, value: bytes | None) -> Headers:
-    """``headers`` with the ``name`` (lower-case) header set to ``value`` in place (None: removed)."""
+    """``headers`` with the ``name`` (lower-case) header set to ``value`` in place
+    (None: removed)."""
     at = next((i for i, (k, _) in enumerate(headers) if k.lower() == name), len(headers))
     out = [(k, v) for k, v in headers if k.lower() != name]
     if value is not None:
@@ -672,7 +714,9 @@ async def _flushed(writer: asyncio.StreamWriter, timeout: float = 2.0) -> None:
     quiet = 0
     while quiet < 2 and loop.time() < deadline:  # twice: the loop may still be moving bytes
         await asyncio.sleep(0.002)
-        quiet = quiet + 1 if not writer.transport.get_write_buffer_size() and not _unsent(writer) else 0
+        quiet = (
+            quiet + 1 if not writer.transport.get_write_buffer_size() and not _unsent(writer) else 0
+        )
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
@@ -733,14 +777,21 @@ class _H1Exchange(_Exchange):
     http_version = "HTTP/1.1"
 
     def __init__(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: h11.Request
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
     ):
         self.conn, self.reader, self.writer = conn, reader, writer
         self.method = request.method.decode("ascii")
         self.target = request.target.decode("latin-1")
         self.headers = list(request.headers.raw_items())
         length = _get(self.headers, b"content-length")
-        self.has_body = _get(self.headers, b"transfer-encoding") is not None or length not in (None, b"0")
+        self.has_body = _get(self.headers, b"transfer-encoding") is not None or length not in (
+            None,
+            b"0",
+        )
         self.ended = False  # the connection was closed or aborted: no next request on it
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -792,7 +843,9 @@ class _H1Exchange(_Exchange):
         _abort(self.writer)
 
     def alive(self) -> bool:
-        return not (self.reader.at_eof() or self.reader.exception() is not None or self.writer.is_closing())
+        return not (
+            self.reader.at_eof() or self.reader.exception() is not None or self.writer.is_closing()
+        )
 
 
 def _reason(status: int) -> bytes:
@@ -805,7 +858,9 @@ def _reason(status: int) -> bytes:
 class _H2Connection:
     """Serves one HTTP/2 connection: a reader loop, and one task per stream."""
 
-    def __init__(self, front: FaultFront, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self, front: FaultFront, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
         self.front, self.reader, self.writer = front, reader, writer
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
@@ -830,7 +885,9 @@ class _H2Connection:
     async def run(self) -> None:
         self.h2.initiate_connection()
         codes = h2.settings.SettingCodes
-        self.h2.update_settings({codes.INITIAL_WINDOW_SIZE: _H2_WINDOW, codes.MAX_CONCURRENT_STREAMS: 256})
+        self.h2.update_settings(
+            {codes.INITIAL_WINDOW_SIZE: _H2_WINDOW, codes.MAX_CONCURRENT_STREAMS: 256}
+        )
         self.h2.increment_flow_control_window(_H2_CONNECTION_WINDOW - 65535)
         self.write()
         try:
@@ -947,7 +1004,10 @@ class _H2Exchange(_Exchange):
         await self.owner.flush()
 
     async def send_head(self, status: int, headers: Headers) -> None:
-        head = [(b":status", str(status).encode()), *((k.lower(), v) for k, v in headers)]  # h2 wants lower case
+        head = [
+            (b":status", str(status).encode()),
+            *((k.lower(), v) for k, v in headers),
+        ]  # h2 wants lower case
         await self._do(self.owner.h2.send_headers, head)
 
     async def send(self, data: bytes) -> None:
@@ -998,11 +1058,11 @@ def fault_front_factory() -> Iterator[Callable[..., FaultFront]]:
     """
     fronts: list[FaultFront] = []
 
-    def make(upstream: str | _Upstream, **kwargs: object) -> FaultFront:
+    def make(upstream: str | _Upstream, **kwargs: Any) -> FaultFront:
         if not isinstance(upstream, str):
             kwargs.setdefault("upstream_ca", upstream.ca_cert)
             upstream = upstream.url
-        front = FaultFront(upstream, **kwargs)  # type: ignore[arg-type]
+        front = FaultFront(upstream, **kwargs)
         fronts.append(front)
         front.start()
         return front

@@ -181,7 +181,7 @@ def write_docker_archive(path: str, images: Iterable[SampleImage], *, layout: st
     for image in images:
         ids = _v1_ids(image)
         layer_paths = []
-        for layer, diff_id, v1 in zip(image.layers, image.diff_ids, ids):
+        for layer, diff_id, v1 in zip(image.layers, image.diff_ids, ids, strict=True):
             if layout == "docker25":
                 layer_paths.append(f"blobs/sha256/{_hex(diff_id)}")
                 out.file(layer_paths[-1], layer)
@@ -256,7 +256,7 @@ def oci_blobs(images: Iterable[SampleImage], refs: Sequence[str | None] | None =
     refs = list(refs) if refs is not None else [image.tag for image in images]
     files: dict[str, bytes] = {}
     entries = []
-    for image, ref in zip(images, refs):
+    for image, ref in zip(images, refs, strict=True):
         blobs = [(mt.OCI_LAYER_GZIP, gzip.compress(l, mtime=0)) if compress
                  else (mt.OCI_LAYER_TAR, l) for l in image.layers]
         manifest = _oci_manifest(image, blobs)

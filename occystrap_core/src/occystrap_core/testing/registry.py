@@ -160,7 +160,11 @@ def _write_htpasswd(path: Path, users: Sequence[User]) -> None:
 
 
 def _wait_ready(
-    process: subprocess.Popen[bytes], url: str, ctx: ssl.SSLContext | None, log: Path, timeout: float
+    process: subprocess.Popen[bytes],
+    url: str,
+    ctx: ssl.SSLContext | None,
+    log: Path,
+    timeout: float,
 ) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(verify=ctx or False, timeout=2, trust_env=False) as client:
@@ -192,7 +196,8 @@ def start_registry(
     access_log: bool = False,
     startup_timeout: float = 15.0,
 ) -> RegistryServer:
-    """Start ``docker-registry`` in ``mode`` with everything under ``workdir``; call ``stop()`` after.
+    """Start ``docker-registry`` in ``mode`` with everything under ``workdir``; call
+    ``stop()`` after.
 
     ``tls`` overrides the mode's default (HTTP for ``plain``, HTTPS for the others).
     ``access_log`` writes one line per request to the log (see ``RegistryServer.requests``).
@@ -225,7 +230,9 @@ def start_registry(
         (workdir / "certs").mkdir(exist_ok=True)
         ca.cert_pem.write_to_path(str(workdir / "certs" / "ca.crt"))
         leaf.private_key_pem.write_to_path(str(workdir / "server.key"))
-        (workdir / "server.crt").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        (workdir / "server.crt").write_bytes(
+            b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        )
         http["tls"] = {
             "certificate": str(workdir / "server.crt"),
             "key": str(workdir / "server.key"),
@@ -271,7 +278,9 @@ def start_registry(
                 )
             scheme: Literal["http", "https"] = "https" if use_tls else "http"
             try:
-                _wait_ready(process, f"{scheme}://127.0.0.1:{port}", client_ctx, log, startup_timeout)
+                _wait_ready(
+                    process, f"{scheme}://127.0.0.1:{port}", client_ctx, log, startup_timeout
+                )
             except _PortTaken:
                 continue
             break
@@ -301,7 +310,9 @@ def start_registry(
 
 
 def skopeo_args(
-    server: RegistryServer, side: Literal["src", "dest"] | None = None, creds: bool | tuple[str, str] = True
+    server: RegistryServer,
+    side: Literal["src", "dest"] | None = None,
+    creds: bool | tuple[str, str] = True,
 ) -> list[str]:
     """TLS and credential flags for a skopeo subcommand talking to ``server``.
 

@@ -67,7 +67,9 @@ def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
     SHA-256 of the DER SubjectPublicKeyInfo, first 240 bits, base32 without padding,
     in 12 colon-separated groups of 4.
     """
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     digest = hashes.Hash(hashes.SHA256())
     digest.update(der)
     b32 = base64.b32encode(digest.finalize()[:30]).decode().rstrip("=")
@@ -99,7 +101,9 @@ class _ThreadingHTTPServer(ThreadingHTTPServer):
         sock, addr = super().get_request()
         if self.ssl_context is not None:
             # Handshake lazily in the handler thread so a stalled client cannot block accept().
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
         return sock, addr
 
 
@@ -211,7 +215,9 @@ class TokenServer:
         token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
         with self._lock:
             self._issued.append(token)
-        issued_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat().replace("+00:00", "Z")
+        issued_at = (
+            datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat().replace("+00:00", "Z")
+        )
         return token, self.expires_in, issued_at
 
     def _new_refresh_token(self, user: User) -> str:
@@ -240,7 +246,9 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean; requests are recorded instead
 
-        def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        def _reply(
+            self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -256,17 +264,25 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
                 if urllib.parse.urlsplit(self.path).path != "/token":
                     raise _Reject(404, "not_found", "no such endpoint")
                 if params.get("service", [None])[0] != server.service:
-                    raise _Reject(400, "invalid_request", f"unknown service, expected {server.service!r}")
+                    raise _Reject(
+                        400, "invalid_request", f"unknown service, expected {server.service!r}"
+                    )
                 body, username = (self._get if method == "GET" else self._post)(params, scopes)
             except _Reject as rej:
-                server._record(TokenRequest(method, rej.user, tuple(scopes), grant_type, rej.status))
+                server._record(
+                    TokenRequest(method, rej.user, tuple(scopes), grant_type, rej.status)
+                )
                 extra = {"WWW-Authenticate": 'Basic realm="token"'} if rej.status == 401 else None
-                self._reply(rej.status, {"error": rej.error, "error_description": rej.description}, extra)
+                self._reply(
+                    rej.status, {"error": rej.error, "error_description": rej.description}, extra
+                )
                 return
             server._record(TokenRequest(method, username, tuple(scopes), grant_type, 200))
             self._reply(200, body)
 
-        def _get(self, params: dict[str, list[str]], scopes: list[str]) -> tuple[dict[str, Any], str | None]:
+        def _get(
+            self, params: dict[str, list[str]], scopes: list[str]
+        ) -> tuple[dict[str, Any], str | None]:
             user = None
             header = self.headers.get("Authorization", "")
             if header:
@@ -281,12 +297,19 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
                 if user is None:
                     raise _Reject(401, "invalid_client", "wrong username or password", username)
             token, expires_in, issued_at = server._issue(user, scopes)
-            body = {"token": token, "access_token": token, "expires_in": expires_in, "issued_at": issued_at}
+            body = {
+                "token": token,
+                "access_token": token,
+                "expires_in": expires_in,
+                "issued_at": issued_at,
+            }
             if user and params.get("offline_token", [""])[0] == "true":
                 body["refresh_token"] = server._new_refresh_token(user)
             return body, user.name if user else None
 
-        def _post(self, params: dict[str, list[str]], scopes: list[str]) -> tuple[dict[str, Any], str | None]:
+        def _post(
+            self, params: dict[str, list[str]], scopes: list[str]
+        ) -> tuple[dict[str, Any], str | None]:
             first = {key: values[0] for key, values in params.items()}
             if not first.get("client_id"):
                 raise _Reject(400, "invalid_request", "client_id is required")
@@ -294,13 +317,17 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             if grant_type == "password":
                 user = server._authenticate(first.get("username", ""), first.get("password", ""))
                 if user is None:
-                    raise _Reject(401, "invalid_grant", "wrong username or password", first.get("username"))
+                    raise _Reject(
+                        401, "invalid_grant", "wrong username or password", first.get("username")
+                    )
             elif grant_type == "refresh_token":
                 user = server._user_for_refresh(first.get("refresh_token", ""))
                 if user is None:
                     raise _Reject(401, "invalid_grant", "unknown refresh token")
             else:
-                raise _Reject(400, "unsupported_grant_type", f"unsupported grant_type {grant_type!r}")
+                raise _Reject(
+                    400, "unsupported_grant_type", f"unsupported grant_type {grant_type!r}"
+                )
             token, expires_in, issued_at = server._issue(user, scopes)
             body: dict[str, Any] = {
                 "access_token": token,

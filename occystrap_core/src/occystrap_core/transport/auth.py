@@ -38,7 +38,7 @@ import base64
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Generator, Iterable
+from typing import Any, Generator, Iterable
 
 import httpx
 
@@ -85,12 +85,17 @@ def _quoted(header: str, pos: int) -> tuple[str, int]:
     return "".join(out), pos  # unterminated: be lenient, take the rest
 
 
+def _end(match: re.Match[str] | None) -> int:
+    assert match is not None, "the pattern matches the empty string"
+    return match.end()
+
+
 def parse_challenges(header: str) -> list[Challenge]:
     """Every challenge in ``header``, e.g. ``Bearer realm="..",scope="..", Basic realm=".."``."""
     challenges: list[Challenge] = []
     pos = 0
     while pos < len(header):
-        pos = _SPACE.match(header, pos).end()
+        pos = _end(_SPACE.match(header, pos))
         name = _TOKEN.match(header, pos)
         if not name:
             break  # garbage: keep what was understood
@@ -107,7 +112,7 @@ def parse_challenges(header: str) -> list[Challenge]:
                 value, pos = _quoted(header, pos)
             else:
                 bare = _BARE_VALUE.match(header, pos)
-                value, pos = bare.group(), bare.end()
+                value, pos = (bare.group(), bare.end()) if bare else ("", pos)
             challenges[-1].params.setdefault(name.group().lower(), value)
         else:
             challenges.append(Challenge(name.group().lower()))
@@ -340,13 +345,17 @@ class RegistryAuth(httpx.Auth):
         realm, service, scopes = key
         creds = self.credentials
         host = original.url.netloc.decode()
-        common = {"headers": {"User-Agent": original.headers.get("user-agent", CLIENT_ID)},
-                  "extensions": {k: v for k, v in original.extensions.items() if k == "timeout"}}
+        common: dict[str, Any] = {
+            "headers": {"User-Agent": original.headers.get("user-agent", CLIENT_ID)},
+            "extensions": {k: v for k, v in original.extensions.items() if k == "timeout"}}
         if creds and creds.token:
             response = yield self._oauth(key, {"grant_type": "refresh_token",
                                                "refresh_token": creds.token}, common)
         else:
-            params = ([("service", service)] if service else []) + [("scope", s) for s in scopes]
+            params: list[tuple[str, str | int | float | bool | None]] = []
+            if service:
+                params.append(("service", service))
+            params.extend(("scope", s) for s in scopes)
             request = httpx.Request("GET", realm, params=params, **common)
             if creds and creds.username:
                 request.headers["Authorization"] = _basic(creds)

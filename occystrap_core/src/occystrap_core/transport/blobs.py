@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from typing import BinaryIO, Iterator, Mapping
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 import httpx
 
@@ -121,7 +124,7 @@ class BlobReader(io.RawIOBase):
         self._again(reason)
         self.open()
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         """Fills ``buffer`` from as many network chunks as it takes (up to EOF): the
         readers stacked above then run once per buffer, not once per TLS record."""
         view = memoryview(buffer).cast("B")
@@ -192,7 +195,7 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
         reader.open()
         raw: io.RawIOBase = reader
         if digest or size is not None:
-            raw = HashingReader(reader, expected=digest, size=size, what=what)  # type: ignore[arg-type]
-        yield buffered(raw)  # type: ignore[misc]
+            raw = HashingReader(reader, expected=digest, size=size, what=what)
+        yield buffered(raw)
     finally:
         reader.close()

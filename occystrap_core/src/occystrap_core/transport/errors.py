@@ -97,7 +97,7 @@ def status_error(response: httpx.Response, what: str, expected: Iterable[int] = 
     message = f"{what} on {host}: HTTP {status} {response.reason_phrase}{detail}"
     error = error_for_status(status, message, not_found=f"{what} on {host}: not found{detail}",
                              auth_hint=auth_hint)
-    error.response = response  # type: ignore[attr-defined]
+    error.response = response
     return error
 
 

@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 import requests
 import requests_unixsocket
+
+from occystrap_core import streams
 from occystrap_core.context import Settings
 from occystrap_core.errors import (
     OccystrapError,
@@ -26,8 +28,6 @@ from occystrap_core.errors import (
 )
 from occystrap_core.oci.platform import Platform
 from occystrap_core.transport.errors import MAX_ERROR_BODY, detail_of, error_for_status
-
-from occystrap_core import streams
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # Anonymous credentials: Docker rejects a push without the header.

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
-
 from occystrap_core import hookimpl
+from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 
 _SOCKET = OptionSpec("socket", help="daemon socket path (default: DOCKER_HOST=unix://..., "
                                     "else /var/run/docker.sock)")

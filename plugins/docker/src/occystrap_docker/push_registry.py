@@ -26,12 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from occystrap_core import digest as digests
+from occystrap_core import streams
 from occystrap_core.errors import OccystrapError
 from occystrap_core.oci.manifest import MAX_MANIFEST, Manifest, parse
 from occystrap_core.oci.reference import PATH_PATTERN, TAG_PATTERN
-
-from occystrap_core import digest as digests
-from occystrap_core import streams
 
 log = logging.getLogger("occystrap.dockerpush")
 
@@ -200,7 +199,7 @@ class _TLSServer(ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve a host name we never use.
-        socket.socket.bind(self.socket, self.server_address)  # type: ignore[arg-type]
+        socket.socket.bind(self.socket, self.server_address)
         self.server_address = self.socket.getsockname()
         self.server_name, self.server_port = LOOPBACK, self.server_address[1]
 
@@ -224,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.do_handshake()  # type: ignore[attr-defined]
+        self.connection.do_handshake()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("embedded registry: " + format, *args)
@@ -329,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with open(self.registry.blob_path(digest), "rb") as f:
             self._send(200, headers, length=size)
-            streams.copy(f, self.wfile)  # type: ignore[arg-type]
+            streams.copy(f, self.wfile)
 
     _blob_get = _blob_head
 

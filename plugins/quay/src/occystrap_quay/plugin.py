@@ -13,10 +13,16 @@ from typing import Iterator
 from urllib.parse import urlencode
 
 from occystrap_core import hookimpl
-from occystrap_core.types import (ClientFactory, Credentials, GlobalOption, InputSource,
-                                  OptionSpec, ResolvedURI, lazy)
+from occystrap_core.types import (
+    ClientFactory,
+    Credentials,
+    GlobalOption,
+    InputSource,
+    OptionSpec,
+    ResolvedURI,
+    lazy,
+)
 from occystrap_core.uri import parse_uri
-
 
 SCHEME = "quay"
 _PREFIX = f"{SCHEME}://"

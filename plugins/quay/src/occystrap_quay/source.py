@@ -15,7 +15,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from occystrap_core.api import BulkItem, ImageSet
@@ -89,7 +89,7 @@ def parse_since(value: str | None) -> float | None:
     except ValueError:
         raise URIError(f"quay://: since={value!r} is not a date (YYYY-MM-DD)") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

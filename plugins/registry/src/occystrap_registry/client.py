@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import httpx
 
-from occystrap_core.oci.reference import Reference
 from occystrap_core.errors import OccystrapError, TransportError
+from occystrap_core.oci.reference import Reference
 from occystrap_core.transport.auth import RegistryAuth
 from occystrap_core.transport.clock import get_clock
 from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ClientConfig, ClientRequest, Credentials, ResolvedURI, Role
-
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context

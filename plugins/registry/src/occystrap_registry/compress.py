@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from occystrap_core.errors import URIError
 from occystrap_core.streams import CHUNK
@@ -80,8 +80,10 @@ def _compressor(sink: _HashingFile, compression: str, level: int) -> BinaryIO:
     if compression == "zstd":
         import zstandard
 
-        return zstandard.ZstdCompressor(level=level).stream_writer(sink, closefd=False)
-    return sink  # type: ignore[return-value]
+        # _HashingFile has the write/flush/close the writer calls
+        return zstandard.ZstdCompressor(level=level).stream_writer(cast(BinaryIO, sink),
+                                                                   closefd=False)
+    return cast(BinaryIO, sink)
 
 
 def spool(tar: BinaryIO, compression: str, level: int | None, temp_dir: str) -> Spooled:
@@ -103,7 +105,7 @@ def spool(tar: BinaryIO, compression: str, level: int | None, temp_dir: str) -> 
                         break
                     out.write(data)
             finally:
-                if out is not sink:
+                if compression in ("gzip", "zstd"):  # a compressor, not the sink itself
                     out.close()  # also stops the compression thread after a failure
     except BaseException:
         os.unlink(path)

@@ -14,8 +14,15 @@ from urllib.parse import unquote, urlencode
 from occystrap_core import hookimpl
 from occystrap_core.digest import is_valid
 from occystrap_core.errors import URIError
-from occystrap_core.types import (ClientFactory, Credentials, InputSource, OptionSpec,
-                                  OutputTarget, ResolvedURI, lazy)
+from occystrap_core.types import (
+    ClientFactory,
+    Credentials,
+    InputSource,
+    OptionSpec,
+    OutputTarget,
+    ResolvedURI,
+    lazy,
+)
 from occystrap_core.uri import parse_uri
 
 SCHEME = "registry"

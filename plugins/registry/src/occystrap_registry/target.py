@@ -20,14 +20,21 @@ from typing import TYPE_CHECKING
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import (MOUNTED, Image, ImageIndex, ImageOutput, Layer, LayerData,
-                                ManifestSummary, OutputResult)
+from occystrap_core.api import (
+    MOUNTED,
+    Image,
+    ImageIndex,
+    ImageOutput,
+    Layer,
+    LayerData,
+    ManifestSummary,
+    OutputResult,
+)
+from occystrap_core.errors import CorruptImageError, ImageNotFoundError, OccystrapError, URIError
 from occystrap_core.oci import convert
 from occystrap_core.oci.manifest import Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key, same_registry
-from occystrap_core.errors import (CorruptImageError, ImageNotFoundError, OccystrapError,
-                                   URIError)
 from occystrap_core.streams import CHUNK
 from occystrap_core.transport.blobs import open_blob
 from occystrap_core.transport.errors import status_error
@@ -43,7 +50,6 @@ if TYPE_CHECKING:
     from occystrap_core.api import Mounted
     from occystrap_core.context import Context
 
-_UNKNOWN = object()  # the destination tag's digest before the HEAD that finds it
 
 
 class RegistryOutput(ImageOutput):
@@ -61,7 +67,8 @@ class RegistryOutput(ImageOutput):
         self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
         self.location = f"registry://{self.ref.domain}/{self.ref.path}"
         self._lock = threading.Lock()
-        self._remote: object = _UNKNOWN
+        self._remote: str | None = None
+        self._remote_known = False  # the destination tag's digest was asked for
         self._depth = 0  # indexes open: their images (and nested ones) go by digest
         self._claims: set[str] = set()  # digests this output is uploading for the whole run
         self._family = "oci"
@@ -102,14 +109,15 @@ class RegistryOutput(ImageOutput):
 
     def _remote_digest(self) -> str | None:
         """The digest of the manifest the destination reference points at (one HEAD)."""
-        if self._remote is _UNKNOWN:
+        if not self._remote_known:
             response = self.repo.request(
                 "HEAD", self.repo.url("manifests", self.ref.ref),
                 what=f"HEAD manifest {self.ref}", missing_ok=True,
                 headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
             self._remote = None if response.status_code == 404 else \
                 response.headers.get("Docker-Content-Digest")
-        return self._remote  # type: ignore[return-value]
+            self._remote_known = True
+        return self._remote
 
     def _where(self, digest: str) -> str:
         if self.ref.tag and not self._in_index:

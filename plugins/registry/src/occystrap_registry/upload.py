@@ -23,12 +23,12 @@ import io
 import logging
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import httpx
 
 from occystrap_core.errors import AuthError, CorruptImageError, OccystrapError, TransportError
-from occystrap_core.streams import CHUNK
+from occystrap_core.streams import CHUNK, Readable
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
@@ -71,7 +71,7 @@ class _Body:
     """A streamed request body. Reads to EOF, so that a digest-verifying reader runs
     its checks before the body ends; notes whether the source (not the network) failed."""
 
-    def __init__(self, body: BinaryIO):
+    def __init__(self, body: Readable):
         self.body = body
         self.source_failed = False
 
@@ -185,7 +185,7 @@ class Uploader:
         return self.start()
 
     def upload(self, digest: str, size: int | None,
-               open_body: Callable[[], ContextManager[BinaryIO]],
+               open_body: Callable[[], ContextManager[Readable]],
                session: Session | None = None) -> None:
         """Upload the blob ``open_body()`` yields, retried as the run's policy allows.
 
@@ -229,11 +229,11 @@ class Uploader:
         return httpx.URL(location).copy_merge_params({"digest": digest})
 
     def _send(self, method: str, url: str | httpx.URL, what: str, ok: tuple[int, ...],
-              stream: _Body | None = None, **kwargs: object) -> httpx.Response:
+              stream: _Body | None = None, **kwargs: Any) -> httpx.Response:
         """One request of a session: failures a new session may cure raise _Failed."""
         try:
             response = self.client.request(method, url, extensions=dict(_ONCE),
-                                           **kwargs)  # type: ignore[arg-type]
+                                           **kwargs)
         except httpx.HTTPError as e:
             raise _Failed(self.repo.transport_error(what, e)) from None
         except TransportError as e:  # the retry layer translated a network failure
@@ -251,18 +251,18 @@ class Uploader:
             raise _Failed(error, response)
         raise error
 
-    def _put(self, location: str, digest: str, size: int | None, body: BinaryIO) -> None:
+    def _put(self, location: str, digest: str, size: int | None, body: Readable) -> None:
         headers = {"Content-Type": OCTET}
         if size is not None:
             headers["Content-Length"] = str(size)
         what = f"uploading blob {digest}"
         # A stream from the source is read to EOF, so that its checks run.
-        stream = None if body.seekable() else _Body(body)
+        stream = None if isinstance(body, io.IOBase) and body.seekable() else _Body(body)
         response = self._send("PUT", self._finish_url(location, digest), what, (201, 204),
                               stream, content=stream or body, headers=headers)
         check_digest_header(response, digest, what)
 
-    def _patch(self, session: Session, digest: str, body: BinaryIO) -> None:
+    def _patch(self, session: Session, digest: str, body: Readable) -> None:
         what = f"uploading blob {digest} in chunks"
         floor = max(session.min_chunk, PATCH_FLOOR)
         size = max(session.min_chunk, PATCH_CHUNK)

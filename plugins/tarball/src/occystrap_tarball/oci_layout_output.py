@@ -31,6 +31,9 @@ import threading
 from dataclasses import replace
 from typing import Any, Iterator
 
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core import streams
 from occystrap_core.api import (
     Image,
     ImageIndex,
@@ -59,10 +62,6 @@ from occystrap_core.oci.reference import join_stored
 from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
 from occystrap_core.uri import local_path
-
-from occystrap_core import digest as digests
-from occystrap_core import mediatypes as mt
-from occystrap_core import streams
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
@@ -161,7 +160,7 @@ class LayoutOutput(ImageOutput):
     def add_layer(self, data: LayerData) -> None:
         with self._temp() as temp:
             with data.open_blob() as blob:
-                size = streams.copy(streams.buffered(blob), temp.file)  # type: ignore[arg-type]
+                size = streams.copy(streams.buffered(blob), temp.file)
             digest = blob.digest  # checked against layer.digest at EOF when that is known
             self._commit(temp, blob_path(digest, "layer digest"))
         with self._lock:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
-
 from occystrap_core import hookimpl
+from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 
 
 @hookimpl
@@ -31,7 +30,8 @@ def occystrap_input_sources() -> Iterator[InputSource]:
 @hookimpl
 def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(
-        name="tarball", schemes=("tar",), factory=lazy("occystrap_core.archive.output:ArchiveOutput"),
+        name="tarball", schemes=("tar",),
+        factory=lazy("occystrap_core.archive.output:ArchiveOutput"),
         summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH)",
         options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),
                  OptionSpec("compression", help="none (default): uncompressed layer tars; "
