@@ -130,6 +130,14 @@ def test_one_client_per_factory_host_and_credentials():
     assert a.is_closed
 
 
+def test_http2_has_a_tls_context_of_its_own():
+    # httpcore sets ALPN on the context at each connect: shared, an HTTP/1.1 route could
+    # negotiate h2 and then use httpcore's sync HTTP/2, which is unsafe across threads.
+    with make_context() as ctx:
+        assert base.ssl_context(ctx, http2=True) is not base.ssl_context(ctx)
+        assert base.ssl_context(ctx, http2=True) is base.ssl_context(ctx, http2=True)
+
+
 # --- error helpers ----------------------------------------------------------------------
 
 def response(status, **kwargs):

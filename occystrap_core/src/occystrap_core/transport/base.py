@@ -25,9 +25,14 @@ BULK = "occystrap.bulk"
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def ssl_context(ctx: Context) -> ssl.SSLContext:
+def ssl_context(ctx: Context, *, http2: bool = False) -> ssl.SSLContext:
     """The run's TLS settings: verification always on, ``--ca-cert`` replacing the
-    system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS."""
+    system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS.
+
+    HTTP/2 connections get a context of their own: httpcore sets the ALPN protocols on
+    the context at every connect, so with one shared context an HTTP/1.1 connection
+    could now and then offer h2, and then use httpcore's sync HTTP/2, unsafe in threads.
+    """
 
     def build() -> ssl.SSLContext:
         import certifi
@@ -47,7 +52,7 @@ def ssl_context(ctx: Context) -> ssl.SSLContext:
                              f"{e}") from None
         return context
 
-    return ctx.shared(SSL_KEY, build)
+    return ctx.shared(f"{SSL_KEY}.h2" if http2 else SSL_KEY, build)
 
 
 def _has_body(request: httpx.Request) -> bool:
@@ -108,7 +113,8 @@ class ProxyRouter(httpx.BaseTransport):
             if transport is None:
                 s = self.ctx.settings
                 transport = self._routes[(proxy, http2, tls)] = httpx.HTTPTransport(
-                    verify=ssl_context(self.ctx) if tls else _NO_TLS, http2=http2, proxy=proxy,
+                    verify=ssl_context(self.ctx, http2=http2) if tls else _NO_TLS, http2=http2,
+                    proxy=proxy,
                     limits=httpx.Limits(max_connections=s.max_connections,
                                         max_keepalive_connections=s.max_connections))
             return transport
