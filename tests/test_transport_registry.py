@@ -77,9 +77,8 @@ def test_http2_is_negotiated_and_parallel_blob_requests_share_one_connection(reg
 
 
 def test_concurrent_uploads_and_downloads_share_the_client_without_errors(registry_tls):
-    """httpcore's HTTP/2 breaks under concurrent requests with bodies; the transport
-    routes those over HTTP/1.1 and locks the HTTP/2 state, so nothing may fail here
-    even without retries."""
+    """Requests with bodies go over HTTP/1.1 and the rest share one HTTP/2 connection,
+    driven by one event loop, so nothing may fail here even without retries."""
     import hashlib
     import os
 

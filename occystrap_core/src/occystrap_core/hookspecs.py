@@ -247,8 +247,8 @@ def occystrap_transport_layers() -> Iterable[TransportLayer]:
 def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport | None:
     """Provide the innermost network transport for ``host``.
 
-    Stops at the first non-None result; the core's default is an
-    ``httpx.HTTPTransport`` with the run's TLS, HTTP/2, pool and proxy settings.
+    Stops at the first non-None result; the core's default sends each request over
+    HTTP/2 or pooled HTTP/1.1 with the run's TLS, pool and proxy settings.
     This is the seam tests use to put an ``httpx.MockTransport`` under the real
     retry, rate-limit and auth layers.
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ssl
 import threading
 import urllib.request
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ..errors import UsageError
-from . import h2lock
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -55,31 +54,9 @@ def ssl_context(ctx: Context, *, http2: bool = False) -> ssl.SSLContext:
     return ctx.shared(f"{SSL_KEY}.h2" if http2 else SSL_KEY, build)
 
 
-def _has_body(request: httpx.Request) -> bool:
+def has_body(request: httpx.Request) -> bool:
     """Whether httpcore sends the request as headers plus a body (even an empty one)."""
     return "content-length" in request.headers or "transfer-encoding" in request.headers
-
-
-def _translated(error: Exception) -> Exception:
-    """h2's own exceptions (httpcore lets some through, such as a body shorter than its
-    content-length) as the httpx error every layer above knows how to retry."""
-    if type(error).__module__.split(".")[0] != "h2":
-        return error
-    return httpx.RemoteProtocolError(f"HTTP/2: {type(error).__name__}: {error}")
-
-
-class _H2Errors(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream):
-        self.inner = inner
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self.inner
-        except Exception as e:
-            raise _translated(e) from e
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class ProxyRouter(httpx.BaseTransport):
@@ -98,7 +75,6 @@ class ProxyRouter(httpx.BaseTransport):
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
                         if k in ("http", "https", "all", "no") and v}
         self._routes: dict[tuple[str | None, bool, bool], httpx.BaseTransport] = {}
-        h2lock.install()
         self._lock = threading.Lock()
 
     def proxy_for(self, url: httpx.URL) -> str | None:
@@ -111,34 +87,30 @@ class ProxyRouter(httpx.BaseTransport):
         with self._lock:
             transport = self._routes.get((proxy, http2, tls))
             if transport is None:
-                s = self.ctx.settings
-                transport = self._routes[(proxy, http2, tls)] = httpx.HTTPTransport(
-                    verify=ssl_context(self.ctx, http2=http2) if tls else _NO_TLS, http2=http2,
-                    proxy=proxy,
-                    limits=httpx.Limits(max_connections=s.max_connections,
-                                        max_keepalive_connections=s.max_connections))
+                limits = httpx.Limits(max_connections=self.ctx.settings.max_connections,
+                                      max_keepalive_connections=self.ctx.settings.max_connections)
+                if http2:
+                    from .h2 import H2Transport  # imports asyncio: not for plain-HTTP runs
+
+                    transport = H2Transport(verify=ssl_context(self.ctx, http2=True),
+                                            proxy=proxy, limits=limits)
+                else:
+                    transport = httpx.HTTPTransport(
+                        verify=ssl_context(self.ctx) if tls else _NO_TLS, proxy=proxy,
+                        limits=limits)
+                self._routes[(proxy, http2, tls)] = transport
             return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        # httpcore's HTTP/2 is not safe for concurrent requests with a body: uploads
-        # corrupt the shared connection (the server then drops it), and a POST with
-        # an empty body ends its stream in a second frame that races the server's
-        # early reply (StreamClosedError). And pure-Python h2 costs CPU per frame
-        # (16-32 KiB each): a 512 MiB pull took 3x as long as over HTTP/1.1.
-        # Requests with a body and bulk downloads therefore use pooled HTTP/1.1
-        # connections, where big transfers gain nothing from multiplexing anyway;
-        # the rest (manifests, HEADs, tokens, configs) share one HTTP/2 connection.
-        http2 = (self.ctx.settings.http2 and not _has_body(request)
+        # Requests with a body and bulk downloads use pooled HTTP/1.1 connections: h2
+        # handles each 16-32 KiB DATA frame in Python (a 512 MiB pull took 3x as long),
+        # httpcore ends an empty POST's stream in a second frame that can race the server's
+        # early answer (StreamClosedError), and big transfers gain nothing from multiplexing.
+        # The rest (manifests, HEADs, tokens, configs) share one HTTP/2 connection per host.
+        tls = request.url.scheme == "https"
+        http2 = (self.ctx.settings.http2 and tls and not has_body(request)
                  and not request.extensions.get(BULK))
-        route = self._route(self.proxy_for(request.url), http2, request.url.scheme == "https")
-        if not http2:
-            return route.handle_request(request)
-        try:
-            response = route.handle_request(request)
-        except Exception as e:
-            raise _translated(e) from e
-        response.stream = _H2Errors(response.stream)
-        return response
+        return self._route(self.proxy_for(request.url), http2, tls).handle_request(request)
 
     def close(self) -> None:
         with self._lock:
