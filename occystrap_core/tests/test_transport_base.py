@@ -10,6 +10,7 @@ import threading
 import httpx
 import pytest
 import trustme
+
 from occystrap_core.errors import AuthError, ImageNotFoundError, TransportError, UsageError
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport import base
@@ -190,3 +191,21 @@ def test_one_translation_of_statuses(status: int, kind: str) -> None:
     assert str(error) == {401: "doing it (log in)", 403: "doing it (log in)", 404: "gone",
                           429: "doing it (rate limited; try a lower --rate-limit)"
                           }.get(status, "doing it")
+
+
+@pytest.mark.parametrize("host, port, no_proxy, bypassed", [
+    ("127.0.0.1", 5000, "127.0.0.1", True),
+    ("reg.example.com", None, ".example.com", True),
+    ("reg.example.com", None, "example.com", True),
+    ("notexample.com", None, "example.com", False),
+    ("anything", None, "a.example, *", True),
+    ("reg", 5000, "reg:5000", True),
+    ("reg", 5001, "reg:5000", False),
+    ("::1", 5000, "[::1]", True),
+    ("reg.example", None, "", False),
+])
+def test_no_proxy_as_curl_reads_it(host: str, port: int | None, no_proxy: str,
+                                   bypassed: bool) -> None:
+    from occystrap_core.transport.base import _bypassed
+
+    assert _bypassed(host, port, no_proxy) is bypassed

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from occystrap_core.testing.faults import Fault
 from occystrap_core.testing.http import client_factory_plugin, make_context
 from occystrap_core.testing.registry import push_sample_image

@@ -59,6 +59,23 @@ def has_body(request: httpx.Request) -> bool:
     return "content-length" in request.headers or "transfer-encoding" in request.headers
 
 
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Does ``NO_PROXY`` name ``host``? As curl reads it: comma-separated names, each
+    matching the host and its subdomains (a leading dot changes nothing), optionally
+    with a port; ``*`` matches every host."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        name, _, wanted = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if wanted and (not wanted.isdigit() or port != int(wanted)):
+            continue
+        name = name.lstrip(".").strip("[]")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
 class ProxyRouter(httpx.BaseTransport):
     """Sends each request direct or through the proxy the environment names for it
     (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``).
@@ -79,7 +96,7 @@ class ProxyRouter(httpx.BaseTransport):
 
     def proxy_for(self, url: httpx.URL) -> str | None:
         proxy = self.proxies.get(url.scheme) or self.proxies.get("all")
-        if proxy and urllib.request.proxy_bypass_environment(url.netloc.decode(), self.proxies):
+        if proxy and _bypassed(url.host, url.port, self.proxies.get("no", "")):
             return None
         return proxy
 
