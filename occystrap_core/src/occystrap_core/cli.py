@@ -24,7 +24,7 @@ import click
 
 from . import __version__, redact
 from .context import Context, Settings
-from .errors import OccystrapError, URIError
+from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
 from .oci.platform import Platform
 
@@ -61,7 +61,62 @@ class OccystrapGroup(click.Group):
 
         plugins = ctx.meta[PLUGINS] = load_plugins(globalopts.disabled_in(args))
         ctx.meta[PLUGIN_PARAMS] = globalopts.click_options(plugins, super().get_params(ctx))
+        self._plugin_commands(ctx)  # a command claimed twice fails every run, as options do
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        entry = self._plugin_commands(ctx).get(cmd_name)
+        if entry is None:
+            return None
+        try:
+            built = entry.item.factory()
+            if not isinstance(built, click.Command):
+                raise TypeError(f"it returned {type(built).__name__}, not a click command")
+        except Exception as e:  # one broken plugin must not take the CLI down
+            click.echo(f"Warning: plugin {entry.record.label} failed to build command "
+                       f"{cmd_name!r} ({type(e).__name__}: {e}); disable it with "
+                       f"--disable-plugin {entry.record.name}", err=True)
+            return None
+        return built
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own, except that plugin commands show their summary: listing them
+        imports none of their modules."""
+        plugin = self._plugin_commands(ctx)
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in plugin:
+                rows.append((name, plugin[name].item.summary))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, Any]:
+        """The plugins' commands by name; a name the core has is a conflict."""
+        from .plugins import CORE
+
+        plugins = ctx.find_root().meta.get(PLUGINS)
+        if plugins is None:
+            return {}
+        commands = dict(plugins.commands)
+        for name in commands.keys() & self.commands.keys():
+            raise PluginConflictError(
+                f"command {name!r} is claimed by both {CORE} {__version__} and "
+                f"{commands[name].record.label}; disable it with --disable-plugin "
+                f"{commands[name].record.name}")
+        return commands
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         params = super().get_params(ctx)
@@ -440,7 +495,7 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{r.name} ({r.label}) {r.status}" + (f": {r.error}" if r.error else ""))
         for key, label in (("input_schemes", "inputs"), ("output_schemes", "outputs"),
                            ("filters", "filters"), ("client_factories", "clients"),
-                           ("global_options", "options")):
+                           ("global_options", "options"), ("commands", "commands")):
             if d[key]:
                 click.echo(f"  {label}: {', '.join(d[key])}")
         if r.hooks:

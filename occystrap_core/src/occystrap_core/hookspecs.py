@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .context import Context
     from .types import (
         ClientFactory,
+        CommandSpec,
         Credentials,
         FilterSpec,
         GlobalOption,
@@ -138,6 +139,34 @@ def occystrap_global_options() -> Iterable[GlobalOption]:
 
         # in the source, later:
         token = ctx.settings.plugin_options["acme-token"]
+    """
+
+
+@hookspec
+def occystrap_commands() -> Iterable[CommandSpec]:
+    """Contribute commands: ``occystrap NAME ...`` next to ``process`` and ``info``.
+
+    The command runs after the group's global options were read: its click context's
+    ``obj`` is the run's :class:`~occystrap_core.context.Context`, so it gets the
+    same credentials, TLS, retry and rate-limit settings as every other command. A
+    name claimed by two plugins, or by a plugin and the core, is an error naming both
+    distributions.
+
+    Returns:
+        An iterable of :class:`~occystrap_core.types.CommandSpec`.
+
+    Example::
+
+        @hookimpl
+        def occystrap_commands():
+            yield CommandSpec(name="mirror-report", summary="Compare two registries",
+                              factory=lazy("occystrap_acme.report:command"))
+
+        # occystrap_acme/report.py
+        @click.command("mirror-report")
+        @click.argument("source")
+        @click.pass_obj
+        def command(ctx, source): ...
     """
 
 

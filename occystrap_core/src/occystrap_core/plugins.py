@@ -27,6 +27,7 @@ from . import hookspecs
 from .errors import PluginConflictError, UnknownSchemeError
 from .types import (
     ClientFactory,
+    CommandSpec,
     FilterSpec,
     GlobalOption,
     InputSource,
@@ -45,6 +46,7 @@ CONTRIBUTIONS: dict[str, tuple[str, type]] = {
     "occystrap_transport": ("client factory", ClientFactory),
     "occystrap_transport_layers": ("transport layer", TransportLayer),
     "occystrap_global_options": ("global option", GlobalOption),
+    "occystrap_commands": ("command", CommandSpec),
 }
 
 
@@ -86,6 +88,7 @@ class PluginRecord:
             "filters": names("occystrap_filters"),
             "client_factories": names("occystrap_transport"),
             "global_options": names("occystrap_global_options"),
+            "commands": names("occystrap_commands"),
         }
 
 
@@ -194,6 +197,10 @@ class Plugins:
     @functools.cached_property
     def global_options(self) -> Table:
         return self._table("occystrap_global_options", lambda o: (o.name,))
+
+    @functools.cached_property
+    def commands(self) -> Table:
+        return self._table("occystrap_commands", lambda c: (c.name,))
 
     def transport_layers(self) -> list[TransportLayer]:
         layers = [e.item for e in self.contributions("occystrap_transport_layers")]

@@ -181,6 +181,26 @@ class GlobalOption:
 
 
 @dataclass(frozen=True)
+class CommandSpec:
+    """A command contributed by ``occystrap_commands``: ``occystrap NAME ...``.
+
+    ``factory()`` returns the :class:`click.Command`; it is called only when the
+    command runs or ``--help`` lists it, so build it with :func:`lazy` and keep heavy
+    imports inside the command's function. The run's
+    :class:`~occystrap_core.context.Context` is the click context's ``obj``.
+    """
+
+    name: str
+    summary: str
+    factory: Callable[[], Any]
+
+    def __post_init__(self) -> None:
+        _normalise("command", self)
+        if not callable(self.factory):
+            raise ValueError(f"command {self.name!r} has a factory that is not callable")
+
+
+@dataclass(frozen=True)
 class ResolvedURI:
     """A source or destination after scheme resolution.
 
