@@ -15,7 +15,16 @@ The reference is docs/api.md. Schemes come from the installed plugins, as for th
 from occystrap_core import __version__
 from occystrap_core.check import Report
 from occystrap_core.errors import OccystrapError
-from occystrap_core.library import CopyResult, Session, check, copy, inspect, session, settings
+from occystrap_core.library import (
+    CopyResult,
+    Session,
+    check,
+    copy,
+    inspect,
+    open_source,
+    session,
+    settings,
+)
 
 __all__ = ["CopyResult", "OccystrapError", "Report", "Session", "__version__", "check", "copy",
-           "inspect", "session", "settings"]
+           "inspect", "open_source", "session", "settings"]

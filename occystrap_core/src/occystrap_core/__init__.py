@@ -28,6 +28,7 @@ PUBLIC_MODULES = (
     "occystrap_core.streams",
     "occystrap_core.uri",
     "occystrap_core.tempfiles",
+    "occystrap_core.redact",  # the one redaction, for anything a plugin prints or logs
     # the format package: references, platforms, manifests, conversions
     "occystrap_core.oci",
     "occystrap_core.oci.reference",

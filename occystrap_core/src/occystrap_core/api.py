@@ -430,6 +430,22 @@ class ImageSource(_Source, ABC):
     def open_layer(self, layer: Layer) -> ContextManager[BinaryIO]:
         return self.open_blob(layer.as_descriptor())
 
+    def manifest_digest(self) -> str | None:
+        """The digest of what the reference names, None when the source lacks it.
+        Sources with a cheaper way than fetching it (a registry's HEAD, which Docker
+        Hub does not count against pull limits) override this."""
+        from .errors import ImageNotFoundError
+
+        try:
+            return digests.of_bytes(self.manifest().data)
+        except ImageNotFoundError:
+            return None
+
+    def blob_size(self, digest: str) -> int | None:
+        """The size of the blob ``digest``, None when the source does not hold it
+        (for serving blobs, as the proxy does, without reading them first)."""
+        raise UnsupportedError(f"{self.where} cannot tell which blobs it holds")
+
 
 class ImageInput(_Source, ABC):
     """A source of one image that has no manifests of its own (an archive from

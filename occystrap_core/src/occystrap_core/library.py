@@ -83,6 +83,17 @@ def _session(given: Session | None, options: dict[str, Any]) -> Iterator[Session
         yield ctx
 
 
+def open_source(uri: str, *, session: Session) -> ImageSource | ImageInput:
+    """The source ``uri`` names, built as ``process`` builds it, to read manifests and
+    blobs from (``source.manifest()``, ``source.open_blob(...)``); close it, or use it
+    as a context manager. Raises UsageError for a URI naming several images."""
+    opened = pipeline.build_input(session, uri)
+    if isinstance(opened, ImageSet):
+        opened.close()
+        raise UsageError(f"{uri} names several images; open one")
+    return opened
+
+
 @contextmanager
 def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | ImageInput]:
     if not isinstance(source, str):

@@ -66,6 +66,29 @@ class RegistrySource(ImageSource):
         self._record(fetched)
         return fetched
 
+    def manifest_digest(self) -> str | None:
+        response = self.repo.request(
+            "HEAD", self.repo.url("manifests", self.ref.ref), missing_ok=True,
+            what=f"HEAD manifest {self.ref}", headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            return None
+        stated = response.headers.get("Docker-Content-Digest")
+        if stated and digests.is_valid(stated) and self.ref.digest in (None, stated):
+            return stated
+        return super().manifest_digest()  # no usable header: fetch and hash it
+
+    def blob_size(self, digest: str) -> int | None:
+        digests.validate(digest, "blob digest")
+        what = f"HEAD {self.ref.path}: blob {digest}"
+        response = self.repo.request("HEAD", self.repo.url("blobs", digest), what=what,
+                                     missing_ok=True)
+        if response.status_code == 404:
+            return None
+        length = response.headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise CorruptImageError(f"{what}: {self.repo.host} sent no Content-Length")
+        return int(length)
+
     def _record(self, fetched: Fetched) -> None:
         """Tell the run's blob map that this repository holds these blobs (for mounts)."""
         try:
