@@ -1,0 +1,336 @@
+"""The proxy's HTTP side: an ASGI application speaking the Distribution API.
+
+Only what clients push and pull with: ``/v2/``, blob ``HEAD``/``GET``, uploads
+(``POST``, ``PATCH``, ``PUT ?digest=``, ``GET``, ``DELETE``; monolithic and mounts)
+and manifest ``GET``/``HEAD``/``PUT``. Path parts are matched against strict patterns
+before they name a file or reach a header. Bodies stream both ways in chunks: a
+request body goes to a file as it arrives (the server stops reading the socket while
+a chunk waits), a blob goes out as it is read. Image work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from occystrap_core import digest as digests
+from occystrap_core import streams
+from occystrap_core.errors import ImageNotFoundError, OccystrapError
+from occystrap_core.oci.manifest import MAX_MANIFEST
+from occystrap_core.oci.reference import PATH_PATTERN, TAG_PATTERN
+
+from .auth import Authenticator
+from .events import EventLog
+from .service import ProxyService
+from .store import RegistryError
+
+log = logging.getLogger("occystrap.proxy")
+
+_DIGEST = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-f0-9]{32,128}"
+_ROUTES = [
+    (re.compile(r"^/v2/?$"), "base"),
+    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/uploads/?$"), "uploads"),
+    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/uploads/(?P<uuid>[0-9a-f]{{32}})$"),
+     "upload"),
+    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/(?P<digest>{_DIGEST})$"), "blob"),
+    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/manifests/(?P<ref>{TAG_PATTERN}|{_DIGEST})$"),
+     "manifest"),
+]
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
+T = TypeVar("T")
+
+
+class _ClientGone(Exception):
+    """The client went away in the middle of its request."""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None  # the body, when it is streamed
+    length: int | None = None  # Content-Length of a streamed or HEAD body
+
+
+class _Request:
+    def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]):
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                        for k, v in scope.get("headers", [])}
+        client = scope.get("client")
+        self.client = f"{client[0]}:{client[1]}" if client else "-"
+        self._receive = receive
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body"):
+                return
+
+    async def read(self, limit: int) -> bytes:
+        data = bytearray()
+        async for chunk in self.chunks():
+            data += chunk
+            if len(data) > limit:
+                raise RegistryError(400, "MANIFEST_INVALID", f"larger than {limit} bytes")
+        return bytes(data)
+
+    async def disconnected(self) -> None:
+        """Returns when the client goes away (for a request without a body)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
+           ) -> Response:
+    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+    return Response(status, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+class ProxyApp:
+    """The ASGI application. ``pool`` runs blocking work (copies, downstream reads)."""
+
+    def __init__(self, service: ProxyService, events: EventLog, pool: Executor,
+                 auth: Authenticator | None = None, sweep_every: float = 60.0):
+        self.service = service
+        self.events = events
+        self.pool = pool
+        self.auth = auth
+        self.sweep_every = sweep_every
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._sweeper = asyncio.create_task(self._sweep())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
+                # in-flight requests had their grace period: work still running stops
+                self.service.ctx.cancel.set()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every)
+            try:
+                removed = await self._run(self.service.store.sweep)
+            except OSError as e:
+                self.events.emit("error", error=f"sweeping the blob store: {e}")
+                continue
+            if removed:
+                self.events.emit("swept", files=removed)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.monotonic()
+        request = _Request(scope, receive)
+        try:
+            response = await self._handle(request)
+        except _ClientGone:
+            self._access(request, 499, 0, started)
+            return
+        except RegistryError as e:
+            response = _error(e.status, e.code, str(e))
+        except ImageNotFoundError as e:
+            response = _error(404, "MANIFEST_UNKNOWN", str(e))
+        except OccystrapError as e:  # the upstream or downstream failed us
+            self.events.emit("error", method=request.method, path=request.path, error=str(e))
+            response = _error(502, "UNKNOWN", str(e))
+        except Exception as e:
+            log.exception("proxy: %s %s failed", request.method, request.path)
+            self.events.emit("error", method=request.method, path=request.path,
+                             error=f"unexpected {type(e).__name__}: {e}")
+            response = _error(500, "UNKNOWN", "internal error")
+        sent = await self._send(send, request, response)
+        self._access(request, response.status, sent, started)
+
+    def _access(self, request: _Request, status: int, sent: int, started: float) -> None:
+        self.events.emit("request", method=request.method, path=request.path, status=status,
+                         bytes=sent, seconds=round(time.monotonic() - started, 3),
+                         client=request.client)
+
+    async def _send(self, send: Any, request: _Request, response: Response) -> int:
+        headers = {"Docker-Distribution-API-Version": "registry/2.0", **response.headers}
+        length = response.length if response.length is not None else len(response.body)
+        headers["Content-Length"] = str(length)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]})
+        if request.method == "HEAD" or response.stream is None:
+            body = b"" if request.method == "HEAD" else response.body
+            await send({"type": "http.response.body", "body": body})
+            return len(body)
+        sent = 0
+        gone = asyncio.ensure_future(request.disconnected())
+        try:
+            async for chunk in response.stream:
+                if gone.done():
+                    break  # the client left: stop reading the blob
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+        except (OccystrapError, OSError) as e:  # headers are out: only breaking it off tells
+            self.events.emit("error", method=request.method, path=request.path,
+                             error=f"sending the blob failed: {e}")
+            raise
+        finally:
+            gone.cancel()
+        await send({"type": "http.response.body", "body": b""})
+        return sent
+
+    # --- routing ---------------------------------------------------------------------
+
+    async def _handle(self, request: _Request) -> Response:
+        if self.auth is not None and not await self._run(
+                self.auth.check, request.headers.get("authorization")):
+            return _error(401, "UNAUTHORIZED", "authentication required",
+                          {"WWW-Authenticate": f'Basic realm="{self.auth.realm}"'})
+        for pattern, route in _ROUTES:
+            m = pattern.match(request.path)
+            if m:
+                action = getattr(self, f"_{route}_{request.method.lower()}", None)
+                if action is None:
+                    raise RegistryError(405, "UNSUPPORTED", f"{request.method} is not supported")
+                response: Response = await action(request, **m.groupdict())
+                return response
+        raise RegistryError(404, "NAME_UNKNOWN", "no such endpoint")
+
+    async def _base_get(self, request: _Request) -> Response:
+        return Response(200, {"Content-Type": "application/json"}, b"{}")
+
+    _base_head = _base_get
+
+    # --- blobs -------------------------------------------------------------------
+
+    async def _blob_head(self, request: _Request, name: str, digest: str) -> Response:
+        digests.validate(digest, "blob digest")
+        size = await self._run(self.service.blob_size, name, digest)
+        if size is None:
+            raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
+        headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
+        if request.method == "HEAD":
+            return Response(200, headers, length=size)
+        return Response(200, headers, stream=self._blob_stream(name, digest, size), length=size)
+
+    _blob_get = _blob_head
+
+    async def _blob_stream(self, name: str, digest: str, size: int) -> AsyncIterator[bytes]:
+        opened = self.service.open_blob(name, digest, size)
+        raw = await self._run(opened.__enter__)
+        try:
+            blob = streams.HashingReader(raw, digest, size, what=f"blob {digest}")
+            while chunk := await self._run(blob.read, streams.CHUNK):
+                yield chunk
+        finally:
+            await self._run(opened.__exit__, None, None, None)
+
+    # --- uploads -----------------------------------------------------------------
+
+    def _upload_headers(self, name: str, uuid: str, size: int) -> dict[str, str]:
+        return {"Location": f"/v2/{name}/blobs/uploads/{uuid}", "Docker-Upload-UUID": uuid,
+                "Range": f"0-{max(size - 1, 0)}"}
+
+    def _created(self, name: str, digest: str) -> Response:
+        return Response(201, {"Location": f"/v2/{name}/blobs/{digest}",
+                              "Docker-Content-Digest": digest})
+
+    async def _uploads_post(self, request: _Request, name: str) -> Response:
+        store = self.service.store
+        mount = request.query.get("mount")
+        if mount and digests.is_valid(mount) and store.size(mount) is not None:
+            return self._created(name, mount)  # pushed here before, under another name
+        uuid = store.new_upload()
+        digest = request.query.get("digest")
+        if digest:  # a monolithic upload: the blob is the body
+            return await self._finish(request, name, uuid, digest)
+        return Response(202, self._upload_headers(name, uuid, 0))
+
+    async def _upload_patch(self, request: _Request, name: str, uuid: str) -> Response:
+        upload = self.service.store.upload(uuid)
+        if not upload.lock.acquire(blocking=False):
+            raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
+        try:
+            start = re.match(r"^(?:bytes )?(\d+)-\d+$", request.headers.get("content-range", ""))
+            if start and int(start.group(1)) != upload.size:
+                raise RegistryError(416, "BLOB_UPLOAD_INVALID", "the range does not follow "
+                                    "the upload")
+            await self._append(request, upload)
+            size = upload.size
+        finally:
+            upload.lock.release()
+        return Response(202, self._upload_headers(name, uuid, size))
+
+    async def _append(self, request: _Request, upload: Any) -> None:
+        with open(upload.path, "ab") as f:
+            async for chunk in request.chunks():
+                f.write(chunk)
+                upload.hash.update(chunk)
+                upload.size += len(chunk)
+
+    async def _upload_put(self, request: _Request, name: str, uuid: str) -> Response:
+        return await self._finish(request, name, uuid, request.query.get("digest", ""))
+
+    async def _finish(self, request: _Request, name: str, uuid: str, digest: str) -> Response:
+        if not digests.is_valid(digest) or not digest.startswith("sha256:"):
+            raise RegistryError(400, "DIGEST_INVALID", "a sha256 ?digest= is required")
+        upload = self.service.store.upload(uuid)
+        if not upload.lock.acquire(blocking=False):
+            raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
+        try:
+            await self._append(request, upload)
+            self.service.store.complete(uuid, digest)
+        finally:
+            upload.lock.release()
+        return self._created(name, digest)
+
+    async def _upload_get(self, request: _Request, name: str, uuid: str) -> Response:
+        upload = self.service.store.upload(uuid)
+        return Response(204, self._upload_headers(name, uuid, upload.size))
+
+    async def _upload_delete(self, request: _Request, name: str, uuid: str) -> Response:
+        self.service.store.cancel(uuid)
+        return Response(204)
+
+    # --- manifests ---------------------------------------------------------------
+
+    async def _manifest_get(self, request: _Request, name: str, ref: str) -> Response:
+        served = await self._run(self.service.manifest, name, ref)
+        return Response(200, {"Content-Type": served.media_type,
+                              "Docker-Content-Digest": served.digest}, served.data)
+
+    _manifest_head = _manifest_get
+
+    async def _manifest_put(self, request: _Request, name: str, ref: str) -> Response:
+        data = await request.read(MAX_MANIFEST)
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+        if media_type and not _MEDIA_TYPE.match(media_type):
+            raise RegistryError(400, "MANIFEST_INVALID", "malformed Content-Type")
+        pushed = await self._run(self.service.push, name, ref, data, media_type)
+        return Response(201, {"Location": f"/v2/{name}/manifests/{pushed.digest}",
+                              "Docker-Content-Digest": pushed.digest})

@@ -1,0 +1,313 @@
+"""What the proxy does with images, apart from HTTP: runs in worker threads.
+
+Every copy goes through occystrap's own copy engine (``occystrap.copy``) with the
+proxy's filters: a push from the store to the downstream, a pull-through from the
+upstream to the downstream. Reads and writes of the downstream go through one URI
+builder, so ``--downstream HOST/PREFIX`` names the same repositories for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+from urllib.parse import urlencode
+
+from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
+from occystrap_core.api import Fetched, ImageSource
+from occystrap_core.context import Context
+from occystrap_core.engine import Selection
+from occystrap_core.errors import CorruptImageError, ImageNotFoundError, TransportError
+from occystrap_core.library import copy, open_source
+from occystrap_core.oci import platform as platforms
+from occystrap_core.oci.manifest import Descriptor, Index, Manifest, parse
+from occystrap_core.types import Credentials
+
+from .events import EventLog
+from .store import BlobStore, Pushed, RegistryError
+
+log = logging.getLogger("occystrap.proxy")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A registry the proxy talks to: ``HOST[/PREFIX]`` and how to log in."""
+
+    host: str
+    prefix: str = ""
+    credentials: Credentials | None = None
+
+    @classmethod
+    def parse(cls, text: str, credentials: Credentials | None = None) -> Remote:
+        userinfo, at, rest = text.rpartition("@")
+        if at:  # user:pass@host, as 0.4.17's --upstream took it
+            user, _, password = userinfo.partition(":")
+            credentials = Credentials(user, password, source="--upstream")
+        host, _, prefix = rest.strip("/").partition("/")
+        return cls(host, prefix.strip("/"), credentials)
+
+    def uri(self, name: str, ref: str | None = None) -> str:
+        """``registry://HOST/PREFIX/NAME[:TAG|@DIGEST]``, credentials in the query."""
+        path = f"{self.prefix}/{name}" if self.prefix else name
+        sep = "" if ref is None else "@" if digests.is_valid(ref) else ":"
+        query = ""
+        c = self.credentials
+        if c is not None and c.username is not None:
+            query = "?" + urlencode({"username": c.username, "password": c.password or ""})
+        return f"registry://{self.host}/{path}{sep}{ref or ''}{query}"
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+@dataclass
+class Served:
+    """A manifest to answer with."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+
+@dataclass
+class _Seen:
+    upstream: str | None  # the upstream digest last copied for the tag
+    checked: float  # when the upstream was last asked
+
+
+@dataclass
+class ProxyService:
+    ctx: Context
+    downstream: Remote
+    upstream: Remote | None
+    filters: tuple[str, ...]
+    store: BlobStore
+    events: EventLog
+    freshness: float = 300.0  # seconds a tag's upstream answer is trusted
+    limit: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- the downstream ----------------------------------------------------------
+
+    def _downstream_manifest(self, name: str, ref: str) -> Served | None:
+        try:
+            with open_source(self.downstream.uri(name, ref), session=self.ctx) as source:
+                assert isinstance(source, ImageSource)
+                fetched = source.manifest()
+        except ImageNotFoundError:
+            return None
+        return _served(fetched)
+
+    def _downstream_blob_size(self, name: str, digest: str) -> int | None:
+        with open_source(self.downstream.uri(name), session=self.ctx) as source:
+            assert isinstance(source, ImageSource)
+            return source.blob_size(digest)
+
+    # --- reads -------------------------------------------------------------------
+
+    def manifest(self, name: str, ref: str) -> Served:
+        """The manifest a client asks for: what it pushed, the downstream's, or (with
+        an upstream) pulled through."""
+        # By digest, what a client pushed reads back as it was pushed; a tag names
+        # what the downstream holds (the filtered image).
+        pushed = self.store.manifest(name, ref) if digests.is_valid(ref) else None
+        if pushed is not None:
+            return Served(pushed.data, pushed.media_type, pushed.digest)
+        if self.upstream is not None:
+            return self._pull_through(name, ref)
+        found = self._downstream_manifest(name, ref)
+        if found is None:
+            raise RegistryError(404, "MANIFEST_UNKNOWN",
+                                f"{name}:{ref} is not in {self.downstream}")
+        return found
+
+    def blob_size(self, name: str, digest: str) -> int | None:
+        size = self.store.size(digest)
+        return size if size is not None else self._downstream_blob_size(name, digest)
+
+    @contextlib.contextmanager
+    def open_blob(self, name: str, digest: str, size: int) -> Iterator[BinaryIO]:
+        """The blob, from the store or the downstream (which the engine verifies)."""
+        with self.store.pinned([digest]):
+            if self.store.size(digest) is not None:
+                with open(self.store.path(digest), "rb") as f:
+                    yield f
+                return
+        with open_source(self.downstream.uri(name), session=self.ctx) as source:
+            assert isinstance(source, ImageSource)
+            with source.open_blob(Descriptor(mt.OCI_LAYER_TAR, digest, size)) as blob:
+                yield blob
+
+    # --- pull-through ------------------------------------------------------------
+
+    def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _pull_through(self, name: str, ref: str) -> Served:
+        assert self.upstream is not None
+        with self._key_lock((name, ref)):  # concurrent pulls of one tag copy it once
+            if digests.is_valid(ref):
+                return self._pull_digest(name, ref)
+            return self._pull_tag(name, ref)
+
+    def _pull_digest(self, name: str, digest: str) -> Served:
+        assert self.upstream is not None
+        found = self._downstream_manifest(name, digest)
+        if found is not None:
+            return found
+        if self.filters:  # a client checks what it gets against the digest it asked for
+            raise RegistryError(404, "MANIFEST_UNKNOWN",
+                                f"{name}@{digest} is not in {self.downstream}; with filters, "
+                                f"the upstream's digests name unfiltered images: pull by tag")
+        # pushed by digest: never to a tag named after the digest
+        self._copy("pull-through", self.upstream.uri(name, digest),
+                   self.downstream.uri(name, digest), name, digest)
+        found = self._downstream_manifest(name, digest)
+        if found is None:
+            raise RegistryError(502, "UNKNOWN", f"{self.downstream} lost {name}@{digest}")
+        return found
+
+    def _pull_tag(self, name: str, tag: str) -> Served:
+        assert self.upstream is not None
+        key = (name, tag)
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen.checked < self.freshness:
+            found = self._downstream_manifest(name, tag)
+            if found is not None:
+                return found
+        try:
+            with open_source(self.upstream.uri(name, tag), session=self.ctx) as source:
+                assert isinstance(source, ImageSource)
+                upstream = source.manifest_digest()
+        except TransportError as e:  # the upstream is down: what the downstream has will do
+            stale = self._downstream_manifest(name, tag)
+            if stale is None:
+                raise
+            self.events.emit("stale", repository=name, tag=tag, error=str(e))
+            return stale
+        if upstream is None:
+            raise RegistryError(404, "MANIFEST_UNKNOWN", f"{name}:{tag} is not in {self.upstream}")
+        if seen is None or seen.upstream != upstream:
+            self._copy("pull-through", self.upstream.uri(name, tag),
+                       self.downstream.uri(name, tag), name, tag)
+        self._seen[key] = _Seen(upstream, now)
+        found = self._downstream_manifest(name, tag)
+        if found is None:
+            raise RegistryError(502, "UNKNOWN", f"{self.downstream} lost {name}:{tag}")
+        return found
+
+    # --- push --------------------------------------------------------------------
+
+    def push(self, name: str, ref: str, data: bytes, media_type: str) -> Pushed:
+        """Take a manifest a client pushes. By digest it is kept (an index pushed
+        later lists it); by tag the image or index goes through the filters to the
+        downstream before this returns."""
+        digest = digests.of_bytes(data)
+        if digests.is_valid(ref) and ref != digest:
+            raise RegistryError(400, "DIGEST_INVALID", f"the manifest hashes to {digest}")
+        try:
+            doc = parse(data, media_type or None, "the pushed manifest")
+        except CorruptImageError as e:
+            raise RegistryError(400, "MANIFEST_INVALID", str(e)) from None
+        if isinstance(doc, Manifest):
+            for d in (doc.config, *doc.layers):
+                if not d.urls and self.blob_size(name, d.digest) is None:
+                    raise RegistryError(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.digest} unknown")
+        else:
+            for d in doc.manifests:
+                if self.store.manifest(name, d.digest) is None:
+                    raise RegistryError(400, "MANIFEST_UNKNOWN",
+                                        f"manifest {d.digest} was not pushed first")
+        pushed = Pushed(data, doc.media_type, digest)
+        self.store.remember(name, [digest], pushed)
+        if digests.is_valid(ref):
+            return pushed
+        source = _PushedSource(self, name, ref, pushed)
+        with self.store.pinned(source.blobs()):
+            self._copy("push", source, self.downstream.uri(name, ref), name, ref)
+        return pushed
+
+    # --- copies ------------------------------------------------------------------
+
+    def _copy(self, kind: str, source: str | ImageSource, destination: str, name: str,
+              ref: str) -> None:
+        with self.limit:
+            self._copy_now(kind, source, destination, name, ref)
+
+    def _copy_now(self, kind: str, source: str | ImageSource, destination: str, name: str,
+                  ref: str) -> None:
+        started = self.clock()
+        if isinstance(source, str):
+            with open_source(source, session=self.ctx) as opened:
+                opened.selection = _every_platform()
+                result = copy(opened, destination, filters=self.filters, session=self.ctx)
+        else:
+            result = copy(source, destination, filters=self.filters, session=self.ctx)
+        self.events.emit(kind, repository=name, ref=ref, destination=result.location,
+                         digest=result.manifest_digest, problems=result.problems,
+                         seconds=round(self.clock() - started, 3))
+        if result.problems:
+            raise TransportError(f"{destination}: verification failed: "
+                                 f"{'; '.join(result.problems)}")
+
+
+def _every_platform() -> Selection:
+    """A client picks its platform from the index: the downstream needs all of them."""
+    return Selection(platforms.host(), every=True)
+
+
+def _served(fetched: Fetched) -> Served:
+    media_type = fetched.media_type or parse(fetched.data).media_type
+    return Served(fetched.data, media_type, digests.of_bytes(fetched.data))
+
+
+class _PushedSource(ImageSource):
+    """What a client pushed to the proxy, as a source for the copy engine: manifests
+    from the store, blobs from the store or, when the client skipped one because the
+    downstream had it, from the downstream."""
+
+    def __init__(self, service: ProxyService, name: str, tag: str, top: Pushed):
+        self.service = service
+        self.repository = name
+        self.tag = tag
+        self.top = top
+        self.where = f"the push of {name}:{tag}"
+        self.selection = _every_platform()
+
+    def manifest(self, digest: str | None = None) -> Fetched:
+        if digest is None:
+            return Fetched(self.top.data, self.top.media_type)
+        pushed = self.service.store.manifest(self.repository, digest)
+        if pushed is None:
+            raise ImageNotFoundError(f"{self.where}: manifest {digest} was not pushed")
+        return Fetched(pushed.data, pushed.media_type)
+
+    def blobs(self) -> list[str]:
+        """Every blob the push names, through its index."""
+        found: list[str] = []
+        pending = [self.top]
+        while pending:
+            doc = parse(pending.pop().data)
+            if isinstance(doc, Index):
+                pending += [p for d in doc.manifests
+                            if (p := self.service.store.manifest(self.repository, d.digest))]
+            else:
+                found += [doc.config.digest] + [d.digest for d in doc.layers]
+        return found
+
+    def open_blob(self, descriptor: Descriptor) -> Any:
+        return self.service.open_blob(self.repository, descriptor.digest, descriptor.size)
+
+    def blob_size(self, digest: str) -> int | None:
+        return self.service.blob_size(self.repository, digest)
+

@@ -1,0 +1,179 @@
+"""What clients push to the proxy, on disk only as long as it is needed.
+
+A blob upload is streamed to a file and hashed on the way; it becomes a blob only if
+it matches its digest. Blobs are kept ``keep`` seconds after their last use, unless
+an image being processed pins them, and swept after that: a busy proxy does not fill
+its disk with every layer it ever saw (0.4.17 kept them all until it stopped).
+Pushed manifests are remembered in a bounded map, so a client can read back what it
+pushed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from occystrap_core import digest as digests
+
+UPLOAD_ID_LENGTH = 32  # hex characters of an upload id minted here
+MAX_MANIFESTS = 4096  # pushed manifests remembered for reading back
+
+
+class RegistryError(Exception):
+    """A request refused with ``status`` and a distribution-spec error ``code``."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A manifest as a client pushed it."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+
+class Upload:
+    """One blob upload in progress: a file and the running hash of its bytes."""
+
+    def __init__(self, path: str, now: float):
+        self.path = path
+        self.size = 0
+        self.hash = hashlib.sha256()
+        self.used = now
+        self.lock = threading.Lock()  # one PATCH at a time, as the spec requires
+
+
+@dataclass
+class _Blob:
+    size: int
+    used: float
+    pins: int = 0
+
+
+class BlobStore:
+    """Uploads, blobs and pushed manifests of a running proxy, under ``root``."""
+
+    def __init__(self, root: str, keep: float, clock: Callable[[], float] = time.monotonic):
+        self.keep = keep
+        self._clock = clock
+        self._blobs_dir = os.path.join(root, "blobs")
+        self._uploads_dir = os.path.join(root, "uploads")
+        os.makedirs(self._blobs_dir, exist_ok=True)
+        os.makedirs(self._uploads_dir, exist_ok=True)
+        self._lock = threading.Lock()
+        self._uploads: dict[str, Upload] = {}
+        self._blobs: dict[str, _Blob] = {}
+        self._manifests: OrderedDict[tuple[str, str], Pushed] = OrderedDict()
+
+    # --- uploads ---------------------------------------------------------------
+
+    def new_upload(self) -> str:
+        uuid = secrets.token_hex(UPLOAD_ID_LENGTH // 2)
+        path = os.path.join(self._uploads_dir, uuid)
+        open(path, "xb").close()
+        with self._lock:
+            self._uploads[uuid] = Upload(path, self._clock())
+        return uuid
+
+    def upload(self, uuid: str) -> Upload:
+        with self._lock:
+            upload = self._uploads.get(uuid)
+        if upload is None:
+            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+        upload.used = self._clock()
+        return upload
+
+    def cancel(self, uuid: str) -> None:
+        with self._lock:
+            upload = self._uploads.pop(uuid, None)
+        if upload is None:
+            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(upload.path)
+
+    def complete(self, uuid: str, digest: str) -> int:
+        """Keep upload ``uuid`` as blob ``digest`` if it hashes to it; either way the
+        upload ends. Returns the blob's size."""
+        with self._lock:
+            upload = self._uploads.pop(uuid, None)
+        if upload is None:  # completed by a concurrent request meanwhile
+            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+        actual = "sha256:" + upload.hash.hexdigest()
+        if actual != digest:
+            os.unlink(upload.path)
+            raise RegistryError(400, "DIGEST_INVALID", f"the content hashes to {actual}")
+        os.replace(upload.path, self.path(digest))
+        with self._lock:
+            self._blobs[digest] = _Blob(upload.size, self._clock())
+        return upload.size
+
+    # --- blobs -----------------------------------------------------------------
+
+    def path(self, digest: str) -> str:
+        algorithm, _, hexpart = digests.validate(digest, "blob digest").partition(":")
+        return os.path.join(self._blobs_dir, f"{algorithm}-{hexpart}")
+
+    def size(self, digest: str) -> int | None:
+        """The blob's size (and a use of it), None when the store lacks it."""
+        with self._lock:
+            blob = self._blobs.get(digest)
+            if blob is None:
+                return None
+            blob.used = self._clock()
+            return blob.size
+
+    @contextlib.contextmanager
+    def pinned(self, wanted: Iterable[str]) -> Iterator[None]:
+        """Keep the blobs among ``wanted`` that the store holds until the block ends."""
+        with self._lock:
+            held = [self._blobs[d] for d in set(wanted) if d in self._blobs]
+            for blob in held:
+                blob.pins += 1
+        try:
+            yield
+        finally:
+            now = self._clock()
+            with self._lock:
+                for blob in held:
+                    blob.pins -= 1
+                    blob.used = now
+
+    def sweep(self) -> int:
+        """Remove unpinned blobs and uploads idle for ``keep`` seconds; how many."""
+        cutoff = self._clock() - self.keep
+        with self._lock:
+            blobs = [d for d, b in self._blobs.items() if not b.pins and b.used < cutoff]
+            for digest in blobs:
+                del self._blobs[digest]
+            uploads = [u for u, up in self._uploads.items() if up.used < cutoff]
+            paths = [self.path(d) for d in blobs] + [self._uploads.pop(u).path for u in uploads]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return len(paths)
+
+    # --- manifests -------------------------------------------------------------
+
+    def remember(self, name: str, refs: Iterable[str], manifest: Pushed) -> None:
+        with self._lock:
+            for ref in refs:
+                self._manifests[(name, ref)] = manifest
+                self._manifests.move_to_end((name, ref))
+            while len(self._manifests) > MAX_MANIFESTS:
+                self._manifests.popitem(last=False)
+
+    def manifest(self, name: str, ref: str) -> Pushed | None:
+        with self._lock:
+            return self._manifests.get((name, ref))

@@ -1,0 +1,132 @@
+"""The proxy's parts on their own: the blob store's lifetime rules, names, options."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from occystrap_core.errors import UsageError
+from occystrap_core.types import Credentials
+from occystrap_proxy.auth import Authenticator
+from occystrap_proxy.command import parse_listen
+from occystrap_proxy.service import Remote
+from occystrap_proxy.store import BlobStore, Pushed, RegistryError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _put(store: BlobStore, data: bytes) -> str:
+    uuid = store.new_upload()
+    upload = store.upload(uuid)
+    with open(upload.path, "ab") as f:
+        f.write(data)
+    upload.hash.update(data)
+    upload.size += len(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store.complete(uuid, digest)
+    return digest
+
+
+def test_blobs_go_after_their_last_use_unless_pinned(tmp_path: Path) -> None:
+    clock = Clock()
+    store = BlobStore(str(tmp_path), keep=60, clock=clock)
+    kept, dropped = _put(store, b"kept"), _put(store, b"dropped")
+    abandoned = store.new_upload()
+    with store.pinned([kept, "sha256:" + "0" * 64]):
+        clock.now += 61
+        assert store.sweep() == 2  # the unpinned blob and the idle upload
+        assert store.size(kept) == 4 and store.size(dropped) is None
+        assert not os.path.exists(store.path(dropped))
+    with pytest.raises(RegistryError):
+        store.upload(abandoned)
+    clock.now += 30
+    assert store.sweep() == 0  # pinned until just now: used then
+    clock.now += 31
+    assert store.sweep() == 1 and store.size(kept) is None
+    assert os.listdir(tmp_path / "blobs") == [] and os.listdir(tmp_path / "uploads") == []
+
+
+def test_an_upload_that_does_not_hash_to_its_digest_is_dropped(tmp_path: Path) -> None:
+    store = BlobStore(str(tmp_path), keep=60)
+    uuid = store.new_upload()
+    with pytest.raises(RegistryError) as caught:
+        store.complete(uuid, "sha256:" + "1" * 64)
+    assert caught.value.code == "DIGEST_INVALID"
+    assert os.listdir(tmp_path / "uploads") == [] and os.listdir(tmp_path / "blobs") == []
+    with pytest.raises(RegistryError):  # the upload ended
+        store.complete(uuid, "sha256:" + "1" * 64)
+
+
+def test_pushed_manifests_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occystrap_proxy import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_MANIFESTS", 3)
+    store = BlobStore(str(tmp_path), keep=60)
+    for i in range(5):
+        store.remember("app", [f"sha256:{i:064x}"], Pushed(b"{}", "x/y", f"sha256:{i:064x}"))
+    assert store.manifest("app", f"sha256:{0:064x}") is None
+    assert store.manifest("app", f"sha256:{4:064x}") is not None
+
+
+@pytest.mark.parametrize("text, host, prefix, user", [
+    ("ghcr.io/myorg", "ghcr.io", "myorg", None),
+    ("ghcr.io/myorg/team/", "ghcr.io", "myorg/team", None),
+    ("127.0.0.1:5000", "127.0.0.1:5000", "", None),
+    ("u:p@ss@[::1]:5000/x", "[::1]:5000", "x", "u"),
+])
+def test_remote_names_reads_and_writes_alike(text: str, host: str, prefix: str,
+                                             user: str | None) -> None:
+    remote = Remote.parse(text)
+    assert (remote.host, remote.prefix) == (host, prefix)
+    assert (remote.credentials.username if remote.credentials else None) == user
+    path = f"{prefix}/app" if prefix else "app"
+    plain = Remote(host, prefix)
+    assert plain.uri("app", "v1") == f"registry://{host}/{path}:v1"
+    digest = "sha256:" + "a" * 64
+    assert plain.uri("app", digest) == f"registry://{host}/{path}@{digest}"
+    with_creds = Remote(host, prefix, Credentials("bob", "p@ss/word"))
+    assert with_creds.uri("app").endswith("?username=bob&password=p%40ss%2Fword")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:5050", ("127.0.0.1", 5050)), ("5051", ("127.0.0.1", 5051)),
+    ("[::1]:80", ("::1", 80)), (":0", ("127.0.0.1", 0)), ("0.0.0.0:443", ("0.0.0.0", 443)),
+])
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:99999", "host:", "[::1]", "host:port"])
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_listen(text)
+
+
+def test_htpasswd_checks_and_remembers(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
+    path.write_text(f"# users\nalice:{hashed}\n")
+    auth = Authenticator(str(path))
+
+    def header(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    assert auth.check(header("alice", "s3cret"))
+    assert auth.check(header("alice", "s3cret"))  # remembered
+    assert not auth.check(header("alice", "wrong"))
+    assert not auth.check(header("mallory", "s3cret"))
+    assert not auth.check("Bearer abc") and not auth.check(None) and not auth.check("Basic !!")
+    path.write_text("alice:plaintext\n")
+    with pytest.raises(UsageError, match="line 1: expected USER:BCRYPT-HASH"):
+        Authenticator(str(path))

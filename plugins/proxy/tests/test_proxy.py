@@ -1,0 +1,295 @@
+"""``occystrap proxy`` against the real registry, with real clients (skopeo, podman)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from occystrap_core.testing import images
+from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args
+
+FILES = {"etc/motd": b"hello\n", "tmp/junk/cache.bin": b"x" * 4096, "usr/bin/tool": b"#!/bin/sh\n"}
+
+
+def _layout(tmp_path: Path, tag: str = "v1", **kwargs: Any) -> Path:
+    image = images.sample_image(tag=tag, layers=[FILES, {"etc/second": b"2\n"}], **kwargs)
+    path = tmp_path / f"layout-{tag}"
+    images.write_oci_layout(str(path), [image], [tag])
+    return path
+
+
+def _skopeo_to_proxy(skopeo: Callable[..., str], src: str, proxy: Any, ref: str) -> str:
+    return skopeo("copy", "--all", "--dest-tls-verify=false", src, f"docker://{proxy.host}/{ref}")
+
+
+def _pulled_files(skopeo: Callable[..., str], proxy: Any, ref: str, tmp_path: Path,
+                  layer_members: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    archive = tmp_path / f"pulled-{uuid.uuid4().hex}.tar"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{proxy.host}/{ref}",
+           f"docker-archive:{archive}")
+    return layer_members(str(archive))
+
+
+@pytest.fixture
+def check_image(run_cli: Callable[..., Any], occy_args: Callable[..., list[str]]
+                ) -> Callable[..., None]:
+    def check(server: RegistryServer, ref: str, *args: str) -> None:
+        result = run_cli(*occy_args(server), *args, "check", f"registry://{server.host}/{ref}")
+        assert result.exit_code == 0, result.output
+
+    return check
+
+
+def test_push_through_filters_to_a_prefixed_downstream(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    """skopeo pushes to the proxy; the downstream (HOST/PREFIX) gets the filtered image,
+    and reads by tag through the proxy serve that same image."""
+    prefix, repo = repo_name("org"), repo_name("app")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/{prefix}",
+                        "-f", "normalize-timestamps", "-f", "exclude:pattern=tmp/junk")
+    _skopeo_to_proxy(skopeo, f"oci:{_layout(tmp_path)}:v1", proxy, f"{repo}:v1")
+    check_image(registry_plain, f"{prefix}/{repo}:v1")
+    members = _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    assert "etc/motd" in members and "usr/bin/tool" in members
+    assert not any(name.startswith("tmp/junk/") for name in members)
+    assert {m.mtime for m in members.values()} == {0}
+    pushes = proxy.events("push")
+    assert [(e["repository"], e["ref"]) for e in pushes] == [(repo, "v1")]
+    assert pushes[0]["destination"] == f"registry://{registry_plain.host}/{prefix}/{repo}:v1"
+    assert proxy.stop() == 0
+    assert proxy.events("stopped")[0]["signal"] == "SIGTERM"
+
+
+def test_push_of_a_multi_platform_index(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    repo = repo_name("multi")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/mirror",
+                        "-f", "normalize-timestamps")
+    layout = tmp_path / "multi"
+    arches = [images.sample_image(tag="v1", architecture=a, seed=i)
+              for i, a in enumerate(("amd64", "arm64"))]
+    images.write_files(str(layout), images.multi_platform_blobs(arches, "v1")[0])
+    _skopeo_to_proxy(skopeo, f"oci:{layout}:v1", proxy, f"{repo}:v1")
+    raw = json.loads(skopeo("inspect", "--raw", *skopeo_args(registry_plain),
+                            f"docker://{registry_plain.host}/mirror/{repo}:v1"))
+    assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == ["amd64", "arm64"]
+    for arch in ("amd64", "arm64"):
+        check_image(registry_plain, f"mirror/{repo}:v1", "--platform", f"linux/{arch}")
+
+
+def test_bad_pushes_are_refused_like_a_registry_refuses_them(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any]) -> None:
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/mirror")
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        assert client.get("/v2/").status_code == 200
+        missing = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                              "digest": "sha256:" + "0" * 64, "size": 2}, "layers": []}
+        response = client.put("/v2/app/manifests/v1", content=json.dumps(missing),
+                              headers={"Content-Type": missing["mediaType"]})
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        start = client.post("/v2/app/blobs/uploads/")
+        assert start.status_code == 202
+        wrong = client.put(start.headers["Location"] + "?digest=sha256:" + "1" * 64,
+                           content=b"data")
+        assert wrong.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert client.get("/v2/../etc/passwd/manifests/x").status_code == 404
+        assert client.get("/v2/app/blobs/sha256:" + "2" * 64).status_code == 404
+
+
+def test_pull_through_by_tag_and_digest_and_freshness(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]],
+        tmp_path: Path) -> None:
+    """A pull the downstream lacks comes from the upstream, goes downstream, and later
+    pulls come from the downstream; a digest is pushed by digest, never as a tag."""
+    repo = repo_name("up")
+    pushed = push_sample_image(registry_plain, repo, "v1")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/cache",
+                        "-u", registry_plain.host, "--freshness", "3600")
+    for _ in range(2):
+        _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    assert len(proxy.events("pull-through")) == 1
+    mirrored = skopeo("inspect", "--raw", *skopeo_args(registry_plain),
+                      f"docker://{registry_plain.host}/cache/{repo}:v1").encode()
+    assert mirrored == pushed.manifest  # no filter: a byte-for-byte mirror
+
+    other = repo_name("bydigest")
+    by_digest = push_sample_image(registry_plain, other, "v1",
+                                  layers=[{"etc/other": b"other\n"}])
+    _pulled_files(skopeo, proxy, f"{other}@{by_digest.manifest_digest}", tmp_path,
+                  layer_members)
+    base = f"{registry_plain.url}/v2/cache/{other}"
+    head = httpx.head(f"{base}/manifests/{by_digest.manifest_digest}",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert head.status_code == 200
+    tags = httpx.get(f"{base}/tags/list")  # pushed by digest: no tag named sha256:...
+    assert tags.status_code == 404 or not tags.json().get("tags")
+
+
+def test_pull_through_with_filters_and_podman(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        podman_cli: Any, repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]],
+        tmp_path: Path) -> None:
+    repo = repo_name("pd")
+    layout = _layout(tmp_path)
+    skopeo_push = ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                   f"oci:{layout}:v1", f"docker://{registry_plain.host}/{repo}:v1"]
+    subprocess.run(skopeo_push, check=True, capture_output=True, timeout=120)
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/filtered",
+                        "-u", registry_plain.host, "-f", "exclude:pattern=tmp/junk",
+                        "-f", "normalize-timestamps")
+    podman_cli("pull", "--tls-verify=false", f"{proxy.host}/{repo}:v1")
+    archive = tmp_path / "saved.tar"
+    podman_cli("save", "--format", "docker-archive", "-o", str(archive),
+               f"{proxy.host}/{repo}:v1")
+    members = layer_members(str(archive))
+    assert "etc/motd" in members and not any(n.startswith("tmp/junk/") for n in members)
+    assert {m.mtime for m in members.values()} == {0}
+
+
+def test_podman_pushes_through_the_proxy(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        podman_cli: Any, check_image: Callable[..., None],
+        repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    repo = repo_name("pdpush")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/pushed",
+                        "-f", "normalize-timestamps")
+    podman_cli("pull", f"oci:{_layout(tmp_path)}:v1")
+    local = podman_cli("images", "--format", "{{.ID}}").stdout.split()[0]
+    podman_cli("push", "--tls-verify=false", local, f"docker://{proxy.host}/{repo}:v1")
+    check_image(registry_plain, f"pushed/{repo}:v1")
+    archive = tmp_path / "back.tar"
+    podman_cli("pull", "--tls-verify=false", f"{proxy.host}/{repo}:v1")
+    podman_cli("save", "--format", "docker-archive", "-o", str(archive),
+               f"{proxy.host}/{repo}:v1")
+    assert {m.mtime for m in layer_members(str(archive)).values()} == {0}
+
+
+def test_sigterm_waits_for_the_push_in_flight(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    repo = repo_name("graceful")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/g",
+                        "-f", "normalize-timestamps", global_args=("--temp-dir", str(temp)))
+    layout = _layout(tmp_path, layer_size=4 << 20)
+    client = subprocess.Popen(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                               f"oci:{layout}:v1", f"docker://{proxy.host}/{repo}:v1"],
+                              stderr=subprocess.PIPE)
+    while not proxy.events("request") or not any(
+            e["path"].endswith("/blobs/uploads/") for e in proxy.events("request")):
+        assert client.poll() is None
+    proxy.process.send_signal(signal.SIGTERM)
+    assert client.wait(120) == 0, client.stderr.read() if client.stderr else ""
+    assert proxy.process.wait(60) == 0
+    check_image(registry_plain, f"g/{repo}:v1")
+    assert os.listdir(temp) == []  # the blob store went with the run's temp dir
+
+
+@pytest.mark.parametrize("mode", ["token"])
+def test_token_registry_and_client_credentials(
+        mode: str, registry_token: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    """Downstream and upstream behind Bearer tokens; the proxy's own clients need Basic."""
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"proxy-secret", bcrypt.gensalt(rounds=5)).decode()
+    htpasswd.write_text(f"carol:{hashed}\n")
+    repo = repo_name("tok")
+    push_sample_image(registry_token, repo, "v1")
+    proxy = start_proxy(registry_token, "-d", f"{registry_token.host}/tokmirror",
+                        "-u", registry_token.host, "--htpasswd", str(htpasswd),
+                        "-f", "normalize-timestamps")
+    refused = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds",
+                              "carol:wrong", f"docker://{proxy.host}/{repo}:v1"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    archive = tmp_path / "tok.tar"
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", "carol:proxy-secret",
+           f"docker://{proxy.host}/{repo}:v1", f"docker-archive:{archive}")
+    assert {m.mtime for m in layer_members(str(archive)).values()} == {0}
+    check_image(registry_token, f"tokmirror/{repo}:v1")
+    assert "proxy-secret" not in proxy.events_path.read_text()
+    assert registry_token.password not in proxy.events_path.read_text()
+
+
+def test_a_changed_upstream_tag_is_copied_again_once_stale(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    repo = repo_name("moving")
+    push_sample_image(registry_plain, repo, "v1")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/fresh",
+                        "-u", registry_plain.host, "--freshness", "0")
+    _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)  # unchanged: no copy
+    assert len(proxy.events("pull-through")) == 1
+    moved = push_sample_image(registry_plain, repo, "v1", layers=[{"etc/new": b"new\n"}])
+    assert "etc/new" in _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    assert [e["digest"] for e in proxy.events("pull-through")][-1] == moved.manifest_digest
+
+
+def test_tls_listener(registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+                      skopeo: Callable[..., str], check_image: Callable[..., None],
+                      repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca.cert_pem.write_to_path(str(certs / "ca.crt"))
+    repo = repo_name("tls")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/tls",
+                        "--tls-cert", str(tmp_path / "cert.pem"),
+                        "--tls-key", str(tmp_path / "key.pem"))
+    assert proxy.events("listening")[0]["tls"] is True
+    skopeo("copy", f"--dest-cert-dir={certs}", f"oci:{_layout(tmp_path)}:v1",
+           f"docker://{proxy.host}/{repo}:v1")
+    check_image(registry_plain, f"tls/{repo}:v1")
+    untrusted = subprocess.run(["skopeo", "inspect", f"docker://{proxy.host}/{repo}:v1"],
+                               capture_output=True, text=True, timeout=60)
+    assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
+
+
+def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
+                                        registry_plain: RegistryServer) -> None:
+    for args, message in [
+        (["-f", "nosuch"], "unknown filter 'nosuch'"),
+        (["-f", "exclude"], "exclude"),
+        (["--listen", "127.0.0.1:99999"], "port up to 65535"),
+        (["--listen", registry_plain.host], "cannot listen on"),  # the registry has it
+        (["--tls-cert", __file__], "--tls-cert and --tls-key go together"),
+    ]:
+        result = run_cli("proxy", "-d", registry_plain.host, *args)
+        assert result.exit_code != 0
+        assert result.stderr.startswith("Error: ") and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
