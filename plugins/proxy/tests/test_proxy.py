@@ -31,12 +31,16 @@ def _skopeo_to_proxy(skopeo: Callable[..., str], src: str, proxy: Any, ref: str)
     return skopeo("copy", "--all", "--dest-tls-verify=false", src, f"docker://{proxy.host}/{ref}")
 
 
-def _pulled_files(skopeo: Callable[..., str], proxy: Any, ref: str, tmp_path: Path,
-                  layer_members: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+def _pull_archive(skopeo: Callable[..., str], proxy: Any, ref: str, tmp_path: Path) -> Path:
     archive = tmp_path / f"pulled-{uuid.uuid4().hex}.tar"
     skopeo("copy", "--src-tls-verify=false", f"docker://{proxy.host}/{ref}",
            f"docker-archive:{archive}")
-    return layer_members(str(archive))
+    return archive
+
+
+def _pulled_files(skopeo: Callable[..., str], proxy: Any, ref: str, tmp_path: Path,
+                  layer_members: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return layer_members(str(_pull_archive(skopeo, proxy, ref, tmp_path)))
 
 
 @pytest.fixture
@@ -235,6 +239,10 @@ def test_token_registry_and_client_credentials(
            f"docker://{proxy.host}/{repo}:v1", f"docker-archive:{archive}")
     assert {m.mtime for m in layer_members(str(archive)).values()} == {0}
     check_image(registry_token, f"tokmirror/{repo}:v1")
+    pushed = repo_name("tokpush")  # push mode, same proxy: to the token downstream
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "carol:proxy-secret",
+           f"oci:{_layout(tmp_path)}:v1", f"docker://{proxy.host}/{pushed}:v1")
+    check_image(registry_token, f"tokmirror/{pushed}:v1")
     assert "proxy-secret" not in proxy.events_path.read_text()
     assert registry_token.password not in proxy.events_path.read_text()
 
@@ -293,3 +301,43 @@ def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
         assert result.exit_code != 0
         assert result.stderr.startswith("Error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_upstream_serves_the_downstream_copy(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    from occystrap_core.testing.faults import FaultFront
+
+    repo = repo_name("stale")
+    push_sample_image(registry_plain, repo, "v1")
+    front = FaultFront(registry_plain.url)
+    front.start()
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/stale",
+                        "-u", front.host, "--freshness", "0", global_args=("--retries", "0"))
+    try:
+        _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    finally:
+        front.stop()
+    assert "etc/hello.txt" in _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    assert [e["tag"] for e in proxy.events("stale")] == ["v1"]
+
+
+def test_memory_stays_bounded_for_a_big_blob(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    """A 96 MiB layer pushed through a rewriting filter and pulled back: the proxy's
+    peak RSS stays far below what holding the blob would take."""
+    repo = repo_name("big")
+    image = images.sample_image(tag="v1", layers=[{"big.bin": os.urandom(96 << 20)}])
+    layout = tmp_path / "big"
+    images.write_oci_layout(str(layout), [image], ["v1"])
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/big",
+                        "-f", "normalize-timestamps")
+    _skopeo_to_proxy(skopeo, f"oci:{layout}:v1", proxy, f"{repo}:v1")
+    assert layer_members(str(_pull_archive(skopeo, proxy, f"{repo}:v1", tmp_path)))[
+        "big.bin"].size == 96 << 20
+    with open(f"/proc/{proxy.process.pid}/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert peak < 160 * 1024, f"peak RSS {peak // 1024} MiB"
