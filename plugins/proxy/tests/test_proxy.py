@@ -341,3 +341,26 @@ def test_memory_stays_bounded_for_a_big_blob(
     with open(f"/proc/{proxy.process.pid}/status") as f:
         peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     assert peak < 160 * 1024, f"peak RSS {peak // 1024} MiB"
+
+
+def test_an_index_whose_images_the_downstream_holds(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """A second proxy (nothing in memory) takes an index whose images a client skips
+    because the downstream already has them."""
+    repo = repo_name("again")
+    layout = tmp_path / "multi"
+    arches = [images.sample_image(tag="v1", architecture=a, seed=i)
+              for i, a in enumerate(("amd64", "arm64"))]
+    images.write_files(str(layout), images.multi_platform_blobs(arches, "v1")[0])
+    first = start_proxy(registry_plain, "-d", f"{registry_plain.host}/again")
+    _skopeo_to_proxy(skopeo, f"oci:{layout}:v1", first, f"{repo}:v1")
+    assert first.stop() == 0
+    second = start_proxy(registry_plain, "-d", f"{registry_plain.host}/again")
+    _skopeo_to_proxy(skopeo, f"oci:{layout}:v1", second, f"{repo}:v2")
+
+    def raw(tag: str) -> str:
+        return skopeo("inspect", "--raw", *skopeo_args(registry_plain),
+                      f"docker://{registry_plain.host}/again/{repo}:{tag}")
+
+    assert raw("v1") == raw("v2")

@@ -97,7 +97,7 @@ class ProxyService:
 
     # --- the downstream ----------------------------------------------------------
 
-    def _downstream_manifest(self, name: str, ref: str) -> Served | None:
+    def downstream_manifest(self, name: str, ref: str) -> Served | None:
         try:
             with open_source(self.downstream.uri(name, ref), session=self.ctx) as source:
                 assert isinstance(source, ImageSource)
@@ -123,7 +123,7 @@ class ProxyService:
             return Served(pushed.data, pushed.media_type, pushed.digest)
         if self.upstream is not None:
             return self._pull_through(name, ref)
-        found = self._downstream_manifest(name, ref)
+        found = self.downstream_manifest(name, ref)
         if found is None:
             raise RegistryError(404, "MANIFEST_UNKNOWN",
                                 f"{name}:{ref} is not in {self.downstream}")
@@ -161,7 +161,7 @@ class ProxyService:
 
     def _pull_digest(self, name: str, digest: str) -> Served:
         assert self.upstream is not None
-        found = self._downstream_manifest(name, digest)
+        found = self.downstream_manifest(name, digest)
         if found is not None:
             return found
         if self.filters:  # a client checks what it gets against the digest it asked for
@@ -171,7 +171,7 @@ class ProxyService:
         # pushed by digest: never to a tag named after the digest
         self._copy("pull-through", self.upstream.uri(name, digest),
                    self.downstream.uri(name, digest), name, digest)
-        found = self._downstream_manifest(name, digest)
+        found = self.downstream_manifest(name, digest)
         if found is None:
             raise RegistryError(502, "UNKNOWN", f"{self.downstream} lost {name}@{digest}")
         return found
@@ -182,7 +182,7 @@ class ProxyService:
         now = self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen.checked < self.freshness:
-            found = self._downstream_manifest(name, tag)
+            found = self.downstream_manifest(name, tag)
             if found is not None:
                 return found
         try:
@@ -190,7 +190,7 @@ class ProxyService:
                 assert isinstance(source, ImageSource)
                 upstream = source.manifest_digest()
         except TransportError as e:  # the upstream is down: what the downstream has will do
-            stale = self._downstream_manifest(name, tag)
+            stale = self.downstream_manifest(name, tag)
             if stale is None:
                 raise
             self.events.emit("stale", repository=name, tag=tag, error=str(e))
@@ -201,7 +201,7 @@ class ProxyService:
             self._copy("pull-through", self.upstream.uri(name, tag),
                        self.downstream.uri(name, tag), name, tag)
         self._seen[key] = _Seen(upstream, now)
-        found = self._downstream_manifest(name, tag)
+        found = self.downstream_manifest(name, tag)
         if found is None:
             raise RegistryError(502, "UNKNOWN", f"{self.downstream} lost {name}:{tag}")
         return found
@@ -223,9 +223,10 @@ class ProxyService:
             for d in (doc.config, *doc.layers):
                 if not d.urls and self.blob_size(name, d.digest) is None:
                     raise RegistryError(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.digest} unknown")
-        else:
+        else:  # a client skips an image the proxy said it has: the downstream's
             for d in doc.manifests:
-                if self.store.manifest(name, d.digest) is None:
+                if self.store.manifest(name, d.digest) is None and \
+                        self.downstream_manifest(name, d.digest) is None:
                     raise RegistryError(400, "MANIFEST_UNKNOWN",
                                         f"manifest {d.digest} was not pushed first")
         pushed = Pushed(data, doc.media_type, digest)
@@ -288,9 +289,12 @@ class _PushedSource(ImageSource):
         if digest is None:
             return Fetched(self.top.data, self.top.media_type)
         pushed = self.service.store.manifest(self.repository, digest)
-        if pushed is None:
+        if pushed is not None:
+            return Fetched(pushed.data, pushed.media_type)
+        found = self.service.downstream_manifest(self.repository, digest)
+        if found is None:
             raise ImageNotFoundError(f"{self.where}: manifest {digest} was not pushed")
-        return Fetched(pushed.data, pushed.media_type)
+        return Fetched(found.data, found.media_type)
 
     def blobs(self) -> list[str]:
         """Every blob the push names, through its index."""
