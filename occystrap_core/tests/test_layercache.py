@@ -3,14 +3,17 @@ several processes writing at once."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from click.testing import Result
 
 from occystrap_core import digest as digests
 from occystrap_core.errors import UsageError
@@ -223,3 +226,35 @@ def test_sizes(text: str, size: int) -> None:
 def test_bad_duration(text: str) -> None:
     with pytest.raises(UsageError, match="--max-age"):
         parse_duration(text)
+
+
+def test_cache_commands(run_cli: Callable[..., Result], tmp_path: Path, clock: Clock,
+                        expect_error: Callable[..., None]) -> None:
+    where = tmp_path / "c"
+    cache = LayerCache(str(where), now=clock)
+    cache.record_transform(D1, "s", D2, 1)
+    cache.record_location("r", D2, "repo")
+    cache.close()
+    result = run_cli("--layer-cache", str(where), "cache", "info", "-O", "json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["transforms"], info["locations"], info["images"]) == (1, 1, 0)
+    assert info["oldest_used"] == clock.now
+
+    text = run_cli("--layer-cache", str(where), "cache", "info")
+    assert "Transforms:  1" in text.stdout
+
+    # entries used a million seconds ago (the fake clock) are older than a day
+    pruned = run_cli("--layer-cache", str(where), "cache", "prune", "--max-age", "1d")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout.startswith("Pruned 2 entries")
+    result = run_cli("cache", "info", "-O", "json", env={"OCCYSTRAP_LAYER_CACHE": str(where)})
+    assert json.loads(result.stdout)["transforms"] == 0
+
+    expect_error(run_cli("--layer-cache", str(where), "cache", "prune"), "--max-age")
+    expect_error(run_cli("--layer-cache", str(where), "cache", "prune", "--max-size", "lots"),
+                 "--max-size")
+    expect_error(run_cli("cache", "info"), "--layer-cache DIR")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / FILENAME).write_bytes(b"garbage" * 1000)
+    expect_error(run_cli("--layer-cache", str(tmp_path / "bad"), "cache", "info"), "unusable")
