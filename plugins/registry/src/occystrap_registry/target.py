@@ -351,8 +351,9 @@ class RegistryOutput(ImageOutput):
             return None
         blobs = [(doc.config.digest, doc.config.size)] + [
             (d.digest, d.size) for d in doc.layers if not d.urls]
-        with ThreadPoolExecutor(self.ctx.settings.parallel,
-                                thread_name_prefix="adopt") as pool:
+        # tiny requests, each waiting on the registry: all at once, within the pool's size
+        workers = max(1, min(len(blobs), self.ctx.settings.max_connections))
+        with ThreadPoolExecutor(workers, thread_name_prefix="adopt") as pool:
             placed = list(pool.map(lambda blob: self._probe_blob(*blob), blobs))
         if any(p is True for p in placed):
             return None
