@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ import httpx
 import pytest
 
 import occystrap
+from occystrap_core import hookimpl
+from occystrap_core.testing import plugin_module
 from occystrap_core.testing.faults import FaultFront
 from occystrap_core.testing.registry import (
     RegistryServer,
@@ -29,6 +32,7 @@ from occystrap_core.testing.registry import (
     skopeo_args,
     start_registry,
 )
+from occystrap_core.types import FilterSpec
 
 WROTE = re.compile(r"^Wrote \S+ \((sha256:[0-9a-f]{64})\)", re.M)
 
@@ -162,6 +166,35 @@ def test_options_of_a_filter_are_part_of_the_key(
     assert second == reference != first
     assert "cache hits" not in result.stderr
     assert len(_blob_gets(source)) == 3  # config and both layers: nothing was reused
+
+
+def test_a_rewrite_filter_can_opt_out(
+        register_plugin: Callable[..., Any], copy: Callable[..., tuple[str, Any]],
+        source: FaultFront, registry_plain: RegistryServer,
+        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    from occystrap_core.filters.normalize import NormalizeTimestamps
+
+    class Stamped(NormalizeTimestamps):  # say its bytes depend on more than its input
+        cacheable = False
+
+    @hookimpl
+    def occystrap_filters() -> Any:
+        yield FilterSpec(name="stamp", summary="not deterministic",
+                         factory=lambda inner, opts, ctx: Stamped(inner, ctx, 0, True))
+
+    register_plugin(plugin_module(occystrap_filters), name="occystrap-stamp")
+    src = repo_name("cache-optout")
+    push_sample_image(registry_plain, src, "1", layers=_layers(2, seed=5))
+    uri, dst = f"registry://{source.host}/{src}:1", registry_plain.host
+    copy(uri, f"registry://{dst}/{src}-a:1", "stamp")
+    source.clear()
+    copy(uri, f"registry://{dst}/{src}-b:1", "stamp")
+    assert len(_blob_gets(source)) == 3  # read and rewritten again, config too: no memo
+    with sqlite3.connect(tmp_path / "cache" / "cache.sqlite3") as db:
+        steps = {r[0] for r in db.execute("SELECT step FROM transforms")}
+        assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
+    # only the output's compression, keyed by the rewritten tar, was remembered
+    assert steps and all(s.startswith("compress gzip") for s in steps)
 
 
 def _delete_blobs(server: RegistryServer, repo: str, digests: list[str]) -> None:
