@@ -23,6 +23,7 @@ PUBLIC_MODULES = (
     "occystrap_core.context",  # Context, Settings
     "occystrap_core.engine",  # load, Selection: for commands and tests
     "occystrap_core.library",  # copy, inspect, check (as re-exported by occystrap)
+    "occystrap_core.layercache",  # the --layer-cache store (Context.layer_cache)
     "occystrap_core.digest",
     "occystrap_core.mediatypes",
     "occystrap_core.streams",

@@ -7,6 +7,8 @@ an OCI layout), or, when it has no manifests of its own (an archive from
 indexes and picks platforms, builds the :class:`Image`, and drives the output::
 
     output.existing_manifest(summary)    -> the destination has it already: done
+    output.adopt_manifest(memo)          -> with --layer-cache: a manifest this chain wrote
+                                            before, its blobs all there: pushed, done
     output.start(image)
     for each layer output.wants_layer():  output.add_layer(LayerData)   # maybe in threads
     output.finish(final_image)           -> OutputResult
@@ -15,6 +17,10 @@ and, for a multi-platform copy, ``output.start_index`` .. one such run per image
 ``output.finish_index``. Filters are outputs that wrap an output. A layer's content
 is only ever a stream; :class:`LayerData` checks every digest it can while the
 output reads it.
+
+With a layer cache (:mod:`occystrap_core.layercache`, docs/cache.md), a filter that
+knows what a layer becomes asks the output behind it :meth:`ImageOutput.probe_layer`
+whether that result is already there, and skips reading the layer if so.
 """
 
 from __future__ import annotations
@@ -285,6 +291,9 @@ class OutputResult:
     details: dict[str, Any] = field(default_factory=dict)
     manifest_size: int | None = None
     manifest_media_type: str | None = None
+    #: the manifest's bytes, when the output wrote one (small): the layer cache
+    #: remembers them for the next copy of the same source through the same chain
+    manifest: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -485,6 +494,32 @@ class ImageOutput(ABC):
         :data:`MOUNTED` when it just got it some other way."""
         return True
 
+    def probe_layer(self, layer: Layer) -> bool | Mounted:
+        """Like :meth:`wants_layer`, asked by a filter about a layer it could produce
+        without reading its input (a layer-cache hit). True (the default) promises
+        nothing and leaves no trace: no claim, no upload session; the filter then
+        works as usual. False (held) or :data:`MOUNTED` (just mounted) commits the
+        output to ``layer`` as this image's layer at ``layer.index``: it will not be
+        offered again, and :meth:`finish` gets it in the image."""
+        return True
+
+    @property
+    def cache_identity(self) -> str | None:
+        """For the layer cache: a string naming everything this output (with the
+        filters it wraps) does to an image's bytes, so that the same source manifest
+        through the same identity gives the same manifest. None (the default): not
+        cacheable; :meth:`adopt_manifest` is then never called."""
+        return None
+
+    def adopt_manifest(self, data: bytes, media_type: str) -> OutputResult | None:
+        """With a layer cache: ``data`` is the manifest this output's chain wrote before
+        from the same source manifest. If every blob it names is in the destination,
+        or can be mounted there, write the manifest and return the result (its
+        ``details["mounted"]``: how many layers were mounted); else None, having
+        changed nothing a later copy could trip on. Called instead of :meth:`start`
+        .. :meth:`finish`; the default is None."""
+        return None
+
     @abstractmethod
     def add_layer(self, data: LayerData) -> bool | Mounted | None:
         """Consume one layer. May return False (or :data:`MOUNTED`) when, its digest
@@ -520,7 +555,18 @@ class ImageOutput(ABC):
 
 
 class ImageFilter(ImageOutput):
-    """An output that wraps another output. The default passes everything through."""
+    """An output that wraps another output. The default passes everything through.
+
+    A filter whose output bytes depend only on its input bytes and options sets
+    ``cacheable``; :func:`occystrap_core.pipeline.build_output` then gives it its
+    ``step`` (:func:`occystrap_core.layercache.filter_step`), and the layer cache may
+    reuse what it wrote. A filter that must see every layer (``search``), or whose
+    result depends on anything else (the time, a file), leaves it False.
+    """
+
+    cacheable: bool = False
+    #: the filter's step identity in the layer cache; set when built, if cacheable
+    step: str | None = None
 
     def __init__(self, inner: ImageOutput):
         self.inner = inner
@@ -538,6 +584,22 @@ class ImageFilter(ImageOutput):
 
     def wants_layer(self, layer: Layer) -> bool | Mounted:
         return self.inner.wants_layer(layer)
+
+    def probe_layer(self, layer: Layer) -> bool | Mounted:
+        # a filter that is not cacheable may need to see the layer (search does)
+        return self.inner.probe_layer(layer) if self.cacheable else True
+
+    @property
+    def cache_identity(self) -> str | None:
+        inner = self.inner.cache_identity
+        if not self.cacheable or self.step is None or inner is None:
+            return None
+        return f"{self.step} | {inner}"
+
+    def adopt_manifest(self, data: bytes, media_type: str) -> OutputResult | None:
+        if self.cache_identity is None:
+            return None
+        return self.inner.adopt_manifest(data, media_type)
 
     # existing_manifest stays None: a filter may change the image, so what the
     # destination holds says nothing about what this run would write.

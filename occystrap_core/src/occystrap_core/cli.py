@@ -9,6 +9,7 @@ and works.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -278,6 +279,10 @@ def _setup_logging(settings: Settings) -> None:
                    "checked.  [default: verify]")
 @click.option("--verify-full", is_flag=True, envvar="OCCYSTRAP_VERIFY_FULL",
               help="Verify by re-hashing every blob written too (slower; implies --verify).")
+@click.option("--layer-cache", type=click.Path(file_okay=False), default=None,
+              envvar="OCCYSTRAP_LAYER_CACHE", metavar="DIR",
+              help="Remember filtered and recompressed layers here, so later copies skip "
+                   "that work (docs/cache.md).")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
@@ -364,7 +369,8 @@ def _summary(occy: Context, elapsed: float) -> str:
     # layers, skipped and mounted always, so every output's line reads the same
     parts = [f"{s['layers']} layers ({s['skipped']} skipped, {s['mounted']} mounted)",
              human_size(s["bytes"]), f"{elapsed:.1f} s"]
-    parts += [f"{s[k]} {label}" for k, label in (("retries", "retries"),
+    parts += [f"{s[k]} {label}" for k, label in (("cache_hits", "cache hits"),
+                                                 ("retries", "retries"),
                                                  ("rate_limit_waits", "rate-limit waits")) if s[k]]
     return "Summary: " + ", ".join(parts)
 
@@ -500,6 +506,56 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"  {label}: {', '.join(d[key])}")
         if r.hooks:
             click.echo(f"  hooks: {', '.join(r.hooks)}")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and prune the layer cache (--layer-cache DIR)."""
+
+
+def _layer_cache(ctx: click.Context) -> Any:
+    from .errors import UsageError
+    from .layercache import LayerCache
+
+    directory = _occy(ctx).settings.layer_cache
+    if not directory:
+        raise UsageError("name the cache directory with --layer-cache DIR "
+                         "(or OCCYSTRAP_LAYER_CACHE)")
+    return ctx.with_resource(contextlib.closing(LayerCache(directory)))
+
+
+@cache.command("info")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True)
+@click.pass_context
+def cache_info(ctx: click.Context, fmt: str) -> None:
+    """Show what the layer cache holds and its size."""
+    from .layercache import describe
+
+    details = _layer_cache(ctx).info()
+    click.echo(json.dumps(details, indent=2) if fmt == "json" else describe(details))
+
+
+@cache.command("prune")
+@click.option("--max-age", metavar="DURATION",
+              help="Drop entries unused for this long: 30d, 12h, 45m, 90s.")
+@click.option("--max-size", metavar="SIZE",
+              help="Then drop the least recently used until the cache is this small: "
+                   "64M, 1G (powers of 1024).")
+@click.pass_context
+def cache_prune(ctx: click.Context, max_age: str | None, max_size: str | None) -> None:
+    """Drop least recently used entries of the layer cache, and compact it."""
+    from .errors import UsageError
+    from .info import human_size
+    from .layercache import parse_duration, parse_size
+
+    if max_age is None and max_size is None:
+        raise UsageError("cache prune: give --max-age, --max-size, or both")
+    age = parse_duration(max_age) if max_age is not None else None
+    size = parse_size(max_size) if max_size is not None else None
+    done = _layer_cache(ctx).prune(age, size)
+    click.echo(f"Pruned {done['deleted']} entries: {human_size(done['size_before'])} -> "
+               f"{human_size(done['size_after'])}")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from .workers import CancelToken
 if TYPE_CHECKING:
     import httpx
 
+    from .layercache import LayerCache
     from .plugins import PluginRecord, Plugins
     from .transport.retry import RetryPolicy
 
@@ -65,6 +66,7 @@ class Settings:
     plugin_options: Mapping[str, Any] = field(default_factory=dict)
     verify: bool = True  # after process, re-read what was written: documents, blob sizes
     verify_full: bool = False  # ... and re-hash every blob too
+    layer_cache: str | None = None  # directory of the persistent layer cache (docs/cache.md)
 
     def __post_init__(self) -> None:
         self.verify = self.verify or self.verify_full  # asking for full asks for verify
@@ -73,7 +75,8 @@ class Settings:
 class Stats:
     """Thread-safe counters for the run's summary line."""
 
-    FIELDS = ("layers", "bytes", "skipped", "mounted", "retries", "rate_limit_waits")
+    FIELDS = ("layers", "bytes", "skipped", "mounted", "retries", "rate_limit_waits",
+              "cache_hits")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,6 +134,24 @@ class Context:
             if key not in self._state:
                 self._state[key] = factory()
             return self._state[key]
+
+    @property
+    def layer_cache(self) -> LayerCache | None:
+        """The persistent layer cache (``--layer-cache``), opened on first use; None
+        without the option, or when it cannot be used (a warning says why)."""
+        if not self.settings.layer_cache:
+            return None
+        cache: LayerCache | None = self.shared("layer_cache", self._open_layer_cache)
+        return cache
+
+    def _open_layer_cache(self) -> LayerCache | None:
+        from .layercache import open_for_run
+
+        assert self.settings.layer_cache
+        cache = open_for_run(self.settings.layer_cache)
+        if cache is not None:
+            self.call_on_close(cache.close)
+        return cache
 
     @cached_property
     def retry(self) -> RetryPolicy:

@@ -279,8 +279,36 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
                                                       layers))
     if existing is not None:
         return None, existing
+    cache = ctx.layer_cache
+    chain = output.cache_identity if cache is not None else None
+    if cache is not None and chain is not None:
+        # Also before the config: what this chain wrote from this manifest before.
+        adopted = _adopt(ctx, output, cache.image(manifest.digest, chain), layers)
+        if adopted is not None:
+            return None, adopted
     image = reader.image(manifest, platform)
-    return image, _deliver(ctx, image, reader.source, output)
+    result = _deliver(ctx, image, reader.source, output)
+    if cache is not None and chain is not None and result.manifest is not None \
+            and result.manifest_media_type:
+        cache.record_image(manifest.digest, chain, result.manifest, result.manifest_media_type)
+    return image, result
+
+
+def _adopt(ctx: Context, output: ImageOutput, memo: tuple[bytes, str] | None,
+           layers: Sequence[Layer]) -> OutputResult | None:
+    """The output's result when it took the remembered manifest (its blobs all there)."""
+    if memo is None:
+        return None
+    adopted = output.adopt_manifest(*memo)
+    if adopted is not None:
+        mounted = int(adopted.details.get("mounted", 0))
+        with ctx.progress.image(layers):
+            for layer in layers:
+                ctx.progress.skipped(layer)
+        ctx.stats.add("mounted", mounted)
+        ctx.stats.add("skipped", len(layers) - mounted)
+        ctx.stats.add("cache_hits", len(layers))
+    return adopted
 
 
 def _existing(ctx: Context, output: ImageOutput, summary: ManifestSummary

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from . import redact
-from .api import Image, ImageInput, ImageOutput, ImageSet, ImageSource, OutputResult
+from .api import Image, ImageFilter, ImageInput, ImageOutput, ImageSet, ImageSource, OutputResult
 from .context import Context
 from .engine import SELECTION_OPTIONS, Selection, copy
 from .plugins import Entry
@@ -56,6 +56,10 @@ def build_output(ctx: Context, uri: str, filters: Sequence[str] = ()) -> ImageOu
         _used(ctx, fentry)
         options = convert_options(fentry.item.options, raw, f"filter {name!r}")
         output = fentry.item.factory(output, options, ctx)
+        if isinstance(output, ImageFilter) and output.cacheable:
+            from .layercache import filter_step
+
+            output.step = filter_step(name, options, fentry.record)
     return output
 
 

@@ -7,6 +7,13 @@ the new diff_id. Nothing is held whole in memory. Members keep their PAX records
 changes them. At :meth:`finish` the config's ``rootfs.diff_ids`` (and whatever
 :meth:`LayerRewriteFilter.edit_config` changes) are rewritten, and the inner
 output gets an evolved image, so it builds a new manifest.
+
+With a layer cache, a layer whose result is known (its diff_id through this
+filter's ``step``) is not read at all when the output behind already holds that
+result (:meth:`~occystrap_core.api.ImageOutput.probe_layer`): the known result
+stands in for it, in the config's diff_ids too. What a rewrite gives is recorded
+once the layer went through. The rewrite must then be deterministic: a subclass
+whose bytes depend on anything but the input and options sets ``cacheable = False``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterable
 from typing import IO, Any, BinaryIO
 
 from .. import mediatypes as mt
-from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
+from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, Mounted, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError
 from ..layertar import link_problem, members, prepare_copy, read_stream, write_stream
@@ -61,6 +68,7 @@ class LayerRewriteFilter(ImageFilter):
     """A filter that rewrites every layer; subclasses provide :meth:`member_rewriter`."""
 
     name = "layer rewriting"  # the filter's name, in messages
+    cacheable = True
 
     def __init__(self, inner: ImageOutput, ctx: Context):
         super().__init__(inner)
@@ -81,8 +89,28 @@ class LayerRewriteFilter(ImageFilter):
         self._family = image.family
         self.inner.start(image)
 
-    def wants_layer(self, layer: Layer) -> bool:
-        return True  # every layer is rewritten, so it must be read
+    def wants_layer(self, layer: Layer) -> bool | Mounted:
+        placed = self.probe_layer(layer)
+        if not placed:
+            self.ctx.stats.add("cache_hits")
+        return placed  # else every layer is rewritten, so it must be read
+
+    def probe_layer(self, layer: Layer) -> bool | Mounted:
+        """Without reading ``layer``: falsy when its cached result is in the output."""
+        cache = self.ctx.layer_cache
+        if cache is None or self.step is None or layer.diff_id is None:
+            return True
+        known = cache.transform(layer.diff_id, self.step)
+        if known is None:
+            return True
+        digest, size = known
+        result = Layer(index=layer.index, media_type=mt.layer_type(self._family, "none"),
+                       digest=digest, size=size, diff_id=digest, uncompressed_size=size)
+        placed = self.inner.probe_layer(result)
+        if not placed:
+            with self._lock:
+                self._layers[layer.index] = result
+        return placed
 
     def add_layer(self, data: LayerData) -> None:
         fd, path = tempfile.mkstemp(prefix="rewrite-", suffix=".tar", dir=self.ctx.temp_dir)
@@ -99,8 +127,16 @@ class LayerRewriteFilter(ImageFilter):
             if self.inner.wants_layer(layer):
                 # the opener returns the file, which LayerData uses as a context manager
                 self.inner.add_layer(LayerData(layer, lambda: open(path, "rb")))  # noqa: SIM115
+            self._remember(data, layer)
         finally:
             os.unlink(path)
+
+    def _remember(self, data: LayerData, result: Layer) -> None:
+        """Record what this layer became: its tar (as hashed while read) through this step."""
+        cache = self.ctx.layer_cache
+        if cache is not None and self.step is not None and data.tar_digest is not None:
+            assert result.digest is not None and result.size is not None
+            cache.record_transform(data.tar_digest, self.step, result.digest, result.size)
 
     def _rewrite(self, src: BinaryIO, dst: _HashingWriter, layer: Layer) -> None:
         rewriter = self.member_rewriter(layer)

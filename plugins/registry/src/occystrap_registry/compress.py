@@ -8,7 +8,9 @@ running in its own thread so that reading, hashing and compressing overlap.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import os
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +35,16 @@ def check(compression: str | None, level: int | None) -> None:
         if level not in allowed:
             raise URIError(f"registry://: {kind} level must be between {allowed.start} and "
                            f"{allowed.stop - 1}, not {level}")
+
+
+@functools.cache
+def step(compression: str, level: int | None) -> str:
+    """The layer cache's identity of compressing a tar with ``compression`` at ``level``:
+    the compressor and its version are part of it, as another may write other bytes."""
+    library = {"gzip": "isal", "zstd": "zstandard"}.get(compression)
+    version = f" {library}=={importlib.metadata.version(library)}" if library else ""
+    chosen = DEFAULT_LEVEL[compression] if level is None else level
+    return f"compress {compression}:level={chosen}{version}"
 
 
 @dataclass

@@ -8,7 +8,14 @@ registry-to-registry copy is a faithful mirror with the same manifest digest.
 
 A blob already in the repository is skipped; one the run knows in another
 repository of the same registry (the run's :mod:`~occystrap_registry.locations`
-map) is mounted from there. An index is pushed after its images, which go by digest.
+map, or the layer cache's) is mounted from there. An index is pushed after its
+images, which go by digest.
+
+With a layer cache (docs/cache.md), a layer to recompress whose compressed result
+is known is not read when that blob is here or can be mounted here; a manifest the
+same chain wrote before from the same source is pushed again once its blobs are
+all here (:meth:`RegistryOutput.adopt_manifest`). What is uploaded, mounted and
+compressed is recorded for later runs.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     from occystrap_core.api import Mounted
     from occystrap_core.context import Context
 
-
+MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
 
 class RegistryOutput(ImageOutput):
     requires_ordered_layers = False
@@ -76,6 +83,12 @@ class RegistryOutput(ImageOutput):
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
         self._pushed: list[tuple[str, str]] = []  # (digest, media type) of each manifest PUT
+
+    @property
+    def cache_identity(self) -> str:
+        """What this output does to an image's bytes: the compression of its layers."""
+        return f"registry compression={self.compression or 'default'} " + \
+            compress.step(self.compression or "gzip", self.level)
 
     # --- before the layers ----------------------------------------------------
 
@@ -150,10 +163,88 @@ class RegistryOutput(ImageOutput):
     def wants_layer(self, layer: Layer) -> bool | Mounted:
         if layer.foreign:
             return False  # never pushed: the manifest keeps pointing at its urls
-        if self._target_compression(layer) is not None:
-            return True  # its digest is known only after compressing (see add_layer)
+        target = self._target_compression(layer)
+        if target is not None:
+            # its digest is known only after compressing (see add_layer), or from the cache
+            placed = self._probe_compressed(layer, target)
+            if not placed:
+                self.ctx.stats.add("cache_hits")
+            return placed
         assert layer.digest is not None
         return self._place(layer.digest, layer.size)
+
+    def probe_layer(self, layer: Layer) -> bool | Mounted:
+        if layer.foreign:
+            return False
+        target = self._target_compression(layer)
+        if target is not None:
+            return self._probe_compressed(layer, target)
+        assert layer.digest is not None
+        return self._probe_blob(layer.digest, layer.size)
+
+    def _step(self, target: str) -> str:
+        return compress.step(target, self.level)
+
+    def _probe_compressed(self, layer: Layer, target: str) -> bool | Mounted:
+        """Falsy when the cache knows what compressing ``layer`` gives and that blob is
+        here (or was just mounted): the layer is then this image's as that blob."""
+        cache = self.ctx.layer_cache
+        tar = layer.digest if layer.compression == "none" else layer.diff_id
+        if cache is None or tar is None:
+            return True
+        known = cache.transform(tar, self._step(target))
+        if known is None:
+            return True
+        digest, size = known
+        placed = self._probe_blob(digest, size)
+        if not placed:
+            new = dataclasses.replace(
+                layer, media_type=mt.layer_type(self._family, target), digest=digest,
+                size=size, diff_id=tar, uncompressed_size=layer.uncompressed_size, urls=())
+            with self._lock:
+                self._rewritten[layer.index] = new
+        return placed
+
+    def _probe_blob(self, digest: str, size: int | None) -> bool | Mounted:
+        """Like :meth:`_place` without its claim: False when this repository holds
+        ``digest``, MOUNTED when a mount brought it; True leaves nothing behind (the
+        session of a refused mount is cancelled)."""
+        if self.locations.holds(self.registry, self.ref.path, digest):
+            return False
+        if self.uploader.exists(digest, size):
+            self._held(digest)
+            return False
+        for repository in self._mount_candidates(digest)[:MOUNT_TRIES]:
+            if not self.uploader.can_mount:
+                break
+            session = self.uploader.mount(digest, repository)
+            if session is None:
+                self._held(digest)
+                return MOUNTED
+            self.uploader.cancel(session)
+            cache = self.ctx.layer_cache
+            if cache is not None and self.uploader.can_mount:  # refused: it is not there
+                cache.forget_location(self.registry, digest, repository)
+        return True
+
+    def _mount_candidates(self, digest: str) -> list[str]:
+        """Repositories of this registry to mount ``digest`` from: the run's first,
+        then the source's, then the layer cache's (most recently used first)."""
+        candidates = self.locations.repositories(self.registry, digest, self.ref.path)
+        if self._mount_from and self._mount_from not in candidates:
+            candidates.append(self._mount_from)
+        cache = self.ctx.layer_cache
+        if cache is not None:
+            candidates += [r for r in cache.locations(self.registry, digest)
+                           if r != self.ref.path and r not in candidates]
+        return candidates
+
+    def _held(self, digest: str) -> None:
+        """This repository holds ``digest`` now: for the rest of the run, and later ones."""
+        self.locations.add(self.registry, self.ref.path, [digest])
+        cache = self.ctx.layer_cache
+        if cache is not None:
+            cache.record_location(self.registry, digest, self.ref.path)
 
     def _place(self, digest: str, size: int | None) -> bool | Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
@@ -163,7 +254,7 @@ class RegistryOutput(ImageOutput):
             if self.locations.holds(self.registry, self.ref.path, digest):
                 return False  # uploaded or mounted here earlier in this run
             if self.uploader.exists(digest, size):
-                self.locations.add(self.registry, self.ref.path, [digest])
+                self._held(digest)
                 return False
             running = self.locations.claim(self.registry, digest)
             if running is None:
@@ -172,15 +263,13 @@ class RegistryOutput(ImageOutput):
         with self._lock:
             self._claims.add(digest)
         try:
-            candidates = self.locations.repositories(self.registry, digest, self.ref.path)
-            if self._mount_from and self._mount_from not in candidates:
-                candidates.append(self._mount_from)
+            candidates = self._mount_candidates(digest)
             if not candidates:
                 return True
             # One try: a refused mount starts an upload session, which is then used.
             session = self.uploader.mount(digest, candidates[0])
             if session is None:
-                self.locations.add(self.registry, self.ref.path, [digest])
+                self._held(digest)
                 self._release(digest)
                 return MOUNTED
             with self._lock:  # the upload goes through it, saving a POST and a DELETE
@@ -208,7 +297,7 @@ class RegistryOutput(ImageOutput):
                 session = self._sessions.pop(layer.digest, None)
             try:
                 self.uploader.upload(layer.digest, layer.size, data.open_blob, session)
-                self.locations.add(self.registry, self.ref.path, [layer.digest])
+                self._held(layer.digest)
             finally:
                 self._release(layer.digest)
             return True
@@ -224,11 +313,14 @@ class RegistryOutput(ImageOutput):
                 try:
                     self.uploader.upload(spooled.digest, spooled.size,
                                          lambda: open(spooled.path, "rb"), session)
-                    self.locations.add(self.registry, self.ref.path, [spooled.digest])
+                    self._held(spooled.digest)
                 finally:
                     self._release(spooled.digest)
         finally:
             spooled.remove()
+        cache = self.ctx.layer_cache
+        if cache is not None:
+            cache.record_transform(diff_id, self._step(target), spooled.digest, spooled.size)
         new = dataclasses.replace(
             layer, media_type=mt.layer_type(self._family, target), digest=spooled.digest,
             size=spooled.size, diff_id=diff_id, urls=())
@@ -240,6 +332,7 @@ class RegistryOutput(ImageOutput):
 
     def finish(self, image: Image) -> OutputResult:
         self.uploader.push_bytes(image.config_digest, image.config)
+        self._held(image.config_digest)
         if image.manifest is not None and image.manifest_media_type and not self._rewritten:
             manifest, media_type = image.manifest, image.manifest_media_type
         else:
@@ -247,6 +340,26 @@ class RegistryOutput(ImageOutput):
             family = convert.manifest_family(image.family, [l.media_type for l in layers])
             manifest, media_type = image.build_manifest(layers, family=family)
         return self._push_manifest(manifest, media_type, by_digest=self._in_index)
+
+    def adopt_manifest(self, data: bytes, media_type: str) -> OutputResult | None:
+        """Push ``data`` again when every blob it names is here or mounts here."""
+        try:
+            doc = parse(data, media_type, "a manifest from the layer cache")
+        except OccystrapError:
+            return None
+        if not isinstance(doc, Manifest):
+            return None
+        blobs = [(doc.config.digest, doc.config.size)] + [
+            (d.digest, d.size) for d in doc.layers if not d.urls]
+        # tiny requests, each waiting on the registry: all at once, within the pool's size
+        workers = max(1, min(len(blobs), self.ctx.settings.max_connections))
+        with ThreadPoolExecutor(workers, thread_name_prefix="adopt") as pool:
+            placed = list(pool.map(lambda blob: self._probe_blob(*blob), blobs))
+        if any(p is True for p in placed):
+            return None
+        result = self._push_manifest(data, media_type, by_digest=self._in_index)
+        result.details["mounted"] = sum(p is MOUNTED for p in placed[1:])
+        return result
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         self._depth -= 1
@@ -273,7 +386,8 @@ class RegistryOutput(ImageOutput):
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
         self._pushed.append((digest, media_type))
         return OutputResult(location=self._where(digest), manifest_digest=digest,
-                            manifest_size=len(manifest), manifest_media_type=media_type)
+                            manifest_size=len(manifest), manifest_media_type=media_type,
+                            manifest=manifest)
 
     # --- verification ---------------------------------------------------------
 

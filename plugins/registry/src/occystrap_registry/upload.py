@@ -157,6 +157,11 @@ class Uploader:
                                      what="starting an upload", ok=(202,))
         return self._session(response)
 
+    @property
+    def can_mount(self) -> bool:
+        """False once the registry refused these credentials a mount's pull scope."""
+        return not self._no_mount
+
     def mount(self, digest: str, from_repo: str) -> Session | None:
         """Try a cross-repository mount: None when mounted, else a session to upload with.
 

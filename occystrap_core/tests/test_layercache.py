@@ -1,0 +1,260 @@
+"""The layer cache's store: facts recorded and found, LRU upkeep, damage tolerated,
+several processes writing at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import Result
+
+from occystrap_core import digest as digests
+from occystrap_core.errors import UsageError
+from occystrap_core.layercache import (
+    FILENAME,
+    SCHEMA_VERSION,
+    TOUCH_AFTER,
+    LayerCache,
+    filter_step,
+    open_for_run,
+    parse_duration,
+    parse_size,
+)
+from occystrap_core.plugins import PluginRecord
+
+D1, D2, D3 = (digests.of_bytes(bytes([i])) for i in range(3))
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, clock: Clock) -> LayerCache:
+    store = LayerCache(str(tmp_path / "cache"), now=clock)
+    yield store
+    store.close()
+
+
+def _used(cache: LayerCache, table: str) -> list[float]:
+    with sqlite3.connect(cache.path) as db:
+        return [r[0] for r in db.execute(f"SELECT used FROM {table} ORDER BY used")]
+
+
+def test_records_and_finds_facts(cache: LayerCache) -> None:
+    assert cache.transform(D1, "step a") is None
+    cache.record_transform(D1, "step a", D2, 123)
+    assert cache.transform(D1, "step a") == (D2, 123)
+    assert cache.transform(D1, "step b") is None  # another step is another fact
+    cache.record_location("reg:5000", D2, "team/a")
+    cache.record_location("reg:5000", D2, "team/b")
+    assert set(cache.locations("reg:5000", D2)) == {"team/a", "team/b"}
+    assert cache.locations("other:5000", D2) == []
+    cache.forget_location("reg:5000", D2, "team/a")
+    assert cache.locations("reg:5000", D2) == ["team/b"]
+    manifest = b'{"schemaVersion":2}'
+    cache.record_image(D1, "chain", manifest, "application/vnd.oci.image.manifest.v1+json")
+    assert cache.image(D1, "chain") == (manifest, "application/vnd.oci.image.manifest.v1+json")
+    assert cache.image(D1, "other chain") is None
+
+
+def test_directory_created_and_schema_versioned(tmp_path: Path) -> None:
+    where = tmp_path / "deep" / "cache"
+    LayerCache(str(where)).close()
+    with sqlite3.connect(where / FILENAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_hit_refreshes_used_at_most_once_per_period(cache: LayerCache, clock: Clock) -> None:
+    cache.record_transform(D1, "s", D2, 1)
+    start = clock.now
+    clock.now += TOUCH_AFTER / 2
+    assert cache.transform(D1, "s")
+    assert _used(cache, "transforms") == [start]  # recent enough: no write
+    clock.now += TOUCH_AFTER
+    assert cache.transform(D1, "s")
+    assert _used(cache, "transforms") == [clock.now]
+
+
+def test_most_recent_location_first(cache: LayerCache, clock: Clock) -> None:
+    cache.record_location("r", D1, "old")
+    clock.now += 10
+    cache.record_location("r", D1, "new")
+    assert cache.locations("r", D1) == ["new", "old"]
+
+
+def test_prune_by_age(cache: LayerCache, clock: Clock) -> None:
+    cache.record_transform(D1, "s", D2, 1)
+    cache.record_image(D1, "c", b"{}", "t")
+    clock.now += 40 * 86400
+    cache.record_transform(D2, "s", D3, 1)
+    cache.record_location("r", D3, "repo")
+    done = cache.prune(max_age=parse_duration("30d"))
+    assert done["deleted"] == 2
+    assert cache.transform(D1, "s") is None and cache.image(D1, "c") is None
+    assert cache.transform(D2, "s") == (D3, 1) and cache.locations("r", D3) == ["repo"]
+
+
+def test_prune_by_size_keeps_the_most_recently_used(cache: LayerCache, clock: Clock) -> None:
+    filler = os.urandom(20_000)
+    for i in range(100):  # about 2 MB of manifests, each newer than the one before
+        clock.now += 1
+        cache.record_image(digests.of_bytes(str(i).encode()), "c", filler, "t")
+    assert cache.size() > 1_500_000
+    done = cache.prune(max_size=parse_size("512K"))
+    assert done["size_after"] == cache.size() <= 512 * 1024
+    assert 0 < done["deleted"] < 100
+    kept = [i for i in range(100) if cache.image(digests.of_bytes(str(i).encode()), "c")]
+    assert kept == list(range(100 - len(kept), 100))  # the newest survive
+    assert cache.info()["images"] == len(kept)
+
+
+def test_stored_manifest_that_does_not_hash_is_ignored(cache: LayerCache,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    cache.record_image(D1, "c", b'{"a":1}', "t")
+    with sqlite3.connect(cache.path) as db:
+        db.execute("UPDATE images SET manifest = ?", (b'{"a":2}',))
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert cache.image(D1, "c") is None
+    assert "does not hash to its digest" in caplog.text
+
+
+def test_corrupt_file_is_a_warning_and_no_cache(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / FILENAME).write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(tmp_path)) is None
+    assert "going on without the cache" in caplog.text
+
+
+def test_newer_schema_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with sqlite3.connect(tmp_path / FILENAME) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(tmp_path)) is None
+    assert "newer" in caplog.text
+
+
+def test_error_while_running_turns_the_cache_off(cache: LayerCache,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache.record_transform(D1, "s", D2, 1)
+    with sqlite3.connect(cache.path) as db:
+        db.execute("DROP TABLE transforms")  # damage behind the store's back
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert cache.transform(D1, "s") is None
+        cache.record_location("r", D1, "repo")  # off now: ignored, no second warning
+    assert caplog.text.count("going on without the cache") == 1
+    assert cache.locations("r", D1) == []
+
+
+_WRITER = """
+import sys
+from occystrap_core.layercache import LayerCache
+cache = LayerCache(sys.argv[1])
+n = int(sys.argv[2])
+for i in range(200):
+    cache.record_transform(f"sha256:{n}-{i}", "step", f"sha256:out-{n}-{i}", i)
+    cache.record_location("reg", f"sha256:{i}", f"repo-{n}")
+    assert cache.transform(f"sha256:{n}-{i}", "step") == (f"sha256:out-{n}-{i}", i)
+cache.close()
+"""
+
+
+def test_several_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    where = str(tmp_path / "shared")  # created by whichever process comes first
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, where, str(n)],
+                              stderr=subprocess.PIPE, text=True) for n in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    cache = LayerCache(where)
+    try:
+        info = cache.info()
+        assert (info["transforms"], info["locations"]) == (800, 800)
+        assert cache.transform("sha256:3-199", "step") == ("sha256:out-3-199", 199)
+        assert sorted(cache.locations("reg", "sha256:7")) == [f"repo-{n}" for n in range(4)]
+    finally:
+        cache.close()
+
+
+def test_filter_step_names_options_and_plugin_version() -> None:
+    core = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.0")
+    newer = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.1")
+    other = PluginRecord("x", "acme-filters", "0.5.0")
+    base = filter_step("exclude", {"pattern": ("a", "b")}, core)
+    assert base == filter_step("exclude", {"pattern": ["a", "b"]}, core)
+    assert base != filter_step("exclude", {"pattern": ("b", "a")}, core)
+    assert base != filter_step("exclude", {"pattern": ("a", "b")}, newer)
+    assert base != filter_step("exclude", {"pattern": ("a", "b")}, other)
+    assert base != filter_step("normalize", {"pattern": ("a", "b")}, core)
+    one = filter_step("normalize-timestamps", {"ts": 0, "config": True}, core)
+    assert one == filter_step("normalize-timestamps", {"config": True, "ts": 0}, core)
+    assert one != filter_step("normalize-timestamps", {"ts": 1, "config": True}, core)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200),
+                                               ("45m", 2700), ("90s", 90), ("2w", 1209600),
+                                               ("1.5h", 5400)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "size"), [("64M", 64 << 20), ("1G", 1 << 30), ("512k", 512 << 10),
+                                            ("4096", 4096), ("2MiB", 2 << 20)])
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "30", "d", "-1d", "3x"])
+def test_bad_duration(text: str) -> None:
+    with pytest.raises(UsageError, match="--max-age"):
+        parse_duration(text)
+
+
+def test_cache_commands(run_cli: Callable[..., Result], tmp_path: Path, clock: Clock,
+                        expect_error: Callable[..., None]) -> None:
+    where = tmp_path / "c"
+    cache = LayerCache(str(where), now=clock)
+    cache.record_transform(D1, "s", D2, 1)
+    cache.record_location("r", D2, "repo")
+    cache.close()
+    result = run_cli("--layer-cache", str(where), "cache", "info", "-O", "json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["transforms"], info["locations"], info["images"]) == (1, 1, 0)
+    assert info["oldest_used"] == clock.now
+
+    text = run_cli("--layer-cache", str(where), "cache", "info")
+    assert "Transforms:  1" in text.stdout
+
+    # entries used a million seconds ago (the fake clock) are older than a day
+    pruned = run_cli("--layer-cache", str(where), "cache", "prune", "--max-age", "1d")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout.startswith("Pruned 2 entries")
+    result = run_cli("cache", "info", "-O", "json", env={"OCCYSTRAP_LAYER_CACHE": str(where)})
+    assert json.loads(result.stdout)["transforms"] == 0
+
+    expect_error(run_cli("--layer-cache", str(where), "cache", "prune"), "--max-age")
+    expect_error(run_cli("--layer-cache", str(where), "cache", "prune", "--max-size", "lots"),
+                 "--max-size")
+    expect_error(run_cli("cache", "info"), "--layer-cache DIR")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / FILENAME).write_bytes(b"garbage" * 1000)
+    expect_error(run_cli("--layer-cache", str(tmp_path / "bad"), "cache", "info"), "unusable")
