@@ -211,9 +211,8 @@ class RegistryOutput(ImageOutput):
         session of a refused mount is cancelled)."""
         if self.locations.holds(self.registry, self.ref.path, digest):
             return False
-        if self.uploader.exists(digest, size):
-            self._held(digest)
-            return False
+        # A known place to mount from is asked first: a mount answers for a blob this
+        # repository holds already too, so the common case costs one request, not two.
         for repository in self._mount_candidates(digest)[:MOUNT_TRIES]:
             if not self.uploader.can_mount:
                 break
@@ -225,6 +224,9 @@ class RegistryOutput(ImageOutput):
             cache = self.ctx.layer_cache
             if cache is not None and self.uploader.can_mount:  # refused: it is not there
                 cache.forget_location(self.registry, digest, repository)
+        if self.uploader.exists(digest, size):
+            self._held(digest)
+            return False
         return True
 
     def _mount_candidates(self, digest: str) -> list[str]:
