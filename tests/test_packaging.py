@@ -23,7 +23,7 @@ _PROBE = textwrap.dedent("""
         cli.main()
     except SystemExit:
         pass
-    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+    print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)), file=sys.stderr)
 """)
 
 
@@ -89,3 +89,11 @@ def test_third_party_distribution_is_listed_and_usable(dummy_venv, tmp_path):
     disabled = _occystrap(dummy_venv, "--disable-plugin", "occystrap-dummy", "info", "dummy://x")
     assert disabled.returncode == 1
     assert disabled.stderr.startswith("Error: unknown input scheme 'dummy'")
+
+
+def test_a_run_talking_http_does_not_import_trio():
+    """httpcore imports trio whenever it is installed (80 ms); the CLI does not need it."""
+    modules = _modules_after("--retries", "0", "--insecure", "info",
+                             "registry://127.0.0.1:9/nothing:here")
+    assert "httpcore" in modules
+    assert not [m for m in modules if m.split(".")[0] == "trio"]

@@ -559,4 +559,9 @@ def cache_prune(ctx: click.Context, max_age: str | None, max_size: str | None) -
 
 
 def main() -> None:
+    # httpcore imports trio, for its optional trio backend, whenever trio is installed:
+    # about 80 ms of every run that talks HTTP, and occystrap runs on threads and
+    # asyncio. Marking it absent (unless something imported it already) makes httpcore
+    # take its documented path for an environment without trio.
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]  # None: "not importable"
     cli(prog_name="occystrap")
