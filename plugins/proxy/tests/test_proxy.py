@@ -364,3 +364,28 @@ def test_an_index_whose_images_the_downstream_holds(
                       f"docker://{registry_plain.host}/again/{repo}:{tag}")
 
     assert raw("v1") == raw("v2")
+
+
+def test_the_layer_cache_spares_a_second_proxy_the_filtering(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str], layer_members: Callable[[str], dict[str, Any]],
+        tmp_path: Path) -> None:
+    """--layer-cache applies to the proxy as to process: a proxy started later, into a
+    new downstream prefix, mounts what an earlier one filtered instead of filtering."""
+    repo = repo_name("cached")
+    push_sample_image(registry_plain, repo, "v1")
+    cache = ("--layer-cache", str(tmp_path / "cache"))
+    first = start_proxy(registry_plain, "-d", f"{registry_plain.host}/lc1", "-u",
+                        registry_plain.host, "-f", "normalize-timestamps", global_args=cache)
+    _pulled_files(skopeo, first, f"{repo}:v1", tmp_path, layer_members)
+    assert first.stop() == 0
+    assert first.events("stopped")[0]["bytes"] > 0
+    second = start_proxy(registry_plain, "-d", f"{registry_plain.host}/lc2", "-u",
+                         registry_plain.host, "-f", "normalize-timestamps", global_args=cache)
+    files = _pulled_files(skopeo, second, f"{repo}:v1", tmp_path, layer_members)
+    assert {m.mtime for m in files.values()} == {0}
+    assert second.stop() == 0
+    stopped = second.events("stopped")[0]
+    assert stopped["bytes"] == 0 and stopped["cache_hits"] == 2 and stopped["mounted"] == 2
+    check_image(registry_plain, f"lc2/{repo}:v1")
