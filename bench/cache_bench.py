@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import measure  # bench/, next to this script
+
 from occystrap_core.testing.registry import RegistryServer, start_registry
 
 WORDS = ("layer cache filter digest manifest registry blob config compress stream usr lib "
@@ -44,28 +46,10 @@ WORDS = ("layer cache filter digest manifest registry blob config compress strea
 MTIME = 1_700_000_000
 TARGET_RATIO = 0.05
 
-# Peak RSS must be measured from a small parent: a child forked from this (large)
-# process counts the parent's pages until it execs.
-_MEASURE = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nMAXRSS {usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def run(cmd: list[str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (KiB) and stderr of one command; fails loudly."""
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    elapsed = time.monotonic() - started
-    if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
-    rest, rss = proc.stderr.rsplit("MAXRSS ", 1)
-    return elapsed, int(rss), rest
+    measured = measure.run(cmd)
+    return measured.seconds, measured.rss_kib, measured.stderr
 
 
 def text(size: int, rng: random.Random) -> bytes:

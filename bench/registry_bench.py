@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import measure  # bench/, next to this script
 
 from occystrap_core.testing.registry import Mode, RegistryServer, start_registry
 
@@ -60,28 +60,10 @@ def registry_cpu(server: RegistryServer) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# Peak RSS must be measured from a small parent: a child forked from this (large)
-# process counts the parent's pages until it execs.
-_MEASURE = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nCPU {usage.ru_utime + usage.ru_stime} MAXRSS {usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def run(cmd: list[str]) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (KiB) and CPU seconds of one command; fails loudly."""
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    elapsed = time.monotonic() - started
-    if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
-    cpu, rss = proc.stderr.rsplit("CPU ", 1)[1].split(" MAXRSS ")
-    return elapsed, int(rss), float(cpu)
+    measured = measure.run(cmd)
+    return measured.seconds, measured.rss_kib, measured.cpu
 
 
 def text_like(size: int, seed: int) -> bytes:

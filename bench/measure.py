@@ -1,0 +1,40 @@
+"""What the benchmarks measure of one command: wall time, peak RSS, CPU time, stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+# Peak RSS must be measured from a small parent: a child forked from the (large)
+# benchmark process counts the parent's pages until it execs.
+_MEASURE = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nCPU {usage.ru_utime + usage.ru_stime} MAXRSS {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    rss_kib: int
+    cpu: float
+    stderr: str
+
+
+def run(cmd: list[str]) -> Measured:
+    """Run ``cmd`` (stdout discarded) and measure it; exit the benchmark if it fails."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.monotonic() - started
+    if proc.returncode:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    rest, tail = proc.stderr.rsplit("\nCPU ", 1)
+    cpu, rss = tail.split(" MAXRSS ")
+    return Measured(elapsed, int(rss), float(cpu), rest)
