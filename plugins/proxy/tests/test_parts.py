@@ -11,11 +11,12 @@ import bcrypt
 import pytest
 
 from occystrap_core.errors import UsageError
+from occystrap_core.serving import Pushed, RegistryError
 from occystrap_core.types import Credentials
 from occystrap_proxy.auth import Authenticator
 from occystrap_proxy.command import parse_listen
 from occystrap_proxy.service import Remote
-from occystrap_proxy.store import BlobStore, Pushed, RegistryError
+from occystrap_proxy.store import BlobStore
 
 
 class Clock:
@@ -30,9 +31,7 @@ def _put(store: BlobStore, data: bytes) -> str:
     uuid = store.new_upload()
     upload = store.upload(uuid)
     with open(upload.path, "ab") as f:
-        f.write(data)
-    upload.hash.update(data)
-    upload.size += len(data)
+        upload.write(f, data)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     store.complete(uuid, digest)
     return digest

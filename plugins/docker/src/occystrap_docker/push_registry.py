@@ -10,79 +10,26 @@ response header; upload ids are minted here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 from occystrap_core import digest as digests
 from occystrap_core import streams
-from occystrap_core.errors import OccystrapError
-from occystrap_core.oci.manifest import MAX_MANIFEST, Manifest, parse
-from occystrap_core.oci.reference import PATH_PATTERN, TAG_PATTERN
+from occystrap_core.oci.manifest import MAX_MANIFEST
+from occystrap_core.serving import ROUTES, Pushed, RegistryError, Upload, check_manifest
 
 log = logging.getLogger("occystrap.dockerpush")
 
 LOOPBACK = "127.0.0.1"
-_NAME = PATH_PATTERN
-_DIGEST = r"sha256:[0-9a-f]{64}"  # the daemon pushes sha256 only
-_TAG = TAG_PATTERN
-DIGEST_RE = re.compile(rf"^{_DIGEST}$")
-_MEDIA_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_MEDIA_TYPE_RE = re.compile(rf"^{_MEDIA_TOKEN}/{_MEDIA_TOKEN}$")
-_ROUTES = [
-    (re.compile(r"^/v2/?$"), "base"),
-    (re.compile(rf"^/v2/(?P<name>{_NAME})/blobs/uploads/?$"), "uploads"),
-    (re.compile(rf"^/v2/(?P<name>{_NAME})/blobs/uploads/(?P<uuid>[0-9a-f]{{32}})$"), "upload"),
-    (re.compile(rf"^/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})$"), "blob"),
-    (re.compile(rf"^/v2/(?P<name>{_NAME})/manifests/(?P<ref>{_TAG}|{_DIGEST})$"), "manifest"),
-]
-
-
-class BadRequest(Exception):
-    """A request this registry refuses: answered with ``status`` and a registry error."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Pushed:
-    """A manifest as the daemon pushed it."""
-
-    data: bytes
-    media_type: str
-    digest: str
-
-
-class _Upload:
-    """One blob upload in progress: a file and the running hash of its bytes."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.size = 0
-        self.hash = hashlib.sha256()
-        self.lock = threading.Lock()  # a client sends one PATCH at a time; this enforces it
-
-    def append(self, chunks: Iterator[bytes]) -> None:
-        with open(self.path, "ab") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                self.hash.update(chunk)
-                self.size += len(chunk)
 
 
 class PushRegistry:
@@ -95,7 +42,7 @@ class PushRegistry:
         os.makedirs(self._blobs_dir)
         os.makedirs(self._uploads_dir)
         self._lock = threading.Condition()
-        self._uploads: dict[str, _Upload] = {}
+        self._uploads: dict[str, Upload] = {}
         self._blobs: dict[str, int] = {}  # digest -> size, blobs received and verified
         self._manifests: dict[tuple[str, str], Pushed] = {}
         self._server = _TLSServer((LOOPBACK, 0), _Handler, context, self)
@@ -117,8 +64,8 @@ class PushRegistry:
     # --- blobs ---
 
     def blob_path(self, digest: str) -> str:
-        if not DIGEST_RE.match(digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
+        if not digests.is_valid(digest) or not digest.startswith("sha256:"):
+            raise ValueError(f"not a sha256 digest: {digest!r}")  # the daemon pushes sha256
         return os.path.join(self._blobs_dir, digest.split(":", 1)[1])
 
     def blob_size(self, digest: str) -> int | None:
@@ -130,14 +77,14 @@ class PushRegistry:
         path = os.path.join(self._uploads_dir, uuid)
         open(path, "xb").close()
         with self._lock:
-            self._uploads[uuid] = _Upload(path)
+            self._uploads[uuid] = Upload(path)
         return uuid
 
-    def upload(self, uuid: str) -> _Upload:
+    def upload(self, uuid: str) -> Upload:
         with self._lock:
             upload = self._uploads.get(uuid)
         if upload is None:
-            raise BadRequest(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
         return upload
 
     def complete(self, uuid: str, digest: str) -> None:
@@ -145,11 +92,12 @@ class PushRegistry:
         with self._lock:
             upload = self._uploads.pop(uuid, None)
         if upload is None:  # completed by a concurrent request meanwhile
-            raise BadRequest(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
-        actual = "sha256:" + upload.hash.hexdigest()
-        if actual != digest:
+            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+        try:
+            upload.check_digest(digest)
+        except RegistryError:
             os.unlink(upload.path)
-            raise BadRequest(400, "DIGEST_INVALID", f"content hashes to {actual}")
+            raise
         os.replace(upload.path, self.blob_path(digest))
         with self._lock:
             self._blobs[digest] = upload.size
@@ -157,21 +105,10 @@ class PushRegistry:
     # --- manifests ---
 
     def put_manifest(self, name: str, ref: str, data: bytes, media_type: str) -> Pushed:
-        digest = digests.of_bytes(data)
-        if DIGEST_RE.match(ref) and ref != digest:
-            raise BadRequest(400, "DIGEST_INVALID", f"manifest hashes to {digest}")
-        try:
-            doc = parse(data, media_type if _MEDIA_TYPE_RE.match(media_type) else None,
-                        "the pushed manifest")
-        except OccystrapError as e:
-            raise BadRequest(400, "MANIFEST_INVALID", str(e)) from None
-        if isinstance(doc, Manifest):
-            for d in (doc.config, *doc.layers):
-                if not d.urls and self.blob_size(d.digest) is None:
-                    raise BadRequest(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.digest} unknown")
-        manifest = Pushed(data, doc.media_type, digest)
+        manifest, _ = check_manifest(ref, data, media_type,
+                                     lambda digest: self.blob_size(digest) is not None)
         with self._lock:
-            self._manifests[(name, ref)] = self._manifests[(name, digest)] = manifest
+            self._manifests[(name, ref)] = self._manifests[(name, manifest.digest)] = manifest
             self._lock.notify_all()
         return manifest
 
@@ -239,19 +176,18 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         params = {k: v[0] for k, v in parse_qs(query).items()}
         try:
-            for pattern, route in _ROUTES:
+            for pattern, route in ROUTES:
                 m = pattern.match(path)
                 if m:
                     action: Callable[..., None] | None = getattr(
                         self, f"_{route}_{self.command.lower()}", None)
                     if action is None:
-                        raise BadRequest(405, "UNSUPPORTED", "method not allowed")
+                        raise RegistryError(405, "UNSUPPORTED", "method not allowed")
                     action(params, **m.groupdict())
                     return
-            raise BadRequest(404, "NAME_UNKNOWN", "no such endpoint")
-        except BadRequest as e:
-            body = json.dumps({"errors": [{"code": e.code, "message": str(e)}]}).encode()
-            self._send(e.status, {"Content-Type": "application/json"}, body)
+            raise RegistryError(404, "NAME_UNKNOWN", "no such endpoint")
+        except RegistryError as e:
+            self._send(e.status, {"Content-Type": "application/json"}, e.body())
 
     do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
 
@@ -283,7 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     self.close_connection = True
-                    raise BadRequest(400, "BLOB_UPLOAD_INVALID", "bad chunked encoding") from None
+                    raise RegistryError(400, "BLOB_UPLOAD_INVALID",
+                                        "bad chunked encoding") from None
                 if size == 0:
                     while self.rfile.readline(1024).strip():  # trailers
                         pass
@@ -295,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
                 self.close_connection = True
-                raise BadRequest(400, "BLOB_UPLOAD_INVALID", "bad Content-Length") from None
+                raise RegistryError(400, "BLOB_UPLOAD_INVALID", "bad Content-Length") from None
             yield from self._exactly(length)
 
     def _exactly(self, size: int) -> Iterator[bytes]:
@@ -303,15 +240,16 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.rfile.read(min(size, streams.CHUNK))
             if not data:
                 self.close_connection = True
-                raise BadRequest(400, "BLOB_UPLOAD_INVALID", "request body ended early")
+                raise RegistryError(400, "BLOB_UPLOAD_INVALID", "request body ended early")
             size -= len(data)
             yield data
 
-    def _upload_headers(self, name: str, uuid: str, size: int) -> dict[str, str]:
-        return {"Location": f"/v2/{name}/blobs/uploads/{uuid}", "Docker-Upload-UUID": uuid,
-                "Range": f"0-{max(size - 1, 0)}"}
+    def _append(self, upload: Upload) -> None:
+        with open(upload.path, "ab") as f:
+            for chunk in self._body():
+                upload.write(f, chunk)
 
-    # --- endpoints (every argument was matched by a pattern in _ROUTES) ---
+    # --- endpoints (every argument was matched by a pattern in ROUTES) ---
 
     def _base_get(self, params: dict[str, str]) -> None:
         self._send(200, {"Content-Type": "application/json"}, b"{}")
@@ -321,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _blob_head(self, params: dict[str, str], name: str, digest: str) -> None:
         size = self.registry.blob_size(digest)
         if size is None:
-            raise BadRequest(404, "BLOB_UNKNOWN", "blob unknown")
+            raise RegistryError(404, "BLOB_UNKNOWN", "blob unknown")
         headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
         if self.command == "HEAD":
             self._send(200, headers, length=size)
@@ -335,25 +273,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _uploads_post(self, params: dict[str, str], name: str) -> None:
         # A cross-repository mount (?mount=&from=) is answered with a plain upload.
         uuid = self.registry.new_upload()
-        self._send(202, self._upload_headers(name, uuid, 0))
+        self._send(202, self.registry.upload(uuid).headers(name, uuid))
 
     def _upload_patch(self, params: dict[str, str], name: str, uuid: str) -> None:
         upload = self.registry.upload(uuid)
         with upload.lock:
-            start = re.match(r"^(?:bytes )?(\d+)-\d+$", self.headers.get("Content-Range", ""))
-            if start and int(start.group(1)) != upload.size:
-                raise BadRequest(416, "BLOB_UPLOAD_INVALID", "range does not follow the upload")
-            upload.append(self._body())
-            size = upload.size
-        self._send(202, self._upload_headers(name, uuid, size))
+            upload.check_start(self.headers.get("Content-Range", ""))
+            self._append(upload)
+        self._send(202, upload.headers(name, uuid))
 
     def _upload_put(self, params: dict[str, str], name: str, uuid: str) -> None:
         upload = self.registry.upload(uuid)
         digest = params.get("digest", "")
-        if not DIGEST_RE.match(digest):
-            raise BadRequest(400, "DIGEST_INVALID", "a sha256 ?digest= is required")
         with upload.lock:
-            upload.append(self._body())
+            self._append(upload)
             self.registry.complete(uuid, digest)
         self._send(201, {"Location": f"/v2/{name}/blobs/{digest}",
                          "Docker-Content-Digest": digest})
@@ -364,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             data += chunk
             if len(data) > MAX_MANIFEST:
                 self.close_connection = True
-                raise BadRequest(400, "MANIFEST_INVALID", "manifest too large")
+                raise RegistryError(400, "MANIFEST_INVALID", "manifest too large")
         media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip()
         manifest = self.registry.put_manifest(name, ref, bytes(data), media_type)
         self._send(201, {"Location": f"/v2/{name}/manifests/{manifest.digest}",
@@ -373,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _manifest_get(self, params: dict[str, str], name: str, ref: str) -> None:
         manifest = self.registry.manifest(name, ref)
         if manifest is None:
-            raise BadRequest(404, "MANIFEST_UNKNOWN", "manifest unknown")
+            raise RegistryError(404, "MANIFEST_UNKNOWN", "manifest unknown")
         self._send(200, {"Content-Type": manifest.media_type,
                          "Docker-Content-Digest": manifest.digest}, manifest.data)
 

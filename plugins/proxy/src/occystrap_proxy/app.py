@@ -11,9 +11,7 @@ a chunk waits), a blob goes out as it is read. Image work runs in worker threads
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -25,27 +23,14 @@ from occystrap_core import digest as digests
 from occystrap_core import streams
 from occystrap_core.errors import ImageNotFoundError, OccystrapError
 from occystrap_core.oci.manifest import MAX_MANIFEST
-from occystrap_core.oci.reference import PATH_PATTERN, TAG_PATTERN
+from occystrap_core.serving import MEDIA_TYPE, ROUTES, RegistryError, Upload
 
 from .auth import Authenticator
 from .events import EventLog
 from .service import ProxyService
-from .store import RegistryError
 
 log = logging.getLogger("occystrap.proxy")
 
-_DIGEST = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-f0-9]{32,128}"
-_ROUTES = [
-    (re.compile(r"^/v2/?$"), "base"),
-    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/uploads/?$"), "uploads"),
-    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/uploads/(?P<uuid>[0-9a-f]{{32}})$"),
-     "upload"),
-    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/(?P<digest>{_DIGEST})$"), "blob"),
-    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/manifests/(?P<ref>{TAG_PATTERN}|{_DIGEST})$"),
-     "manifest"),
-]
-_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
 T = TypeVar("T")
 
 
@@ -99,7 +84,7 @@ class _Request:
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
            ) -> Response:
-    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+    body = RegistryError(status, code, message).body()
     return Response(status, {"Content-Type": "application/json", **(headers or {})}, body)
 
 
@@ -211,7 +196,7 @@ class ProxyApp:
                 self.auth.check, request.headers.get("authorization")):
             return _error(401, "UNAUTHORIZED", "authentication required",
                           {"WWW-Authenticate": f'Basic realm="{self.auth.realm}"'})
-        for pattern, route in _ROUTES:
+        for pattern, route in ROUTES:
             m = pattern.match(request.path)
             if m:
                 action = getattr(self, f"_{route}_{request.method.lower()}", None)
@@ -252,10 +237,6 @@ class ProxyApp:
 
     # --- uploads -----------------------------------------------------------------
 
-    def _upload_headers(self, name: str, uuid: str, size: int) -> dict[str, str]:
-        return {"Location": f"/v2/{name}/blobs/uploads/{uuid}", "Docker-Upload-UUID": uuid,
-                "Range": f"0-{max(size - 1, 0)}"}
-
     def _created(self, name: str, digest: str) -> Response:
         return Response(201, {"Location": f"/v2/{name}/blobs/{digest}",
                               "Docker-Content-Digest": digest})
@@ -269,36 +250,28 @@ class ProxyApp:
         digest = request.query.get("digest")
         if digest:  # a monolithic upload: the blob is the body
             return await self._finish(request, name, uuid, digest)
-        return Response(202, self._upload_headers(name, uuid, 0))
+        return Response(202, store.upload(uuid).headers(name, uuid))
 
     async def _upload_patch(self, request: _Request, name: str, uuid: str) -> Response:
         upload = self.service.store.upload(uuid)
         if not upload.lock.acquire(blocking=False):
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
         try:
-            start = re.match(r"^(?:bytes )?(\d+)-\d+$", request.headers.get("content-range", ""))
-            if start and int(start.group(1)) != upload.size:
-                raise RegistryError(416, "BLOB_UPLOAD_INVALID", "the range does not follow "
-                                    "the upload")
+            upload.check_start(request.headers.get("content-range", ""))
             await self._append(request, upload)
-            size = upload.size
         finally:
             upload.lock.release()
-        return Response(202, self._upload_headers(name, uuid, size))
+        return Response(202, upload.headers(name, uuid))
 
-    async def _append(self, request: _Request, upload: Any) -> None:
+    async def _append(self, request: _Request, upload: Upload) -> None:
         with open(upload.path, "ab") as f:
             async for chunk in request.chunks():
-                f.write(chunk)
-                upload.hash.update(chunk)
-                upload.size += len(chunk)
+                upload.write(f, chunk)
 
     async def _upload_put(self, request: _Request, name: str, uuid: str) -> Response:
         return await self._finish(request, name, uuid, request.query.get("digest", ""))
 
     async def _finish(self, request: _Request, name: str, uuid: str, digest: str) -> Response:
-        if not digests.is_valid(digest) or not digest.startswith("sha256:"):
-            raise RegistryError(400, "DIGEST_INVALID", "a sha256 ?digest= is required")
         upload = self.service.store.upload(uuid)
         if not upload.lock.acquire(blocking=False):
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
@@ -310,8 +283,7 @@ class ProxyApp:
         return self._created(name, digest)
 
     async def _upload_get(self, request: _Request, name: str, uuid: str) -> Response:
-        upload = self.service.store.upload(uuid)
-        return Response(204, self._upload_headers(name, uuid, upload.size))
+        return Response(204, self.service.store.upload(uuid).headers(name, uuid))
 
     async def _upload_delete(self, request: _Request, name: str, uuid: str) -> Response:
         self.service.store.cancel(uuid)
@@ -329,7 +301,7 @@ class ProxyApp:
     async def _manifest_put(self, request: _Request, name: str, ref: str) -> Response:
         data = await request.read(MAX_MANIFEST)
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
-        if media_type and not _MEDIA_TYPE.match(media_type):
+        if media_type and not MEDIA_TYPE.match(media_type):
             raise RegistryError(400, "MANIFEST_INVALID", "malformed Content-Type")
         pushed = await self._run(self.service.push, name, ref, data, media_type)
         return Response(201, {"Location": f"/v2/{name}/manifests/{pushed.digest}",

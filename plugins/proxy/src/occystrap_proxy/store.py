@@ -11,7 +11,6 @@ pushed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import threading
@@ -21,38 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from occystrap_core import digest as digests
+from occystrap_core.serving import Pushed, RegistryError, Upload
 
-UPLOAD_ID_LENGTH = 32  # hex characters of an upload id minted here
 MAX_MANIFESTS = 4096  # pushed manifests remembered for reading back
-
-
-class RegistryError(Exception):
-    """A request refused with ``status`` and a distribution-spec error ``code``."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Pushed:
-    """A manifest as a client pushed it."""
-
-    data: bytes
-    media_type: str
-    digest: str
-
-
-class Upload:
-    """One blob upload in progress: a file and the running hash of its bytes."""
-
-    def __init__(self, path: str, now: float):
-        self.path = path
-        self.size = 0
-        self.hash = hashlib.sha256()
-        self.used = now
-        self.lock = threading.Lock()  # one PATCH at a time, as the spec requires
 
 
 @dataclass
@@ -74,30 +44,36 @@ class BlobStore:
         os.makedirs(self._uploads_dir, exist_ok=True)
         self._lock = threading.Lock()
         self._uploads: dict[str, Upload] = {}
+        self._upload_used: dict[str, float] = {}
         self._blobs: dict[str, _Blob] = {}
         self._manifests: OrderedDict[tuple[str, str], Pushed] = OrderedDict()
 
     # --- uploads ---------------------------------------------------------------
 
     def new_upload(self) -> str:
-        uuid = secrets.token_hex(UPLOAD_ID_LENGTH // 2)
+        uuid = secrets.token_hex(16)
         path = os.path.join(self._uploads_dir, uuid)
         open(path, "xb").close()
         with self._lock:
-            self._uploads[uuid] = Upload(path, self._clock())
+            self._uploads[uuid] = Upload(path)
+            self._upload_used[uuid] = self._clock()
         return uuid
 
     def upload(self, uuid: str) -> Upload:
         with self._lock:
             upload = self._uploads.get(uuid)
-        if upload is None:
-            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
-        upload.used = self._clock()
+            if upload is None:
+                raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+            self._upload_used[uuid] = self._clock()
         return upload
 
-    def cancel(self, uuid: str) -> None:
+    def _end(self, uuid: str) -> Upload | None:
         with self._lock:
-            upload = self._uploads.pop(uuid, None)
+            self._upload_used.pop(uuid, None)
+            return self._uploads.pop(uuid, None)
+
+    def cancel(self, uuid: str) -> None:
+        upload = self._end(uuid)
         if upload is None:
             raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
         with contextlib.suppress(FileNotFoundError):
@@ -106,14 +82,14 @@ class BlobStore:
     def complete(self, uuid: str, digest: str) -> int:
         """Keep upload ``uuid`` as blob ``digest`` if it hashes to it; either way the
         upload ends. Returns the blob's size."""
-        with self._lock:
-            upload = self._uploads.pop(uuid, None)
+        upload = self._end(uuid)
         if upload is None:  # completed by a concurrent request meanwhile
             raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
-        actual = "sha256:" + upload.hash.hexdigest()
-        if actual != digest:
+        try:
+            upload.check_digest(digest)
+        except RegistryError:
             os.unlink(upload.path)
-            raise RegistryError(400, "DIGEST_INVALID", f"the content hashes to {actual}")
+            raise
         os.replace(upload.path, self.path(digest))
         with self._lock:
             self._blobs[digest] = _Blob(upload.size, self._clock())
@@ -157,7 +133,9 @@ class BlobStore:
             blobs = [d for d, b in self._blobs.items() if not b.pins and b.used < cutoff]
             for digest in blobs:
                 del self._blobs[digest]
-            uploads = [u for u, up in self._uploads.items() if up.used < cutoff]
+            uploads = [u for u, used in self._upload_used.items() if used < cutoff]
+            for uuid in uploads:
+                del self._upload_used[uuid]
             paths = [self.path(d) for d in blobs] + [self._uploads.pop(u).path for u in uploads]
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
