@@ -357,6 +357,7 @@ def _deliver(ctx: Context, image: Image, source: ImageSource | ImageInput,
     output.start(image)
     with ctx.progress.image(image.layers):
         _deliver_layers(ctx, source, output, image.layers)
+    ctx.cancel.check()  # a run stopped meanwhile commits nothing: no manifest is written
     return output.finish(image)
 
 

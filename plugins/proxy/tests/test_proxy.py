@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -199,18 +200,19 @@ def test_sigterm_waits_for_the_push_in_flight(
     temp.mkdir()
     proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/g",
                         "-f", "normalize-timestamps", global_args=("--temp-dir", str(temp)))
-    layout = _layout(tmp_path, layer_size=4 << 20)
+    layout = _layout(tmp_path, layer_size=48 << 20)  # long enough to be caught in flight
     client = subprocess.Popen(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
                                f"oci:{layout}:v1", f"docker://{proxy.host}/{repo}:v1"],
                               stderr=subprocess.PIPE)
-    while not proxy.events("request") or not any(
-            e["path"].endswith("/blobs/uploads/") for e in proxy.events("request")):
+    while not proxy.events("push-started"):  # every blob is in; the manifest PUT waits
         assert client.poll() is None
+        time.sleep(0.01)
     proxy.process.send_signal(signal.SIGTERM)
     assert client.wait(120) == 0, client.stderr.read() if client.stderr else ""
     assert proxy.process.wait(60) == 0
     check_image(registry_plain, f"g/{repo}:v1")
     assert os.listdir(temp) == []  # the blob store went with the run's temp dir
+    assert proxy.events("push")[0]["ref"] == "v1"  # finished after the signal came
 
 
 @pytest.mark.parametrize("mode", ["token"])
@@ -389,3 +391,31 @@ def test_the_layer_cache_spares_a_second_proxy_the_filtering(
     stopped = second.events("stopped")[0]
     assert stopped["bytes"] == 0 and stopped["cache_hits"] == 2 and stopped["mounted"] == 2
     check_image(registry_plain, f"lc2/{repo}:v1")
+
+
+def test_the_grace_period_has_a_limit(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """Work still running when --shutdown-timeout ends is stopped, and leaves nothing
+    behind: no tag downstream, no temporary file."""
+    repo = repo_name("cut")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    # a rate limit keeps the push's downstream requests in flight for seconds
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/cut",
+                        "-f", "normalize-timestamps", "--shutdown-timeout", "0",
+                        global_args=("--temp-dir", str(temp), "--rate-limit", "3"))
+    layout = _layout(tmp_path)
+    client = subprocess.Popen(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                               f"oci:{layout}:v1", f"docker://{proxy.host}/{repo}:v1"],
+                              stderr=subprocess.DEVNULL)
+    while not proxy.events("push-started"):
+        assert client.poll() is None
+        time.sleep(0.01)
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(60) == 0
+    assert client.wait(60) != 0  # its push was cut short, and it was told
+    assert not proxy.events("push")
+    assert os.listdir(temp) == []
+    head = httpx.head(f"{registry_plain.url}/v2/cut/{repo}/manifests/v1")
+    assert head.status_code == 404

@@ -126,7 +126,8 @@ class LayerRewriteFilter(ImageFilter):
                 self._layers[layer.index] = layer
             if self.inner.wants_layer(layer):
                 # the opener returns the file, which LayerData uses as a context manager
-                self.inner.add_layer(LayerData(layer, lambda: open(path, "rb")))  # noqa: SIM115
+                self.inner.add_layer(LayerData(layer, lambda: open(path, "rb"),  # noqa: SIM115
+                                               cancel=self.ctx.cancel))
             self._remember(data, layer)
         finally:
             os.unlink(path)

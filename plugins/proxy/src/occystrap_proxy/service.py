@@ -22,14 +22,15 @@ from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource
 from occystrap_core.context import Context
 from occystrap_core.engine import Selection
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError, TransportError
+from occystrap_core.errors import ImageNotFoundError, TransportError
 from occystrap_core.library import copy, open_source
 from occystrap_core.oci import platform as platforms
-from occystrap_core.oci.manifest import Descriptor, Index, Manifest, parse
+from occystrap_core.oci.manifest import Descriptor, Index, parse
+from occystrap_core.serving import Pushed, RegistryError, check_manifest
 from occystrap_core.types import Credentials
 
 from .events import EventLog
-from .store import BlobStore, Pushed, RegistryError
+from .store import BlobStore
 
 log = logging.getLogger("occystrap.proxy")
 
@@ -212,25 +213,17 @@ class ProxyService:
         """Take a manifest a client pushes. By digest it is kept (an index pushed
         later lists it); by tag the image or index goes through the filters to the
         downstream before this returns."""
-        digest = digests.of_bytes(data)
-        if digests.is_valid(ref) and ref != digest:
-            raise RegistryError(400, "DIGEST_INVALID", f"the manifest hashes to {digest}")
-        try:
-            doc = parse(data, media_type or None, "the pushed manifest")
-        except CorruptImageError as e:
-            raise RegistryError(400, "MANIFEST_INVALID", str(e)) from None
-        if isinstance(doc, Manifest):
-            for d in (doc.config, *doc.layers):
-                if not d.urls and self.blob_size(name, d.digest) is None:
-                    raise RegistryError(400, "MANIFEST_BLOB_UNKNOWN", f"blob {d.digest} unknown")
-        else:  # a client skips an image the proxy said it has: the downstream's
-            for d in doc.manifests:
+        pushed, image = check_manifest(ref, data, media_type,
+                                       lambda d: self.blob_size(name, d) is not None)
+        if image is None:  # a client skips an image the proxy said it has: the downstream's
+            index = parse(data, pushed.media_type)
+            assert isinstance(index, Index)
+            for d in index.manifests:
                 if self.store.manifest(name, d.digest) is None and \
                         self.downstream_manifest(name, d.digest) is None:
                     raise RegistryError(400, "MANIFEST_UNKNOWN",
                                         f"manifest {d.digest} was not pushed first")
-        pushed = Pushed(data, doc.media_type, digest)
-        self.store.remember(name, [digest], pushed)
+        self.store.remember(name, [pushed.digest], pushed)
         if digests.is_valid(ref):
             return pushed
         source = _PushedSource(self, name, ref, pushed)
@@ -248,6 +241,7 @@ class ProxyService:
     def _copy_now(self, kind: str, source: str | ImageSource, destination: str, name: str,
                   ref: str) -> None:
         started = self.clock()
+        self.events.emit(f"{kind}-started", repository=name, ref=ref)
         if isinstance(source, str):
             with open_source(source, session=self.ctx) as opened:
                 opened.selection = _every_platform()
