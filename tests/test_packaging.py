@@ -97,3 +97,13 @@ def test_a_run_talking_http_does_not_import_trio():
                              "registry://127.0.0.1:9/nothing:here")
     assert "httpcore" in modules
     assert not [m for m in modules if m.split(".")[0] == "trio"]
+
+
+def test_a_second_run_finds_its_plugins_without_scanning(monkeypatch, tmp_path):
+    """The entry points are remembered: importlib_metadata (and the scan of every
+    distribution, and their metadata) are the first run's cost only."""
+    monkeypatch.setenv("OCCYSTRAP_CACHE_DIR", str(tmp_path))
+    assert "importlib_metadata" in _modules_after("--version")
+    modules = _modules_after("--version")
+    assert "importlib_metadata" not in modules
+    assert {"occystrap_registry.plugin", "occystrap_proxy.plugin"} <= modules

@@ -125,17 +125,22 @@ def discover_entry_points() -> tuple[Any, ...]:
     """Every entry point of the group, once per process; duplicates dropped.
 
     The same distribution can be seen twice (an egg-info in the tree, lib and lib64
-    both on the path); keep the first entry point of each name.
+    both on the path); keep the first entry point of each name. Remembered between
+    runs while the installed distributions stay the same (:mod:`.entrypoints`).
     """
-    import importlib_metadata
+    from .entrypoints import find
 
     seen: dict[str, Any] = {}
-    for ep in importlib_metadata.entry_points(group=GROUP):
+    for ep in find(GROUP):
         seen.setdefault(ep.name, ep)
     return tuple(seen.values())
 
 
 def _dist_of(ep: Any) -> tuple[str | None, str | None]:
+    from .entrypoints import Found
+
+    if isinstance(ep, Found):
+        return ep.distribution, ep.version
     dist = getattr(ep, "dist", None)
     if dist is None:
         return None, None
