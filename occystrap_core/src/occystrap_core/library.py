@@ -19,16 +19,17 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pipeline
 from .api import ImageInput, ImageSet, ImageSource, OutputResult
-from .check import Report, run_check
 from .context import Context, Settings
 from .engine import load
 from .errors import UsageError
-from .info import describe
 from .oci import platform as platforms
+
+if TYPE_CHECKING:
+    from .check import Report
 
 #: What a source may be: a URI, or one :func:`open_source` returned.
 Source = str | ImageSource | ImageInput
@@ -130,6 +131,8 @@ def inspect(source: Source, *, session: Session | None = None, **options: Any
     config and layers, without reading any layer."""
     with _session(session, options) as ctx, _opened(ctx, source, "inspect") as opened:
         loaded = load(ctx, opened)
+        from .info import describe  # imported by the calls that need it: a copy does not
+
         return describe(loaded.image, loaded.platforms)
 
 
@@ -138,4 +141,6 @@ def check(source: Source, *, fast: bool = False, session: Session | None = None,
     """Validate the image: ``report.count("error")`` is 0 when it is sound. ``fast``
     checks the manifest and config only."""
     with _session(session, options) as ctx, _opened(ctx, source, "check") as opened:
+        from .check import run_check
+
         return run_check(load(ctx, opened), fast)
