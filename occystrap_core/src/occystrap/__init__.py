@@ -22,9 +22,10 @@ from occystrap_core.library import (
     copy,
     inspect,
     open_source,
+    referrers,
     session,
     settings,
 )
 
 __all__ = ["CopyResult", "OccystrapError", "Report", "Session", "__version__", "check", "copy",
-           "inspect", "open_source", "session", "settings"]
+           "inspect", "open_source", "referrers", "session", "settings"]

@@ -455,6 +455,12 @@ class ImageSource(_Source, ABC):
         (for serving blobs, as the proxy does, without reading them first)."""
         raise UnsupportedError(f"{self.where} cannot tell which blobs it holds")
 
+    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """The manifests whose ``subject`` is ``digest`` (signatures, SBOMs...), as a
+        referrers index lists them (:mod:`occystrap_core.oci.referrers`), of
+        ``artifact_type`` when given; raise UnsupportedError if the source cannot tell."""
+        raise UnsupportedError(f"{self.where} cannot list referrers")
+
 
 class ImageInput(_Source, ABC):
     """A source of one image that has no manifests of its own (an archive from

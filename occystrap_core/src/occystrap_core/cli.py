@@ -465,6 +465,28 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
 
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source")
+@click.option("--artifact-type", metavar="TYPE", help="Only referrers of this artifactType.")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True)
+@click.pass_context
+def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: str) -> None:
+    """List what refers to the image at SOURCE (signatures, SBOMs, attestations), as a tree."""
+    from . import library
+    from .bulk import single_input
+    from .oci.referrers import as_text
+
+    with single_input(_occy(ctx), source, "referrers") as image_input:
+        found = library.referrers(image_input, artifact_type=artifact_type, session=_occy(ctx))
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(found["subject"])
+    for line in as_text(found["referrers"]):
+        click.echo(line)
+
+
+@cli.command(cls=SchemeHelpCommand)
+@click.argument("source")
 @click.argument("pattern")
 @click.option("--regex", is_flag=True, help="PATTERN is a regular expression (re.search).")
 @click.option("--script-friendly", is_flag=True, help="Print NAME:TAG:LAYER:PATH lines only.")

@@ -114,6 +114,10 @@ def as_text(info: dict[str, Any]) -> str:
         lines.append(f"  {layer['index']:>3}  {layer['digest']}  {human_size(layer['size']):>10}"
                      f"  {human_size(layer['uncompressed_size']):>10}"
                      f"  {layer['compression'] or '?':<5} {created_by}")
+    if info.get("referrers"):
+        from .oci.referrers import as_text as tree_text
+
+        lines += ["Referrers:"] + ["  " + line for line in tree_text(info["referrers"])]
     for key, label in (("entrypoint", "Entrypoint"), ("cmd", "Cmd"), ("working_dir", "WorkingDir"),
                        ("user", "User")):
         if info[key]:

@@ -25,7 +25,7 @@ from . import pipeline
 from .api import ImageInput, ImageSet, ImageSource, OutputResult
 from .context import Context, Settings
 from .engine import load
-from .errors import UsageError
+from .errors import UnsupportedError, UsageError
 from .oci import platform as platforms
 
 if TYPE_CHECKING:
@@ -128,12 +128,42 @@ def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> C
 def inspect(source: Source, *, session: Session | None = None, **options: Any
             ) -> dict[str, Any]:
     """What ``occystrap info -O json`` prints: the image's (or artifact's) manifest,
-    config and layers, without reading any layer."""
+    config and layers, without reading any layer, and the tree of its referrers (None
+    when the source cannot list them)."""
     with _session(session, options) as ctx, _opened(ctx, source, "inspect") as opened:
         loaded = load(ctx, opened)
         from .info import describe  # imported by the calls that need it: a copy does not
+        from .oci.referrers import tree
 
-        return describe(loaded.image, loaded.platforms)
+        details = describe(loaded.image, loaded.platforms)
+        details["referrers"] = None
+        if isinstance(opened, ImageSource):
+            # what the reference names: the index, when the image was picked from one
+            top = loaded.image.manifest_digest if loaded.platforms is None \
+                else opened.manifest_digest()
+            try:
+                details["referrers"] = tree(opened.referrers, top) if top else None
+            except UnsupportedError:
+                pass
+        return details
+
+
+def referrers(source: Source, *, artifact_type: str | None = None,
+              session: Session | None = None, **options: Any) -> dict[str, Any]:
+    """What ``occystrap referrers -O json`` prints: the digest the source names and the
+    tree of artifacts referring to it (signatures, SBOMs, attestations), each with its
+    own referrers; ``artifact_type`` keeps the first level to that type."""
+    from .errors import ImageNotFoundError
+    from .oci.referrers import tree
+
+    with _session(session, options) as ctx, _opened(ctx, source, "referrers") as opened:
+        if not isinstance(opened, ImageSource):
+            raise UnsupportedError(f"{opened.where} has no manifests, so no referrers")
+        digest = opened.manifest_digest()
+        if digest is None:
+            raise ImageNotFoundError(f"{opened.where}: no such image")
+        return {"subject": digest,
+                "referrers": tree(opened.referrers, digest, artifact_type)}
 
 
 def check(source: Source, *, fast: bool = False, session: Session | None = None,

@@ -21,6 +21,7 @@ from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource
 from occystrap_core.errors import CorruptImageError, DigestMismatchError
+from occystrap_core.oci import referrers
 from occystrap_core.oci.manifest import MAX_MANIFEST, Descriptor, Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key
@@ -30,6 +31,7 @@ from occystrap_core.types import ResolvedURI
 from .client import FACTORY, Repository
 from .locations import KEY as LOCATIONS
 from .locations import BlobLocations
+from .upload import check_digest_header
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -88,6 +90,26 @@ class RegistrySource(ImageSource):
         if not length.isdigit():
             raise CorruptImageError(f"{what}: {self.repo.host} sent no Content-Length")
         return int(length)
+
+    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """The referrers API when the registry has it, else the fallback tag's index."""
+        digests.validate(digest, "subject digest")
+        what = f"referrers of {self.ref.path}@{digest}"
+        response = self.repo.request(
+            "GET", self.repo.url("referrers", digest), what=what, ok=(200, 400, 405),
+            missing_ok=True, headers={"Accept": mt.OCI_INDEX},
+            params={"artifactType": artifact_type} if artifact_type else None)
+        content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if response.status_code == 200 and content_type == mt.OCI_INDEX:
+            return referrers.listed(response.content, artifact_type)
+        tag = referrers.fallback_tag(digest)
+        response = self.repo.request(
+            "GET", self.repo.url("manifests", tag), what=f"{what} (tag {tag})",
+            missing_ok=True, headers={"Accept": ", ".join(mt.INDEXES)})
+        if response.status_code == 404:
+            return []
+        check_digest_header(response, digests.of_bytes(response.content), f"{what} (tag {tag})")
+        return referrers.listed(response.content, artifact_type)
 
     def _record(self, fetched: Fetched) -> None:
         """Tell the run's blob map that this repository holds these blobs (for mounts)."""

@@ -38,7 +38,7 @@ from occystrap_core.api import (
     OutputResult,
 )
 from occystrap_core.errors import CorruptImageError, ImageNotFoundError, OccystrapError, URIError
-from occystrap_core.oci import convert
+from occystrap_core.oci import convert, referrers
 from occystrap_core.oci.manifest import Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key, same_registry
@@ -386,10 +386,29 @@ class RegistryOutput(ImageOutput):
         check_digest_header(response, digest, what)
         if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
+        if "OCI-Subject" not in response.headers:  # a registry with the API says it has it
+            self._list_in_fallback(manifest, media_type)
         self._pushed.append((digest, media_type))
         return OutputResult(location=self._where(digest), manifest_digest=digest,
                             manifest_size=len(manifest), manifest_media_type=media_type,
                             manifest=manifest)
+
+    def _list_in_fallback(self, manifest: bytes, media_type: str) -> None:
+        """A manifest with a subject, pushed to a registry without the referrers API:
+        the spec has the client add it to the subject's fallback tag index, keeping
+        what other tools listed there."""
+        doc = parse(manifest, media_type, "the pushed manifest")
+        if doc.subject is None:
+            return
+        tag = referrers.fallback_tag(doc.subject.digest)
+        what = f"the referrers index {self.ref.path}:{tag}"
+        response = self.repo.request("GET", self.repo.url("manifests", tag), what=what,
+                                     missing_ok=True, headers={"Accept": mt.OCI_INDEX})
+        existing = None if response.status_code == 404 else response.content
+        index = referrers.merged(existing, referrers.descriptor_of(doc))
+        self.repo.request("PUT", self.repo.url("manifests", tag), what=f"updating {what}",
+                          ok=(200, 201, 202), content=index,
+                          headers={"Content-Type": mt.OCI_INDEX})
 
     # --- verification ---------------------------------------------------------
 

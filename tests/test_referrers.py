@@ -1,0 +1,167 @@
+"""Referrers: listed (fallback tag index on a registry without the API), shown by
+``referrers`` and ``info``, and kept up to date when occystrap pushes a manifest that
+has a subject, without dropping another tool's entries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from occystrap_core import mediatypes as mt
+from occystrap_core.oci import referrers
+from occystrap_core.oci.manifest import Descriptor, parse
+from occystrap_core.testing.registry import RegistryServer, push_sample_image
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oras_artifact(server: RegistryServer, repo: str, tag: str, artifact_type: str,
+                  content: bytes, subject: dict[str, Any], workdir: Path,
+                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """An artifact with a subject, pushed by oras (the PyPI client), one upload call
+    at a time (oras-py has no artifactType parameter). Returns its descriptor."""
+    import oras.oci
+    import oras.provider
+
+    registry = oras.provider.Registry(hostname=server.host, insecure=True)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        name = f"{tag}.bin"
+        Path(name).write_bytes(content)
+        container = registry.get_container(f"{server.host}/{repo}:{tag}")
+        layer = oras.oci.NewLayer(name, media_type=artifact_type)
+        registry.upload_blob(name, container, layer)
+        Path("empty.json").write_text("{}")
+        empty = {"mediaType": mt.OCI_EMPTY, "digest": sha(b"{}"), "size": 2, "data": "e30="}
+        registry.upload_blob("empty.json", container, empty)
+        manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                    "artifactType": artifact_type, "config": empty, "layers": [layer],
+                    "subject": subject, "annotations": annotations or {}}
+        registry.upload_manifest(manifest, container).raise_for_status()
+    finally:
+        os.chdir(cwd)
+    data = httpx.get(f"{server.url}/v2/{repo}/manifests/{tag}",
+                     headers={"Accept": mt.OCI_MANIFEST}).content
+    return {"mediaType": mt.OCI_MANIFEST, "digest": sha(data), "size": len(data)}
+
+
+@pytest.fixture
+def graph(registry_plain: RegistryServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """In src/app: an image, an SBOM of it and a signature of the SBOM, by oras."""
+    repo = f"src/app-{os.urandom(4).hex()}"
+    image = push_sample_image(registry_plain, repo, "v1")
+    subject = {"mediaType": mt.OCI_MANIFEST, "digest": image.manifest_digest,
+               "size": len(image.manifest)}
+    sbom = oras_artifact(registry_plain, repo, "sbom", "application/spdx+json",
+                         b'{"spdxVersion": "SPDX-2.3"}', subject, tmp_path,
+                         {"org.example.kind": "sbom"})
+    signature = oras_artifact(registry_plain, repo, "sig",
+                              "application/vnd.dev.sigstore.bundle.v0.3+json",
+                              b'{"sig": 1}', sbom, tmp_path)
+    yield {"repo": repo, "image": subject, "sbom": sbom, "signature": signature}
+
+
+def _get(server: RegistryServer, repo: str, ref: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/v2/{repo}/manifests/{ref}",
+                     headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+
+
+def test_copies_with_a_subject_keep_the_fallback_index(
+        registry_plain: RegistryServer, graph: dict[str, Any],
+        run_cli: Callable[..., Any]) -> None:
+    """Registry 2.8 has no referrers API: occystrap adds what it pushes to the fallback
+    tag index, keeps another tool's entry there, and lists the tree from it."""
+    host, src, dst = registry_plain.host, graph["repo"], graph["repo"] + "-mirror"
+    def process_ok(source: str, destination: str) -> None:
+        result = run_cli("--insecure", "process", source, destination)
+        assert result.exit_code == 0, result.output
+
+    process_ok(f"registry://{host}/{src}:v1", f"registry://{host}/{dst}:v1")
+    tag = referrers.fallback_tag(graph["image"]["digest"])
+    assert _get(registry_plain, dst, tag).status_code == 404  # nothing refers to it yet
+    # another tool's entry, already there: the image itself stands in for it
+    other = {**graph["image"], "artifactType": "application/x-other-tool"}
+    other_index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                              "manifests": [other]}).encode()
+    assert httpx.put(f"{registry_plain.url}/v2/{dst}/manifests/{tag}", content=other_index,
+                     headers={"Content-Type": mt.OCI_INDEX}).status_code == 201
+    for kind in ("sbom", "signature"):
+        process_ok(f"registry://{host}/{src}@{graph[kind]['digest']}",
+                   f"registry://{host}/{dst}@{graph[kind]['digest']}")
+
+    listed = json.loads(_get(registry_plain, dst, tag).content)["manifests"]
+    assert listed[0] == other
+    assert [(d["digest"], d["artifactType"]) for d in listed[1:]] == [
+        (graph["sbom"]["digest"], "application/spdx+json")]
+    assert listed[1]["annotations"] == {"org.example.kind": "sbom"}
+
+    shown = run_cli("--insecure", "referrers", f"registry://{host}/{dst}:v1", "-O", "json")
+    assert shown.exit_code == 0, shown.output
+    found = json.loads(shown.stdout)
+    assert found["subject"] == graph["image"]["digest"]
+    sbom = next(n for n in found["referrers"] if n["digest"] == graph["sbom"]["digest"])
+    assert sbom["size"] == graph["sbom"]["size"]
+    assert [n["digest"] for n in sbom["referrers"]] == [graph["signature"]["digest"]]
+    text = run_cli("--insecure", "referrers", f"registry://{host}/{dst}:v1").stdout
+    assert "application/spdx+json" in text and "org.example.kind=sbom" in text
+    only = run_cli("--insecure", "referrers", "--artifact-type", "application/spdx+json",
+                   f"registry://{host}/{dst}:v1", "-O", "json")
+    assert [n["digest"] for n in json.loads(only.stdout)["referrers"]] == [
+        graph["sbom"]["digest"]]
+
+    info = run_cli("--insecure", "info", f"registry://{host}/{dst}:v1", "-O", "json")
+    assert graph["sbom"]["digest"] in [n["digest"] for n in json.loads(info.stdout)["referrers"]]
+    assert "Referrers:" in run_cli("--insecure", "info", f"registry://{host}/{dst}:v1").stdout
+
+
+def test_a_source_without_referrers_says_so(registry_plain: RegistryServer,
+                                            run_cli: Callable[..., Any]) -> None:
+    repo = f"src/lonely-{os.urandom(4).hex()}"
+    push_sample_image(registry_plain, repo, "v1")
+    shown = run_cli("--insecure", "referrers", f"registry://{registry_plain.host}/{repo}:v1",
+                    "-O", "json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["referrers"] == []
+    missing = run_cli("--insecure", "referrers",
+                      f"registry://{registry_plain.host}/{repo}:nope")
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: ")
+
+
+def test_merging_keeps_what_others_wrote() -> None:
+    other = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "1" * 64, "size": 10,
+             "artifactType": "x/y", "annotations": {"z": "1"}, "vendor.extra": True}
+    existing = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                           "manifests": [other]}).encode()
+    ours = Descriptor(mt.OCI_MANIFEST, "sha256:" + "2" * 64, 20, artifact_type="a/b")
+    once = referrers.merged(existing, ours)
+    twice = referrers.merged(once, ours)
+    assert json.loads(twice)["manifests"] == [other, ours.json()]
+    assert referrers.listed(twice, "a/b") == [ours]
+    assert json.loads(referrers.merged(b"not json", ours))["manifests"] == [ours.json()]
+    assert referrers.fallback_tag("sha256:" + "a" * 64) == "sha256-" + "a" * 64
+
+
+def test_a_tree_stops_at_cycles_and_depth() -> None:
+    def node(n: int) -> Descriptor:
+        return Descriptor(mt.OCI_MANIFEST, f"sha256:{n:064x}", n, artifact_type="t")
+
+    chain = {node(i).digest: [node(i + 1)] for i in range(20)}
+    chain[node(3).digest].append(node(0))  # a cycle back to the subject
+    found = referrers.tree(lambda d, t: chain.get(d, []), node(0).digest)
+    depth, level = 0, found
+    while level:
+        depth += 1
+        assert all(n["digest"] != node(0).digest or not n["referrers"] for n in level)
+        level = level[0]["referrers"]
+    assert depth == referrers.MAX_DEPTH
+    assert parse(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                             "manifests": []}).encode())
