@@ -71,6 +71,21 @@ def graph(registry_plain: RegistryServer, tmp_path: Path) -> Iterator[dict[str, 
     yield {"repo": repo, "image": subject, "sbom": sbom, "signature": signature}
 
 
+@pytest.fixture
+def listed_graph(registry_plain: RegistryServer, graph: dict[str, Any]) -> dict[str, Any]:
+    """The graph with the fallback tag indexes a spec-following client (the oras CLI)
+    writes; oras-py writes none."""
+    for subject, referrer in (("image", "sbom"), ("sbom", "signature")):
+        data = _get(registry_plain, graph["repo"], graph[referrer]["digest"]).content
+        doc = parse(data, mt.OCI_MANIFEST)
+        tag = referrers.fallback_tag(graph[subject]["digest"])
+        index = referrers.merged(None, referrers.descriptor_of(doc))
+        response = httpx.put(f"{registry_plain.url}/v2/{graph['repo']}/manifests/{tag}",
+                             content=index, headers={"Content-Type": mt.OCI_INDEX})
+        assert response.status_code == 201
+    return graph
+
+
 def _get(server: RegistryServer, repo: str, ref: str) -> httpx.Response:
     return httpx.get(f"{server.url}/v2/{repo}/manifests/{ref}",
                      headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
@@ -165,3 +180,47 @@ def test_a_tree_stops_at_cycles_and_depth() -> None:
     assert depth == referrers.MAX_DEPTH
     assert parse(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                              "manifests": []}).encode())
+
+
+def test_process_referrers_copies_the_graph(registry_plain: RegistryServer,
+                                            listed_graph: dict[str, Any],
+                                            run_cli: Callable[..., Any]) -> None:
+    host, src = registry_plain.host, listed_graph["repo"]
+    dst = src + "-withrefs"
+
+    def tree(repo: str) -> Any:
+        shown = run_cli("--insecure", "referrers", f"registry://{host}/{repo}:v1", "-O", "json")
+        assert shown.exit_code == 0, shown.output
+        return json.loads(shown.stdout)
+
+    copied = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
+                     f"registry://{host}/{dst}:v1")
+    assert copied.exit_code == 0, copied.output
+    assert "Copied 2 referrers" in copied.stderr
+    assert tree(dst) == tree(src)
+    assert tree(dst)["referrers"][0]["referrers"][0]["digest"] == \
+        listed_graph["signature"]["digest"]
+    again = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
+                    f"registry://{host}/{dst}:v1")  # nothing new: everything already there
+    assert again.exit_code == 0 and "Copied 2 referrers" in again.stderr
+    assert tree(dst) == tree(src)
+
+    only = src + "-sigs"
+    typed = run_cli("--insecure", "process", "--referrers", "--referrer-type",
+                    "application/vnd.dev.sigstore.bundle.v0.3+json",
+                    f"registry://{host}/{src}:v1", f"registry://{host}/{only}:v1")
+    assert "Copied 0 referrers" in typed.stderr  # the signature signs the SBOM, not the image
+    assert tree(only)["referrers"] == []
+
+
+def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistryServer,
+                                                     listed_graph: dict[str, Any],
+                                                     run_cli: Callable[..., Any]) -> None:
+    host, src = registry_plain.host, listed_graph["repo"]
+    dst = src + "-filtered"
+    result = run_cli("--insecure", "process", "--referrers", "-f", "normalize-timestamps",
+                     f"registry://{host}/{src}:v1", f"registry://{host}/{dst}:v1")
+    assert result.exit_code == 0, result.output
+    assert "Warning: the copy changed the image" in result.stderr
+    shown = run_cli("--insecure", "referrers", f"registry://{host}/{dst}:v1", "-O", "json")
+    assert json.loads(shown.stdout)["referrers"] == []

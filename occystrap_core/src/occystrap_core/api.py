@@ -548,6 +548,12 @@ class ImageOutput(ABC):
         nested index is written like an image of its parent (by digest)."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform index")
 
+    def by_digest(self) -> ContextManager[None]:
+        """Within the block, manifests are written by digest alone, naming no tag (the
+        referrers of the image copied: a signature, an SBOM); like an index's images.
+        Raise UnsupportedError when the output cannot hold such manifests."""
+        raise UnsupportedError(f"{type(self).__name__} cannot hold referrers")
+
     def abort(self) -> None:
         """Undo partial work after a failure."""
 
@@ -621,6 +627,9 @@ class ImageFilter(ImageOutput):
 
     def finish(self, image: Image) -> OutputResult:
         return self.inner.finish(image)
+
+    def by_digest(self) -> ContextManager[None]:
+        return self.inner.by_digest()
 
     def abort(self) -> None:
         self.inner.abort()

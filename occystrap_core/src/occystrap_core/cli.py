@@ -382,9 +382,13 @@ def _summary(occy: Context, elapsed: float) -> str:
               help="NAME[:key=value,...]; repeatable, the first sees layers first.")
 @click.option("--dry-run", is_flag=True,
               help="Print SOURCE -> DESTINATION per image; copy nothing.")
+@click.option("--referrers", "with_referrers", is_flag=True,
+              help="Copy what refers to the image too (signatures, SBOMs, attestations).")
+@click.option("--referrer-type", "referrer_types", multiple=True, metavar="TYPE",
+              help="With --referrers: only those of this artifactType (repeatable).")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
-            dry_run: bool) -> None:
+            dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...]) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters.
 
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
@@ -411,9 +415,14 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
             pipeline.resolve(occy, destination, "output")
             click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
-        result = library.copy(image_input, destination, filters=filters, session=occy)
+        result = library.copy(image_input, destination, filters=filters, session=occy,
+                              referrers=with_referrers, referrer_types=referrer_types)
     click.echo(f"Wrote {redact.redact_uri(result.location)}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
+    if "referrers_skipped" in result.details:
+        click.echo(f"Warning: {result.details['referrers_skipped']}", err=True)
+    elif with_referrers:
+        click.echo(f"Copied {len(result.details['referrers'])} referrers", err=True)
     # what re-reading the output found; None if it cannot be re-read, or --no-verify
     problems = result.problems
     for problem in problems or ():

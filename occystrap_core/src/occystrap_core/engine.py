@@ -270,6 +270,34 @@ def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput
         raise
 
 
+def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
+                   subjects: Sequence[str], artifact_types: Sequence[str] = ()) -> list[str]:
+    """Copy what refers to ``subjects`` in ``source`` (signatures, SBOMs, attestations),
+    and what refers to those, to ``output`` by digest and unchanged; ``artifact_types``
+    limits the first level (what refers to a referrer follows it). Returns the digests
+    copied, breadth first."""
+    reader = Reader(source, Selection(platforms.host(), every=True))
+    copied: list[str] = []
+    seen = set(subjects)
+    pending = [(subject, True) for subject in subjects]
+    while pending:
+        subject, first = pending.pop(0)
+        for found in source.referrers(subject):
+            if found.digest in seen or (first and artifact_types
+                                        and found.artifact_type not in artifact_types):
+                continue
+            seen.add(found.digest)
+            node = reader.fetch(found.digest)
+            with output.by_digest():
+                if isinstance(node, Index):
+                    _copy_index(ctx, reader, reader.plan(node, every=True), output)
+                else:
+                    _copy_manifest(ctx, reader, node, None, output)
+            copied.append(found.digest)
+            pending.append((found.digest, False))
+    return copied
+
+
 def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
                    platform: Platform | None, output: ImageOutput
                    ) -> tuple[Image | None, OutputResult]:

@@ -108,16 +108,55 @@ def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | I
 
 
 def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
+         referrers: bool = False, referrer_types: Sequence[str] = (),
          session: Session | None = None, **options: Any) -> CopyResult:
     """Copy the image (or index) ``source`` names to ``destination``, through
     ``filters`` (``"NAME[:key=value,...]"``; the first sees layers first), then
     re-read the output unless ``verify=False``. Raises an
-    :class:`~occystrap_core.errors.OccystrapError` on failure, leaving no partial output."""
+    :class:`~occystrap_core.errors.OccystrapError` on failure, leaving no partial output.
+
+    With ``referrers``, what refers to the image and its platforms (signatures, SBOMs,
+    attestations, recursively; ``referrer_types`` limits the first level by
+    artifactType) is copied too, unchanged: ``details["referrers"]`` lists their
+    digests. When the copy changed the image (a filter, a recompression) they no
+    longer apply: none is copied, and ``details["referrers_skipped"]`` says why."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
         output = pipeline.build_output(ctx, destination, filters)
         _, result = pipeline.run(ctx, opened, output)
         problems = output.verify() if ctx.settings.verify else None
+        if referrers:
+            problems = _copy_referrers(ctx, opened, destination, result, referrer_types,
+                                       problems)
         return _result(ctx, result, problems)
+
+
+def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination: str,
+                    result: OutputResult, types: Sequence[str],
+                    problems: list[str] | None) -> list[str] | None:
+    """Copy the referrers of what ``result`` wrote, when it is what the source holds."""
+    from .engine import copy_referrers
+    from .errors import ImageNotFoundError
+    from .oci.manifest import Index, parse
+
+    if not isinstance(source, ImageSource):
+        raise UnsupportedError(f"{source.where} has no manifests, so no referrers to copy")
+    written = result.manifest_digest
+    try:  # the source holds what was written only when nothing was changed on the way
+        fetched = source.manifest(written) if written else None
+    except ImageNotFoundError:
+        fetched = None
+    if written is None or fetched is None:
+        result.details["referrers_skipped"] = (
+            "the copy changed the image (a filter, a recompression or a platform subset), "
+            "so its referrers (signatures, SBOMs) no longer apply; none was copied")
+        return problems
+    top = parse(fetched.data, fetched.media_type)
+    subjects = [written] + ([d.digest for d in top.manifests] if isinstance(top, Index) else [])
+    output = pipeline.build_output(ctx, destination)  # referrers are never filtered
+    result.details["referrers"] = copy_referrers(ctx, source, output, subjects, types)
+    if problems is not None:
+        problems = problems + (output.verify() or [])
+    return problems
 
 
 def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> CopyResult:

@@ -20,8 +20,10 @@ compressed is recorded for later runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -366,6 +368,14 @@ class RegistryOutput(ImageOutput):
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         self._depth -= 1
         return self._push_manifest(data, index.media_type, by_digest=self._in_index)
+
+    @contextlib.contextmanager
+    def by_digest(self) -> Iterator[None]:
+        self._depth += 1  # as an index's images: by digest, checked by digest
+        try:
+            yield
+        finally:
+            self._depth -= 1
 
     @property
     def _in_index(self) -> bool:
