@@ -224,3 +224,29 @@ def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistrySer
     assert "Warning: the copy changed the image" in result.stderr
     shown = run_cli("--insecure", "referrers", f"registry://{host}/{dst}:v1", "-O", "json")
     assert json.loads(shown.stdout)["referrers"] == []
+
+
+def test_referrers_travel_through_an_oci_layout(registry_plain: RegistryServer,
+                                                listed_graph: dict[str, Any],
+                                                run_cli: Callable[..., Any],
+                                                tmp_path: Path) -> None:
+    """registry -> oci-layout -> registry with --referrers: the layout lists them in
+    index.json (untagged, with their artifactType), and they come back out of it."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    layout = f"oci-layout://{tmp_path / 'layout'}"
+
+    def tree(uri: str) -> Any:
+        shown = run_cli("--insecure", "referrers", uri, "-O", "json")
+        assert shown.exit_code == 0, shown.output
+        return json.loads(shown.stdout)
+
+    for source, destination in ((f"registry://{host}/{src}:v1", f"{layout}?ref=v1"),
+                                (layout, f"registry://{host}/{src}-back:v1")):
+        result = run_cli("--insecure", "process", "--referrers", source, destination)
+        assert result.exit_code == 0, result.output
+        assert "Copied 2 referrers" in result.stderr
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert sorted(e.get("artifactType", "") for e in index["manifests"]) == [
+        "", "application/spdx+json", "application/vnd.dev.sigstore.bundle.v0.3+json"]
+    assert tree(f"registry://{host}/{src}:v1") == tree(layout) == \
+        tree(f"registry://{host}/{src}-back:v1")

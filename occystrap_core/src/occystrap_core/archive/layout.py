@@ -16,6 +16,7 @@ from .. import digest as digests
 from .. import mediatypes as mt
 from ..api import Fetched, ImageSource, Layer
 from ..errors import CorruptImageError, ImageNotFoundError
+from ..oci import referrers
 from ..oci.manifest import Descriptor, Index, parse
 from ..oci.reference import split_stored
 from .blobs import (
@@ -91,6 +92,8 @@ class OciStoreSource(ImageSource):
             if not entries:
                 raise ImageNotFoundError(f"{self.path} has no image {self.wanted!r} "
                                          f"(available: {choices})")
+        else:  # referrers are listed untagged, with their artifactType: not what is meant
+            entries = [e for e in entries if not e.artifact_type] or entries
         if not entries:
             raise ImageNotFoundError(f"{self.path} holds no image")
         if len(entries) > 1:
@@ -101,6 +104,19 @@ class OciStoreSource(ImageSource):
             return Fetched(index.data, index.media_type)  # one image, several platforms
         self.name, self.tag = _name_of(entries[0])
         return self._blob_manifest(entries[0].digest, entries[0].media_type)
+
+    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """The manifests ``index.json`` lists whose subject is ``digest``."""
+        found = []
+        for entry in self._index().manifests:
+            if entry.media_type not in mt.MANIFESTS + mt.INDEXES or not self.store.exists(
+                    blob_path(entry.digest, "manifest digest")):
+                continue
+            fetched = self._blob_manifest(entry.digest, entry.media_type)
+            doc = parse(fetched.data, fetched.media_type, f"{self.path}: {entry.digest}")
+            if doc.subject is not None and doc.subject.digest == digest:
+                found.append(referrers.descriptor_of(doc))
+        return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
 
     def _blob_manifest(self, digest: str, media_type: str | None) -> Fetched:
         path = blob_path(digest, "manifest digest")

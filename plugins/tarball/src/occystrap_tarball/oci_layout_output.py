@@ -57,7 +57,9 @@ from occystrap_core.errors import (
     OutputExistsError,
     URIError,
 )
+from occystrap_core.oci import referrers
 from occystrap_core.oci.convert import oci_type
+from occystrap_core.oci.manifest import parse
 from occystrap_core.oci.reference import join_stored
 from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
@@ -78,10 +80,12 @@ class LayoutOutput(ImageOutput):
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}
         self._depth = 0  # indexes open: their images (and nested ones) stay out of index.json
+        self._loose = 0  # by_digest blocks open: referrers, listed in index.json untagged
         self._checked = False
         self._usage: int | None = None  # the layout directory, share-locked while we write
         self._temps: set[AtomicFile] = set()  # blobs being written
         self._listed: dict[str, Any] | None = None  # the index.json entry written
+        self._loose_listed: list[dict[str, Any]] = []  # entries of referrers written
 
     def start(self, image: Image) -> None:
         self._written = {}  # an output is reused for each image of an index
@@ -186,13 +190,35 @@ class LayoutOutput(ImageOutput):
         self._put_bytes(blob_path(image.config_digest, "config digest"), image.config)
         if self._depth:
             return self._put_manifest(manifest, media_type)
+        if self._loose:
+            return self._commit_loose(manifest, media_type)
         return self._commit_top(image.name, image.tag, manifest, media_type)
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         self._depth -= 1
         if self._depth:
             return self._put_manifest(data, index.media_type)
+        if self._loose:
+            return self._commit_loose(data, index.media_type)
         return self._commit_top(index.name, index.tag, data, index.media_type)
+
+    @contextlib.contextmanager
+    def by_digest(self) -> Iterator[None]:
+        self._loose += 1
+        try:
+            yield
+        finally:
+            self._loose -= 1
+
+    def _commit_loose(self, manifest: bytes, media_type: str) -> OutputResult:
+        """A referrer: stored, and listed in ``index.json`` with its artifactType and
+        no ref name, as OCI 1.1 layouts hold them (and readers find them)."""
+        result = self._put_manifest(manifest, media_type)
+        descriptor = referrers.descriptor_of(parse(manifest, media_type, "a referrer")).json()
+        with self._index_lock():
+            self._put_bytes("index.json", self._index(descriptor))
+        self._loose_listed.append(descriptor)
+        return result
 
     def _put_manifest(self, manifest: bytes, media_type: str) -> OutputResult:
         """A manifest inside an index: a blob, not listed in ``index.json``."""
@@ -262,7 +288,7 @@ class LayoutOutput(ImageOutput):
     def verify(self) -> list[str]:
         """Re-read the layout from index.json down to every blob of the image or index
         written (see :mod:`.verify` for how deep)."""
-        if self._listed is None:
+        if self._listed is None and not self._loose_listed:
             return ["nothing was written"]
         store = DirStore(self.path)
         try:
@@ -270,12 +296,19 @@ class LayoutOutput(ImageOutput):
         except OccystrapError as e:
             return [str(e)]
         entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
-        ref = (self._listed.get("annotations") or {}).get(ANNOTATION_REF)
-        if self._listed not in entries and not (ref and any(
-                (e.get("annotations") or {}).get(ANNOTATION_REF) == ref for e in entries)):
-            return [f"index.json does not list {self._listed['digest']}"]
-        # (another writer may have listed its own image under the ref since: that is its)
-        return verify_descriptor(store, self._listed, "manifest", self.ctx.settings.verify_full)
+        problems = []
+        full = self.ctx.settings.verify_full
+        if self._listed is not None:
+            ref = (self._listed.get("annotations") or {}).get(ANNOTATION_REF)
+            if self._listed not in entries and not (ref and any(
+                    (e.get("annotations") or {}).get(ANNOTATION_REF) == ref for e in entries)):
+                return [f"index.json does not list {self._listed['digest']}"]
+            # (another writer may have listed its own image under the ref since: that is its)
+            problems += verify_descriptor(store, self._listed, "manifest", full)
+        for loose in self._loose_listed:
+            problems += [f"index.json does not list referrer {loose['digest']}"] \
+                if loose not in entries else verify_descriptor(store, loose, "referrer", full)
+        return problems
 
     def abort(self) -> None:
         with self._lock:
