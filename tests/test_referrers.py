@@ -250,3 +250,30 @@ def test_referrers_travel_through_an_oci_layout(registry_plain: RegistryServer,
         "", "application/spdx+json", "application/vnd.dev.sigstore.bundle.v0.3+json"]
     assert tree(f"registry://{host}/{src}:v1") == tree(layout) == \
         tree(f"registry://{host}/{src}-back:v1")
+
+
+def test_a_registry_with_the_referrers_api(registry_plain: RegistryServer,
+                                           listed_graph: dict[str, Any],
+                                           run_cli: Callable[..., Any]) -> None:
+    """Through a front that gives the registry the API: occystrap lists through it,
+    and leaves the index to it when pushing (the answer carries OCI-Subject)."""
+    from occystrap_core.testing.referrers_api import ReferrersFront
+
+    src, dst = listed_graph["repo"], listed_graph["repo"] + "-api"
+    with ReferrersFront(registry_plain.url) as front:
+        copied = run_cli("--insecure", "process", "--referrers",
+                         f"registry://{registry_plain.host}/{src}:v1",
+                         f"registry://{front.host}/{dst}:v1")
+        assert copied.exit_code == 0, copied.output
+        assert "Copied 2 referrers" in copied.stderr
+        assert not [h for h in front.log if "/manifests/sha256-" in h.path]  # the API's job
+        shown = run_cli("--insecure", "referrers", f"registry://{front.host}/{dst}:v1",
+                        "-O", "json")
+        assert [h.path for h in front.log if "/referrers/" in h.path]
+        assert not [h for h in front.log if "/manifests/sha256-" in h.path]
+        only = run_cli("--insecure", "referrers", "--artifact-type", "application/x-none",
+                       f"registry://{front.host}/{dst}:v1", "-O", "json")
+    original = run_cli("--insecure", "referrers", f"registry://{registry_plain.host}/{src}:v1",
+                       "-O", "json")
+    assert json.loads(shown.stdout) == json.loads(original.stdout)
+    assert json.loads(only.stdout)["referrers"] == []
