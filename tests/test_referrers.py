@@ -224,6 +224,13 @@ def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistrySer
     assert "Warning: the copy changed the image" in result.stderr
     shown = run_cli("--insecure", "referrers", f"registry://{host}/{dst}:v1", "-O", "json")
     assert json.loads(shown.stdout)["referrers"] == []
+    asked = run_cli("--insecure", "process", "--referrers", "--stale-referrers", "-f",
+                    "normalize-timestamps", f"registry://{host}/{src}:v1",
+                    f"registry://{host}/{dst}:v1")
+    assert asked.exit_code == 0 and "Copied 2 referrers" in asked.stderr
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])  # the source image's
+    stale = json.loads(_get(registry_plain, dst, tag).content)["manifests"]
+    assert [d["digest"] for d in stale] == [listed_graph["sbom"]["digest"]]
 
 
 def test_referrers_travel_through_an_oci_layout(registry_plain: RegistryServer,

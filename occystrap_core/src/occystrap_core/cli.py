@@ -386,9 +386,13 @@ def _summary(occy: Context, elapsed: float) -> str:
               help="Copy what refers to the image too (signatures, SBOMs, attestations).")
 @click.option("--referrer-type", "referrer_types", multiple=True, metavar="TYPE",
               help="With --referrers: only those of this artifactType (repeatable).")
+@click.option("--stale-referrers", is_flag=True,
+              help="With --referrers: copy them even when filters changed the image, so "
+                   "that they name the source's digest.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
-            dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...]) -> None:
+            dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...],
+            stale_referrers: bool) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters.
 
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
@@ -416,7 +420,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
             click.echo(f"{redact.redact_uri(source)} -> {redact.redact_uri(destination)}")
             return
         result = library.copy(image_input, destination, filters=filters, session=occy,
-                              referrers=with_referrers, referrer_types=referrer_types)
+                              referrers=with_referrers, referrer_types=referrer_types,
+                              stale_referrers=stale_referrers)
     click.echo(f"Wrote {redact.redact_uri(result.location)}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
     if "referrers_skipped" in result.details:

@@ -109,7 +109,8 @@ def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | I
 
 def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
          referrers: bool = False, referrer_types: Sequence[str] = (),
-         session: Session | None = None, **options: Any) -> CopyResult:
+         stale_referrers: bool = False, session: Session | None = None,
+         **options: Any) -> CopyResult:
     """Copy the image (or index) ``source`` names to ``destination``, through
     ``filters`` (``"NAME[:key=value,...]"``; the first sees layers first), then
     re-read the output unless ``verify=False``. Raises an
@@ -119,21 +120,24 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     attestations, recursively; ``referrer_types`` limits the first level by
     artifactType) is copied too, unchanged: ``details["referrers"]`` lists their
     digests. When the copy changed the image (a filter, a recompression) they no
-    longer apply: none is copied, and ``details["referrers_skipped"]`` says why."""
+    longer apply: none is copied, and ``details["referrers_skipped"]`` says why,
+    unless ``stale_referrers`` asks for the source image's referrers all the same
+    (they go on naming the source's digests as their subjects)."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
         output = pipeline.build_output(ctx, destination, filters)
         _, result = pipeline.run(ctx, opened, output)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
             problems = _copy_referrers(ctx, opened, destination, result, referrer_types,
-                                       problems)
+                                       stale_referrers, problems)
         return _result(ctx, result, problems)
 
 
 def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination: str,
-                    result: OutputResult, types: Sequence[str],
+                    result: OutputResult, types: Sequence[str], stale: bool,
                     problems: list[str] | None) -> list[str] | None:
-    """Copy the referrers of what ``result`` wrote, when it is what the source holds."""
+    """Copy the referrers of what ``result`` wrote, when it is what the source holds
+    (or, ``stale``, those of what the source names whatever was written)."""
     from .engine import copy_referrers
     from .errors import ImageNotFoundError
     from .oci.manifest import Index, parse
@@ -145,10 +149,13 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
         fetched = source.manifest(written) if written else None
     except ImageNotFoundError:
         fetched = None
+    if (written is None or fetched is None) and stale:
+        fetched, written = source.manifest(), source.manifest_digest()
     if written is None or fetched is None:
         result.details["referrers_skipped"] = (
             "the copy changed the image (a filter, a recompression or a platform subset), "
-            "so its referrers (signatures, SBOMs) no longer apply; none was copied")
+            "so its referrers (signatures, SBOMs) no longer apply; none was copied "
+            "(--stale-referrers copies them all the same)")
         return problems
     top = parse(fetched.data, fetched.media_type)
     subjects = [written] + ([d.digest for d in top.manifests] if isinstance(top, Index) else [])
