@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def sha(data: bytes) -> str:
 
 
 def oras_artifact(server: RegistryServer, repo: str, tag: str, artifact_type: str,
-                  content: bytes, subject: dict[str, Any], workdir: Path,
+                  content: bytes, subject: dict[str, Any] | None, workdir: Path,
                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """An artifact with a subject, pushed by oras (the PyPI client), one upload call
     at a time (oras-py has no artifactType parameter). Returns its descriptor."""
@@ -46,7 +47,8 @@ def oras_artifact(server: RegistryServer, repo: str, tag: str, artifact_type: st
         registry.upload_blob("empty.json", container, empty)
         manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
                     "artifactType": artifact_type, "config": empty, "layers": [layer],
-                    "subject": subject, "annotations": annotations or {}}
+                    **({"subject": subject} if subject else {}),
+                    "annotations": annotations or {}}
         registry.upload_manifest(manifest, container).raise_for_status()
     finally:
         os.chdir(cwd)
@@ -273,14 +275,41 @@ def test_a_registry_with_the_referrers_api(registry_plain: RegistryServer,
                          f"registry://{front.host}/{dst}:v1")
         assert copied.exit_code == 0, copied.output
         assert "Copied 2 referrers" in copied.stderr
-        assert not [h for h in front.log if "/manifests/sha256-" in h.path]  # the API's job
+        def fallback_hits() -> list[Any]:  # the fallback indexes (not cosign's tags)
+            return [h for h in front.log if re.search(r"/manifests/sha256-[0-9a-f]{64}$",
+                                                      h.path)]
+
+        assert not fallback_hits()  # the API's job
         shown = run_cli("--insecure", "referrers", f"registry://{front.host}/{dst}:v1",
                         "-O", "json")
         assert [h.path for h in front.log if "/referrers/" in h.path]
-        assert not [h for h in front.log if "/manifests/sha256-" in h.path]
+        assert not fallback_hits()
         only = run_cli("--insecure", "referrers", "--artifact-type", "application/x-none",
                        f"registry://{front.host}/{dst}:v1", "-O", "json")
     original = run_cli("--insecure", "referrers", f"registry://{registry_plain.host}/{src}:v1",
                        "-O", "json")
     assert json.loads(shown.stdout) == json.loads(original.stdout)
     assert json.loads(only.stdout)["referrers"] == []
+
+
+def test_cosign_legacy_tags_are_listed_and_copied(registry_plain: RegistryServer,
+                                                  listed_graph: dict[str, Any],
+                                                  run_cli: Callable[..., Any],
+                                                  tmp_path: Path) -> None:
+    host, src = registry_plain.host, listed_graph["repo"]
+    dst = src + "-cosign"
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"]) + ".sig"
+    sig = oras_artifact(registry_plain, src, tag,
+                        "application/vnd.dev.cosign.simplesigning.v1+json",
+                        b'{"critical": {}}', None, tmp_path)
+    shown = json.loads(run_cli("--insecure", "referrers", f"registry://{host}/{src}:v1",
+                               "-O", "json").stdout)
+    assert shown["legacy_tags"] == [{"tag": tag, "digest": sig["digest"]}]
+    result = run_cli("--insecure", "process", "--referrers", "--digest-tags",
+                     f"registry://{host}/{src}:v1", f"registry://{host}/{dst}:v1")
+    assert result.exit_code == 0, result.output
+    assert "Copied 2 referrers and 1 digest tags" in result.stderr
+    assert _get(registry_plain, dst, tag).content == _get(registry_plain, src, tag).content
+    without = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
+                      f"registry://{host}/{dst}-plain:v1")
+    assert without.exit_code == 0 and _get(registry_plain, f"{dst}-plain", tag).status_code == 404

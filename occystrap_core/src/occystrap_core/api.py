@@ -461,6 +461,11 @@ class ImageSource(_Source, ABC):
         ``artifact_type`` when given; raise UnsupportedError if the source cannot tell."""
         raise UnsupportedError(f"{self.where} cannot list referrers")
 
+    def sibling(self, tag: str) -> ImageSource:
+        """The same repository (or layout) at ``tag``, as a source of its own (cosign's
+        legacy ``sha256-<hex>.sig`` tags sit beside the image they sign)."""
+        raise UnsupportedError(f"{self.where} has no other tags to read")
+
 
 class ImageInput(_Source, ABC):
     """A source of one image that has no manifests of its own (an archive from
@@ -547,6 +552,10 @@ class ImageOutput(ABC):
         """Write the index ``data`` (``index.media_type``) after all its images; a
         nested index is written like an image of its parent (by digest)."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold a multi-platform index")
+
+    def sibling(self, tag: str) -> ImageOutput:
+        """An output for the same destination at another ``tag``, without filters."""
+        raise UnsupportedError(f"{type(self).__name__} cannot write other tags")
 
     def by_digest(self) -> ContextManager[None]:
         """Within the block, manifests are written by digest alone, naming no tag (the

@@ -386,13 +386,16 @@ def _summary(occy: Context, elapsed: float) -> str:
               help="Copy what refers to the image too (signatures, SBOMs, attestations).")
 @click.option("--referrer-type", "referrer_types", multiple=True, metavar="TYPE",
               help="With --referrers: only those of this artifactType (repeatable).")
+@click.option("--digest-tags", is_flag=True,
+              help="With --referrers: copy cosign's legacy tags too (sha256-HEX.sig, .att, "
+                   ".sbom).")
 @click.option("--stale-referrers", is_flag=True,
               help="With --referrers: copy them even when filters changed the image, so "
                    "that they name the source's digest.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
             dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...],
-            stale_referrers: bool) -> None:
+            stale_referrers: bool, digest_tags: bool) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters.
 
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
@@ -421,13 +424,15 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
             return
         result = library.copy(image_input, destination, filters=filters, session=occy,
                               referrers=with_referrers, referrer_types=referrer_types,
-                              stale_referrers=stale_referrers)
+                              stale_referrers=stale_referrers, digest_tags=digest_tags)
     click.echo(f"Wrote {redact.redact_uri(result.location)}" +
                (f" ({result.manifest_digest})" if result.manifest_digest else ""), err=True)
     if "referrers_skipped" in result.details:
         click.echo(f"Warning: {result.details['referrers_skipped']}", err=True)
     elif with_referrers:
-        click.echo(f"Copied {len(result.details['referrers'])} referrers", err=True)
+        click.echo(f"Copied {len(result.details['referrers'])} referrers" +
+                   (f" and {len(result.details['digest_tags'])} digest tags"
+                    if digest_tags else ""), err=True)
     # what re-reading the output found; None if it cannot be re-read, or --no-verify
     problems = result.problems
     for problem in problems or ():
@@ -497,6 +502,8 @@ def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: s
     click.echo(found["subject"])
     for line in as_text(found["referrers"]):
         click.echo(line)
+    for legacy in found["legacy_tags"]:
+        click.echo(f"legacy tag {legacy['tag']} -> {legacy['digest']}")
 
 
 @cli.command(cls=SchemeHelpCommand)

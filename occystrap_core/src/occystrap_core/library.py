@@ -109,8 +109,8 @@ def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | I
 
 def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
          referrers: bool = False, referrer_types: Sequence[str] = (),
-         stale_referrers: bool = False, session: Session | None = None,
-         **options: Any) -> CopyResult:
+         stale_referrers: bool = False, digest_tags: bool = False,
+         session: Session | None = None, **options: Any) -> CopyResult:
     """Copy the image (or index) ``source`` names to ``destination``, through
     ``filters`` (``"NAME[:key=value,...]"``; the first sees layers first), then
     re-read the output unless ``verify=False``. Raises an
@@ -122,20 +122,22 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     digests. When the copy changed the image (a filter, a recompression) they no
     longer apply: none is copied, and ``details["referrers_skipped"]`` says why,
     unless ``stale_referrers`` asks for the source image's referrers all the same
-    (they go on naming the source's digests as their subjects)."""
+    (they go on naming the source's digests as their subjects). ``digest_tags`` copies
+    cosign's legacy tags too (``sha256-<hex>.sig``, ``.att``, ``.sbom``):
+    ``details["digest_tags"]`` lists those found and copied."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
         output = pipeline.build_output(ctx, destination, filters)
         _, result = pipeline.run(ctx, opened, output)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
             problems = _copy_referrers(ctx, opened, destination, result, referrer_types,
-                                       stale_referrers, problems)
+                                       stale_referrers, digest_tags, problems)
         return _result(ctx, result, problems)
 
 
 def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination: str,
                     result: OutputResult, types: Sequence[str], stale: bool,
-                    problems: list[str] | None) -> list[str] | None:
+                    digest_tags: bool, problems: list[str] | None) -> list[str] | None:
     """Copy the referrers of what ``result`` wrote, when it is what the source holds
     (or, ``stale``, those of what the source names whatever was written)."""
     from .engine import copy_referrers
@@ -161,9 +163,30 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
     subjects = [written] + ([d.digest for d in top.manifests] if isinstance(top, Index) else [])
     output = pipeline.build_output(ctx, destination)  # referrers are never filtered
     result.details["referrers"] = copy_referrers(ctx, source, output, subjects, types)
+    outputs = [output]
+    if digest_tags:
+        result.details["digest_tags"] = []
+        for tag, sibling in _legacy_tags(source, subjects):
+            outputs.append(output.sibling(tag))
+            pipeline.run(ctx, sibling, outputs[-1])
+            result.details["digest_tags"].append(tag)
     if problems is not None:
-        problems = problems + (output.verify() or [])
+        problems = problems + [p for out in outputs for p in out.verify() or []]
     return problems
+
+
+def _legacy_tags(source: ImageSource, subjects: Sequence[str]
+                 ) -> Iterator[tuple[str, ImageSource]]:
+    """Cosign's legacy tags beside ``subjects`` that the source has, as sources."""
+    from .engine import Selection
+    from .oci.referrers import legacy_tags
+
+    for subject in subjects:
+        for tag in legacy_tags(subject):
+            sibling = source.sibling(tag)
+            if sibling.manifest_digest() is not None:
+                sibling.selection = Selection(platforms.host(), every=True)
+                yield tag, sibling
 
 
 def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> CopyResult:
@@ -208,8 +231,13 @@ def referrers(source: Source, *, artifact_type: str | None = None,
         digest = opened.manifest_digest()
         if digest is None:
             raise ImageNotFoundError(f"{opened.where}: no such image")
-        return {"subject": digest,
-                "referrers": tree(opened.referrers, digest, artifact_type)}
+        try:
+            legacy = [{"tag": tag, "digest": sibling.manifest_digest()}
+                      for tag, sibling in _legacy_tags(opened, [digest])]
+        except UnsupportedError:
+            legacy = []
+        return {"subject": digest, "referrers": tree(opened.referrers, digest, artifact_type),
+                "legacy_tags": legacy}
 
 
 def check(source: Source, *, fast: bool = False, session: Session | None = None,

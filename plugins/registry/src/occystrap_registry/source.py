@@ -11,6 +11,7 @@ can mount it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ class RegistrySource(ImageSource):
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.ctx = ctx
+        self._uri = uri
         self.ref = parse_reference(uri.target)
         self.name, self.tag = self.ref.name, self.ref.tag
         self.repo = Repository(ctx, self.ref, uri, "input")
@@ -90,6 +92,12 @@ class RegistrySource(ImageSource):
         if not length.isdigit():
             raise CorruptImageError(f"{what}: {self.repo.host} sent no Content-Length")
         return int(length)
+
+    def sibling(self, tag: str) -> RegistrySource:
+        ref = dataclasses.replace(self.ref, tag=tag, digest=None)
+        other = RegistrySource(dataclasses.replace(self._uri, target=str(ref)), self.ctx)
+        other.where = f"registry://{ref}"
+        return other
 
     def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
         """The referrers API when the registry has it, else the fallback tag's index."""

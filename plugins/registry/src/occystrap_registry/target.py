@@ -66,6 +66,7 @@ class RegistryOutput(ImageOutput):
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.ctx = ctx
+        self._uri = uri
         self.ref = parse_reference(uri.target)
         self.compression: str | None = uri.options.get("compression")
         self.level: int | None = uri.options.get("level")
@@ -368,6 +369,10 @@ class RegistryOutput(ImageOutput):
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         self._depth -= 1
         return self._push_manifest(data, index.media_type, by_digest=self._in_index)
+
+    def sibling(self, tag: str) -> RegistryOutput:
+        ref = dataclasses.replace(self.ref, tag=tag, digest=None)
+        return RegistryOutput(dataclasses.replace(self._uri, target=str(ref)), self.ctx)
 
     @contextlib.contextmanager
     def by_digest(self) -> Iterator[None]:
