@@ -200,6 +200,13 @@ def test_process_referrers_copies_the_graph(registry_plain: RegistryServer,
     assert copied.exit_code == 0, copied.output
     assert "Copied 2 referrers" in copied.stderr
     assert tree(dst) == tree(src)
+    # oras (PyPI) reads the same fallback index there: the descriptors, byte for byte
+    import oras.provider
+
+    witness = oras.provider.Registry(hostname=host, insecure=True)
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    seen = [witness.get_manifest(f"{host}/{repo}:{tag}")["manifests"] for repo in (src, dst)]
+    assert seen[0] == seen[1] and seen[1][0]["digest"] == listed_graph["sbom"]["digest"]
     assert tree(dst)["referrers"][0]["referrers"][0]["digest"] == \
         listed_graph["signature"]["digest"]
     again = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
