@@ -419,3 +419,37 @@ def test_the_grace_period_has_a_limit(
     assert os.listdir(temp) == []
     head = httpx.head(f"{registry_plain.url}/v2/cut/{repo}/manifests/v1")
     assert head.status_code == 404
+
+
+def test_upload_protocol(registry_plain: RegistryServer,
+                         start_proxy: Callable[..., Any]) -> None:
+    """The upload shapes clients use: monolithic, chunked with Content-Range, status,
+    cancel, and a cross-repository mount of a blob the proxy holds."""
+    import hashlib
+
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/proto")
+    blob = b"some layer bytes" * 1000
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        mono = client.post(f"/v2/a/blobs/uploads/?digest={digest}", content=blob)
+        assert mono.status_code == 201 and mono.headers["docker-content-digest"] == digest
+        head = client.head(f"/v2/a/blobs/{digest}")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(blob))
+        assert client.get(f"/v2/a/blobs/{digest}").content == blob
+        mounted = client.post(f"/v2/b/blobs/uploads/?mount={digest}&from=a")
+        assert mounted.status_code == 201
+
+        start = client.post("/v2/c/blobs/uploads/")
+        where = start.headers["location"]
+        first = client.patch(where, content=blob[:100], headers={"Content-Range": "0-99"})
+        assert first.status_code == 202 and first.headers["range"] == "0-99"
+        skipped = client.patch(where, content=blob[200:300], headers={"Content-Range": "200-299"})
+        assert skipped.status_code == 416
+        status = client.get(where)
+        assert status.status_code == 204 and status.headers["range"] == "0-99"
+        done = client.put(f"{where}?digest={digest}", content=blob[100:])
+        assert done.status_code == 201
+
+        abandoned = client.post("/v2/c/blobs/uploads/").headers["location"]
+        assert client.delete(abandoned).status_code == 204
+        assert client.get(abandoned).status_code == 404
