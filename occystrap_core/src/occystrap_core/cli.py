@@ -501,7 +501,8 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{r.name} ({r.label}) {r.status}" + (f": {r.error}" if r.error else ""))
         for key, label in (("input_schemes", "inputs"), ("output_schemes", "outputs"),
                            ("filters", "filters"), ("client_factories", "clients"),
-                           ("global_options", "options"), ("commands", "commands")):
+                           ("global_options", "options"), ("commands", "commands"),
+                           ("listers", "listers")):
             if d[key]:
                 click.echo(f"  {label}: {', '.join(d[key])}")
         if r.hooks:
