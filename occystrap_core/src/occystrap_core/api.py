@@ -683,5 +683,21 @@ class ImageLister(ABC):
     def item(self, repository: str, tag: str) -> BulkItem:
         """The single-image source for ``repository:tag`` and its template fields."""
 
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The digest ``repository:tag`` points at, None when it is missing or
+        :attr:`knows_digests` is False. ``sync`` asks this of sources and destinations
+        (one HEAD each) to skip unchanged tags without reading them."""
+        return None
+
+    #: Whether :meth:`digest` answers; without it every tag goes through the engine.
+    knows_digests = False
+
+    def delete(self, repository: str, tag: str) -> None:
+        """Remove the tag ``repository:tag`` (``sync --prune``), leaving every other tag
+        as it is; raise OccystrapError when that cannot be done."""
+        from .errors import UnsupportedError
+
+        raise UnsupportedError(f"{type(self).__name__} cannot delete tags")
+
     def close(self) -> None:
         """Release anything the lister holds (HTTP clients belong to the Context)."""

@@ -28,6 +28,7 @@ from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
 from .oci.platform import Platform
+from .sync.command import command as sync_command
 
 
 class OccystrapGroup(click.Group):
@@ -423,6 +424,9 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     click.echo(_summary(occy, time.monotonic() - started) + verified, err=True)
     if problems:
         ctx.exit(1)
+
+
+cli.add_command(sync_command)
 
 
 @cli.command(cls=SchemeHelpCommand)

@@ -13,7 +13,8 @@ from urllib.parse import quote
 import httpx
 
 from occystrap_core.api import BulkItem, ImageLister
-from occystrap_core.errors import TransportError
+from occystrap_core.digest import is_valid
+from occystrap_core.errors import TransportError, UnsupportedError
 from occystrap_core.listing import split_pattern
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.transport.auth import SCOPES
@@ -21,6 +22,7 @@ from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ResolvedURI
 
 from .client import FACTORY
+from .source import ACCEPT, RegistrySource
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -55,6 +57,37 @@ class RegistryLister(ImageLister):
                                 f"listing the tags of {repository}", scope):
             yield from _names(page, "tags", self.host)
 
+    knows_digests = True
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}",
+                              f"HEAD manifest {repository}:{tag}",
+                              [f"repository:{repository}:pull"], ok=(200, 404),
+                              headers={"Accept": ACCEPT})
+        stated = response.headers.get("Docker-Content-Digest")
+        return stated if response.status_code == 200 and stated and is_valid(stated) else None
+
+    def delete(self, repository: str, tag: str) -> None:
+        """By tag where the registry can (distribution 3); else by digest, only when no
+        other tag of the repository points at that manifest (it would go too)."""
+        scopes = [f"repository:{repository}:pull,push,delete"]
+        what = f"deleting {repository}:{tag}"
+        response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}", what, scopes,
+                              ok=(202, 400, 404, 405))
+        if response.status_code in (202, 404):
+            return
+        digest = self.digest(repository, tag)
+        if digest is None:
+            return  # gone meanwhile
+        shared = [t for t in self.tags(repository)
+                  if t != tag and self.digest(repository, t) == digest]
+        if shared:
+            raise UnsupportedError(
+                f"{what}: {self.host} deletes manifests, not tags, and {digest} is also "
+                f"tagged {', '.join(sorted(shared))}: left as it is")
+        self._send("DELETE", f"/v2/{repository}/manifests/{digest}", what, scopes,
+                   ok=(202, 404))
+
     def item(self, repository: str, tag: str) -> BulkItem:
         userinfo = ""
         creds = self.uri_credentials
@@ -68,19 +101,26 @@ class RegistryLister(ImageLister):
         return BulkItem(uri=uri, fields={"registry": self.root, "repo": repository,
                                          "namespace": namespace, "name": name, "tag": tag})
 
+    def _send(self, method: str, url: str, what: str, scopes: list[str],
+              ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None
+              ) -> httpx.Response:
+        try:
+            response = self.client.request(method, url, headers=headers,
+                                           extensions={SCOPES: scopes})
+            response.read()
+        except httpx.HTTPError as e:
+            raise TransportError(f"{what}: network error talking to {self.host}: "
+                                 f"{e or type(e).__name__}") from None
+        if response.status_code not in ok or html_page(response):
+            raise status_error(response, f"{what} on {self.host}", expected=ok)
+        return response
+
     def _pages(self, path: str, what: str, scopes: list[str]) -> Iterator[dict[str, Any]]:
         url: str | None = f"{path}?n={self.page_size}"
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
             assert url is not None
-            try:
-                response = self.client.get(url, extensions={SCOPES: scopes})
-                response.read()
-            except httpx.HTTPError as e:
-                raise TransportError(f"{what}: network error talking to {self.host}: "
-                                     f"{e or type(e).__name__}") from None
-            if response.status_code != 200 or html_page(response):
-                raise status_error(response, f"{what} on {self.host}", expected=(200,))
+            response = self._send("GET", url, what, scopes)
             try:
                 body = response.json()
             except ValueError:
@@ -109,6 +149,4 @@ def open_source(uri: ResolvedURI, ctx: Context) -> Any:
     if has_pattern(uri.target):
         return ListedImages(ctx, RegistryLister(uri, ctx),
                             split_pattern(uri.target, default_tag="latest"))
-    from .source import RegistrySource
-
     return RegistrySource(uri, ctx)

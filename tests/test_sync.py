@@ -1,0 +1,248 @@
+"""occystrap sync against the real registry: a 20-repository, 200-tag corpus with a
+shared base layer, every kind of tag rule, two destinations on two registries (plain
+and token), prune with and without --dry-run, a failing image and a 429 burst."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from occystrap_core import library
+from occystrap_core.testing.faults import Fault, FaultFront
+from occystrap_core.testing.http import ClockPlugin, FakeClock
+from occystrap_core.testing.images import sample_image, write_oci_layout
+from occystrap_core.testing.registry import RegistryServer, start_registry
+
+TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
+        "dev-b", "3.0")
+REPOS = tuple(f"svc-{i:02d}" for i in range(20))
+BASE = {"base/os-release": "occystrap sync corpus base\n", "base/blob": "x" * 20000}
+PASSWORD_VAR = "SYNC_TEST_MIRROR_PASSWORD"
+
+
+def seed(server: RegistryServer, prefix: str, repos: tuple[str, ...],
+         tags: tuple[str, ...]) -> None:
+    """Push one image per repository:tag (a shared base layer and a layer of its own),
+    in-process and in parallel: skopeo would take minutes for 200 tags."""
+    images, refs, destinations = [], [], []
+    for repo in repos:
+        for tag in tags:
+            images.append(sample_image(name=None, tag=None, layers=[
+                BASE, {f"app/{repo}": f"{repo}:{tag}\n"}]))
+            refs.append(f"r{len(refs)}")
+            destinations.append(f"registry://{server.host}/{prefix}/{repo}:{tag}")
+    with tempfile.TemporaryDirectory() as layout:
+        write_oci_layout(layout, images, refs)
+        options: dict[str, Any] = {"verify": False, "insecure": server.scheme == "http",
+                                   "ca_cert": server.ca_cert, "username": server.username,
+                                   "password": server.password}
+        with library.session(**options) as session, ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda pair: library.copy(f"oci-layout://{layout}?ref={pair[0]}",
+                                                    pair[1], session=session),
+                          zip(refs, destinations, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry("plain", Path(tmp_path_factory.mktemp("sync-source")),
+                            access_log=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry("token", Path(tmp_path_factory.mktemp("sync-mirror")),
+                            access_log=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(source: RegistryServer) -> str:
+    prefix = f"c{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, REPOS, TAGS)
+    return prefix
+
+
+def _config(tmp_path: Path, source: RegistryServer, mirror: RegistryServer,
+            prefix: str) -> Path:
+    src, mir = source.host, mirror.host
+    text = f"""\
+registries:
+  {src}: {{insecure: true}}
+  {mir}:
+    username: alice
+    password: ${{{PASSWORD_VAR}}}
+    requests_per_second: 1000
+    concurrency: 6
+defaults:
+  destinations:
+    - registry://{mir}/m1-{prefix}/{{name}}:{{tag}}
+    - registry://{src}/m2-{prefix}/{{name}}:{{tag}}
+sources:
+  - source: registry://{src}/{prefix}/svc-0*:*
+    tags: {{semver: ">=1.1,<2", exclude: "*-rc*"}}
+  - source: registry://{src}/{prefix}/svc-1*:v*
+    tags: {{regex: '^v2\\.', latest: 1}}
+  - source: registry://{src}/{prefix}/svc-05
+    tags: {{include: "dev-*", immutable: "dev-*"}}
+  - images:
+      - registry://{src}/{prefix}/svc-07:latest
+      - registry://{src}/{prefix}/svc-07:missing
+"""
+    path = tmp_path / "sync.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sync(run_cli: Callable[..., Any], mirror: RegistryServer,
+         monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    assert mirror.password and mirror.ca_cert
+    monkeypatch.setenv(PASSWORD_VAR, mirror.password)
+
+    def run(*args: str, code: int) -> Any:
+        result = run_cli("--ca-cert", mirror.ca_cert, "sync", *args)
+        assert result.exit_code == code, result.output
+        return result
+
+    return run
+
+
+def _expected(prefix: str) -> set[str]:
+    wanted = {f"svc-0{i}:{t}" for i in range(10) for t in ("v1.1.0", "v1.2.0")}
+    wanted |= {f"svc-1{i}:v2.1.0" for i in range(10)}
+    wanted |= {"svc-05:dev-a", "svc-05:dev-b", "svc-07:latest"}
+    return wanted
+
+
+def _tags(server: RegistryServer, repo: str) -> list[str]:
+    response = httpx.get(f"{server.url}/v2/{repo}/tags/list")
+    return sorted(response.json()["tags"] or []) if response.status_code == 200 else []
+
+
+def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: RegistryServer,
+                                         mirror: RegistryServer, corpus: str,
+                                         tmp_path: Path) -> None:
+    config = _config(tmp_path, source, mirror, corpus)
+    dry = sync("--dry-run", str(config), code=1)  # svc-07:missing cannot be listed
+    lines = dry.stdout.splitlines()
+    assert len(lines) == 2 * len(_expected(corpus)), lines
+    assert all(" -> registry://" in line for line in lines)
+
+    events = tmp_path / "events.jsonl"
+    src_before, mir_before = len(source.requests()), len(mirror.requests())
+    result = sync("-O", "json", "--events", str(events), str(config), code=1)
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"copied": 66, "failed": 2}, report["counts"]
+    failed = [i for i in report["images"] if i["state"] == "failed"]
+    assert all("svc-07:missing" in i["source"] for i in failed), failed
+    copied = {i["destination"].split("?")[0].rsplit("/", 1)[1] for i in report["images"]
+              if i["state"] == "copied"}
+    assert copied == _expected(corpus)
+    assert _tags(source, f"m2-{corpus}/svc-00") == ["v1.1.0", "v1.2.0"]
+    assert _tags(source, f"m2-{corpus}/svc-13") == ["v2.1.0"]
+    assert _tags(source, f"m2-{corpus}/svc-05") == ["dev-a", "dev-b", "v1.1.0", "v1.2.0"]
+
+    # Each blob left the source registry's repositories at most once (the token
+    # mirror got it; the source's own registry mounted), and each was uploaded once.
+    served = source.requests()[src_before:]
+    reads = Counter(r.rsplit("/", 1)[1] for r in served
+                    if r.startswith(f"GET /v2/{corpus}/") and "/blobs/sha256:" in r)
+    assert reads and max(reads.values()) == 1, reads.most_common(3)
+    uploads = Counter(m.group(1) for r in mirror.requests()[mir_before:]
+                      if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
+                                         r"[0-9a-f]{64})", r)))
+    assert uploads and max(uploads.values()) == 1, uploads.most_common(3)
+    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    assert kinds["image"] and kinds["blob"] and kinds["report"] == 1, kinds
+
+    # Warm: per tag and destination one source HEAD (shared) and one destination HEAD.
+    src_before, mir_before = len(source.requests()), len(mirror.requests())
+    warm = json.loads(sync("-O", "json", str(config), code=1).stdout)
+    assert warm["counts"] == {"skipped": 66, "failed": 2}, warm["counts"]
+    on_source = source.requests()[src_before:]
+    on_mirror = mirror.requests()[mir_before:]
+    heads = [r for r in on_source if r.startswith("HEAD ")]
+    others = [r for r in on_source if not r.startswith("HEAD ")]
+    # source and m2 per tag but the two immutable dev-* tags (no request), and the missing
+    assert len(heads) == 31 + 31 + 1
+    assert all("/tags/list" in r or "/_catalog" in r for r in others), others
+    mirror_heads = [r for r in on_mirror if r.startswith("HEAD ")]
+    assert len(mirror_heads) == 31 and len(on_mirror) <= 31 + 2, on_mirror  # + auth
+
+
+def test_prune_deletes_only_in_scope(sync: Callable[..., Any], source: RegistryServer,
+                                     mirror: RegistryServer, corpus: str,
+                                     tmp_path: Path) -> None:
+    config = _config(tmp_path, source, mirror, corpus)
+    sync(str(config), code=1)  # the mirrors are in step (whatever ran before)
+    seed(source, f"m2-{corpus}", ("svc-01",), ("keep-me",))  # outside every rule
+    digest = httpx.head(f"{source.url}/v2/{corpus}/svc-01/manifests/v1.1.0", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers[
+        "Docker-Content-Digest"]
+    assert httpx.delete(f"{source.url}/v2/{corpus}/svc-01/manifests/{digest}"
+                        ).status_code == 202
+
+    dry = sync("--dry-run", "--prune", str(config), code=1)
+    deletes = [line for line in dry.stdout.splitlines() if line.startswith("delete ")]
+    assert sorted(deletes) == sorted([
+        f"delete registry://{mirror.host}/m1-{corpus}/svc-01:v1.1.0",
+        f"delete registry://{source.host}/m2-{corpus}/svc-01:v1.1.0"])
+    assert _tags(source, f"m2-{corpus}/svc-01") == ["keep-me", "v1.1.0", "v1.2.0"]
+
+    report = json.loads(sync("--prune", "-O", "json", str(config), code=1).stdout)
+    assert report["counts"]["deleted"] == 2, report
+    assert _tags(source, f"m2-{corpus}/svc-01") == ["keep-me", "v1.2.0"]
+    assert _tags(source, f"m2-{corpus}/svc-02") == ["v1.1.0", "v1.2.0"]
+
+
+def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin: Any,
+                                   source: RegistryServer, corpus: str,
+                                   tmp_path: Path) -> None:
+    clock = FakeClock()
+    register_plugin(ClockPlugin(clock), name="occystrap-test-clock")
+    events = tmp_path / "events.jsonl"
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path="/manifests/", status=429, retry_after="7", times=4))
+        result = run_cli("--insecure", "sync", "--events", str(events),
+                         f"registry://{front.host}/{corpus}/svc-1[23]:v2.*",
+                         f"registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}")
+        assert result.exit_code == 0, result.output
+        assert front.injected() == 4
+    assert 7.0 in clock.sleeps  # Retry-After honoured (on the fake clock)
+    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    assert kinds["retry"] >= 1, kinds
+    assert _tags(source, f"m3-{corpus}/svc-12") == ["v2.0.0", "v2.1.0"]
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("sources: []\n", 1, "'sources' must be a non-empty list"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n    tagz: {}\n", 4,
+     "unknown key 'tagz'"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n"
+     "    tags: {semver: '>=x'}\n", 4, "is not a comparison"),
+    ("sources:\n  - images: [registry://a/b:1]\n", 2, "has no 'destinations'"),
+    ("registries:\n  a: {password: '${SYNC_TEST_UNSET_VAR}'}\nsources:\n"
+     "  - {images: [registry://a/b:1], destinations: x}\n", 2,
+     "SYNC_TEST_UNSET_VAR is not set"),
+    ("sources:\n  - source: [\n", 3, "not valid YAML"),
+])
+def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
+                                            text: str, line: int, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run_cli("sync", str(path))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {path} line {line}: "), result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
