@@ -5,7 +5,10 @@ and token), prune with and without --dry-run, a failing image and a 429 burst.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -246,3 +249,32 @@ def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_pat
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"Error: {path} line {line}: "), result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer,
+                                                            corpus: str) -> None:
+    """Three workers, as an Indexed Job runs them: their union is the whole sync and no
+    destination repository is copied to by two of them."""
+    args = ["--insecure", "sync", "-O", "json", f"registry://{source.host}/{corpus}/*:v1.*",
+            f"registry://{source.host}/s-{corpus}/{{name}}:{{tag}}"]
+    whole = subprocess.run([sys.executable, "-m", "occystrap", *args, "--dry-run"],
+                           capture_output=True, text=True, timeout=120)
+    assert whole.returncode == 0, whole.stderr
+    expected = {i["destination"] for i in json.loads(whole.stdout)["images"]}
+    assert len(expected) == 20 * 4
+    workers = [subprocess.Popen([sys.executable, "-m", "occystrap", *args, "--shard", "3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "JOB_COMPLETION_INDEX": str(i)})
+               for i in range(3)]
+    reports = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        reports.append(json.loads(out))
+    copied = [{i["destination"] for i in r["images"] if i["state"] == "copied"}
+              for r in reports]
+    assert set().union(*copied) == expected and sum(map(len, copied)) == len(expected)
+    repositories = [{d.rsplit(":", 1)[0] for d in c} for c in copied]
+    assert all(repositories) and sum(map(len, repositories)) == 20  # each in one shard
+    assert [r["shard"] for r in reports] == ["0/3", "1/3", "2/3"]
+    assert _tags(source, f"s-{corpus}/svc-19") == ["v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1"]
