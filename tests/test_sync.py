@@ -19,11 +19,14 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from occystrap_core import library
+from occystrap_core import hookimpl, library
+from occystrap_core.api import BulkItem, ImageLister
+from occystrap_core.testing import plugin_module
 from occystrap_core.testing.faults import Fault, FaultFront
 from occystrap_core.testing.http import ClockPlugin, FakeClock
 from occystrap_core.testing.images import sample_image, write_oci_layout
 from occystrap_core.testing.registry import RegistryServer, start_registry
+from occystrap_core.types import Lister
 
 TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
         "dev-b", "3.0")
@@ -255,13 +258,13 @@ def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer
                                                             corpus: str) -> None:
     """Three workers, as an Indexed Job runs them: their union is the whole sync and no
     destination repository is copied to by two of them."""
-    args = ["--insecure", "sync", "-O", "json", f"registry://{source.host}/{corpus}/*:v1.*",
+    args = ["--insecure", "sync", "-O", "json", f"registry://{source.host}/{corpus}/svc-1*:v1.*",
             f"registry://{source.host}/s-{corpus}/{{name}}:{{tag}}"]
     whole = subprocess.run([sys.executable, "-m", "occystrap", *args, "--dry-run"],
                            capture_output=True, text=True, timeout=120)
     assert whole.returncode == 0, whole.stderr
     expected = {i["destination"] for i in json.loads(whole.stdout)["images"]}
-    assert len(expected) == 20 * 4
+    assert len(expected) == 10 * 4
     workers = [subprocess.Popen([sys.executable, "-m", "occystrap", *args, "--shard", "3"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "JOB_COMPLETION_INDEX": str(i)})
@@ -275,6 +278,40 @@ def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer
               for r in reports]
     assert set().union(*copied) == expected and sum(map(len, copied)) == len(expected)
     repositories = [{d.rsplit(":", 1)[0] for d in c} for c in copied]
-    assert all(repositories) and sum(map(len, repositories)) == 20  # each in one shard
+    assert all(repositories) and sum(map(len, repositories)) == 10  # each in one shard
     assert [r["shard"] for r in reports] == ["0/3", "1/3", "2/3"]
     assert _tags(source, f"s-{corpus}/svc-19") == ["v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1"]
+
+
+class _AcmeLister(ImageLister):
+    """A third party's lister: its own catalog, images served by the real registry."""
+
+    def __init__(self, host: str, prefix: str):
+        self.host, self.prefix = host, prefix
+
+    def repositories(self) -> Iterator[str]:
+        yield from ("one", "two", "other")
+
+    def tags(self, repository: str) -> Iterator[str]:
+        yield from ("v1.0.0", "v2.1.0")
+
+    def item(self, repository: str, tag: str) -> BulkItem:
+        svc = {"one": "svc-10", "two": "svc-11", "other": "svc-12"}[repository]
+        return BulkItem(uri=f"registry://{self.host}/{self.prefix}/{svc}:{tag}",
+                        fields={"repo": repository, "tag": tag})
+
+
+def test_a_third_party_lister_feeds_sync(run_cli: Callable[..., Any], register_plugin: Any,
+                                         source: RegistryServer, corpus: str) -> None:
+    @hookimpl
+    def occystrap_listers() -> Iterator[Lister]:
+        yield Lister(name="acme", schemes=("acme",), summary="Acme catalog",
+                     factory=lambda uri, ctx: _AcmeLister(source.host, corpus))
+
+    register_plugin(plugin_module(occystrap_listers), name="occystrap-acme")
+    result = run_cli("--insecure", "sync", "acme://catalog/[ot][nw]*:v2.*",
+                     f"registry://{source.host}/acme-{corpus}/{{repo}}:{{tag}}")
+    assert result.exit_code == 0, result.output
+    assert _tags(source, f"acme-{corpus}/one") == ["v2.1.0"]
+    assert _tags(source, f"acme-{corpus}/two") == ["v2.1.0"]
+    assert _tags(source, f"acme-{corpus}/other") == []

@@ -70,11 +70,23 @@ def has_pattern(target: str) -> bool:
 
 
 def open_lister(ctx: Context, uri: str) -> tuple[ImageLister, ResolvedURI]:
-    """The lister for a source URI (through the resolution hook and the lister table)."""
-    from .pipeline import resolve
+    """The lister for a source URI, through the resolution hook and the lister table.
 
-    resolved, _ = resolve(ctx, uri, "input")
+    The URI's options are those of the input source of its scheme, when there is one
+    (``registry://...?insecure=true``); a scheme may have a lister and no source.
+    """
+    import dataclasses
+
+    from . import redact
+    from .uri import convert_options
+
+    redact.remember_uri(uri)
+    resolved = ctx.plugins.hook.occystrap_resolve_uri(uri=uri, role="input", ctx=ctx)
     entry = ctx.plugins.listers.get(resolved.scheme)
+    source = ctx.plugins.inputs.entries.get(resolved.scheme)
+    specs = tuple(source.item.options) if source is not None else ()
+    resolved = dataclasses.replace(resolved, options=convert_options(
+        specs, resolved.query, f"{resolved.scheme}://"))
     if not entry.record.builtin and entry.record not in ctx.used_plugins:
         ctx.used_plugins.append(entry.record)
     return entry.item.factory(resolved, ctx), resolved
