@@ -24,7 +24,12 @@ from occystrap_core.api import BulkItem, ImageLister
 from occystrap_core.testing import plugin_module
 from occystrap_core.testing.faults import Fault, FaultFront
 from occystrap_core.testing.http import ClockPlugin, FakeClock
-from occystrap_core.testing.images import sample_image, write_oci_layout
+from occystrap_core.testing.images import (
+    multi_platform_blobs,
+    sample_image,
+    write_files,
+    write_oci_layout,
+)
 from occystrap_core.testing.registry import RegistryServer, start_registry
 from occystrap_core.types import Lister
 
@@ -166,6 +171,11 @@ def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: Regis
     reads = Counter(r.rsplit("/", 1)[1] for r in served
                     if r.startswith(f"GET /v2/{corpus}/") and "/blobs/sha256:" in r)
     assert reads and max(reads.values()) == 1, reads.most_common(3)
+    # m2, on the source's own registry, was fed from m1 but mounted every layer: what
+    # it had uploaded is at most each image's config (a small blob the output pushes)
+    put = [r for r in served if r.startswith(f"PUT /v2/m2-{corpus}/") and "/uploads/" in r]
+    assert len(put) <= len(_expected(corpus)), len(put)
+    assert [r for r in served if r.startswith(f"POST /v2/m2-{corpus}/") and "mount=" in r]
     uploads = Counter(m.group(1) for r in mirror.requests()[mir_before:]
                       if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
                                          r"[0-9a-f]{64})", r)))
@@ -315,3 +325,35 @@ def test_a_third_party_lister_feeds_sync(run_cli: Callable[..., Any], register_p
     assert _tags(source, f"acme-{corpus}/one") == ["v2.1.0"]
     assert _tags(source, f"acme-{corpus}/two") == ["v2.1.0"]
     assert _tags(source, f"acme-{corpus}/other") == []
+
+
+def test_platform_subsets_rewrite_the_index_only_when_asked(
+        sync: Callable[..., Any], source: RegistryServer, corpus: str, tmp_path: Path) -> None:
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=i)
+              for i, arch in enumerate(("amd64", "arm64", "s390x"))]
+    write_files(str(tmp_path / "layout"), multi_platform_blobs(images, "v1")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/plat-{corpus}/multi:v1", session=session)
+    config = tmp_path / "platforms.yaml"
+    src = source.host
+    config.write_text(f"""\
+registries:
+  {src}: {{insecure: true}}
+sources:
+  - source: registry://{src}/plat-{corpus}/multi:v1
+    destinations: registry://{src}/whole-{corpus}/{{name}}:{{tag}}
+  - source: registry://{src}/plat-{corpus}/multi:v1
+    platforms: [linux/amd64, linux/arm64]
+    destinations: registry://{src}/two-{corpus}/{{name}}:{{tag}}
+""")
+    sync(str(config), code=0)
+
+    def index(repo: str) -> httpx.Response:
+        return httpx.get(f"{source.url}/v2/{repo}/manifests/v1", headers={
+            "Accept": "application/vnd.oci.image.index.v1+json"})
+
+    original, whole, two = (index(f"{p}-{corpus}/multi") for p in ("plat", "whole", "two"))
+    assert whole.content == original.content  # verbatim: the source's digest
+    assert [m["platform"]["architecture"] for m in two.json()["manifests"]] == \
+        ["amd64", "arm64"]
