@@ -4,6 +4,7 @@ and token), prune with and without --dry-run, a failing image and a 429 burst.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -249,6 +250,8 @@ def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin:
     ("sources:\n  - source: registry://a/b:*\n    destinations: x\n"
      "    tags: {semver: '>=x'}\n", 4, "is not a comparison"),
     ("sources:\n  - images: [registry://a/b:1]\n", 2, "has no 'destinations'"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n"
+     "    tags:\n      latest: 2\n      order: newest\n", 6, "order must be semver or created"),
     ("registries:\n  a: {password: '${SYNC_TEST_UNSET_VAR}'}\nsources:\n"
      "  - {images: [registry://a/b:1], destinations: x}\n", 2,
      "SYNC_TEST_UNSET_VAR is not set"),
@@ -357,3 +360,30 @@ sources:
     assert whole.content == original.content  # verbatim: the source's digest
     assert [m["platform"]["architecture"] for m in two.json()["manifests"]] == \
         ["amd64", "arm64"]
+
+
+def test_latest_by_created_date(sync: Callable[..., Any], source: RegistryServer,
+                                corpus: str, tmp_path: Path) -> None:
+    dates = {"a": "2025-03-01T00:00:00Z", "b": "2024-01-01T00:00:00Z",
+             "c": "2026-01-01T00:00:00+01:00", "d": None}
+    images = []
+    for i, when in enumerate(dates.values()):
+        image = sample_image(name=None, tag=None, seed=100 + i)
+        config = {**image.config_json, "created": when}
+        images.append(dataclasses.replace(image, config=json.dumps(config).encode()))
+    write_oci_layout(str(tmp_path / "layout"), images, list(dates))
+    with library.session(insecure=True, verify=False) as session:
+        for tag in dates:
+            library.copy(f"oci-layout://{tmp_path / 'layout'}?ref={tag}",
+                         f"registry://{source.host}/dated-{corpus}/app:{tag}", session=session)
+    config = tmp_path / "dated.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/dated-{corpus}/app
+    tags: {{latest: 2, order: created}}
+    destinations: registry://{source.host}/newest-{corpus}/app:{{tag}}
+""")
+    sync(str(config), code=0)
+    assert _tags(source, f"newest-{corpus}/app") == ["a", "c"]

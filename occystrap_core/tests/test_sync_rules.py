@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -75,3 +76,12 @@ def test_patterns_and_queries() -> None:
     assert full_pattern("quay://ns/app-*:v1") == "quay://ns/app-*:v1"
     assert with_query("registry://r/a:1?insecure=true", insecure="false", platforms="a/b,c/d") \
         == "registry://r/a:1?insecure=true&platforms=a/b,c/d"
+
+
+def test_latest_by_date_keeps_the_newest_dated_tags() -> None:
+    rules = TagRules(latest=2, order="created")
+    assert rules.by_date and rules.select(TAGS) == sorted(TAGS)  # every candidate
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    created = {"old": when - timedelta(days=9), "new": when, "mid": when - timedelta(days=1),
+               "undated": None}
+    assert rules.newest(created) == ["mid", "new"]

@@ -129,7 +129,7 @@ class _Reader:
 
 
 SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters")
-TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "immutable")
+TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "order", "immutable")
 REGISTRY_KEYS = ("username", "password", "token", "insecure", "requests_per_second",
                  "concurrency")
 
@@ -158,6 +158,10 @@ def _rules(r: _Reader, node: yaml.Node | None, what: str) -> TagRules:
             raise r.fail(keys["semver"], f"{what}.{e}") from None
     if "latest" in keys:
         rules["latest"] = r.number(keys["latest"], f"{what}.latest", int, 1)
+    if "order" in keys:
+        rules["order"] = r.text(keys["order"], f"{what}.order")
+        if rules["order"] not in ("semver", "created"):
+            raise r.fail(keys["order"], f"{what}.order must be semver or created")
     return TagRules(**rules)
 
 

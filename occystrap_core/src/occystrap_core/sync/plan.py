@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -229,10 +230,34 @@ class Planner:
                                        error=str(tags)))
                 continue
             wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
+            if spec.rules.by_date:
+                try:
+                    wanted = spec.rules.newest(self._created(lister, repository, wanted))
+                except OccystrapError as e:
+                    plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                           error=str(e)))
+                    continue
             for tag in wanted:
                 self._add(plan, spec, lister.item(repository, tag), lister)
             if self.prune:
                 self._add_scopes(plan, spec, lister.item(repository, "x"), set(tags), pattern)
+
+    def _created(self, lister: ImageLister, repository: str, tags: list[str]
+                 ) -> dict[str, datetime | None]:
+        """Each tag's image ``created`` date (its manifest and config: two GETs a tag)."""
+        from ..library import inspect
+
+        def created(tag: str) -> datetime | None:
+            details = inspect(self.prepare(lister.item(repository, tag).uri), session=self.ctx)
+            try:
+                when = datetime.fromisoformat(str(details.get("created")))
+            except ValueError:
+                return None  # no date, or not one: never among the latest
+            return when if when.tzinfo else when.replace(tzinfo=UTC)  # comparable
+
+        dates = parallel(created, tags, self.ctx.settings.image_parallel,
+                         self.ctx.cancel.child(), name="created")
+        return dict(zip(tags, dates, strict=True))
 
     def _plan_images(self, spec: SourceSpec, plan: Plan) -> None:
         for uri in spec.images:

@@ -1,8 +1,9 @@
 """Tag rules: which of a repository's tags a sync keeps.
 
 Applied in this order: include globs (any), regular expression (``re.search``),
-exclude globs, semver range, then keep the latest N (by semver). What is left is
-sorted by name. ``in_scope`` (everything but latest N) is what ``--prune`` may
+exclude globs, semver range, then keep the latest N (by semver, or by the image's
+``created`` date, which :mod:`.plan` reads from each candidate's config). What is
+left is sorted by name. ``in_scope`` (everything but latest N) is what ``--prune`` may
 delete from: a tag the rules would never have copied is never deleted.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from datetime import datetime
+from typing import Iterable, Mapping
 
 from ..errors import UsageError
 
@@ -79,6 +81,7 @@ class TagRules:
     exclude: tuple[str, ...] = ()
     semver: SemverRange | None = None
     latest: int | None = None
+    order: str = "semver"  # what "latest" means: "semver", or "created" (the config's date)
     immutable: tuple[str, ...] = ()  # present in the destination: never looked at again
 
     def in_scope(self, tag: str) -> bool:
@@ -87,12 +90,22 @@ class TagRules:
                 and not any(fnmatch.fnmatchcase(tag, g) for g in self.exclude)
                 and (self.semver is None or self.semver.contains(tag)))
 
+    @property
+    def by_date(self) -> bool:
+        return self.latest is not None and self.order == "created"
+
     def select(self, tags: Iterable[str]) -> list[str]:
+        """The tags to copy; with :attr:`by_date`, every candidate (see :meth:`newest`)."""
         kept = sorted({t for t in tags if self.in_scope(t)})
-        if self.latest is not None:
+        if self.latest is not None and not self.by_date:
             versioned = sorted((v, t) for t in kept if (v := Version.parse(t)) is not None)
-            kept = sorted(t for _, t in versioned[-self.latest:]) if self.latest else []
+            kept = sorted(t for _, t in versioned[-self.latest:])
         return kept
+
+    def newest(self, created: Mapping[str, datetime | None]) -> list[str]:
+        """The ``latest`` tags with the newest dates (ties: by name); undated ones drop."""
+        dated = sorted((when, tag) for tag, when in created.items() if when is not None)
+        return sorted(tag for _, tag in dated[-(self.latest or 0):]) if self.latest else []
 
     def is_immutable(self, tag: str) -> bool:
         return any(fnmatch.fnmatchcase(tag, g) for g in self.immutable)
