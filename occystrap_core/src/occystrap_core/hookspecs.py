@@ -107,7 +107,10 @@ def occystrap_listers() -> Iterable[Lister]:
     ``registry://HOST/REPO_GLOB:TAG_GLOB``) enumerate a registry: its catalog and each
     repository's tags, through whatever API the registry speaks. Glob, rule and
     template handling stay in the core (:mod:`occystrap_core.listing`), so every lister
-    gets them. A scheme claimed by two listers is an error naming both distributions.
+    gets them. A lister that can also say what a tag points at (``digest``, one HEAD)
+    gives ``sync`` its two-request warm check, and one that can ``delete`` a tag serves
+    ``sync --prune``. A scheme claimed by two listers is an error naming both
+    distributions.
 
     Returns:
         An iterable of :class:`~occystrap_core.types.Lister`.
