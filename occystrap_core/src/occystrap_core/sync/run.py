@@ -103,8 +103,10 @@ class Runner:
                 held = self._digest(task.place)
                 if held is None:
                     raise ImageNotFoundError(f"{shown}: not found")
-        except OccystrapError as e:
-            results += [Result(task.source, t.uri, "failed", error=str(e)) for t in pending]
+        except Exception as e:  # noqa: BLE001 - this image fails, the others go on
+            error = str(e) if isinstance(e, OccystrapError) else \
+                f"unexpected {type(e).__name__}: {e}"
+            results += [Result(task.source, t.uri, "failed", error=error) for t in pending]
             pending = []
         for target in pending:
             result = self._one(task, target, held, feeder)
