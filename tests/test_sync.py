@@ -177,6 +177,9 @@ def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: Regis
     put = [r for r in served if r.startswith(f"PUT /v2/m2-{corpus}/") and "/uploads/" in r]
     assert len(put) <= len(_expected(corpus)), len(put)
     assert [r for r in served if r.startswith(f"POST /v2/m2-{corpus}/") and "mount=" in r]
+    # the copy took the sync's HEAD of each destination tag rather than asking again
+    assert len([r for r in served if r.startswith(f"HEAD /v2/m2-{corpus}/")
+                and "/manifests/" in r]) == len(_expected(corpus))
     uploads = Counter(m.group(1) for r in mirror.requests()[mir_before:]
                       if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
                                          r"[0-9a-f]{64})", r)))

@@ -22,6 +22,7 @@ from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ResolvedURI
 
 from .client import FACTORY
+from .locations import HEADS_KEY, ManifestHeads
 from .source import ACCEPT, RegistrySource
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class RegistryLister(ImageLister):
         self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
         self.uri_credentials = uri.credentials
         credentials = uri.credentials or ctx.credentials(ref.domain, "input")
+        self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
         self.client = ctx.http_client(FACTORY, self.host,
                                       scheme="http" if self.insecure else "https",
                                       credentials=credentials)
@@ -65,7 +67,10 @@ class RegistryLister(ImageLister):
                               [f"repository:{repository}:pull"], ok=(200, 404),
                               headers={"Accept": ACCEPT})
         stated = response.headers.get("Docker-Content-Digest")
-        return stated if response.status_code == 200 and stated and is_valid(stated) else None
+        found = stated if response.status_code == 200 and stated and is_valid(stated) else None
+        if found is not None or response.status_code == 404:
+            self.heads.put(self.host, repository, tag, found)  # a copy may follow: no 2nd HEAD
+        return found
 
     def delete(self, repository: str, tag: str) -> None:
         """By tag where the registry can (distribution 3); else by digest, only when no
