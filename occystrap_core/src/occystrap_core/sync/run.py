@@ -3,9 +3,9 @@
 Per source image, ``-J`` at once:
 
 1. A tag whose every destination is a present immutable tag costs nothing.
-2. When the copy is byte for byte (no filter, no platform subset), one HEAD asks the
-   source for its digest, and one HEAD per destination asks what the destination
-   tag points at; a destination already holding that digest is skipped.
+2. When the copy is byte for byte (no filter, no platform subset), one HEAD per
+   destination asks what its tag points at and, when one has the tag, one HEAD asks
+   the source for its digest; a destination already holding it is skipped.
 3. The first destination that needs it gets the image from the source, through
    the copy engine (which moves only the blobs the destination lacks, and mounts
    those the run has seen elsewhere on that registry). Every further destination
@@ -98,18 +98,24 @@ class Runner:
         verbatim = not task.spec.filters and not task.spec.platforms
         held: str | None = None  # the digest the destinations should hold
         feeder: Target | None = None  # a destination holding it, to feed the others
+        holds: dict[Target, str | None] = {}  # what each destination's tag points at
         try:
             if pending and verbatim and task.place is not None:
-                held = self._digest(task.place)
-                if held is None:
-                    raise ImageNotFoundError(f"{shown}: not found")
+                holds = {t: self._digest(t.place) for t in pending}
+                # The source is asked only when a destination has the tag (or in a dry
+                # run, to report a missing one): otherwise the image is copied whatever
+                # its digest, and a cold tag costs one request less.
+                if (any(holds.values()) or self.dry_run) and self._knows(task.place):
+                    held = self._digest(task.place)
+                    if held is None:
+                        raise ImageNotFoundError(f"{shown}: not found")
         except Exception as e:  # noqa: BLE001 - this image fails, the others go on
             error = str(e) if isinstance(e, OccystrapError) else \
                 f"unexpected {type(e).__name__}: {e}"
             results += [Result(task.source, t.uri, "failed", error=error) for t in pending]
             pending = []
         for target in pending:
-            result = self._one(task, target, held, feeder)
+            result = self._one(task, target, held, feeder, holds)
             results.append(result)
             if result.state in ("copied", "skipped") and result.digest:
                 held, feeder = held or result.digest, feeder or target
@@ -119,15 +125,20 @@ class Runner:
                              **({"error": redact_text(r.error)} if r.error else {}))
         return results
 
+    def _knows(self, place: Place) -> bool:
+        return self.planner.lister(place).knows_digests
+
     def _digest(self, place: Place) -> str | None:
         lister = self.planner.lister(place)
         return lister.digest(place.repository, place.tag) if lister.knows_digests else None
 
-    def _one(self, task: Task, target: Target, held: str | None,
-             feeder: Target | None) -> Result:
+    def _one(self, task: Task, target: Target, held: str | None, feeder: Target | None,
+             holds: dict[Target, str | None]) -> Result:
         try:
-            if held is not None and self._digest(target.place) == held:
-                return Result(task.source, target.uri, "skipped", held)
+            if held is not None:
+                current = holds[target] if target in holds else self._digest(target.place)
+                if current == held:
+                    return Result(task.source, target.uri, "skipped", held)
             # from a destination holding it: not one more read of the source (its blobs
             # are still mounted where the run saw them on the target's registry)
             fed = feeder is not None
