@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 
 from occystrap_core.testing.registry import RegistryServer, push_sample_image, start_registry
@@ -87,3 +88,29 @@ def test_catalog_refused_is_one_error_line(registry_token: RegistryServer,
     result = occy(server, "info", f"registry://{server.host}/*:*", ok=False,
                   creds=("reader", "reader-secret"))
     expect_error(result, "registry:catalog:*", "refused")
+
+
+def test_tag_pages_follow_link_headers(mock_http: Callable[..., Any],
+                                       run_cli: Callable[..., Any]) -> None:
+    """distribution 2.8 sends every tag at once; newer registries page them with Link,
+    which is followed (relative or absolute) until a page has none."""
+    pages = {
+        "/v2/team/app/tags/list?n=2": (["v1", "v2"], '</v2/team/app/tags/list?n=2&last=v2>; '
+                                                     'rel="next"'),
+        "/v2/team/app/tags/list?n=2&last=v2": (
+            ["v3", "v4"], '<https://reg.example/v2/team/app/tags/list?n=2&last=v4>; rel="next"'),
+        "/v2/team/app/tags/list?n=2&last=v4": (["v5"], None),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tags, link = pages[request.url.raw_path.decode()]
+        return httpx.Response(200, json={"name": "team/app", "tags": tags},
+                              headers={"Link": link} if link else {})
+
+    mock = mock_http(handler)
+    result = run_cli("process", "--dry-run", "registry://reg.example/team/app:v*?page_size=2",
+                     "registry://reg.example/copy/{repo}:{tag}")
+    assert result.exit_code == 0, result.output
+    assert [line.rsplit(":", 1)[1] for line in result.stdout.splitlines()] == \
+        ["v1", "v2", "v3", "v4", "v5"]
+    assert len(mock.requests) == 3
