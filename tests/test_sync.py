@@ -396,3 +396,25 @@ sources:
 """)
     sync(str(config), code=0)
     assert _tags(source, f"newest-{corpus}/app") == ["a", "c"]
+
+
+def test_prune_never_deletes_a_manifest_another_tag_shares(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """distribution 2.8 deletes manifests, not tags: a tag to prune whose manifest is also
+    tagged outside the scope is left, and the run says why."""
+    prefix = f"shared-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1.0.0", "v1.1.0"))
+    args = ["--insecure", "sync", "--prune", f"registry://{source.host}/{prefix}/app:v*",
+            f"registry://{source.host}/m-{prefix}/{{name}}:{{tag}}"]
+    assert run_cli(*args).exit_code == 0
+    with library.session(insecure=True, verify=False) as session:  # same manifest, 2 tags
+        library.copy(f"registry://{source.host}/m-{prefix}/app:v1.0.0",
+                     f"registry://{source.host}/m-{prefix}/app:pinned", session=session)
+    digest = httpx.head(f"{source.url}/v2/{prefix}/app/manifests/v1.0.0", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    assert httpx.delete(f"{source.url}/v2/{prefix}/app/manifests/{digest}").status_code == 202
+
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    assert "also tagged pinned" in result.stderr, result.stderr
+    assert _tags(source, f"m-{prefix}/app") == ["pinned", "v1.0.0", "v1.1.0"]
