@@ -16,6 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -89,14 +90,18 @@ def corpus(source: RegistryServer) -> str:
 def _config(tmp_path: Path, source: RegistryServer, mirror: RegistryServer,
             prefix: str) -> Path:
     src, mir = source.host, mirror.host
+    assert mirror.token_server is not None
+    realm = urlsplit(mirror.token_server.realm).netloc  # the token server: its CA too
     text = f"""\
 registries:
   {src}: {{insecure: true}}
   {mir}:
     username: alice
     password: ${{{PASSWORD_VAR}}}
+    ca_cert: {mirror.ca_cert}
     requests_per_second: 1000
     concurrency: 6
+  {realm}: {{ca_cert: {mirror.ca_cert}}}
 defaults:
   destinations:
     - registry://{mir}/m1-{prefix}/{{name}}:{{tag}}
@@ -124,7 +129,7 @@ def sync(run_cli: Callable[..., Any], mirror: RegistryServer,
     monkeypatch.setenv(PASSWORD_VAR, mirror.password)
 
     def run(*args: str, code: int) -> Any:
-        result = run_cli("--ca-cert", mirror.ca_cert, "sync", *args)
+        result = run_cli("sync", *args)  # the mirror's CA is in the configuration
         assert result.exit_code == code, result.output
         return result
 
@@ -265,6 +270,8 @@ def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin:
      "  - {images: [registry://a/b:1], destinations: x}\n", 2,
      "SYNC_TEST_UNSET_VAR is not set"),
     ("sources:\n  - source: [\n", 3, "not valid YAML"),
+    ("registries:\n  a:\n    ca_cert: /nonexistent/ca.pem\nsources:\n"
+     "  - {images: [registry://a/b:1], destinations: x}\n", 3, "no such file"),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:

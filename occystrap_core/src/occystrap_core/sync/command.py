@@ -70,9 +70,12 @@ def _config(args: tuple[str, ...]) -> SyncConfig:
 
 
 def _prepare(ctx: Context, cfg: SyncConfig) -> None:
-    """Per-registry credentials and request budgets, for this run."""
+    """Per-registry credentials, CAs and request budgets, for this run (before any
+    client is built)."""
     from ..transport.ratelimit import host_limiters
 
+    ctx.settings.host_ca_certs = {**ctx.settings.host_ca_certs, **{
+        host.lower(): r.ca_cert for host, r in cfg.registries.items() if r.ca_cert}}
     if any(r.username or r.password or r.token for r in cfg.registries.values()):
         ctx.plugins.pm.register(ConfigCredentials(cfg.registries), name="occystrap-core.sync")
     for host, r in cfg.registries.items():

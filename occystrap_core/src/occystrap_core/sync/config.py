@@ -35,6 +35,7 @@ class RegistrySettings:
     password: str | None = None
     token: str | None = None
     insecure: bool = False
+    ca_cert: str | None = None  # trusted for this host alone, instead of the usual roots
     requests_per_second: float | None = None
     concurrency: int | None = None  # images copied to or from it at once
 
@@ -130,8 +131,8 @@ class _Reader:
 
 SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters")
 TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "order", "immutable")
-REGISTRY_KEYS = ("username", "password", "token", "insecure", "requests_per_second",
-                 "concurrency")
+REGISTRY_KEYS = ("username", "password", "token", "insecure", "ca_cert",
+                 "requests_per_second", "concurrency")
 
 
 def _rules(r: _Reader, node: yaml.Node | None, what: str) -> TagRules:
@@ -195,6 +196,11 @@ def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
             values[key] = r.text(keys[key], f"{what}.{key}")
     if "insecure" in keys:
         values["insecure"] = r.flag(keys["insecure"], f"{what}.insecure")
+    if "ca_cert" in keys:
+        values["ca_cert"] = r.text(keys["ca_cert"], f"{what}.ca_cert")
+        if not os.path.isfile(values["ca_cert"]):
+            raise r.fail(keys["ca_cert"], f"{what}.ca_cert: no such file "
+                                          f"{values['ca_cert']!r}")
     if "requests_per_second" in keys:
         values["requests_per_second"] = r.number(keys["requests_per_second"],
                                                  f"{what}.requests_per_second", float, 0.01)
