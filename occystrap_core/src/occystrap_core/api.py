@@ -683,3 +683,45 @@ class ImageSet(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ImageLister(ABC):
+    """Lists what one registry API holds, for many-image sources and ``sync``.
+
+    A lister hook (``occystrap_listers``) builds one for a source URI such as
+    ``registry://HOST/REPO_GLOB:TAG_GLOB`` or ``quay://NAMESPACE/...``; the part of the
+    URI before the first ``/`` (the host, the namespace) is its root, and repository
+    names are relative to it. The core does the matching (:mod:`occystrap_core.listing`).
+    Listing failures raise OccystrapError.
+    """
+
+    @abstractmethod
+    def repositories(self) -> Iterator[str]:
+        """Every repository under the root the credentials may see (a catalog)."""
+
+    @abstractmethod
+    def tags(self, repository: str) -> Iterator[str]:
+        """Every tag of ``repository``."""
+
+    @abstractmethod
+    def item(self, repository: str, tag: str) -> BulkItem:
+        """The single-image source for ``repository:tag`` and its template fields."""
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The digest ``repository:tag`` points at, None when it is missing or
+        :attr:`knows_digests` is False. ``sync`` asks this of sources and destinations
+        (one HEAD each) to skip unchanged tags without reading them."""
+        return None
+
+    #: Whether :meth:`digest` answers; without it every tag goes through the engine.
+    knows_digests = False
+
+    def delete(self, repository: str, tag: str) -> None:
+        """Remove the tag ``repository:tag`` (``sync --prune``), leaving every other tag
+        as it is; raise OccystrapError when that cannot be done."""
+        from .errors import UnsupportedError
+
+        raise UnsupportedError(f"{type(self).__name__} cannot delete tags")
+
+    def close(self) -> None:
+        """Release anything the lister holds (HTTP clients belong to the Context)."""

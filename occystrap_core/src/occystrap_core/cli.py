@@ -28,6 +28,7 @@ from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
 from .oci.platform import Platform
+from .sync.command import command as sync_command
 
 
 class OccystrapGroup(click.Group):
@@ -444,6 +445,9 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         ctx.exit(1)
 
 
+cli.add_command(sync_command)
+
+
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
@@ -544,7 +548,8 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{r.name} ({r.label}) {r.status}" + (f": {r.error}" if r.error else ""))
         for key, label in (("input_schemes", "inputs"), ("output_schemes", "outputs"),
                            ("filters", "filters"), ("client_factories", "clients"),
-                           ("global_options", "options"), ("commands", "commands")):
+                           ("global_options", "options"), ("commands", "commands"),
+                           ("listers", "listers")):
             if d[key]:
                 click.echo(f"  {label}: {', '.join(d[key])}")
         if r.hooks:

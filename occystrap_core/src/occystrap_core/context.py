@@ -52,6 +52,9 @@ class Settings:
     all_platforms: bool = False  # copy every platform of an index, and the index
     temp_dir: str | None = None
     ca_cert: str | None = None
+    # HOST[:PORT] -> CA file trusted for that host alone, instead of ca_cert and the system
+    # roots (sync's per-registry ca_cert); other hosts are unaffected
+    host_ca_certs: Mapping[str, str] = field(default_factory=dict)
     client_cert: str | None = None
     client_key: str | None = None
     connect_timeout: float = 10.0

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         FilterSpec,
         GlobalOption,
         InputSource,
+        Lister,
         OutputTarget,
         ResolvedURI,
         Role,
@@ -95,6 +96,40 @@ def occystrap_output_targets() -> Iterable[OutputTarget]:
         def occystrap_output_targets():
             yield OutputTarget(name="acme", schemes=("acme",), summary="...",
                                factory=lambda uri, ctx: AcmeOutput(uri, ctx))
+    """
+
+
+@hookspec
+def occystrap_listers() -> Iterable[Lister]:
+    """Contribute listers: the repositories and tags behind a source URI.
+
+    A lister lets ``occystrap sync`` (and many-image sources such as
+    ``registry://HOST/REPO_GLOB:TAG_GLOB``) enumerate a registry: its catalog and each
+    repository's tags, through whatever API the registry speaks. Glob, rule and
+    template handling stay in the core (:mod:`occystrap_core.listing`), so every lister
+    gets them. A lister that can also say what a tag points at (``digest``, one HEAD)
+    gives ``sync`` its two-request warm check, and one that can ``delete`` a tag serves
+    ``sync --prune``. A scheme claimed by two listers is an error naming both
+    distributions.
+
+    Returns:
+        An iterable of :class:`~occystrap_core.types.Lister`.
+
+    Example::
+
+        @hookimpl
+        def occystrap_listers():
+            yield Lister(name="acme", schemes=("acme",), summary="Acme catalog API",
+                         factory=lazy("occystrap_acme.listing:AcmeLister"))
+
+        # occystrap_acme/listing.py
+        class AcmeLister(ImageLister):
+            def __init__(self, uri, ctx): ...
+            def repositories(self): yield from ...
+            def tags(self, repository): yield from ...
+            def item(self, repository, tag):
+                return BulkItem(uri=f"registry://acme.example/{repository}:{tag}",
+                                fields={"repo": repository, "tag": tag})
     """
 
 

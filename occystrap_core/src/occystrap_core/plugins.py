@@ -31,6 +31,7 @@ from .types import (
     FilterSpec,
     GlobalOption,
     InputSource,
+    Lister,
     OutputTarget,
     TransportLayer,
 )
@@ -47,6 +48,7 @@ CONTRIBUTIONS: dict[str, tuple[str, type]] = {
     "occystrap_transport_layers": ("transport layer", TransportLayer),
     "occystrap_global_options": ("global option", GlobalOption),
     "occystrap_commands": ("command", CommandSpec),
+    "occystrap_listers": ("lister", Lister),
 }
 
 
@@ -89,6 +91,7 @@ class PluginRecord:
             "client_factories": names("occystrap_transport"),
             "global_options": names("occystrap_global_options"),
             "commands": names("occystrap_commands"),
+            "listers": list(self.schemes("occystrap_listers")),
         }
 
 
@@ -190,6 +193,10 @@ class Plugins:
     @functools.cached_property
     def outputs(self) -> Table:
         return self._table("occystrap_output_targets", lambda c: c.schemes)
+
+    @functools.cached_property
+    def listers(self) -> Table:
+        return self._table("occystrap_listers", lambda c: c.schemes)
 
     @functools.cached_property
     def filters(self) -> Table:

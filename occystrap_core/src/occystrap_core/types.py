@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 if TYPE_CHECKING:
     import httpx
 
-    from .api import ImageFilter, ImageInput, ImageOutput, ImageSet
+    from .api import ImageFilter, ImageInput, ImageLister, ImageOutput, ImageSet
     from .context import Context
 
 Role = Literal["input", "output"]
@@ -131,6 +131,25 @@ class OutputTarget:
     def can_hold_many(self, uri: ResolvedURI) -> bool:
         """Whether several images written to ``uri`` all stay (see ``holds_many``)."""
         return self.holds_many(uri) if callable(self.holds_many) else self.holds_many
+
+
+@dataclass(frozen=True)
+class Lister:
+    """A repository and tag lister contributed by ``occystrap_listers``.
+
+    ``factory(uri, ctx)`` builds an :class:`~occystrap_core.api.ImageLister` for a
+    resolved source URI of one of ``schemes`` (its options converted against the input
+    source's options for that scheme). Import heavy modules inside it.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    summary: str
+    factory: Callable[[ResolvedURI, Context], ImageLister]
+
+    def __post_init__(self) -> None:
+        _normalise("lister", self)
+        _check_schemes(self)
 
 
 @dataclass(frozen=True)

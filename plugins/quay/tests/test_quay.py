@@ -252,3 +252,15 @@ def test_quay_token_is_the_quay_plugins_secret_global_option(run_cli):
     assert redact_text("token-from-option token-from-env") == "REDACTED REDACTED"
     gone = run_cli("--disable-plugin", "occystrap-quay", "--quay-token", "x", "plugins", "list")
     assert gone.exit_code == 2 and "No such option '--quay-token'" in gone.stderr
+
+
+def test_sync_takes_a_quay_namespace_through_its_lister(occy, src, seeded):
+    """quay:// as a sync source: listed by the Quay lister, checked by HEAD, copied."""
+    dest = f"registry://{seeded.registry.host}/synced/{{repo}}:{{tag}}"
+    first = occy("sync", "-O", "json", src(f"{NS}/app-0[12]:*"), dest)
+    report = json.loads(first.stdout)
+    assert report["counts"] == {"copied": 4}, report
+    assert sorted(i["destination"].rsplit("/", 1)[1] for i in report["images"]) == [
+        "app-01:1.0", "app-01:2.0", "app-02:1.0", "app-02:2.0"]
+    again = json.loads(occy("sync", "-O", "json", src(f"{NS}/app-0[12]:*"), dest).stdout)
+    assert again["counts"] == {"skipped": 4}, again

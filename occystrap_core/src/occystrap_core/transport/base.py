@@ -24,9 +24,11 @@ BULK = "occystrap.bulk"
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def ssl_context(ctx: Context, *, http2: bool = False) -> ssl.SSLContext:
-    """The run's TLS settings: verification always on, ``--ca-cert`` replacing the
-    system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS.
+def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None
+                ) -> ssl.SSLContext:
+    """The run's TLS settings: verification always on, ``--ca-cert`` (or ``cafile``, a
+    host's own CA) replacing the system and certifi roots, ``--client-cert``/
+    ``--client-key`` for mutual TLS.
 
     HTTP/2 connections get a context of their own: httpcore sets the ALPN protocols on
     the context at every connect, so with one shared context an HTTP/1.1 connection
@@ -37,21 +39,23 @@ def ssl_context(ctx: Context, *, http2: bool = False) -> ssl.SSLContext:
         import certifi
 
         s = ctx.settings
+        ca = cafile or s.ca_cert
         try:
-            if s.ca_cert:
-                context = ssl.create_default_context(cafile=s.ca_cert)
+            if ca:
+                context = ssl.create_default_context(cafile=ca)
             else:
                 context = ssl.create_default_context()  # system store (honours SSL_CERT_FILE)
                 context.load_verify_locations(cafile=certifi.where())
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
         except OSError as e:  # ssl.SSLError included
-            files = ", ".join(f for f in (s.ca_cert, s.client_cert, s.client_key) if f)
+            files = ", ".join(f for f in (ca, s.client_cert, s.client_key) if f)
             raise UsageError(f"cannot load TLS certificates ({files or 'system store'}): "
                              f"{e}") from None
         return context
 
-    return ctx.shared(f"{SSL_KEY}.h2" if http2 else SSL_KEY, build)
+    key = (f"{SSL_KEY}.h2" if http2 else SSL_KEY) + (f".{cafile}" if cafile else "")
+    return ctx.shared(key, build)
 
 
 def has_body(request: httpx.Request) -> bool:
@@ -91,7 +95,8 @@ class ProxyRouter(httpx.BaseTransport):
             ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
                         if k in ("http", "https", "all", "no") and v}
-        self._routes: dict[tuple[str | None, bool, bool], httpx.BaseTransport] = {}
+        self._routes: dict[tuple[str | None, bool, bool, str | None],
+                           httpx.BaseTransport] = {}
         self._lock = threading.Lock()
 
     def proxy_for(self, url: httpx.URL) -> str | None:
@@ -100,22 +105,24 @@ class ProxyRouter(httpx.BaseTransport):
             return None
         return proxy
 
-    def _route(self, proxy: str | None, http2: bool, tls: bool) -> httpx.BaseTransport:
+    def _route(self, proxy: str | None, http2: bool, tls: bool,
+               cafile: str | None = None) -> httpx.BaseTransport:
         with self._lock:
-            transport = self._routes.get((proxy, http2, tls))
+            transport = self._routes.get((proxy, http2, tls, cafile))
             if transport is None:
                 limits = httpx.Limits(max_connections=self.ctx.settings.max_connections,
                                       max_keepalive_connections=self.ctx.settings.max_connections)
                 if http2:
                     from .h2 import H2Transport  # imports asyncio: not for plain-HTTP runs
 
-                    transport = H2Transport(verify=ssl_context(self.ctx, http2=True),
+                    transport = H2Transport(verify=ssl_context(self.ctx, http2=True,
+                                                               cafile=cafile),
                                             proxy=proxy, limits=limits)
                 else:
                     transport = httpx.HTTPTransport(
-                        verify=ssl_context(self.ctx) if tls else _NO_TLS, proxy=proxy,
-                        limits=limits)
-                self._routes[(proxy, http2, tls)] = transport
+                        verify=ssl_context(self.ctx, cafile=cafile) if tls else _NO_TLS,
+                        proxy=proxy, limits=limits)
+                self._routes[(proxy, http2, tls, cafile)] = transport
             return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -127,7 +134,10 @@ class ProxyRouter(httpx.BaseTransport):
         tls = request.url.scheme == "https"
         http2 = (self.ctx.settings.http2 and tls and not has_body(request)
                  and not request.extensions.get(BULK))
-        return self._route(self.proxy_for(request.url), http2, tls).handle_request(request)
+        cafile = self.ctx.settings.host_ca_certs.get(request.url.netloc.decode().lower()) \
+            if tls and self.ctx.settings.host_ca_certs else None
+        return self._route(self.proxy_for(request.url), http2, tls,
+                           cafile).handle_request(request)
 
     def close(self) -> None:
         with self._lock:

@@ -73,6 +73,10 @@ class HostLimiters:
         self._lock = threading.Lock()
         self._hosts: dict[str, HostLimiter] = {}
 
+    def set_rate(self, host: str, rate: float) -> None:
+        """A request budget for one host (``sync``'s per-registry setting)."""
+        self[host].rate = rate
+
     def __getitem__(self, host: str) -> HostLimiter:
         with self._lock:
             limiter = self._hosts.get(host)

@@ -18,6 +18,7 @@ from occystrap_core.types import (
     Credentials,
     GlobalOption,
     InputSource,
+    Lister,
     OptionSpec,
     ResolvedURI,
     lazy,
@@ -69,3 +70,10 @@ def occystrap_input_sources() -> Iterator[InputSource]:
 def occystrap_transport() -> Iterator[ClientFactory]:
     yield ClientFactory(name="quay-api", summary="Quay REST API (Bearer token)",
                         configure=lazy("occystrap_quay.client:configure"))
+
+
+@hookimpl
+def occystrap_listers() -> Iterator[Lister]:
+    yield Lister(name="quay", schemes=(SCHEME,),
+                 summary="repositories and tags of a Quay namespace (Quay REST API)",
+                 factory=lazy("occystrap_quay.source:QuayLister"))

@@ -14,11 +14,11 @@ import fnmatch
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from occystrap_core.api import BulkItem, ImageSet
+from occystrap_core.api import BulkItem, ImageLister, ImageSet
 from occystrap_core.errors import AuthError, OccystrapError, URIError
 from occystrap_core.types import ResolvedURI
 
@@ -98,12 +98,12 @@ def select_tags(tags: Iterable[dict[str, Any]], selection: Selection) -> list[st
     return sorted({t["name"] for t in tags if selection.tag_matches(t)})
 
 
-class QuayImages(ImageSet):
+class QuayLister(ImageLister):
+    """The repositories and tags of a Quay namespace, through the Quay API: what
+    ``occystrap sync`` and the core's listing use for ``quay://`` sources."""
+
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.ctx = ctx
-        namespace, repo_glob, tag_glob = parse_target(uri.target)
-        self.selection = Selection(namespace, repo_glob, tag_glob,
-                                   parse_since(uri.options.get("since")))
+        self.namespace = parse_target(uri.target)[0]
         self.host: str = uri.options.get("host") or "quay.io"
         self.registry: str = uri.options.get("registry") or self.host
         self.insecure = bool(uri.options.get("insecure"))
@@ -111,6 +111,38 @@ class QuayImages(ImageSet):
             ctx.settings.plugin_options.get(TOKEN_OPTION)
         scheme = "http" if self.insecure or ctx.settings.insecure else "https"
         self.api = QuayAPI(ctx, self.host, scheme=scheme, token=token)
+
+    def repositories(self) -> Iterator[str]:
+        for repo in self.api.repositories(self.namespace):
+            if isinstance(repo.get("name"), str):
+                yield repo["name"]
+
+    def tags(self, repository: str) -> Iterator[str]:
+        for tag in self.api.tags(self.namespace, repository):
+            if isinstance(tag.get("name"), str):
+                yield tag["name"]
+
+    def item(self, repository: str, tag: str) -> BulkItem:
+        ns = self.namespace
+        uri = f"registry://{self.registry}/{ns}/{repository}" + (f":{tag}" if tag else "")
+        if self.insecure:
+            uri += "?insecure=true"
+        return BulkItem(uri=uri, fields={"registry": self.registry, "namespace": ns,
+                                         "repo": repository, "tag": tag})
+
+
+class QuayImages(ImageSet):
+    """``quay://`` as a source of ``process``/``info``: the lister, plus ``since``
+    and ``specificTag`` lookups that only the Quay API offers."""
+
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.ctx = ctx
+        namespace, repo_glob, tag_glob = parse_target(uri.target)
+        self.selection = Selection(namespace, repo_glob, tag_glob,
+                                   parse_since(uri.options.get("since")))
+        self.lister = QuayLister(uri, ctx)
+        self.host = self.lister.host
+        self.api = self.lister.api
 
     def repositories(self) -> list[str]:
         """Names of the matching repositories, sorted (no API call for a literal name)."""
@@ -126,12 +158,7 @@ class QuayImages(ImageSet):
         return select_tags(self.api.tags(sel.namespace, repo, specific), sel)
 
     def item(self, repo: str, tag: str, error: str | None = None) -> BulkItem:
-        ns = self.selection.namespace
-        uri = f"registry://{self.registry}/{ns}/{repo}" + (f":{tag}" if tag else "")
-        if self.insecure:
-            uri += "?insecure=true"
-        return BulkItem(uri=uri, error=error, fields={"registry": self.registry,
-                                                       "namespace": ns, "repo": repo, "tag": tag})
+        return replace(self.lister.item(repo, tag), error=error)
 
     def _tags_or_error(self, repo: str) -> list[str] | OccystrapError:
         try:

@@ -56,3 +56,27 @@ class BlobLocations:
             event = self._uploading.pop((registry, digest), None)
         if event is not None:
             event.set()
+
+
+HEADS_KEY = "registry.manifest_heads"
+
+
+class ManifestHeads:
+    """What a lister's HEAD just found a destination tag pointing at (None: no such
+    tag), kept for the copy that follows in the same run, so that the output does not
+    ask again; each answer is used once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str, str], str | None] = {}
+
+    def put(self, host: str, repository: str, tag: str, digest: str | None) -> None:
+        with self._lock:
+            self._seen[(host, repository, tag)] = digest
+
+    def take(self, host: str, repository: str, tag: str) -> tuple[bool, str | None]:
+        """(known, digest): known is False when no HEAD was recorded."""
+        with self._lock:
+            if (host, repository, tag) not in self._seen:
+                return False, None
+            return True, self._seen.pop((host, repository, tag))

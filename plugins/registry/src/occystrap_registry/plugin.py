@@ -18,6 +18,7 @@ from occystrap_core.types import (
     ClientFactory,
     Credentials,
     InputSource,
+    Lister,
     OptionSpec,
     OutputTarget,
     ResolvedURI,
@@ -31,7 +32,9 @@ _PREFIX = f"{SCHEME}://"
 _COMMON = (
     OptionSpec("insecure", bool, "Plain HTTP instead of HTTPS for this registry.", False),
 )
-INPUT_OPTIONS = _COMMON
+INPUT_OPTIONS = _COMMON + (
+    OptionSpec("page_size", int, "Entries per page when listing tags or the catalog (n=)."),
+)
 OUTPUT_OPTIONS = _COMMON + (
     OptionSpec("compression", str, "gzip, zstd or none: re-encode layers with it "
                "(default: keep compressed layers as they are, gzip uncompressed ones)."),
@@ -65,6 +68,7 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     """
     if not uri[:len(_PREFIX)].lower() == _PREFIX:
         return None
+    from occystrap_core.listing import has_pattern
     from occystrap_core.oci.reference import parse
 
     userinfo, rest = split_userinfo(uri[len(_PREFIX):])
@@ -90,7 +94,9 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     credentials = None
     if username is not None or password is not None:
         credentials = Credentials(username=username, password=password, source="URI")
-    canonical = str(parse(resolved.target))  # a bad reference fails here, clearly
+    # a pattern (HOST/REPO_GLOB:TAG_GLOB) is read by the core's listing; a bad
+    # reference fails here, clearly
+    canonical = resolved.target if has_pattern(resolved.target) else str(parse(resolved.target))
     shown = urlencode([(k, v) for k, vs in query_values.items() for v in vs])
     return replace(resolved, scheme=SCHEME, target=canonical, query=query_values,
                    credentials=credentials,
@@ -100,9 +106,17 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
 @hookimpl
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(name="registry", schemes=(SCHEME,),
-                      summary="Docker Registry V2 / OCI distribution (pull)",
-                      factory=lazy("occystrap_registry.source:RegistrySource"),
+                      summary="Docker Registry V2 / OCI distribution (pull); "
+                              "HOST/REPO_GLOB:TAG_GLOB lists many images",
+                      factory=lazy("occystrap_registry.listing:open_source"),
                       options=INPUT_OPTIONS)
+
+
+@hookimpl
+def occystrap_listers() -> Iterator[Lister]:
+    yield Lister(name="registry", schemes=(SCHEME,),
+                 summary="/v2/_catalog and /v2/<name>/tags/list, with n= and Link pages",
+                 factory=lazy("occystrap_registry.listing:RegistryLister"))
 
 
 @hookimpl

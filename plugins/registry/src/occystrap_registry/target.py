@@ -51,8 +51,8 @@ from occystrap_core.types import ResolvedURI
 
 from . import compress
 from .client import Repository
+from .locations import HEADS_KEY, BlobLocations, ManifestHeads
 from .locations import KEY as LOCATIONS
-from .locations import BlobLocations
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class RegistryOutput(ImageOutput):
         self.uploader = Uploader(self.repo)
         self.registry = registry_key(self.ref.domain)
         self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
         self.location = f"registry://{self.ref.domain}/{self.ref.path}"
         self._lock = threading.Lock()
         self._remote: str | None = None
@@ -125,6 +126,10 @@ class RegistryOutput(ImageOutput):
 
     def _remote_digest(self) -> str | None:
         """The digest of the manifest the destination reference points at (one HEAD)."""
+        if not self._remote_known and self.ref.tag and not self.ref.digest:
+            # a sync's HEAD of this tag moments ago answers it
+            self._remote_known, self._remote = self.heads.take(
+                self.repo.host, self.ref.path, self.ref.tag)
         if not self._remote_known:
             response = self.repo.request(
                 "HEAD", self.repo.url("manifests", self.ref.ref),

@@ -1,0 +1,83 @@
+"""The sync's machine-readable account: one JSON object a line (``--events FILE|-``).
+
+Every line has ``event`` and ``time`` (Unix seconds); values pass the redaction.
+Events: ``image`` (``state`` started, skipped, copied, failed, would-copy),
+``delete`` (``state`` deleted, failed, would-delete), ``blob`` (``state``
+transferred or present: the destination held it, or it was mounted there),
+``retry`` and ``rate_limit_wait``. Blob, retry and wait events come from the run's
+progress and counters, so they carry no image: images overlap with ``-J``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from ..context import Stats
+from ..progress import Progress
+from ..redact import redact_text
+
+if TYPE_CHECKING:
+    from ..api import Layer
+
+
+class Events:
+    """Writes events to a stream (None: nowhere); thread-safe."""
+
+    def __init__(self, stream: IO[str] | None, clock: Callable[[], float] = time.time):
+        self.stream = stream
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.stream is None:
+            return
+        line = redact_text(json.dumps({"event": event, "time": round(self.clock(), 3),
+                                       **fields}, sort_keys=False))
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class EventProgress(Progress):
+    """The run's progress, plus a ``blob`` event per layer delivered or present."""
+
+    def __init__(self, inner: Progress, events: Events):
+        self.inner = inner
+        self.events = events
+
+    @contextlib.contextmanager
+    def image(self, layers: Sequence[Layer]) -> Iterator[None]:
+        with self.inner.image(layers):
+            yield
+
+    @contextlib.contextmanager
+    def layer(self, layer: Layer) -> Iterator[Callable[[int], None]]:
+        with self.inner.layer(layer) as advance:
+            yield advance
+        self.events.emit("blob", state="transferred", digest=layer.digest, size=layer.size)
+
+    def skipped(self, layer: Layer) -> None:
+        self.inner.skipped(layer)
+        self.events.emit("blob", state="present", digest=layer.digest, size=layer.size)
+
+    def write(self, line: str) -> None:
+        self.inner.write(line)
+
+
+class EventStats(Stats):
+    """The run's counters, plus an event for each retry and rate-limit wait."""
+
+    NAMED = {"retries": "retry", "rate_limit_waits": "rate_limit_wait"}
+
+    def __init__(self, events: Events):
+        super().__init__()
+        self.events = events
+
+    def add(self, name: str, n: int = 1) -> None:
+        super().add(name, n)
+        if name in self.NAMED:
+            self.events.emit(self.NAMED[name])

@@ -1,0 +1,311 @@
+"""From a configuration to the sync's work: which images go where, nothing copied.
+
+Sources are listed through the listers (``occystrap_listers``); each source image
+(a tag) becomes a :class:`Task` with one :class:`Target` per destination. The
+first destination's repository is the shard key (:func:`shard_of`): a worker of
+``--shard I/N`` lists the tags of, and copies to, only its own repositories, so
+every repository's tags and mounts stay on one worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from ..api import BulkItem, ImageLister
+from ..bulk import template_fields
+from ..errors import AuthError, ImageNotFoundError, OccystrapError, UsageError
+from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
+from ..uri import parse_uri
+from ..workers import parallel
+from .config import RegistrySettings, SourceSpec, SyncConfig
+from .rules import TagRules
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+_TAG_MARK = "\0tag\0"  # stands for the tag while a template's repository is worked out
+
+
+@dataclass(frozen=True)
+class Place:
+    """A repository:tag a lister can ask about: where a source or a target is."""
+
+    scheme: str
+    root: str
+    repository: str
+    tag: str
+    query: str = ""  # what the lister needs of the URI's options (insecure)
+
+    @property
+    def lister_key(self) -> tuple[str, str, str]:
+        return self.scheme, self.root, self.query
+
+
+@dataclass(frozen=True)
+class Target:
+    uri: str
+    place: Place
+    present: bool = False  # an immutable tag the destination holds: never asked again
+
+
+@dataclass(frozen=True)
+class Task:
+    """One source image and its destinations (``error``: it could not be listed)."""
+
+    source: str
+    place: Place | None
+    targets: tuple[Target, ...]
+    spec: SourceSpec
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What ``--prune`` may delete in one destination repository: the tags the rules
+    select that are not in the source repository's ``source_tags``."""
+
+    destination: Place
+    source_tags: frozenset[str]
+    rules: TagRules
+    pattern: Pattern
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)
+    scopes: list[Scope] = field(default_factory=list)
+
+
+def shard_of(key: str, count: int) -> int:
+    """A stable shard for a destination repository, the same on every machine."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
+
+
+def with_query(uri: str, **options: str) -> str:
+    """``uri`` with ``options`` added to its query (existing keys kept)."""
+    base, _, query = uri.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    known = {k for k, _ in pairs}
+    pairs += [(k, v) for k, v in options.items() if k not in known]
+    return base + ("?" + urlencode(pairs, safe="/,:") if pairs else "")
+
+
+def host_of(uri: str) -> str:
+    """``HOST[:PORT]`` of ``scheme://[userinfo@]HOST/...``, lower-cased."""
+    rest = uri.partition("://")[2].partition("?")[0]
+    return rest.split("/", 1)[0].rpartition("@")[2].lower()
+
+
+def full_pattern(uri: str) -> str:
+    """``registry://HOST`` -> ``registry://HOST/*:*``; a repository without a tag
+    part gets ``:*``: a sync source means every tag unless it says otherwise."""
+    base, sep, query = uri.partition("?")
+    scheme, _, rest = base.partition("://")
+    if "/" not in rest.strip("/"):
+        rest = rest.strip("/") + "/*"
+    if ":" not in rest.rpartition("/")[2]:
+        rest += ":*"
+    return f"{scheme}://{rest}{sep}{query}"
+
+
+class Planner:
+    """Lists sources and destinations; listers are shared by (scheme, root, options)."""
+
+    def __init__(self, ctx: Context, config: SyncConfig, *, shard: tuple[int, int] | None,
+                 prune: bool):
+        self.ctx = ctx
+        self.config = config
+        self.shard = shard
+        self.prune = prune
+        self._listers: dict[tuple[str, str, str], ImageLister] = {}
+        self._dest_tags: dict[Place, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def settings_for(self, uri: str) -> RegistrySettings | None:
+        return self.config.registries.get(host_of(uri))
+
+    def prepare(self, uri: str) -> str:
+        """``uri`` with its registry's ``insecure`` setting from the configuration."""
+        settings = self.settings_for(uri)
+        return with_query(uri, insecure="true") if settings and settings.insecure else uri
+
+    def lister(self, place: Place) -> ImageLister:
+        with self._lock:
+            lister = self._listers.get(place.lister_key)
+        if lister is None:
+            uri = f"{place.scheme}://{place.root}/x:x" + (f"?{place.query}" if place.query
+                                                          else "")
+            lister, _ = open_lister(self.ctx, uri)
+            with self._lock:
+                lister = self._listers.setdefault(place.lister_key, lister)
+        return lister
+
+    def place_of(self, uri: str) -> Place:
+        """Where a single-image URI points (its scheme, root, repository and tag)."""
+        resolved = parse_uri(uri)
+        target = resolved.target.rpartition("@")[2] if "@" in resolved.target.split("/")[0] \
+            else resolved.target
+        pattern = split_pattern(target, default_tag="latest", scheme=resolved.scheme)
+        if is_glob(pattern.repositories) or is_glob(pattern.tags):
+            raise UsageError(f"{uri}: a destination names one repository and tag")
+        insecure = resolved.query.get("insecure", ())
+        return Place(resolved.scheme, pattern.root, pattern.repositories, pattern.tags,
+                     urlencode({"insecure": insecure[-1]}) if insecure else "")
+
+    def plan(self) -> Plan:
+        plan = Plan()
+        for spec in self.config.sources:
+            for template in spec.destinations:
+                template_fields(template)  # a bad placeholder fails before any listing
+            if spec.pattern is not None:
+                self._plan_pattern(spec, plan)
+            else:
+                self._plan_images(spec, plan)
+        return plan
+
+    def _fill(self, spec: SourceSpec, item: BulkItem) -> list[str]:
+        out = []
+        for template in spec.destinations:
+            try:
+                out.append(self.prepare(template.format_map(item.fields)))
+            except KeyError as e:
+                raise UsageError(f"destination {template!r}: unknown placeholder {{{e.args[0]}}}"
+                                 f" (available: {', '.join('{' + f + '}' for f in item.fields)})"
+                                 ) from None
+        return out
+
+    def _in_shard(self, destination: str) -> bool:
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        place = self.place_of(destination.replace(_TAG_MARK, "x"))
+        return shard_of(f"{place.root}/{place.repository}", count) == index
+
+    def _repository_of(self, spec: SourceSpec, item: BulkItem) -> str:
+        """The first destination with the tag still open: its repository is the shard key."""
+        filled = self._fill(spec, BulkItem(item.uri, {**item.fields, "tag": _TAG_MARK}))[0]
+        if _TAG_MARK in filled.partition("://")[2].rpartition(":")[0]:
+            raise UsageError(f"destination {spec.destinations[0]!r} puts {{tag}} in the "
+                             f"repository; --shard splits by repository")
+        return filled
+
+    def _plan_pattern(self, spec: SourceSpec, plan: Plan) -> None:
+        assert spec.pattern is not None
+        uri = self.prepare(full_pattern(spec.pattern))
+        try:
+            lister, resolved = open_lister(self.ctx, uri)
+            pattern = split_pattern(resolved.target, scheme=resolved.scheme)
+            repositories = matching_repositories(lister, pattern)
+        except OccystrapError as e:
+            plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+            return
+        if self.shard is not None:
+            repositories = [r for r in repositories
+                            if self._in_shard(self._repository_of(spec, lister.item(r, "x")))]
+
+        def tags_of(repository: str) -> list[str] | OccystrapError:
+            try:
+                if is_glob(pattern.tags) or self.prune:
+                    return list(lister.tags(repository))
+                return [pattern.tags]
+            except AuthError:
+                raise  # the same for every repository: the source cannot be synced
+            except OccystrapError as e:
+                return e
+
+        try:
+            listed = parallel(tags_of, repositories, self.ctx.settings.image_parallel,
+                              self.ctx.cancel.child(), name="list")
+        except AuthError as e:
+            plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+            return
+        for repository, tags in zip(repositories, listed, strict=True):
+            if isinstance(tags, OccystrapError):
+                plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                       error=str(tags)))
+                continue
+            wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
+            if spec.rules.by_date:
+                try:
+                    wanted = spec.rules.newest(self._created(lister, repository, wanted))
+                except OccystrapError as e:
+                    plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                           error=str(e)))
+                    continue
+            for tag in wanted:
+                self._add(plan, spec, lister.item(repository, tag), lister)
+            if self.prune:
+                self._add_scopes(plan, spec, lister.item(repository, "x"), set(tags), pattern)
+
+    def _created(self, lister: ImageLister, repository: str, tags: list[str]
+                 ) -> dict[str, datetime | None]:
+        """Each tag's image ``created`` date (its manifest and config: two GETs a tag)."""
+        from ..library import inspect
+
+        def created(tag: str) -> datetime | None:
+            details = inspect(self.prepare(lister.item(repository, tag).uri), session=self.ctx)
+            try:
+                when = datetime.fromisoformat(str(details.get("created")))
+            except ValueError:
+                return None  # no date, or not one: never among the latest
+            return when if when.tzinfo else when.replace(tzinfo=UTC)  # comparable
+
+        dates = parallel(created, tags, self.ctx.settings.image_parallel,
+                         self.ctx.cancel.child(), name="created")
+        return dict(zip(tags, dates, strict=True))
+
+    def _plan_images(self, spec: SourceSpec, plan: Plan) -> None:
+        for uri in spec.images:
+            try:
+                place = self.place_of(self.prepare(uri))
+                item = self.lister(place).item(place.repository, place.tag)
+            except OccystrapError as e:
+                plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+                continue
+            if self.shard is None or self._in_shard(self._repository_of(spec, item)):
+                self._add(plan, spec, item, None)
+
+    def _add(self, plan: Plan, spec: SourceSpec, item: BulkItem,
+             lister: ImageLister | None) -> None:
+        source = self.prepare(item.uri)
+        place = self.place_of(source)
+        if lister is not None and lister.knows_digests:  # it has the URI's credentials
+            with self._lock:
+                self._listers.setdefault(place.lister_key, lister)
+        targets = []
+        for destination in self._fill(spec, item):
+            target = self.place_of(destination)
+            tag = item.fields.get("tag", "")
+            present = bool(spec.rules.immutable) and spec.rules.is_immutable(tag) \
+                and target.tag in self._destination_tags(target)
+            targets.append(Target(destination, target, present))
+        plan.tasks.append(Task(source, place, tuple(targets), spec))
+
+    def _destination_tags(self, place: Place) -> set[str]:
+        """The tags of a destination repository, listed once per run."""
+        key = Place(place.scheme, place.root, place.repository, "", place.query)
+        with self._lock:
+            known = self._dest_tags.get(key)
+        if known is None:
+            try:
+                known = set(self.lister(place).tags(place.repository))
+            except ImageNotFoundError:
+                known = set()  # no such repository yet
+            with self._lock:
+                self._dest_tags[key] = known
+        return known
+
+    def _add_scopes(self, plan: Plan, spec: SourceSpec, item: BulkItem, tags: set[str],
+                    pattern: Pattern) -> None:
+        for template in spec.destinations:
+            if not template.partition("?")[0].endswith(":{tag}"):
+                raise UsageError(f"--prune needs destinations ending in :{{tag}}, so that a "
+                                 f"destination tag names its source tag; {template!r} does not")
+            fields: dict[str, Any] = {**item.fields, "tag": "x"}
+            place = self.place_of(self.prepare(template.format_map(fields)))
+            plan.scopes.append(Scope(place, frozenset(tags), spec.rules, pattern))

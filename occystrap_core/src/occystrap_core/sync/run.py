@@ -1,0 +1,241 @@
+"""Carrying out a sync plan: warm checks, copies, prune, the report.
+
+Per source image, ``-J`` at once:
+
+1. A tag whose every destination is a present immutable tag costs nothing.
+2. When the copy is byte for byte (no filter, no platform subset), one HEAD per
+   destination asks what its tag points at and, when one has the tag, one HEAD asks
+   the source for its digest; a destination already holding it is skipped.
+3. The first destination that needs it gets the image from the source, through
+   the copy engine (which moves only the blobs the destination lacks, and mounts
+   those the run has seen elsewhere on that registry). Every further destination
+   is fed from the first that holds the image, verbatim: each blob is read from the
+   source at most once per run, whatever the number of destinations.
+
+``--prune`` then deletes, in each destination repository of the plan, the tags the
+rules select that the source no longer has; nothing outside that scope is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import pipeline
+from ..bulk import single_input
+from ..errors import ImageNotFoundError, OccystrapError
+from ..redact import redact_text, redact_uri
+from ..workers import parallel
+from .events import Events
+from .plan import Place, Plan, Planner, Scope, Target, Task, host_of, with_query
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+log = logging.getLogger("occystrap.sync")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one (source image, destination) pair, or one deletion."""
+
+    source: str
+    destination: str
+    state: str  # copied, skipped, failed, would-copy; deleted, would-delete
+    digest: str | None = None
+    error: str | None = None
+
+    @property
+    def line(self) -> str | None:
+        """What ``--dry-run`` prints for it, in plan order."""
+        if self.state == "would-copy":
+            return redact_text(f"{redact_uri(self.source)} -> {redact_uri(self.destination)}")
+        if self.state == "would-delete":
+            return f"delete {redact_uri(self.destination)}"
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"source": redact_uri(self.source), "destination": redact_uri(self.destination),
+               "state": self.state}
+        if self.digest:
+            out["digest"] = self.digest
+        if self.error:
+            out["error"] = redact_text(self.error)
+        return out
+
+
+class Runner:
+    def __init__(self, ctx: Context, planner: Planner, events: Events, *, dry_run: bool):
+        self.ctx = ctx
+        self.planner = planner
+        self.events = events
+        self.dry_run = dry_run
+        self._caps: dict[str, threading.Semaphore] = {
+            host: threading.Semaphore(r.concurrency)
+            for host, r in planner.config.registries.items() if r.concurrency}
+
+    # --- copies ----------------------------------------------------------------
+
+    def run(self, plan: Plan) -> list[Result]:
+        batches = parallel(self._task, plan.tasks, self.ctx.settings.image_parallel,
+                           self.ctx.cancel.child(), name="sync")
+        return [r for batch in batches for r in batch]
+
+    def _task(self, task: Task) -> list[Result]:
+        if task.error is not None:
+            self.events.emit("image", state="failed", source=redact_uri(task.source),
+                             error=redact_text(task.error))
+            return [Result(task.source, "", "failed", error=task.error)]
+        shown = redact_uri(task.source)
+        self.events.emit("image", state="started", source=shown)
+        results: list[Result] = []
+        pending = [t for t in task.targets if not t.present]
+        results += [Result(task.source, t.uri, "skipped") for t in task.targets if t.present]
+        verbatim = not task.spec.filters and not task.spec.platforms
+        held: str | None = None  # the digest the destinations should hold
+        feeder: Target | None = None  # a destination holding it, to feed the others
+        holds: dict[Target, str | None] = {}  # what each destination's tag points at
+        try:
+            if pending and verbatim and task.place is not None:
+                holds = {t: self._digest(t.place) for t in pending}
+                # The source is asked only when a destination has the tag (or in a dry
+                # run, to report a missing one): otherwise the image is copied whatever
+                # its digest, and a cold tag costs one request less.
+                if (any(holds.values()) or self.dry_run) and self._knows(task.place):
+                    held = self._digest(task.place)
+                    if held is None:
+                        raise ImageNotFoundError(f"{shown}: not found")
+        except Exception as e:  # noqa: BLE001 - this image fails, the others go on
+            error = str(e) if isinstance(e, OccystrapError) else \
+                f"unexpected {type(e).__name__}: {e}"
+            results += [Result(task.source, t.uri, "failed", error=error) for t in pending]
+            pending = []
+        for target in pending:
+            result = self._one(task, target, held, feeder, holds)
+            results.append(result)
+            if result.state in ("copied", "skipped") and result.digest:
+                held, feeder = held or result.digest, feeder or target
+        for r in results:
+            self.events.emit("image", state=r.state, source=shown,
+                             destination=redact_uri(r.destination), digest=r.digest,
+                             **({"error": redact_text(r.error)} if r.error else {}))
+        return results
+
+    def _knows(self, place: Place) -> bool:
+        return self.planner.lister(place).knows_digests
+
+    def _digest(self, place: Place) -> str | None:
+        lister = self.planner.lister(place)
+        return lister.digest(place.repository, place.tag) if lister.knows_digests else None
+
+    def _one(self, task: Task, target: Target, held: str | None, feeder: Target | None,
+             holds: dict[Target, str | None]) -> Result:
+        try:
+            if held is not None:
+                current = holds[target] if target in holds else self._digest(target.place)
+                if current == held:
+                    return Result(task.source, target.uri, "skipped", held)
+            # from a destination holding it: not one more read of the source (its blobs
+            # are still mounted where the run saw them on the target's registry)
+            fed = feeder is not None
+            source = feeder.uri if feeder is not None else task.source
+            if self.dry_run:
+                return Result(source, target.uri, "would-copy")
+            digest, unchanged = self._copy(task, source, target, fed=fed)
+            return Result(source, target.uri, "skipped" if unchanged else "copied", digest)
+        except OccystrapError as e:
+            return Result(task.source, target.uri, "failed", error=str(e))
+        except Exception as e:  # one image's bug must not stop the others; still reported
+            log.debug("%s failed", task.source, exc_info=True)
+            return Result(task.source, target.uri, "failed",
+                          error=f"unexpected {type(e).__name__}: {e}")
+
+    def _copy(self, task: Task, source: str, target: Target, *, fed: bool
+              ) -> tuple[str | None, bool]:
+        """Through the engine; from another destination, verbatim (it is filtered already)."""
+        spec = task.spec
+        if spec.platforms and not fed:
+            source = with_query(source, platforms=spec.platforms)
+        else:
+            source = with_query(source, all_platforms="true")
+        filters = () if fed else spec.filters
+        with self._capped(source, target.uri), single_input(self.ctx, source, "sync") as opened:
+            output = pipeline.build_output(self.ctx, target.uri, filters)
+            _, result = pipeline.run(self.ctx, opened, output)
+            problems = output.verify() if self.ctx.settings.verify else None
+        if problems:
+            raise OccystrapError("verify failed: " + "; ".join(problems))
+        return result.manifest_digest, bool(result.details.get("unchanged"))
+
+    @contextlib.contextmanager
+    def _capped(self, *uris: str) -> Iterator[None]:
+        """Hold each registry's concurrency cap (in a fixed order: no deadlock)."""
+        caps = [self._caps[h] for h in sorted({host_of(u) for u in uris}) if h in self._caps]
+        with contextlib.ExitStack() as stack:
+            for cap in caps:
+                stack.enter_context(cap)
+            yield
+
+    # --- prune -----------------------------------------------------------------
+
+    def prune(self, plan: Plan) -> list[Result]:
+        done: set[tuple[str, str, str, str]] = set()
+        scopes = []
+        for scope in plan.scopes:
+            key = (*scope.destination.lister_key, scope.destination.repository)
+            if key not in done:
+                done.add(key)
+                scopes.append(scope)
+        batches = parallel(self._prune_one, scopes, self.ctx.settings.image_parallel,
+                           self.ctx.cancel.child(), name="prune")
+        return [r for batch in batches for r in batch]
+
+    def _prune_one(self, scope: Scope) -> list[Result]:
+        place = scope.destination
+        where = f"{place.scheme}://{place.root}/{place.repository}"
+        try:
+            lister = self.planner.lister(place)
+            try:
+                present = sorted(lister.tags(place.repository))
+            except ImageNotFoundError:
+                return []
+        except OccystrapError as e:
+            return [Result("", where, "failed", error=str(e))]
+        gone = [t for t in present if scope.pattern.tag_matches(t) and scope.rules.in_scope(t)
+                and t not in scope.source_tags]
+        results = []
+        for tag in gone:
+            uri = f"{where}:{tag}"
+            if self.dry_run:
+                results.append(Result("", uri, "would-delete"))
+                continue
+            try:
+                lister.delete(place.repository, tag)
+                results.append(Result("", uri, "deleted"))
+            except OccystrapError as e:
+                results.append(Result("", uri, "failed", error=str(e)))
+        for r in results:
+            self.events.emit("delete", state=r.state, destination=redact_uri(r.destination),
+                             **({"error": redact_text(r.error)} if r.error else {}))
+        return results
+
+
+def report(results: list[Result], deletions: list[Result], ctx: Context, started: float,
+           shard: tuple[int, int] | None) -> dict[str, Any]:
+    """The final JSON report."""
+    counts: dict[str, int] = {}
+    for r in results + deletions:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {
+        "ok": not any(r.state == "failed" for r in results + deletions),
+        "counts": counts,
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "elapsed": round(time.monotonic() - started, 3),
+        "stats": dict(ctx.stats.values),
+        "images": [r.as_dict() for r in results],
+        "deletions": [r.as_dict() for r in deletions],
+    }

@@ -1,0 +1,157 @@
+"""Listing a registry: ``/v2/_catalog`` and ``/v2/<name>/tags/list``, page by page.
+
+Both follow the distribution spec's pagination: ask for ``n`` entries, then follow
+the ``Link: <...>; rel="next"`` header until there is none. The catalog needs the
+``registry:catalog:*`` scope, which token servers grant only to some users.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote
+
+import httpx
+
+from occystrap_core.api import BulkItem, ImageLister
+from occystrap_core.digest import is_valid
+from occystrap_core.errors import TransportError, UnsupportedError
+from occystrap_core.listing import split_pattern
+from occystrap_core.oci.reference import parse as parse_reference
+from occystrap_core.transport.auth import SCOPES
+from occystrap_core.transport.errors import html_page, status_error
+from occystrap_core.types import ResolvedURI
+
+from .client import FACTORY
+from .locations import HEADS_KEY, ManifestHeads
+from .source import ACCEPT, RegistrySource
+
+if TYPE_CHECKING:
+    from occystrap_core.context import Context
+
+PAGE_SIZE = 1000  # CNCF distribution's own cap for n=
+_MAX_PAGES = 100_000  # a server repeating its Link must not loop forever
+CATALOG_SCOPE = "registry:catalog:*"
+
+
+class RegistryLister(ImageLister):
+    """The repositories and tags of the registry a ``registry://HOST/...`` URI names."""
+
+    def __init__(self, uri: ResolvedURI, ctx: Context):
+        self.root = split_pattern(uri.target).root
+        ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
+        self.host = ref.api_host
+        self.insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
+        self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
+        self.uri_credentials = uri.credentials
+        credentials = uri.credentials or ctx.credentials(ref.domain, "input")
+        self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
+        self.client = ctx.http_client(FACTORY, self.host,
+                                      scheme="http" if self.insecure else "https",
+                                      credentials=credentials)
+
+    def repositories(self) -> Iterator[str]:
+        for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE]):
+            yield from _names(page, "repositories", self.host)
+
+    def tags(self, repository: str) -> Iterator[str]:
+        scope = [f"repository:{repository}:pull"]
+        for page in self._pages(f"/v2/{repository}/tags/list",
+                                f"listing the tags of {repository}", scope):
+            yield from _names(page, "tags", self.host)
+
+    knows_digests = True
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}",
+                              f"HEAD manifest {repository}:{tag}",
+                              [f"repository:{repository}:pull"], ok=(200, 404),
+                              headers={"Accept": ACCEPT})
+        stated = response.headers.get("Docker-Content-Digest")
+        found = stated if response.status_code == 200 and stated and is_valid(stated) else None
+        if found is not None or response.status_code == 404:
+            self.heads.put(self.host, repository, tag, found)  # a copy may follow: no 2nd HEAD
+        return found
+
+    def delete(self, repository: str, tag: str) -> None:
+        """By tag where the registry can (distribution 3); else by digest, only when no
+        other tag of the repository points at that manifest (it would go too)."""
+        scopes = [f"repository:{repository}:pull,push,delete"]
+        what = f"deleting {repository}:{tag}"
+        response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}", what, scopes,
+                              ok=(202, 400, 404, 405))
+        if response.status_code in (202, 404):
+            return
+        digest = self.digest(repository, tag)
+        if digest is None:
+            return  # gone meanwhile
+        shared = [t for t in self.tags(repository)
+                  if t != tag and self.digest(repository, t) == digest]
+        if shared:
+            raise UnsupportedError(
+                f"{what}: {self.host} deletes manifests, not tags, and {digest} is also "
+                f"tagged {', '.join(sorted(shared))}: left as it is")
+        self._send("DELETE", f"/v2/{repository}/manifests/{digest}", what, scopes,
+                   ok=(202, 404))
+
+    def item(self, repository: str, tag: str) -> BulkItem:
+        userinfo = ""
+        creds = self.uri_credentials
+        if creds is not None and (creds.username or creds.password):
+            userinfo = f"{quote(creds.username or '', safe='')}:" \
+                       f"{quote(creds.password or '', safe='')}@"
+        uri = f"registry://{userinfo}{self.root}/{repository}" + (f":{tag}" if tag else "")
+        if self.insecure:
+            uri += "?insecure=true"
+        namespace, _, name = repository.rpartition("/")
+        return BulkItem(uri=uri, fields={"registry": self.root, "repo": repository,
+                                         "namespace": namespace, "name": name, "tag": tag})
+
+    def _send(self, method: str, url: str, what: str, scopes: list[str],
+              ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None
+              ) -> httpx.Response:
+        try:
+            response = self.client.request(method, url, headers=headers,
+                                           extensions={SCOPES: scopes})
+            response.read()
+        except httpx.HTTPError as e:
+            raise TransportError(f"{what}: network error talking to {self.host}: "
+                                 f"{e or type(e).__name__}") from None
+        if response.status_code not in ok or html_page(response):
+            raise status_error(response, f"{what} on {self.host}", expected=ok)
+        return response
+
+    def _pages(self, path: str, what: str, scopes: list[str]) -> Iterator[dict[str, Any]]:
+        url: str | None = f"{path}?n={self.page_size}"
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            assert url is not None
+            response = self._send("GET", url, what, scopes)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise TransportError(f"{what} on {self.host}: the answer is not a JSON object")
+            yield body
+            url = response.links.get("next", {}).get("url")
+            if not url or url in seen:
+                return
+            seen.add(url)
+        raise TransportError(f"{what} on {self.host}: more than {_MAX_PAGES} pages")
+
+
+def _names(page: dict[str, Any], key: str, host: str) -> list[str]:
+    items = page.get(key) or []  # the registry says null for a repository without tags
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise TransportError(f"registry {host}: the answer has no {key!r} list of names")
+    return items
+
+
+def open_source(uri: ResolvedURI, ctx: Context) -> Any:
+    """One image, or every image a ``HOST/REPO_GLOB[:TAG_GLOB]`` pattern names."""
+    from occystrap_core.listing import ListedImages, has_pattern
+
+    if has_pattern(uri.target):
+        return ListedImages(ctx, RegistryLister(uri, ctx),
+                            split_pattern(uri.target, default_tag="latest"))
+    return RegistrySource(uri, ctx)

@@ -1,0 +1,116 @@
+"""registry://HOST/REPO_GLOB:TAG_GLOB: listing the catalog and tags of the real registry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from occystrap_core.testing.registry import RegistryServer, push_sample_image, start_registry
+
+
+@pytest.fixture(scope="module")
+def logged_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A plain registry logging every request, to see the pages asked for."""
+    server = start_registry("plain", Path(tmp_path_factory.mktemp("registry-listing")),
+                            access_log=True)
+    yield server
+    server.stop()
+
+
+def _seed(server: RegistryServer, prefix: str) -> None:
+    for repo, tags in (("app", ("v1", "v2", "v3", "dev")), ("lib", ("v1",)),
+                       ("other", ("v1",))):
+        for tag in tags:
+            push_sample_image(server, f"{prefix}/{repo}", tag)
+
+
+def _sources(result: Any) -> list[str]:
+    return [e["source"] for e in json.loads(result.stdout)]
+
+
+def test_globs_list_catalog_and_tags_page_by_page(logged_plain: RegistryServer,
+                                                   occy: Callable[..., Any]) -> None:
+    server = logged_plain
+    prefix = f"list-{uuid.uuid4().hex[:8]}"
+    _seed(server, prefix)
+    before = len(server.requests())
+    result = occy(server, "info", "-O", "json",
+                  f"registry://{server.host}/{prefix}/[al]*:v*?page_size=2")
+    host = server.host
+    assert _sources(result) == [f"registry://{host}/{prefix}/app:{t}?insecure=true"
+                                for t in ("v1", "v2", "v3")] \
+        + [f"registry://{host}/{prefix}/lib:v1?insecure=true"]
+    served = server.requests()[before:]
+    catalog = [r for r in served if r.startswith("GET /v2/_catalog")]
+    app_tags = [r for r in served if r.startswith(f"GET /v2/{prefix}/app/tags/list")]
+    assert catalog[0] == "GET /v2/_catalog?n=2" and len(catalog) >= 2  # followed Link
+    # distribution 2.8 answers every tag at once (no Link); n= is still asked for
+    assert app_tags[0] == f"GET /v2/{prefix}/app/tags/list?n=2", app_tags
+    assert not any(f"/v2/{prefix}/other/tags" in r for r in served)  # not matched: not listed
+
+
+def test_process_dry_run_fills_the_template(registry_plain: RegistryServer,
+                                           occy: Callable[..., Any]) -> None:
+    server = registry_plain
+    prefix = f"tmpl-{uuid.uuid4().hex[:8]}"
+    push_sample_image(server, f"{prefix}/app", "v1")
+    push_sample_image(server, f"{prefix}/app", "v2")
+    result = occy(server, "process", "--dry-run", f"registry://{server.host}/{prefix}/app:*",
+                  f"registry://{server.host}/mirror/{{repo}}:{{tag}}")
+    assert result.stdout.splitlines() == [
+        f"registry://{server.host}/{prefix}/app:{t}?insecure=true -> "
+        f"registry://{server.host}/mirror/{prefix}/app:{t}" for t in ("v1", "v2")]
+
+
+def test_token_mode_lists_and_copies(registry_token: RegistryServer,
+                                     occy: Callable[..., Any], tmp_path: Path) -> None:
+    server = registry_token
+    prefix = f"tok-{uuid.uuid4().hex[:8]}"
+    push_sample_image(server, f"{prefix}/app", "v1")
+    push_sample_image(server, f"{prefix}/app", "v2")
+    occy(server, "process", f"registry://{server.host}/{prefix}/*:*",
+         f"registry://{server.host}/copy-{prefix}/{{name}}:{{tag}}")
+    result = occy(server, "info", "-O", "json",
+                  f"registry://{server.host}/copy-{prefix}/app:*")
+    assert [e["source"] for e in json.loads(result.stdout)] == [
+        f"registry://{server.host}/copy-{prefix}/app:{t}" for t in ("v1", "v2")]
+
+
+def test_catalog_refused_is_one_error_line(registry_token: RegistryServer,
+                                           occy: Callable[..., Any],
+                                           expect_error: Callable[..., None]) -> None:
+    server = registry_token
+    result = occy(server, "info", f"registry://{server.host}/*:*", ok=False,
+                  creds=("reader", "reader-secret"))
+    expect_error(result, "registry:catalog:*", "refused")
+
+
+def test_tag_pages_follow_link_headers(mock_http: Callable[..., Any],
+                                       run_cli: Callable[..., Any]) -> None:
+    """distribution 2.8 sends every tag at once; newer registries page them with Link,
+    which is followed (relative or absolute) until a page has none."""
+    pages = {
+        "/v2/team/app/tags/list?n=2": (["v1", "v2"], '</v2/team/app/tags/list?n=2&last=v2>; '
+                                                     'rel="next"'),
+        "/v2/team/app/tags/list?n=2&last=v2": (
+            ["v3", "v4"], '<https://reg.example/v2/team/app/tags/list?n=2&last=v4>; rel="next"'),
+        "/v2/team/app/tags/list?n=2&last=v4": (["v5"], None),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tags, link = pages[request.url.raw_path.decode()]
+        return httpx.Response(200, json={"name": "team/app", "tags": tags},
+                              headers={"Link": link} if link else {})
+
+    mock = mock_http(handler)
+    result = run_cli("process", "--dry-run", "registry://reg.example/team/app:v*?page_size=2",
+                     "registry://reg.example/copy/{repo}:{tag}")
+    assert result.exit_code == 0, result.output
+    assert [line.rsplit(":", 1)[1] for line in result.stdout.splitlines()] == \
+        ["v1", "v2", "v3", "v4", "v5"]
+    assert len(mock.requests) == 3

@@ -1,0 +1,427 @@
+"""occystrap sync against the real registry: a 20-repository, 200-tag corpus with a
+shared base layer, every kind of tag rule, two destinations on two registries (plain
+and token), prune with and without --dry-run, a failing image and a 429 burst."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from occystrap_core import hookimpl, library
+from occystrap_core.api import BulkItem, ImageLister
+from occystrap_core.testing import plugin_module
+from occystrap_core.testing.faults import Fault, FaultFront
+from occystrap_core.testing.http import ClockPlugin, FakeClock
+from occystrap_core.testing.images import (
+    multi_platform_blobs,
+    sample_image,
+    write_files,
+    write_oci_layout,
+)
+from occystrap_core.testing.registry import RegistryServer, start_registry
+from occystrap_core.types import Lister
+
+TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
+        "dev-b", "3.0")
+REPOS = tuple(f"svc-{i:02d}" for i in range(20))
+BASE = {"base/os-release": "occystrap sync corpus base\n", "base/blob": "x" * 20000}
+PASSWORD_VAR = "SYNC_TEST_MIRROR_PASSWORD"
+
+
+def seed(server: RegistryServer, prefix: str, repos: tuple[str, ...],
+         tags: tuple[str, ...]) -> None:
+    """Push one image per repository:tag (a shared base layer and a layer of its own),
+    in-process and in parallel: skopeo would take minutes for 200 tags."""
+    images, refs, destinations = [], [], []
+    for repo in repos:
+        for tag in tags:
+            images.append(sample_image(name=None, tag=None, layers=[
+                BASE, {f"app/{repo}": f"{repo}:{tag}\n"}]))
+            refs.append(f"r{len(refs)}")
+            destinations.append(f"registry://{server.host}/{prefix}/{repo}:{tag}")
+    with tempfile.TemporaryDirectory() as layout:
+        write_oci_layout(layout, images, refs)
+        options: dict[str, Any] = {"verify": False, "insecure": server.scheme == "http",
+                                   "ca_cert": server.ca_cert, "username": server.username,
+                                   "password": server.password}
+        with library.session(**options) as session, ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda pair: library.copy(f"oci-layout://{layout}?ref={pair[0]}",
+                                                    pair[1], session=session),
+                          zip(refs, destinations, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry("plain", Path(tmp_path_factory.mktemp("sync-source")),
+                            access_log=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry("token", Path(tmp_path_factory.mktemp("sync-mirror")),
+                            access_log=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(source: RegistryServer) -> str:
+    prefix = f"c{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, REPOS, TAGS)
+    return prefix
+
+
+def _config(tmp_path: Path, source: RegistryServer, mirror: RegistryServer,
+            prefix: str) -> Path:
+    src, mir = source.host, mirror.host
+    assert mirror.token_server is not None
+    realm = urlsplit(mirror.token_server.realm).netloc  # the token server: its CA too
+    text = f"""\
+registries:
+  {src}: {{insecure: true}}
+  {mir}:
+    username: alice
+    password: ${{{PASSWORD_VAR}}}
+    ca_cert: {mirror.ca_cert}
+    requests_per_second: 1000
+    concurrency: 6
+  {realm}: {{ca_cert: {mirror.ca_cert}}}
+defaults:
+  destinations:
+    - registry://{mir}/m1-{prefix}/{{name}}:{{tag}}
+    - registry://{src}/m2-{prefix}/{{name}}:{{tag}}
+sources:
+  - source: registry://{src}/{prefix}/svc-0*:*
+    tags: {{semver: ">=1.1,<2", exclude: "*-rc*"}}
+  - source: registry://{src}/{prefix}/svc-1*:v*
+    tags: {{regex: '^v2\\.', latest: 1}}
+  - source: registry://{src}/{prefix}/svc-05
+    tags: {{include: "dev-*", immutable: "dev-*"}}
+  - images:
+      - registry://{src}/{prefix}/svc-07:latest
+      - registry://{src}/{prefix}/svc-07:missing
+"""
+    path = tmp_path / "sync.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sync(run_cli: Callable[..., Any], mirror: RegistryServer,
+         monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    assert mirror.password and mirror.ca_cert
+    monkeypatch.setenv(PASSWORD_VAR, mirror.password)
+
+    def run(*args: str, code: int) -> Any:
+        result = run_cli("sync", *args)  # the mirror's CA is in the configuration
+        assert result.exit_code == code, result.output
+        return result
+
+    return run
+
+
+def _expected(prefix: str) -> set[str]:
+    wanted = {f"svc-0{i}:{t}" for i in range(10) for t in ("v1.1.0", "v1.2.0")}
+    wanted |= {f"svc-1{i}:v2.1.0" for i in range(10)}
+    wanted |= {"svc-05:dev-a", "svc-05:dev-b", "svc-07:latest"}
+    return wanted
+
+
+def _tags(server: RegistryServer, repo: str) -> list[str]:
+    response = httpx.get(f"{server.url}/v2/{repo}/tags/list")
+    return sorted(response.json()["tags"] or []) if response.status_code == 200 else []
+
+
+def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: RegistryServer,
+                                         mirror: RegistryServer, corpus: str,
+                                         tmp_path: Path) -> None:
+    config = _config(tmp_path, source, mirror, corpus)
+    dry = sync("--dry-run", str(config), code=1)  # svc-07:missing cannot be listed
+    lines = dry.stdout.splitlines()
+    assert len(lines) == 2 * len(_expected(corpus)), lines
+    assert all(" -> registry://" in line for line in lines)
+
+    events = tmp_path / "events.jsonl"
+    src_before, mir_before = len(source.requests()), len(mirror.requests())
+    result = sync("-O", "json", "--events", str(events), str(config), code=1)
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"copied": 66, "failed": 2}, report["counts"]
+    failed = [i for i in report["images"] if i["state"] == "failed"]
+    assert all("svc-07:missing" in i["source"] for i in failed), failed
+    copied = {i["destination"].split("?")[0].rsplit("/", 1)[1] for i in report["images"]
+              if i["state"] == "copied"}
+    assert copied == _expected(corpus)
+    assert _tags(source, f"m2-{corpus}/svc-00") == ["v1.1.0", "v1.2.0"]
+    assert _tags(source, f"m2-{corpus}/svc-13") == ["v2.1.0"]
+    assert _tags(source, f"m2-{corpus}/svc-05") == ["dev-a", "dev-b", "v1.1.0", "v1.2.0"]
+
+    # Each blob left the source registry's repositories at most once (the token
+    # mirror got it; the source's own registry mounted), and each was uploaded once.
+    served = source.requests()[src_before:]
+    reads = Counter(r.rsplit("/", 1)[1] for r in served
+                    if r.startswith(f"GET /v2/{corpus}/") and "/blobs/sha256:" in r)
+    assert reads and max(reads.values()) == 1, reads.most_common(3)
+    # m2, on the source's own registry, was fed from m1 but mounted every layer: what
+    # it had uploaded is at most each image's config (a small blob the output pushes)
+    put = [r for r in served if r.startswith(f"PUT /v2/m2-{corpus}/") and "/uploads/" in r]
+    assert len(put) <= len(_expected(corpus)), len(put)
+    assert [r for r in served if r.startswith(f"POST /v2/m2-{corpus}/") and "mount=" in r]
+    # the copy took the sync's HEAD of each destination tag rather than asking again
+    # (the missing image's destination was asked too, once)
+    assert len([r for r in served if r.startswith(f"HEAD /v2/m2-{corpus}/")
+                and "/manifests/" in r]) == len(_expected(corpus)) + 1
+    # no destination had any tag: the source was not asked for digests (the engine's
+    # GET of each manifest is all it saw of them)
+    assert not [r for r in served if r.startswith(f"HEAD /v2/{corpus}/")]
+    uploads = Counter(m.group(1) for r in mirror.requests()[mir_before:]
+                      if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
+                                         r"[0-9a-f]{64})", r)))
+    assert uploads and max(uploads.values()) == 1, uploads.most_common(3)
+    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    assert kinds["image"] and kinds["blob"] and kinds["report"] == 1, kinds
+
+    # Warm: per tag and destination one source HEAD (shared) and one destination HEAD.
+    src_before, mir_before = len(source.requests()), len(mirror.requests())
+    warm = json.loads(sync("-O", "json", str(config), code=1).stdout)
+    assert warm["counts"] == {"skipped": 66, "failed": 2}, warm["counts"]
+    on_source = source.requests()[src_before:]
+    on_mirror = mirror.requests()[mir_before:]
+    heads = [r for r in on_source if r.startswith("HEAD ")]
+    others = [r for r in on_source if not r.startswith("HEAD ")]
+    # source and m2 per tag but the two immutable dev-* tags (no request); the missing
+    # image costs a HEAD of each destination, then the engine's GET finds it missing
+    assert len(heads) == 31 + 31 + 1
+    assert all("/tags/list" in r or "/_catalog" in r or r.endswith("/manifests/missing")
+               for r in others), others
+    mirror_heads = [r for r in on_mirror if r.startswith("HEAD ")]
+    assert len(mirror_heads) == 32 and len(on_mirror) <= 32 + 2, on_mirror  # + auth
+
+
+def test_prune_deletes_only_in_scope(sync: Callable[..., Any], source: RegistryServer,
+                                     mirror: RegistryServer, corpus: str,
+                                     tmp_path: Path) -> None:
+    config = _config(tmp_path, source, mirror, corpus)
+    sync(str(config), code=1)  # the mirrors are in step (whatever ran before)
+    seed(source, f"m2-{corpus}", ("svc-01",), ("keep-me",))  # outside every rule
+    digest = httpx.head(f"{source.url}/v2/{corpus}/svc-01/manifests/v1.1.0", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers[
+        "Docker-Content-Digest"]
+    assert httpx.delete(f"{source.url}/v2/{corpus}/svc-01/manifests/{digest}"
+                        ).status_code == 202
+
+    dry = sync("--dry-run", "--prune", str(config), code=1)
+    deletes = [line for line in dry.stdout.splitlines() if line.startswith("delete ")]
+    assert sorted(deletes) == sorted([
+        f"delete registry://{mirror.host}/m1-{corpus}/svc-01:v1.1.0",
+        f"delete registry://{source.host}/m2-{corpus}/svc-01:v1.1.0"])
+    assert _tags(source, f"m2-{corpus}/svc-01") == ["keep-me", "v1.1.0", "v1.2.0"]
+
+    report = json.loads(sync("--prune", "-O", "json", str(config), code=1).stdout)
+    assert report["counts"]["deleted"] == 2, report
+    assert _tags(source, f"m2-{corpus}/svc-01") == ["keep-me", "v1.2.0"]
+    assert _tags(source, f"m2-{corpus}/svc-02") == ["v1.1.0", "v1.2.0"]
+
+
+def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin: Any,
+                                   source: RegistryServer, corpus: str,
+                                   tmp_path: Path) -> None:
+    clock = FakeClock()
+    register_plugin(ClockPlugin(clock), name="occystrap-test-clock")
+    events = tmp_path / "events.jsonl"
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path="/manifests/", status=429, retry_after="7", times=2))
+        result = run_cli("--insecure", "sync", "--events", str(events),
+                         f"registry://{front.host}/{corpus}/svc-1[23]:v2.*",
+                         f"registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}")
+        assert result.exit_code == 0, result.output
+        assert front.injected() == 2
+    assert 7.0 in clock.sleeps  # Retry-After honoured (on the fake clock)
+    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    assert kinds["retry"] >= 1, kinds
+    assert _tags(source, f"m3-{corpus}/svc-12") == ["v2.0.0", "v2.1.0"]
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("sources: []\n", 1, "'sources' must be a non-empty list"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n    tagz: {}\n", 4,
+     "unknown key 'tagz'"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n"
+     "    tags: {semver: '>=x'}\n", 4, "is not a comparison"),
+    ("sources:\n  - images: [registry://a/b:1]\n", 2, "has no 'destinations'"),
+    ("sources:\n  - source: registry://a/b:*\n    destinations: x\n"
+     "    tags:\n      latest: 2\n      order: newest\n", 6, "order must be semver or created"),
+    ("registries:\n  a: {password: '${SYNC_TEST_UNSET_VAR}'}\nsources:\n"
+     "  - {images: [registry://a/b:1], destinations: x}\n", 2,
+     "SYNC_TEST_UNSET_VAR is not set"),
+    ("sources:\n  - source: [\n", 3, "not valid YAML"),
+    ("registries:\n  a:\n    ca_cert: /nonexistent/ca.pem\nsources:\n"
+     "  - {images: [registry://a/b:1], destinations: x}\n", 3, "no such file"),
+])
+def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
+                                            text: str, line: int, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run_cli("sync", str(path))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {path} line {line}: "), result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer,
+                                                            corpus: str) -> None:
+    """Three workers, as an Indexed Job runs them: their union is the whole sync and no
+    destination repository is copied to by two of them."""
+    args = ["--insecure", "sync", "-O", "json", f"registry://{source.host}/{corpus}/svc-1*:v1.*",
+            f"registry://{source.host}/s-{corpus}/{{name}}:{{tag}}"]
+    whole = subprocess.run([sys.executable, "-m", "occystrap", *args, "--dry-run"],
+                           capture_output=True, text=True, timeout=120)
+    assert whole.returncode == 0, whole.stderr
+    expected = {i["destination"] for i in json.loads(whole.stdout)["images"]}
+    assert len(expected) == 10 * 4
+    workers = [subprocess.Popen([sys.executable, "-m", "occystrap", *args, "--shard", "3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "JOB_COMPLETION_INDEX": str(i)})
+               for i in range(3)]
+    reports = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        reports.append(json.loads(out))
+    copied = [{i["destination"] for i in r["images"] if i["state"] == "copied"}
+              for r in reports]
+    assert set().union(*copied) == expected and sum(map(len, copied)) == len(expected)
+    repositories = [{d.rsplit(":", 1)[0] for d in c} for c in copied]
+    assert all(repositories) and sum(map(len, repositories)) == 10  # each in one shard
+    assert [r["shard"] for r in reports] == ["0/3", "1/3", "2/3"]
+    assert _tags(source, f"s-{corpus}/svc-19") == ["v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1"]
+
+
+class _AcmeLister(ImageLister):
+    """A third party's lister: its own catalog, images served by the real registry."""
+
+    def __init__(self, host: str, prefix: str):
+        self.host, self.prefix = host, prefix
+
+    def repositories(self) -> Iterator[str]:
+        yield from ("one", "two", "other")
+
+    def tags(self, repository: str) -> Iterator[str]:
+        yield from ("v1.0.0", "v2.1.0")
+
+    def item(self, repository: str, tag: str) -> BulkItem:
+        svc = {"one": "svc-10", "two": "svc-11", "other": "svc-12"}[repository]
+        return BulkItem(uri=f"registry://{self.host}/{self.prefix}/{svc}:{tag}",
+                        fields={"repo": repository, "tag": tag})
+
+
+def test_a_third_party_lister_feeds_sync(run_cli: Callable[..., Any], register_plugin: Any,
+                                         source: RegistryServer, corpus: str) -> None:
+    @hookimpl
+    def occystrap_listers() -> Iterator[Lister]:
+        yield Lister(name="acme", schemes=("acme",), summary="Acme catalog",
+                     factory=lambda uri, ctx: _AcmeLister(source.host, corpus))
+
+    register_plugin(plugin_module(occystrap_listers), name="occystrap-acme")
+    result = run_cli("--insecure", "sync", "acme://catalog/[ot][nw]*:v2.*",
+                     f"registry://{source.host}/acme-{corpus}/{{repo}}:{{tag}}")
+    assert result.exit_code == 0, result.output
+    assert _tags(source, f"acme-{corpus}/one") == ["v2.1.0"]
+    assert _tags(source, f"acme-{corpus}/two") == ["v2.1.0"]
+    assert _tags(source, f"acme-{corpus}/other") == []
+
+
+def test_platform_subsets_rewrite_the_index_only_when_asked(
+        sync: Callable[..., Any], source: RegistryServer, corpus: str, tmp_path: Path) -> None:
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=i)
+              for i, arch in enumerate(("amd64", "arm64", "s390x"))]
+    write_files(str(tmp_path / "layout"), multi_platform_blobs(images, "v1")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/plat-{corpus}/multi:v1", session=session)
+    config = tmp_path / "platforms.yaml"
+    src = source.host
+    config.write_text(f"""\
+registries:
+  {src}: {{insecure: true}}
+sources:
+  - source: registry://{src}/plat-{corpus}/multi:v1
+    destinations: registry://{src}/whole-{corpus}/{{name}}:{{tag}}
+  - source: registry://{src}/plat-{corpus}/multi:v1
+    platforms: [linux/amd64, linux/arm64]
+    destinations: registry://{src}/two-{corpus}/{{name}}:{{tag}}
+""")
+    sync(str(config), code=0)
+
+    def index(repo: str) -> httpx.Response:
+        return httpx.get(f"{source.url}/v2/{repo}/manifests/v1", headers={
+            "Accept": "application/vnd.oci.image.index.v1+json"})
+
+    original, whole, two = (index(f"{p}-{corpus}/multi") for p in ("plat", "whole", "two"))
+    assert whole.content == original.content  # verbatim: the source's digest
+    assert [m["platform"]["architecture"] for m in two.json()["manifests"]] == \
+        ["amd64", "arm64"]
+
+
+def test_latest_by_created_date(sync: Callable[..., Any], source: RegistryServer,
+                                corpus: str, tmp_path: Path) -> None:
+    dates = {"a": "2025-03-01T00:00:00Z", "b": "2024-01-01T00:00:00Z",
+             "c": "2026-01-01T00:00:00+01:00", "d": None}
+    images = []
+    for i, when in enumerate(dates.values()):
+        image = sample_image(name=None, tag=None, seed=100 + i)
+        config = {**image.config_json, "created": when}
+        images.append(dataclasses.replace(image, config=json.dumps(config).encode()))
+    write_oci_layout(str(tmp_path / "layout"), images, list(dates))
+    with library.session(insecure=True, verify=False) as session:
+        for tag in dates:
+            library.copy(f"oci-layout://{tmp_path / 'layout'}?ref={tag}",
+                         f"registry://{source.host}/dated-{corpus}/app:{tag}", session=session)
+    config = tmp_path / "dated.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/dated-{corpus}/app
+    tags: {{latest: 2, order: created}}
+    destinations: registry://{source.host}/newest-{corpus}/app:{{tag}}
+""")
+    sync(str(config), code=0)
+    assert _tags(source, f"newest-{corpus}/app") == ["a", "c"]
+
+
+def test_prune_never_deletes_a_manifest_another_tag_shares(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """distribution 2.8 deletes manifests, not tags: a tag to prune whose manifest is also
+    tagged outside the scope is left, and the run says why."""
+    prefix = f"shared-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1.0.0", "v1.1.0"))
+    args = ["--insecure", "sync", "--prune", f"registry://{source.host}/{prefix}/app:v*",
+            f"registry://{source.host}/m-{prefix}/{{name}}:{{tag}}"]
+    assert run_cli(*args).exit_code == 0
+    with library.session(insecure=True, verify=False) as session:  # same manifest, 2 tags
+        library.copy(f"registry://{source.host}/m-{prefix}/app:v1.0.0",
+                     f"registry://{source.host}/m-{prefix}/app:pinned", session=session)
+    digest = httpx.head(f"{source.url}/v2/{prefix}/app/manifests/v1.0.0", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    assert httpx.delete(f"{source.url}/v2/{prefix}/app/manifests/{digest}").status_code == 202
+
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    assert "also tagged pinned" in result.stderr, result.stderr
+    assert _tags(source, f"m-{prefix}/app") == ["pinned", "v1.0.0", "v1.1.0"]
