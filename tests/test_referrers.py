@@ -320,3 +320,37 @@ def test_cosign_legacy_tags_are_listed_and_copied(registry_plain: RegistryServer
     without = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
                       f"registry://{host}/{dst}-plain:v1")
     assert without.exit_code == 0 and _get(registry_plain, f"{dst}-plain", tag).status_code == 404
+
+
+def test_sync_referrers_keeps_a_mirror_signed(registry_plain: RegistryServer,
+                                              listed_graph: dict[str, Any],
+                                              run_cli: Callable[..., Any],
+                                              tmp_path: Path) -> None:
+    """sync --referrers copies the graph with the image, and a later run brings a new
+    signature of an image that did not change."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    mirror = f"registry://{host}/mirrored/{{repo}}:{{tag}}"
+    first = run_cli("--insecure", "sync", "--referrers", f"registry://{host}/{src}:v1", mirror)
+    assert first.exit_code == 0, first.output
+
+    def tree(repo: str) -> Any:
+        shown = run_cli("--insecure", "referrers", f"registry://{host}/{repo}:v1", "-O", "json")
+        assert shown.exit_code == 0, shown.output
+        return json.loads(shown.stdout)
+
+    assert tree(f"mirrored/{src}") == tree(src)
+    late = oras_artifact(registry_plain, src, "late-sig",
+                         "application/vnd.dev.sigstore.bundle.v0.3+json", b'{"late": 1}',
+                         listed_graph["image"], tmp_path)
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    data = _get(registry_plain, src, late["digest"]).content
+    index = referrers.merged(_get(registry_plain, src, tag).content,
+                             referrers.descriptor_of(parse(data, mt.OCI_MANIFEST)))
+    assert httpx.put(f"{registry_plain.url}/v2/{src}/manifests/{tag}", content=index,
+                     headers={"Content-Type": mt.OCI_INDEX}).status_code == 201
+    again = run_cli("--insecure", "sync", "--referrers", f"registry://{host}/{src}:v1", mirror,
+                    "-O", "json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"] == {"skipped": 1}  # the image did not change
+    assert late["digest"] in [n["digest"] for n in tree(f"mirrored/{src}")["referrers"]]
+    assert tree(f"mirrored/{src}") == tree(src)

@@ -25,7 +25,7 @@ from . import pipeline
 from .api import ImageInput, ImageSet, ImageSource, OutputResult
 from .context import Context, Settings
 from .engine import load
-from .errors import UnsupportedError, UsageError
+from .errors import ImageNotFoundError, UnsupportedError, UsageError
 from .oci import platform as platforms
 
 if TYPE_CHECKING:
@@ -140,39 +140,78 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
                     digest_tags: bool, problems: list[str] | None) -> list[str] | None:
     """Copy the referrers of what ``result`` wrote, when it is what the source holds
     (or, ``stale``, those of what the source names whatever was written)."""
-    from .engine import copy_referrers
-    from .errors import ImageNotFoundError
-    from .oci.manifest import Index, parse
 
     if not isinstance(source, ImageSource):
         raise UnsupportedError(f"{source.where} has no manifests, so no referrers to copy")
-    written = result.manifest_digest
-    try:  # the source holds what was written only when nothing was changed on the way
-        fetched = source.manifest(written) if written else None
-    except ImageNotFoundError:
-        fetched = None
-    if (written is None or fetched is None) and stale:
-        fetched, written = source.manifest(), source.manifest_digest()
-    if written is None or fetched is None:
+    # the source holds what was written only when nothing was changed on the way
+    subjects = _subjects(source, result.manifest_digest)
+    if subjects is None and stale:
+        subjects = _subjects(source, source.manifest_digest())
+    if subjects is None:
         result.details["referrers_skipped"] = (
             "the copy changed the image (a filter, a recompression or a platform subset), "
             "so its referrers (signatures, SBOMs) no longer apply; none was copied "
             "(--stale-referrers copies them all the same)")
         return problems
+    found, verified = _copy_referrers_of(ctx, source, destination, subjects, types,
+                                         digest_tags)
+    result.details.update(found)
+    return None if problems is None else problems + verified
+
+
+def _subjects(source: ImageSource, digest: str | None) -> list[str] | None:
+    """``digest`` and, for an index, its images' digests; None if the source lacks it."""
+    from .errors import ImageNotFoundError
+    from .oci.manifest import Index, parse
+
+    try:
+        fetched = source.manifest(digest) if digest else None
+    except ImageNotFoundError:
+        return None
+    if digest is None or fetched is None:
+        return None
     top = parse(fetched.data, fetched.media_type)
-    subjects = [written] + ([d.digest for d in top.manifests] if isinstance(top, Index) else [])
+    return [digest] + ([d.digest for d in top.manifests] if isinstance(top, Index) else [])
+
+
+def _copy_referrers_of(ctx: Session, source: ImageSource, destination: str,
+                       subjects: list[str], types: Sequence[str], digest_tags: bool
+                       ) -> tuple[dict[str, Any], list[str]]:
+    """Copy the referrers of ``subjects`` (and cosign's tags); what was copied, and what
+    verifying it found."""
+    from .engine import copy_referrers as copy_graph
+
     output = pipeline.build_output(ctx, destination)  # referrers are never filtered
-    result.details["referrers"] = copy_referrers(ctx, source, output, subjects, types)
+    details: dict[str, Any] = {"referrers": copy_graph(ctx, source, output, subjects, types)}
     outputs = [output]
     if digest_tags:
-        result.details["digest_tags"] = []
+        details["digest_tags"] = []
         for tag, sibling in _legacy_tags(source, subjects):
             outputs.append(output.sibling(tag))
             pipeline.run(ctx, sibling, outputs[-1])
-            result.details["digest_tags"].append(tag)
-    if problems is not None:
-        problems = problems + [p for out in outputs for p in out.verify() or []]
-    return problems
+            details["digest_tags"].append(tag)
+    verified = [p for out in outputs for p in out.verify() or []] \
+        if ctx.settings.verify else []
+    return details, verified
+
+
+def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence[str] = (),
+                   digest_tags: bool = False, session: Session | None = None,
+                   **options: Any) -> CopyResult:
+    """Copy what refers to the image ``source`` names to ``destination``, which holds
+    that image already (as ``copy(..., referrers=True)`` does after copying it): for a
+    mirror whose image did not change but may have been signed since."""
+    with _session(session, options) as ctx, _opened(ctx, source, "copy_referrers") as opened:
+        if not isinstance(opened, ImageSource):
+            raise UnsupportedError(f"{opened.where} has no manifests, so no referrers")
+        digest = opened.manifest_digest()
+        subjects = _subjects(opened, digest)
+        if subjects is None:
+            raise ImageNotFoundError(f"{opened.where}: no such image")
+        details, verified = _copy_referrers_of(ctx, opened, destination, subjects,
+                                               referrer_types, digest_tags)
+        return CopyResult(destination, digest, verified if ctx.settings.verify else None,
+                          dict(ctx.stats.values), details)
 
 
 def _legacy_tags(source: ImageSource, subjects: Sequence[str]
@@ -222,7 +261,6 @@ def referrers(source: Source, *, artifact_type: str | None = None,
     """What ``occystrap referrers -O json`` prints: the digest the source names and the
     tree of artifacts referring to it (signatures, SBOMs, attestations), each with its
     own referrers; ``artifact_type`` keeps the first level to that type."""
-    from .errors import ImageNotFoundError
     from .oci.referrers import tree
 
     with _session(session, options) as ctx, _opened(ctx, source, "referrers") as opened:

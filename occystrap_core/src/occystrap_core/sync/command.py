@@ -5,6 +5,7 @@ Kept light to import: the CLI registers this command at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,8 @@ def _prepare(ctx: Context, cfg: SyncConfig) -> None:
 
 
 def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
-            events_to: str | None, shard: str | None, fmt: str) -> int:
+            events_to: str | None, shard: str | None, fmt: str,
+            referrers: bool = False) -> int:
     """The whole sync; returns the exit code. Errors that stop it before any image
     (a bad configuration, a bad template) are raised."""
     import json
@@ -97,6 +99,9 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
 
     started = time.monotonic()
     cfg = _config(args)
+    if referrers:
+        cfg = dataclasses.replace(cfg, sources=tuple(
+            dataclasses.replace(s, referrers=True) for s in cfg.sources))
     where = parse_shard(shard)
     _prepare(ctx, cfg)
     stream: Any = None
@@ -157,9 +162,13 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
               help="Images (and HEAD checks) at once [default: 8, or the global -J].")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True, help="json: the final report on stdout.")
+@click.option("--referrers", "with_referrers", is_flag=True,
+              help="Copy what refers to each image too (signatures, SBOMs), as every "
+                   "source's 'referrers: true' does.")
 @click.pass_context
 def command(ctx: click.Context, args: tuple[str, ...], dry_run: bool, prune: bool,
-            events_to: str | None, shard: str | None, jobs: int | None, fmt: str) -> None:
+            events_to: str | None, shard: str | None, jobs: int | None, fmt: str,
+            with_referrers: bool) -> None:
     """Keep mirrors of many images up to date (docs/sync.md).
 
     \b
@@ -179,7 +188,7 @@ def command(ctx: click.Context, args: tuple[str, ...], dry_run: bool, prune: boo
         occy.settings.image_parallel = 8
     try:
         code = execute(occy, args, dry_run=dry_run, prune=prune, events_to=events_to,
-                       shard=shard, fmt=fmt)
+                       shard=shard, fmt=fmt, referrers=with_referrers)
     except OccystrapError as e:
         e.exit_code = EXIT_CANNOT_RUN
         raise

@@ -52,6 +52,8 @@ class SourceSpec:
     rules: TagRules = field(default_factory=TagRules)
     platforms: str | None = None
     filters: tuple[str, ...] = ()
+    referrers: bool = False  # copy signatures, SBOMs... with each image (docs/referrers.md)
+    referrer_types: tuple[str, ...] = ()  # ...of these artifactTypes only
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class _Reader:
         return (self.text(node, what),)
 
 
-SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters")
+SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters",
+               "referrers", "referrer_types")
 TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "order", "immutable")
 REGISTRY_KEYS = ("username", "password", "token", "insecure", "ca_cert",
                  "requests_per_second", "concurrency")
@@ -184,7 +187,11 @@ def _source(r: _Reader, node: yaml.Node, n: int, defaults: dict[str, yaml.Node])
         images=r.texts(keys["images"], f"{what}.images") if "images" in keys else (),
         rules=_rules(r, keys.get("tags"), f"{what}.tags"),
         platforms=platforms,
-        filters=r.texts(keys["filters"], f"{what}.filters") if "filters" in keys else ())
+        filters=r.texts(keys["filters"], f"{what}.filters") if "filters" in keys else (),
+        referrers=r.flag(keys["referrers"], f"{what}.referrers") if "referrers" in keys
+        else False,
+        referrer_types=r.texts(keys["referrer_types"], f"{what}.referrer_types")
+        if "referrer_types" in keys else ())
 
 
 def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
@@ -224,7 +231,8 @@ def parse(text: str, path: str) -> SyncConfig:
         raise ConfigError(f"{path}: the file is empty; it needs a 'sources' list")
     top = r.mapping(root, "the file", ("sources", "defaults", "registries"))
     defaults = r.mapping(top["defaults"], "defaults",
-                         ("destinations", "tags", "platforms", "filters")) \
+                         ("destinations", "tags", "platforms", "filters", "referrers",
+                          "referrer_types")) \
         if "defaults" in top else {}
     sources = top.get("sources")
     if not isinstance(sources, yaml.SequenceNode) or not sources.value:

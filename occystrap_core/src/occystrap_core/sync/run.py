@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .. import pipeline
+from .. import library
 from ..bulk import single_input
 from ..errors import ImageNotFoundError, OccystrapError
 from ..redact import redact_text, redact_uri
@@ -138,6 +138,8 @@ class Runner:
             if held is not None:
                 current = holds[target] if target in holds else self._digest(target.place)
                 if current == held:
+                    if task.spec.referrers and not self.dry_run:  # signed since, maybe
+                        self._referrers(task, target)
                     return Result(task.source, target.uri, "skipped", held)
             # from a destination holding it: not one more read of the source (its blobs
             # are still mounted where the run saw them on the target's registry)
@@ -164,12 +166,20 @@ class Runner:
             source = with_query(source, all_platforms="true")
         filters = () if fed else spec.filters
         with self._capped(source, target.uri), single_input(self.ctx, source, "sync") as opened:
-            output = pipeline.build_output(self.ctx, target.uri, filters)
-            _, result = pipeline.run(self.ctx, opened, output)
-            problems = output.verify() if self.ctx.settings.verify else None
-        if problems:
-            raise OccystrapError("verify failed: " + "; ".join(problems))
+            result = library.copy(opened, target.uri, filters=filters, session=self.ctx,
+                                  referrers=spec.referrers, referrer_types=spec.referrer_types)
+        if result.problems:
+            raise OccystrapError("verify failed: " + "; ".join(result.problems))
         return result.manifest_digest, bool(result.details.get("unchanged"))
+
+    def _referrers(self, task: Task, target: Target) -> None:
+        """The image is there already: its referrers may not be (a new signature)."""
+        with self._capped(task.source, target.uri), \
+                single_input(self.ctx, task.source, "sync") as opened:
+            result = library.copy_referrers(opened, target.uri, session=self.ctx,
+                                            referrer_types=task.spec.referrer_types)
+        if result.problems:
+            raise OccystrapError("verify failed: " + "; ".join(result.problems))
 
     @contextlib.contextmanager
     def _capped(self, *uris: str) -> Iterator[None]:
