@@ -20,6 +20,7 @@ from occystrap_core.library import (
     Session,
     check,
     copy,
+    copy_referrers,
     inspect,
     open_source,
     referrers,
@@ -28,4 +29,4 @@ from occystrap_core.library import (
 )
 
 __all__ = ["CopyResult", "OccystrapError", "Report", "Session", "__version__", "check", "copy",
-           "inspect", "open_source", "referrers", "session", "settings"]
+           "copy_referrers", "inspect", "open_source", "referrers", "session", "settings"]
