@@ -354,3 +354,9 @@ def test_sync_referrers_keeps_a_mirror_signed(registry_plain: RegistryServer,
     assert json.loads(again.stdout)["counts"] == {"skipped": 1}  # the image did not change
     assert late["digest"] in [n["digest"] for n in tree(f"mirrored/{src}")["referrers"]]
     assert tree(f"mirrored/{src}") == tree(src)
+    import oras.provider  # and oras reads the same index in the mirror
+
+    witness = oras.provider.Registry(hostname=host, insecure=True)
+    seen = [witness.get_manifest(f"{host}/{repo}:{tag}")["manifests"]
+            for repo in (src, f"mirrored/{src}")]
+    assert seen[0] == seen[1]
