@@ -30,6 +30,7 @@ ROUTES = [
     (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/uploads/(?P<uuid>{UPLOAD_ID_PATTERN})$"),
      "upload"),
     (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/blobs/(?P<digest>{DIGEST_PATTERN})$"), "blob"),
+    (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/tags/list$"), "tags"),
     (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/manifests/(?P<ref>{TAG_PATTERN}|"
                 rf"{DIGEST_PATTERN})$"), "manifest"),
 ]

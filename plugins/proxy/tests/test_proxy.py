@@ -453,3 +453,26 @@ def test_upload_protocol(registry_plain: RegistryServer,
         abandoned = client.post("/v2/c/blobs/uploads/").headers["location"]
         assert client.delete(abandoned).status_code == 204
         assert client.get(abandoned).status_code == 404
+
+
+def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+                         skopeo: Callable[..., str], repo_name: Callable[[str], str]) -> None:
+    """The downstream's tags (push mode) or the upstream's (pull-through), with the
+    spec's n/last paging."""
+    repo = repo_name("listed")
+    for tag in ("a", "b", "c"):
+        push_sample_image(registry_plain, f"lst/{repo}", tag)
+    push_mode = start_proxy(registry_plain, "-d", f"{registry_plain.host}/lst")
+    listed = json.loads(skopeo("list-tags", "--tls-verify=false",
+                               f"docker://{push_mode.host}/{repo}"))
+    assert listed["Tags"] == ["a", "b", "c"]
+    with httpx.Client(base_url=f"http://{push_mode.host}") as client:
+        page = client.get(f"/v2/{repo}/tags/list", params={"n": "2"})
+        assert page.json()["tags"] == ["a", "b"] and "last=b" in page.headers["link"]
+        rest = client.get(f"/v2/{repo}/tags/list", params={"n": "2", "last": "b"})
+        assert rest.json()["tags"] == ["c"] and "link" not in rest.headers
+        assert client.get("/v2/nosuchrepo/tags/list").status_code == 404
+    pull_through = start_proxy(registry_plain, "-d", f"{registry_plain.host}/elsewhere",
+                               "-u", f"{registry_plain.host}/lst")
+    assert json.loads(skopeo("list-tags", "--tls-verify=false",
+                             f"docker://{pull_through.host}/{repo}"))["Tags"] == ["a", "b", "c"]

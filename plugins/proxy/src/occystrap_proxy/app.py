@@ -11,6 +11,7 @@ a chunk waits), a blob goes out as it is read. Image work runs in worker threads
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -234,6 +235,19 @@ class ProxyApp:
                 yield chunk
         finally:
             await self._run(opened.__exit__, None, None, None)
+
+    async def _tags_get(self, request: _Request, name: str) -> Response:
+        """The tag list, with the spec's ``n`` and ``last`` paging (and a ``Link``)."""
+        tags = await self._run(self.service.tags, name)
+        last = request.query.get("last")
+        if last:
+            tags = [t for t in tags if t > last]
+        headers = {"Content-Type": "application/json"}
+        n = request.query.get("n", "")
+        if n.isdigit() and len(tags) > int(n):
+            tags = tags[:int(n)]
+            headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
+        return Response(200, headers, json.dumps({"name": name, "tags": tags}).encode())
 
     # --- uploads -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from occystrap_core.context import Context
 from occystrap_core.engine import Selection
 from occystrap_core.errors import ImageNotFoundError, TransportError
 from occystrap_core.library import copy, open_source
+from occystrap_core.listing import open_lister
 from occystrap_core.oci import platform as platforms
 from occystrap_core.oci.manifest import Descriptor, Index, parse
 from occystrap_core.serving import Pushed, RegistryError, check_manifest
@@ -129,6 +130,17 @@ class ProxyService:
             raise RegistryError(404, "MANIFEST_UNKNOWN",
                                 f"{name}:{ref} is not in {self.downstream}")
         return found
+
+    def tags(self, name: str) -> list[str]:
+        """The tags a client can pull: the upstream's with pull-through, else the
+        downstream's."""
+        remote = self.upstream or self.downstream
+        lister, _ = open_lister(self.ctx, remote.uri(name))
+        path = f"{remote.prefix}/{name}" if remote.prefix else name
+        try:
+            return sorted(lister.tags(path))
+        except ImageNotFoundError:
+            raise RegistryError(404, "NAME_UNKNOWN", f"{name} is not in {remote}") from None
 
     def blob_size(self, name: str, digest: str) -> int | None:
         size = self.store.size(digest)
