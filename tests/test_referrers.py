@@ -360,3 +360,38 @@ def test_sync_referrers_keeps_a_mirror_signed(registry_plain: RegistryServer,
     seen = [witness.get_manifest(f"{host}/{repo}:{tag}")["manifests"]
             for repo in (src, f"mirrored/{src}")]
     assert seen[0] == seen[1]
+
+
+def test_a_layout_of_platform_entries_and_referrers(tmp_path: Path,
+                                                    run_cli: Callable[..., Any]) -> None:
+    """index.json listing one image's platforms directly (as Docker 25 writes it) and a
+    referrer: read without ?ref=, the image is the platforms, not the referrer."""
+    from occystrap_core.testing import images
+
+    arches = [images.sample_image(tag="v1", architecture=a, seed=i)
+              for i, a in enumerate(("amd64", "arm64"))]
+    files, index = images.multi_platform_blobs(arches, "v1")
+    platforms = json.loads(index)["manifests"]
+    empty = b"{}"
+    sbom = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                       "artifactType": "application/spdx+json",
+                       "config": {"mediaType": mt.OCI_EMPTY, "digest": sha(empty), "size": 2},
+                       "layers": [{"mediaType": mt.OCI_EMPTY, "digest": sha(empty), "size": 2}],
+                       "subject": platforms[0]}).encode()
+    for blob in (empty, sbom):
+        files[f"blobs/sha256/{sha(blob).split(':')[1]}"] = blob
+    referrer = {"mediaType": mt.OCI_MANIFEST, "digest": sha(sbom), "size": len(sbom),
+                "artifactType": "application/spdx+json"}
+    files["index.json"] = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                      "manifests": platforms + [referrer]}).encode()
+    images.write_files(str(tmp_path / "layout"), files)
+    layout = f"oci-layout://{tmp_path / 'layout'}"
+    info = run_cli("info", layout, "-O", "json")
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.stdout)["platforms"] == ["linux/amd64", "linux/arm64"]
+    copied = run_cli("--all-platforms", "process", layout, f"oci-layout://{tmp_path / 'out'}")
+    assert copied.exit_code == 0, copied.output
+    top = json.loads((tmp_path / "out" / "index.json").read_text())["manifests"][0]
+    written = json.loads((tmp_path / "out" / "blobs" / "sha256" /
+                          top["digest"].split(":")[1]).read_text())
+    assert [m["digest"] for m in written["manifests"]] == [p["digest"] for p in platforms]

@@ -10,6 +10,8 @@ image's index.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from typing import BinaryIO
 
 from .. import digest as digests
@@ -33,6 +35,16 @@ def describe_entry(i: int, entry: Descriptor) -> str:
     if not label and entry.platform:
         label = str(entry.platform)
     return f"[{i}] {label or '(unnamed)'} {entry.digest}"
+
+
+def _without_referrers(index: Index, images: list[Descriptor]) -> Index:
+    """``index.json`` as it would read without its referrer entries (several platform
+    entries of one image are then read as that image's index)."""
+    doc = json.loads(index.data)
+    doc["manifests"] = [dict(e.raw) for e in images]
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    return dataclasses.replace(index, data=data, digest=digests.of_bytes(data),
+                               manifests=tuple(images))
 
 
 def _name_of(entry: Descriptor) -> tuple[str | None, str | None]:
@@ -93,7 +105,10 @@ class OciStoreSource(ImageSource):
                 raise ImageNotFoundError(f"{self.path} has no image {self.wanted!r} "
                                          f"(available: {choices})")
         else:  # referrers are listed untagged, with their artifactType: not what is meant
-            entries = [e for e in entries if not e.artifact_type] or entries
+            images = [e for e in entries if not e.artifact_type]
+            if images and len(images) < len(entries):
+                entries = images
+                index = _without_referrers(index, images)
         if not entries:
             raise ImageNotFoundError(f"{self.path} holds no image")
         if len(entries) > 1:
