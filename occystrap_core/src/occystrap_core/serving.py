@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -37,6 +38,11 @@ ROUTES = [
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-\d+$")
+
+
+def unknown_upload() -> RegistryError:
+    """The answer for an upload id that names no upload in progress."""
+    return RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
 
 
 class RegistryError(Exception):
@@ -82,13 +88,17 @@ class Upload:
         if start and int(start.group(1)) != self.size:
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", "the range does not follow the upload")
 
-    def check_digest(self, digest: str) -> None:
-        """The upload's content must hash to ``digest`` (sha256: what clients push)."""
-        if not digests.is_valid(digest) or not digest.startswith("sha256:"):
-            raise RegistryError(400, "DIGEST_INVALID", "a sha256 ?digest= is required")
+    def commit(self, digest: str, path_of: Callable[[str], str]) -> None:
+        """Move the upload's file to ``path_of(digest)`` when its content hashes to
+        ``digest`` (sha256: what clients push); else remove it. Either way the upload
+        is over."""
         actual = "sha256:" + self.hash.hexdigest()
-        if actual != digest:
-            raise RegistryError(400, "DIGEST_INVALID", f"the content hashes to {actual}")
+        wrong = not digests.is_valid(digest) or not digest.startswith("sha256:")
+        if wrong or actual != digest:
+            os.unlink(self.path)
+            raise RegistryError(400, "DIGEST_INVALID", "a sha256 ?digest= is required"
+                                if wrong else f"the content hashes to {actual}")
+        os.replace(self.path, path_of(digest))
 
     def headers(self, name: str, uuid: str) -> dict[str, str]:
         """What an answer about the upload carries: where to send more, how much came."""

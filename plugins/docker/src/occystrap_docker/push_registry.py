@@ -25,7 +25,14 @@ from urllib.parse import parse_qs
 from occystrap_core import digest as digests
 from occystrap_core import streams
 from occystrap_core.oci.manifest import MAX_MANIFEST
-from occystrap_core.serving import ROUTES, Pushed, RegistryError, Upload, check_manifest
+from occystrap_core.serving import (
+    ROUTES,
+    Pushed,
+    RegistryError,
+    Upload,
+    check_manifest,
+    unknown_upload,
+)
 
 log = logging.getLogger("occystrap.dockerpush")
 
@@ -84,7 +91,7 @@ class PushRegistry:
         with self._lock:
             upload = self._uploads.get(uuid)
         if upload is None:
-            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+            raise unknown_upload()
         return upload
 
     def complete(self, uuid: str, digest: str) -> None:
@@ -92,13 +99,8 @@ class PushRegistry:
         with self._lock:
             upload = self._uploads.pop(uuid, None)
         if upload is None:  # completed by a concurrent request meanwhile
-            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
-        try:
-            upload.check_digest(digest)
-        except RegistryError:
-            os.unlink(upload.path)
-            raise
-        os.replace(upload.path, self.blob_path(digest))
+            raise unknown_upload()
+        upload.commit(digest, self.blob_path)
         with self._lock:
             self._blobs[digest] = upload.size
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from occystrap_core import digest as digests
-from occystrap_core.serving import Pushed, RegistryError, Upload
+from occystrap_core.serving import Pushed, Upload, unknown_upload
 
 MAX_MANIFESTS = 4096  # pushed manifests remembered for reading back
 
@@ -63,7 +63,7 @@ class BlobStore:
         with self._lock:
             upload = self._uploads.get(uuid)
             if upload is None:
-                raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+                raise unknown_upload()
             self._upload_used[uuid] = self._clock()
         return upload
 
@@ -75,7 +75,7 @@ class BlobStore:
     def cancel(self, uuid: str) -> None:
         upload = self._end(uuid)
         if upload is None:
-            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+            raise unknown_upload()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(upload.path)
 
@@ -84,13 +84,8 @@ class BlobStore:
         upload ends. Returns the blob's size."""
         upload = self._end(uuid)
         if upload is None:  # completed by a concurrent request meanwhile
-            raise RegistryError(404, "BLOB_UPLOAD_UNKNOWN", "no such upload")
-        try:
-            upload.check_digest(digest)
-        except RegistryError:
-            os.unlink(upload.path)
-            raise
-        os.replace(upload.path, self.path(digest))
+            raise unknown_upload()
+        upload.commit(digest, self.path)
         with self._lock:
             self._blobs[digest] = _Blob(upload.size, self._clock())
         return upload.size
