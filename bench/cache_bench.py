@@ -23,7 +23,6 @@ Targets: warm <= 5% of cold, 0 source blob GETs.
 from __future__ import annotations
 
 import argparse
-import compileall
 import hashlib
 import io
 import json
@@ -103,14 +102,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    for tool in ("skopeo", "docker-registry"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
-    # Editable installs are not byte-compiled: compile now, so that startup is timed as
-    # a user's installed copy starts.
-    root = Path(__file__).resolve().parent.parent
-    for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
-        compileall.compile_dir(src_dir, quiet=1)
+    measure.prepare("skopeo", "docker-registry")
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-cache-bench-"))
     server = start_registry("plain", work / "registry", access_log=True)

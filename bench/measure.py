@@ -1,11 +1,27 @@
-"""What the benchmarks measure of one command: wall time, peak RSS, CPU time, stderr."""
+"""What the benchmarks share: the set-up check, and what they measure of one command
+(wall time, peak RSS, CPU time, stderr)."""
 
 from __future__ import annotations
 
+import compileall
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def prepare(*tools: str) -> None:
+    """Exit unless ``tools`` are installed; byte-compile the sources. Editable installs
+    are not compiled: this times start-up as a user's installed copy starts, not with
+    the sources compiled on every run."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
+    root = Path(__file__).resolve().parent.parent
+    for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
+        compileall.compile_dir(src_dir, quiet=1)
 
 # Peak RSS must be measured from a small parent: a child forked from the (large)
 # benchmark process counts the parent's pages until it execs.

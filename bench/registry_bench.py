@@ -18,7 +18,6 @@ table splits each copy's CPU time between the tool and the two registries.
 from __future__ import annotations
 
 import argparse
-import compileall
 import hashlib
 import io
 import json
@@ -177,15 +176,7 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="registries with TLS (and HTTP/2)")
     args = parser.parse_args()
     cases = [c for c in CASES if c in args.cases.split(",")]
-    for tool in ("skopeo", "curl", "docker-registry"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
-
-    # Editable installs are not byte-compiled: compile now, so that startup is timed as
-    # a user's installed copy starts, not with the sources compiled on every run.
-    root = Path(__file__).resolve().parent.parent
-    for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
-        compileall.compile_dir(src_dir, quiet=1)
+    measure.prepare("skopeo", "curl", "docker-registry")
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-bench-"))
     mode: Mode = "tls" if args.tls else "plain"
@@ -204,7 +195,7 @@ def main() -> None:
     results: dict[tuple[str, str, str], Sample] = {}
     counter = 0
 
-    def measure(kind: str, case: str, tool: str, cmd: list[str], count: bool = False) -> None:
+    def record(kind: str, case: str, tool: str, cmd: list[str], count: bool = False) -> None:
         if tool == "skopeo":
             SKOPEO_CACHE.unlink(missing_ok=True)
         before = len(src.requests()) + len(dst.requests()) if count else 0
@@ -251,11 +242,11 @@ def main() -> None:
                             "warm": skopeo(f"docker://{source}", f"docker://{warm}"),
                         }
                     for case in cases:
-                        measure(kind, CASES[case], tool, commands[case], count=case == "warm")
+                        record(kind, CASES[case], tool, commands[case], count=case == "warm")
                     out.unlink(missing_ok=True)
                 if "copy" in cases:
-                    measure(kind, CASES["copy"], "curl", curl_fetch(tools, f"src/{kind}", "v1"))
-                    measure(kind, CASES["copy"], "curl-up",
+                    record(kind, CASES["copy"], "curl", curl_fetch(tools, f"src/{kind}", "v1"))
+                    record(kind, CASES["copy"], "curl-up",
                             curl_upload(tools, f"src/{kind}", "v1", work, f"curl{counter}/{kind}"))
     finally:
         src.stop()

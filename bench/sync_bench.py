@@ -17,7 +17,6 @@ Targets on a 2-core machine: cold wall <= 0.5x skopeo, warm wall <= 0.1x skopeo 
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import random
 import re
@@ -31,6 +30,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import measure  # bench/, next to this script
 
 from occystrap_core import library
 from occystrap_core.testing.images import sample_image, write_oci_layout
@@ -104,12 +105,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--base-mib", type=int, default=8)
     args = parser.parse_args()
-    for tool in ("skopeo", "docker-registry"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed (scripts/setup.sh installs it)")
-    root = Path(__file__).resolve().parent.parent
-    for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
-        compileall.compile_dir(src_dir, quiet=1)  # startup timed as an installed copy's
+    measure.prepare("skopeo", "docker-registry")
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-sync-bench-"))
     src = start_registry("plain", work / "src", access_log=True)
@@ -119,7 +115,7 @@ def main() -> None:
     results: dict[tuple[str, str], Sample] = {}
     total = args.repos * args.tags
 
-    def measure(case: str, tool: str, cmd: list[str]) -> None:
+    def record(case: str, tool: str, cmd: list[str]) -> None:
         if tool == "skopeo":
             SKOPEO_CACHE.unlink(missing_ok=True)
         before_src, before_dst = len(src.requests()), len(dst.requests())
@@ -147,11 +143,11 @@ def main() -> None:
             for tool in (("occystrap", "skopeo") if i % 2 == 0 else ("skopeo", "occystrap")):
                 print(f"run {i + 1}: {tool}", file=sys.stderr)
                 if tool == "occystrap":
-                    measure("cold", tool, occystrap(src, dst, f"cold{i}-occystrap"))
-                    measure("warm", tool, occystrap(src, dst, "warm-occystrap"))
+                    record("cold", tool, occystrap(src, dst, f"cold{i}-occystrap"))
+                    record("warm", tool, occystrap(src, dst, "warm-occystrap"))
                 else:
-                    measure("cold", tool, skopeo(src, dst, f"cold{i}-skopeo", config))
-                    measure("warm", tool, skopeo(src, dst, "warm-skopeo", config))
+                    record("cold", tool, skopeo(src, dst, f"cold{i}-skopeo", config))
+                    record("warm", tool, skopeo(src, dst, "warm-skopeo", config))
     finally:
         src.stop()
         dst.stop()
