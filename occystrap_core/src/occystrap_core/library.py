@@ -141,8 +141,7 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
     """Copy the referrers of what ``result`` wrote, when it is what the source holds
     (or, ``stale``, those of what the source names whatever was written)."""
 
-    if not isinstance(source, ImageSource):
-        raise UnsupportedError(f"{source.where} has no manifests, so no referrers to copy")
+    source = _with_manifests(source)
     # the source holds what was written only when nothing was changed on the way
     subjects = _subjects(source, result.manifest_digest)
     if subjects is None and stale:
@@ -157,6 +156,13 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
                                          digest_tags)
     result.details.update(found)
     return None if problems is None else problems + verified
+
+
+def _with_manifests(source: ImageSource | ImageInput) -> ImageSource:
+    """``source``, when it has manifests, and so can have referrers."""
+    if not isinstance(source, ImageSource):
+        raise UnsupportedError(f"{source.where} has no manifests, so no referrers")
+    return source
 
 
 def _subjects(source: ImageSource, digest: str | None) -> list[str] | None:
@@ -202,8 +208,7 @@ def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence
     that image already (as ``copy(..., referrers=True)`` does after copying it): for a
     mirror whose image did not change but may have been signed since."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy_referrers") as opened:
-        if not isinstance(opened, ImageSource):
-            raise UnsupportedError(f"{opened.where} has no manifests, so no referrers")
+        opened = _with_manifests(opened)
         digest = opened.manifest_digest()
         subjects = _subjects(opened, digest)
         if subjects is None:
@@ -264,8 +269,7 @@ def referrers(source: Source, *, artifact_type: str | None = None,
     from .oci.referrers import tree
 
     with _session(session, options) as ctx, _opened(ctx, source, "referrers") as opened:
-        if not isinstance(opened, ImageSource):
-            raise UnsupportedError(f"{opened.where} has no manifests, so no referrers")
+        opened = _with_manifests(opened)
         digest = opened.manifest_digest()
         if digest is None:
             raise ImageNotFoundError(f"{opened.where}: no such image")
