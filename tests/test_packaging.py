@@ -91,12 +91,14 @@ def test_third_party_distribution_is_listed_and_usable(dummy_venv, tmp_path):
     assert disabled.stderr.startswith("Error: unknown input scheme 'dummy'")
 
 
-def test_a_run_talking_http_does_not_import_trio():
-    """httpcore imports trio whenever it is installed (80 ms); the CLI does not need it."""
+def test_a_run_talking_http_imports_no_optional_extras():
+    """httpcore imports trio whenever it is installed (80 ms), and httpx its own command
+    line (rich, pygments: 20 ms); the CLI needs neither, and httpx still works."""
     modules = _modules_after("--retries", "0", "--insecure", "info",
                              "registry://127.0.0.1:9/nothing:here")
-    assert "httpcore" in modules
-    assert not [m for m in modules if m.split(".")[0] == "trio"]
+    assert {"httpx", "httpcore"} <= modules
+    assert not [m for m in modules if m.split(".")[0] in {"trio", "rich", "pygments"}]
+    assert "httpx._main" not in modules
 
 
 def test_a_second_run_finds_its_plugins_without_scanning(monkeypatch, tmp_path):

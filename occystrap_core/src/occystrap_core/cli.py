@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,6 +145,8 @@ class OccystrapGroup(click.Group):
             occy = ctx.find_object(Context)
             debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
             if debug:
+                import traceback
+
                 click.echo(redact.redact_text(traceback.format_exc()), err=True, nl=False)
             _error(f"unexpected {type(e).__name__}: {e}")
             culprits = [r for r in (occy.used_plugins if occy else []) if not r.builtin]
@@ -612,4 +613,8 @@ def main() -> None:
     # asyncio. Marking it absent (unless something imported it already) makes httpcore
     # take its documented path for an environment without trio.
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]  # None: "not importable"
+    # Likewise httpx imports its own command line (rich and pygments, about 20 ms) when
+    # those happen to be installed, and falls back to a stub when they are not; occystrap
+    # never calls it (tests/test_packaging.py checks that httpx still imports).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     cli(prog_name="occystrap")

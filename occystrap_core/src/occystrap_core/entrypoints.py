@@ -12,12 +12,12 @@ unreadable. ``OCCYSTRAP_CACHE_DIR`` moves the cache; an empty value turns it off
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import os
 import sys
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -87,8 +87,9 @@ def _cache_file(group: str) -> str | None:
     if not base:
         return None
     # one file per interpreter and group: environments sharing a home do not thrash
-    name = hashlib.sha256(f"{sys.prefix}\0{sys.executable}\0{group}".encode()).hexdigest()
-    return os.path.join(base, f"entry-points-{name[:16]}.json")
+    # (a checksum, not a hash: the file records its full key, so a clash only costs a scan)
+    name = zlib.crc32(f"{sys.prefix}\0{sys.executable}\0{group}".encode())
+    return os.path.join(base, f"entry-points-{name:08x}.json")
 
 
 def _read(path: str, key: list[Any]) -> tuple[Found, ...] | None:
