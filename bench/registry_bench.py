@@ -10,9 +10,12 @@ gets a free cross-repository mount. curl fetching the same blobs ("curl") and cu
 uploading them to the destination ("c-up") are the yardsticks for the copy; a second
 table splits each copy's CPU time between the tool and the two registries.
 
-    python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3] [--tls]
+    python3 bench/registry_bench.py [--size-mib 512] [--layers 8] [--runs 3] [--tls|--token]
 
-``--tls`` runs both registries with TLS (HTTP/2 offered), as real registries are.
+``--tls`` runs both registries with TLS (HTTP/2 offered), as real registries are;
+``--token`` adds Bearer-token auth to that (the fixtures' token server, over TLS),
+as Docker Hub, GHCR and Quay ask for: every tool logs in, curl with a token fetched
+beforehand.
 """
 
 from __future__ import annotations
@@ -116,8 +119,17 @@ class Tools:
     ca_bundle: str | None  # both registries' CAs, for TLS
     cert_dir: str | None  # the same, as skopeo wants them
 
+    @property
+    def creds(self) -> tuple[str, str] | None:
+        """The token mode's user (the same on both registries), or None."""
+        if self.src.username is None:
+            return None
+        return self.src.username, self.src.password or ""
+
     def occystrap(self, *args: str) -> list[str]:
         trust = ["--ca-cert", self.ca_bundle] if self.ca_bundle else ["--insecure"]
+        if self.creds:
+            trust += ["--username", self.creds[0], "--password", self.creds[1]]
         return [sys.executable, "-m", "occystrap_core", *trust, *args]
 
     def skopeo(self, *args: str) -> list[str]:
@@ -125,19 +137,43 @@ class Tools:
             trust = [f"--src-cert-dir={self.cert_dir}", f"--dest-cert-dir={self.cert_dir}"]
         else:
             trust = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+        if self.creds:
+            login = ":".join(self.creds)
+            trust += [f"--src-creds={login}", f"--dest-creds={login}"]
         return ["skopeo", "--insecure-policy", "copy", *trust, *args]
 
-    def curl(self) -> list[str]:
+    def curl(self, server: RegistryServer, scope: str) -> list[str]:
         trust = ["--cacert", self.ca_bundle] if self.ca_bundle else []
+        token = bearer(server, scope)
+        if token:
+            trust += ["-H", f"Authorization: Bearer {token}"]
         return ["curl", "-sf", *trust, "--parallel", "--parallel-max", "4"]
 
     @staticmethod
-    def http(server: RegistryServer) -> httpx.Client:
-        return httpx.Client(verify=server.ssl_context() or False, trust_env=False)
+    def http(server: RegistryServer, scope: str) -> httpx.Client:
+        token = bearer(server, scope)
+        return httpx.Client(verify=server.ssl_context() or False, trust_env=False,
+                            headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def bearer(server: RegistryServer, scope: str) -> str | None:
+    """A token for ``scope`` from the registry's token server (None without token auth),
+    fetched as the distribution spec's token flow says."""
+    if server.token_server is None:
+        return None
+    verify = server.ssl_context() or False
+    challenge = httpx.get(f"{server.url}/v2/", verify=verify).headers["www-authenticate"]
+    params = dict(part.split("=", 1) for part in challenge[len("Bearer "):].split(","))
+    realm, service = (params[k].strip('"') for k in ("realm", "service"))
+    answer = httpx.get(realm, params={"service": service, "scope": scope}, verify=verify,
+                       auth=(server.username or "", server.password or ""))
+    answer.raise_for_status()
+    body = answer.json()
+    return str(body.get("token") or body["access_token"])
 
 
 def _blob_digests(tools: Tools, repo: str, tag: str) -> list[str]:
-    with tools.http(tools.src) as http:
+    with tools.http(tools.src, f"repository:{repo}:pull") as http:
         manifest = http.get(f"{tools.src.url}/v2/{repo}/manifests/{tag}", headers={
             "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
     return [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
@@ -145,7 +181,7 @@ def _blob_digests(tools: Tools, repo: str, tag: str) -> list[str]:
 
 def curl_fetch(tools: Tools, repo: str, tag: str) -> list[str]:
     """curl downloading every blob of ``repo:tag``, 4 at a time, to /dev/null."""
-    cmd = tools.curl()
+    cmd = tools.curl(tools.src, f"repository:{repo}:pull")
     for d in _blob_digests(tools, repo, tag):
         cmd += ["-o", "/dev/null", f"{tools.src.url}/v2/{repo}/blobs/{d}"]
     return cmd
@@ -154,8 +190,10 @@ def curl_fetch(tools: Tools, repo: str, tag: str) -> list[str]:
 def curl_upload(tools: Tools, repo: str, tag: str, work: Path, target: str) -> list[str]:
     """curl uploading the same blobs (downloaded beforehand) to the destination, 4 at a
     time: how fast the destination registry can take them in."""
-    cmd = tools.curl()
-    with tools.http(tools.src) as src, tools.http(tools.dst) as dst:
+    push = f"repository:{target}:pull,push"
+    cmd = tools.curl(tools.dst, push)
+    with tools.http(tools.src, f"repository:{repo}:pull") as src, \
+            tools.http(tools.dst, push) as dst:
         for d in _blob_digests(tools, repo, tag):
             path = work / d.replace(":", "-")
             if not path.exists():
@@ -174,16 +212,18 @@ def main() -> None:
     parser.add_argument("--cases", default="pull,push,copy,warm",
                         help="which of pull, push, copy, warm to run")
     parser.add_argument("--tls", action="store_true", help="registries with TLS (and HTTP/2)")
+    parser.add_argument("--token", action="store_true",
+                        help="registries with TLS and Bearer-token auth")
     args = parser.parse_args()
     cases = [c for c in CASES if c in args.cases.split(",")]
     measure.prepare("skopeo", "curl", "docker-registry")
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-bench-"))
-    mode: Mode = "tls" if args.tls else "plain"
+    mode: Mode = "token" if args.token else "tls" if args.tls else "plain"
     src = start_registry(mode, work / "src-registry", access_log=True)
     dst = start_registry(mode, work / "dst-registry", access_log=True)
     bundle = certs = None
-    if args.tls:
+    if mode != "plain":
         cas = [Path(s.ca_cert or "").read_text() for s in (src, dst)]
         bundle, certs = work / "ca-bundle.pem", work / "certs"
         bundle.write_text("".join(cas))
@@ -254,7 +294,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.size_mib} MiB image, {args.layers} layers, {args.runs} alternating runs, "
-          f"medians; {os.cpu_count()} CPUs; registries over {'TLS' if args.tls else 'plain HTTP'}")
+          f"medians; {os.cpu_count()} CPUs; registries over "
+          f"{'TLS with token auth' if args.token else 'TLS' if args.tls else 'plain HTTP'}")
     header = (f"{'image':<7} {'case':<21} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
               f"{'curl':>6} {'c-up':>6} {'occy RSS':>9} {'skopeo RSS':>10} {'requests o/s':>13}")
     print(header)
