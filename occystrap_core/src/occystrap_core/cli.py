@@ -244,6 +244,9 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
 @click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
+@click.option("--tls-verify", type=click.BOOL, default=True, envvar="OCCYSTRAP_TLS_VERIFY",
+              metavar="BOOL", help="--tls-verify=false accepts any registry certificate "
+              "(self-signed ones; ?tls_verify=false for one URI).  [default: true]")
 @click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT",
               type=click.Path(exists=True, dir_okay=False),
               help="Client certificate (PEM) for TLS.")
