@@ -26,6 +26,7 @@ import click
 from . import __version__, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
+from .login import login_command, logout_command
 from .oci import platform as platforms
 from .oci.platform import Platform
 from .sync.command import command as sync_command
@@ -449,6 +450,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 
 
 cli.add_command(sync_command)
+cli.add_command(login_command)
+cli.add_command(logout_command)
 
 
 @cli.command(cls=SchemeHelpCommand)
