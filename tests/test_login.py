@@ -201,3 +201,9 @@ def test_host_forms(text, expected):
 def test_bad_hosts(text):
     with pytest.raises(UsageError, match="expected HOST"):
         parse_host(text)
+
+
+def test_login_without_the_registry_plugin_says_so(docker_config, run_cli, expect_error):
+    result = run_cli("--disable-plugin", "occystrap-registry", "login", "-u", "a",
+                     "--password-stdin", "reg.example", input="x\n")
+    expect_error(result, "needs the occystrap-registry plugin")

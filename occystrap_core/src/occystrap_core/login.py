@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .errors import OccystrapError, UsageError
+from .errors import OccystrapError, UnknownSchemeError, UsageError
 
 if TYPE_CHECKING:
     from .context import Context
@@ -50,9 +50,13 @@ def check(occy: Context, host: str, username: str, password: str, plain_http: bo
 
     insecure = plain_http or occy.settings.insecure
     api_host = _api_host(host)
-    client = occy.http_client(FACTORY, api_host, scheme="http" if insecure else "https",
-                              credentials=Credentials(username=username, password=password,
-                                                      source="login"))
+    try:
+        client = occy.http_client(FACTORY, api_host, scheme="http" if insecure else "https",
+                                  credentials=Credentials(username=username, password=password,
+                                                          source="login"))
+    except UnknownSchemeError:
+        raise UsageError("login needs the occystrap-registry plugin, which is not installed "
+                         "or is disabled") from None
     seen: list[int] = []  # every answer, those inside the auth flow included
     client.event_hooks["response"].append(lambda response: seen.append(response.status_code))
     with translate_errors(api_host, "logging in"):
