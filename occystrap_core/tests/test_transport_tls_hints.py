@@ -11,6 +11,7 @@ from occystrap_core.errors import TransportError
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
 from occystrap_core.transport import tlshints
 from occystrap_core.transport.errors import status_error
+from occystrap_core.transport.retry import retryable
 
 
 def connect_error(cause: BaseException) -> httpx.ConnectError:
@@ -86,3 +87,10 @@ def test_plain_http_to_an_https_server_says_to_drop_insecure():
     assert "HTTP 400" in str(error) and tlshints.HTTPS in str(error)
     other = httpx.Response(400, request=request, content=b'{"errors": []}')
     assert tlshints.HTTPS not in str(status_error(other, "manifest x:y"))
+
+
+def test_resumed_downloads_see_the_same_verdict():
+    # open_blob and the uploader ask retryable() of errors raised outside the retry layer
+    assert not retryable(connect_error(verify_failed()))
+    assert not retryable(connect_error(not_tls()))
+    assert retryable(connect_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol")))

@@ -138,7 +138,8 @@ def retryable(error: Exception) -> bool:
     """Could trying again cure ``error`` (an httpx error, or a TransportError for one)?"""
     if isinstance(error, TransportError):
         return error.retryable
-    return isinstance(error, RETRY_ERRORS)
+    # an untrusted certificate or TLS to a plain-HTTP server fails every time
+    return isinstance(error, RETRY_ERRORS) and not tls_failure(error)
 
 
 def _describe(error: httpx.TransportError, host: str) -> str:
@@ -199,8 +200,7 @@ class RetryTransport(httpx.BaseTransport):
             except httpx.TransportError as e:
                 if response is not None:
                     response.close()
-                # an untrusted certificate or TLS to a plain-HTTP server fails every time
-                cured = isinstance(e, RETRY_ERRORS) and not tls_failure(e)
+                cured = retryable(e)
                 if not (allowed and cured and (replayable or isinstance(e, UNSENT_ERRORS))
                         and self.policy.allows(attempt)):
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
