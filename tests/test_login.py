@@ -207,3 +207,14 @@ def test_login_without_the_registry_plugin_says_so(docker_config, run_cli, expec
     result = run_cli("--disable-plugin", "occystrap-registry", "login", "-u", "a",
                      "--password-stdin", "reg.example", input="x\n")
     expect_error(result, "needs the occystrap-registry plugin")
+
+
+def test_an_unreadable_auth_file_is_left_alone(registry_basic, docker_config, run_cli,
+                                               expect_error):
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text("{not json")
+    expect_error(login(run_cli, registry_basic), "cannot read", "config.json")
+    assert (docker_config / "config.json").read_text() == "{not json"
+    (docker_config / "config.json").write_text('{"auths": []}')
+    expect_error(login(run_cli, registry_basic), "auths is not a JSON object")
+    expect_error(run_cli("logout", registry_basic.host), "not logged in")

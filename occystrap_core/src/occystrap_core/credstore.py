@@ -81,7 +81,8 @@ def _helper_failed(name: str, action: str, done: subprocess.CompletedProcess[str
 
 
 def _plain_entries(config: dict[str, Any], host: str) -> list[str]:
-    return [key for key in (config.get("auths") or {}) if same_host(key, host)]
+    auths = config.get("auths")
+    return [key for key in auths if same_host(key, host)] if isinstance(auths, dict) else []
 
 
 def store(host: str, username: str, password: str, authfile: str | None = None) -> str:
