@@ -218,3 +218,14 @@ def test_an_unreadable_auth_file_is_left_alone(registry_basic, docker_config, ru
     (docker_config / "config.json").write_text('{"auths": []}')
     expect_error(login(run_cli, registry_basic), "auths is not a JSON object")
     expect_error(run_cli("logout", registry_basic.host), "not logged in")
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_login_debug_output_shows_no_secret(mode, request, docker_config, run_cli):
+    server = request.getfixturevalue(f"registry_{mode}")
+    result = run_cli("--debug", "--ca-cert", server.ca_cert, "login", "-u", server.username,
+                     "--password-stdin", server.host, input=server.password + "\n")
+    assert result.exit_code == 0, result.output
+    assert "GET" in result.stderr  # the traffic was logged
+    basic = base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
+    assert server.password not in result.output and basic not in result.output
