@@ -98,3 +98,21 @@ def test_tls_verify_takes_the_environment_and_rejects_nonsense(tls_image, run_cl
     assert result.exit_code == 0, result.output
     result = run_cli("--tls-verify=maybe", "info", f"registry://{tls_image}")
     assert result.exit_code == 2 and "--tls-verify" in result.stderr
+
+
+def test_sync_takes_tls_verify_per_registry(registry_tls, registry_plain, run_cli, tmp_path):
+    repo = f"tlshint/{uuid.uuid4().hex[:8]}"
+    push_sample_image(registry_tls, repo, "v1")
+    config = tmp_path / "sync.yaml"
+    config.write_text(f"""\
+registries:
+  {registry_tls.host}: {{tls_verify: false}}
+  {registry_plain.host}: {{insecure: true}}
+sources:
+  - source: registry://{registry_tls.host}/{repo}
+    destinations: registry://{registry_plain.host}/{repo}:{{tag}}
+""")
+    result = run_cli("sync", str(config))  # lists the tags, then copies: both unverified
+    assert result.exit_code == 0, result.output
+    tags = httpx.get(f"{registry_plain.url}/v2/{repo}/tags/list").json()["tags"]
+    assert tags == ["v1"]
