@@ -25,6 +25,7 @@ import click
 from . import __version__, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
+from .login import login_command, logout_command
 from .oci import platform as platforms
 from .oci.platform import Platform
 from .sync.command import command as sync_command
@@ -245,6 +246,9 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
 @click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify registry TLS certificates with.")
+@click.option("--tls-verify", type=click.BOOL, default=True, envvar="OCCYSTRAP_TLS_VERIFY",
+              metavar="BOOL", help="--tls-verify=false accepts any registry certificate "
+              "(self-signed ones; ?tls_verify=false for one URI).  [default: true]")
 @click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT",
               type=click.Path(exists=True, dir_okay=False),
               help="Client certificate (PEM) for TLS.")
@@ -447,6 +451,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 
 
 cli.add_command(sync_command)
+cli.add_command(login_command)
+cli.add_command(logout_command)
 
 
 @cli.command(cls=SchemeHelpCommand)

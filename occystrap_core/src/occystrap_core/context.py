@@ -52,6 +52,7 @@ class Settings:
     all_platforms: bool = False  # copy every platform of an index, and the index
     temp_dir: str | None = None
     ca_cert: str | None = None
+    tls_verify: bool = True  # False: accept any certificate (--tls-verify=false)
     # HOST[:PORT] -> CA file trusted for that host alone, instead of ca_cert and the system
     # roots (sync's per-registry ca_cert); other hosts are unaffected
     host_ca_certs: Mapping[str, str] = field(default_factory=dict)
@@ -175,14 +176,17 @@ class Context:
 
     def http_client(self, factory: str, host: str, *, scheme: str = "https",
                     credentials: Credentials | None = None,
-                    scope: dict[str, Any] | None = None) -> httpx.Client:
+                    scope: dict[str, Any] | None = None,
+                    tls_verify: bool = True) -> httpx.Client:
         """The run's shared client for ``host`` built by the named client factory.
 
         One client per (factory, host, credentials) per run, safe to share between
         threads, with the global retry, rate-limit and TLS settings applied.
+        ``tls_verify=False`` makes this client accept any TLS certificate, for every
+        host it talks to (a token realm included), as ``--tls-verify=false`` does.
         """
         return self._clients.get(factory, host, scheme=scheme, credentials=credentials,
-                                 scope=scope or {})
+                                 scope=scope or {}, tls_verify=tls_verify)
 
     def credentials(self, host: str, role: str) -> Credentials | None:
         """Credentials for ``host`` from the ``occystrap_credentials`` hook chain."""

@@ -308,7 +308,8 @@ def occystrap_transport_layers() -> Iterable[TransportLayer]:
 
 
 @hookspec(firstresult=True)
-def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport | None:
+def occystrap_base_transport(host: str, ctx: Context,
+                             tls_verify: bool) -> httpx.BaseTransport | None:
     """Provide the innermost network transport for ``host``.
 
     Stops at the first non-None result; the core's default sends each request over
@@ -319,6 +320,8 @@ def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport | N
     Args:
         host: ``hostname[:port]`` the client talks to.
         ctx: The run's context.
+        tls_verify: False when this client must accept any TLS certificate
+            (``?tls_verify=false``); ``ctx.settings.tls_verify`` is the run's choice.
 
     Returns:
         An ``httpx.BaseTransport``, or None to pass.

@@ -55,7 +55,7 @@ def _server_key(host: str) -> str:
     return host.split("://", 1)[-1].split("/", 1)[0].lower()
 
 
-def _same_host(key: str, host: str) -> bool:
+def same_host(key: str, host: str) -> bool:
     key, host = _server_key(key), host.lower()
     return key == host or (key in DOCKER_HUB and host in DOCKER_HUB)
 
@@ -119,14 +119,14 @@ def from_config_file(path: Path, host: str) -> Credentials | None:
     server = DOCKER_HUB_URL if host.lower() in DOCKER_HUB else host
     helpers = config.get("credHelpers") or {}
     for key, name in helpers.items():
-        if _same_host(key, host):
+        if same_host(key, host):
             return _helper(name, server, source)
     if config.get("credsStore"):
         found = _helper(config["credsStore"], server, source)
         if found:
             return found
     for key, entry in (config.get("auths") or {}).items():
-        if _same_host(key, host):
+        if same_host(key, host):
             found = _from_entry(entry, source)
             if found:
                 return found

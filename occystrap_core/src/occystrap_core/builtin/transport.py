@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
 
 @hookimpl(trylast=True)
-def occystrap_base_transport(host: str, ctx: Context) -> httpx.BaseTransport:
+def occystrap_base_transport(host: str, ctx: Context, tls_verify: bool) -> httpx.BaseTransport:
     from ..transport.base import ProxyRouter
 
-    return ProxyRouter(ctx)
+    return ProxyRouter(ctx, tls_verify=tls_verify)
 
 
 def _logging(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:

@@ -35,6 +35,7 @@ class RegistrySettings:
     password: str | None = None
     token: str | None = None
     insecure: bool = False
+    tls_verify: bool = True  # False: any certificate is accepted from this host
     ca_cert: str | None = None  # trusted for this host alone, instead of the usual roots
     requests_per_second: float | None = None
     concurrency: int | None = None  # images copied to or from it at once
@@ -134,7 +135,7 @@ class _Reader:
 SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters",
                "referrers", "referrer_types")
 TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "order", "immutable")
-REGISTRY_KEYS = ("username", "password", "token", "insecure", "ca_cert",
+REGISTRY_KEYS = ("username", "password", "token", "insecure", "tls_verify", "ca_cert",
                  "requests_per_second", "concurrency")
 
 
@@ -203,6 +204,8 @@ def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
             values[key] = r.text(keys[key], f"{what}.{key}")
     if "insecure" in keys:
         values["insecure"] = r.flag(keys["insecure"], f"{what}.insecure")
+    if "tls_verify" in keys:
+        values["tls_verify"] = r.flag(keys["tls_verify"], f"{what}.tls_verify")
     if "ca_cert" in keys:
         values["ca_cert"] = r.text(keys["ca_cert"], f"{what}.ca_cert")
         if not os.path.isfile(values["ca_cert"]):

@@ -39,7 +39,7 @@ class Place:
     root: str
     repository: str
     tag: str
-    query: str = ""  # what the lister needs of the URI's options (insecure)
+    query: str = ""  # what the lister needs of the URI's options (insecure, tls_verify)
 
     @property
     def lister_key(self) -> tuple[str, str, str]:
@@ -130,9 +130,14 @@ class Planner:
         return self.config.registries.get(host_of(uri))
 
     def prepare(self, uri: str) -> str:
-        """``uri`` with its registry's ``insecure`` setting from the configuration."""
+        """``uri`` with its registry's ``insecure`` and ``tls_verify`` settings from the
+        configuration."""
         settings = self.settings_for(uri)
-        return with_query(uri, insecure="true") if settings and settings.insecure else uri
+        if settings is None:
+            return uri
+        options = {k: v for k, v, on in (("insecure", "true", settings.insecure),
+                                         ("tls_verify", "false", not settings.tls_verify)) if on}
+        return with_query(uri, **options)
 
     def lister(self, place: Place) -> ImageLister:
         with self._lock:
@@ -153,9 +158,10 @@ class Planner:
         pattern = split_pattern(target, default_tag="latest", scheme=resolved.scheme)
         if is_glob(pattern.repositories) or is_glob(pattern.tags):
             raise UsageError(f"{uri}: a destination names one repository and tag")
-        insecure = resolved.query.get("insecure", ())
+        kept = {k: resolved.query[k][-1] for k in ("insecure", "tls_verify")
+                if resolved.query.get(k)}
         return Place(resolved.scheme, pattern.root, pattern.repositories, pattern.tags,
-                     urlencode({"insecure": insecure[-1]}) if insecure else "")
+                     urlencode(kept))
 
     def plan(self) -> Plan:
         plan = Plan()

@@ -402,7 +402,7 @@ class RegistryAuth(httpx.Auth):
 
 
 _HINT = (" (give --username/--password, --src-*/--dest-* ones, user:pass@ in the URI, "
-         "or log in with docker login)")
+         "or occystrap login HOST)")
 
 
 def _who(creds: Credentials) -> str:

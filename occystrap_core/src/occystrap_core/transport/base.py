@@ -24,11 +24,12 @@ BULK = "occystrap.bulk"
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None
-                ) -> ssl.SSLContext:
-    """The run's TLS settings: verification always on, ``--ca-cert`` (or ``cafile``, a
-    host's own CA) replacing the system and certifi roots, ``--client-cert``/
-    ``--client-key`` for mutual TLS.
+def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
+                verify: bool = True) -> ssl.SSLContext:
+    """The run's TLS settings: ``--ca-cert`` (or ``cafile``, a host's own CA) replacing
+    the system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS.
+    ``verify=False`` (``--tls-verify=false``, ``?tls_verify=false``) accepts any
+    certificate for any name: the connection is encrypted, but to whoever answers.
 
     HTTP/2 connections get a context of their own: httpcore sets the ALPN protocols on
     the context at every connect, so with one shared context an HTTP/1.1 connection
@@ -48,13 +49,17 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None
                 context.load_verify_locations(cafile=certifi.where())
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
         except OSError as e:  # ssl.SSLError included
             files = ", ".join(f for f in (ca, s.client_cert, s.client_key) if f)
             raise UsageError(f"cannot load TLS certificates ({files or 'system store'}): "
                              f"{e}") from None
         return context
 
-    key = (f"{SSL_KEY}.h2" if http2 else SSL_KEY) + (f".{cafile}" if cafile else "")
+    key = (f"{SSL_KEY}.h2" if http2 else SSL_KEY) + ("" if verify else ".noverify") \
+        + (f".{cafile}" if cafile else "")
     return ctx.shared(key, build)
 
 
@@ -89,8 +94,10 @@ class ProxyRouter(httpx.BaseTransport):
     above every route, redirected hops included.
     """
 
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, *, tls_verify: bool = True):
         self.ctx = ctx
+        # one client's choice (?tls_verify=false) or the run's (--tls-verify=false)
+        self.verify = tls_verify and ctx.settings.tls_verify
         if ctx.settings.ca_cert or ctx.settings.client_cert:
             ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
@@ -116,11 +123,13 @@ class ProxyRouter(httpx.BaseTransport):
                     from .h2 import H2Transport  # imports asyncio: not for plain-HTTP runs
 
                     transport = H2Transport(verify=ssl_context(self.ctx, http2=True,
-                                                               cafile=cafile),
+                                                               cafile=cafile,
+                                                               verify=self.verify),
                                             proxy=proxy, limits=limits)
                 else:
                     transport = httpx.HTTPTransport(
-                        verify=ssl_context(self.ctx, cafile=cafile) if tls else _NO_TLS,
+                        verify=ssl_context(self.ctx, cafile=cafile, verify=self.verify)
+                        if tls else _NO_TLS,
                         proxy=proxy, limits=limits)
                 self._routes[(proxy, http2, tls, cafile)] = transport
             return transport

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 import httpx
 
 from ..errors import AuthError, ImageNotFoundError, OccystrapError, TransportError
+from .tlshints import HTTPS, http_to_https
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -74,6 +75,14 @@ def html_page(response: httpx.Response) -> bool:
     return kind in ("text/html", "application/xhtml+xml")
 
 
+def _body(response: httpx.Response) -> bytes:
+    """What was read of an answer's body; nothing if it was left unread."""
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return b""
+
+
 def status_error(response: httpx.Response, what: str, expected: Iterable[int] = (), *,
                  auth_hint: str = "check the credentials and access rights") -> OccystrapError:
     """The error for a failed answer, naming the host and ``what`` was being done:
@@ -92,6 +101,8 @@ def status_error(response: httpx.Response, what: str, expected: Iterable[int] = 
     wanted = sorted(expected)
     if wanted and 200 <= status < 300 and status not in wanted:
         detail += f" where HTTP {' or '.join(map(str, wanted))} was expected"
+    if http_to_https(status, _body(response)):
+        detail += f" ({HTTPS})"
     if html_page(response):
         detail += " (an HTML page, not a registry's answer: a proxy or captive portal?)"
     message = f"{what} on {host}: HTTP {status} {response.reason_phrase}{detail}"

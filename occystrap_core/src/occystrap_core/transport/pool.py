@@ -30,20 +30,21 @@ class ClientPool:
         self._lock = threading.Lock()
 
     def get(self, factory: str, host: str, *, scheme: str, credentials: Credentials | None,
-            scope: dict[str, Any]) -> httpx.Client:
+            scope: dict[str, Any], tls_verify: bool = True) -> httpx.Client:
         key = (factory, host, scheme, credentials.identity if credentials else None,
-               tuple(sorted(scope.items())))
+               tuple(sorted(scope.items())), tls_verify)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._clients[key] = self._build(factory, host, scheme, credentials, scope)
+                client = self._clients[key] = self._build(factory, host, scheme, credentials,
+                                                          scope, tls_verify)
             return client
 
     def _build(self, factory: str, host: str, scheme: str, credentials: Credentials | None,
-               scope: dict[str, Any]) -> httpx.Client:
+               scope: dict[str, Any], tls_verify: bool) -> httpx.Client:
         entry = self.ctx.plugins.client_factories.get(factory)
         # The network first: a test's base transport may install the run's clock.
-        transport = self.transport(host)
+        transport = self.transport(host, tls_verify)
         request = ClientRequest(factory=factory, host=host, scheme=scheme,
                                 credentials=credentials, scope=scope)
         try:
@@ -64,10 +65,11 @@ class ClientPool:
             event_hooks={k: list(v) for k, v in config.event_hooks.items()},
         )
 
-    def transport(self, host: str) -> httpx.BaseTransport:
+    def transport(self, host: str, tls_verify: bool = True) -> httpx.BaseTransport:
         """The layered transport for ``host``: base transport, then each layer."""
         ctx = self.ctx
-        transport = ctx.plugins.hook.occystrap_base_transport(host=host, ctx=ctx)
+        transport = ctx.plugins.hook.occystrap_base_transport(host=host, ctx=ctx,
+                                                              tls_verify=tls_verify)
         for layer in ctx.plugins.transport_layers():
             transport = layer.wrap(transport, host, ctx)
         return transport

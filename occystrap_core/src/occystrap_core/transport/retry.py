@@ -6,7 +6,9 @@ however often its body breaks (:mod:`.blobs` resumes it with ``Range``), a blob
 upload however often it restarts (the registry plugin's uploader). All wait the
 same way: capped exponential backoff with jitter, and at least what a
 ``Retry-After`` asks for. Connection failures, timeouts, 429 and 500/502/503/504
-are retried; 401/403/404 and other statuses are returned as they are.
+are retried; 401/403/404 and other statuses are returned as they are, and so are
+TLS failures no retry can cure (:mod:`.tlshints`: an untrusted certificate, TLS
+spoken to a plain-HTTP server), with a hint of what to try.
 
 The layer reads every answer's body inside its loop, except bulk downloads that
 the caller streams (the ``occystrap.bulk`` extension): a connection reset in the
@@ -35,6 +37,7 @@ from ..errors import TransportError
 from ..redact import redact_uri
 from .base import BULK
 from .clock import Clock
+from .tlshints import tls_failure
 
 log = logging.getLogger("occystrap.http")
 
@@ -135,14 +138,16 @@ def retryable(error: Exception) -> bool:
     """Could trying again cure ``error`` (an httpx error, or a TransportError for one)?"""
     if isinstance(error, TransportError):
         return error.retryable
-    return isinstance(error, RETRY_ERRORS)
+    # an untrusted certificate or TLS to a plain-HTTP server fails every time
+    return isinstance(error, RETRY_ERRORS) and not tls_failure(error)
 
 
 def _describe(error: httpx.TransportError, host: str) -> str:
     detail = str(error) or type(error).__name__
+    hint = tls_failure(error)
+    if hint:
+        detail += f" ({hint})"
     if isinstance(error, httpx.ConnectError):
-        if "WRONG_VERSION_NUMBER" in detail:  # TLS spoken to a plain-HTTP server
-            detail += " (is it a plain-HTTP registry? then use --insecure)"
         return f"cannot connect to {host}: {detail}"
     if isinstance(error, httpx.TimeoutException):
         return f"timed out talking to {host} ({type(error).__name__}): {detail}"
@@ -195,7 +200,7 @@ class RetryTransport(httpx.BaseTransport):
             except httpx.TransportError as e:
                 if response is not None:
                     response.close()
-                cured = isinstance(e, RETRY_ERRORS)
+                cured = retryable(e)
                 if not (allowed and cured and (replayable or isinstance(e, UNSENT_ERRORS))
                         and self.policy.allows(attempt)):
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""

@@ -42,7 +42,8 @@ class Repository:
         self.scheme = "http" if insecure else "https"
         self.credentials: Credentials | None = uri.credentials or ctx.credentials(ref.domain, role)
         self.client = ctx.http_client(FACTORY, self.host, scheme=self.scheme,
-                                      credentials=self.credentials)
+                                      credentials=self.credentials,
+                                      tls_verify=uri.options.get("tls_verify") is not False)
         if isinstance(self.client.auth, RegistryAuth):
             # Announced before any request, so one token covers a copy's both ends.
             actions = "pull" if role == "input" else "pull,push"

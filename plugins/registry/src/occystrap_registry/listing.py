@@ -41,13 +41,14 @@ class RegistryLister(ImageLister):
         ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
         self.host = ref.api_host
         self.insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
+        self.tls_verify = uri.options.get("tls_verify") is not False
         self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
         self.uri_credentials = uri.credentials
         credentials = uri.credentials or ctx.credentials(ref.domain, "input")
         self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
         self.client = ctx.http_client(FACTORY, self.host,
                                       scheme="http" if self.insecure else "https",
-                                      credentials=credentials)
+                                      credentials=credentials, tls_verify=self.tls_verify)
 
     def repositories(self) -> Iterator[str]:
         for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE]):
@@ -100,8 +101,10 @@ class RegistryLister(ImageLister):
             userinfo = f"{quote(creds.username or '', safe='')}:" \
                        f"{quote(creds.password or '', safe='')}@"
         uri = f"registry://{userinfo}{self.root}/{repository}" + (f":{tag}" if tag else "")
-        if self.insecure:
-            uri += "?insecure=true"
+        options = [o for o, on in (("insecure=true", self.insecure),
+                                   ("tls_verify=false", not self.tls_verify)) if on]
+        if options:
+            uri += "?" + "&".join(options)
         namespace, _, name = repository.rpartition("/")
         return BulkItem(uri=uri, fields={"registry": self.root, "repo": repository,
                                          "namespace": namespace, "name": name, "tag": tag})

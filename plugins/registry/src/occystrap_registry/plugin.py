@@ -31,6 +31,8 @@ _PREFIX = f"{SCHEME}://"
 
 _COMMON = (
     OptionSpec("insecure", bool, "Plain HTTP instead of HTTPS for this registry.", False),
+    OptionSpec("tls_verify", bool, "false: accept any TLS certificate from this registry "
+               "(self-signed ones), as --tls-verify=false does for every registry.", True),
 )
 INPUT_OPTIONS = _COMMON + (
     OptionSpec("page_size", int, "Entries per page when listing tags or the catalog (n=)."),

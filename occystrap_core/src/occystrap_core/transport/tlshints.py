@@ -1,0 +1,65 @@
+"""What a TLS or scheme mismatch means, and what to try: hints for the error line.
+
+A certificate that does not verify, or TLS spoken to a plain-HTTP server, fails the
+same way however often it is tried, so the retry layer gives up at once on them
+(:func:`tls_failure`). The reverse mistake, plain HTTP sent to an HTTPS server,
+comes back as an answer (Go servers say so in a 400), read by :func:`http_to_https`.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+
+CERTIFICATE = ("the registry's certificate is not trusted: give its CA with --ca-cert FILE, "
+               "or skip verification with --tls-verify=false or ?tls_verify=false")
+PLAIN_HTTP = "is it a plain-HTTP registry? then use --insecure or ?insecure=true"
+HTTPS = "is it an HTTPS registry? then drop --insecure and ?insecure=true"
+OTHER_TLS = "the TLS handshake failed; retrying would not help"
+# OpenSSL's reasons for TLS spoken to something that is not a TLS server
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
+            "PACKET_LENGTH_TOO_LONG")
+# ssl errors that a retry may cure: the connection dropped during the handshake
+_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+              ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# what Go's net/http answers plain HTTP sent to its TLS port with
+_GO_HTTP_TO_HTTPS = b"client sent an http request to an https server"
+
+
+def _ssl_error(error: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind ``error`` (httpx and httpcore chain it as the cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def tls_failure(error: BaseException) -> str | None:
+    """The hint for a TLS failure no retry can cure (an untrusted certificate, TLS to a
+    plain-HTTP server, no common protocol version), or None for anything else."""
+    found = _ssl_error(error)
+    if found is None:
+        if not isinstance(error, httpx.ConnectError):
+            return None
+        text = str(error).upper().replace(" ", "_")  # the chain may be gone: read the text
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return CERTIFICATE
+        return PLAIN_HTTP if any(reason in text for reason in _NOT_TLS) else None
+    if isinstance(found, ssl.SSLCertVerificationError):
+        return CERTIFICATE
+    if isinstance(found, _TRANSIENT):
+        return None
+    reason = (getattr(found, "reason", None) or str(found)).upper().replace(" ", "_")
+    if any(r in reason for r in _NOT_TLS):
+        return PLAIN_HTTP
+    return OTHER_TLS
+
+
+def http_to_https(status: int, content: bytes) -> bool:
+    """Is this the answer of an HTTPS server to a plain-HTTP request?"""
+    return status == 400 and _GO_HTTP_TO_HTTPS in content[:200].lower()

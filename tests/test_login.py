@@ -1,0 +1,231 @@
+"""occystrap login/logout against the real basic and token registries, with a
+temporary DOCKER_CONFIG: what login stores, a run and skopeo use."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+import uuid
+
+import pytest
+
+from occystrap_core.errors import UsageError
+from occystrap_core.login import parse_host
+from occystrap_core.testing.registry import push_sample_image
+
+HELPER = f"""#!{sys.executable}
+# docker-credential-testhelper: the credential helper protocol, kept in a JSON file
+import json, os, sys
+path = os.environ["TESTHELPER_STORE"]
+store = json.load(open(path)) if os.path.exists(path) else {{}}
+action, given = sys.argv[1], sys.stdin.read()
+if action == "store":
+    entry = json.loads(given)
+    store[entry["ServerURL"]] = [entry["Username"], entry["Secret"]]
+elif action in ("get", "erase"):
+    if given.strip() not in store:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    if action == "get":
+        user, secret = store[given.strip()]
+        print(json.dumps({{"ServerURL": given.strip(), "Username": user, "Secret": secret}}))
+        sys.exit(0)
+    del store[given.strip()]
+json.dump(store, open(path, "w"))
+"""
+
+
+@pytest.fixture
+def docker_config(tmp_path, monkeypatch):
+    """An empty DOCKER_CONFIG and home: no credentials but what the test stores."""
+    config = tmp_path / "docker"
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "OCCYSTRAP_USERNAME",
+                 "OCCYSTRAP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    return config
+
+
+@pytest.fixture
+def helper_store(tmp_path, monkeypatch):
+    """``docker-credential-testhelper`` on PATH; returns the JSON file it keeps secrets in."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-testhelper"
+    script.write_text(HELPER)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    store = tmp_path / "helper-store.json"
+    monkeypatch.setenv("TESTHELPER_STORE", str(store))
+    return store
+
+
+def login(run_cli, server, password=None, *extra):
+    return run_cli("--ca-cert", server.ca_cert, "login", *extra, "-u", server.username,
+                   "--password-stdin", f"registry://{server.host}",
+                   input=(password or server.password) + "\n")
+
+
+def pulls(run_cli, server, tmp_path):
+    """Does a pull with no credentials on the command line work?"""
+    repo = f"login/{uuid.uuid4().hex[:8]}"
+    push_sample_image(server, repo, "v1")
+    out = tmp_path / f"{uuid.uuid4().hex[:8]}.tar"
+    result = run_cli("--ca-cert", server.ca_cert, "process", f"registry://{server.host}/{repo}:v1",
+                     f"tar://{out}")
+    return result.exit_code == 0 and out.is_file(), repo, result
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_login_stores_what_a_pull_and_skopeo_then_use(mode, request, docker_config, run_cli,
+                                                      skopeo, tmp_path):
+    server = request.getfixturevalue(f"registry_{mode}")
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text(json.dumps({
+        "auths": {"other.example": {"auth": "b3RoZXI6eA=="}}, "HttpHeaders": {"X-A": "b"}}))
+    result = login(run_cli, server)
+    assert result.exit_code == 0, result.output
+    assert "Login Succeeded" in result.stdout and server.password not in result.output
+    path = docker_config / "config.json"
+    config = json.loads(path.read_text())
+    pair = base64.b64decode(config["auths"][server.host]["auth"]).decode()
+    assert pair == f"{server.username}:{server.password}"
+    assert config["auths"]["other.example"] == {"auth": "b3RoZXI6eA=="}  # kept as it was
+    assert config["HttpHeaders"] == {"X-A": "b"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    ok, repo, pulled = pulls(run_cli, server, tmp_path)
+    assert ok, pulled.output
+    # the witness: skopeo reads the same file
+    out = skopeo("inspect", "--authfile", str(path), f"--cert-dir={server.cert_dir}",
+                 f"docker://{server.host}/{repo}:v1")
+    assert json.loads(out)["Name"] == f"{server.host}/{repo}"
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_a_wrong_password_stores_nothing(mode, request, docker_config, run_cli, expect_error):
+    server = request.getfixturevalue(f"registry_{mode}")
+    result = login(run_cli, server, "wrong-password")
+    expect_error(result, f"authentication to {server.host} failed")
+    assert "wrong-password" not in result.output
+    assert not (docker_config / "config.json").exists()
+
+
+def test_a_credential_helper_keeps_the_secret_out_of_the_file(registry_token, docker_config,
+                                                              helper_store, run_cli,
+                                                              expect_error, tmp_path):
+    server = registry_token
+    docker_config.mkdir()
+    path = docker_config / "config.json"
+    path.write_text(json.dumps({"credsStore": "testhelper", "auths": {
+        server.host: {"auth": base64.b64encode(b"old:stale").decode()}}}))
+    result = login(run_cli, server)
+    assert result.exit_code == 0, result.output
+    assert "docker-credential-testhelper" in result.stdout
+    text = path.read_text()
+    assert server.password not in text and "stale" not in text
+    assert base64.b64encode(server.password.encode()).decode() not in text
+    assert "auth" not in json.loads(text).get("auths", {}).get(server.host, {})
+    assert json.loads(text)["credsStore"] == "testhelper"
+    assert json.loads(helper_store.read_text()) == {
+        server.host: [server.username, server.password]}
+    ok, _, pulled = pulls(run_cli, server, tmp_path)  # read back through the helper
+    assert ok, pulled.output
+    result = run_cli("logout", server.host)
+    assert result.exit_code == 0 and "Removed" in result.stdout, result.output
+    assert json.loads(helper_store.read_text()) == {}
+    expect_error(run_cli("logout", server.host), f"not logged in to {server.host}")
+
+
+def test_logout_removes_the_entry_and_keeps_the_rest(registry_basic, docker_config, run_cli,
+                                                     expect_error, tmp_path):
+    assert login(run_cli, registry_basic).exit_code == 0
+    path = docker_config / "config.json"
+    config = json.loads(path.read_text())
+    config["auths"]["other.example"] = {"auth": "b3RoZXI6eA=="}
+    path.write_text(json.dumps(config))
+    result = run_cli("logout", f"https://{registry_basic.host}")
+    assert result.exit_code == 0, result.output
+    assert json.loads(path.read_text())["auths"] == {"other.example": {"auth": "b3RoZXI6eA=="}}
+    ok, _, pulled = pulls(run_cli, registry_basic, tmp_path)
+    assert not ok and "occystrap login HOST" in pulled.stderr
+    expect_error(run_cli("logout", registry_basic.host), "not logged in")
+
+
+def test_registry_auth_file_and_authfile_are_honoured(registry_basic, docker_config, run_cli,
+                                                      tmp_path, monkeypatch):
+    podman = tmp_path / "containers" / "auth.json"
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(podman))
+    assert login(run_cli, registry_basic).exit_code == 0
+    assert registry_basic.host in json.loads(podman.read_text())["auths"]
+    assert not (docker_config / "config.json").exists()
+    chosen = tmp_path / "chosen.json"
+    assert login(run_cli, registry_basic, None, "--authfile", str(chosen)).exit_code == 0
+    assert registry_basic.host in json.loads(chosen.read_text())["auths"]
+
+
+def test_login_needs_a_username_and_a_password_without_a_terminal(registry_basic,
+                                                                  docker_config, run_cli,
+                                                                  expect_error):
+    expect_error(run_cli("--ca-cert", registry_basic.ca_cert, "login", registry_basic.host),
+                 "give --username")
+    expect_error(run_cli("--ca-cert", registry_basic.ca_cert, "login", "-u", "alice",
+                         registry_basic.host), "--password-stdin")
+    assert not (docker_config / "config.json").exists()
+
+
+def test_login_reports_tls_mistakes_with_the_hint(registry_basic, docker_config, run_cli,
+                                                  expect_error):
+    result = run_cli("login", "-u", "alice", "--password-stdin", registry_basic.host,
+                     input="alice-secret\n")
+    expect_error(result, "--ca-cert FILE")
+    result = run_cli("--tls-verify=false", "login", "-u", "alice", "--password-stdin",
+                     registry_basic.host, input="alice-secret\n")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("reg.example:5000", ("reg.example:5000", False)),
+    ("registry://Reg.Example/some/repo", ("reg.example", False)),
+    ("https://reg.example", ("reg.example", False)),
+    ("http://127.0.0.1:5000", ("127.0.0.1:5000", True)),
+])
+def test_host_forms(text, expected):
+    assert parse_host(text) == expected
+
+
+@pytest.mark.parametrize("text", ["ftp://reg.example", "", "user@reg.example", "a b"])
+def test_bad_hosts(text):
+    with pytest.raises(UsageError, match="expected HOST"):
+        parse_host(text)
+
+
+def test_login_without_the_registry_plugin_says_so(docker_config, run_cli, expect_error):
+    result = run_cli("--disable-plugin", "occystrap-registry", "login", "-u", "a",
+                     "--password-stdin", "reg.example", input="x\n")
+    expect_error(result, "needs the occystrap-registry plugin")
+
+
+def test_an_unreadable_auth_file_is_left_alone(registry_basic, docker_config, run_cli,
+                                               expect_error):
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text("{not json")
+    expect_error(login(run_cli, registry_basic), "cannot read", "config.json")
+    assert (docker_config / "config.json").read_text() == "{not json"
+    (docker_config / "config.json").write_text('{"auths": []}')
+    expect_error(login(run_cli, registry_basic), "auths is not a JSON object")
+    expect_error(run_cli("logout", registry_basic.host), "not logged in")
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_login_debug_output_shows_no_secret(mode, request, docker_config, run_cli):
+    server = request.getfixturevalue(f"registry_{mode}")
+    result = run_cli("--debug", "--ca-cert", server.ca_cert, "login", "-u", server.username,
+                     "--password-stdin", server.host, input=server.password + "\n")
+    assert result.exit_code == 0, result.output
+    assert "GET" in result.stderr  # the traffic was logged
+    basic = base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
+    assert server.password not in result.output and basic not in result.output
