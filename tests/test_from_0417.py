@@ -1,0 +1,99 @@
+"""What occystrap 0.4.17 users type, with today's behaviour: ``--compression`` and
+``OCCYSTRAP_COMPRESSION``, its scheme names (``oci://``, ``file://``,
+``directory://``), ``dir://`` read back as a source, ``?os=&arch=&variant=``, and
+``info -O json``'s field names. docs/migrating.md maps them all."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from occystrap_core.testing import images
+from occystrap_core.testing.registry import RegistryServer, skopeo_args
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> dict[str, Any]:
+    return images.build_docker_archive(str(tmp_path / "app.tar"), name="example.com/demo/app",
+                                       tag="v1")
+
+
+def layer_types(skopeo: Callable[..., str], server: RegistryServer, ref: str) -> list[str]:
+    manifest = json.loads(skopeo("inspect", "--raw", *skopeo_args(server),
+                                 f"docker://{server.host}/{ref}"))
+    return [layer["mediaType"] for layer in manifest["layers"]]
+
+
+# ?os= ?arch= ?variant=
+
+
+@pytest.fixture
+def multi_layout(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """An OCI layout of one amd64 + arm64/v8 image; the config digest of each."""
+    parts = [images.sample_image(architecture="amd64", seed=1),
+             images.sample_image(architecture="arm64", variant="v8", seed=2)]
+    files, _ = images.multi_platform_blobs(parts)
+    images.write_files(str(tmp_path / "multi"), files)
+    return str(tmp_path / "multi"), {"amd64": parts[0].config_digest,
+                                     "arm64": parts[1].config_digest}
+
+
+@pytest.mark.parametrize("query, arch", [("os=linux&arch=arm64", "arm64"),
+                                         ("architecture=arm64&variant=v8", "arm64"),
+                                         ("arch=amd64", "amd64")])
+def test_platform_parts_in_the_uri(query: str, arch: str, multi_layout: Any, run_cli: Any) -> None:
+    path, configs = multi_layout
+    # the URI's parts override the global platform
+    result = run_cli("--platform", "linux/s390x", "info", "-O", "json",
+                     f"oci-layout://{path}?ref=v1&{query}")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config_digest"] == configs[arch]
+
+
+def test_an_unknown_platform_part_names_what_there_is(multi_layout: Any, run_cli: Any,
+                                                      expect_error: Any) -> None:
+    expect_error(run_cli("info", f"oci-layout://{multi_layout[0]}?ref=v1&arch=s390x"),
+                 "linux/s390x", "linux/amd64")
+
+
+# info -O json: 0.4.17's names alongside today's
+
+
+def test_info_keeps_0417_field_names(archive: dict[str, Any], info_json: Any) -> None:
+    info = info_json(f"tar://{archive['path']}")
+    assert info["image"] == info["name"] == "example.com/demo/app"
+    assert info["tag"] == "v1"
+    assert info["diff_ids"] == archive["diff_ids"]
+    assert info["total_compressed_size"] == sum(l["size"] for l in info["layers"])
+    assert info["media_type"] == info["manifest_media_type"]
+    assert info["empty_layer_count"] == 0
+    for layer in info["layers"]:
+        assert {"index", "digest", "size", "media_type", "compression", "diff_id",
+                "created_by"} <= layer.keys()
+
+
+def test_info_of_an_index_lists_its_platforms(registry_plain: RegistryServer, run_cli: Any,
+                                              multi_layout: Any,
+                                              skopeo: Callable[..., str]) -> None:
+    path, configs = multi_layout
+    host = registry_plain.host
+    skopeo("copy", "--all", "--preserve-digests", *skopeo_args(registry_plain, "dest"),
+           f"oci:{path}:v1", f"docker://{host}/from0417/multi:v1")
+    result = run_cli("--insecure", "info", "-O", "json",
+                     f"registry://{host}/from0417/multi:v1?arch=arm64")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["config_digest"] == configs["arm64"]
+    assert info["schema_version"] == 2
+    assert info["platforms"] == ["linux/amd64", "linux/arm64/v8"]
+    index = json.loads(open(os.path.join(path, "index.json")).read())["manifests"][0]
+    listed = json.loads(open(os.path.join(path, "blobs", "sha256",
+                                          index["digest"].split(":")[1])).read())
+    assert info["index_manifests"] == [
+        {"digest": e["digest"], "media_type": e["mediaType"], **e["platform"]}
+        for e in listed["manifests"]]
