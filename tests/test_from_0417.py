@@ -29,6 +29,49 @@ def layer_types(skopeo: Callable[..., str], server: RegistryServer, ref: str) ->
     return [layer["mediaType"] for layer in manifest["layers"]]
 
 
+# --compression and OCCYSTRAP_COMPRESSION
+
+
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_compression_zstd_reaches_the_registry(how: str, registry_plain: RegistryServer,
+                                               archive: dict[str, Any], run_cli: Any,
+                                               skopeo: Callable[..., str]) -> None:
+    dest = f"registry://{registry_plain.host}/from0417/zstd-{how}:v1"
+    if how == "env":
+        result = run_cli("--insecure", "process", f"tar://{archive['path']}", dest,
+                         env={"OCCYSTRAP_COMPRESSION": "zstd"})
+    else:
+        result = run_cli("--insecure", "--compression", "zstd", "process",
+                         f"tar://{archive['path']}", dest)
+    assert result.exit_code == 0, result.output
+    types = layer_types(skopeo, registry_plain, f"from0417/zstd-{how}:v1")
+    assert types == ["application/vnd.oci.image.layer.v1.tar+zstd"] * 2
+    # and the pushed image reads back to the same file systems
+    skopeo("copy", *skopeo_args(registry_plain, "src"),
+           f"docker://{registry_plain.host}/from0417/zstd-{how}:v1",
+           f"oci:{archive['path']}.oci:v1")
+
+
+def test_the_uri_option_overrides_the_variable(registry_plain: RegistryServer,
+                                               archive: dict[str, Any], run_cli: Any,
+                                               skopeo: Callable[..., str]) -> None:
+    dest = f"registry://{registry_plain.host}/from0417/override:v1?compression=gzip"
+    result = run_cli("--insecure", "process", f"tar://{archive['path']}", dest,
+                     env={"OCCYSTRAP_COMPRESSION": "zstd"})
+    assert result.exit_code == 0, result.output
+    assert all(t.endswith("gzip") for t in
+               layer_types(skopeo, registry_plain, "from0417/override:v1"))
+
+
+def test_a_bad_compression_is_one_error_line(registry_plain: RegistryServer,
+                                             archive: dict[str, Any], run_cli: Any,
+                                             expect_error: Any) -> None:
+    result = run_cli("--insecure", "process", f"tar://{archive['path']}",
+                     f"registry://{registry_plain.host}/from0417/bad:v1",
+                     env={"OCCYSTRAP_COMPRESSION": "lz4"})
+    expect_error(result, "--compression: compression must be one of", "'lz4'")
+
+
 # ?os= ?arch= ?variant=
 
 
