@@ -72,6 +72,32 @@ def test_a_bad_compression_is_one_error_line(registry_plain: RegistryServer,
     expect_error(result, "--compression: compression must be one of", "'lz4'")
 
 
+# 0.4.17's scheme names
+
+
+def test_oci_is_oci_bundle_with_one_note(archive: dict[str, Any], run_cli: Any,
+                                         tmp_path: Path) -> None:
+    result = run_cli("process", f"tar://{archive['path']}", f"oci://{tmp_path / 'bundle'}")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("Note: oci:// is oci-bundle:// now") == 1
+    assert (tmp_path / "bundle" / "rootfs" / "etc").is_dir()
+    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["ociVersion"]
+
+
+def test_file_and_directory_are_tar_and_dir(archive: dict[str, Any], run_cli: Any,
+                                            tmp_path: Path) -> None:
+    result = run_cli("process", f"file://{archive['path']}", f"directory://{tmp_path / 'd'}")
+    assert result.exit_code == 0, result.output
+    assert "Note: file:// is tar:// now" in result.stderr
+    assert "Note: directory:// is dir:// now" in result.stderr
+    assert (tmp_path / "d" / "manifest.json").is_file()
+
+
+def test_oci_is_no_source(archive: dict[str, Any], run_cli: Any, tmp_path: Path,
+                          expect_error: Any) -> None:
+    expect_error(run_cli("info", f"oci://{tmp_path}"), "oci")
+
+
 # ?os= ?arch= ?variant=
 
 
