@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from occystrap_core import digest as digests
 from occystrap_core.testing import images
-from occystrap_core.testing.registry import RegistryServer, skopeo_args
+from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args
 
 
 @pytest.fixture
@@ -96,6 +97,66 @@ def test_file_and_directory_are_tar_and_dir(archive: dict[str, Any], run_cli: An
 def test_oci_is_no_source(archive: dict[str, Any], run_cli: Any, tmp_path: Path,
                           expect_error: Any) -> None:
     expect_error(run_cli("info", f"oci://{tmp_path}"), "oci")
+
+
+# dir:// as a source
+
+
+def test_registry_dir_registry_round_trip(registry_plain: RegistryServer, run_cli: Any,
+                                          skopeo: Callable[..., str], tmp_path: Path) -> None:
+    pushed = push_sample_image(registry_plain, "from0417/round", "v1")
+    host, where = registry_plain.host, tmp_path / "d"
+    result = run_cli("--insecure", "process", f"registry://{host}/from0417/round:v1",
+                     f"dir://{where}")
+    assert result.exit_code == 0, result.output
+    result = run_cli("--insecure", "process", f"dir://{where}",
+                     f"registry://{host}/from0417/round-back:v1")
+    assert result.exit_code == 0, result.output
+    back = json.loads(skopeo("inspect", *skopeo_args(registry_plain),
+                             f"docker://{host}/from0417/round-back:v1"))
+    config = json.loads(skopeo("inspect", "--config", *skopeo_args(registry_plain),
+                               f"docker://{host}/from0417/round-back:v1"))
+    assert config["rootfs"]["diff_ids"] == list(pushed.diff_ids)
+    assert back["Name"].endswith("from0417/round-back")
+    # the dir is a tar away from a docker-save archive skopeo reads
+    result = run_cli("process", f"dir://{where}", f"tar://{tmp_path / 'x.tar'}")
+    assert result.exit_code == 0, result.output
+    archived = json.loads(skopeo("inspect", "--config", f"docker-archive:{tmp_path / 'x.tar'}"))
+    assert archived["rootfs"]["diff_ids"] == list(pushed.diff_ids)
+
+
+def test_unique_names_pick_one_image(tmp_path: Path, run_cli: Any, info_json: Any,
+                                     expect_error: Any) -> None:
+    where = tmp_path / "d"
+    built = []
+    for i, name in enumerate(("example.com/a", "example.com/b")):
+        built.append(images.build_docker_archive(str(tmp_path / f"{i}.tar"), name=name,
+                                                 tag="v1", seed=i))
+        result = run_cli("process", f"tar://{built[-1]['path']}",
+                         f"dir://{where}?unique_names=true")
+        assert result.exit_code == 0, result.output
+    expect_error(run_cli("info", f"dir://{where}"), "holds 2 images",
+                 "example.com/a:v1", "example.com/b:v1")
+    picked = info_json(f"dir://{where}?image=example.com/b:v1")
+    assert picked["config_digest"] == built[1]["config_digest"]
+    assert info_json(f"dir://{where}?index=0")["config_digest"] == built[0]["config_digest"]
+
+
+def test_a_changed_layer_is_refused(archive: dict[str, Any], run_cli: Any, tmp_path: Path,
+                                    expect_error: Any) -> None:
+    where = tmp_path / "d"
+    assert run_cli("process", f"tar://{archive['path']}", f"dir://{where}").exit_code == 0
+    layer = where / digests.hex_of(archive["diff_ids"][1]) / "layer.tar"
+    data = bytearray(layer.read_bytes())
+    data[600] ^= 1
+    layer.write_bytes(bytes(data))
+    out = tmp_path / "out.tar"
+    expect_error(run_cli("process", f"dir://{where}", f"tar://{out}"), "digest")
+    assert not out.exists()
+
+
+def test_not_a_dir_layout(tmp_path: Path, run_cli: Any, expect_error: Any) -> None:
+    expect_error(run_cli("info", f"dir://{tmp_path}"), "neither manifest.json nor catalog.json")
 
 
 # ?os= ?arch= ?variant=
