@@ -1,7 +1,8 @@
 """What occystrap 0.4.17 users type, with today's behaviour: ``--compression`` and
 ``OCCYSTRAP_COMPRESSION``, its scheme names (``oci://``, ``file://``,
 ``directory://``), ``dir://`` read back as a source, ``?os=&arch=&variant=``, and
-``info -O json``'s field names. docs/migrating.md maps them all."""
+``info -O json``'s field names, and its deprecated commands as hidden aliases.
+docs/migrating.md maps them all; tests/test_migrating.py runs its examples."""
 
 from __future__ import annotations
 
@@ -227,3 +228,57 @@ def test_info_of_an_index_lists_its_platforms(registry_plain: RegistryServer, ru
     assert info["index_manifests"] == [
         {"digest": e["digest"], "media_type": e["mediaType"], **e["platform"]}
         for e in listed["manifests"]]
+
+
+# the deprecated commands
+
+
+def test_deprecated_commands_are_hidden(run_cli: Any) -> None:
+    shown = run_cli("--help").output
+    assert "process" in shown and "fetch-to-tarfile" not in shown
+    helped = run_cli("fetch-to-tarfile", "--help")
+    assert helped.exit_code == 0
+    assert "process registry://REGISTRY/IMAGE:TAG tar://TARFILE" in helped.output
+
+
+def test_a_failing_alias_is_its_note_and_one_error(run_cli: Any, tmp_path: Path,
+                                                   expect_error: Any) -> None:
+    result = run_cli("search-layers-tarfile", str(tmp_path / "missing.tar"), "x")
+    assert result.exit_code == 1
+    note, error = result.stderr.splitlines()
+    assert note == (f"Note: 'search-layers-tarfile' is deprecated; this runs: occystrap search "
+                    f"tar://{tmp_path}/missing.tar x")
+    assert error == f"Error: {tmp_path}/missing.tar does not exist"
+
+
+def test_an_alias_never_shows_a_password(registry_basic: RegistryServer, run_cli: Any,
+                                         tmp_path: Path) -> None:
+    push_sample_image(registry_basic, "from0417/secret", "v1")
+    user, password = registry_basic.username or "", registry_basic.password or ""
+    result = run_cli("--ca-cert", registry_basic.ca_cert or "", "fetch-to-tarfile",
+                     f"{user}:{password}@{registry_basic.host}", "from0417/secret", "v1",
+                     str(tmp_path / "x.tar"))
+    assert result.exit_code == 0, result.output
+    assert password not in result.output
+    assert f"registry://{user}:REDACTED@{registry_basic.host}/from0417/secret:v1" in result.stderr
+
+
+def test_alias_usage_errors_are_click_s(run_cli: Any) -> None:
+    result = run_cli("fetch-to-tarfile", "only-a-registry")
+    assert result.exit_code == 2
+    assert "Missing argument 'IMAGE'" in result.stderr and "Traceback" not in result.output
+
+
+def test_recreate_image_names_the_repository_only(registry_plain: RegistryServer, run_cli: Any,
+                                                  tmp_path: Path, skopeo: Callable[..., str]
+                                                  ) -> None:
+    pushed = push_sample_image(registry_plain, "from0417/recreate", "v2")
+    where = tmp_path / "d"
+    result = run_cli("--insecure", "fetch-to-extracted", registry_plain.host, "from0417/recreate",
+                     "v2", str(where), "--use-unique-names")
+    assert result.exit_code == 0, result.output
+    result = run_cli("recreate-image", str(where), "from0417/recreate", "v2",
+                     str(tmp_path / "r.tar"))
+    assert result.exit_code == 0, result.output
+    config = json.loads(skopeo("inspect", "--config", f"docker-archive:{tmp_path / 'r.tar'}"))
+    assert config["rootfs"]["diff_ids"] == list(pushed.diff_ids)

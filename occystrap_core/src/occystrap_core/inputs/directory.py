@@ -3,8 +3,9 @@
 That layout is a docker-save archive spread over a directory
 (:mod:`occystrap_core.outputs.directory`): ``manifest.json``, or with
 ``unique_names`` one ``manifest-<name>-<tag>.json`` per image listed by
-``catalog.json``. Every image of both is offered; ``?image=NAME:TAG`` or
-``?index=N`` picks one when there are several. The config is checked against its
+``catalog.json``. Every image of both is offered; ``?image=NAME:TAG`` (or the end
+of the name, as ``library/busybox:latest`` for ``docker.io/library/busybox:latest``)
+or ``?index=N`` picks one when there are several. The config is checked against its
 file name and each layer against its diff_id, as for a ``tar://`` archive.
 occystrap 0.4.17 wrote the same layout (``recreate-image`` read it back).
 """
@@ -19,6 +20,7 @@ from ..archive.docker_save import DockerArchiveInput, read_entries
 from ..archive.stores import DirStore
 from ..context import Context
 from ..errors import CorruptImageError, ImageNotFoundError
+from ..oci.reference import split_stored
 from ..types import ResolvedURI
 from ..uri import local_path
 
@@ -51,4 +53,18 @@ def open_dir(uri: ResolvedURI, ctx: Context) -> DockerArchiveInput:
     entries: list[dict[str, Any]] = []
     for file in files:
         entries += read_entries(store, file)
-    return DockerArchiveInput(store, uri.options.get("image"), uri.options.get("index"), entries)
+    return DockerArchiveInput(store, _wanted(entries, uri.options.get("image")),
+                              uri.options.get("index"), entries)
+
+
+def _wanted(entries: list[dict[str, Any]], image: str | None) -> str | None:
+    """``image`` as stored: 0.4.17's recreate-image named an image by its repository
+    (``library/busybox`` for ``docker.io/library/busybox``), so a name matching only
+    the end of one stored reference stands for it."""
+    if image is None:
+        return None
+    tags = [t for e in entries for t in e.get("RepoTags") or () if isinstance(t, str)]
+    if image in tags or any(split_stored(t)[0] == image for t in tags):
+        return image
+    ends = [t for t in tags if t.endswith("/" + image) or split_stored(t)[0].endswith("/" + image)]
+    return ends[0] if len(ends) == 1 else image
