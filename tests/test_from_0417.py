@@ -282,3 +282,18 @@ def test_recreate_image_names_the_repository_only(registry_plain: RegistryServer
     assert result.exit_code == 0, result.output
     config = json.loads(skopeo("inspect", "--config", f"docker-archive:{tmp_path / 'r.tar'}"))
     assert config["rootfs"]["diff_ids"] == list(pushed.diff_ids)
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("[]", "holds no image"),
+    ('[{"Config": "../outside.json", "Layers": []}]', "outside the directory"),
+    ('[{"Config": "c.json", "Layers": ["/etc/passwd"]}]', "outside the directory"),
+    ("{}", "not a JSON list"),
+])
+def test_a_bad_dir_manifest_is_one_error(manifest: str, message: str, tmp_path: Path,
+                                         run_cli: Any, expect_error: Any) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.json").write_text(manifest)
+    expect_error(run_cli("process", f"dir://{tmp_path / 'd'}", f"tar://{tmp_path / 'o.tar'}"),
+                 message)
+    assert not (tmp_path / "o.tar").exists()

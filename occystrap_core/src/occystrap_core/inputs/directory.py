@@ -53,6 +53,13 @@ def open_dir(uri: ResolvedURI, ctx: Context) -> DockerArchiveInput:
     entries: list[dict[str, Any]] = []
     for file in files:
         entries += read_entries(store, file)
+    if not entries:
+        raise ImageNotFoundError(f"{path} holds no image")
+    for entry in entries:  # the files it names are the directory's own
+        for name in (entry["Config"], *entry["Layers"]):
+            if name.startswith("/") or ".." in name.split("/"):
+                raise CorruptImageError(f"{path}: the manifest names {name!r}, outside "
+                                        f"the directory")
     return DockerArchiveInput(store, _wanted(entries, uri.options.get("image")),
                               uri.options.get("index"), entries)
 
