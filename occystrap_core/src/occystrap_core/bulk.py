@@ -251,7 +251,7 @@ def describe_item(ctx: Context, item: BulkItem) -> dict[str, Any]:
     try:
         with single_input(ctx, item.uri, "info of each image") as source:
             loaded = load(ctx, source)
-            return {"source": shown, **describe(loaded.image, loaded.platforms)}
+            return {"source": shown, **describe(loaded.image, loaded.platforms, loaded.entries)}
     except OccystrapError as e:
         return {"source": shown, "error": redact_text(str(e))}
 

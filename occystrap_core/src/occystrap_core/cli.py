@@ -25,6 +25,7 @@ import click
 from . import __version__, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
+from .legacy import COMMANDS as legacy_commands
 from .login import login_command, logout_command
 from .oci import platform as platforms
 from .oci.platform import Platform
@@ -453,6 +454,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 cli.add_command(sync_command)
 cli.add_command(login_command)
 cli.add_command(logout_command)
+for legacy_command in legacy_commands:  # 0.4.17's, hidden: each prints what it runs
+    cli.add_command(legacy_command)
 
 
 @cli.command(cls=SchemeHelpCommand)

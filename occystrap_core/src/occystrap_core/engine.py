@@ -62,6 +62,12 @@ SELECTION_OPTIONS = (
                "of a multi-platform image and a rewritten index listing them."),
     OptionSpec("all_platforms", bool, "Copy every image of a multi-platform image and its "
                "index, byte for byte (default: --all-platforms).", False),
+    # occystrap 0.4.17's spelling of ?platform=, part by part
+    OptionSpec("os", str, "Platform OS; overrides that of ?platform= or --platform."),
+    OptionSpec("arch", str, "Platform architecture (also ?architecture=); overrides as ?os= "
+               "does."),
+    OptionSpec("architecture", str, "Same as ?arch=."),
+    OptionSpec("variant", str, "Platform variant; overrides as ?os= does."),
 )
 
 
@@ -85,6 +91,12 @@ class Selection:
         """From a URI's options, falling back to the run's."""
         platform = platforms.parse(options["platform"]) if options.get("platform") \
             else settings.platform
+        os_, variant = options.get("os"), options.get("variant")
+        arch = options.get("arch") or options.get("architecture")
+        if os_ or arch or variant is not None:
+            base = platform or platforms.host()
+            platform = Platform(os_ or base.os, arch or base.architecture,
+                                variant if variant is not None or arch else base.variant)
         listed = tuple(platforms.parse(p) for p in options["platforms"].split(",")) \
             if options.get("platforms") else ()
         every = (bool(options.get("all_platforms")) or settings.all_platforms) and not listed
@@ -99,6 +111,7 @@ class Loaded:
     image: Image
     open_layer: Callable[[Layer], ContextManager[BinaryIO]]
     platforms: list[Platform] | None = None
+    entries: list[dict[str, Any]] | None = None  # that index's, {digest, os, architecture...}
 
 
 class Reader:
@@ -130,6 +143,13 @@ class Reader:
         top = self.top()
         return [d.platform for d in top.manifests if d.platform] \
             if isinstance(top, Index) else None
+
+    def entries(self) -> list[dict[str, Any]] | None:
+        """The top index's entries: each one's digest and platform (None: not an index)."""
+        top = self.top()
+        return [{"digest": d.digest, "media_type": d.media_type,
+                 **(d.platform.as_dict() if d.platform else {})}
+                for d in top.manifests] if isinstance(top, Index) else None
 
     def pick(self, node: Manifest | Index) -> tuple[Manifest, Platform | None]:
         """The image manifest for the selection's platform, through nested indexes."""
@@ -235,7 +255,8 @@ def load(ctx: Context, source: ImageSource | ImageInput) -> Loaded:
         return Loaded(source.image(), source.open_layer)
     reader = Reader(source, selection_of(ctx, source))
     manifest, platform = reader.pick(reader.top())
-    return Loaded(reader.image(manifest, platform), source.open_layer, reader.platforms())
+    return Loaded(reader.image(manifest, platform), source.open_layer, reader.platforms(),
+                  reader.entries())
 
 
 def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput

@@ -20,9 +20,11 @@ def human_size(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str, Any]:
-    """``platforms``: those of the index the image came from, when the input lists them.
-    An artifact's config need not be JSON: its image fields are then empty."""
+def describe(image: Image, platforms: list[Platform] | None = None,
+             entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``platforms``: those of the index the image came from, when the input lists them,
+    and ``entries`` that index's entries (digest and platform of each). An artifact's
+    config need not be JSON: its image fields are then empty."""
     config = _config_of(image)
     cc = config.get("config") or {}
     history = [h for h in config.get("history", []) if not h.get("empty_layer")]
@@ -74,6 +76,27 @@ def describe(image: Image, platforms: list[Platform] | None = None) -> dict[str,
         "labels": cc.get("Labels") or {},
         "exposed_ports": sorted(cc.get("ExposedPorts") or {}),
         "volumes": sorted(cc.get("Volumes") or {}),
+        "index_manifests": entries,
+        **_legacy_fields(image, config, layers),
+    }
+
+
+def _legacy_fields(image: Image, config: dict[str, Any],
+                   layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The names occystrap 0.4.17's ``info -O json`` gave, kept for its users' scripts."""
+    schema = None
+    if image.manifest is not None:
+        try:
+            schema = json.loads(image.manifest).get("schemaVersion")
+        except (ValueError, AttributeError):
+            pass
+    return {
+        "image": image.name,
+        "schema_version": schema,
+        "media_type": image.manifest_media_type,
+        "total_compressed_size": sum(l["size"] or 0 for l in layers),  # as stored
+        "diff_ids": list(image.diff_ids),
+        "empty_layer_count": sum(1 for h in config.get("history", []) if h.get("empty_layer")),
     }
 
 

@@ -248,7 +248,7 @@ def inspect(source: Source, *, session: Session | None = None, **options: Any
         from .info import describe  # imported by the calls that need it: a copy does not
         from .oci.referrers import tree
 
-        details = describe(loaded.image, loaded.platforms)
+        details = describe(loaded.image, loaded.platforms, loaded.entries)
         details["referrers"] = None
         if isinstance(opened, ImageSource):
             # what the reference names: the index, when the image was picked from one

@@ -89,8 +89,8 @@ def test_resolve_canonical_target_and_options() -> None:
     assert r.scheme == "registry"
     assert r.target == "localhost:5000/app:v1"
     assert r.options == {"insecure": True, "platform": "linux/arm64", "platforms": None,
-                         "all_platforms": False, "page_size": None,
-                         "tls_verify": True}
+                         "all_platforms": False, "page_size": None, "os": None, "arch": None,
+                         "architecture": None, "variant": None, "tls_verify": True}
     assert r.credentials is None
     assert _resolve("REGISTRY://busybox").target == "docker.io/library/busybox:latest"
     assert _resolve(f"registry://busybox@{D}").target == f"docker.io/library/busybox@{D}"

@@ -23,16 +23,22 @@ from ..errors import (
 from ..oci.platform import Platform
 from ..oci.reference import split_stored
 from .blobs import digest_of_path, parse_json
-from .stores import TarStore
+from .stores import Store
 
 
-def _entries(store: TarStore) -> list[dict[str, Any]]:
-    entries = parse_json(store.read_bytes("manifest.json", "manifest.json"), "manifest.json", list)
+def read_entries(store: Store, name: str = "manifest.json") -> list[dict[str, Any]]:
+    """The entries of a docker-save style manifest file, checked."""
+    entries = parse_json(store.read_bytes(name, name), name, list)
     for i, e in enumerate(entries):
         if (not isinstance(e, dict) or not isinstance(e.get("Config"), str)
                 or not isinstance(e.get("Layers"), list)
                 or not all(isinstance(p, str) for p in e["Layers"])):
-            raise CorruptImageError(f"manifest.json entry {i} lacks Config or Layers")
+            raise CorruptImageError(f"{name} entry {i} lacks Config or Layers")
+    return entries
+
+
+def _entries(store: Store) -> list[dict[str, Any]]:
+    entries = read_entries(store)
     if not entries:
         raise ImageNotFoundError(f"{store.source} holds no image")
     return entries
@@ -67,7 +73,7 @@ def _select(entries: list[dict[str, Any]], where: str, image: str | None,
     return entries[0], next(iter(_tags(entries[0])), None)
 
 
-def _layer(store: TarStore, i: int, path: str, diff_id: Any) -> Layer:
+def _layer(store: Store, i: int, path: str, diff_id: Any) -> Layer:
     if not isinstance(diff_id, str):
         raise CorruptImageError(f"config diff_id {i} is not a string")
     digests.validate(diff_id, f"diff_id of layer {i}")
@@ -82,11 +88,14 @@ def _layer(store: TarStore, i: int, path: str, diff_id: Any) -> Layer:
                  size=size, diff_id=diff_id)
 
 
-def load_docker_image(store: TarStore, *, image: str | None = None,
-                      position: int | None = None) -> tuple[Image, list[str]]:
-    """The image and the archive path of each of its layers."""
+def load_docker_image(store: Store, *, image: str | None = None,
+                      position: int | None = None,
+                      entries: list[dict[str, Any]] | None = None) -> tuple[Image, list[str]]:
+    """The image and the archive path of each of its layers; ``entries``: those of
+    the store's ``manifest.json`` unless given."""
     where = store.source
-    entry, ref = _select(_entries(store), where, image, position)
+    entry, ref = _select(entries if entries is not None else _entries(store), where, image,
+                         position)
     config_path = entry["Config"]
     config = store.read_bytes(config_path, "image config")
     promised = digest_of_path(config_path)
@@ -114,16 +123,18 @@ class DockerArchiveInput(ImageInput):
 
     parallel = True
 
-    def __init__(self, store: TarStore, wanted: str | None, position: int | None):
+    def __init__(self, store: Store, wanted: str | None, position: int | None,
+                 entries: list[dict[str, Any]] | None = None):
         self.store = store
         self.wanted = wanted
         self.position = position
+        self.entries = entries
         self._paths: list[str] = []
 
     @cached_property
     def _image(self) -> Image:
         image, self._paths = load_docker_image(self.store, image=self.wanted,
-                                               position=self.position)
+                                               position=self.position, entries=self.entries)
         self.name, self.tag = image.name, image.tag
         return image
 

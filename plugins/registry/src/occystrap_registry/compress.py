@@ -24,10 +24,11 @@ DEFAULT_LEVEL = {"gzip": 1, "zstd": 3, "none": 0}
 _LEVELS = {"gzip": range(0, 4), "zstd": range(-7, 23), "none": range(0, 1)}
 
 
-def check(compression: str | None, level: int | None) -> None:
-    """Validate ``?compression=`` and ``?level=`` when the output is built."""
+def check(compression: str | None, level: int | None, where: str = "registry://") -> None:
+    """Validate ``?compression=`` (or ``--compression``, named by ``where``) and
+    ``?level=`` when the output is built."""
     if compression is not None and compression not in COMPRESSIONS:
-        raise URIError(f"registry://: compression must be one of {', '.join(COMPRESSIONS)}, "
+        raise URIError(f"{where}: compression must be one of {', '.join(COMPRESSIONS)}, "
                        f"not {compression!r}")
     if level is not None:
         kind = compression or "gzip"

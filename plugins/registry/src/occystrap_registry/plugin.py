@@ -17,6 +17,7 @@ from occystrap_core.errors import URIError
 from occystrap_core.types import (
     ClientFactory,
     Credentials,
+    GlobalOption,
     InputSource,
     Lister,
     OptionSpec,
@@ -27,6 +28,7 @@ from occystrap_core.types import (
 from occystrap_core.uri import parse_uri
 
 SCHEME = "registry"
+COMPRESSION_OPTION = "compression"
 _PREFIX = f"{SCHEME}://"
 
 _COMMON = (
@@ -103,6 +105,14 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     return replace(resolved, scheme=SCHEME, target=canonical, query=query_values,
                    credentials=credentials,
                    raw=f"{_PREFIX}{canonical}" + (f"?{shown}" if shown else ""))
+
+
+@hookimpl
+def occystrap_global_options() -> Iterator[GlobalOption]:
+    # occystrap 0.4.17 had it, and its variable; ?compression= overrides it per push
+    yield GlobalOption(name=COMPRESSION_OPTION, envvar="OCCYSTRAP_COMPRESSION", metavar="KIND",
+                       help="gzip, zstd or none: re-encode the layers of every registry:// "
+                            "push with it (as ?compression=).")
 
 
 @hookimpl

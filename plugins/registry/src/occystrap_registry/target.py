@@ -53,6 +53,7 @@ from . import compress
 from .client import Repository
 from .locations import HEADS_KEY, BlobLocations, ManifestHeads
 from .locations import KEY as LOCATIONS
+from .plugin import COMPRESSION_OPTION
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ class RegistryOutput(ImageOutput):
         self.ref = parse_reference(uri.target)
         self.compression: str | None = uri.options.get("compression")
         self.level: int | None = uri.options.get("level")
+        if self.compression is None:  # --compression / OCCYSTRAP_COMPRESSION, for every push
+            self.compression = ctx.settings.plugin_options.get(COMPRESSION_OPTION)
+            compress.check(self.compression, None, f"--{COMPRESSION_OPTION}")
         compress.check(self.compression, self.level)
         self.repo = Repository(ctx, self.ref, uri, "output")
         self.uploader = Uploader(self.repo)
