@@ -28,6 +28,7 @@ from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
 from .oci.platform import Platform
+from .ops_commands import register as register_ops_commands
 from .sync.command import command as sync_command
 
 
@@ -446,6 +447,7 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 
 
 cli.add_command(sync_command)
+register_ops_commands(cli)  # tags, catalog, manifest, config, digest, tag, delete, export
 
 
 @cli.command(cls=SchemeHelpCommand)
