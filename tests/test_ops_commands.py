@@ -325,3 +325,32 @@ def test_export_refuses_hostile_names_and_leaves_nothing(tmp_path: Path, run_cli
     expect_error(run_cli("export", f"oci-layout://{tmp_path / 'layout'}?ref=v1", str(out)),
                  "refused")
     assert os.listdir(out.parent) == []
+
+
+def test_credentials_in_the_uri_never_show(registry_token: RegistryServer, run_cli: Run,
+                                           expect_error: Callable[..., None]) -> None:
+    name = repo()
+    push_sample_image(registry_token, name, "v1")
+    ca = ["--ca-cert", registry_token.ca_cert or ""]
+    uri = f"registry://alice:alice-secret@{registry_token.host}/{name}"
+    for args in (("tags", "-O", "json", uri), ("tag", "-O", "json", f"{uri}:v1", "v2"),
+                 ("tag", f"{uri}:v1", "v3"), ("delete", "-O", "json", f"{uri}:v2")):
+        result = run_cli(*ca, *args)
+        assert "alice-secret" not in result.output
+    assert json.loads(run_cli(*ca, "tags", "-O", "json", uri).stdout)["tags"] == [
+        "v1", "v2", "v3"]
+    wrong = run_cli(*ca, "tags", f"registry://alice:not-her-secret@{registry_token.host}/{name}")
+    expect_error(wrong)
+    assert "not-her-secret" not in wrong.output
+
+
+def test_sources_without_manifests_say_so(tmp_path: Path, run_cli: Run,
+                                          expect_error: Callable[..., None]) -> None:
+    from occystrap_core.testing.images import write_docker_archive
+
+    write_docker_archive(str(tmp_path / "image.tar"), [sample_image(tag="v1")])
+    uri = f"tar://{tmp_path / 'image.tar'}"
+    expect_error(run_cli("manifest", uri), "without manifests")
+    expect_error(run_cli("tags", uri), "tar")
+    config = ok(run_cli("config", uri)).stdout_bytes
+    assert config == sample_image(tag="v1").config  # a docker-save archive still has one

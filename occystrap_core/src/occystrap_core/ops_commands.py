@@ -52,7 +52,7 @@ def _document(data: bytes) -> Any:
 @FORMAT
 @click.pass_context
 def tags(ctx: click.Context, ref: str, pattern: str | None, fmt: str) -> None:
-    """List the tags of the repository (or OCI layout) REF names."""
+    """List the tags of REF's repository (or OCI layout)."""
     from . import ops, redact
 
     found = ops.tags(ref, pattern=pattern, session=_occy(ctx))
@@ -67,7 +67,10 @@ def tags(ctx: click.Context, ref: str, pattern: str | None, fmt: str) -> None:
 @FORMAT
 @click.pass_context
 def catalog(ctx: click.Context, host: str, fmt: str) -> None:
-    """List the repositories of the registry HOST (or registry://HOST), every page."""
+    """List a registry's repositories, every page.
+
+    HOST is HOST[:PORT] or registry://HOST[:PORT][?page_size=N].
+    """
     from . import ops, redact
 
     found = ops.catalog(host, session=_occy(ctx))
@@ -83,7 +86,10 @@ def catalog(ctx: click.Context, host: str, fmt: str) -> None:
 @FORMAT
 @click.pass_context
 def manifest(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> None:
-    """Print the manifest or index REF names, its bytes exactly as stored."""
+    """Print the manifest or index, bytes as stored.
+
+    With --platform, the manifest an index lists for that platform.
+    """
     from . import digest as digests
     from . import ops
 
@@ -101,7 +107,10 @@ def manifest(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> No
 @FORMAT
 @click.pass_context
 def config(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> None:
-    """Print the config of the image REF names, its bytes exactly as stored."""
+    """Print the image config, bytes as stored.
+
+    From an index, the image --platform (or this host) picks.
+    """
     from . import digest as digests
     from . import ops
 
@@ -118,8 +127,10 @@ def config(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> None
 @FORMAT
 @click.pass_context
 def digest(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> None:
-    """Print the digest of what REF names: an index's for an index, unless --platform
-    picks one of its manifests."""
+    """Print the digest of what REF names.
+
+    For an index, the index's, unless --platform picks one of its manifests.
+    """
     from . import ops
 
     found = ops.digest(ref, platform=platform, session=_occy(ctx))
@@ -135,8 +146,10 @@ def digest(ctx: click.Context, ref: str, platform: str | None, fmt: str) -> None
 @FORMAT
 @click.pass_context
 def tag(ctx: click.Context, ref: str, new_tags: tuple[str, ...], fmt: str) -> None:
-    """Give what REF names more tags in the same repository (or OCI layout): one
-    manifest write per tag, no blob copied."""
+    """Add tags to what REF names, in its repository.
+
+    One manifest write per tag; no blob is copied or asked about.
+    """
     from . import ops, redact
 
     done = ops.tag(ref, new_tags, session=_occy(ctx))
@@ -155,7 +168,7 @@ def tag(ctx: click.Context, ref: str, new_tags: tuple[str, ...], fmt: str) -> No
 @FORMAT
 @click.pass_context
 def delete(ctx: click.Context, ref: str, whole: bool, fmt: str) -> None:
-    """Delete the tag REF names, leaving its manifest and other tags.
+    """Delete a tag, leaving its manifest and other tags.
 
     A registry that deletes manifests only (CNCF distribution before 3) refuses; then
     --manifest deletes the manifest, with every tag naming it. In an OCI layout the
@@ -182,10 +195,10 @@ def delete(ctx: click.Context, ref: str, whole: bool, fmt: str) -> None:
 @click.pass_context
 def export(ctx: click.Context, ref: str, destination: str, platform: str | None,
            fmt: str) -> None:
-    """Write the flattened root filesystem of the image REF names (whiteouts applied)
-    as one tar to FILE (written whole or not at all) or to stdout (-).
+    """Write the image's flattened root filesystem as one tar.
 
-    The summary goes to stderr (to stdout with -O json and a FILE).
+    Whiteouts are applied and layers streamed. FILE is written whole or not at all;
+    - writes to stdout. The summary goes to stderr (to stdout with -O json and a FILE).
     """
     from . import ops
 
