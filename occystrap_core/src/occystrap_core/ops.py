@@ -89,6 +89,13 @@ def _platform(source: ImageSource, platform: Platforms) -> Platform | None:
     return platform
 
 
+def _choose(source: ImageSource | ImageInput, platform: Platforms) -> None:
+    """Have the engine pick ``platform`` from an index (else as the URI and options say)."""
+    if platform is not None:
+        chosen = platforms.parse(platform) if isinstance(platform, str) else platform
+        source.selection = Selection(chosen, chosen=True)
+
+
 def _named(source: ImageSource, platform: Platforms) -> Fetched:
     """The bytes the reference names, or with a platform those of its manifest for it."""
     fetched = source.manifest()
@@ -129,9 +136,7 @@ def config(source: Source, *, platform: Platforms = None, session: Session | Non
     """The config blob of the image ``source`` names, as stored (verified); from an
     index, the image for ``platform`` (default: as ``copy`` picks it)."""
     with _session(session, options) as ctx, _opened(ctx, source, "config") as opened:
-        if platform is not None:
-            chosen = platforms.parse(platform) if isinstance(platform, str) else platform
-            opened.selection = Selection(chosen, chosen=True)
+        _choose(opened, platform)
         return load(ctx, opened).image.config
 
 
@@ -191,9 +196,7 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
     from .export import Flattener
 
     with _session(session, options) as ctx, _opened(ctx, source, "export") as opened:
-        if platform is not None:
-            chosen = platforms.parse(platform) if isinstance(platform, str) else platform
-            opened.selection = Selection(chosen, chosen=True)
+        _choose(opened, platform)
         loaded = load(ctx, opened)
         loaded.image.refuse_non_tar("export")
 
