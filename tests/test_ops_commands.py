@@ -118,6 +118,18 @@ def test_catalog_reads_every_page(server: RegistryServer, run_cli: Run) -> None:
     assert set(names) <= set(ok(run_cli(*flags(server), "catalog", server.host)).stdout.split())
 
 
+def test_catalog_follows_links(logged: RegistryServer, run_cli: Run) -> None:
+    names = sorted(repo() for _ in range(3))
+    for name in names:
+        push_sample_image(logged, name)
+    before = len(logged.requests())
+    found = ok(run_cli("--insecure", "catalog", f"registry://{logged.host}?page_size=2")
+               ).stdout.split()
+    pages = [r for r in logged.requests()[before:] if r.startswith("GET /v2/_catalog")]
+    assert set(names) <= set(found) and found == sorted(found)
+    assert len(pages) >= (len(found) + 1) // 2  # two a page: every Link followed
+
+
 # --- manifest, config, digest ----------------------------------------------------
 
 def test_manifest_config_digest_match_skopeo(server: RegistryServer, run_cli: Run,
@@ -170,6 +182,7 @@ def test_tag_is_one_manifest_put_per_tag(logged: RegistryServer, run_cli: Run,
     assert [r for r in requests if r.startswith("PUT")] == [
         f"PUT /v2/{name}/manifests/stable", f"PUT /v2/{name}/manifests/prod"]
     assert not [r for r in requests if "/blobs/" in r]  # no blob asked about, none moved
+    assert [r for r in requests if r.startswith("GET")] == [f"GET /v2/{name}/manifests/v1"]
     for t in ("stable", "prod"):
         assert skopeo_raw(skopeo, logged, f"{name}:{t}") == pushed.manifest
 
