@@ -367,3 +367,22 @@ def test_sources_without_manifests_say_so(tmp_path: Path, run_cli: Run,
     expect_error(run_cli("tags", uri), "tar")
     config = ok(run_cli("config", uri)).stdout_bytes
     assert config == sample_image(tag="v1").config  # a docker-save archive still has one
+
+
+def test_delete_tag_where_the_registry_can(registry_plain: RegistryServer, run_cli: Run,
+                                           fault_front_factory: Callable[..., Any],
+                                           expect_error: Callable[..., None]) -> None:
+    """A registry deleting tags (distribution 3, as the spec has it) answers 202: the
+    front plays one, distribution 2.8 behind it holding the image."""
+    from occystrap_core.testing.faults import Fault
+
+    name = repo()
+    push_sample_image(registry_plain, name, "v1")
+    front = fault_front_factory(registry_plain)
+    front.add(Fault("status", method="DELETE", path=f"/{name}/manifests/v1$", status=202))
+    result = ok(run_cli("--insecure", "delete", f"registry://{front.host}/{name}:v1"))
+    assert result.stdout.strip() == f"Deleted tag registry://{front.host}/{name}:v1"
+    assert front.injected() == 1
+    # distribution 2.8 refuses any tag (400): one it does not have is said to be missing
+    expect_error(run_cli("--insecure", "delete", f"registry://{front.host}/{name}:nope"),
+                 "no such tag")

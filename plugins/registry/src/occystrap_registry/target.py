@@ -455,6 +455,8 @@ class RegistryOutput(ImageOutput):
         what = f"deleting tag {self.ref.path}:{tag}"
         response = self._delete(tag, what, ok=(202, 400, 405))
         if response.status_code != 202:
+            if self._remote_digest() is None:  # it refuses any tag; one it lacks is missing
+                raise ImageNotFoundError(f"{what}: {self.repo.host} has no such tag")
             raise UnsupportedError(
                 f"{what}: {self.repo.host} cannot delete a tag alone (HTTP "
                 f"{response.status_code}); delete the manifest it names, and every tag "
