@@ -40,7 +40,7 @@ class LayoutLister(ImageLister):
 
     def tags(self, repository: str) -> Iterator[str]:
         for entry in self._entries():
-            ref = _ref(entry)
+            ref = ref_of(entry)
             if ref:
                 yield ref
 
@@ -49,7 +49,7 @@ class LayoutLister(ImageLister):
     def digest(self, repository: str, tag: str) -> str | None:
         found = None
         for entry in self._entries():  # the last entry of a ref is the one read
-            if _ref(entry) == tag:
+            if ref_of(entry) == tag:
                 found = entry.get("digest")
         return found if isinstance(found, str) else None
 
@@ -58,7 +58,8 @@ class LayoutLister(ImageLister):
         return BulkItem(uri=f"oci-layout://{self.path}{query}", fields={"tag": tag})
 
 
-def _ref(entry: dict[str, Any]) -> str | None:
+def ref_of(entry: dict[str, Any]) -> str | None:
+    """The ref name of an ``index.json`` entry, if it has one."""
     notes = entry.get("annotations")
     ref = notes.get(ANNOTATION_REF) if isinstance(notes, dict) else None
     return ref if isinstance(ref, str) and ref else None

@@ -66,13 +66,12 @@ from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
 from occystrap_core.uri import local_path
 
+from .listing import ref_of
+
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
 TEMP = ".tmp-"  # AtomicFile's prefix: other writers' files being written
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-def _ref_of(entry: dict[str, Any]) -> Any:
-    return (entry.get("annotations") or {}).get(ANNOTATION_REF)
 
 
 class LayoutOutput(ImageOutput):
@@ -282,7 +281,7 @@ class LayoutOutput(ImageOutput):
         ref = self.ref
         if not ref:
             raise URIError(f"{self.path}: name the ref to delete with ?ref=NAME")
-        self._drop(lambda e: _ref_of(e) == ref, f"{self.path} has no image {ref!r}")
+        self._drop(lambda e: ref_of(e) == ref, f"{self.path} has no image {ref!r}")
 
     def delete_manifest(self, digest: str) -> None:
         """Every ``index.json`` entry of ``digest``; blobs stay."""
