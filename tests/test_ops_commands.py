@@ -166,6 +166,10 @@ def test_index_and_platforms(server: RegistryServer, run_cli: Run, skopeo: Skope
               ).stdout.strip() == by_arch["amd64"]
     config = ok(run_cli(*flags(server), "config", "--platform", "linux/arm64", uri)).stdout_bytes
     assert json.loads(config)["architecture"] == "arm64"
+    rootfs = ok(run_cli(*flags(server), "export", "--platform", "linux/arm64", uri, "-"))
+    with tarfile.open(fileobj=io.BytesIO(rootfs.stdout_bytes)) as tar:
+        motd = tar.extractfile("etc/layer0.txt")
+        assert motd is not None and motd.read() == b"layer 0 of seed 2\n"  # the arm64 one
 
 
 # --- tag and delete ------------------------------------------------------------
