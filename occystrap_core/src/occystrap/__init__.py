@@ -12,7 +12,7 @@
 The reference is docs/api.md. Schemes come from the installed plugins, as for the CLI.
 """
 
-from occystrap_core import __version__
+from occystrap_core import __version__, ops
 from occystrap_core.check import Report
 from occystrap_core.errors import OccystrapError
 from occystrap_core.library import (
@@ -29,4 +29,4 @@ from occystrap_core.library import (
 )
 
 __all__ = ["CopyResult", "OccystrapError", "Report", "Session", "__version__", "check", "copy",
-           "copy_referrers", "inspect", "open_source", "referrers", "session", "settings"]
+           "copy_referrers", "inspect", "open_source", "ops", "referrers", "session", "settings"]

@@ -25,6 +25,7 @@ PUBLIC_MODULES = (
     "occystrap_core.library",  # copy, inspect, check (as re-exported by occystrap)
     "occystrap_core.layercache",  # the --layer-cache store (Context.layer_cache)
     "occystrap_core.listing",  # many-image sources on listers: patterns and matching
+    "occystrap_core.ops",  # tags, catalog, manifest, config, digest, tag, delete, export
     "occystrap_core.digest",
     "occystrap_core.mediatypes",
     "occystrap_core.streams",

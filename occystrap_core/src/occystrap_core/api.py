@@ -563,6 +563,27 @@ class ImageOutput(ABC):
         Raise UnsupportedError when the output cannot hold such manifests."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold referrers")
 
+    # --- registry operations (occystrap tag, delete): not part of a copy -------
+
+    def put_manifest(self, data: bytes, media_type: str) -> OutputResult:
+        """Write the manifest or index ``data`` under this output's tag, byte for byte,
+        the blobs (and an index's manifests) it names being there already: one manifest
+        write and nothing else (``occystrap tag``). Raise UnsupportedError when the
+        destination cannot hold a manifest alone."""
+        raise UnsupportedError(f"{type(self).__name__} cannot add a tag to what it holds")
+
+    def delete_tag(self) -> None:
+        """Remove this output's tag, leaving the manifest it names and every other tag
+        (``occystrap delete``); raise ImageNotFoundError when there is no such tag, and
+        UnsupportedError when the destination cannot delete a tag alone."""
+        raise UnsupportedError(f"{type(self).__name__} cannot delete tags")
+
+    def delete_manifest(self, digest: str) -> None:
+        """Remove the manifest ``digest`` of this output's repository, and with it every
+        tag naming it (``occystrap delete --manifest``); raise ImageNotFoundError when
+        it is not there, UnsupportedError when the destination cannot delete it."""
+        raise UnsupportedError(f"{type(self).__name__} cannot delete manifests")
+
     def abort(self) -> None:
         """Undo partial work after a failure."""
 
@@ -715,6 +736,13 @@ class ImageLister(ABC):
 
     #: Whether :meth:`digest` answers; without it every tag goes through the engine.
     knows_digests = False
+
+    def repository(self, target: str) -> str:
+        """The repository, relative to the root, that a single-image URI target names
+        (``ROOT/REPO[:TAG|@DIGEST]``): what :meth:`tags` takes (``occystrap tags``)."""
+        from .listing import split_pattern
+
+        return split_pattern(target.partition("@")[0]).repositories
 
     def delete(self, repository: str, tag: str) -> None:
         """Remove the tag ``repository:tag`` (``sync --prune``), leaving every other tag

@@ -29,6 +29,7 @@ from .legacy import COMMANDS as legacy_commands
 from .login import login_command, logout_command
 from .oci import platform as platforms
 from .oci.platform import Platform
+from .ops_commands import register as register_ops_commands
 from .sync.command import command as sync_command
 
 
@@ -456,6 +457,7 @@ cli.add_command(login_command)
 cli.add_command(logout_command)
 for legacy_command in legacy_commands:  # 0.4.17's, hidden: each prints what it runs
     cli.add_command(legacy_command)
+register_ops_commands(cli)  # tags, catalog, manifest, config, digest, tag, delete, export
 
 
 @cli.command(cls=SchemeHelpCommand)

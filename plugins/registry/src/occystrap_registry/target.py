@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import httpx
+
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (
@@ -39,12 +41,19 @@ from occystrap_core.api import (
     ManifestSummary,
     OutputResult,
 )
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError, OccystrapError, URIError
+from occystrap_core.errors import (
+    CorruptImageError,
+    ImageNotFoundError,
+    OccystrapError,
+    UnsupportedError,
+    URIError,
+)
 from occystrap_core.oci import convert, referrers
 from occystrap_core.oci.manifest import Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key, same_registry
 from occystrap_core.streams import CHUNK
+from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.blobs import open_blob
 from occystrap_core.transport.errors import status_error
 from occystrap_core.types import ResolvedURI
@@ -433,6 +442,41 @@ class RegistryOutput(ImageOutput):
         self.repo.request("PUT", self.repo.url("manifests", tag), what=f"updating {what}",
                           ok=(200, 201, 202), content=index,
                           headers={"Content-Type": mt.OCI_INDEX})
+
+    # --- registry operations (occystrap tag, delete) ----------------------------
+
+    def put_manifest(self, data: bytes, media_type: str) -> OutputResult:
+        """One PUT of ``data`` under this output's tag; no blob is asked about."""
+        return self._push_manifest(data, media_type, by_digest=False)
+
+    def delete_tag(self) -> None:
+        """The spec's ``DELETE /v2/<name>/manifests/<tag>``; CNCF distribution before 3
+        refuses it (it deletes manifests, taking every tag naming them along)."""
+        tag = self.ref.tag
+        if not tag or self.ref.digest:
+            raise URIError(f"{self.ref} names no tag to delete; give REPO:TAG, or "
+                           f"--manifest to delete a manifest by digest")
+        what = f"deleting tag {self.ref.path}:{tag}"
+        response = self._delete(tag, what, ok=(202, 400, 405))
+        if response.status_code != 202:
+            if self._remote_digest() is None:  # it refuses any tag; one it lacks is missing
+                raise ImageNotFoundError(f"{what}: {self.repo.host} has no such tag")
+            raise UnsupportedError(
+                f"{what}: {self.repo.host} cannot delete a tag alone (HTTP "
+                f"{response.status_code}); delete the manifest it names, and every tag "
+                f"naming that, with --manifest")
+
+    def delete_manifest(self, digest: str) -> None:
+        self._delete(digests.validate(digest, "manifest digest"),
+                     f"deleting manifest {self.ref.path}@{digest}", ok=(202,))
+
+    def _delete(self, ref: str, what: str, ok: tuple[int, ...]) -> httpx.Response:
+        response = self.repo.request(
+            "DELETE", self.repo.url("manifests", ref), what=what, ok=ok, missing_ok=True,
+            extensions={SCOPES: [f"repository:{self.ref.path}:pull,push,delete"]})
+        if response.status_code == 404:
+            raise ImageNotFoundError(f"{what}: {self.repo.host} has no such manifest")
+        return response
 
     # --- verification ---------------------------------------------------------
 

@@ -29,7 +29,7 @@ import os
 import shutil
 import threading
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
@@ -53,6 +53,7 @@ from occystrap_core.archive.verify import referenced_blobs, verify_descriptor
 from occystrap_core.context import Context
 from occystrap_core.errors import (
     CorruptImageError,
+    ImageNotFoundError,
     OccystrapError,
     OutputExistsError,
     URIError,
@@ -65,14 +66,18 @@ from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
 from occystrap_core.uri import local_path
 
+from .listing import ref_of
+
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
 TEMP = ".tmp-"  # AtomicFile's prefix: other writers' files being written
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
+
 class LayoutOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.path = local_path(uri)
+        self._uri = uri
         self.ctx = ctx
         self.ref: str | None = uri.options.get("ref")
         self._created_dir = False
@@ -249,6 +254,57 @@ class LayoutOutput(ImageOutput):
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
                             details={"ref": notes.get(ANNOTATION_REF)},
                             manifest_size=len(manifest), manifest_media_type=media_type)
+
+    # --- registry operations (occystrap tag, delete) ----------------------------
+
+    def sibling(self, tag: str) -> LayoutOutput:
+        """The same layout, writing ``tag`` as the ref name."""
+        other = LayoutOutput(self._uri, self.ctx)
+        other.ref = tag
+        return other
+
+    def put_manifest(self, data: bytes, media_type: str) -> OutputResult:
+        """``data`` listed in ``index.json`` under the ref (its blob is written too, in
+        case it was only listed in another layout's index)."""
+        if not self.ref:
+            raise URIError(f"{self.path}: name the ref to write with ?ref=NAME")
+        self._open_layout()
+        try:
+            result = self._commit_top(None, None, data, media_type)
+            return replace(result, location=f"oci-layout://{self.path}?ref={self.ref}")
+        except BaseException:
+            self.abort()
+            raise
+
+    def delete_tag(self) -> None:
+        """The ``index.json`` entries whose ref name is the ref; blobs stay."""
+        ref = self.ref
+        if not ref:
+            raise URIError(f"{self.path}: name the ref to delete with ?ref=NAME")
+        self._drop(lambda e: ref_of(e) == ref, f"{self.path} has no image {ref!r}")
+
+    def delete_manifest(self, digest: str) -> None:
+        """Every ``index.json`` entry of ``digest``; blobs stay."""
+        self._drop(lambda e: e.get("digest") == digest, f"{self.path} lists no {digest}")
+
+    def _drop(self, gone: Callable[[dict[str, Any]], bool], missing: str) -> None:
+        """Rewrite ``index.json`` without the entries ``gone`` picks, atomically."""
+        if not os.path.isfile(self._file("index.json")):
+            raise ImageNotFoundError(f"{self.path} is not an OCI image layout")
+        with self._index_lock():
+            path = self._file("index.json")
+            with open(path, "rb") as f:
+                index = parse_json(f.read(), path)
+            entries = index.get("manifests")
+            if not isinstance(entries, list):
+                raise CorruptImageError(f"{path} has no valid 'manifests' list")
+            kept = [e for e in entries if not (isinstance(e, dict) and gone(e))]
+            if len(kept) == len(entries):
+                raise ImageNotFoundError(missing)
+            index["manifests"] = kept
+            with AtomicFile(self.path) as temp:
+                temp.file.write(json.dumps(index, separators=(",", ":")).encode())
+                temp.commit(path)
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from occystrap_core import hookimpl
-from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
+from occystrap_core.types import InputSource, Lister, OptionSpec, OutputTarget, lazy
 
 
 @hookimpl
@@ -25,6 +25,13 @@ def occystrap_input_sources() -> Iterator[InputSource]:
         summary="OCI image layout directory (oci-layout://DIR)",
         options=(OptionSpec("ref", help="pick an image by org.opencontainers.image.ref.name"),
                  OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")))
+
+
+@hookimpl
+def occystrap_listers() -> Iterator[Lister]:
+    yield Lister(name="oci-layout", schemes=("oci-layout",),
+                 summary="the ref names of index.json (one repository per layout)",
+                 factory=lazy("occystrap_tarball.listing:LayoutLister"))
 
 
 @hookimpl
