@@ -64,7 +64,9 @@ class OccystrapGroup(click.Group):
         plugins = ctx.meta[PLUGINS] = load_plugins(globalopts.disabled_in(args))
         ctx.meta[PLUGIN_PARAMS] = globalopts.click_options(plugins, super().get_params(ctx))
         self._plugin_commands(ctx)  # a command claimed twice fails every run, as options do
-        return super().parse_args(ctx, args)
+        from .hoisting import hoist
+
+        return super().parse_args(ctx, hoist(self, ctx, args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
@@ -73,6 +75,12 @@ class OccystrapGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
+        built = ctx.meta.setdefault(BUILT, {})  # once a run: a failure warns once
+        if cmd_name not in built:
+            built[cmd_name] = self._build(ctx, cmd_name)
+        return built[cmd_name]
+
+    def _build(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = self._plugin_commands(ctx).get(cmd_name)
         if entry is None:
             return None
@@ -163,6 +171,7 @@ class OccystrapGroup(click.Group):
 WRITING = "occystrap.writing"  # click context meta: the destination being written
 PLUGINS = "occystrap.plugins"  # click context meta: the run's plugins
 PLUGIN_PARAMS = "occystrap.plugin_params"  # click context meta: their global options
+BUILT = "occystrap.built_commands"  # click context meta: plugin commands built, by name
 
 
 class Interrupted(KeyboardInterrupt):
@@ -284,6 +293,8 @@ def _setup_logging(settings: Settings) -> None:
               envvar="OCCYSTRAP_LAYER_CACHE", metavar="DIR",
               help="Remember filtered and recompressed layers here, so later copies skip "
                    "that work (docs/cache.md).")
+@click.option("-O", "--output-format", type=click.Choice(["text", "json"]), default=None,
+              help="Default output format of every command with its own -O.")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
@@ -292,7 +303,7 @@ def _setup_logging(settings: Settings) -> None:
 @click.pass_context
 def cli(ctx: click.Context, platform_: str | None, os_: str | None,
         architecture: str | None, variant: str | None, disabled: tuple[str, ...],
-        **options: Any) -> None:
+        output_format: str | None, **options: Any) -> None:
     """Move container images between registries, daemons, archives and directories.
 
     Sources and destinations are URIs such as registry://HOST/REPO:TAG or
@@ -309,6 +320,10 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
     settings = Settings(platform=platform, disabled_plugins=disabled,
                         plugin_options=ctx.meta.get(VALUES, {}), **options)
     _setup_logging(settings)
+    if output_format:
+        from .outputformat import FormatDefaults
+
+        ctx.default_map = FormatDefaults(output_format)
     occy = ctx.with_resource(Context(settings, ctx.meta[PLUGINS]))
     ctx.obj = occy
     _catch_signals(ctx, occy)
