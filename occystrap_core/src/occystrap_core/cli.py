@@ -408,20 +408,27 @@ def _summary(occy: Context, elapsed: float) -> str:
 @click.option("--stale-referrers", is_flag=True,
               help="With --referrers: copy them even when filters changed the image, so "
                    "that they name the source's digest.")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True,
+              help="On stdout: DESTINATION@DIGEST, or a JSON report of what was written.")
+@click.option("--digestfile", metavar="FILE", help="Write the manifest digest to FILE.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
             dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...],
-            stale_referrers: bool, digest_tags: bool) -> None:
+            stale_referrers: bool, digest_tags: bool, fmt: str, digestfile: str | None) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters.
 
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
     is a template such as registry://HOST/mirror/{repo}:{tag} (see docs/quay.md).
     """
-    from . import library, pipeline
+    from . import copyreport, library, pipeline
     from .api import ImageSet
     from .engine import load
+    from .errors import UsageError
     from .progress import create as create_progress
 
+    if digestfile:
+        copyreport.check_digestfile(digestfile)
     occy = _occy(ctx)
     occy.progress = create_progress(occy.settings)  # pipeline.run ends it before the summary
     ctx.meta[WRITING] = redact.redact_uri(destination)  # for a full disk's error line
@@ -430,8 +437,11 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         if isinstance(image_input, ImageSet):
             from .bulk import process_command
 
+            if digestfile:
+                raise UsageError(f"{source} names several images; --digestfile takes one")
             ctx.exit(process_command(occy, image_input, destination, filters, dry_run=dry_run,
-                                     summary=lambda: _summary(occy, time.monotonic() - started)))
+                                     summary=lambda: _summary(occy, time.monotonic() - started),
+                                     fmt=fmt))
         if dry_run:
             # what a run would read first, and the destination: either may be wrong
             load(occy, image_input)
@@ -456,8 +466,14 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     verified = "" if problems is None else \
         f", verify failed ({len(problems)} problems)" if problems else ", verified"
     click.echo(_summary(occy, time.monotonic() - started) + verified, err=True)
+    click.echo(json.dumps(copyreport.as_dict(destination, result.location,
+                                             result.manifest_digest, result.media_type,
+                                             result.stats, problems), indent=2)
+               if fmt == "json" else copyreport.line(destination, result.manifest_digest))
     if problems:
         ctx.exit(1)
+    if digestfile:
+        copyreport.write_digestfile(digestfile, result.manifest_digest, destination)
 
 
 cli.add_command(sync_command)
@@ -493,9 +509,18 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
     from . import library
     from .bulk import single_input
+    from .check import Report
 
-    with single_input(_occy(ctx), source, "check") as image_input:
-        report = library.check(image_input, fast=fast, session=_occy(ctx))
+    try:
+        with single_input(_occy(ctx), source, "check") as image_input:
+            report = library.check(image_input, fast=fast, session=_occy(ctx))
+    except OccystrapError as e:
+        if fmt != "json":
+            raise
+        # scripts read the JSON whatever happened, people the Error line as ever
+        _error(str(e))
+        report = Report(redact.redact_uri(source), "fast" if fast else "full")
+        report.add("error", "open", " ".join(redact.redact_text(str(e)).split()))
     click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
     if report.count("error"):
         ctx.exit(1)
