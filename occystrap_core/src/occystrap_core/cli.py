@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from . import __version__, redact
+from . import __version__, completion, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
@@ -392,8 +392,8 @@ def _summary(occy: Context, elapsed: float) -> str:
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
-@click.argument("destination")
+@click.argument("source", shell_complete=completion.sources)
+@click.argument("destination", shell_complete=completion.destinations)
 @click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
               help="NAME[:key=value,...]; repeatable, the first sees layers first.")
 @click.option("--dry-run", is_flag=True,
@@ -480,7 +480,7 @@ cli.add_command(sync_command)
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
 @click.pass_context
@@ -500,7 +500,7 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("--fast", is_flag=True, help="Check the manifest and config only; read no layer.")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
@@ -527,7 +527,7 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("--artifact-type", metavar="TYPE", help="Only referrers of this artifactType.")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
@@ -551,7 +551,7 @@ def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: s
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.argument("pattern")
 @click.option("--regex", is_flag=True, help="PATTERN is a regular expression (re.search).")
 @click.option("--script-friendly", is_flag=True, help="Print NAME:TAG:LAYER:PATH lines only.")
