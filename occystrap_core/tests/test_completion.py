@@ -32,6 +32,9 @@ def _complete(cwd: Path, *words: str) -> tuple[list[str], str]:
 @pytest.mark.parametrize("words, expected", [
     (("pro",), ["process", "proxy"]),
     (("process", "--dry"), ["--dry-run"]),
+    (("process", "tar://a.tar", "--ins"), ["--insecure"]),  # a global one, after the command
+    (("info", "tar://a.tar", "--quay-t"), ["--quay-token"]),  # a plugin's global one
+    (("info", "-O"), ["-O"]),  # its own, once
     (("process", "re"), ["registry://"]),
     (("info", "dockerp"), ["dockerpush://"]),  # a source-only scheme
     (("process", "tar://a.tar", "oci"), ["oci-bundle://", "oci-layout://"]),  # destinations

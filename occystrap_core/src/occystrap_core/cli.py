@@ -366,7 +366,13 @@ def _scheme_help(occy: Context) -> str:
 
 
 class SchemeHelpCommand(click.Command):
-    """A command whose help ends with the schemes the loaded plugins provide."""
+    """A command whose help ends with the schemes the loaded plugins provide, and
+    whose options complete with the global ones it takes after its name."""
+
+    def shell_complete(self, ctx: click.Context, incomplete: str
+                       ) -> list[completion.CompletionItem]:
+        return super().shell_complete(ctx, incomplete) + \
+            completion.global_options(ctx, incomplete)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         occy = _occy(ctx)

@@ -59,3 +59,17 @@ def _paths(prefix: str) -> list[str]:
             path = os.path.join(directory, name)
             found.append(path + "/" if os.path.isdir(os.path.expanduser(path)) else path)
     return found
+
+
+def global_options(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+    """The group's options a command takes after its name too (see :mod:`.hoisting`),
+    but for those it has of its own."""
+    if not incomplete.startswith("-"):
+        return []
+    root = ctx.find_root()
+    own = {o for p in ctx.command.get_params(ctx) for o in (*p.opts, *p.secondary_opts)}
+    return [CompletionItem(name, help=getattr(param, "help", None))
+            for param in root.command.get_params(root)
+            if isinstance(param, click.Option) and not param.hidden
+            for name in (*param.opts, *param.secondary_opts)
+            if name.startswith(incomplete) and name not in own]
