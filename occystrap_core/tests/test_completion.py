@@ -36,6 +36,7 @@ def _complete(cwd: Path, *words: str) -> tuple[list[str], str]:
     (("info", "tar://a.tar", "--quay-t"), ["--quay-token"]),  # a plugin's global one
     (("info", "-O"), ["-O"]),  # its own, once
     (("process", "re"), ["registry://"]),
+    (("process", "--retries", "3", "re"), ["registry://"]),  # after a global option
     (("info", "dockerp"), ["dockerpush://"]),  # a source-only scheme
     (("process", "tar://a.tar", "oci"), ["oci-bundle://", "oci-layout://"]),  # destinations
     (("process", "tar://a.tar", "dockerp"), []),  # not a destination
@@ -52,3 +53,7 @@ def test_completion_candidates(tmp_path: Path, words: tuple[str, ...],
     candidates, stderr = _complete(tmp_path, *words)
     assert candidates == expected
     assert stderr.endswith("imported: ")  # no HTTP library
+
+
+def test_a_global_option_whose_value_is_being_typed_breaks_nothing(tmp_path: Path) -> None:
+    _complete(tmp_path, "process", "--retries", "")  # exit 0, no usage error

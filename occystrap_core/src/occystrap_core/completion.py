@@ -68,7 +68,7 @@ def global_options(ctx: click.Context, incomplete: str) -> list[CompletionItem]:
         return []
     root = ctx.find_root()
     own = {o for p in ctx.command.get_params(ctx) for o in (*p.opts, *p.secondary_opts)}
-    return [CompletionItem(name, help=getattr(param, "help", None))
+    return [CompletionItem(name, help=param.help)
             for param in root.command.get_params(root)
             if isinstance(param, click.Option) and not param.hidden
             for name in (*param.opts, *param.secondary_opts)

@@ -61,9 +61,12 @@ def _scan(group: click.Group, ctx: click.Context, tokens: list[str], options: Op
             kept += tokens[j:j + width]
         elif name in options and (options[name] or not inline):  # -vx: not ours to split
             width = 2 if options[name] and not inline else 1
-            if j + width > len(tokens):  # moved in front, it would take the command name
+            if j + width <= len(tokens):
+                moved += tokens[j:j + width]
+            elif not ctx.resilient_parsing:  # moved in front, it would take the command name
                 raise click.BadOptionUsage(name, f"Option '{name}' requires an argument.", sub)
-            moved += tokens[j:j + width]
+            else:  # shell completion: its value is being typed
+                kept.append(token)
         else:
             width = 1
             kept.append(token)
