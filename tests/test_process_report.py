@@ -136,3 +136,18 @@ def test_check_json_of_a_sound_image(tmp_path: Path, run_cli: Any) -> None:
     result = run_cli("-O", "json", "check", f"tar://{archive}")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["errors"] == 0
+
+
+def test_the_json_report_names_no_secret(registry_basic: RegistryServer, tmp_path: Path,
+                                         run_cli: Any) -> None:
+    archive = build_docker_archive(str(tmp_path / "in.tar"))["path"]
+    creds = f"{registry_basic.username}:{registry_basic.password}"
+    target = f"registry://{creds}@{registry_basic.host}/habits/secret:v1"
+    result = run_cli("process", f"tar://{archive}", target, "--ca-cert",
+                     str(registry_basic.ca_cert), "-O", "json")
+    assert result.exit_code == 0, result.output
+    assert str(registry_basic.password) not in result.output
+    report = json.loads(result.stdout)
+    assert report["destination"] == (f"registry://{registry_basic.username}:REDACTED@"
+                                     f"{registry_basic.host}/habits/secret:v1")
+    assert report["blobs"]["copied"] == 2
