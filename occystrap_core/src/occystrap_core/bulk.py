@@ -212,10 +212,12 @@ def run(ctx: Context, jobs: Sequence[Job], filters: Sequence[str] = (),
 
 
 def process_command(ctx: Context, images: ImageSet, template: str, filters: Sequence[str], *,
-                    dry_run: bool, summary: Callable[[], str]) -> int:
+                    dry_run: bool, summary: Callable[[], str], fmt: str = "text") -> int:
     """``occystrap process`` over an image set; returns the exit code.
 
     ``summary()`` gives the run's summary line, to which the image counts are added.
+    On stdout: each image written as ``DESTINATION@DIGEST``, or (``fmt`` json) a list
+    of reports, failed images included.
     """
     jobs = plan(ctx, images, template, filters)
     unlisted = sum(job.destination is None for job in jobs)
@@ -228,8 +230,10 @@ def process_command(ctx: Context, images: ImageSet, template: str, filters: Sequ
         return 1 if unlisted else 0
     if not jobs:
         click.echo("No image matched; nothing to do", err=True)
+        _report([], fmt, ctx.settings.verify)
         return 0
     outcomes = run(ctx, jobs, filters, progress=lambda line: click.echo(line, err=True))
+    _report(outcomes, fmt, ctx.settings.verify)
     failed = [o for o in outcomes if o.failed]
     click.echo(f"{summary()}, {len(outcomes) - len(failed)}/{len(outcomes)} images"
                + (f", {len(failed)} failed" if failed else ""), err=True)
@@ -238,6 +242,27 @@ def process_command(ctx: Context, images: ImageSet, template: str, filters: Sequ
         for outcome in failed:
             click.echo(redact_text(f"  {outcome.job.source}: {outcome.reason}"), err=True)
     return 1 if failed else 0
+
+
+def _report(outcomes: Sequence[Outcome], fmt: str, verify: bool) -> None:
+    """What was written, on stdout (see :func:`process_command`)."""
+    from . import copyreport
+
+    reports = []
+    for o in outcomes:
+        if o.result is None or o.job.destination is None:
+            reports.append({"source": redact_uri(o.job.source), "destination": None
+                            if o.job.destination is None else redact_uri(o.job.destination),
+                            "error": redact_text(o.reason)})
+            continue
+        if fmt == "text":
+            click.echo(copyreport.line(o.job.destination, o.result.manifest_digest))
+            continue
+        reports.append({"source": redact_uri(o.job.source), **copyreport.as_dict(
+            o.job.destination, o.result.location, o.result.manifest_digest,
+            o.result.manifest_media_type, None, list(o.problems) if verify else None)})
+    if fmt == "json":
+        click.echo(json.dumps(reports, indent=2))
 
 
 def describe_item(ctx: Context, item: BulkItem) -> dict[str, Any]:

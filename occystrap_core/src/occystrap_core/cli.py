@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from . import __version__, redact
+from . import __version__, completion, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .legacy import COMMANDS as legacy_commands
@@ -66,7 +66,9 @@ class OccystrapGroup(click.Group):
         plugins = ctx.meta[PLUGINS] = load_plugins(globalopts.disabled_in(args))
         ctx.meta[PLUGIN_PARAMS] = globalopts.click_options(plugins, super().get_params(ctx))
         self._plugin_commands(ctx)  # a command claimed twice fails every run, as options do
-        return super().parse_args(ctx, args)
+        from .hoisting import hoist
+
+        return super().parse_args(ctx, hoist(self, ctx, args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
@@ -75,6 +77,12 @@ class OccystrapGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
+        built = ctx.meta.setdefault(BUILT, {})  # once a run: a failure warns once
+        if cmd_name not in built:
+            built[cmd_name] = self._build(ctx, cmd_name)
+        return built[cmd_name]
+
+    def _build(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = self._plugin_commands(ctx).get(cmd_name)
         if entry is None:
             return None
@@ -167,6 +175,7 @@ class OccystrapGroup(click.Group):
 WRITING = "occystrap.writing"  # click context meta: the destination being written
 PLUGINS = "occystrap.plugins"  # click context meta: the run's plugins
 PLUGIN_PARAMS = "occystrap.plugin_params"  # click context meta: their global options
+BUILT = "occystrap.built_commands"  # click context meta: plugin commands built, by name
 
 
 class Interrupted(KeyboardInterrupt):
@@ -291,6 +300,8 @@ def _setup_logging(settings: Settings) -> None:
               envvar="OCCYSTRAP_LAYER_CACHE", metavar="DIR",
               help="Remember filtered and recompressed layers here, so later copies skip "
                    "that work (docs/cache.md).")
+@click.option("-O", "--output-format", type=click.Choice(["text", "json"]), default=None,
+              help="Default output format of every command with its own -O.")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
@@ -299,7 +310,7 @@ def _setup_logging(settings: Settings) -> None:
 @click.pass_context
 def cli(ctx: click.Context, platform_: str | None, os_: str | None,
         architecture: str | None, variant: str | None, disabled: tuple[str, ...],
-        **options: Any) -> None:
+        output_format: str | None, **options: Any) -> None:
     """Move container images between registries, daemons, archives and directories.
 
     Sources and destinations are URIs such as registry://HOST/REPO:TAG or
@@ -316,6 +327,10 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
     settings = Settings(platform=platform, disabled_plugins=disabled,
                         plugin_options=ctx.meta.get(VALUES, {}), **options)
     _setup_logging(settings)
+    if output_format:
+        from .outputformat import FormatDefaults
+
+        ctx.default_map = FormatDefaults(output_format)
     occy = ctx.with_resource(Context(settings, ctx.meta[PLUGINS]))
     ctx.obj = occy
     _catch_signals(ctx, occy)
@@ -358,7 +373,13 @@ def _scheme_help(occy: Context) -> str:
 
 
 class SchemeHelpCommand(click.Command):
-    """A command whose help ends with the schemes the loaded plugins provide."""
+    """A command whose help ends with the schemes the loaded plugins provide, and
+    whose options complete with the global ones it takes after its name."""
+
+    def shell_complete(self, ctx: click.Context, incomplete: str
+                       ) -> list[completion.CompletionItem]:
+        return super().shell_complete(ctx, incomplete) + \
+            completion.global_options(ctx, incomplete)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         occy = _occy(ctx)
@@ -384,8 +405,8 @@ def _summary(occy: Context, elapsed: float) -> str:
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
-@click.argument("destination")
+@click.argument("source", shell_complete=completion.sources)
+@click.argument("destination", shell_complete=completion.destinations)
 @click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
               help="NAME[:key=value,...]; repeatable, the first sees layers first.")
 @click.option("--dry-run", is_flag=True,
@@ -400,20 +421,27 @@ def _summary(occy: Context, elapsed: float) -> str:
 @click.option("--stale-referrers", is_flag=True,
               help="With --referrers: copy them even when filters changed the image, so "
                    "that they name the source's digest.")
+@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+              default="text", show_default=True,
+              help="On stdout: DESTINATION@DIGEST, or a JSON report of what was written.")
+@click.option("--digestfile", metavar="FILE", help="Write the manifest digest to FILE.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
             dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...],
-            stale_referrers: bool, digest_tags: bool) -> None:
+            stale_referrers: bool, digest_tags: bool, fmt: str, digestfile: str | None) -> None:
     """Copy the image at SOURCE to DESTINATION, through any filters.
 
     When SOURCE names several images (quay://NAMESPACE/REPO_GLOB:TAG_GLOB), DESTINATION
     is a template such as registry://HOST/mirror/{repo}:{tag} (see docs/quay.md).
     """
-    from . import library, pipeline
+    from . import copyreport, library, pipeline
     from .api import ImageSet
     from .engine import load
+    from .errors import UsageError
     from .progress import create as create_progress
 
+    if digestfile:
+        copyreport.check_digestfile(digestfile)
     occy = _occy(ctx)
     occy.progress = create_progress(occy.settings)  # pipeline.run ends it before the summary
     ctx.meta[WRITING] = redact.redact_uri(destination)  # for a full disk's error line
@@ -422,8 +450,11 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         if isinstance(image_input, ImageSet):
             from .bulk import process_command
 
+            if digestfile:
+                raise UsageError(f"{source} names several images; --digestfile takes one")
             ctx.exit(process_command(occy, image_input, destination, filters, dry_run=dry_run,
-                                     summary=lambda: _summary(occy, time.monotonic() - started)))
+                                     summary=lambda: _summary(occy, time.monotonic() - started),
+                                     fmt=fmt))
         if dry_run:
             # what a run would read first, and the destination: either may be wrong
             load(occy, image_input)
@@ -448,8 +479,14 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     verified = "" if problems is None else \
         f", verify failed ({len(problems)} problems)" if problems else ", verified"
     click.echo(_summary(occy, time.monotonic() - started) + verified, err=True)
+    click.echo(json.dumps(copyreport.as_dict(destination, result.location,
+                                             result.manifest_digest, result.media_type,
+                                             result.stats, problems), indent=2)
+               if fmt == "json" else copyreport.line(destination, result.manifest_digest))
     if problems:
         ctx.exit(1)
+    if digestfile:
+        copyreport.write_digestfile(digestfile, result.manifest_digest, destination)
 
 
 cli.add_command(sync_command)
@@ -461,7 +498,7 @@ register_ops_commands(cli)  # tags, catalog, manifest, config, digest, tag, dele
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
 @click.pass_context
@@ -481,7 +518,7 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("--fast", is_flag=True, help="Check the manifest and config only; read no layer.")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
@@ -490,16 +527,25 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
     from . import library
     from .bulk import single_input
+    from .check import Report
 
-    with single_input(_occy(ctx), source, "check") as image_input:
-        report = library.check(image_input, fast=fast, session=_occy(ctx))
+    try:
+        with single_input(_occy(ctx), source, "check") as image_input:
+            report = library.check(image_input, fast=fast, session=_occy(ctx))
+    except OccystrapError as e:
+        if fmt != "json":
+            raise
+        # scripts read the JSON whatever happened, people the Error line as ever
+        _error(str(e))
+        report = Report(redact.redact_uri(source), "fast" if fast else "full")
+        report.add("error", "open", " ".join(redact.redact_text(str(e)).split()))
     click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else report.as_text())
     if report.count("error"):
         ctx.exit(1)
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.option("--artifact-type", metavar="TYPE", help="Only referrers of this artifactType.")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True)
@@ -523,7 +569,7 @@ def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: s
 
 
 @cli.command(cls=SchemeHelpCommand)
-@click.argument("source")
+@click.argument("source", shell_complete=completion.sources)
 @click.argument("pattern")
 @click.option("--regex", is_flag=True, help="PATTERN is a regular expression (re.search).")
 @click.option("--script-friendly", is_flag=True, help="Print NAME:TAG:LAYER:PATH lines only.")

@@ -50,6 +50,7 @@ class CopyResult:
     problems: list[str] | None
     stats: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    media_type: str | None = None  # the manifest's (or index's), when the output says
 
     @property
     def ok(self) -> bool:
@@ -235,7 +236,7 @@ def _legacy_tags(source: ImageSource, subjects: Sequence[str]
 
 def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> CopyResult:
     return CopyResult(result.location, result.manifest_digest, problems,
-                      dict(ctx.stats.values), dict(result.details))
+                      dict(ctx.stats.values), dict(result.details), result.manifest_media_type)
 
 
 def inspect(source: Source, *, session: Session | None = None, **options: Any

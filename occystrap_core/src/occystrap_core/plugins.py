@@ -14,6 +14,7 @@ hook, and each contribution stays attributed to the distribution that made it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -115,9 +116,14 @@ class Table:
             return self.entries[key.lower()]
         except KeyError:
             known = ", ".join(sorted(self.entries)) or "none"
-            noun = "filter" if self.kind == "filter" else f"{self.kind} scheme"
+            filter_ = self.kind == "filter"
+            noun = "filter" if filter_ else f"{self.kind} scheme"
+            # a typo (regsitry://) gets the nearest name
+            near = [n if filter_ else f"{n}://"
+                    for n in difflib.get_close_matches(key.lower(), self.entries, n=1)]
+            hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UnknownSchemeError(
-                f"unknown {noun} {key!r} (available: {known})") from None
+                f"unknown {noun} {key!r} (available: {known}){hint}") from None
 
     def __iter__(self) -> Iterator[tuple[str, Entry]]:
         return iter(sorted(self.entries.items()))

@@ -98,6 +98,7 @@ class InputSource:
     summary: str
     factory: Callable[[ResolvedURI, Context], ImageInput | ImageSet]
     options: tuple[OptionSpec, ...] = ()
+    paths: bool = False  # the target is a local path: shell completion offers files
 
     def __post_init__(self) -> None:
         _normalise("input source", self)
@@ -121,6 +122,7 @@ class OutputTarget:
     factory: Callable[[ResolvedURI, Context], ImageOutput]
     options: tuple[OptionSpec, ...] = ()
     holds_many: bool | Callable[[ResolvedURI], bool] = False
+    paths: bool = False  # the target is a local path: shell completion offers files
 
     def __post_init__(self) -> None:
         _normalise("output target", self)

@@ -150,7 +150,7 @@ class ArchiveOutput(ImageOutput):
         self._manifest_digest = manifest_digest
         self._artifact = image.is_artifact
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
-                            details={"repo_tags": tags})
+                            details={"repo_tags": tags}, manifest_media_type=mt.OCI_MANIFEST)
 
     def verify(self) -> list[str]:
         """Re-open the committed archive: index.json, manifest.json and the OCI manifest

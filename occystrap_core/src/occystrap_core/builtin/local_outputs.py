@@ -25,12 +25,14 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
         options=(OptionSpec("unique_names", bool, "per-image manifest and catalog.json",
                             default=False),
                  OptionSpec("expand", bool, "also extract the merged rootfs", default=False)),
-        holds_many=_unique_names)
+        holds_many=_unique_names, paths=True)
     yield OutputTarget(
         name="oci-bundle", schemes=("oci-bundle",),
         factory=lazy("occystrap_core.outputs.bundle:BundleOutput"),
-        summary="OCI runtime bundle: rootfs/ and a runc config.json (oci-bundle://PATH)")
+        summary="OCI runtime bundle: rootfs/ and a runc config.json (oci-bundle://PATH)",
+        paths=True)
     yield OutputTarget(
         name="mounts", schemes=("mounts",),
         factory=lazy("occystrap_core.outputs.mounts:MountsOutput"),
-        summary="overlayfs lower directories, one per layer; needs root (mounts://PATH)")
+        summary="overlayfs lower directories, one per layer; needs root (mounts://PATH)",
+        paths=True)

@@ -18,13 +18,15 @@ def occystrap_input_sources() -> Iterator[InputSource]:
         name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.inputs:open_tar"),
         summary="docker-save or OCI archive (tar://PATH, may be compressed)",
         options=(OptionSpec("image", help="pick an image by NAME:TAG (RepoTags or ref name)"),
-                 OptionSpec("index", int, help="pick the N-th image of the archive (from 0)")))
+                 OptionSpec("index", int, help="pick the N-th image of the archive (from 0)")),
+        paths=True)
     yield InputSource(
         name="oci-layout", schemes=("oci-layout",),
         factory=lazy("occystrap_tarball.inputs:open_layout"),
         summary="OCI image layout directory (oci-layout://DIR)",
         options=(OptionSpec("ref", help="pick an image by org.opencontainers.image.ref.name"),
-                 OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")))
+                 OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")),
+        paths=True)
 
 
 @hookimpl
@@ -42,7 +44,8 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
         summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH)",
         options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),
                  OptionSpec("compression", help="none (default): uncompressed layer tars; "
-                            "keep: layers as the source stores them (gzip, zstd)")))
+                            "keep: layers as the source stores them (gzip, zstd)")),
+        paths=True)
     yield OutputTarget(
         name="oci-layout", schemes=("oci-layout",),
         factory=lazy("occystrap_tarball.oci_layout_output:LayoutOutput"),
@@ -50,4 +53,4 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
         options=(OptionSpec("ref", help="org.opencontainers.image.ref.name (default: the tag)"),),
         # index.json keeps one image per ref, and the ref (?ref= or each image's tag) is no
         # part of the destination: two images of one set would share it (a:latest, b:latest)
-        holds_many=False)
+        holds_many=False, paths=True)
