@@ -90,16 +90,46 @@ class _Body:
         self.body = body
         self.source_failed = False
 
+    def _read(self, size: int) -> bytes:  # not read(): httpx would read a file-like to EOF
+        try:
+            return self.body.read(size)
+        except BaseException:
+            self.source_failed = True
+            raise
+
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                data = self.body.read(CHUNK)
-            except BaseException:
-                self.source_failed = True
-                raise
-            if not data:
-                return
+        while data := self._read(CHUNK):
             yield data
+
+
+class _Slice(_Body):
+    """The next ``length`` bytes of a body, streamed as one chunk's request body; the
+    last chunk reads on to EOF, so that a digest-verifying reader runs its checks."""
+
+    def __init__(self, body: Readable, length: int, last: bool):
+        super().__init__(body)
+        self.length = length
+        self.last = last
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.length
+        while left:
+            data = self._read(min(left, CHUNK))
+            if not data:
+                self.source_failed = True
+                raise CorruptImageError(f"the blob ended {left} bytes short of its size")
+            left -= len(data)
+            yield data
+        if self.last and self._read(1):
+            self.source_failed = True
+            raise CorruptImageError("the blob is longer than its size")
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """A chunk's body in pieces: httpcore copies what a send leaves of a buffer, so one
+    big buffer costs a copy per socket write (quadratic in the chunk, and memory)."""
+    for start in range(0, len(data), CHUNK):
+        yield data[start:start + CHUNK]
 
 
 def check_digest_header(response: httpx.Response, digest: str, what: str) -> None:
@@ -216,7 +246,7 @@ class Uploader:
         if resumed is not None:
             if session is not None:
                 self.cancel(session)
-            if self._resumed_upload(resumed, digest, open_body):
+            if self._resumed_upload(resumed, digest, size, open_body):
                 return
             session = None
         session = session or self.start()
@@ -228,8 +258,11 @@ class Uploader:
                 # A blob smaller than the registry's chunk minimum goes in one PUT.
                 chunks = session.min_chunk and (size is None or size > session.min_chunk)
                 with open_body() as body:
-                    if self._chunked or chunks or resumable:
+                    if self._chunked or chunks:
                         self._patch(session, digest, body)
+                    elif resumable:
+                        assert size is not None
+                        self._stream_chunks(session, digest, size, body)
                     else:
                         self._put(session.location, digest, size, body)
                 self._finished(session)
@@ -287,13 +320,16 @@ class Uploader:
         log.info("resuming the upload of %s at byte %d", digest, offset)
         return session
 
-    def _resumed_upload(self, session: Session, digest: str,
+    def _resumed_upload(self, session: Session, digest: str, size: int | None,
                         open_body: Callable[[], ContextManager[Readable]]) -> bool:
         """Send the rest of a resumed session: False (the session cancelled) when the
         registry refuses it, so the blob goes up afresh."""
         try:
             with open_body() as body:
-                self._patch(session, digest, body)
+                if size is None or self._chunked or session.min_chunk:
+                    self._patch(session, digest, body)
+                else:
+                    self._stream_chunks(session, digest, size, body)
         except (_Failed, _TooLarge, TransportError) as e:
             self.cancel(session)
             if isinstance(e, AuthError):
@@ -358,20 +394,19 @@ class Uploader:
         what = f"uploading blob {digest} in chunks"
         floor = max(session.min_chunk, PATCH_FLOOR)
         size = max(session.min_chunk, PATCH_CHUNK)
-        offset, buf, eof = session.offset, bytearray(), False
+        offset, pending, eof = session.offset, b"", False
         if offset:
             self._skip(body, offset, digest)
         while True:
-            while not eof and len(buf) < size:
-                data = body.read(size - len(buf))
-                eof = not data
-                buf += data
-            if not buf:
+            if not eof and len(pending) < size:
+                pending, eof = self._fill(body, pending, size)
+            if not pending:
                 break
-            part = bytes(buf[:size])
+            # no copy but after a 413, when a smaller chunk is cut from what was read
+            part = pending if len(pending) <= size else pending[:size]
             try:
                 response = self._send(
-                    "PATCH", session.location, what, (202,), content=part,
+                    "PATCH", session.location, what, (202,), content=_pieces(part),
                     headers={"Content-Type": OCTET, "Content-Length": str(len(part)),
                              "Content-Range": f"{offset}-{offset + len(part) - 1}"})
             except _TooLarge:
@@ -382,11 +417,49 @@ class Uploader:
             offset += len(part)
             self._moved(session, str(response.url.join(response.headers.get("Location")
                                                         or session.location)), digest, offset)
-            del buf[:len(part)]
+            pending = pending[len(part):]
         response = self._send("PUT", self._finish_url(session.location, digest), what,
                               (201, 204),
                               headers={"Content-Length": "0"})
         check_digest_header(response, digest, what)
+
+    def _stream_chunks(self, session: Session, digest: str, size: int, body: Readable) -> None:
+        """Send ``size`` bytes in chunks streamed from ``body``, none held in memory,
+        from the session's offset on. A 413 cannot be answered with a smaller chunk
+        (the bytes are gone): it raises _TooLarge, and the blob starts over buffered."""
+        what = f"uploading blob {digest} in chunks"
+        offset, chunk = session.offset, max(session.min_chunk, PATCH_CHUNK)
+        if offset:
+            self._skip(body, offset, digest)
+        while offset < size:
+            length = min(chunk, size - offset)
+            stream = _Slice(body, length, offset + length == size)
+            response = self._send(
+                "PATCH", session.location, what, (202,), stream, content=stream,
+                headers={"Content-Type": OCTET, "Content-Length": str(length),
+                         "Content-Range": f"{offset}-{offset + length - 1}"})
+            offset += length
+            self._moved(session, str(response.url.join(response.headers.get("Location")
+                                                        or session.location)), digest, offset)
+        if offset == session.offset and body.read(1):  # resumed at the end: check it is
+            raise CorruptImageError(f"uploading blob {digest}: the blob is longer than "
+                                    "the registry holds")
+        response = self._send("PUT", self._finish_url(session.location, digest), what,
+                              (201, 204), headers={"Content-Length": "0"})
+        check_digest_header(response, digest, what)
+
+    @staticmethod
+    def _fill(body: Readable, pending: bytes, size: int) -> tuple[bytes, bool]:
+        """``pending`` topped up to ``size`` bytes from ``body`` (one copy at most),
+        and whether the body ended."""
+        pieces, have = [pending] if pending else [], len(pending)
+        while have < size:
+            data = body.read(size - have)
+            if not data:
+                break
+            pieces.append(data)
+            have += len(data)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces), have < size
 
     def _skip(self, body: Readable, offset: int, digest: str) -> None:
         """Pass the ``offset`` bytes the registry holds: read (and so hashed) unless
