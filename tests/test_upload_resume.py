@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+import httpx
 import pytest
 
 from occystrap_core.testing.faults import Fault, FaultFront, Hit
@@ -47,9 +48,9 @@ def image() -> object:
 class Run:
     """``occystrap ARGS`` as a process of its own."""
 
-    def __init__(self, tmp: Path, ca: str, *args: str):
+    def __init__(self, tmp: Path, ca: str, *args: str, env: dict[str, str] | None = None):
         env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"),
-               "OCCYSTRAP_TEMP_DIR": str(tmp / "temp")}
+               "OCCYSTRAP_TEMP_DIR": str(tmp / "temp"), **(env or {})}
         (tmp / "temp").mkdir(exist_ok=True)
         self.args = [sys.executable, "-m", "occystrap_core", "--ca-cert", ca,
                      "--no-progress", "--min-speed", "0", *args]
@@ -149,3 +150,48 @@ def test_a_killed_push_resumes_where_the_registry_stands(
     total = sum(b["size"] for b in blobs)
     assert _sent(hits) <= 0.6 * total, (_sent(hits), total)
     assert _sent(hits) >= BIG - offset  # the rest of the big blob did go up
+
+
+def _kill_at_the_stall(front: FaultFront, tmp: Path, ca: Path, src: str, dest: str,
+                       env: dict[str, str]) -> None:
+    front.add(Fault("stall", method="PATCH", path=UPLOAD, after=CHUNKS_BEFORE_KILL,
+                    seconds=300, times=-1))
+    run = Run(tmp, str(ca), "process", src, dest, env=env)
+    _until(lambda: any(h.fault == "stall" for h in front.log), "the big blob to stall")
+    run.process.kill()
+    run.wait()
+    front.clear()
+
+
+def test_a_session_the_registry_forgot_starts_over(image, fault_front_factory,
+                                                   registry_plain, tmp_path, skopeo):
+    """The journal goes where OCCYSTRAP_UPLOAD_STATE_DIR says; a session cancelled
+    meanwhile (as a registry's purge does) is asked for, found gone, and the blob
+    goes up again from its first byte."""
+    front: FaultFront = fault_front_factory(registry_plain, tls=True)
+    write_oci_layout(str(tmp_path / "layout"), [image])
+    src = f"oci-layout://{tmp_path / 'layout'}?ref=v1"
+    repo = f"resume/{uuid.uuid4().hex[:8]}"
+    state = tmp_path / "state"
+    env = {"OCCYSTRAP_UPLOAD_STATE_DIR": str(state)}
+    _kill_at_the_stall(front, tmp_path, Path(str(front.ca_cert)), src,
+                       f"registry://{front.host}/{repo}:v1", env)
+    assert not (tmp_path / "cache" / "occystrap" / "uploads").exists()
+    entries = [json.loads(line) for journal in state.iterdir()
+               for line in journal.read_text().splitlines()]
+    resumable = [e for e in entries if e.get("offset") == CHUNKS_BEFORE_KILL * PATCH_CHUNK]
+    assert resumable and all(e["repo"] == repo for e in resumable)
+    for entry in resumable:  # cancelled behind the journal's back
+        location = entry["open"].replace(front.url, registry_plain.url)
+        assert httpx.delete(location).status_code == 204
+
+    returncode, err = Run(tmp_path, str(front.ca_cert), "process", src,
+                          f"registry://{front.host}/{repo}:v1", env=env).wait()
+    assert returncode == 0, err
+    hits = front.log
+    assert [h.status for h in hits if h.method == "GET" and UPLOAD in h.path] == [404]
+    patches = [h for h in hits if h.method == "PATCH"]
+    assert patches[0].headers["content-range"].startswith("0-") and _sent(patches) > BIG
+    skopeo("copy", *skopeo_args(registry_plain, "src"),
+           f"docker://{registry_plain.host}/{repo}:v1", f"dir:{tmp_path / 'copy'}")
+    assert list(state.iterdir()) == []  # nothing left to resume or cancel
