@@ -469,7 +469,7 @@ class Uploader:
                 return
         else:
             while offset:
-                data = body.read(min(offset, PATCH_CHUNK))
+                data = body.read(min(offset, CHUNK))
                 if not data:
                     break
                 offset -= len(data)
