@@ -87,14 +87,15 @@ def _digest_of(hit: Hit) -> str:
 
 
 @pytest.mark.parametrize("mode, kind", [("plain", "oci-layout"), ("plain", "tar"),
-                                        ("token", "oci-layout")])
+                                        ("plain", "registry"), ("token", "oci-layout")])
 def test_a_killed_push_resumes_where_the_registry_stands(
         mode, kind, image, fault_front_factory, registry_plain: RegistryServer,
-        registry_token: RegistryServer, tmp_path, skopeo):
+        registry_token: RegistryServer, registry_tls: RegistryServer, tmp_path, skopeo):
     registry = registry_plain if mode == "plain" else registry_token
     front: FaultFront = fault_front_factory(registry, tls=True)
-    ca = tmp_path / "ca.pem"  # the front's CA, and the token server's
-    ca.write_text("".join(Path(c).read_text() for c in (front.ca_cert, registry.ca_cert) if c))
+    ca = tmp_path / "ca.pem"  # the front's CA, the token server's, the source registry's
+    ca.write_text("".join(Path(c).read_text() for c in (
+        front.ca_cert, registry.ca_cert, registry_tls.ca_cert) if c))
     creds = ["--username", registry.username, "--password", registry.password or ""] \
         if registry.username else []
     if kind == "tar":  # uncompressed layers: gzip-compressed for the push
@@ -103,6 +104,10 @@ def test_a_killed_push_resumes_where_the_registry_stands(
     else:  # gzip layers: uploaded byte for byte
         src = f"oci-layout://{tmp_path / 'layout'}?ref=v1"
         write_oci_layout(str(tmp_path / "layout"), [image])
+    if kind == "registry":  # streamed from another registry, read again from its start
+        source = f"registry://{registry_tls.host}/resume/{uuid.uuid4().hex[:8]}:v1"
+        assert Run(tmp_path, str(ca), "process", src, source).wait()[0] == 0
+        src = source
     repo = f"resume/{uuid.uuid4().hex[:8]}"
     dest = f"registry://{front.host}/{repo}:v1"
 
