@@ -365,6 +365,14 @@ def test_status_with_retry_after_is_spent_after_times(via):
     assert via.front.injected() == 2
 
 
+def test_after_lets_the_first_matching_requests_by(via):
+    via.front.add(Fault("status", path="/manifests/", status=503, after=2, times=1))
+    accept = {"Accept": OCI_MANIFEST}
+    answers = [via.client.get(MANIFEST_PATH, headers=accept) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 503, 200]
+    assert [h.fault for h in via.front.log] == [None, None, "status", None]
+
+
 def test_status_on_a_put_drops_the_body_and_keeps_the_connection(via):
     via.front.add(Fault("status", method="PUT", status=500))
     first = upload(via.client, f"faults/status-{via.name}", BLOB, BLOB_DIGEST, len(BLOB))

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import random
+import time
 import uuid
 from typing import Any
 
@@ -456,6 +457,52 @@ def test_upload_retries_run_out() -> None:
     assert ctx.stats["retries"] == 2
     assert fake.breaks == 10 - 3  # the first attempt and two retries
     assert ("app", "v1") not in fake.manifests
+
+
+class ResumingRegistry(FakeRegistry):
+    """Answers a session's status (GET) as the distribution spec says, and holds one
+    session a killed run left with ``held`` bytes (a cut PATCH's included)."""
+
+    def __init__(self, held: bytes):
+        super().__init__()
+        self.uploads["left"] = bytearray(held)
+
+    def _upload(self, request: httpx.Request, repo: str, uid: str, body: bytes) -> httpx.Response:
+        if request.method == "GET" and uid in self.uploads:
+            return httpx.Response(204, headers={
+                "Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=y",
+                "Range": f"0-{len(self.uploads[uid]) - 1}", "Docker-Upload-UUID": uid})
+        return super()._upload(request, repo, uid, body)
+
+
+def _left_by_a_killed_run(state, digest: str, offset: int) -> None:
+    (state / "reg.example-1-dead.jsonl").write_text(json.dumps({
+        "open": f"https://{HOST}/v2/app/blobs/uploads/left?_state=x", "repo": "app",
+        "digest": digest, "offset": offset, "t": time.time()}) + "\n")
+
+
+@pytest.mark.parametrize("held", [5 * MiB + 123, 0], ids=["own-bytes", "wrong-bytes"])
+def test_a_session_left_by_a_killed_run_resumes_at_the_registry_offset(
+        held, tmp_path, monkeypatch) -> None:
+    """The registry's offset counts, not the journal's (it may hold part of a cut
+    chunk); a session holding other bytes than the blob's is refused by the final
+    PUT's digest check, and the blob goes up afresh."""
+    monkeypatch.setenv("OCCYSTRAP_UPLOAD_STATE_DIR", str(tmp_path))
+    image, blobs = memory_image([random.Random(5).randbytes(36 * MiB)], compress=True)
+    digest = image.layers[0].digest or ""
+    blob = blobs[digest]
+    fake = ResumingRegistry(blob[:held] if held else b"\0" * (3 * MiB))
+    _left_by_a_killed_run(tmp_path, digest, 4 * MiB)
+    source = CountingInput(image, blobs)
+    with context(fake) as ctx:
+        _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/app:v1"))
+    assert fake.blobs[digest] == blob and result.manifest_digest == image.manifest_digest
+    patched = sum(fake.chunks)
+    if held:
+        assert patched == len(blob) - held and source.opened == 1
+    else:  # refused at the end, then sent whole
+        assert patched == 2 * len(blob) - 3 * MiB and source.opened == 2
+    assert list(tmp_path.iterdir()) == []  # nothing left to resume
 
 
 class FaultyRegistry(FakeRegistry):

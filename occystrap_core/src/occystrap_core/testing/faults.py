@@ -18,7 +18,8 @@ headers that point at the upstream so that clients keep talking through the fron
 Request and answer bodies are streamed both ways.
 
 Rules (``Fault``) are tried in order; the first unspent one whose ``method`` and
-``path`` (``re.search`` on the path, without the query) match is taken. A rule is
+``path`` (``re.search`` on the path, without the query) match is taken, once it has
+let ``after`` such requests by. A rule is
 spent only when its fault is applied: a response fault meeting an answer it cannot
 change passes the answer through unchanged and leaves the rule for the next match.
 Response faults (every kind but ``status``, ``html``, ``redirect``, ``status_after``,
@@ -136,6 +137,7 @@ class Fault:
     method: str | None = None  # None: any method
     path: str | None = None  # regular expression searched in the path (no query); None: any
     times: int = 1  # applications before the rule is spent; -1: forever
+    after: int = 0  # matching requests let by untouched before the rule starts to apply
     offset: int | None = None  # body byte offset; None: random inside the body (seeded)
     status: int = 503  # "status", "status_after"
     retry_after: str | None = None  # "status", "status_after": Retry-After value
@@ -169,6 +171,7 @@ class Hit:
 class _Rule:
     fault: Fault
     left: int
+    passed: int = 0  # matching requests let by (``Fault.after``)
 
 
 class _ClientGone(Exception):
@@ -307,6 +310,9 @@ class FaultFront:
                 if rule.left == 0 or (fault.method is not None and fault.method.upper() != method):
                     continue
                 if fault.path is not None and not re.search(fault.path, path):
+                    continue
+                if rule.passed < fault.after:
+                    rule.passed += 1
                     continue
                 if rule.left > 0:
                     rule.left -= 1

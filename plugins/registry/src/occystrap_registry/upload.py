@@ -12,6 +12,17 @@ never came) the uploader asks whether the registry has the blob after all (the
 answer may have been lost after the blob was stored), and otherwise starts over
 with a new session and the source opened again, under the run's retry policy.
 
+A blob bigger than :data:`RESUMABLE_FROM` is always sent in chunks, each
+acknowledged chunk journaled (:mod:`~occystrap_registry.sessions`): when a run is
+killed, the next one asks the registry how much of the session it holds
+(``GET`` on the session: ``204`` with ``Range: 0-N``) and sends the rest, from a
+source read again from the start (so a verifying reader still hashes every byte).
+Sessions are keyed by the digest of the bytes sent, so only the same bytes ever
+continue one, and the final ``PUT ?digest=`` has the registry check the whole
+blob. A session the registry no longer knows, or refuses to complete, is cancelled
+and the blob uploaded afresh. (The CNCF registry forgets a session whose last
+``PATCH`` was cut mid-body: only sessions whose chunks all arrived whole resume.)
+
 Every answer is checked the way the distribution spec defines it: the status, not
 a web page, and ``Docker-Content-Digest`` (when sent) naming the blob uploaded.
 Open sessions are remembered, so that an interrupted run can cancel them.
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
@@ -34,13 +46,15 @@ from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
 
 from .client import Repository
-from .sessions import Journals, sweep
+from .sessions import Journals, state_dir
 
 log = logging.getLogger("occystrap.registry")
 
 OCTET = "application/octet-stream"
 PATCH_CHUNK = 16 * 1024 * 1024
 PATCH_FLOOR = 256 * 1024  # smallest chunk tried when a proxy keeps answering 413
+# Bigger blobs go in chunks, so that a killed run's successor can resume them.
+RESUMABLE_FROM = 2 * PATCH_CHUNK
 _ONCE = {NO_RETRY: False}  # a session's requests: retried whole by the uploader
 # A session the registry has forgotten (it expired, or a lost answer spent it).
 _SESSION_GONE = (404, 416)
@@ -53,6 +67,7 @@ class Session:
 
     location: str
     min_chunk: int = 0
+    offset: int = 0  # bytes the registry holds already (a resumed session)
 
 
 class _TooLarge(Exception):
@@ -75,16 +90,46 @@ class _Body:
         self.body = body
         self.source_failed = False
 
+    def _read(self, size: int) -> bytes:  # not read(): httpx would read a file-like to EOF
+        try:
+            return self.body.read(size)
+        except BaseException:
+            self.source_failed = True
+            raise
+
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                data = self.body.read(CHUNK)
-            except BaseException:
-                self.source_failed = True
-                raise
-            if not data:
-                return
+        while data := self._read(CHUNK):
             yield data
+
+
+class _Slice(_Body):
+    """The next ``length`` bytes of a body, streamed as one chunk's request body; the
+    last chunk reads on to EOF, so that a digest-verifying reader runs its checks."""
+
+    def __init__(self, body: Readable, length: int, last: bool):
+        super().__init__(body)
+        self.length = length
+        self.last = last
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.length
+        while left:
+            data = self._read(min(left, CHUNK))
+            if not data:
+                self.source_failed = True
+                raise CorruptImageError(f"the blob ended {left} bytes short of its size")
+            left -= len(data)
+            yield data
+        if self.last and self._read(1):
+            self.source_failed = True
+            raise CorruptImageError("the blob is longer than its size")
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """A chunk's body in pieces: httpcore copies what a send leaves of a buffer, so one
+    big buffer costs a copy per socket write (quadratic in the chunk, and memory)."""
+    for start in range(0, len(data), CHUNK):
+        yield data[start:start + CHUNK]
 
 
 def check_digest_header(response: httpx.Response, digest: str, what: str) -> None:
@@ -108,10 +153,10 @@ class Uploader:
         self._open: set[str] = set()  # locations of the sessions not finished or cancelled
         self.journal, new = repo.ctx.shared(JOURNALS, self._journals).get(repo.host)
         if new:  # the first output of the run for this registry
-            sweep(repo.host, self._cancel_stale)
+            self.journal.sweep(self._cancel_stale)
 
     def _journals(self) -> Journals:
-        journals = Journals()
+        journals = Journals(state_dir(self.repo.ctx.settings.layer_cache))
         self.repo.ctx.call_on_close(journals.close)
         return journals
 
@@ -197,7 +242,16 @@ class Uploader:
         ``open_body`` is called again (the stream is spent by then) for each new
         attempt, and when a monolithic PUT is refused with 413.
         """
+        resumed = self._resume(digest, size)
+        if resumed is not None:
+            if session is not None:
+                self.cancel(session)
+            if self._resumed_upload(resumed, digest, size, open_body):
+                return
+            session = None
         session = session or self.start()
+        # Sent in chunks when big, so that a later run can resume the upload.
+        resumable = self.journal.directory is not None and (size or 0) > RESUMABLE_FROM
         attempt = 0
         while True:
             try:
@@ -206,6 +260,9 @@ class Uploader:
                 with open_body() as body:
                     if self._chunked or chunks:
                         self._patch(session, digest, body)
+                    elif resumable:
+                        assert size is not None
+                        self._stream_chunks(session, digest, size, body)
                     else:
                         self._put(session.location, digest, size, body)
                 self._finished(session)
@@ -229,6 +286,72 @@ class Uploader:
                 self.cancel(session)
                 raise
             session = self.start()
+
+    def _resume(self, digest: str, size: int | None) -> Session | None:
+        """The session a killed run left ``digest`` half-sent in, at the offset the
+        registry reports; None (that session cancelled) when there is none to go on with."""
+        found = self.journal.take(self.repo.path, digest)
+        if found is None:
+            return None
+        session = Session(found.location)
+        with self._lock:
+            self._open.add(session.location)
+        if httpx.URL(found.location).netloc.decode() != self.repo.host:
+            self._finished(session)  # never send these credentials elsewhere
+            return None
+        try:
+            response = self.client.get(found.location, extensions=dict(_ONCE))
+        except (httpx.HTTPError, OccystrapError) as e:
+            log.info("no resuming the upload of %s: %s", digest, e)
+            self.cancel(session)
+            return None
+        held = re.fullmatch(r"(?:bytes=)?0-(\d+)", response.headers.get("Range", ""))
+        offset = int(held.group(1)) + 1 if held else 0
+        if response.status_code != 204 or html_page(response) or offset <= 1 or (
+                size is not None and offset > size):
+            log.info("no resuming the upload of %s: the registry answered %d (Range %s)",
+                     digest, response.status_code, response.headers.get("Range"))
+            self.cancel(session)
+            return None
+        self._moved(session, str(response.url.join(response.headers.get("Location")
+                                                    or found.location)), digest, offset)
+        session.min_chunk = int(response.headers.get("OCI-Chunk-Min-Length") or 0)
+        session.offset = offset
+        log.info("resuming the upload of %s at byte %d", digest, offset)
+        return session
+
+    def _resumed_upload(self, session: Session, digest: str, size: int | None,
+                        open_body: Callable[[], ContextManager[Readable]]) -> bool:
+        """Send the rest of a resumed session: False (the session cancelled) when the
+        registry refuses it, so the blob goes up afresh."""
+        try:
+            with open_body() as body:
+                if size is None or self._chunked or session.min_chunk:
+                    self._patch(session, digest, body)
+                else:
+                    self._stream_chunks(session, digest, size, body)
+        except (_Failed, _TooLarge, TransportError) as e:
+            self.cancel(session)
+            if isinstance(e, AuthError):
+                raise
+            log.info("resuming the upload of %s failed, starting over: %s", digest,
+                     e.error if isinstance(e, _Failed) else e)
+            return False
+        except BaseException:
+            self.cancel(session)
+            raise
+        self._finished(session)
+        return True
+
+    def _moved(self, session: Session, location: str, digest: str, offset: int) -> None:
+        """The session goes by ``location`` now, ``offset`` bytes of ``digest`` sent."""
+        with self._lock:
+            self._open.discard(session.location)
+            self._open.add(location)
+        self.journal.opened(location, repo=self.repo.path, digest=digest, offset=offset)
+        if location != session.location:
+            self.journal.closed(session.location)
+        session.location = location
 
     def _finish_url(self, location: str, digest: str) -> httpx.URL:
         return httpx.URL(location).copy_merge_params({"digest": digest})
@@ -271,18 +394,19 @@ class Uploader:
         what = f"uploading blob {digest} in chunks"
         floor = max(session.min_chunk, PATCH_FLOOR)
         size = max(session.min_chunk, PATCH_CHUNK)
-        location, offset, buf, eof = session.location, 0, bytearray(), False
+        offset, pending, eof = session.offset, b"", False
+        if offset:
+            self._skip(body, offset, digest)
         while True:
-            while not eof and len(buf) < size:
-                data = body.read(size - len(buf))
-                eof = not data
-                buf += data
-            if not buf:
+            if not eof and len(pending) < size:
+                pending, eof = self._fill(body, pending, size)
+            if not pending:
                 break
-            part = bytes(buf[:size])
+            # no copy but after a 413, when a smaller chunk is cut from what was read
+            part = pending if len(pending) <= size else pending[:size]
             try:
                 response = self._send(
-                    "PATCH", location, what, (202,), content=part,
+                    "PATCH", session.location, what, (202,), content=_pieces(part),
                     headers={"Content-Type": OCTET, "Content-Length": str(len(part)),
                              "Content-Range": f"{offset}-{offset + len(part) - 1}"})
             except _TooLarge:
@@ -290,18 +414,69 @@ class Uploader:
                     raise
                 size //= 2
                 continue
-            location = str(response.url.join(response.headers.get("Location") or location))
-            with self._lock:  # the session now goes by its new location
-                self._open.discard(session.location)
-                self._open.add(location)
-            self.journal.opened(location)
-            self.journal.closed(session.location)
-            session.location = location
             offset += len(part)
-            del buf[:len(part)]
-        response = self._send("PUT", self._finish_url(location, digest), what, (201, 204),
+            self._moved(session, str(response.url.join(response.headers.get("Location")
+                                                        or session.location)), digest, offset)
+            pending = pending[len(part):]
+        response = self._send("PUT", self._finish_url(session.location, digest), what,
+                              (201, 204),
                               headers={"Content-Length": "0"})
         check_digest_header(response, digest, what)
+
+    def _stream_chunks(self, session: Session, digest: str, size: int, body: Readable) -> None:
+        """Send ``size`` bytes in chunks streamed from ``body``, none held in memory,
+        from the session's offset on. A 413 cannot be answered with a smaller chunk
+        (the bytes are gone): it raises _TooLarge, and the blob starts over buffered."""
+        what = f"uploading blob {digest} in chunks"
+        offset, chunk = session.offset, max(session.min_chunk, PATCH_CHUNK)
+        if offset:
+            self._skip(body, offset, digest)
+        while offset < size:
+            length = min(chunk, size - offset)
+            stream = _Slice(body, length, offset + length == size)
+            response = self._send(
+                "PATCH", session.location, what, (202,), stream, content=stream,
+                headers={"Content-Type": OCTET, "Content-Length": str(length),
+                         "Content-Range": f"{offset}-{offset + length - 1}"})
+            offset += length
+            self._moved(session, str(response.url.join(response.headers.get("Location")
+                                                        or session.location)), digest, offset)
+        if offset == session.offset and body.read(1):  # resumed at the end: check it is
+            raise CorruptImageError(f"uploading blob {digest}: the blob is longer than "
+                                    "the registry holds")
+        response = self._send("PUT", self._finish_url(session.location, digest), what,
+                              (201, 204), headers={"Content-Length": "0"})
+        check_digest_header(response, digest, what)
+
+    @staticmethod
+    def _fill(body: Readable, pending: bytes, size: int) -> tuple[bytes, bool]:
+        """``pending`` topped up to ``size`` bytes from ``body`` (one copy at most),
+        and whether the body ended."""
+        pieces, have = [pending] if pending else [], len(pending)
+        while have < size:
+            data = body.read(size - have)
+            if not data:
+                break
+            pieces.append(data)
+            have += len(data)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces), have < size
+
+    def _skip(self, body: Readable, offset: int, digest: str) -> None:
+        """Pass the ``offset`` bytes the registry holds: read (and so hashed) unless
+        the body is a file, which needs no checking."""
+        if isinstance(body, io.IOBase) and body.seekable():
+            if body.seek(offset) == offset:
+                return
+        else:
+            while offset:
+                data = body.read(min(offset, CHUNK))
+                if not data:
+                    break
+                offset -= len(data)
+            else:
+                return
+        raise _Failed(CorruptImageError(f"resuming the upload of {digest}: the blob is "
+                                        "shorter than what the registry holds"))
 
     def push_bytes(self, digest: str, data: bytes) -> None:
         """Upload a small blob (the config) unless the registry has it."""
