@@ -159,7 +159,8 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
               help="Do shard I of N (by destination repository); N alone takes I from "
                    "JOB_COMPLETION_INDEX.")
 @click.option("-J", "--jobs", type=click.IntRange(1, 256), default=None,
-              help="Images (and HEAD checks) at once [default: 8, or the global -J].")
+              help="Images copied at once, and 4x as many checked (HEADs) "
+                   "[default: 8, or the global -J].")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True, help="json: the final report on stdout.")
 @click.option("--referrers", "with_referrers", is_flag=True,
