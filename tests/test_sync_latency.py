@@ -111,5 +111,5 @@ def test_more_images_are_checked_than_copied_at_once(
     monkeypatch.setattr(sync_run, "parallel", parallel)
     report = _sync(run_cli, front, prefix, "-J", "2")
     assert report["counts"] == {"copied": len(REPOS) * len(TAGS)}, report["counts"]
-    assert widths == [("sync", sync_run.CHECKS_PER_COPY * 2)]
+    assert widths == [("sync", sync_run.LOOKUPS_PER_COPY * 2)]
     assert 1 <= most <= 2

@@ -1,6 +1,7 @@
 """Carrying out a sync plan: warm checks, copies, prune, the report.
 
-Per source image, :data:`CHECKS_PER_COPY` times ``-J`` at once, ``-J`` of them copying:
+Per source image, :data:`~.plan.LOOKUPS_PER_COPY` times ``-J`` at once, ``-J`` of them
+copying:
 
 1. A tag whose every destination is a present immutable tag costs nothing.
 2. When the copy is byte for byte (no filter, no platform subset), one HEAD per
@@ -37,15 +38,12 @@ from ..errors import ImageNotFoundError, OccystrapError
 from ..redact import redact_text, redact_uri
 from ..workers import parallel
 from .events import Events
-from .plan import Place, Plan, Planner, Scope, Target, Task, host_of, with_query
+from .plan import LOOKUPS_PER_COPY, Place, Plan, Planner, Scope, Target, Task, host_of, with_query
 
 if TYPE_CHECKING:
     from ..context import Context
 
 log = logging.getLogger("occystrap.sync")
-
-# Images in their HEAD checks for each one copying: a HEAD waits on the link, not the CPU.
-CHECKS_PER_COPY = 4
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Runner:
 
     def run(self, plan: Plan) -> list[Result]:
         batches = parallel(self._task, plan.tasks,
-                           CHECKS_PER_COPY * self.ctx.settings.image_parallel,
+                           LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
                            self.ctx.cancel.child(), name="sync")
         return [r for batch in batches for r in batch]
 
