@@ -74,7 +74,12 @@ def _prepare(ctx: Context, cfg: SyncConfig) -> None:
     """Per-registry credentials, CAs and request budgets, for this run (before any
     client is built)."""
     from ..transport.ratelimit import host_limiters
+    from .plan import LOOKUPS_PER_COPY
 
+    # An image being checked holds a connection to its source and one to a destination:
+    # with fewer in the pool, HTTP/1.1 ones would be closed and reopened between the hosts.
+    ctx.settings.max_connections = max(ctx.settings.max_connections,
+                                       2 * LOOKUPS_PER_COPY * ctx.settings.image_parallel)
     ctx.settings.host_ca_certs = {**ctx.settings.host_ca_certs, **{
         host.lower(): r.ca_cert for host, r in cfg.registries.items() if r.ca_cert}}
     if any(r.username or r.password or r.token for r in cfg.registries.values()):
