@@ -3,8 +3,9 @@
 Starts two TLS registries on 127.0.0.1 (source and mirror; both offer h2 and http/1.1),
 pushes ``--repos`` x ``--tags`` images and brings two mirror prefixes in step (one for
 each tool) directly. Then each registry gets a :class:`Link` in front of it, a TCP relay
-that delivers everything the registry sends ``--delay`` seconds late (the TLS handshake
-included: a new connection costs more than a request on an open one), and, alternating,
+that delivers everything the registry sends ``--delay`` seconds late, and starts relaying
+a new connection ``--delay`` seconds after accepting it (a new connection costs two round
+trips, TCP's and TLS 1.3's, before its first request, as on a real link), and, alternating,
 a warm sync through the links is timed: occystrap with HTTP/2 (its default over TLS),
 occystrap with HTTP/1.1 forced (``OCCYSTRAP_HTTP2=0``), and skopeo sync from a ``--src
 yaml`` file. For each: wall and CPU time, the requests the registries served, the
@@ -46,8 +47,9 @@ ACCESS = re.compile(r'"([A-Z]+) (/[^ "]*) (HTTP/[0-9.]+)"')
 
 class Link:
     """A TCP relay on 127.0.0.1 to ``upstream`` (HOST:PORT) that delivers what the
-    upstream sends ``delay`` seconds late, in order; what the client sends goes at once.
-    Counts the connections it accepted."""
+    upstream sends ``delay`` seconds late, in order, and what the client sends at once,
+    once the connection is ``delay`` seconds old (TCP's handshake). Counts the
+    connections it accepted."""
 
     def __init__(self, upstream: str, delay: float):
         self.upstream_host, _, port = upstream.rpartition(":")
@@ -74,6 +76,7 @@ class Link:
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        await asyncio.sleep(self.delay)  # the SYN-ACK's round trip
         up_r, up_w = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         late: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
