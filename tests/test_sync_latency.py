@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from occystrap_core import library
+from occystrap_core.sync import command, config
 from occystrap_core.sync import run as sync_run
 from occystrap_core.testing.faults import FaultFront
 from occystrap_core.testing.images import sample_image, write_oci_layout
@@ -113,3 +114,17 @@ def test_more_images_are_checked_than_copied_at_once(
     assert report["counts"] == {"copied": len(REPOS) * len(TAGS)}, report["counts"]
     assert widths == [("sync", sync_run.LOOKUPS_PER_COPY * 2)]
     assert 1 <= most <= 2
+
+
+def test_the_pool_holds_a_connection_per_check_at_each_end() -> None:
+    """32 images in their checks, each with a source and a destination connection: a pool
+    of 20 shared by the hosts would close HTTP/1.1 connections to one to open the other's."""
+    cfg = config.SyncConfig((config.SourceSpec(line=0, pattern="registry://a/b:*",
+                                               destinations=("registry://c/{repo}:{tag}",)),))
+    with library.session() as ctx:
+        ctx.settings.image_parallel = 8
+        command._prepare(ctx, cfg)
+        assert ctx.settings.max_connections == 2 * sync_run.LOOKUPS_PER_COPY * 8
+        ctx.settings.image_parallel, ctx.settings.max_connections = 1, 20
+        command._prepare(ctx, cfg)
+        assert ctx.settings.max_connections == 20  # never fewer than the default
