@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,12 @@ class Measured:
     stderr: str
 
 
-def run(cmd: list[str]) -> Measured:
-    """Run ``cmd`` (stdout discarded) and measure it; exit the benchmark if it fails."""
+def run(cmd: list[str], env: Mapping[str, str] | None = None) -> Measured:
+    """Run ``cmd`` (stdout discarded; ``env``: its whole environment) and measure it; exit
+    the benchmark if it fails."""
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, env=env)
     elapsed = time.monotonic() - started
     if proc.returncode:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")

@@ -65,7 +65,8 @@ def seed(src: RegistryServer, repos: int, tags: int, base_mib: int) -> None:
             destinations.append(f"registry://{src.host}/{PREFIX}/svc-{r:02d}:{tag}")
     with tempfile.TemporaryDirectory() as layout:
         write_oci_layout(layout, images, refs)
-        with library.session(insecure=True, verify=False) as session, \
+        with library.session(insecure=src.scheme == "http", ca_cert=src.ca_cert,
+                             verify=False) as session, \
                 ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda pair: library.copy(f"oci-layout://{layout}?ref={pair[0]}",
                                                     pair[1], session=session),

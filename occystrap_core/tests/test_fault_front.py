@@ -540,3 +540,38 @@ def test_redirect_upload_sends_the_session_to_another_front(make_front, registry
     assert answer.headers["location"].startswith(other.url + "/v2/faults/moved/blobs/")
     with client_for(registry_plain) as direct:
         assert direct.head(f"/v2/faults/moved/blobs/{BLOB_DIGEST}").status_code == 200
+
+
+def test_delay_holds_every_request_without_a_rule(make_front, registry_tls):
+    held: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # records the delay instead of waiting it out
+        held.append(seconds)
+
+    front = make_front(registry_tls, tls=True, delay=0.05, sleep=sleep)
+    with client_for(front, http2=True) as client:
+        assert client.get("/v2/").status_code == 200
+        assert client.head(MANIFEST_PATH).status_code in (200, 404)
+    assert held == [0.05, 0.05] and [h.fault for h in front.log] == [None, None]
+
+
+def test_a_negative_delay_is_refused():
+    with pytest.raises(ValueError, match="delay"):
+        FaultFront("http://127.0.0.1:1", delay=-1)
+
+
+# -- connections ---------------------------------------------------------------
+
+
+def test_hits_name_their_connection(make_front, registry_tls):
+    """Numbered as accepted: a client's requests share its connection's number."""
+    front = make_front(registry_tls, tls=True)
+    with client_for(front, http2=True) as client:
+        for _ in range(3):
+            client.get("/v2/")
+    assert {(h.connection, h.http_version) for h in front.log} == {(0, "HTTP/2")}
+    with client_for(front) as one, client_for(front) as other:
+        one.get("/v2/")
+        other.get("/v2/")
+        one.get("/v2/")
+    assert [h.connection for h in front.log[3:]] == [1, 2, 1]

@@ -248,6 +248,8 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               envvar="OCCYSTRAP_RATE_LIMIT",
               help="Requests per second per host, shared by all threads. [default: unlimited]")
+@click.option("--http2/--no-http2", default=True, envvar="OCCYSTRAP_HTTP2",
+              help="HTTP/2 over TLS for manifests, HEADs and tokens.  [default: http2]")
 @click.option("--insecure", is_flag=True, help="Use plain HTTP for registries.")
 @click.option("--username", envvar="OCCYSTRAP_USERNAME", help="Registry username (both ends).")
 @click.option("--password", envvar="OCCYSTRAP_PASSWORD", help="Registry password (both ends).")

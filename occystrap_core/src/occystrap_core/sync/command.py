@@ -74,7 +74,12 @@ def _prepare(ctx: Context, cfg: SyncConfig) -> None:
     """Per-registry credentials, CAs and request budgets, for this run (before any
     client is built)."""
     from ..transport.ratelimit import host_limiters
+    from .plan import LOOKUPS_PER_COPY
 
+    # An image being checked holds a connection to its source and one to a destination:
+    # with fewer in the pool, HTTP/1.1 ones would be closed and reopened between the hosts.
+    ctx.settings.max_connections = max(ctx.settings.max_connections,
+                                       2 * LOOKUPS_PER_COPY * ctx.settings.image_parallel)
     ctx.settings.host_ca_certs = {**ctx.settings.host_ca_certs, **{
         host.lower(): r.ca_cert for host, r in cfg.registries.items() if r.ca_cert}}
     if any(r.username or r.password or r.token for r in cfg.registries.values()):
@@ -159,7 +164,8 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
               help="Do shard I of N (by destination repository); N alone takes I from "
                    "JOB_COMPLETION_INDEX.")
 @click.option("-J", "--jobs", type=click.IntRange(1, 256), default=None,
-              help="Images (and HEAD checks) at once [default: 8, or the global -J].")
+              help="Images copied at once, and 4x as many checked (HEADs) "
+                   "[default: 8, or the global -J].")
 @click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
               default="text", show_default=True, help="json: the final report on stdout.")
 @click.option("--referrers", "with_referrers", is_flag=True,

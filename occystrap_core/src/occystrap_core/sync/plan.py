@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ..context import Context
 
 _TAG_MARK = "\0tag\0"  # stands for the tag while a template's repository is worked out
+# Tag listings and HEAD checks in flight for each image copying (-J): they wait on the
+# link, not on the CPU, and over TLS share one HTTP/2 connection per registry.
+LOOKUPS_PER_COPY = 4
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ class Planner:
                 return e
 
         try:
-            listed = parallel(tags_of, repositories, self.ctx.settings.image_parallel,
+            listed = parallel(tags_of, repositories,
+                              LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
                               self.ctx.cancel.child(), name="list")
         except AuthError as e:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))

@@ -1,6 +1,7 @@
 """Carrying out a sync plan: warm checks, copies, prune, the report.
 
-Per source image, ``-J`` at once:
+Per source image, :data:`~.plan.LOOKUPS_PER_COPY` times ``-J`` at once, ``-J`` of them
+copying:
 
 1. A tag whose every destination is a present immutable tag costs nothing.
 2. When the copy is byte for byte (no filter, no platform subset), one HEAD per
@@ -11,6 +12,12 @@ Per source image, ``-J`` at once:
    those the run has seen elsewhere on that registry). Every further destination
    is fed from the first that holds the image, verbatim: each blob is read from the
    source at most once per run, whatever the number of destinations.
+
+A warm run is HEADs and nothing else, so its wall time is the link's latency times
+the HEADs each image waits for in turn (one destination's, then the source's),
+divided by the images in flight: hence many more images checked than copied at once.
+Over TLS the HEADs share one HTTP/2 connection per registry (multiplexed); over
+HTTP/1.1 they share the pool's connections.
 
 ``--prune`` then deletes, in each destination repository of the plan, the tags the
 rules select that the source no longer has; nothing outside that scope is touched.
@@ -31,7 +38,7 @@ from ..errors import ImageNotFoundError, OccystrapError
 from ..redact import redact_text, redact_uri
 from ..workers import parallel
 from .events import Events
-from .plan import Place, Plan, Planner, Scope, Target, Task, host_of, with_query
+from .plan import LOOKUPS_PER_COPY, Place, Plan, Planner, Scope, Target, Task, host_of, with_query
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -74,6 +81,7 @@ class Runner:
         self.planner = planner
         self.events = events
         self.dry_run = dry_run
+        self._copying = threading.Semaphore(ctx.settings.image_parallel)  # -J
         self._caps: dict[str, threading.Semaphore] = {
             host: threading.Semaphore(r.concurrency)
             for host, r in planner.config.registries.items() if r.concurrency}
@@ -81,7 +89,8 @@ class Runner:
     # --- copies ----------------------------------------------------------------
 
     def run(self, plan: Plan) -> list[Result]:
-        batches = parallel(self._task, plan.tasks, self.ctx.settings.image_parallel,
+        batches = parallel(self._task, plan.tasks,
+                           LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
                            self.ctx.cancel.child(), name="sync")
         return [r for batch in batches for r in batch]
 
@@ -183,9 +192,11 @@ class Runner:
 
     @contextlib.contextmanager
     def _capped(self, *uris: str) -> Iterator[None]:
-        """Hold each registry's concurrency cap (in a fixed order: no deadlock)."""
+        """Hold a copy slot (-J), then each registry's concurrency cap (in a fixed order:
+        no deadlock)."""
         caps = [self._caps[h] for h in sorted({host_of(u) for u in uris}) if h in self._caps]
         with contextlib.ExitStack() as stack:
+            stack.enter_context(self._copying)
             for cap in caps:
                 stack.enter_context(cap)
             yield

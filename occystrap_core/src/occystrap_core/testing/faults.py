@@ -61,7 +61,13 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
                     ``location`` + its path and query. Passes when there is none.
 =================== ==================================================================
 
-Every request is recorded in ``log`` as a ``Hit``; ``injected()`` counts applied faults.
+Every request is recorded in ``log`` as a ``Hit`` (with the number of the client
+connection it came on, so a test can tell multiplexed requests from pooled ones);
+``injected()`` counts applied faults.
+
+``delay`` (seconds) holds every request that long before it is forwarded, whatever its
+rules: a high-latency link, paid once per request, and concurrently by requests in flight
+together (as on one multiplexed HTTP/2 connection or on many HTTP/1.1 ones).
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ import tempfile
 import termios
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -165,6 +171,7 @@ class Hit:
     http_version: str  # "HTTP/1.1" or "HTTP/2"
     headers: dict[str, str]  # as received, lower-cased names (HTTP/2: :authority as host)
     query: str = ""
+    connection: int = 0  # the client connection it came on, numbered from 0 as accepted
 
 
 @dataclass
@@ -190,7 +197,9 @@ class FaultFront:
     certificate for 127.0.0.1 and localhost from a throwaway CA (``ca_cert``,
     ``cert_dir``, set by ``start()``), offering HTTP/2 unless ``http2`` is False.
     ``host_name`` is the name in ``host`` and ``url`` (``localhost`` gives a second
-    origin on the same machine). ``seed`` seeds the random body offsets.
+    origin on the same machine). ``seed`` seeds the random body offsets. ``delay``
+    holds every request that many seconds before it is forwarded, with ``sleep`` (a
+    test can pass its own, to see the delay applied without waiting for it).
     """
 
     def __init__(
@@ -202,6 +211,8 @@ class FaultFront:
         http2: bool = True,
         seed: int = 0,
         host_name: str = "127.0.0.1",
+        delay: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self.upstream = upstream.rstrip("/")
         parts = urlsplit(self.upstream)
@@ -210,6 +221,9 @@ class FaultFront:
         self.tls = tls
         self.http2 = http2
         self.host_name = host_name
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        self.delay, self._sleep = delay, sleep
         self.ca_cert: str | None = None
         self.cert_dir: str | None = None
         self._rng = random.Random(seed)  # used on the loop thread only
@@ -225,6 +239,7 @@ class FaultFront:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._accepted = 0  # loop thread only: client connections so far
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -386,24 +401,29 @@ class FaultFront:
             await self._client.aclose()
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number, self._accepted = self._accepted, self._accepted + 1
         # A task of our own: start_server's would complain when stop() cancels it.
-        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer, number))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
         try:
             ssl_object = writer.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                await _H2Connection(self, reader, writer).run()
+                await _H2Connection(self, reader, writer, number).run()
             else:
-                await self._serve_h1(reader, writer)
+                await self._serve_h1(reader, writer, number)
         except (OSError, _ClientGone, h11.ProtocolError, h2.exceptions.ProtocolError):
             pass  # the client broke the connection: nothing left to answer
         finally:
             writer.close()
 
-    async def _serve_h1(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_h1(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
         conn = h11.Connection(h11.SERVER)
         while True:
             try:
@@ -419,6 +439,7 @@ class FaultFront:
             if not isinstance(event, h11.Request):
                 return
             exchange = _H1Exchange(conn, reader, writer, event)
+            exchange.connection = number
             await self._serve(exchange)
             if exchange.ended or conn.our_state is not h11.DONE:
                 return
@@ -436,11 +457,13 @@ class FaultFront:
         for name, value in ex.headers:
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
             received[key] = f"{received[key]}, {text}" if key in received else text
-        hit = Hit(ex.method, path, None, None, ex.http_version, received, query)
+        hit = Hit(ex.method, path, None, None, ex.http_version, received, query, ex.connection)
         with self._lock:
             self._log.append(hit)
         rule = self._take(ex.method, path)
         try:
+            if self.delay:
+                await self._sleep(self.delay)
             await self._answer(ex, hit, rule.fault if rule else None)
         except (OSError, _ClientGone, h11.ProtocolError, h2.exceptions.ProtocolError):
             await ex.abandon()
@@ -743,6 +766,7 @@ class _Exchange(ABC):
     headers: Headers  # as received, without HTTP/2 pseudo-headers
     has_body: bool
     gone = False  # the client left or broke its request
+    connection = 0  # the number of the client connection it came on
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:
@@ -865,9 +889,13 @@ class _H2Connection:
     """Serves one HTTP/2 connection: a reader loop, and one task per stream."""
 
     def __init__(
-        self, front: FaultFront, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        front: FaultFront,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        number: int,
     ):
-        self.front, self.reader, self.writer = front, reader, writer
+        self.front, self.reader, self.writer, self.number = front, reader, writer, number
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
         self.streams: dict[int, _H2Exchange] = {}
@@ -920,6 +948,7 @@ class _H2Connection:
         if isinstance(event, h2.events.RequestReceived):
             headers = [(bytes(k), bytes(v)) for k, v in event.headers or []]
             ex = _H2Exchange(self, event.stream_id, headers, ended=event.stream_ended is not None)
+            ex.connection = self.number
             self.streams[event.stream_id] = ex
             ex.task = asyncio.create_task(self.serve(ex))
             self.tasks.add(ex.task)
