@@ -60,7 +60,13 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
                     ``location`` + its path and query. Passes when there is none.
 =================== ==================================================================
 
-Every request is recorded in ``log`` as a ``Hit``; ``injected()`` counts applied faults.
+Every request is recorded in ``log`` as a ``Hit`` (with the body bytes sent so far);
+``injected()`` counts applied faults.
+
+``per_connection_bps`` caps each client connection, as some registries and CDNs do: the
+answer bodies sent on one connection (all its HTTP/2 streams together) are paced to that
+many bytes per second by a token bucket (:class:`Pacer`), so only parallel connections
+go faster.
 """
 
 from __future__ import annotations
@@ -100,7 +106,7 @@ import httpx
 import pytest
 import trustme
 
-__all__ = ["KINDS", "Fault", "FaultFront", "Hit", "fault_front_factory"]
+__all__ = ["KINDS", "Fault", "FaultFront", "Hit", "Pacer", "fault_front_factory"]
 
 KINDS = frozenset(
     {
@@ -163,6 +169,26 @@ class Hit:
     http_version: str  # "HTTP/1.1" or "HTTP/2"
     headers: dict[str, str]  # as received, lower-cased names (HTTP/2: :authority as host)
     query: str = ""
+    sent: int = 0  # answer body bytes sent so far (counted as they are handed over)
+
+
+class Pacer:
+    """A token bucket: how long to wait after sending ``n`` bytes to stay at ``rate``
+    bytes per second, allowing bursts of ``burst`` bytes. ``clock`` gives seconds."""
+
+    def __init__(self, rate: float, clock: Callable[[], float], burst: int = 256 * 1024):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate, self.clock, self.burst = rate, clock, burst
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self, n: int) -> float:
+        """Spend ``n`` bytes; the seconds to wait before sending more (the debt repaid)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - n
+        self.stamp = now
+        return max(0.0, -self.tokens / self.rate)
 
 
 @dataclass
@@ -188,6 +214,7 @@ class FaultFront:
     ``cert_dir``, set by ``start()``), offering HTTP/2 unless ``http2`` is False.
     ``host_name`` is the name in ``host`` and ``url`` (``localhost`` gives a second
     origin on the same machine). ``seed`` seeds the random body offsets.
+    ``per_connection_bps`` paces each connection's answer bodies to that rate.
     """
 
     def __init__(
@@ -199,6 +226,7 @@ class FaultFront:
         http2: bool = True,
         seed: int = 0,
         host_name: str = "127.0.0.1",
+        per_connection_bps: float | None = None,
     ):
         self.upstream = upstream.rstrip("/")
         parts = urlsplit(self.upstream)
@@ -207,6 +235,9 @@ class FaultFront:
         self.tls = tls
         self.http2 = http2
         self.host_name = host_name
+        if per_connection_bps is not None and per_connection_bps <= 0:
+            raise ValueError("per_connection_bps must be positive")
+        self.per_connection_bps = per_connection_bps
         self.ca_cert: str | None = None
         self.cert_dir: str | None = None
         self._rng = random.Random(seed)  # used on the loop thread only
@@ -379,6 +410,12 @@ class FaultFront:
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._client.aclose()
 
+    def _pacer(self) -> Pacer | None:
+        """A new connection's pacer (on the loop thread), None when uncapped."""
+        if self.per_connection_bps is None:
+            return None
+        return Pacer(self.per_connection_bps, asyncio.get_running_loop().time)
+
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A task of our own: start_server's would complain when stop() cancels it.
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
@@ -399,6 +436,7 @@ class FaultFront:
 
     async def _serve_h1(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
+        pacer = self._pacer()
         while True:
             try:
                 event = await _h11_event(conn, reader)
@@ -413,6 +451,7 @@ class FaultFront:
             if not isinstance(event, h11.Request):
                 return
             exchange = _H1Exchange(conn, reader, writer, event)
+            exchange.pacer = pacer
             await self._serve(exchange)
             if exchange.ended or conn.our_state is not h11.DONE:
                 return
@@ -537,7 +576,7 @@ class FaultFront:
             plan = self._plan(fault, plan, length, bodyless, whole)
         self._note(hit, status=status, fault=plan.kind)
         await ex.send_head(status, plan.headers)
-        await _pump(ex, plan)
+        await _pump(ex, plan, hit)
         await {"end": ex.end, "close": ex.close, "reset": ex.reset}[plan.finish]()
 
     def _plan(
@@ -632,8 +671,8 @@ class _Plan:
     finish: str = "end"  # "end": complete; "close": FIN / END_STREAM; "reset": RST / RST_STREAM
 
 
-async def _pump(ex: _Exchange, plan: _Plan) -> None:
-    """Send the planned body bytes of ``plan.chunks``."""
+async def _pump(ex: _Exchange, plan: _Plan, hit: Hit) -> None:
+    """Send the planned body bytes of ``plan.chunks`` (counted in ``hit.sent``)."""
     loop = asyncio.get_running_loop()
     step = max(1, plan.rate // 20) if plan.rate else _CHUNK  # trickle: ~20 writes a second
     started, sent = loop.time(), 0
@@ -651,8 +690,11 @@ async def _pump(ex: _Exchange, plan: _Plan) -> None:
                 await asyncio.sleep(plan.pause)
                 pause_at = None
             size = min(len(chunk), step, pause_at - sent if pause_at is not None else len(chunk))
+            hit.sent = sent + size  # before they go out, as _note does
             await ex.send(chunk[:size])
             chunk, sent = chunk[size:], sent + size
+            if ex.pacer is not None:
+                await asyncio.sleep(ex.pacer.take(size))
             if plan.rate:
                 await asyncio.sleep(max(0.0, started + sent / plan.rate - loop.time()))
         if plan.limit is not None and sent >= plan.limit:
@@ -737,6 +779,7 @@ class _Exchange(ABC):
     headers: Headers  # as received, without HTTP/2 pseudo-headers
     has_body: bool
     gone = False  # the client left or broke its request
+    pacer: Pacer | None = None  # the connection's throughput cap
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:
@@ -868,6 +911,7 @@ class _H2Connection:
         self.tasks: set[asyncio.Task[None]] = set()
         self.window = asyncio.Event()  # set (and replaced) whenever the peer opens a window
         self.closed = False
+        self.pacer = front._pacer()  # shared by the connection's streams
 
     def write(self) -> None:
         data = self.h2.data_to_send()
@@ -914,6 +958,7 @@ class _H2Connection:
         if isinstance(event, h2.events.RequestReceived):
             headers = [(bytes(k), bytes(v)) for k, v in event.headers or []]
             ex = _H2Exchange(self, event.stream_id, headers, ended=event.stream_ended is not None)
+            ex.pacer = self.pacer
             self.streams[event.stream_id] = ex
             ex.task = asyncio.create_task(self.serve(ex))
             self.tasks.add(ex.task)
