@@ -500,6 +500,14 @@ def test_capped_front_relays_ranges_and_counts_the_bytes_sent(via, make_front):
         FaultFront(via.registry.url, per_connection_bps=0)
 
 
+def test_ignore_range_gets_the_whole_body(via):
+    via.front.add(Fault("ignore_range", path="/blobs/", times=-1))
+    assert via.client.get(BLOB_PATH).content == BLOB  # no Range: passes, rule unspent
+    part = via.client.get(BLOB_PATH, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 200 and part.content == BLOB
+    assert [hit.fault for hit in via.front.log] == [None, "ignore_range"]
+
+
 # -- HTTP/2 ------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ Rules (``Fault``) are tried in order; the first unspent one whose ``method`` and
 spent only when its fault is applied: a response fault meeting an answer it cannot
 change passes the answer through unchanged and leaves the rule for the next match.
 Response faults (every kind but ``status``, ``html``, ``redirect``, ``status_after``,
-``lost`` and ``stall``) only act on 2xx answers, so an auth challenge or a probing
+``lost``, ``stall`` and ``ignore_range``) only act on 2xx answers, so an auth challenge or a probing
 HEAD's 404 does not use them up.
 
 Fault kinds. "Bodyless" answers are answers to HEAD and 204/304 answers; ``L`` is the
@@ -58,6 +58,8 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
 ``redirect``        answer ``307`` to ``location`` + the original path and query.
 ``redirect_upload`` forward, and point the upstream's ``Location`` (upload sessions) at
                     ``location`` + its path and query. Passes when there is none.
+``ignore_range``    forward without the ``Range`` header, as a server without range
+                    support would: the whole body, ``200``. Passes when there is none.
 =================== ==================================================================
 
 Every request is recorded in ``log`` as a ``Hit`` (with the body bytes sent so far);
@@ -112,7 +114,7 @@ KINDS = frozenset(
     {
         "reset", "truncate", "corrupt", "short_length", "long_length", "wrong_digest",
         "strip_digest", "reindent", "status", "status_after", "lost", "stall",
-        "stall_body", "trickle", "html", "redirect", "redirect_upload",
+        "stall_body", "trickle", "html", "redirect", "redirect_upload", "ignore_range",
     }
 )  # fmt: skip
 _LOCAL = frozenset({"status", "html", "redirect"})  # answered without the upstream
@@ -494,8 +496,9 @@ class FaultFront:
             self._note(hit, fault=fault.kind)
             await self._local_answer(ex, hit, fault)
             return
+        strip_range = kind == "ignore_range" and _get(ex.headers, b"range") is not None
         try:
-            response = await self._forward(ex)
+            response = await self._forward(ex, strip_range)
         except httpx.HTTPError as exc:
             if ex.gone:
                 raise _ClientGone from exc
@@ -513,15 +516,20 @@ class FaultFront:
                 else:
                     await self._send_whole(ex, hit, fault.status, _error_headers(fault), ERROR_BODY)
                 return
+            if kind == "ignore_range":
+                if strip_range:
+                    self._note(hit, fault=kind)
+                fault = None
             await self._relay(ex, hit, response, fault)
         except httpx.HTTPError:
             await ex.reset()  # the upstream broke mid-answer: so does the front
         finally:
             await response.aclose()
 
-    async def _forward(self, ex: _Exchange) -> httpx.Response:
+    async def _forward(self, ex: _Exchange, strip_range: bool = False) -> httpx.Response:
         assert self._client is not None
-        headers = [(k, v) for k, v in ex.headers if k.lower() not in _HOP_BY_HOP]
+        dropped = _HOP_BY_HOP | {b"range"} if strip_range else _HOP_BY_HOP
+        headers = [(k, v) for k, v in ex.headers if k.lower() not in dropped]
         request = self._client.build_request(
             ex.method,
             self.upstream + ex.target,
