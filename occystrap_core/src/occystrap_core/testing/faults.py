@@ -416,7 +416,10 @@ class FaultFront:
         """A new connection's pacer (on the loop thread), None when uncapped."""
         if self.per_connection_bps is None:
             return None
-        return Pacer(self.per_connection_bps, asyncio.get_running_loop().time)
+        # A tenth of a second's worth of burst: a loop waking late (a busy machine) then
+        # catches up instead of losing throughput, as a CDN's token bucket allows.
+        rate = self.per_connection_bps
+        return Pacer(rate, asyncio.get_running_loop().time, burst=max(_CHUNK, int(rate / 10)))
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A task of our own: start_server's would complain when stop() cancels it.
