@@ -70,12 +70,12 @@ class _Stream(httpx.SyncByteStream):
         yield from self.make()
 
 
-def fetcher(server, tmp_path, keep=True):
+def fetcher(server, tmp_path, keep=True, spare=8):
     ctx = make_context(MockHTTP(server), client_factory_plugin(), clock=FakeClock(), retries=3)
     client = ctx.http_client("test", "reg.example")
     plan = ranged.RangePlan(threshold=CHUNK, chunk=CHUNK, connections=3,
                             directory=str(tmp_path / "partial") if keep else None,
-                            temp_dir=str(tmp_path))
+                            temp_dir=str(tmp_path), spare=threading.BoundedSemaphore(spare))
     if keep:
         os.makedirs(plan.directory, exist_ok=True)
 
@@ -95,6 +95,22 @@ def test_chunks_come_in_ranges_and_a_broken_one_resumes_inside_its_range(tmp_pat
         [f"bytes={i}-{i + CHUNK - 1}" for i in range(0, len(BLOB), CHUNK)]
         + [f"bytes={3 * CHUNK + 1000}-{4 * CHUNK - 1}"])
     assert os.listdir(plan.directory) == []
+
+
+def test_without_spare_connections_a_blob_has_one(tmp_path, monkeypatch):
+    server = RangeServer()
+    fetch, plan = fetcher(server, tmp_path, spare=0)
+    started = []
+    real_start = ranged.RangedReader._start
+
+    def start(self, first, spare):
+        started.append(spare)
+        real_start(self, first, spare)
+
+    monkeypatch.setattr(ranged.RangedReader, "_start", start)
+    assert fetch() == BLOB
+    assert started == [False]  # one worker, taking every chunk in turn
+    assert len(server.ranges) == len(BLOB) // CHUNK
 
 
 def test_a_server_ignoring_ranges_gets_one_stream(tmp_path):

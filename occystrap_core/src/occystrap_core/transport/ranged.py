@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 import httpx
@@ -54,14 +54,19 @@ _JOIN = 5.0  # seconds a closing reader waits for each worker to notice
 @dataclass(frozen=True)
 class RangePlan:
     """How large blobs are fetched: from ``threshold`` bytes up, in ``chunk``-byte
-    ranges over ``connections`` connections, kept in ``directory`` (None: not kept)
-    or else in ``temp_dir`` for the run."""
+    ranges over up to ``connections`` connections, kept in ``directory`` (None: not
+    kept) or else in ``temp_dir`` for the run.
+
+    Each blob has one connection, as it would without ranges; the others are taken
+    from ``spare``, the run's connections beyond one per layer transferred at once,
+    so that several large layers together stay within the connection pool."""
 
     threshold: int
     chunk: int
     connections: int
     directory: str | None
     temp_dir: str
+    spare: threading.BoundedSemaphore = field(compare=False)
 
     def applies(self, size: int | None) -> bool:
         return size is not None and size >= max(self.threshold, 2 * self.chunk)
@@ -84,9 +89,11 @@ def plan(ctx: Context, size: int | None) -> RangePlan | None:
     threshold = _env_size("OCCYSTRAP_RANGE_THRESHOLD", THRESHOLD)
     if chunk == 0 or size is None or size < max(threshold, 2 * chunk):
         return None
+    settings = ctx.settings
+    spare = threading.BoundedSemaphore(max(0, settings.max_connections - settings.parallel))
     result: RangePlan = ctx.shared("transport.range_plan", lambda: RangePlan(
-        threshold, chunk, max(2, ctx.settings.parallel), partials.directory(ctx),
-        ctx.temp_dir))
+        threshold, chunk, max(2, settings.parallel), partials.directory(ctx), ctx.temp_dir,
+        spare))
     return result
 
 
@@ -101,7 +108,7 @@ class RangedReader(io.RawIOBase):
         self.size = size
         self.partial = partials.Partial.open(plan.directory, digest, size, plan.chunk,
                                              plan.temp_dir)
-        self.connections = plan.connections
+        self.plan = plan
         self.position = 0  # bytes handed out
         self._todo = [i for i in range(self.partial.chunks) if i not in self.partial.done]
         self._prefix = 0  # chunks complete from the first
@@ -133,15 +140,19 @@ class RangedReader(io.RawIOBase):
         except BaseException:
             reader.close()
             raise
-        first: tuple[int, BlobReader] | None = (index, reader)
-        for n in range(min(self.connections, len(self._todo) + 1)):
-            thread = threading.Thread(target=self._work, args=(first,), daemon=True,
-                                      name=f"occystrap-range-{n}")
-            first = None
-            self._threads.append(thread)
-            thread.start()
+        self._start((index, reader), spare=False)
+        for _ in range(min(self.plan.connections, len(self._todo) + 1) - 1):
+            if not self.plan.spare.acquire(blocking=False):
+                break  # other large blobs use the run's spare connections
+            self._start(None, spare=True)
 
-    def _work(self, first: tuple[int, BlobReader] | None) -> None:
+    def _start(self, first: tuple[int, BlobReader] | None, spare: bool) -> None:
+        thread = threading.Thread(target=self._work, args=(first, spare), daemon=True,
+                                  name=f"occystrap-range-{len(self._threads)}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self, first: tuple[int, BlobReader] | None, spare: bool) -> None:
         fd = os.dup(self.partial.fd)  # closing the reader cannot pull it from under us
         try:
             task = first or self._take()
@@ -155,6 +166,8 @@ class RangedReader(io.RawIOBase):
                 self._cond.notify_all()
         finally:
             os.close(fd)
+            if spare:
+                self.plan.spare.release()
 
     def _take(self) -> tuple[int, BlobReader] | None:
         with self._cond:
