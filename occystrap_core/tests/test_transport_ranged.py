@@ -142,6 +142,13 @@ def test_a_failed_run_leaves_a_partial_the_next_run_resumes(tmp_path):
     assert os.listdir(plan.directory) == []
 
 
+def test_a_blob_that_cannot_be_had_leaves_no_partial(tmp_path):
+    fetch, plan = fetcher(RangeServer(missing={0}), tmp_path)
+    with pytest.raises(ImageNotFoundError):
+        fetch()
+    assert os.listdir(plan.directory) == []
+
+
 def test_without_a_kept_partial_the_file_is_the_runs_own(tmp_path):
     fetch, _ = fetcher(RangeServer(), tmp_path, keep=False)
     assert fetch() == BLOB
@@ -197,6 +204,7 @@ def test_a_partial_held_by_a_live_run_is_left_to_it(tmp_path):
         assert partials.sweep(str(tmp_path), max_age=0) == 0  # locked: not swept
     finally:
         second.close(finished=True)
+        first.complete(0)
         first.close(finished=False)
     assert partials.sweep(str(tmp_path), max_age=3600) == 0  # too young
     assert partials.sweep(str(tmp_path), max_age=0) == 1

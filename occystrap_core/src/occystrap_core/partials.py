@@ -178,8 +178,9 @@ class Partial:
                 log.debug("could not record the progress of %s: %s", self.path, e)
 
     def close(self, *, finished: bool) -> None:
-        """Release the file; a finished download's kept partial is deleted."""
-        if finished and self.path is not None:
+        """Release the file; a kept partial is deleted when its download finished, or
+        when no chunk was ever recorded (nothing a later run could resume)."""
+        if self.path is not None and (finished or not self.done):
             _remove(self.path)
         os.close(self.fd)
 

@@ -234,6 +234,9 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
         except RangesRefused as e:
             log.info("%s; fetching it over one connection", e)
             reader.close()
+        except BaseException:
+            reader.close()
+            raise
         else:
             try:
                 yield buffered(HashingReader(reader, expected=digest, size=size, what=what)

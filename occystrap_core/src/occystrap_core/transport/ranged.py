@@ -147,13 +147,13 @@ class RangedReader(io.RawIOBase):
             self._start(None, spare=True)
 
     def _start(self, first: tuple[int, BlobReader] | None, spare: bool) -> None:
-        thread = threading.Thread(target=self._work, args=(first, spare), daemon=True,
+        fd = os.dup(self.partial.fd)  # the worker's own: closing the reader leaves it be
+        thread = threading.Thread(target=self._work, args=(fd, first, spare), daemon=True,
                                   name=f"occystrap-range-{len(self._threads)}")
         self._threads.append(thread)
         thread.start()
 
-    def _work(self, first: tuple[int, BlobReader] | None, spare: bool) -> None:
-        fd = os.dup(self.partial.fd)  # closing the reader cannot pull it from under us
+    def _work(self, fd: int, first: tuple[int, BlobReader] | None, spare: bool) -> None:
         try:
             task = first or self._take()
             while task is not None:
