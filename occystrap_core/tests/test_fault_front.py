@@ -16,7 +16,7 @@ import h2.exceptions
 import httpx
 import pytest
 
-from occystrap_core.testing.faults import ERROR_BODY, PORTAL_BODY, Fault, FaultFront
+from occystrap_core.testing.faults import ERROR_BODY, PORTAL_BODY, Fault, FaultFront, Pacer
 from occystrap_core.testing.registry import (
     PushedImage,
     RegistryServer,
@@ -477,6 +477,43 @@ def test_trickle_sends_slowly(via):
     elapsed = time.monotonic() - started
     assert b"".join(chunks) == via.image.manifest and len(chunks) > 5
     assert elapsed >= 0.8 * len(via.image.manifest) / 1000
+
+
+# -- per-connection cap --------------------------------------------------------
+
+
+def test_pacer_spends_a_burst_then_paces_to_the_rate():
+    now = [100.0]
+    pacer = Pacer(1000.0, lambda: now[0], burst=500)
+    assert pacer.take(400) == 0.0  # within the burst
+    assert pacer.take(300) == pytest.approx(0.2)  # 200 bytes of debt at 1000 B/s
+    now[0] += 0.2
+    assert pacer.take(100) == pytest.approx(0.1)  # the debt was repaid, the bucket empty
+    now[0] += 10.0
+    assert pacer.take(500) == 0.0  # refilled, but never beyond the burst
+    assert pacer.take(1) == pytest.approx(0.001)
+    with pytest.raises(ValueError):
+        Pacer(0, lambda: 0.0)
+
+
+def test_capped_front_relays_ranges_and_counts_the_bytes_sent(via, make_front):
+    capped = make_front(via.registry, tls=via.name != "h1", seed=5, per_connection_bps=50e6)
+    with client_for(capped, http2=via.name == "h2") as client:
+        whole = client.get(BLOB_PATH)
+        part = client.get(BLOB_PATH, headers={"Range": "bytes=1000-70999"})
+    assert whole.content == BLOB
+    assert part.status_code == 206 and part.content == BLOB[1000:71000]
+    assert [hit.sent for hit in capped.log] == [len(BLOB), 70000]
+    with pytest.raises(ValueError):
+        FaultFront(via.registry.url, per_connection_bps=0)
+
+
+def test_ignore_range_gets_the_whole_body(via):
+    via.front.add(Fault("ignore_range", path="/blobs/", times=-1))
+    assert via.client.get(BLOB_PATH).content == BLOB  # no Range: passes, rule unspent
+    part = via.client.get(BLOB_PATH, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 200 and part.content == BLOB
+    assert [hit.fault for hit in via.front.log] == [None, "ignore_range"]
 
 
 # -- HTTP/2 ------------------------------------------------------------------

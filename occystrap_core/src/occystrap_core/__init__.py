@@ -53,6 +53,7 @@ PUBLIC_MODULES = (
     "occystrap_core.transport.blobs",
     "occystrap_core.transport.clock",
     "occystrap_core.transport.errors",
+    "occystrap_core.transport.ranged",
     "occystrap_core.transport.retry",
     # test helpers and fixtures (a pytest plugin)
     "occystrap_core.testing",

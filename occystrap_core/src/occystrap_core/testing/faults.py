@@ -23,7 +23,7 @@ let ``after`` such requests by. A rule is
 spent only when its fault is applied: a response fault meeting an answer it cannot
 change passes the answer through unchanged and leaves the rule for the next match.
 Response faults (every kind but ``status``, ``html``, ``redirect``, ``status_after``,
-``lost`` and ``stall``) only act on 2xx answers, so an auth challenge or a probing
+``lost``, ``stall`` and ``ignore_range``) only act on 2xx answers, so an auth challenge or a probing
 HEAD's 404 does not use them up.
 
 Fault kinds. "Bodyless" answers are answers to HEAD and 204/304 answers; ``L`` is the
@@ -59,15 +59,22 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
 ``redirect``        answer ``307`` to ``location`` + the original path and query.
 ``redirect_upload`` forward, and point the upstream's ``Location`` (upload sessions) at
                     ``location`` + its path and query. Passes when there is none.
+``ignore_range``    forward without the ``Range`` header, as a server without range
+                    support would: the whole body, ``200``. Passes when there is none.
 =================== ==================================================================
 
 Every request is recorded in ``log`` as a ``Hit`` (with the number of the client
-connection it came on, so a test can tell multiplexed requests from pooled ones);
-``injected()`` counts applied faults.
+connection it came on, so a test can tell multiplexed requests from pooled ones, and
+the body bytes sent so far); ``injected()`` counts applied faults.
 
 ``delay`` (seconds) holds every request that long before it is forwarded, whatever its
 rules: a high-latency link, paid once per request, and concurrently by requests in flight
 together (as on one multiplexed HTTP/2 connection or on many HTTP/1.1 ones).
+
+``per_connection_bps`` caps each client connection, as some registries and CDNs do: the
+answer bodies sent on one connection (all its HTTP/2 streams together) are paced to that
+many bytes per second by a token bucket (:class:`Pacer`), so only parallel connections
+go faster.
 """
 
 from __future__ import annotations
@@ -107,13 +114,13 @@ import httpx
 import pytest
 import trustme
 
-__all__ = ["KINDS", "Fault", "FaultFront", "Hit", "fault_front_factory"]
+__all__ = ["KINDS", "Fault", "FaultFront", "Hit", "Pacer", "fault_front_factory"]
 
 KINDS = frozenset(
     {
         "reset", "truncate", "corrupt", "short_length", "long_length", "wrong_digest",
         "strip_digest", "reindent", "status", "status_after", "lost", "stall",
-        "stall_body", "trickle", "html", "redirect", "redirect_upload",
+        "stall_body", "trickle", "html", "redirect", "redirect_upload", "ignore_range",
     }
 )  # fmt: skip
 _LOCAL = frozenset({"status", "html", "redirect"})  # answered without the upstream
@@ -172,6 +179,26 @@ class Hit:
     headers: dict[str, str]  # as received, lower-cased names (HTTP/2: :authority as host)
     query: str = ""
     connection: int = 0  # the client connection it came on, numbered from 0 as accepted
+    sent: int = 0  # answer body bytes sent so far (counted as they are handed over)
+
+
+class Pacer:
+    """A token bucket: how long to wait after sending ``n`` bytes to stay at ``rate``
+    bytes per second, allowing bursts of ``burst`` bytes. ``clock`` gives seconds."""
+
+    def __init__(self, rate: float, clock: Callable[[], float], burst: int = 256 * 1024):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate, self.clock, self.burst = rate, clock, burst
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self, n: int) -> float:
+        """Spend ``n`` bytes; the seconds to wait before sending more (the debt repaid)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - n
+        self.stamp = now
+        return max(0.0, -self.tokens / self.rate)
 
 
 @dataclass
@@ -200,6 +227,7 @@ class FaultFront:
     origin on the same machine). ``seed`` seeds the random body offsets. ``delay``
     holds every request that many seconds before it is forwarded, with ``sleep`` (a
     test can pass its own, to see the delay applied without waiting for it).
+    ``per_connection_bps`` paces each connection's answer bodies to that rate.
     """
 
     def __init__(
@@ -213,6 +241,7 @@ class FaultFront:
         host_name: str = "127.0.0.1",
         delay: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        per_connection_bps: float | None = None,
     ):
         self.upstream = upstream.rstrip("/")
         parts = urlsplit(self.upstream)
@@ -224,6 +253,9 @@ class FaultFront:
         if delay < 0:
             raise ValueError("delay must not be negative")
         self.delay, self._sleep = delay, sleep
+        if per_connection_bps is not None and per_connection_bps <= 0:
+            raise ValueError("per_connection_bps must be positive")
+        self.per_connection_bps = per_connection_bps
         self.ca_cert: str | None = None
         self.cert_dir: str | None = None
         self._rng = random.Random(seed)  # used on the loop thread only
@@ -400,6 +432,15 @@ class FaultFront:
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._client.aclose()
 
+    def _pacer(self) -> Pacer | None:
+        """A new connection's pacer (on the loop thread), None when uncapped."""
+        if self.per_connection_bps is None:
+            return None
+        # A tenth of a second's worth of burst: a loop waking late (a busy machine) then
+        # catches up instead of losing throughput, as a CDN's token bucket allows.
+        rate = self.per_connection_bps
+        return Pacer(rate, asyncio.get_running_loop().time, burst=max(_CHUNK, int(rate / 10)))
+
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number, self._accepted = self._accepted, self._accepted + 1
         # A task of our own: start_server's would complain when stop() cancels it.
@@ -425,6 +466,7 @@ class FaultFront:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
     ) -> None:
         conn = h11.Connection(h11.SERVER)
+        pacer = self._pacer()
         while True:
             try:
                 event = await _h11_event(conn, reader)
@@ -440,6 +482,7 @@ class FaultFront:
                 return
             exchange = _H1Exchange(conn, reader, writer, event)
             exchange.connection = number
+            exchange.pacer = pacer
             await self._serve(exchange)
             if exchange.ended or conn.our_state is not h11.DONE:
                 return
@@ -484,8 +527,9 @@ class FaultFront:
             self._note(hit, fault=fault.kind)
             await self._local_answer(ex, hit, fault)
             return
+        strip_range = kind == "ignore_range" and _get(ex.headers, b"range") is not None
         try:
-            response = await self._forward(ex)
+            response = await self._forward(ex, strip_range)
         except httpx.HTTPError as exc:
             if ex.gone:
                 raise _ClientGone from exc
@@ -503,15 +547,20 @@ class FaultFront:
                 else:
                     await self._send_whole(ex, hit, fault.status, _error_headers(fault), ERROR_BODY)
                 return
+            if kind == "ignore_range":
+                if strip_range:
+                    self._note(hit, fault=kind)
+                fault = None
             await self._relay(ex, hit, response, fault)
         except httpx.HTTPError:
             await ex.reset()  # the upstream broke mid-answer: so does the front
         finally:
             await response.aclose()
 
-    async def _forward(self, ex: _Exchange) -> httpx.Response:
+    async def _forward(self, ex: _Exchange, strip_range: bool = False) -> httpx.Response:
         assert self._client is not None
-        headers = [(k, v) for k, v in ex.headers if k.lower() not in _HOP_BY_HOP]
+        dropped = _HOP_BY_HOP | {b"range"} if strip_range else _HOP_BY_HOP
+        headers = [(k, v) for k, v in ex.headers if k.lower() not in dropped]
         request = self._client.build_request(
             ex.method,
             self.upstream + ex.target,
@@ -566,7 +615,7 @@ class FaultFront:
             plan = self._plan(fault, plan, length, bodyless, whole)
         self._note(hit, status=status, fault=plan.kind)
         await ex.send_head(status, plan.headers)
-        await _pump(ex, plan)
+        await _pump(ex, plan, hit)
         await {"end": ex.end, "close": ex.close, "reset": ex.reset}[plan.finish]()
 
     def _plan(
@@ -661,8 +710,8 @@ class _Plan:
     finish: str = "end"  # "end": complete; "close": FIN / END_STREAM; "reset": RST / RST_STREAM
 
 
-async def _pump(ex: _Exchange, plan: _Plan) -> None:
-    """Send the planned body bytes of ``plan.chunks``."""
+async def _pump(ex: _Exchange, plan: _Plan, hit: Hit) -> None:
+    """Send the planned body bytes of ``plan.chunks`` (counted in ``hit.sent``)."""
     loop = asyncio.get_running_loop()
     step = max(1, plan.rate // 20) if plan.rate else _CHUNK  # trickle: ~20 writes a second
     started, sent = loop.time(), 0
@@ -680,8 +729,11 @@ async def _pump(ex: _Exchange, plan: _Plan) -> None:
                 await asyncio.sleep(plan.pause)
                 pause_at = None
             size = min(len(chunk), step, pause_at - sent if pause_at is not None else len(chunk))
+            hit.sent = sent + size  # before they go out, as _note does
             await ex.send(chunk[:size])
             chunk, sent = chunk[size:], sent + size
+            if ex.pacer is not None:
+                await asyncio.sleep(ex.pacer.take(size))
             if plan.rate:
                 await asyncio.sleep(max(0.0, started + sent / plan.rate - loop.time()))
         if plan.limit is not None and sent >= plan.limit:
@@ -767,6 +819,7 @@ class _Exchange(ABC):
     has_body: bool
     gone = False  # the client left or broke its request
     connection = 0  # the number of the client connection it came on
+    pacer: Pacer | None = None  # the connection's throughput cap
 
     @abstractmethod
     def body(self) -> AsyncIterator[bytes]:
@@ -902,6 +955,7 @@ class _H2Connection:
         self.tasks: set[asyncio.Task[None]] = set()
         self.window = asyncio.Event()  # set (and replaced) whenever the peer opens a window
         self.closed = False
+        self.pacer = front._pacer()  # shared by the connection's streams
 
     def write(self) -> None:
         data = self.h2.data_to_send()
@@ -949,6 +1003,7 @@ class _H2Connection:
             headers = [(bytes(k), bytes(v)) for k, v in event.headers or []]
             ex = _H2Exchange(self, event.stream_id, headers, ended=event.stream_ended is not None)
             ex.connection = self.number
+            ex.pacer = self.pacer
             self.streams[event.stream_id] = ex
             ex.task = asyncio.create_task(self.serve(ex))
             self.tasks.add(ex.task)

@@ -9,17 +9,26 @@ bytes already handed to the caller are kept and the rest is asked for with
 ``Range: bytes=N-``. Bytes are passed on exactly as sent (``iter_raw``,
 ``Accept-Encoding: identity``): a blob's digest is over its stored bytes, and
 Range offsets only make sense on those.
+
+A reader may also stand for one byte range of the blob (``first``, ``last``), as
+:mod:`~occystrap_core.transport.ranged` uses it to fetch a large blob over several
+connections; a server answering such a request with the whole blob raises
+:class:`RangesRefused`. :func:`open_blob` does that for blobs of a known size and
+digest when given a :class:`~occystrap_core.transport.ranged.RangePlan`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from typing import TYPE_CHECKING, BinaryIO, Iterator, Mapping
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+    from .ranged import RangePlan
 
 import httpx
 
@@ -30,15 +39,25 @@ from .base import BULK
 from .errors import html_page, status_error
 from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
 
+log = logging.getLogger("occystrap.transport")
+
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
+class RangesRefused(TransportError):
+    """The server answered a request for part of a blob with the whole of it."""
+
+
 class BlobReader(io.RawIOBase):
-    """The body of ``GET url`` as a raw stream, retried and resumed as ``policy`` allows."""
+    """The body of ``GET url`` as a raw stream, retried and resumed as ``policy`` allows:
+    the whole blob, or only its bytes ``first`` to ``last`` (inclusive) when ``last``
+    is given (``size`` is then their count)."""
 
     def __init__(self, client: httpx.Client, url: str, *, size: int | None,
-                 policy: RetryPolicy, headers: Mapping[str, str] | None, what: str):
+                 policy: RetryPolicy, headers: Mapping[str, str] | None, what: str,
+                 first: int = 0, last: int | None = None):
         self.client = client
+        self.first, self.last = first, last
         self.url = url
         self.policy = policy
         self.headers = {"Accept-Encoding": "identity", **(headers or {})}
@@ -63,8 +82,10 @@ class BlobReader(io.RawIOBase):
     def _request(self) -> bool:
         """One attempt at the request; False when it failed and may be tried again."""
         headers = dict(self.headers)
-        if self.received:
-            headers["Range"] = f"bytes={self.received}-"
+        start = self.first + self.received
+        partial = bool(start) or self.last is not None
+        if partial:
+            headers["Range"] = f"bytes={start}-{'' if self.last is None else self.last}"
         request = self.client.build_request("GET", self.url, headers=headers,
                                             extensions={BULK: True, NO_RETRY: False})
         try:
@@ -80,15 +101,20 @@ class BlobReader(io.RawIOBase):
             self._close_response()
             self._again(f"HTTP {status} {response.reason_phrase}", response)
             return False
-        if status == 206 and self.received:
+        if status == 206 and partial:
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-            if not match or int(match.group(1)) != self.received:
+            if not match or int(match.group(1)) != start or (
+                    self.last is not None and int(match.group(2)) != self.last):
+                self._close_response()
                 raise TransportError(
-                    f"{self.what}: {self._host}: asked for bytes from {self.received}, got "
+                    f"{self.what}: {self._host}: asked for bytes {headers['Range'][6:]}, got "
                     f"Content-Range {response.headers.get('content-range')!r}")
             self._skip = 0
             if self.total is None and match.group(3) != "*":
                 self.total = int(match.group(3))
+        elif status == 200 and self.last is not None and not html_page(response):
+            self._close_response()
+            raise RangesRefused(f"{self.what}: {self._host} does not serve byte ranges")
         elif status == 200 and not html_page(response):
             self._skip = self.received  # Range ignored: the whole body again, skip the start
             length = response.headers.get("content-length")
@@ -178,23 +204,51 @@ class BlobReader(io.RawIOBase):
 @contextlib.contextmanager
 def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int | None = None,
               digest: str | None = None, headers: Mapping[str, str] | None = None,
-              what: str | None = None) -> Iterator[BinaryIO]:
+              what: str | None = None, ranges: RangePlan | None = None,
+              verify: bool = True) -> Iterator[BinaryIO]:
     """Stream ``GET url`` as a buffered binary file, retried and resumed under ``policy``.
 
-    With ``digest`` (and/or ``size``) the stream is verified: reading to the end
+    With ``digest`` (and/or ``size``) the stream is verified (unless ``verify`` is
+    False: the caller hashes what it reads itself, as the engine does): reading to the end
     raises :class:`~occystrap_core.errors.DigestMismatchError` or
     :class:`~occystrap_core.errors.CorruptImageError` on a mismatch. A failed
     answer raises :func:`~occystrap_core.transport.errors.status_error` (with
     ``.response``); a download still failing when the policy's retries are spent
     raises :class:`~occystrap_core.errors.TransportError`. The response is always
     closed.
+
+    With ``ranges``, a blob whose ``size`` and ``digest`` are given and that the plan
+    applies to is fetched in parallel ranges (:mod:`~occystrap_core.transport.ranged`),
+    or over one connection when the server refuses ranges.
     """
     what = what or (f"blob {digest}" if digest else redact_uri(url))
+    reader: io.RawIOBase
+    if ranges is not None and digest and ranges.applies(size):
+        assert size is not None
+        from .ranged import RangedReader  # it builds on BlobReader
+
+        reader = RangedReader(client, url, digest=digest, size=size, plan=ranges,
+                              policy=policy, headers=headers, what=what)
+        try:
+            reader.open()
+        except RangesRefused as e:
+            log.info("%s; fetching it over one connection", e)
+            reader.close()
+        except BaseException:
+            reader.close()
+            raise
+        else:
+            try:
+                yield buffered(HashingReader(reader, expected=digest, size=size, what=what)
+                               if verify else reader)
+            finally:
+                reader.close()
+            return
     reader = BlobReader(client, url, size=size, policy=policy, headers=headers, what=what)
     try:
         reader.open()
         raw: io.RawIOBase = reader
-        if digest or size is not None:
+        if verify and (digest or size is not None):
             raw = HashingReader(reader, expected=digest, size=size, what=what)
         yield buffered(raw)
     finally:
