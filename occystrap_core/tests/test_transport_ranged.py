@@ -229,7 +229,7 @@ def test_the_plan_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("OCCYSTRAP_PARTIAL_DIR", str(tmp_path / "p"))
     assert ranged.plan(ctx, 63 << 20) is None  # below the default threshold
     plan = ranged.plan(ctx, 64 << 20)
-    assert plan is not None and (plan.chunk, plan.connections) == (16 << 20, 6)
+    assert plan is not None and (plan.chunk, plan.connections) == (16 << 20, 8)
     monkeypatch.setenv("OCCYSTRAP_RANGE_CHUNK", "0")
     assert ranged.plan(ctx, 1 << 30) is None  # turned off
     monkeypatch.setenv("OCCYSTRAP_RANGE_CHUNK", "lots")

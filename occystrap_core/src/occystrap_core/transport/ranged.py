@@ -3,8 +3,8 @@
 Registries and CDNs often cap each connection's throughput, so a single large layer
 downloads no faster than that cap however fast the link is. A blob of a known size
 of at least ``threshold`` bytes is therefore cut into chunks that ``connections``
-workers take in order from a shared queue (a slow connection does not hold the
-others back), each chunk a :class:`~occystrap_core.transport.blobs.BlobReader` for
+workers (8, or ``-j`` if more) take in order from a shared queue (a slow connection
+does not hold the others back), each chunk a :class:`~occystrap_core.transport.blobs.BlobReader` for
 its byte range (retried and resumed under the run's retry policy, redirects
 followed). Workers write at their offsets into a
 :class:`~occystrap_core.partials.Partial`; the reader hands out the contiguous
@@ -47,6 +47,10 @@ log = logging.getLogger("occystrap.transport")
 
 CHUNK = 16 << 20
 THRESHOLD = 64 << 20
+# Connections per large blob (or -j, if more). A capped connection's rate times this is
+# the ceiling; 8 at 40 MB/s is past what one consumer thread hashes and writes here
+# (130-190 MB/s), and the spare-connection semaphore keeps the pool's bound.
+CONNECTIONS = 8
 _BUFFER = 1 << 20  # a worker's read buffer
 _JOIN = 5.0  # seconds a closing reader waits for each worker to notice
 
@@ -92,8 +96,8 @@ def plan(ctx: Context, size: int | None) -> RangePlan | None:
     settings = ctx.settings
     spare = threading.BoundedSemaphore(max(0, settings.max_connections - settings.parallel))
     result: RangePlan = ctx.shared("transport.range_plan", lambda: RangePlan(
-        threshold, chunk, max(2, settings.parallel), partials.directory(ctx), ctx.temp_dir,
-        spare))
+        threshold, chunk, max(CONNECTIONS, settings.parallel), partials.directory(ctx),
+        ctx.temp_dir, spare))
     return result
 
 
