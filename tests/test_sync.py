@@ -251,17 +251,34 @@ def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin:
     clock = FakeClock()
     register_plugin(ClockPlugin(clock), name="occystrap-test-clock")
     events = tmp_path / "events.jsonl"
+    config = tmp_path / "sync.yaml"
     with FaultFront(source.url) as front:
+        config.write_text(f"""\
+registries:
+  {front.host}: {{insecure: true, concurrency: 4}}
+sources:
+  - source: registry://{front.host}/{corpus}/svc-1*:v2.*
+    destinations: registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}
+""")
         front.add(Fault("status", path="/manifests/", status=429, retry_after="7", times=2))
-        result = run_cli("--insecure", "sync", "--events", str(events),
-                         f"registry://{front.host}/{corpus}/svc-1[23]:v2.*",
-                         f"registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}")
+        result = run_cli("--insecure", "sync", "--events", str(events), str(config))
         assert result.exit_code == 0, result.output
         assert front.injected() == 2
     assert 7.0 in clock.sleeps  # Retry-After honoured (on the fake clock)
-    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = Counter(line["event"] for line in lines)
     assert kinds["retry"] >= 1, kinds
+    assert all(line["host"] == front.host for line in lines if line["event"] == "retry")
+    # the front's concurrency limit halved on the first 429 (4 -> 2; the second 429
+    # may halve it again, to 1), then grew back to its cap as answers succeeded
+    limited = [line for line in lines if line["event"] == "rate_limited"]
+    assert [(e["host"], e["pause"]) for e in limited] == [(front.host, 7.0)] * 2, limited
+    assert limited[0]["limit"] == 2 and limited[1]["limit"] in (1, 2), limited
+    raised = [line["limit"] for line in lines if line["event"] == "concurrency"]
+    assert raised and raised[-1] == 4 and raised == sorted(raised), raised
     assert _tags(source, f"m3-{corpus}/svc-12") == ["v2.0.0", "v2.1.0"]
+    assert len([line for line in lines if line["event"] == "image"
+                and line["state"] == "copied"]) == 20
 
 
 @pytest.mark.parametrize("text, line, fragment", [

@@ -37,7 +37,7 @@ class RegistrySettings:
     insecure: bool = False
     ca_cert: str | None = None  # trusted for this host alone, instead of the usual roots
     requests_per_second: float | None = None
-    concurrency: int | None = None  # images copied to or from it at once
+    concurrency: int | None = None  # requests in flight to it at once, lowered on 429
 
 
 @dataclass(frozen=True)

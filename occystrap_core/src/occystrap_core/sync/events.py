@@ -69,15 +69,17 @@ class EventProgress(Progress):
 
 
 class EventStats(Stats):
-    """The run's counters, plus an event for each retry and rate-limit wait."""
+    """The run's counters, plus an event for each retry, rate-limit wait, 429 and
+    concurrency limit raised again, with its details (the host...)."""
 
-    NAMED = {"retries": "retry", "rate_limit_waits": "rate_limit_wait"}
+    NAMED = {"retries": "retry", "rate_limit_waits": "rate_limit_wait",
+             "rate_limited": "rate_limited", "limit_raised": "concurrency"}
 
     def __init__(self, events: Events):
         super().__init__()
         self.events = events
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1, **detail: Any) -> None:
         super().add(name, n)
         if name in self.NAMED:
-            self.events.emit(self.NAMED[name])
+            self.events.emit(self.NAMED[name], **detail)
