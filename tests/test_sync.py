@@ -200,8 +200,19 @@ def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: Regis
                       if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
                                          r"[0-9a-f]{64})", r)))
     assert uploads and max(uploads.values()) == 1, uploads.most_common(3)
-    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = Counter(line["event"] for line in lines)
     assert kinds["image"] and kinds["blob"] and kinds["report"] == 1, kinds
+    # every layer once to the mirror (the rest mounted, from a repository named in
+    # the event), once more to m2 by a mount from the source's own repository
+    blobs = [line for line in lines if line["event"] == "blob"]
+    actions = Counter(line["action"] for line in blobs)
+    assert set(actions) <= {"transferred", "mounted", "present"}, actions
+    moved = Counter(line["digest"] for line in blobs if line["action"] == "transferred")
+    assert moved and max(moved.values()) == 1, moved.most_common(3)
+    mounted = [line for line in blobs if line["action"] == "mounted"]
+    assert mounted and all(line["from"] for line in mounted)
+    assert {line["from"] for line in mounted} & {f"{corpus}/svc-00", f"m1-{corpus}/svc-00"}
 
     # Warm: per tag and destination one source HEAD (shared) and one destination HEAD.
     src_before, mir_before = len(source.requests()), len(mirror.requests())

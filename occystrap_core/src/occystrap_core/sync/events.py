@@ -1,11 +1,12 @@
 """The sync's machine-readable account: one JSON object a line (``--events FILE|-``).
 
 Every line has ``event`` and ``time`` (Unix seconds); values pass the redaction.
-Events: ``image`` (``state`` started, skipped, copied, failed, would-copy),
-``delete`` (``state`` deleted, failed, would-delete), ``blob`` (``state``
-transferred or present: the destination held it, or it was mounted there),
-``retry`` and ``rate_limit_wait``. Blob, retry and wait events come from the run's
-progress and counters, so they carry no image: images overlap with ``-J``.
+Events (docs/sync.md has the fields): ``image`` (``state`` started, skipped,
+copied, failed, would-copy), ``delete`` (``state`` deleted, failed, would-delete),
+``blob`` (``action`` transferred, mounted ``from`` a repository, present, or cached),
+``retry``, ``rate_limit_wait``, ``rate_limited`` and ``concurrency`` (with ``host``).
+Blob events come from the run's progress, the others from its counters, so they
+carry no image: images overlap with ``-J``.
 """
 
 from __future__ import annotations
@@ -58,11 +59,20 @@ class EventProgress(Progress):
     def layer(self, layer: Layer) -> Iterator[Callable[[int], None]]:
         with self.inner.layer(layer) as advance:
             yield advance
-        self.events.emit("blob", state="transferred", digest=layer.digest, size=layer.size)
+        self.events.emit("blob", action="transferred", digest=layer.digest, size=layer.size)
 
     def skipped(self, layer: Layer) -> None:
         self.inner.skipped(layer)
-        self.events.emit("blob", state="present", digest=layer.digest, size=layer.size)
+        self.events.emit("blob", action="present", digest=layer.digest, size=layer.size)
+
+    def mounted(self, layer: Layer, source: str | None) -> None:
+        self.inner.mounted(layer, source)
+        self.events.emit("blob", action="mounted", digest=layer.digest, size=layer.size,
+                         **({"from": source} if source else {}))
+
+    def cached(self, layer: Layer) -> None:
+        self.inner.cached(layer)
+        self.events.emit("blob", action="cached", digest=layer.digest, size=layer.size)
 
     def write(self, line: str) -> None:
         self.inner.write(line)

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (
-    MOUNTED,
     Image,
     ImageIndex,
     ImageOutput,
     Layer,
     LayerData,
     ManifestSummary,
+    Mounted,
     OutputResult,
 )
 from occystrap_core.errors import CorruptImageError, ImageNotFoundError, OccystrapError, URIError
@@ -56,7 +56,6 @@ from .locations import KEY as LOCATIONS
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
-    from occystrap_core.api import Mounted
     from occystrap_core.context import Context
 
 MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
@@ -227,7 +226,7 @@ class RegistryOutput(ImageOutput):
             session = self.uploader.mount(digest, repository)
             if session is None:
                 self._held(digest)
-                return MOUNTED
+                return Mounted(repository)
             self.uploader.cancel(session)
             cache = self.ctx.layer_cache
             if cache is not None and self.uploader.can_mount:  # refused: it is not there
@@ -281,7 +280,7 @@ class RegistryOutput(ImageOutput):
             if session is None:
                 self._held(digest)
                 self._release(digest)
-                return MOUNTED
+                return Mounted(candidates[0])
             with self._lock:  # the upload goes through it, saving a POST and a DELETE
                 self._sessions[digest] = session
             return True
@@ -368,7 +367,7 @@ class RegistryOutput(ImageOutput):
         if any(p is True for p in placed):
             return None
         result = self._push_manifest(data, media_type, by_digest=self._in_index)
-        result.details["mounted"] = sum(p is MOUNTED for p in placed[1:])
+        result.details["mounted"] = sum(isinstance(p, Mounted) for p in placed[1:])
         return result
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
