@@ -258,11 +258,17 @@ class RegistryOutput(ImageOutput):
     def _place(self, digest: str, size: int | None) -> bool | Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
         another repository of this registry; True when it must be uploaded, this
-        output then holding the run's claim on that upload (see :meth:`_release`)."""
+        output then holding the run's claim on that upload (see :meth:`_release`).
+
+        The first image of the run to need ``digest`` on this registry uploads it
+        (after one HEAD: the repository may hold it already); every other waits for
+        that upload, then mounts it from there with one request and no HEAD (a mount
+        answers for a blob the repository holds already too)."""
         while True:
             if self.locations.holds(self.registry, self.ref.path, digest):
                 return False  # uploaded or mounted here earlier in this run
-            if self.uploader.exists(digest, size):
+            if not self.locations.known(self.registry, digest, self.ref.path) \
+                    and self.uploader.exists(digest, size):
                 self._held(digest)
                 return False
             running = self.locations.claim(self.registry, digest)
