@@ -496,7 +496,9 @@ class ImageOutput(ABC):
     requires_ordered_layers: bool = False
 
     def start(self, image: Image) -> None:
-        """Called once, before any layer."""
+        """Called once, before any layer. An image with its source ``manifest`` is
+        what :meth:`finish` gets, config included; a filter that will change it
+        starts its output with the manifest dropped (as :meth:`Image.evolve` does)."""
 
     def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
         """The result, when the destination already holds exactly what copying the

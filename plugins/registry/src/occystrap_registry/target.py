@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from occystrap_core import digest as digests
@@ -59,6 +59,19 @@ if TYPE_CHECKING:
     from occystrap_core.context import Context
 
 MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
+CONFIG_PUSHES = "registry.config_pushes"
+
+
+def _config_pushes(ctx: Context) -> ThreadPoolExecutor:
+    """The run's threads that push image configs while the layers go up."""
+    def build() -> ThreadPoolExecutor:
+        pool = ThreadPoolExecutor(max(4, ctx.settings.image_parallel),
+                                  thread_name_prefix="config")
+        ctx.call_on_close(pool.shutdown)
+        return pool
+
+    return ctx.shared(CONFIG_PUSHES, build)
+
 
 class RegistryOutput(ImageOutput):
     requires_ordered_layers = False
@@ -86,6 +99,7 @@ class RegistryOutput(ImageOutput):
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
         self._pushed: list[tuple[str, str]] = []  # (digest, media type) of each manifest PUT
+        self._config: tuple[str, Future[None]] | None = None  # the config going up early
 
     @property
     def cache_identity(self) -> str:
@@ -119,6 +133,10 @@ class RegistryOutput(ImageOutput):
         self._rewritten = {}  # an output is reused for each image of an index
         if not self._in_index:
             self._remote_digest()  # the first authenticated request: bad credentials fail now
+        if image.manifest is not None:  # the config finish() gets: it may go up right away,
+            # off the critical path of the image's few sequential requests
+            self._config = (image.config_digest, _config_pushes(self.ctx).submit(
+                self.uploader.push_bytes, image.config_digest, image.config))
 
     def start_index(self, index: ImageIndex) -> None:
         self._depth += 1
@@ -346,7 +364,9 @@ class RegistryOutput(ImageOutput):
     # --- after the layers -----------------------------------------------------
 
     def finish(self, image: Image) -> OutputResult:
-        self.uploader.push_bytes(image.config_digest, image.config)
+        early = self._pushed_config()
+        if early != image.config_digest:
+            self.uploader.push_bytes(image.config_digest, image.config)
         self._held(image.config_digest)
         if image.manifest is not None and image.manifest_media_type and not self._rewritten:
             manifest, media_type = image.manifest, image.manifest_media_type
@@ -489,7 +509,17 @@ class RegistryOutput(ImageOutput):
             return f"{what}: the registry holds {length} bytes, the manifest says {size}"
         return None
 
+    def _pushed_config(self) -> str | None:
+        """Wait for the config :meth:`start` sent up; its digest (its error raised)."""
+        if self._config is None:
+            return None
+        (digest, future), self._config = self._config, None
+        future.result()
+        return digest
+
     def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the copy failed already: that is the error
+            self._pushed_config()  # not left running while the sessions are cancelled
         with self._lock:
             self._sessions = {}
             claims = list(self._claims)
