@@ -313,6 +313,29 @@ def nested_index(fake: FakeRegistry) -> dict[str, bytes]:
     return made
 
 
+class NoMountRegistry(FakeRegistry):
+    """Ignores ``mount``: every POST starts an upload (as ECR does)."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "mount" in request.url.params:
+            request = httpx.Request("POST", request.url.copy_with(query=None),
+                                    headers=request.headers)
+        return super().__call__(request)
+
+
+def test_a_registry_ignoring_mounts_is_asked_before_anything_is_uploaded() -> None:
+    fake = NoMountRegistry()
+    nested_index(fake)
+    with context(fake, all_platforms=True) as ctx, \
+            build_input(ctx, f"registry://{HOST}/app:v1") as source:
+        run(ctx, source, build_output(ctx, f"registry://{HOST}/copy:v1"))
+    # the mount of each layer started an upload instead: the HEAD the mount was to
+    # save found the blob there, and the session was let go unused
+    assert not [e for e in fake.log if e[0] in ("PUT", "PATCH") and "/blobs/uploads/" in e[1]]
+    assert len([e for e in fake.log if e[0] == "DELETE"]) == 3
+    assert ctx.stats["skipped"] == 3 and ctx.stats["mounted"] == 0
+
+
 def test_all_platforms_copies_nested_indexes_whole(tmp_path) -> None:
     fake = FakeRegistry()
     made = nested_index(fake)

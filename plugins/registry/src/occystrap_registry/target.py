@@ -281,12 +281,14 @@ class RegistryOutput(ImageOutput):
         The first image of the run to need ``digest`` on this registry uploads it
         (after one HEAD: the repository may hold it already); every other waits for
         that upload, then mounts it from there with one request and no HEAD (a mount
-        answers for a blob the repository holds already too)."""
+        answers for a blob the repository holds already too). A registry refusing or
+        ignoring the mount is asked the HEAD after all, before anything is uploaded."""
         while True:
             if self.locations.holds(self.registry, self.ref.path, digest):
                 return False  # uploaded or mounted here earlier in this run
-            if not self.locations.known(self.registry, digest, self.ref.path) \
-                    and self.uploader.exists(digest, size):
+            asked = not (self.uploader.can_mount
+                         and self.locations.known(self.registry, digest, self.ref.path))
+            if asked and self.uploader.exists(digest, size):
                 self._held(digest)
                 return False
             running = self.locations.claim(self.registry, digest)
@@ -305,6 +307,11 @@ class RegistryOutput(ImageOutput):
                 self._held(digest)
                 self._release(digest)
                 return Mounted(candidates[0])
+            if not asked and self.uploader.exists(digest, size):
+                self.uploader.cancel(session)
+                self._held(digest)
+                self._release(digest)
+                return False
             with self._lock:  # the upload goes through it, saving a POST and a DELETE
                 self._sessions[digest] = session
             return True
