@@ -180,10 +180,12 @@ def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: Regis
     served = source.requests()[src_before:]
     reads = Counter(r.rsplit("/", 1)[1] for r in served
                     if r.startswith(f"GET /v2/{corpus}/") and "/blobs/sha256:" in r)
-    retried = sum(1 for line in events.read_text().splitlines()
-                  if json.loads(line).get("event") == "retry")
+    logged = [json.loads(line) for line in events.read_text().splitlines()]
+    retried = sum(1 for line in logged if line["event"] == "retry")
+    again = {digest for digest, n in reads.items() if n > 1}
     assert reads and sum(n - 1 for n in reads.values()) <= retried + 1, (
-        reads.most_common(3), retried)
+        reads.most_common(3), retried,  # what the run said of the blobs read again
+        [line for line in logged if line.get("digest") in again or line["event"] == "retry"])
     # m2, on the source's own registry, was fed from m1 but mounted every layer: what
     # it had uploaded is at most each image's config (a small blob the output pushes)
     put = [r for r in served if r.startswith(f"PUT /v2/m2-{corpus}/") and "/uploads/" in r]
@@ -200,8 +202,25 @@ def test_cold_then_warm_sync_of_200_tags(sync: Callable[..., Any], source: Regis
                       if (m := re.search(r"^PUT /v2/.*/blobs/uploads/.*digest=(sha256(?::|%3A)"
                                          r"[0-9a-f]{64})", r)))
     assert uploads and max(uploads.values()) == 1, uploads.most_common(3)
-    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    kinds = Counter(line["event"] for line in logged)
     assert kinds["image"] and kinds["blob"] and kinds["report"] == 1, kinds
+    # every layer once to the mirror (the rest mounted, from a repository named in
+    # the event), once more to m2 by a mount from the source's own repository
+    blobs = [line for line in logged if line["event"] == "blob"]
+    actions = Counter(line["action"] for line in blobs)
+    assert set(actions) <= {"transferred", "mounted", "present"}, actions
+    moved = Counter(line["digest"] for line in blobs if line["action"] == "transferred")
+    assert moved and max(moved.values()) == 1, moved.most_common(3)
+    mounted = [line for line in blobs if line["action"] == "mounted"]
+    assert mounted and all(line["from"] for line in mounted)
+    assert {line["from"] for line in mounted} & {f"{corpus}/svc-00", f"m1-{corpus}/svc-00"}
+    # planned mounts: the shared base layer, once the run has placed it on the mirror,
+    # is mounted without a HEAD first. Per image: the verification's HEADs of its 3
+    # blobs, one HEAD before uploading its own layer, one before its config; the
+    # base's HEAD only for the images that started before any had claimed it (-J 8)
+    heads = [r for r in mirror.requests()[mir_before:]
+             if r.startswith("HEAD ") and "/blobs/" in r]
+    assert len(heads) <= 5 * len(_expected(corpus)) + 8, len(heads)
 
     # Warm: per tag and destination one source HEAD (shared) and one destination HEAD.
     src_before, mir_before = len(source.requests()), len(mirror.requests())
@@ -251,17 +270,34 @@ def test_a_429_burst_is_waited_out(run_cli: Callable[..., Any], register_plugin:
     clock = FakeClock()
     register_plugin(ClockPlugin(clock), name="occystrap-test-clock")
     events = tmp_path / "events.jsonl"
+    config = tmp_path / "sync.yaml"
     with FaultFront(source.url) as front:
+        config.write_text(f"""\
+registries:
+  {front.host}: {{insecure: true, concurrency: 4}}
+sources:
+  - source: registry://{front.host}/{corpus}/svc-1*:v2.*
+    destinations: registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}
+""")
         front.add(Fault("status", path="/manifests/", status=429, retry_after="7", times=2))
-        result = run_cli("--insecure", "sync", "--events", str(events),
-                         f"registry://{front.host}/{corpus}/svc-1[23]:v2.*",
-                         f"registry://{source.host}/m3-{corpus}/{{name}}:{{tag}}")
+        result = run_cli("--insecure", "sync", "--events", str(events), str(config))
         assert result.exit_code == 0, result.output
         assert front.injected() == 2
     assert 7.0 in clock.sleeps  # Retry-After honoured (on the fake clock)
-    kinds = Counter(json.loads(line)["event"] for line in events.read_text().splitlines())
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = Counter(line["event"] for line in lines)
     assert kinds["retry"] >= 1, kinds
+    assert all(line["host"] == front.host for line in lines if line["event"] == "retry")
+    # the front's concurrency limit halved on the first 429 (4 -> 2; the second 429
+    # may halve it again, to 1), then grew back to its cap as answers succeeded
+    limited = [line for line in lines if line["event"] == "rate_limited"]
+    assert [(e["host"], e["pause"]) for e in limited] == [(front.host, 7.0)] * 2, limited
+    assert limited[0]["limit"] == 2 and limited[1]["limit"] in (1, 2), limited
+    raised = [line["limit"] for line in lines if line["event"] == "concurrency"]
+    assert raised and raised[-1] == 4 and raised == sorted(raised), raised
     assert _tags(source, f"m3-{corpus}/svc-12") == ["v2.0.0", "v2.1.0"]
+    assert len([line for line in lines if line["event"] == "image"
+                and line["state"] == "copied"]) == 20
 
 
 @pytest.mark.parametrize("text, line, fragment", [

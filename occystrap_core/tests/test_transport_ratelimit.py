@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from occystrap_core.testing.http import FakeClock, MockHTTP, client_factory_plugin, make_context
-from occystrap_core.transport.ratelimit import HostLimiter
+from occystrap_core.transport.ratelimit import (
+    GROW_AFTER,
+    AdaptiveLimit,
+    Budget,
+    HostLimiter,
+    host_limiters,
+    set_budget,
+)
 
 
 def test_achieved_rate_under_four_threads():
@@ -104,3 +111,89 @@ def test_fractional_rates():
     limiter.acquire()
     limiter.acquire()
     assert clock.sleeps == [pytest.approx(2.0)]
+
+
+def test_a_429_halves_the_concurrency_limit_and_successes_raise_it_again():
+    clock = FakeClock()
+    answers = [httpx.Response(429, headers={"Retry-After": "2"})]
+
+    def handler(request):
+        return answers.pop(0) if answers else httpx.Response(200)
+
+    ctx = make_context(MockHTTP(handler), client_factory_plugin(), clock=clock, retries=0)
+    set_budget(ctx, "a.example", Budget(concurrency=8))
+    limit = host_limiters(ctx)["a.example"].concurrency
+    assert limit is not None and limit.limit == 8
+    client = ctx.http_client("test", "a.example")
+    assert client.get("/").status_code == 429
+    assert limit.limit == 4 and clock.sleeps == []  # the pause is waited by the next one
+    assert ctx.stats["rate_limited"] == 1
+    for _ in range(GROW_AFTER - 1):
+        client.get("/")
+    assert clock.sleeps == [2.0] and limit.limit == 4
+    client.get("/")
+    assert limit.limit == 5
+    for _ in range(3 * GROW_AFTER):
+        client.get("/")
+    assert limit.limit == 8 and ctx.stats["limit_raised"] == 4  # never above the cap
+
+
+def test_a_burst_of_429s_in_flight_at_once_halves_the_limit_once():
+    limit = AdaptiveLimit(8)
+    all_sent = threading.Barrier(6)
+    results: list[int | None] = []
+
+    def request() -> None:
+        epoch = limit.enter()
+        all_sent.wait()  # six requests in flight, then six 429s
+        results.append(limit.leave(epoch, True))
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert limit.limit == 4 and sorted(results, key=str) == [4, None, None, None, None, None]
+    assert limit.leave(limit.enter(), True) == 2  # one sent after the halving halves again
+    for _ in range(5):
+        assert limit.leave(limit.enter(), True) in (1, None)
+    assert limit.limit == 1  # never below one
+
+
+def test_the_limit_holds_requests_until_a_slot_frees():
+    limit = AdaptiveLimit(2)
+    first, second = limit.enter(), None
+    order: list[str] = []
+
+    def other() -> None:
+        nonlocal second
+        second = limit.enter()
+        order.append("second in")
+        limit.leave(second, False)
+
+    def third() -> None:
+        e = limit.enter()
+        order.append("third in")
+        limit.leave(e, False)
+
+    blocker = threading.Thread(target=other)
+    blocker.start()
+    blocker.join()  # two slots: the other thread got one at once
+    assert order == ["second in"]
+    limit.limit = 1  # as after a 429: the next request waits for this thread's slot
+    waiting = threading.Thread(target=third)
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive() and order == ["second in"]
+    limit.leave(first, None)  # a network error: frees the slot, changes nothing
+    waiting.join()
+    assert order == ["second in", "third in"] and limit.limit == 1
+
+
+def test_a_nested_request_of_a_thread_holding_a_slot_does_not_wait():
+    limit = AdaptiveLimit(1)
+    outer = limit.enter()
+    assert limit.enter() is None  # a download resumed inside an upload's body
+    assert limit.leave(None, False) is None
+    assert limit.leave(outer, False) is None
+    assert limit.leave(limit.enter(), False) is None  # free again

@@ -355,18 +355,22 @@ class ImageIndex:
 
 
 class Mounted:
-    """The type of :data:`MOUNTED`."""
+    """The type of :data:`MOUNTED`; ``Mounted(repository)`` also says where from."""
+
+    def __init__(self, source: str | None = None):
+        self.source = source
 
     def __bool__(self) -> bool:
         return False
 
     def __repr__(self) -> str:
-        return "MOUNTED"
+        return f"Mounted({self.source!r})" if self.source else "MOUNTED"
 
 
 #: What :meth:`ImageOutput.wants_layer` returns for a layer the destination got
 #: without reading it (a cross-repository mount): falsy like False, but counted as
-#: mounted rather than skipped.
+#: mounted rather than skipped. Test with ``isinstance(x, Mounted)``: an output may
+#: return a ``Mounted(repository)`` of its own, naming the repository it mounted from.
 MOUNTED = Mounted()
 
 
@@ -492,7 +496,9 @@ class ImageOutput(ABC):
     requires_ordered_layers: bool = False
 
     def start(self, image: Image) -> None:
-        """Called once, before any layer."""
+        """Called once, before any layer. An image with its source ``manifest`` is
+        what :meth:`finish` gets, config included; a filter that will change it
+        starts its output with the manifest dropped (as :meth:`Image.evolve` does)."""
 
     def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
         """The result, when the destination already holds exactly what copying the

@@ -80,13 +80,15 @@ class Stats:
     """Thread-safe counters for the run's summary line."""
 
     FIELDS = ("layers", "bytes", "skipped", "mounted", "retries", "rate_limit_waits",
-              "cache_hits")
+              "rate_limited", "limit_raised", "cache_hits")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(self.FIELDS, 0)
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1, **detail: Any) -> None:
+        """Count ``n`` more ``name``; ``detail`` (the host...) is for subclasses that
+        report each occurrence (sync's events)."""
         with self._lock:
             self.values[name] += n
 
@@ -166,7 +168,8 @@ class Context:
 
         s = self.settings
         return RetryPolicy(s.retries, get_clock(self), min_speed=s.min_speed,
-                           window=s.read_timeout, on_retry=lambda: self.stats.add("retries"))
+                           window=s.read_timeout,
+                           on_retry=lambda host: self.stats.add("retries", host=host))
 
     @cached_property
     def _clients(self) -> Any:

@@ -21,7 +21,6 @@ from typing import Any, BinaryIO, ContextManager
 from . import digest as digests
 from . import mediatypes as mt
 from .api import (
-    MOUNTED,
     Image,
     ImageIndex,
     ImageInput,
@@ -31,6 +30,7 @@ from .api import (
     Layer,
     LayerData,
     ManifestSummary,
+    Mounted,
     OutputResult,
 )
 from .context import Context, Settings
@@ -353,7 +353,7 @@ def _adopt(ctx: Context, output: ImageOutput, memo: tuple[bytes, str] | None,
         mounted = int(adopted.details.get("mounted", 0))
         with ctx.progress.image(layers):
             for layer in layers:
-                ctx.progress.skipped(layer)
+                ctx.progress.cached(layer)
         ctx.stats.add("mounted", mounted)
         ctx.stats.add("skipped", len(layers) - mounted)
         ctx.stats.add("cache_hits", len(layers))
@@ -416,8 +416,12 @@ def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: Imag
 
     def deliver(layer: Layer) -> None:
         wanted = output.wants_layer(layer)
+        if isinstance(wanted, Mounted):
+            ctx.stats.add("mounted")
+            ctx.progress.mounted(layer, wanted.source)
+            return
         if not wanted:
-            ctx.stats.add("mounted" if wanted is MOUNTED else "skipped")
+            ctx.stats.add("skipped")
             ctx.progress.skipped(layer)
             return
         with ctx.progress.layer(layer) as advance:
@@ -428,8 +432,8 @@ def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: Imag
             data = LayerData(layer, lambda: source.open_layer(layer), on_bytes=on_bytes,
                              cancel=token)
             outcome = output.add_layer(data)
-        ctx.stats.add("mounted" if outcome is MOUNTED else "skipped" if outcome is False
-                      else "layers")
+        ctx.stats.add("mounted" if isinstance(outcome, Mounted) else
+                      "skipped" if outcome is False else "layers")
 
     ordered = output.requires_ordered_layers or not source.parallel
     parallel(deliver, layers, 1 if ordered else ctx.settings.parallel, token, name="layer")

@@ -47,6 +47,15 @@ class Progress:
     def skipped(self, layer: Layer) -> None:
         """A layer the output already holds: it counts as done and is not read."""
 
+    def mounted(self, layer: Layer, source: str | None) -> None:
+        """A layer the output got by a mount (from repository ``source``, when known):
+        shown as :meth:`skipped` unless a reporter tells them apart."""
+        self.skipped(layer)
+
+    def cached(self, layer: Layer) -> None:
+        """A layer of an image the layer cache let the output take whole, unread."""
+        self.skipped(layer)
+
     def write(self, line: str) -> None:
         """Print ``line`` on stderr; above the bars, so they are not torn."""
         print(line, file=sys.stderr, flush=True)

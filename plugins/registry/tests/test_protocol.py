@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import random
+import tarfile
+import threading
 import time
 import uuid
 from typing import Any
@@ -312,6 +314,29 @@ def nested_index(fake: FakeRegistry) -> dict[str, bytes]:
     return made
 
 
+class NoMountRegistry(FakeRegistry):
+    """Ignores ``mount``: every POST starts an upload (as ECR does)."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "mount" in request.url.params:
+            request = httpx.Request("POST", request.url.copy_with(query=None),
+                                    headers=request.headers)
+        return super().__call__(request)
+
+
+def test_a_registry_ignoring_mounts_is_asked_before_anything_is_uploaded() -> None:
+    fake = NoMountRegistry()
+    nested_index(fake)
+    with context(fake, all_platforms=True) as ctx, \
+            build_input(ctx, f"registry://{HOST}/app:v1") as source:
+        run(ctx, source, build_output(ctx, f"registry://{HOST}/copy:v1"))
+    # the mount of each layer started an upload instead: the HEAD the mount was to
+    # save found the blob there, and the session was let go unused
+    assert not [e for e in fake.log if e[0] in ("PUT", "PATCH") and "/blobs/uploads/" in e[1]]
+    assert len([e for e in fake.log if e[0] == "DELETE"]) == 3
+    assert ctx.stats["skipped"] == 3 and ctx.stats["mounted"] == 0
+
+
 def test_all_platforms_copies_nested_indexes_whole(tmp_path) -> None:
     fake = FakeRegistry()
     made = nested_index(fake)
@@ -323,7 +348,11 @@ def test_all_platforms_copies_nested_indexes_whole(tmp_path) -> None:
     for name in ("inner", "amd64", "arm64", "s390x"):  # the rest by digest only
         assert fake.manifests[("copy", sha(made[name]))][0] == made[name]
     assert len([key for key in fake.manifests if key[0] == "copy"]) == 6  # outer twice
-    assert ctx.stats["skipped"] == 3  # the fake's blobs are visible in every repository
+    # the source is on this registry: each blob is mounted from it with one request,
+    # without asking first whether the copy holds it (the fake answers yes to both)
+    assert ctx.stats["mounted"] == 3 and ctx.stats["skipped"] == 0
+    heads = [e for e in fake.log if e[0] == "HEAD" and "/copy/blobs/" in e[1]]
+    assert len(heads) == 3  # the configs' only: a config is pushed after asking
 
     with context(fake, all_platforms=True) as ctx, \
             build_input(ctx, f"registry://{HOST}/app:v1") as source:
@@ -407,14 +436,17 @@ def test_foreign_layers_come_from_their_urls_and_are_never_pushed() -> None:
 # --- upload retry ----------------------------------------------------------------------
 
 class BreakingRegistry(FakeRegistry):
-    """Drops the connection during the first ``breaks`` blob PUTs, after reading the body."""
+    """Drops the connection during the first ``breaks`` blob PUTs of ``digest``, after
+    reading the body (the config goes up meanwhile, unharmed)."""
 
-    def __init__(self, breaks: int):
+    def __init__(self, breaks: int, digest: str):
         super().__init__()
         self.breaks = breaks
+        self.digest = digest
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PUT" and "/blobs/uploads/" in request.url.path and self.breaks:
+        if request.method == "PUT" and "/blobs/uploads/" in request.url.path and self.breaks \
+                and request.url.params.get("digest") == self.digest:
             request.read()
             self.breaks -= 1
             self.log.append(("PUT", request.url.path, -1))
@@ -433,8 +465,8 @@ class CountingInput(MemoryInput):
 
 
 def test_a_broken_streamed_put_is_retried_with_a_new_session() -> None:
-    fake = BreakingRegistry(breaks=1)
     image, blobs = memory_image([random.Random(2).randbytes(2 * MiB)], compress=True)
+    fake = BreakingRegistry(breaks=1, digest=image.layers[0].digest or "")
     source = CountingInput(image, blobs)
     with context(fake, retries=2) as ctx:
         _, result = run(ctx, source, build_output(ctx, f"registry://{HOST}/app:v1"))
@@ -450,8 +482,8 @@ def test_a_broken_streamed_put_is_retried_with_a_new_session() -> None:
 
 
 def test_upload_retries_run_out() -> None:
-    fake = BreakingRegistry(breaks=10)
     image, blobs = memory_image([b"z" * 5000], compress=True)
+    fake = BreakingRegistry(breaks=10, digest=image.layers[0].digest or "")
     with context(fake, retries=2) as ctx, pytest.raises(TransportError, match="reg.example"):
         run(ctx, MemoryInput(image, blobs), build_output(ctx, f"registry://{HOST}/app:v1"))
     assert ctx.stats["retries"] == 2
@@ -612,7 +644,9 @@ def test_all_platforms_copies_the_index_byte_for_byte() -> None:
     assert result.manifest_digest == sha(index)
     for manifest in children.values():
         assert fake.manifests[("all", sha(manifest))][0] == manifest
-    assert ctx.stats["skipped"] == 3  # the fake's blobs are visible in every repository
+    # the source is on this registry: each blob is mounted from it with one request,
+    # without asking first whether the copy holds it (the fake answers yes to both)
+    assert ctx.stats["mounted"] == 3 and ctx.stats["skipped"] == 0
 
     fake.log.clear()
     with context(fake, all_platforms=True) as ctx, \
@@ -676,3 +710,51 @@ def test_index_to_oci_layout_and_tar(tmp_path: Any) -> None:
             pytest.raises(UnsupportedError, match="cannot hold a multi-platform index"):
         run(ctx, source, build_output(ctx, f"tar://{tmp_path / 'out.tar'}"))
     assert not (tmp_path / "out.tar").exists()
+
+
+# --- the config, pushed while the layers go up ----------------------------------------
+
+class GatedRegistry(FakeRegistry):
+    """Holds each layer PUT until the config's PUT has arrived (or 10 s went by)."""
+
+    def __init__(self, config_digest: str):
+        super().__init__()
+        self.config_digest = config_digest
+        self.config_arrived = threading.Event()
+        self.layer_waited_for_config: list[bool] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and "/blobs/uploads/" in request.url.path:
+            if request.url.params.get("digest") == self.config_digest:
+                self.config_arrived.set()
+            else:
+                self.layer_waited_for_config.append(self.config_arrived.wait(10))
+        return super().__call__(request)
+
+
+def test_the_config_goes_up_while_the_layers_do() -> None:
+    image, blobs = memory_image([b"a" * 3000, b"b" * 3000], compress=True)
+    fake = GatedRegistry(image.config_digest)
+    with context(fake) as ctx:
+        _, result = run(ctx, MemoryInput(image, blobs), build_output(
+            ctx, f"registry://{HOST}/app:v1"))
+    assert fake.layer_waited_for_config == [True, True]  # the config did not wait for them
+    assert fake.blobs[image.config_digest] == image.config
+    assert result.manifest_digest == image.manifest_digest
+
+
+def test_a_filter_changing_the_config_sends_only_the_new_config() -> None:
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as archive:
+        info = tarfile.TarInfo("file")
+        info.size, info.mtime = 4, 12345
+        archive.addfile(info, io.BytesIO(b"data"))
+    image, blobs = memory_image([tar.getvalue()], compress=True)
+    fake = FakeRegistry()
+    with context(fake) as ctx:
+        output = build_output(ctx, f"registry://{HOST}/app:v1", ["normalize-timestamps"])
+        _, result = run(ctx, MemoryInput(image, blobs), output)
+    assert image.config_digest not in fake.blobs  # the source's config never went up
+    pushed = json.loads(fake.manifests[("app", "v1")][0])
+    assert pushed["config"]["digest"] in fake.blobs
+    assert result.manifest_digest != image.manifest_digest

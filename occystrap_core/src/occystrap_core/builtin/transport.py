@@ -36,8 +36,14 @@ def _logging(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseT
 def _rate_limit(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:
     from ..transport.ratelimit import RateLimitTransport, host_limiters
 
+    def throttled(host: str, pause: float, limit: int | None) -> None:
+        ctx.stats.add("rate_limited", host=host, pause=pause, limit=limit)
+
     return RateLimitTransport(inner, host_limiters(ctx),
-                              on_wait=lambda: ctx.stats.add("rate_limit_waits"))
+                              on_wait=lambda host: ctx.stats.add("rate_limit_waits", host=host),
+                              on_throttled=throttled,
+                              on_raised=lambda host, limit: ctx.stats.add(
+                                  "limit_raised", host=host, limit=limit))
 
 
 def _retry(inner: httpx.BaseTransport, host: str, ctx: Context) -> httpx.BaseTransport:

@@ -19,6 +19,7 @@ whose bytes depend on anything but the input and options sets ``cacheable = Fals
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -87,7 +88,8 @@ class LayerRewriteFilter(ImageFilter):
     def start(self, image: Image) -> None:
         image.refuse_non_tar(f"the {self.name} filter")
         self._family = image.family
-        self.inner.start(image)
+        # the config changes too: the output must not take this one for the final one
+        self.inner.start(dataclasses.replace(image, manifest=None))
 
     def wants_layer(self, layer: Layer) -> bool | Mounted:
         placed = self.probe_layer(layer)

@@ -71,9 +71,9 @@ def _config(args: tuple[str, ...]) -> SyncConfig:
 
 
 def _prepare(ctx: Context, cfg: SyncConfig) -> None:
-    """Per-registry credentials, CAs and request budgets, for this run (before any
-    client is built)."""
-    from ..transport.ratelimit import host_limiters
+    """Per-registry credentials, CAs, request budgets and concurrency caps, for this
+    run (before any client is built)."""
+    from ..transport.ratelimit import Budget, set_budget
     from .plan import LOOKUPS_PER_COPY
 
     # An image being checked holds a connection to its source and one to a destination:
@@ -85,8 +85,8 @@ def _prepare(ctx: Context, cfg: SyncConfig) -> None:
     if any(r.username or r.password or r.token for r in cfg.registries.values()):
         ctx.plugins.pm.register(ConfigCredentials(cfg.registries), name="occystrap-core.sync")
     for host, r in cfg.registries.items():
-        if r.requests_per_second:
-            host_limiters(ctx).set_rate(host, r.requests_per_second)
+        if r.requests_per_second or r.concurrency:
+            set_budget(ctx, host, Budget(r.requests_per_second, r.concurrency))
 
 
 def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,

@@ -38,7 +38,7 @@ class RegistrySettings:
     tls_verify: bool = True  # False: any certificate is accepted from this host
     ca_cert: str | None = None  # trusted for this host alone, instead of the usual roots
     requests_per_second: float | None = None
-    concurrency: int | None = None  # images copied to or from it at once
+    concurrency: int | None = None  # requests in flight to it at once, lowered on 429
 
 
 @dataclass(frozen=True)

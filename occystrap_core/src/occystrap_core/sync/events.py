@@ -1,11 +1,12 @@
 """The sync's machine-readable account: one JSON object a line (``--events FILE|-``).
 
 Every line has ``event`` and ``time`` (Unix seconds); values pass the redaction.
-Events: ``image`` (``state`` started, skipped, copied, failed, would-copy),
-``delete`` (``state`` deleted, failed, would-delete), ``blob`` (``state``
-transferred or present: the destination held it, or it was mounted there),
-``retry`` and ``rate_limit_wait``. Blob, retry and wait events come from the run's
-progress and counters, so they carry no image: images overlap with ``-J``.
+Events (docs/sync.md has the fields): ``image`` (``state`` started, skipped,
+copied, failed, would-copy), ``delete`` (``state`` deleted, failed, would-delete),
+``blob`` (``action`` transferred, mounted ``from`` a repository, present, or cached),
+``retry``, ``rate_limit_wait``, ``rate_limited`` and ``concurrency`` (with ``host``).
+Blob events come from the run's progress, the others from its counters, so they
+carry no image: images overlap with ``-J``.
 """
 
 from __future__ import annotations
@@ -58,26 +59,37 @@ class EventProgress(Progress):
     def layer(self, layer: Layer) -> Iterator[Callable[[int], None]]:
         with self.inner.layer(layer) as advance:
             yield advance
-        self.events.emit("blob", state="transferred", digest=layer.digest, size=layer.size)
+        self.events.emit("blob", action="transferred", digest=layer.digest, size=layer.size)
 
     def skipped(self, layer: Layer) -> None:
         self.inner.skipped(layer)
-        self.events.emit("blob", state="present", digest=layer.digest, size=layer.size)
+        self.events.emit("blob", action="present", digest=layer.digest, size=layer.size)
+
+    def mounted(self, layer: Layer, source: str | None) -> None:
+        self.inner.mounted(layer, source)
+        self.events.emit("blob", action="mounted", digest=layer.digest, size=layer.size,
+                         **({"from": source} if source else {}))
+
+    def cached(self, layer: Layer) -> None:
+        self.inner.cached(layer)
+        self.events.emit("blob", action="cached", digest=layer.digest, size=layer.size)
 
     def write(self, line: str) -> None:
         self.inner.write(line)
 
 
 class EventStats(Stats):
-    """The run's counters, plus an event for each retry and rate-limit wait."""
+    """The run's counters, plus an event for each retry, rate-limit wait, 429 and
+    concurrency limit raised again, with its details (the host...)."""
 
-    NAMED = {"retries": "retry", "rate_limit_waits": "rate_limit_wait"}
+    NAMED = {"retries": "retry", "rate_limit_waits": "rate_limit_wait",
+             "rate_limited": "rate_limited", "limit_raised": "concurrency"}
 
     def __init__(self, events: Events):
         super().__init__()
         self.events = events
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1, **detail: Any) -> None:
         super().add(name, n)
         if name in self.NAMED:
-            self.events.emit(self.NAMED[name])
+            self.events.emit(self.NAMED[name], **detail)

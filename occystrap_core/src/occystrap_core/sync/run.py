@@ -25,12 +25,11 @@ rules select that the source no longer has; nothing outside that scope is touche
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .. import library
 from ..bulk import single_input
@@ -38,7 +37,7 @@ from ..errors import ImageNotFoundError, OccystrapError
 from ..redact import redact_text, redact_uri
 from ..workers import parallel
 from .events import Events
-from .plan import LOOKUPS_PER_COPY, Place, Plan, Planner, Scope, Target, Task, host_of, with_query
+from .plan import LOOKUPS_PER_COPY, Place, Plan, Planner, Scope, Target, Task, with_query
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -82,9 +81,6 @@ class Runner:
         self.events = events
         self.dry_run = dry_run
         self._copying = threading.Semaphore(ctx.settings.image_parallel)  # -J
-        self._caps: dict[str, threading.Semaphore] = {
-            host: threading.Semaphore(r.concurrency)
-            for host, r in planner.config.registries.items() if r.concurrency}
 
     # --- copies ----------------------------------------------------------------
 
@@ -174,7 +170,7 @@ class Runner:
         else:
             source = with_query(source, all_platforms="true")
         filters = () if fed else spec.filters
-        with self._capped(source, target.uri), single_input(self.ctx, source, "sync") as opened:
+        with self._copying, single_input(self.ctx, source, "sync") as opened:
             result = library.copy(opened, target.uri, filters=filters, session=self.ctx,
                                   referrers=spec.referrers, referrer_types=spec.referrer_types)
         if result.problems:
@@ -183,23 +179,11 @@ class Runner:
 
     def _referrers(self, task: Task, target: Target) -> None:
         """The image is there already: its referrers may not be (a new signature)."""
-        with self._capped(task.source, target.uri), \
-                single_input(self.ctx, task.source, "sync") as opened:
+        with self._copying, single_input(self.ctx, task.source, "sync") as opened:
             result = library.copy_referrers(opened, target.uri, session=self.ctx,
                                             referrer_types=task.spec.referrer_types)
         if result.problems:
             raise OccystrapError("verify failed: " + "; ".join(result.problems))
-
-    @contextlib.contextmanager
-    def _capped(self, *uris: str) -> Iterator[None]:
-        """Hold a copy slot (-J), then each registry's concurrency cap (in a fixed order:
-        no deadlock)."""
-        caps = [self._caps[h] for h in sorted({host_of(u) for u in uris}) if h in self._caps]
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(self._copying)
-            for cap in caps:
-                stack.enter_context(cap)
-            yield
 
     # --- prune -----------------------------------------------------------------
 

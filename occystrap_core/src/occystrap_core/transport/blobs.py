@@ -142,7 +142,8 @@ class BlobReader(io.RawIOBase):
             raise TransportError(f"{self.what}: download from {self._host} failed{at}{tries}: "
                                  f"{reason}", retryable=True) from None
         where = redact_uri(str(self.client.base_url.join(self.url)))
-        self.policy.wait(self.attempt, f"{reason}{at}", f"GET {where}", response)
+        self.policy.wait(self.attempt, f"{reason}{at}", f"GET {where}", response,
+                         host=self._host)
         self.attempt += 1
 
     def _resume(self, reason: str) -> None:

@@ -105,7 +105,7 @@ class RetryPolicy:
     """How many times, and how, any one operation of the run is retried (see module doc)."""
 
     def __init__(self, retries: int, clock: Clock, *, min_speed: int = 0,
-                 window: float = 30.0, on_retry: Callable[[], None] | None = None,
+                 window: float = 30.0, on_retry: Callable[[str], None] | None = None,
                  rand: Callable[[], float] = random.random):
         self.retries = retries
         self.clock = clock
@@ -119,15 +119,16 @@ class RetryPolicy:
         return attempt < self.retries
 
     def wait(self, attempt: int, why: str, what: str,
-             response: httpx.Response | None = None) -> None:
-        """Count retry number ``attempt`` (0-based) of ``what`` and sleep before it."""
+             response: httpx.Response | None = None, *, host: str = "") -> None:
+        """Count retry number ``attempt`` (0-based) of ``what`` (to ``host``) and sleep
+        before it."""
         delay = backoff(attempt, self.rand)
         if response is not None:
             delay = max(delay, retry_after(response, self.clock.time()) or 0.0)
         log.info("retrying %s after %s in %.1fs (retry %d of %d)", redact_uri(what), why,
                  delay, attempt + 1, self.retries)
         if self.on_retry:
-            self.on_retry()
+            self.on_retry(host)
         self.clock.sleep(delay)
 
     def speed_check(self) -> SpeedCheck:
@@ -213,7 +214,8 @@ class RetryTransport(httpx.BaseTransport):
                     return response
                 why = f"HTTP {status}"
                 response.close()
-            self.policy.wait(attempt, why, f"{request.method} {request.url}", response)
+            self.policy.wait(attempt, why, f"{request.method} {request.url}", response,
+                             host=host)
             attempt += 1
 
     def close(self) -> None:

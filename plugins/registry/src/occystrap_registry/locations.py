@@ -5,7 +5,9 @@ shared blob once per destination registry: pulls record the source repository of
 each blob, uploads and mounts record the destination. An output that needs a blob
 its registry holds in another repository mounts it instead of uploading it, and two
 uploads of one blob to one registry never run at once: the second waits for the
-first, then mounts.
+first, then mounts. So each blob is uploaded once per registry, by the first image
+to need it; the others, knowing where it is (or will be), mount it without asking
+first whether their repository has it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class BlobLocations:
     def repositories(self, registry: str, digest: str, exclude: str) -> list[str]:
         with self._lock:
             return [r for r in self._repositories.get((registry, digest), ()) if r != exclude]
+
+    def known(self, registry: str, digest: str, exclude: str) -> bool:
+        """Does a repository other than ``exclude`` hold ``digest``, or is an upload of
+        it under way (after which one will)?"""
+        with self._lock:
+            key = (registry, digest)
+            return key in self._uploading or any(
+                r != exclude for r in self._repositories.get(key, ()))
 
     def claim(self, registry: str, digest: str) -> threading.Event | None:
         """None: the caller may upload ``digest`` and must :meth:`release` it after.

@@ -166,7 +166,7 @@ class RegistrySource(ImageSource):
             error = DigestMismatchError(f"{what} from {self.repo.host}", stated, actual)
             if not self.ctx.retry.allows(attempt):
                 raise error
-            self.ctx.retry.wait(attempt, str(error), f"GET {url}")
+            self.ctx.retry.wait(attempt, str(error), f"GET {url}", host=self.repo.host)
             attempt += 1
 
     def open_blob(self, descriptor: Descriptor) -> contextlib.AbstractContextManager[BinaryIO]:

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import httpx
@@ -32,13 +32,13 @@ import httpx
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import (
-    MOUNTED,
     Image,
     ImageIndex,
     ImageOutput,
     Layer,
     LayerData,
     ManifestSummary,
+    Mounted,
     OutputResult,
 )
 from occystrap_core.errors import (
@@ -66,10 +66,22 @@ from .plugin import COMPRESSION_OPTION
 from .upload import Session, Uploader, check_digest_header
 
 if TYPE_CHECKING:
-    from occystrap_core.api import Mounted
     from occystrap_core.context import Context
 
 MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
+CONFIG_PUSHES = "registry.config_pushes"
+
+
+def _config_pushes(ctx: Context) -> ThreadPoolExecutor:
+    """The run's threads that push image configs while the layers go up."""
+    def build() -> ThreadPoolExecutor:
+        pool = ThreadPoolExecutor(max(4, ctx.settings.image_parallel),
+                                  thread_name_prefix="config")
+        ctx.call_on_close(pool.shutdown)
+        return pool
+
+    return ctx.shared(CONFIG_PUSHES, build)
+
 
 class RegistryOutput(ImageOutput):
     requires_ordered_layers = False
@@ -100,6 +112,7 @@ class RegistryOutput(ImageOutput):
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
         self._pushed: list[tuple[str, str]] = []  # (digest, media type) of each manifest PUT
+        self._config: tuple[str, Future[None]] | None = None  # the config going up early
 
     @property
     def cache_identity(self) -> str:
@@ -133,6 +146,10 @@ class RegistryOutput(ImageOutput):
         self._rewritten = {}  # an output is reused for each image of an index
         if not self._in_index:
             self._remote_digest()  # the first authenticated request: bad credentials fail now
+        if image.manifest is not None:  # the config finish() gets: it may go up right away,
+            # off the critical path of the image's few sequential requests
+            self._config = (image.config_digest, _config_pushes(self.ctx).submit(
+                self.uploader.push_bytes, image.config_digest, image.config))
 
     def start_index(self, index: ImageIndex) -> None:
         self._depth += 1
@@ -240,7 +257,7 @@ class RegistryOutput(ImageOutput):
             session = self.uploader.mount(digest, repository)
             if session is None:
                 self._held(digest)
-                return MOUNTED
+                return Mounted(repository)
             self.uploader.cancel(session)
             cache = self.ctx.layer_cache
             if cache is not None and self.uploader.can_mount:  # refused: it is not there
@@ -272,11 +289,19 @@ class RegistryOutput(ImageOutput):
     def _place(self, digest: str, size: int | None) -> bool | Mounted:
         """False when this repository holds ``digest``, MOUNTED when it was mounted from
         another repository of this registry; True when it must be uploaded, this
-        output then holding the run's claim on that upload (see :meth:`_release`)."""
+        output then holding the run's claim on that upload (see :meth:`_release`).
+
+        The first image of the run to need ``digest`` on this registry uploads it
+        (after one HEAD: the repository may hold it already); every other waits for
+        that upload, then mounts it from there with one request and no HEAD (a mount
+        answers for a blob the repository holds already too). A registry refusing or
+        ignoring the mount is asked the HEAD after all, before anything is uploaded."""
         while True:
             if self.locations.holds(self.registry, self.ref.path, digest):
                 return False  # uploaded or mounted here earlier in this run
-            if self.uploader.exists(digest, size):
+            asked = not (self.uploader.can_mount
+                         and self.locations.known(self.registry, digest, self.ref.path))
+            if asked and self.uploader.exists(digest, size):
                 self._held(digest)
                 return False
             running = self.locations.claim(self.registry, digest)
@@ -294,7 +319,12 @@ class RegistryOutput(ImageOutput):
             if session is None:
                 self._held(digest)
                 self._release(digest)
-                return MOUNTED
+                return Mounted(candidates[0])
+            if not asked and self.uploader.exists(digest, size):
+                self.uploader.cancel(session)
+                self._held(digest)
+                self._release(digest)
+                return False
             with self._lock:  # the upload goes through it, saving a POST and a DELETE
                 self._sessions[digest] = session
             return True
@@ -354,7 +384,9 @@ class RegistryOutput(ImageOutput):
     # --- after the layers -----------------------------------------------------
 
     def finish(self, image: Image) -> OutputResult:
-        self.uploader.push_bytes(image.config_digest, image.config)
+        early = self._pushed_config()
+        if early != image.config_digest:
+            self.uploader.push_bytes(image.config_digest, image.config)
         self._held(image.config_digest)
         if image.manifest is not None and image.manifest_media_type and not self._rewritten:
             manifest, media_type = image.manifest, image.manifest_media_type
@@ -381,7 +413,7 @@ class RegistryOutput(ImageOutput):
         if any(p is True for p in placed):
             return None
         result = self._push_manifest(data, media_type, by_digest=self._in_index)
-        result.details["mounted"] = sum(p is MOUNTED for p in placed[1:])
+        result.details["mounted"] = sum(isinstance(p, Mounted) for p in placed[1:])
         return result
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
@@ -532,7 +564,17 @@ class RegistryOutput(ImageOutput):
             return f"{what}: the registry holds {length} bytes, the manifest says {size}"
         return None
 
+    def _pushed_config(self) -> str | None:
+        """Wait for the config :meth:`start` sent up; its digest (its error raised)."""
+        if self._config is None:
+            return None
+        (digest, future), self._config = self._config, None
+        future.result()
+        return digest
+
     def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the copy failed already: that is the error
+            self._pushed_config()  # not left running while the sessions are cancelled
         with self._lock:
             self._sessions = {}
             claims = list(self._claims)

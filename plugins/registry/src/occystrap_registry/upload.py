@@ -280,7 +280,7 @@ class Uploader:
                 if not self.policy.allows(attempt):
                     raise failed.error from None
                 self.policy.wait(attempt, str(failed.error), f"uploading {digest} to "
-                                 f"{self.repo.host}", failed.response)
+                                 f"{self.repo.host}", failed.response, host=self.repo.host)
                 attempt += 1
             except BaseException:
                 self.cancel(session)
