@@ -350,7 +350,10 @@ def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer
               for r in reports]
     assert set().union(*copied) == expected and sum(map(len, copied)) == len(expected)
     repositories = [{d.rsplit(":", 1)[0] for d in c} for c in copied]
-    assert all(repositories) and sum(map(len, repositories)) == 10  # each in one shard
+    # each repository in one shard; which shard is a hash of its name (the corpus name
+    # is random, so a shard may get none of the 10: 3 x (2/3)^10, 5 % of runs)
+    assert len(set().union(*repositories)) == sum(map(len, repositories)) == 10
+    assert sum(1 for r in repositories if r) >= 2
     assert [r["shard"] for r in reports] == ["0/3", "1/3", "2/3"]
     assert _tags(source, f"s-{corpus}/svc-19") == ["v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1"]
 
