@@ -227,8 +227,8 @@ def test_the_plan_comes_from_the_environment(tmp_path, monkeypatch):
     ctx = make_context(MockHTTP(RangeServer()), client_factory_plugin(), clock=FakeClock(),
                        parallel=6, temp_dir=str(tmp_path))
     monkeypatch.setenv("OCCYSTRAP_PARTIAL_DIR", str(tmp_path / "p"))
-    assert ranged.plan(ctx, 63 << 20) is None  # below the default threshold
-    plan = ranged.plan(ctx, 64 << 20)
+    assert ranged.plan(ctx, 255 << 20) is None  # below the default threshold
+    plan = ranged.plan(ctx, 256 << 20)
     assert plan is not None and (plan.chunk, plan.connections) == (16 << 20, 8)
     monkeypatch.setenv("OCCYSTRAP_RANGE_CHUNK", "0")
     assert ranged.plan(ctx, 1 << 30) is None  # turned off

@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("occystrap.transport")
 
 CHUNK = 16 << 20
-THRESHOLD = 64 << 20
+# Ranges write every byte to the partial file and read it back: on a link that does not
+# cap connections that costs a third of a pull of 64 MiB layers (bench/registry_bench.py),
+# where -j layers at once fill the link anyway. A blob this large is the long tail a
+# capped connection makes of a pull.
+THRESHOLD = 256 << 20
 # Connections per large blob (or -j, if more). A capped connection's rate times this is
 # the ceiling; 8 at 40 MB/s is past what one consumer thread hashes and writes here
 # (130-190 MB/s), and the spare-connection semaphore keeps the pool's bound.
