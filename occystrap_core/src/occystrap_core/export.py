@@ -26,15 +26,12 @@ from typing import BinaryIO
 from .errors import CorruptImageError
 from .layertar import (
     clean_name,
-    link_problem,
     members,
     prepare_copy,
     read_stream,
+    refuse_unsafe,
     unsafe_reason,
-    whiteout_problem,
-    whiteout_target,
     write_stream,
-    xattr_problem,
 )
 from .streams import Writable
 
@@ -77,8 +74,7 @@ class Flattener:
             name = clean_name(member.name)
             if not name:
                 continue
-            _check(member, name, what)
-            whiteout = whiteout_target(name)
+            whiteout = refuse_unsafe(member, name, what)
             if whiteout is not None:
                 directory, base = whiteout
                 if base is None:
@@ -137,17 +133,3 @@ class Flattener:
                 log.warning("hard link %s -> %s left out: its target is not in the "
                             "merged rootfs", link.name, link.linkname)
         self.out.close()
-
-
-def _check(member: tarfile.TarInfo, name: str, what: str) -> None:
-    """Refuse what :mod:`occystrap_core.rootfs` refuses to extract."""
-    problem = unsafe_reason(name) or link_problem(member)
-    if problem:
-        raise CorruptImageError(f"{what}: member {member.name!r} has {problem}; refused")
-    whiteout = whiteout_target(name)
-    problem = whiteout_problem(whiteout[1]) if whiteout else None
-    if problem:
-        raise CorruptImageError(f"{what}: whiteout {member.name!r} {problem}; refused")
-    problem = xattr_problem(member)
-    if problem:
-        raise CorruptImageError(f"{what}: {member.name!r} carries {problem}; refused")

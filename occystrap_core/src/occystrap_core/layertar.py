@@ -175,6 +175,22 @@ def xattr_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
+def refuse_unsafe(member: tarfile.TarInfo, name: str, what: str) -> tuple[str, str | None] | None:
+    """Raise CorruptImageError for a member no output may write (its ``name`` cleaned);
+    else its whiteout target, as :func:`whiteout_target` gives it."""
+    problem = unsafe_reason(name) or link_problem(member)
+    if problem:
+        raise CorruptImageError(f"{what}: member {member.name!r} has {problem}; refused")
+    whiteout = whiteout_target(name)
+    problem = whiteout_problem(whiteout[1]) if whiteout else None
+    if problem:
+        raise CorruptImageError(f"{what}: whiteout {member.name!r} {problem}; refused")
+    problem = xattr_problem(member)
+    if problem:
+        raise CorruptImageError(f"{what}: {member.name!r} carries {problem}; refused")
+    return whiteout
+
+
 def prepare_copy(member: tarfile.TarInfo, original_mtime: float) -> None:
     """Make ``member`` safe to write again after a filter changed it.
 

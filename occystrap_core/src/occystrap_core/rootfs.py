@@ -48,13 +48,10 @@ from .errors import CorruptImageError, OccystrapError
 from .layertar import (
     XATTR_PAX_PREFIX,
     clean_name,
-    link_problem,
     members,
     read_stream,
+    refuse_unsafe,
     unsafe_reason,
-    whiteout_problem,
-    whiteout_target,
-    xattr_problem,
 )
 
 log = logging.getLogger("occystrap.rootfs")
@@ -198,16 +195,7 @@ class TreeWriter:
             name = clean_name(member.name)
             if not name:
                 continue
-            problem = unsafe_reason(name) or link_problem(member)
-            if problem:
-                raise CorruptImageError(f"{what}: member {member.name!r} has {problem}; refused")
-            whiteout = whiteout_target(name)
-            problem = whiteout_problem(whiteout[1]) if whiteout else None
-            if problem:
-                raise CorruptImageError(f"{what}: whiteout {member.name!r} {problem}; refused")
-            problem = xattr_problem(member)
-            if problem:
-                raise CorruptImageError(f"{what}: {member.name!r} carries {problem}; refused")
+            whiteout = refuse_unsafe(member, name, what)
             with _errors(f"{what}: {name!r}"):
                 if whiteout is not None:
                     self._whiteout(whiteout, written, f"{what}: {name!r}")
