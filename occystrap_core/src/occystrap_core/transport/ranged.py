@@ -142,13 +142,7 @@ class RangedReader(io.RawIOBase):
         if not self._todo:
             return  # an earlier run fetched it all
         index = self._todo.pop(0)
-        reader = self._chunk_reader(index)
-        try:
-            reader.open()
-        except BaseException:
-            reader.close()
-            raise
-        self._start((index, reader), spare=False)
+        self._start((index, self._opened(index)), spare=False)
         for _ in range(min(self.plan.connections, len(self._todo) + 1) - 1):
             if not self.plan.spare.acquire(blocking=False):
                 break  # other large blobs use the run's spare connections
@@ -182,13 +176,17 @@ class RangedReader(io.RawIOBase):
             if self._stop or self._error is not None or not self._todo:
                 return None
             index = self._todo.pop(0)
+        return index, self._opened(index)
+
+    def _opened(self, index: int) -> BlobReader:
+        """Chunk ``index``'s reader, its request sent."""
         reader = self._chunk_reader(index)
         try:
             reader.open()
         except BaseException:
             reader.close()
             raise
-        return index, reader
+        return reader
 
     def _fetch(self, fd: int, index: int, reader: BlobReader) -> None:
         start, end = self.partial.span(index)
