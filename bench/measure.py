@@ -7,7 +7,6 @@ import compileall
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,16 @@ def prepare(*tools: str) -> None:
 
 # Peak RSS must be measured from a small parent: a child forked from the (large)
 # benchmark process counts the parent's pages until it execs.
-_MEASURE = """import os, sys
+# Wall time is taken there too, from fork to exit: the parent's own start-up (an
+# interpreter's, 50 ms here) is no tool's.
+_MEASURE = """import os, sys, time
+started = time.monotonic()
 pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nCPU {usage.ru_utime + usage.ru_stime} MAXRSS {usage.ru_maxrss}\\n")
+sys.stderr.write(f"\\nCPU {usage.ru_utime + usage.ru_stime} MAXRSS {usage.ru_maxrss} "
+                 f"WALL {time.monotonic() - started}\\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -47,12 +50,11 @@ class Measured:
 def run(cmd: list[str], env: Mapping[str, str] | None = None) -> Measured:
     """Run ``cmd`` (stdout discarded; ``env``: its whole environment) and measure it; exit
     the benchmark if it fails."""
-    started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=env)
-    elapsed = time.monotonic() - started
     if proc.returncode:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
     rest, tail = proc.stderr.rsplit("\nCPU ", 1)
-    cpu, rss = tail.split(" MAXRSS ")
-    return Measured(elapsed, int(rss), float(cpu), rest)
+    cpu, rest_of_tail = tail.split(" MAXRSS ")
+    rss, wall = rest_of_tail.split(" WALL ")
+    return Measured(float(wall), int(rss), float(cpu), rest)
