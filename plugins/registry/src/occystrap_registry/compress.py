@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import tempfile
 from dataclasses import dataclass
@@ -42,8 +41,17 @@ def check(compression: str | None, level: int | None, where: str = "registry://"
 def step(compression: str, level: int | None) -> str:
     """The layer cache's identity of compressing a tar with ``compression`` at ``level``:
     the compressor and its version are part of it, as another may write other bytes."""
-    library = {"gzip": "isal", "zstd": "zstandard"}.get(compression)
-    version = f" {library}=={importlib.metadata.version(library)}" if library else ""
+    version = ""
+    # The modules' own __version__, not importlib.metadata: importing that, and its scan
+    # of every distribution, cost a warm cached copy 20 ms.
+    if compression == "gzip":
+        import isal
+
+        version = f" isal=={isal.__version__}"
+    elif compression == "zstd":
+        import zstandard
+
+        version = f" zstandard=={zstandard.__version__}"
     chosen = DEFAULT_LEVEL[compression] if level is None else level
     return f"compress {compression}:level={chosen}{version}"
 
