@@ -10,11 +10,8 @@ bounded: a hang fails the test instead of holding up the suite.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Callable
 import pytest
 
 from occystrap_core.testing.faults import Fault, FaultFront
+from occystrap_core.testing.processes import OccystrapProcess, wait_until
 from occystrap_core.testing.registry import RegistryServer, push_sample_image
 
 LAYERS = 6
@@ -52,34 +50,8 @@ def _leftovers(*dirs: Path) -> list[str]:
     return sorted(str(p) for d in dirs if d.exists() for p in d.iterdir())
 
 
-class Run:
-    """``occystrap ARGS`` as a process of its own, in a fresh environment."""
-
-    def __init__(self, front: FaultFront, tmp: Path, *args: str):
-        self.env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"),
-                    "OCCYSTRAP_TEMP_DIR": str(tmp / "temp")}
-        (tmp / "temp").mkdir(exist_ok=True)
-        self.args = [sys.executable, "-m", "occystrap_core", "--ca-cert", str(front.ca_cert),
-                     "--no-progress", "--min-speed", "0", *args]
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-
-    def wait(self, timeout: float) -> tuple[int, str]:
-        try:
-            _, err = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.communicate()
-            pytest.fail(f"occystrap did not stop within {timeout} s: {self.args}")
-        return self.process.returncode, err
-
-
-def _until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def _run(front: FaultFront, tmp: Path, *args: str) -> OccystrapProcess:
+    return OccystrapProcess(tmp, str(front.ca_cert), *args)
 
 
 def _one_error_line(err: str, fragment: str) -> None:
@@ -100,9 +72,9 @@ def test_a_pull_stops_promptly_and_leaves_nothing(front, image, tmp_path, sig, c
     # each layer crawls: the whole pull would take well over a minute
     front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
     out = tmp_path / "layout"
-    run = Run(front, tmp_path, "-j", "2", "process", f"registry://{front.host}/{repo}:v1",
+    run = _run(front, tmp_path, "-j", "2", "process", f"registry://{front.host}/{repo}:v1",
               f"oci-layout://{out}")
-    _until(lambda: sum(h.fault == "trickle" for h in front.log) >= 2, "layers to flow")
+    wait_until(lambda: sum(h.fault == "trickle" for h in front.log) >= 2, "layers to flow")
     sent = time.monotonic()
     run.process.send_signal(sig)
     returncode, err = run.wait(timeout=PROMPT + 20)
@@ -112,21 +84,21 @@ def test_a_pull_stops_promptly_and_leaves_nothing(front, image, tmp_path, sig, c
     assert not out.exists()
     assert _leftovers(tmp_path / "temp") == []
     front.clear()
-    rerun = Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+    rerun = _run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
                 f"oci-layout://{out}")
     assert rerun.wait(timeout=60)[0] == 0
 
 
 def _stalled_push(front: FaultFront, repo: str, tmp: Path,
-                  *flags: str) -> tuple[Run, Path, str]:
+                  *flags: str) -> tuple[OccystrapProcess, Path, str]:
     """A push of the image (pulled to an archive first) whose blob PUTs never end:
     the run, the archive and the destination repository."""
     archive = tmp / "image.tar"
-    assert Run(front, tmp, "process", f"registry://{front.host}/{repo}:v1",
+    assert _run(front, tmp, "process", f"registry://{front.host}/{repo}:v1",
                f"tar://{archive}").wait(timeout=60)[0] == 0
     dest = f"interrupts/{uuid.uuid4().hex[:8]}"
     front.add(Fault("stall", method="PUT", path="/blobs/uploads/.", seconds=60, times=-1))
-    run = Run(front, tmp, *flags, "process", f"tar://{archive}",
+    run = _run(front, tmp, *flags, "process", f"tar://{archive}",
               f"registry://{front.host}/{dest}:v1")
     return run, archive, dest
 
@@ -134,17 +106,17 @@ def _stalled_push(front: FaultFront, repo: str, tmp: Path,
 def test_an_interrupted_push_cancels_its_upload_sessions(front, registry_plain, image,
                                                          tmp_path):
     run, archive, dest = _stalled_push(front, image[0], tmp_path, "-j", "2")
-    _until(lambda: any(h.fault == "stall" for h in front.log), "an upload to start")
+    wait_until(lambda: any(h.fault == "stall" for h in front.log), "an upload to start")
     assert _uploads(registry_plain)  # the registry holds the open session
     run.process.send_signal(signal.SIGTERM)
     returncode, err = run.wait(timeout=PROMPT + 20)
     assert returncode == 143
     _one_error_line(err, "interrupted (SIGTERM)")
-    _until(lambda: not [p for p in _uploads(registry_plain) if dest in str(p)],
+    wait_until(lambda: not [p for p in _uploads(registry_plain) if dest in str(p)],
            "the sessions to be cancelled", timeout=5)
     assert _leftovers(tmp_path / "temp", tmp_path / "cache" / "occystrap" / "uploads") == []
     front.clear()
-    assert Run(front, tmp_path, "process", f"tar://{archive}",
+    assert _run(front, tmp_path, "process", f"tar://{archive}",
                f"registry://{front.host}/{dest}:v1").wait(timeout=60)[0] == 0
 
 
@@ -162,16 +134,16 @@ def test_after_sigkill_the_next_run_cleans_up(front, registry_plain, image, tmp_
         cancelled = sum(h.method == "DELETE" for h in hits)
         return opened > 0 and opened - cancelled == sum(h.fault == "stall" for h in hits)
 
-    _until(journalled, "the uploads to start")
+    wait_until(journalled, "the uploads to start")
     time.sleep(0.3)
-    _until(journalled, "the uploads to settle")
+    wait_until(journalled, "the uploads to settle")
     run.process.kill()
     run.wait(timeout=20)
     assert [p for p in _uploads(registry_plain) if dest in str(p)]
     journals = tmp_path / "cache" / "occystrap" / "uploads"
     assert _leftovers(journals)
     front.clear()
-    assert Run(front, tmp_path, "process", f"tar://{archive}",
+    assert _run(front, tmp_path, "process", f"tar://{archive}",
                f"registry://{front.host}/{dest}:v1").wait(timeout=60)[0] == 0
     assert not [p for p in _uploads(registry_plain) if dest in str(p)]
     assert _leftovers(journals, tmp_path / "temp") == []
@@ -179,15 +151,15 @@ def test_after_sigkill_the_next_run_cleans_up(front, registry_plain, image, tmp_
     # a tar output killed half-way: its temp file goes with the next run
     front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
     out = tmp_path / "copy.tar"
-    run = Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1", f"tar://{out}")
-    _until(lambda: any(h.fault == "trickle" for h in front.log), "layers to flow")
+    run = _run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1", f"tar://{out}")
+    wait_until(lambda: any(h.fault == "trickle" for h in front.log), "layers to flow")
     time.sleep(0.5)
     run.process.kill()
     run.wait(timeout=20)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.tar.")]
     assert _leftovers(tmp_path / "temp")  # the killed run's temp directory
     front.clear()
-    assert Run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
+    assert _run(front, tmp_path, "process", f"registry://{front.host}/{repo}:v1",
                f"tar://{out}").wait(timeout=60)[0] == 0
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.tar.")]
     assert _leftovers(tmp_path / "temp") == []

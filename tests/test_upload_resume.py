@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
 
 from occystrap_core.testing.faults import Fault, FaultFront, Hit
 from occystrap_core.testing.images import sample_image, write_docker_archive, write_oci_layout
+from occystrap_core.testing.processes import OccystrapProcess, wait_until
 from occystrap_core.testing.registry import RegistryServer, skopeo_args
 from occystrap_registry.upload import PATCH_CHUNK
 
@@ -43,36 +39,6 @@ def image() -> object:
         {"small/a.bin": rng.randbytes(SMALL)},
         {"big/blob.bin": rng.randbytes(BIG)},
         {"small/b.bin": rng.randbytes(SMALL)}])
-
-
-class Run:
-    """``occystrap ARGS`` as a process of its own."""
-
-    def __init__(self, tmp: Path, ca: str, *args: str, env: dict[str, str] | None = None):
-        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"),
-               "OCCYSTRAP_TEMP_DIR": str(tmp / "temp"), **(env or {})}
-        (tmp / "temp").mkdir(exist_ok=True)
-        self.args = [sys.executable, "-m", "occystrap_core", "--ca-cert", ca,
-                     "--no-progress", "--min-speed", "0", *args]
-        self.process = subprocess.Popen(self.args, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-
-    def wait(self, timeout: float = 120) -> tuple[int, str]:
-        try:
-            _, err = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.communicate()
-            pytest.fail(f"occystrap did not stop within {timeout} s: {self.args}")
-        return self.process.returncode, err
-
-
-def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _sent(hits: list[Hit]) -> int:
@@ -106,28 +72,28 @@ def test_a_killed_push_resumes_where_the_registry_stands(
         write_oci_layout(str(tmp_path / "layout"), [image])
     if kind == "registry":  # streamed from another registry, read again from its start
         source = f"registry://{registry_tls.host}/resume/{uuid.uuid4().hex[:8]}:v1"
-        assert Run(tmp_path, str(ca), "process", src, source).wait()[0] == 0
+        assert OccystrapProcess(tmp_path, str(ca), "process", src, source).wait()[0] == 0
         src = source
     repo = f"resume/{uuid.uuid4().hex[:8]}"
     dest = f"registry://{front.host}/{repo}:v1"
 
     front.add(Fault("stall", method="PATCH", path=UPLOAD, after=CHUNKS_BEFORE_KILL,
                     seconds=300, times=-1))
-    first = Run(tmp_path, str(ca), *creds, "-j", "3", "process", src, dest)
+    first = OccystrapProcess(tmp_path, str(ca), *creds, "-j", "3", "process", src, dest)
 
     def small_done() -> bool:
         hits = front.log
         return any(h.fault == "stall" for h in hits) and sum(
             h.method == "PUT" and UPLOAD in h.path and h.status == 201 for h in hits) >= 2
 
-    _until(small_done, "the small layers to be pushed and the big one to stall")
+    wait_until(small_done, "the small layers to be pushed and the big one to stall")
     first.process.kill()
     first.wait()
     before = front.log
     small = {_digest_of(h) for h in before if h.method == "PUT" and h.status == 201}
     front.clear()
 
-    returncode, err = Run(tmp_path, str(ca), *creds, "process", src, dest).wait()
+    returncode, err = OccystrapProcess(tmp_path, str(ca), *creds, "process", src, dest).wait()
     assert returncode == 0, err
     hits = front.log
     # The big blob: its status asked, then PATCHes from the registry's offset on.
@@ -161,8 +127,8 @@ def _kill_at_the_stall(front: FaultFront, tmp: Path, ca: Path, src: str, dest: s
                        env: dict[str, str]) -> None:
     front.add(Fault("stall", method="PATCH", path=UPLOAD, after=CHUNKS_BEFORE_KILL,
                     seconds=300, times=-1))
-    run = Run(tmp, str(ca), "process", src, dest, env=env)
-    _until(lambda: any(h.fault == "stall" for h in front.log), "the big blob to stall")
+    run = OccystrapProcess(tmp, str(ca), "process", src, dest, env=env)
+    wait_until(lambda: any(h.fault == "stall" for h in front.log), "the big blob to stall")
     run.process.kill()
     run.wait()
     front.clear()
@@ -190,7 +156,7 @@ def test_a_session_the_registry_forgot_starts_over(image, fault_front_factory,
         location = entry["open"].replace(front.url, registry_plain.url)
         assert httpx.delete(location).status_code == 204
 
-    returncode, err = Run(tmp_path, str(front.ca_cert), "process", src,
+    returncode, err = OccystrapProcess(tmp_path, str(front.ca_cert), "process", src,
                           f"registry://{front.host}/{repo}:v1", env=env).wait()
     assert returncode == 0, err
     hits = front.log

@@ -61,6 +61,7 @@ PUBLIC_MODULES = (
     "occystrap_core.testing.hostile",
     "occystrap_core.testing.http",
     "occystrap_core.testing.images",
+    "occystrap_core.testing.processes",
     "occystrap_core.testing.referrers_api",
     "occystrap_core.testing.registry",
     "occystrap_core.testing.tokenserver",
