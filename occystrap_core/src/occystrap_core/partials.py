@@ -21,7 +21,6 @@ at once; partials left untouched for :data:`MAX_AGE` seconds are swept.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -46,19 +45,9 @@ _swept_lock = threading.Lock()
 def directory(ctx: Context) -> str | None:
     """Where this run keeps partial downloads (made if missing, swept once per
     process); None when no such directory can be made."""
-    path = os.environ.get("OCCYSTRAP_PARTIAL_DIR")
-    if not path and ctx.settings.layer_cache:
-        path = os.path.join(ctx.settings.layer_cache, "partial")
-    if path:
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as e:
-            log.warning("partial downloads cannot be kept in %s: %s", path, e)
-            return None
-    else:
-        path = tempfiles.cache_dir("partial")
-        if path is None:
-            return None
+    path = tempfiles.state_dir("OCCYSTRAP_PARTIAL_DIR", ctx.settings.layer_cache, "partial")
+    if path is None:
+        return None
     with _swept_lock:
         first = path not in _swept
         _swept.add(path)
@@ -88,21 +77,13 @@ def sweep(path: str, max_age: float = MAX_AGE, now: float | None = None) -> int:
         except OSError:
             continue
         try:
-            if now - os.fstat(fd).st_mtime < max_age or not _try_lock(fd):
+            if now - os.fstat(fd).st_mtime < max_age or not tempfiles.try_lock(fd):
                 continue
             _remove(data)
             removed += 1
         finally:
             os.close(fd)
     return removed
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _remove(data: str) -> None:
@@ -189,7 +170,7 @@ def _open_locked(path: str) -> int | None:
     """``path`` opened read-write and locked; None when a live run holds it."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        if not _try_lock(fd):
+        if not tempfiles.try_lock(fd):
             os.close(fd)
             return None
         try:  # a sweep may have removed it between open and lock: then open it again

@@ -22,7 +22,8 @@ log = logging.getLogger("occystrap.tempfiles")
 MARKER = ".occystrap-tmp"
 
 
-def _lock(fd: int) -> bool:
+def try_lock(fd: int) -> bool:
+    """Take ``fd``'s exclusive flock without waiting; False when another holds it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -131,7 +132,7 @@ def sweep(directory: str, prefix: str, suffix: str = "") -> int:
         except OSError:
             continue
         try:
-            if not _lock(fd):
+            if not try_lock(fd):
                 continue  # a live run is writing it
             if is_dir:
                 shutil.rmtree(path, ignore_errors=True)
@@ -156,5 +157,20 @@ def cache_dir(*parts: str) -> str | None:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         log.debug("no cache directory %s: %s", path, e)
+        return None
+    return path
+
+
+def state_dir(env: str, layer_cache: str | None, name: str) -> str | None:
+    """Where runs keep ``name`` state for later runs: ``$ENV``, else ``NAME`` in the
+    layer cache directory, else :func:`cache_dir` ``(NAME)``; made if missing. None
+    when it cannot be made (a directory named by the user warns: callers do without)."""
+    path = os.environ.get(env) or (os.path.join(layer_cache, name) if layer_cache else None)
+    if path is None:
+        return cache_dir(name)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        log.warning("%s cannot be kept in %s: %s", name, path, e)
         return None
     return path

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from occystrap_core.tempfiles import cache_dir
+from occystrap_core import tempfiles
 
 log = logging.getLogger("occystrap.registry")
 
@@ -43,16 +43,7 @@ RESUME_FOR = 24 * 3600.0  # older sessions are cancelled: registries purge them 
 
 def state_dir(layer_cache: str | None) -> str | None:
     """Where journals go (made if missing); None when it cannot be made."""
-    path = os.environ.get(STATE_DIR_ENV) or (
-        os.path.join(layer_cache, "uploads") if layer_cache else None)
-    if path is None:
-        return cache_dir("uploads")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        log.debug("no upload state directory %s: %s", path, e)
-        return None
-    return path
+    return tempfiles.state_dir(STATE_DIR_ENV, layer_cache, "uploads")
 
 
 def _prefix(host: str) -> str:
