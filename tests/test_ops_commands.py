@@ -26,8 +26,8 @@ from occystrap_core.testing.images import (
 from occystrap_core.testing.registry import (
     RegistryServer,
     push_sample_image,
+    serve_registry,
     skopeo_args,
-    start_registry,
 )
 
 Run = Callable[..., Result]
@@ -42,10 +42,7 @@ def server(request: pytest.FixtureRequest) -> RegistryServer:
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain registry of its own, logging requests, to count them."""
-    server = start_registry("plain", Path(tmp_path_factory.mktemp("ops-logged")),
-                            access_log=True)
-    yield server
-    server.stop()
+    yield from serve_registry("plain", tmp_path_factory, access_log=True)
 
 
 def flags(server: RegistryServer) -> list[str]:

@@ -32,7 +32,7 @@ from occystrap_core.testing.images import (
     write_files,
     write_oci_layout,
 )
-from occystrap_core.testing.registry import RegistryServer, start_registry
+from occystrap_core.testing.registry import RegistryServer, serve_registry
 from occystrap_core.types import Lister
 
 TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
@@ -66,18 +66,12 @@ def seed(server: RegistryServer, prefix: str, repos: tuple[str, ...],
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    server = start_registry("plain", Path(tmp_path_factory.mktemp("sync-source")),
-                            access_log=True)
-    yield server
-    server.stop()
+    yield from serve_registry("plain", tmp_path_factory, access_log=True)
 
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    server = start_registry("token", Path(tmp_path_factory.mktemp("sync-mirror")),
-                            access_log=True)
-    yield server
-    server.stop()
+    yield from serve_registry("token", tmp_path_factory, access_log=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from occystrap_core.testing.images import build_docker_archive
 from occystrap_core.testing.registry import (
     RegistryServer,
     push_sample_image,
+    serve_registry,
     skopeo_args,
-    start_registry,
 )
 
 
@@ -366,9 +366,7 @@ def test_all_platforms_copies_a_nested_index(registry_plain: RegistryServer,
 @pytest.fixture(scope="module")
 def logged_registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A token-mode registry that logs every request it serves."""
-    server = start_registry("token", tmp_path_factory.mktemp("registry-logged"), access_log=True)
-    yield server
-    server.stop()
+    yield from serve_registry("token", tmp_path_factory, access_log=True)
 
 
 def test_warm_no_op_counted_by_the_servers(logged_registry: RegistryServer,

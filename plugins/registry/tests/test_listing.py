@@ -10,16 +10,17 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from occystrap_core.testing.registry import RegistryServer, push_sample_image, start_registry
+from occystrap_core.testing.registry import (
+    RegistryServer,
+    push_sample_image,
+    serve_registry,
+)
 
 
 @pytest.fixture(scope="module")
 def logged_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain registry logging every request, to see the pages asked for."""
-    server = start_registry("plain", Path(tmp_path_factory.mktemp("registry-listing")),
-                            access_log=True)
-    yield server
-    server.stop()
+    yield from serve_registry("plain", tmp_path_factory, access_log=True)
 
 
 def _seed(server: RegistryServer, prefix: str) -> None:

@@ -81,6 +81,7 @@ __all__ = [
     "TokenServer",
     "User",
     "push_sample_image",
+    "serve_registry",
     "skopeo_args",
     "start_registry",
 ]
@@ -389,8 +390,12 @@ def push_sample_image(
     )
 
 
-def _serve(mode: Mode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    server = start_registry(mode, tmp_path_factory.mktemp(f"registry-{mode}"))
+def serve_registry(mode: Mode, tmp_path_factory: pytest.TempPathFactory, *,
+                   access_log: bool = False) -> Iterator[RegistryServer]:
+    """For a fixture of its own (``yield from serve_registry(...)``): a registry in
+    ``mode`` for the fixture's scope, stopped after it."""
+    server = start_registry(mode, tmp_path_factory.mktemp(f"registry-{mode}"),
+                            access_log=access_log)
     try:
         yield server
     finally:
@@ -399,22 +404,22 @@ def _serve(mode: Mode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reg
 
 @pytest.fixture(scope="session")
 def registry_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    yield from _serve("plain", tmp_path_factory)
+    yield from serve_registry("plain", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def registry_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    yield from _serve("tls", tmp_path_factory)
+    yield from serve_registry("tls", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def registry_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    yield from _serve("basic", tmp_path_factory)
+    yield from serve_registry("basic", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    yield from _serve("token", tmp_path_factory)
+    yield from serve_registry("token", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", params=MODES)
