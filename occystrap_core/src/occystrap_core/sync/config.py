@@ -144,12 +144,9 @@ def _rules(r: _Reader, node: yaml.Node | None, what: str) -> TagRules:
         return TagRules()
     keys = r.mapping(node, what, TAG_KEYS)
     rules: dict[str, Any] = {}
-    if "include" in keys:
-        rules["include"] = r.texts(keys["include"], f"{what}.include")
-    if "exclude" in keys:
-        rules["exclude"] = r.texts(keys["exclude"], f"{what}.exclude")
-    if "immutable" in keys:
-        rules["immutable"] = r.texts(keys["immutable"], f"{what}.immutable")
+    for key in ("include", "exclude", "immutable"):
+        if key in keys:
+            rules[key] = r.texts(keys[key], f"{what}.{key}")
     if "regex" in keys:
         text = r.text(keys["regex"], f"{what}.regex")
         try:
@@ -202,10 +199,9 @@ def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
     for key in ("username", "password", "token"):
         if key in keys:
             values[key] = r.text(keys[key], f"{what}.{key}")
-    if "insecure" in keys:
-        values["insecure"] = r.flag(keys["insecure"], f"{what}.insecure")
-    if "tls_verify" in keys:
-        values["tls_verify"] = r.flag(keys["tls_verify"], f"{what}.tls_verify")
+    for key in ("insecure", "tls_verify"):
+        if key in keys:
+            values[key] = r.flag(keys[key], f"{what}.{key}")
     if "ca_cert" in keys:
         values["ca_cert"] = r.text(keys["ca_cert"], f"{what}.ca_cert")
         if not os.path.isfile(values["ca_cert"]):
