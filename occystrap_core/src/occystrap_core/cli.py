@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from . import __version__, completion, redact
+from . import __version__, completion, outputformat, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .legacy import COMMANDS as legacy_commands
@@ -302,7 +302,7 @@ def _setup_logging(settings: Settings) -> None:
               envvar="OCCYSTRAP_LAYER_CACHE", metavar="DIR",
               help="Remember filtered and recompressed layers here, so later copies skip "
                    "that work (docs/cache.md).")
-@click.option("-O", "--output-format", type=click.Choice(["text", "json"]), default=None,
+@click.option("-O", "--output-format", type=click.Choice(outputformat.FORMATS), default=None,
               help="Default output format of every command with its own -O.")
 @click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
               help="Do not load this plugin (repeatable; also OCCYSTRAP_DISABLE_PLUGINS=a,b).")
@@ -330,9 +330,7 @@ def cli(ctx: click.Context, platform_: str | None, os_: str | None,
                         plugin_options=ctx.meta.get(VALUES, {}), **options)
     _setup_logging(settings)
     if output_format:
-        from .outputformat import FormatDefaults
-
-        ctx.default_map = FormatDefaults(output_format)
+        ctx.default_map = outputformat.FormatDefaults(output_format)
     occy = ctx.with_resource(Context(settings, ctx.meta[PLUGINS]))
     ctx.obj = occy
     _catch_signals(ctx, occy)
@@ -423,9 +421,8 @@ def _summary(occy: Context, elapsed: float) -> str:
 @click.option("--stale-referrers", is_flag=True,
               help="With --referrers: copy them even when filters changed the image, so "
                    "that they name the source's digest.")
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True,
-              help="On stdout: DESTINATION@DIGEST, or a JSON report of what was written.")
+@outputformat.option(help="On stdout: DESTINATION@DIGEST, or a JSON report of what was "
+                          "written.")
 @click.option("--digestfile", metavar="FILE", help="Write the manifest digest to FILE.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
@@ -501,8 +498,7 @@ register_ops_commands(cli)  # tags, catalog, manifest, config, digest, tag, dele
 
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source", shell_complete=completion.sources)
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True)
+@outputformat.option()
 @click.pass_context
 def info(ctx: click.Context, source: str, fmt: str) -> None:
     """Describe the image at SOURCE without downloading its layers."""
@@ -522,8 +518,7 @@ def info(ctx: click.Context, source: str, fmt: str) -> None:
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source", shell_complete=completion.sources)
 @click.option("--fast", is_flag=True, help="Check the manifest and config only; read no layer.")
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True)
+@outputformat.option()
 @click.pass_context
 def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
     """Validate the image at SOURCE; exit 1 if anything is wrong."""
@@ -549,8 +544,7 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source", shell_complete=completion.sources)
 @click.option("--artifact-type", metavar="TYPE", help="Only referrers of this artifactType.")
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True)
+@outputformat.option()
 @click.pass_context
 def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: str) -> None:
     """List what refers to the image at SOURCE (signatures, SBOMs, attestations), as a tree."""
@@ -633,8 +627,7 @@ def _layer_cache(ctx: click.Context) -> Any:
 
 
 @cache.command("info")
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True)
+@outputformat.option()
 @click.pass_context
 def cache_info(ctx: click.Context, fmt: str) -> None:
     """Show what the layer cache holds and its size."""

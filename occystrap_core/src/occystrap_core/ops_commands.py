@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import outputformat
+
 if TYPE_CHECKING:
     from .context import Context
 
-FORMAT = click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-                      default="text", show_default=True)
+FORMAT = outputformat.option()
 PLATFORM = click.option("--platform", "platform", metavar="OS/ARCH[/VARIANT]",
                         help="From a multi-platform index, the image for this platform.")
 

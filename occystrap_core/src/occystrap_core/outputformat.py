@@ -7,9 +7,20 @@ It is the default of every command's own ``-O`` (a parameter named ``fmt`` or
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
 
 NAMES = ("fmt", "output_format")
+FORMATS = ("text", "json")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option(**extra: Any) -> Callable[[F], F]:
+    """A command's own ``-O/--output-format`` (``fmt``: the name the global one fills)."""
+    return click.option("-O", "--output-format", "fmt", type=click.Choice(FORMATS),
+                        default="text", show_default=True, **extra)
 
 
 class FormatDefaults(dict[str, Any]):

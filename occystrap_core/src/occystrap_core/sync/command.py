@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import hookimpl
+from .. import hookimpl, outputformat
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -166,8 +166,7 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
 @click.option("-J", "--jobs", type=click.IntRange(1, 256), default=None,
               help="Images copied at once, and 4x as many checked (HEADs) "
                    "[default: 8, or the global -J].")
-@click.option("-O", "--output-format", "fmt", type=click.Choice(["text", "json"]),
-              default="text", show_default=True, help="json: the final report on stdout.")
+@outputformat.option(help="json: the final report on stdout.")
 @click.option("--referrers", "with_referrers", is_flag=True,
               help="Copy what refers to each image too (signatures, SBOMs), as every "
                    "source's 'referrers: true' does.")
