@@ -79,20 +79,22 @@ def _with_manifests(source: ImageSource | ImageInput, what: str) -> ImageSource:
     return source
 
 
+def _parsed(platform: Platforms) -> Platform | None:
+    return platforms.parse(platform) if isinstance(platform, str) else platform
+
+
 def _platform(source: ImageSource, platform: Platforms) -> Platform | None:
     """The platform asked for: ``platform``, else one the URI or the run's options
     chose (not this host's, which is only a default)."""
-    if isinstance(platform, str):
-        return platforms.parse(platform)
     if platform is None and source.selection is not None and source.selection.chosen:
         return source.selection.platform
-    return platform
+    return _parsed(platform)
 
 
 def _choose(source: ImageSource | ImageInput, platform: Platforms) -> None:
     """Have the engine pick ``platform`` from an index (else as the URI and options say)."""
-    if platform is not None:
-        chosen = platforms.parse(platform) if isinstance(platform, str) else platform
+    chosen = _parsed(platform)
+    if chosen is not None:
         source.selection = Selection(chosen, chosen=True)
 
 
