@@ -109,3 +109,23 @@ def test_a_second_run_finds_its_plugins_without_scanning(monkeypatch, tmp_path):
     modules = _modules_after("--version")
     assert "importlib_metadata" not in modules
     assert {"occystrap_registry.plugin", "occystrap_proxy.plugin"} <= modules
+
+
+def test_commands_in_modules_of_their_own_load_only_when_run():
+    """``sync``, ``login``, the registry operations and 0.4.17's aliases cost a run of
+    ``process`` (or ``--version``) nothing; each is there when named, under its name."""
+    for args in (("--version",), ("process", "--help")):
+        modules = _modules_after(*args)
+        assert not modules & {"occystrap_core.sync.command", "occystrap_core.login",
+                              "occystrap_core.ops_commands", "occystrap_core.legacy"}
+    assert "occystrap_core.login" in _modules_after("login", "--help")
+    from click.testing import CliRunner
+
+    from occystrap_core.cli import LAZY_COMMANDS, cli
+
+    for name in LAZY_COMMANDS:
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert f"Usage: cli {name} " in result.output
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert "  sync " in listed and "  tags " in listed and "fetch-to-oci" not in listed

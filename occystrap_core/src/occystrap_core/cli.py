@@ -10,6 +10,7 @@ and works.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -25,12 +26,23 @@ import click
 from . import __version__, completion, outputformat, redact
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
-from .legacy import COMMANDS as legacy_commands
-from .login import login_command, logout_command
 from .oci import platform as platforms
 from .oci.platform import Platform
-from .ops_commands import register as register_ops_commands
-from .sync.command import command as sync_command
+
+# The core's commands that live in modules of their own, imported only when run or
+# listed: a run of ``process`` does not pay for ``sync``, ``login`` or 0.4.17's aliases.
+_LEGACY = ("fetch-to-extracted", "fetch-to-oci", "fetch-to-tarfile", "fetch-to-mounts",
+           "recreate-image", "tarfile-to-extracted", "docker-to-tarfile",
+           "docker-to-extracted", "docker-to-oci", "search-layers", "search-layers-docker",
+           "search-layers-tarfile")  # hidden: each prints the command it runs
+LAZY_COMMANDS = {
+    "sync": "occystrap_core.sync.command:command",
+    "login": "occystrap_core.login:login_command",
+    "logout": "occystrap_core.login:logout_command",
+    **{name: f"occystrap_core.ops_commands:{name}" for name in (
+        "tags", "catalog", "manifest", "config", "digest", "tag", "delete", "export")},
+    **{name: f"occystrap_core.legacy:{name.replace('-', '_')}" for name in _LEGACY},
+}
 
 
 class OccystrapGroup(click.Group):
@@ -71,11 +83,17 @@ class OccystrapGroup(click.Group):
         return super().parse_args(ctx, hoist(self, ctx, args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS,
+                       *self._plugin_commands(ctx)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
+            return command
+        if cmd_name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
             return command
         built = ctx.meta.setdefault(BUILT, {})  # once a run: a failure warns once
         if cmd_name not in built:
@@ -123,7 +141,7 @@ class OccystrapGroup(click.Group):
         if plugins is None:
             return {}
         commands = dict(plugins.commands)
-        for name in commands.keys() & self.commands.keys():
+        for name in commands.keys() & {*self.commands, *LAZY_COMMANDS}:
             raise PluginConflictError(
                 f"command {name!r} is claimed by both {CORE} {__version__} and "
                 f"{commands[name].record.label}; disable it with --disable-plugin "
@@ -486,14 +504,6 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
         ctx.exit(1)
     if digestfile:
         copyreport.write_digestfile(digestfile, result.manifest_digest, destination)
-
-
-cli.add_command(sync_command)
-cli.add_command(login_command)
-cli.add_command(logout_command)
-for legacy_command in legacy_commands:  # 0.4.17's, hidden: each prints what it runs
-    cli.add_command(legacy_command)
-register_ops_commands(cli)  # tags, catalog, manifest, config, digest, tag, delete, export
 
 
 @cli.command(cls=SchemeHelpCommand)

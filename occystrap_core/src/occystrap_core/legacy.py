@@ -192,8 +192,3 @@ def search_layers_tarfile(tarfile: str, pattern: str, regex: bool, script_friend
                           ) -> tuple[str, list[str], list[str]]:
     """search tar://TARFILE PATTERN"""
     return "search", [_path("tar", tarfile), pattern], _search(regex, script_friendly)
-
-
-COMMANDS = (fetch_to_extracted, fetch_to_oci, fetch_to_tarfile, fetch_to_mounts, recreate_image,
-            tarfile_to_extracted, docker_to_tarfile, docker_to_extracted, docker_to_oci,
-            search_layers, search_layers_docker, search_layers_tarfile)

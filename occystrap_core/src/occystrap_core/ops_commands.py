@@ -212,9 +212,3 @@ def export(ctx: click.Context, ref: str, destination: str, platform: str | None,
     else:
         click.echo(f"Exported {done['members']} entries from {done['layers']} layers",
                    err=True)
-
-
-def register(group: click.Group) -> None:
-    """Add these commands to the CLI."""
-    for command in (tags, catalog, manifest, config, digest, tag, delete, export):
-        group.add_command(command)
