@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from .errors import CorruptImageError
+
+if TYPE_CHECKING:
+    import hashlib
 
 _LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
@@ -34,11 +37,15 @@ def is_valid(digest: str) -> bool:
 
 def hasher(digest: str | None = None) -> hashlib._Hash:
     """A new hash object for ``digest``'s algorithm (sha256 when None)."""
+    import hashlib  # here: the plugins' entry modules validate digests at start-up
+
     algo = validate(digest).split(":", 1)[0] if digest else "sha256"
     return hashlib.new(algo)
 
 
 def of_bytes(data: bytes, algo: str = "sha256") -> str:
+    import hashlib
+
     return f"{algo}:{hashlib.new(algo, data).hexdigest()}"
 
 

@@ -14,7 +14,6 @@ hook, and each contribution stays attributed to the distribution that made it.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import sys
@@ -119,6 +118,8 @@ class Table:
             filter_ = self.kind == "filter"
             noun = "filter" if filter_ else f"{self.kind} scheme"
             # a typo (regsitry://) gets the nearest name
+            import difflib
+
             near = [n if filter_ else f"{n}://"
                     for n in difflib.get_close_matches(key.lower(), self.entries, n=1)]
             hint = f"; did you mean {near[0]!r}?" if near else ""

@@ -17,6 +17,7 @@ prints a URI itself calls :func:`redact_uri`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -33,20 +34,26 @@ MIN_KNOWN = 4
 _SECRET_NAMES = (r"[\w.-]*token|[\w.-]*password|passwd|secret|client_secret|[\w.-]*signature"
                  r"|x-amz-credential|x-amz-security-token|x-goog-credential|sig|code")
 _SECRET_PARAM = re.compile(rf"(?i)^(?:{_SECRET_NAMES})$")
-_TEXT_PATTERNS = (
-    # param=value in URLs and option strings
-    (re.compile(rf"(?i)([?&;,](?:{_SECRET_NAMES})=)[^&\s'\",]*"), rf"\1{REDACTED}"),
-    # header tuples as httpcore traces them: (b'authorization', b'...')
-    (re.compile(r"(?i)(b?['\"](?:" + "|".join(SECRET_HEADERS) + r")['\"],\s*b?['\"])[^'\"]*"),
-     rf"\1{REDACTED}"),
-    # Authorization values; not prose ("invalid bearer token" keeps its last word), nor
-    # the parameters of a WWW-Authenticate challenge (Bearer realm="...")
-    (re.compile(r"(?i)\b(bearer|basic)\s+(?![\w-]+=\s*\")(?:[A-Za-z0-9._~+/=-]{16,}"
-                r"|[A-Za-z]*[0-9._~+/=-][A-Za-z0-9._~+/=-]*)"), rf"\1 {REDACTED}"),
-    # user:password@ in URLs, and in references given without a scheme
-    (re.compile(r"(//|\b)([^/@\s:'\"]+):[^/@\s'\"]*@(?!sha\d+:)(?=[\w.\[-])"),
-     rf"\1\2:{REDACTED}@"),
-)
+
+
+@functools.cache
+def _text_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The free-text rules, compiled when first needed: a run that prints no error and
+    logs nothing never pays for them."""
+    return (
+        # param=value in URLs and option strings
+        (re.compile(rf"(?i)([?&;,](?:{_SECRET_NAMES})=)[^&\s'\",]*"), rf"\1{REDACTED}"),
+        # header tuples as httpcore traces them: (b'authorization', b'...')
+        (re.compile(r"(?i)(b?['\"](?:" + "|".join(SECRET_HEADERS)
+                    + r")['\"],\s*b?['\"])[^'\"]*"), rf"\1{REDACTED}"),
+        # Authorization values; not prose ("invalid bearer token" keeps its last word), nor
+        # the parameters of a WWW-Authenticate challenge (Bearer realm="...")
+        (re.compile(r"(?i)\b(bearer|basic)\s+(?![\w-]+=\s*\")(?:[A-Za-z0-9._~+/=-]{16,}"
+                    r"|[A-Za-z]*[0-9._~+/=-][A-Za-z0-9._~+/=-]*)"), rf"\1 {REDACTED}"),
+        # user:password@ in URLs, and in references given without a scheme
+        (re.compile(r"(//|\b)([^/@\s:'\"]+):[^/@\s'\"]*@(?!sha\d+:)(?=[\w.\[-])"),
+         rf"\1\2:{REDACTED}@"),
+    )
 
 
 class _Known:
@@ -132,7 +139,7 @@ def redact_uri(uri: str) -> str:
 
 def redact_text(text: str) -> str:
     """Free text (messages, third-party log lines) with every secret replaced."""
-    for pattern, replacement in _TEXT_PATTERNS:
+    for pattern, replacement in _text_patterns():
         text = pattern.sub(replacement, text)
     return _known.scrub(text)
 

@@ -21,7 +21,6 @@ import binascii
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -62,6 +61,8 @@ def same_host(key: str, host: str) -> bool:
 
 def _helper(name: str, server: str, source: str) -> Credentials | None:
     """Ask ``docker-credential-NAME get`` for ``server``'s credentials."""
+    import subprocess  # here: most runs ask no helper
+
     program = f"docker-credential-{name}"
     try:
         done = subprocess.run([program, "get"], input=server, capture_output=True, text=True,
