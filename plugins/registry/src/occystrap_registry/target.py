@@ -540,8 +540,11 @@ class RegistryOutput(ImageOutput):
         blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
             (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
             if not d.urls]  # foreign layers are never pushed: see wants_layer
-        with ThreadPoolExecutor(self.ctx.settings.parallel,
-                                thread_name_prefix="verify") as pool:
+        # HEADs are tiny and wait on the registry: all at once, within the pool's size,
+        # as adopt_manifest's; re-reading whole blobs (--verify-full) takes -j's width
+        workers = (self.ctx.settings.parallel if self.ctx.settings.verify_full
+                   else max(1, min(len(blobs), self.ctx.settings.max_connections)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
             found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
             return [p for p in found if p]
 
