@@ -445,7 +445,9 @@ class Uploader:
         if offset:
             self._skip(body, offset, digest)
         while offset < size:
-            length = min(chunk, size - offset)
+            # Less than two chunks left: one PATCH, not a full one and a short one (each
+            # costs a round trip, and the registry a close and reopen of the upload).
+            length = chunk if size - offset >= 2 * chunk else size - offset
             stream = _Slice(body, length, offset + length == size)
             response = self._send(
                 "PATCH", session.location, what, (202,), stream, content=stream,
