@@ -166,3 +166,19 @@ def test_a_session_the_registry_forgot_starts_over(image, fault_front_factory,
     skopeo("copy", *skopeo_args(registry_plain, "src"),
            f"docker://{registry_plain.host}/{repo}:v1", f"dir:{tmp_path / 'copy'}")
     assert list(state.iterdir()) == []  # nothing left to resume or cancel
+
+
+def test_a_big_blob_goes_in_full_chunks_and_the_rest_in_one(image, fault_front_factory,
+                                                            registry_plain, tmp_path):
+    """No short PATCH after the last full chunk: what is left of less than two chunks
+    goes in one (a round trip less, and one close and reopen less for the registry)."""
+    front: FaultFront = fault_front_factory(registry_plain, tls=True)
+    write_oci_layout(str(tmp_path / "layout"), [image])
+    src = f"oci-layout://{tmp_path / 'layout'}?ref=v1"
+    dest = f"registry://{front.host}/resume/{uuid.uuid4().hex[:8]}:v1"
+    returncode, err = OccystrapProcess(tmp_path, str(front.ca_cert), "process", src,
+                                       dest).wait()
+    assert returncode == 0, err
+    lengths = [int(h.headers["content-length"]) for h in front.log if h.method == "PATCH"]
+    *full, last = lengths  # the packed BIG is a little over 4 chunks: 4 PATCHes, not 5
+    assert full == [PATCH_CHUNK] * 3 and PATCH_CHUNK < last < 2 * PATCH_CHUNK

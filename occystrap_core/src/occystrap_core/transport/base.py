@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import UsageError
+from .tlsread import GatheringSSLSocket
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -52,6 +53,7 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
             if not verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
+            context.sslsocket_class = GatheringSSLSocket  # 64 KiB per recv, not 16
         except OSError as e:  # ssl.SSLError included
             files = ", ".join(f for f in (ca, s.client_cert, s.client_key) if f)
             raise UsageError(f"cannot load TLS certificates ({files or 'system store'}): "

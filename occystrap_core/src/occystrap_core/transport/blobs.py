@@ -34,7 +34,7 @@ import httpx
 
 from ..errors import TransportError
 from ..redact import redact_uri
-from ..streams import HashingReader, buffered
+from ..streams import HashingReader
 from .base import BULK
 from .errors import html_page, status_error
 from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
@@ -42,6 +42,15 @@ from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
 log = logging.getLogger("occystrap.transport")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+# The buffer of the file open_blob yields. Smaller than the reads of streams.CHUNK the
+# engine and uploads make, which BufferedReader then hands straight to the reader
+# below (one copy of each byte less than through a buffer as large as the read).
+_BUFFER = 64 * 1024
+_EMPTY = memoryview(b"")
+
+
+def _buffered(raw: io.RawIOBase) -> BinaryIO:
+    return io.BufferedReader(raw, buffer_size=_BUFFER)
 
 
 class RangesRefused(TransportError):
@@ -67,7 +76,7 @@ class BlobReader(io.RawIOBase):
         self.attempt = 0  # retries used so far, requests and resumes alike
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
-        self._pending = memoryview(b"")
+        self._pending = _EMPTY
         self._skip = 0
         self._speed: SpeedCheck | None = None
 
@@ -155,13 +164,21 @@ class BlobReader(io.RawIOBase):
         """Fills ``buffer`` from as many network chunks as it takes (up to EOF): the
         readers stacked above then run once per buffer, not once per TLS record."""
         view = memoryview(buffer).cast("B")
-        filled = 0
-        while filled < len(view):
-            if not self._pending and not self._next_chunk():
-                break
-            n = min(len(view) - filled, len(self._pending))
-            view[filled:filled + n] = self._pending[:n]
-            self._pending = self._pending[n:]
+        size, filled = len(view), 0
+        while filled < size:
+            pending = self._pending
+            if not pending:
+                if not self._next_chunk():
+                    break
+                pending = self._pending
+            n = len(pending)
+            if n <= size - filled:  # the whole chunk: the common case, no slicing of it
+                view[filled:filled + n] = pending
+                self._pending = _EMPTY
+            else:
+                n = size - filled
+                view[filled:] = pending[:n]
+                self._pending = pending[n:]
             self.received += n  # now: a resume asks for the bytes after these
             filled += n
         return filled
@@ -240,8 +257,8 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
             raise
         else:
             try:
-                yield buffered(HashingReader(reader, expected=digest, size=size, what=what)
-                               if verify else reader)
+                yield _buffered(HashingReader(reader, expected=digest, size=size, what=what)
+                                if verify else reader)
             finally:
                 reader.close()
             return
@@ -251,6 +268,6 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
         raw: io.RawIOBase = reader
         if verify and (digest or size is not None):
             raw = HashingReader(reader, expected=digest, size=size, what=what)
-        yield buffered(raw)
+        yield _buffered(raw)
     finally:
         reader.close()

@@ -59,6 +59,7 @@ _ONCE = {NO_RETRY: False}  # a session's requests: retried whole by the uploader
 # A session the registry has forgotten (it expired, or a lost answer spent it).
 _SESSION_GONE = (404, 416)
 JOURNALS = "registry.upload_journals"
+DIRECT_BUFFER = 64 * 1024  # below CHUNK, so that reads of CHUNK go straight to the source
 
 
 @dataclass
@@ -123,6 +124,16 @@ class _Slice(_Body):
         if self.last and self._read(1):
             self.source_failed = True
             raise CorruptImageError("the blob is longer than its size")
+
+
+def _direct(body: Readable) -> Readable:
+    """``body`` read with no copy beyond the source's own: ``read(n)`` on a raw stream
+    (the engine's verifying reader) fills a new buffer and copies it into the bytes it
+    returns, holding the interpreter lock for both; a BufferedReader over it has the
+    raw stream fill the bytes it returns directly (reads of ``CHUNK`` bypass its buffer)."""
+    if isinstance(body, io.RawIOBase):
+        return io.BufferedReader(body, buffer_size=DIRECT_BUFFER)
+    return body
 
 
 def _pieces(data: bytes) -> Iterator[bytes]:
@@ -257,7 +268,8 @@ class Uploader:
             try:
                 # A blob smaller than the registry's chunk minimum goes in one PUT.
                 chunks = session.min_chunk and (size is None or size > session.min_chunk)
-                with open_body() as body:
+                with open_body() as opened:
+                    body = _direct(opened)
                     if self._chunked or chunks:
                         self._patch(session, digest, body)
                     elif resumable:
@@ -325,7 +337,8 @@ class Uploader:
         """Send the rest of a resumed session: False (the session cancelled) when the
         registry refuses it, so the blob goes up afresh."""
         try:
-            with open_body() as body:
+            with open_body() as opened:
+                body = _direct(opened)
                 if size is None or self._chunked or session.min_chunk:
                     self._patch(session, digest, body)
                 else:
@@ -432,7 +445,9 @@ class Uploader:
         if offset:
             self._skip(body, offset, digest)
         while offset < size:
-            length = min(chunk, size - offset)
+            # Less than two chunks left: one PATCH, not a full one and a short one (each
+            # costs a round trip, and the registry a close and reopen of the upload).
+            length = chunk if size - offset >= 2 * chunk else size - offset
             stream = _Slice(body, length, offset + length == size)
             response = self._send(
                 "PATCH", session.location, what, (202,), stream, content=stream,
