@@ -10,6 +10,7 @@ and works.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -679,4 +680,7 @@ def main() -> None:
     # those happen to be installed, and falls back to a stub when they are not; occystrap
     # never calls it (tests/test_packaging.py checks that httpx still imports).
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    # What start-up created (modules, classes, functions) lives as long as the run: out
+    # of the collector's way, no full collection walks it again.
+    gc.freeze()
     cli(prog_name="occystrap")
