@@ -27,7 +27,6 @@ from occystrap_core.oci.manifest import MAX_MANIFEST, Descriptor, Manifest, pars
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key
 from occystrap_core.transport.blobs import open_blob
-from occystrap_core.transport.ranged import plan as range_plan
 from occystrap_core.types import ResolvedURI
 
 from .client import FACTORY, Repository
@@ -179,6 +178,8 @@ class RegistrySource(ImageSource):
                 client = self.ctx.http_client(FACTORY, parts.netloc, scheme=parts.scheme)
                 return open_blob(client, url, policy=self.ctx.retry, what=what)
         # Large blobs come in parallel ranges; the engine verifies what it reads.
+        from occystrap_core.transport.ranged import plan as range_plan  # runs reading blobs only
+
         return open_blob(self.repo.client, self.repo.url("blobs", descriptor.digest),
                          policy=self.ctx.retry, what=what, size=descriptor.size,
                          digest=descriptor.digest, verify=False,
