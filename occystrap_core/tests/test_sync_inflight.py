@@ -8,10 +8,11 @@ import pytest
 
 from occystrap_core.sync.inflight import FLOOR, InFlight
 from occystrap_core.testing.http import FakeClock
+from occystrap_core.workers import CancelToken, parallel
 
 
 def _check(gate: InFlight, clock: FakeClock, seconds: float, heads: int = 1) -> None:
-    with gate.slot() as slot:
+    with gate.timing() as slot:
         for _ in range(heads):
             slot.heads += 1
             clock.advance(seconds)
@@ -37,6 +38,9 @@ def test_queued_answers_lower_it_to_the_floor() -> None:
     for _ in range(30):
         _check(gate, clock, 0.01)  # ten times the quickest: the checks queue
     assert gate.limit == FLOOR
+    for _ in range(30):
+        _check(gate, clock, 0.003)  # three times: no verdict, no change
+    assert gate.limit == FLOOR
 
 
 def test_time_is_counted_per_head() -> None:
@@ -51,12 +55,12 @@ def test_time_is_counted_per_head() -> None:
 def test_a_failed_check_changes_nothing() -> None:
     clock = FakeClock()
     gate = InFlight(cap=32, clock=clock, floor=2)
-    with pytest.raises(RuntimeError), gate.slot() as slot:
+    with pytest.raises(RuntimeError), gate.timing() as slot:
         slot.heads += 1
         clock.advance(0.05)
         raise RuntimeError("network")
     assert (gate.limit, gate.best) == (2, float("inf"))
-    _check(gate, clock, 0.05)  # and its slot was given back
+    _check(gate, clock, 0.05)
     assert gate.limit == 3
 
 
@@ -64,29 +68,29 @@ def test_a_floor_above_the_cap_is_the_cap() -> None:
     assert InFlight(cap=4, clock=FakeClock()).limit == 4
 
 
-def test_no_more_checks_than_the_limit_at_once() -> None:
-    clock = FakeClock()
-    gate = InFlight(cap=3, clock=clock, floor=3)
-    inside, most = 0, 0
+def test_parallel_runs_as_many_workers_as_wanted() -> None:
+    """``width``: never more workers than it says (nor than ``workers``), and more start
+    when it grows; every item is done, results in order."""
+    want = 1
+    inside, most, names = 0, 0, set()
     lock = threading.Lock()
-    go = threading.Barrier(12)
 
-    def worker() -> None:
-        nonlocal inside, most
-        go.wait()
-        for _ in range(20):
-            with gate.slot() as slot:
-                with lock:
-                    inside += 1
-                    most = max(most, inside)
-                slot.heads += 1
-                with lock:
-                    inside -= 1
+    def work(i: int) -> int:
+        nonlocal inside, most, want
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            names.add(threading.current_thread().name)
+        if i == 10:
+            want = 3
+        if i == 60:
+            want = 9  # more than workers: workers it is
+        with lock:
+            inside -= 1
+        return i * 2
 
-    threads = [threading.Thread(target=worker) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads)
-    assert 1 <= most <= 3
+    results = parallel(work, list(range(100)), 4, CancelToken(), name="t",
+                       width=lambda: want)
+    assert results == [i * 2 for i in range(100)]
+    assert 1 <= most <= 4
+    assert len(names) >= 2  # it grew past the one worker it started with

@@ -27,11 +27,12 @@ rules select that the source no longer has; nothing outside that scope is touche
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import library
 from ..bulk import single_input
@@ -85,6 +86,8 @@ class Runner:
         self.events = events
         self.dry_run = dry_run
         self._copying = threading.Semaphore(ctx.settings.image_parallel)  # -J
+        self._copies = 0  # images copying now: each holds a thread besides the checks
+        self._copies_lock = threading.Lock()
         self._heads = InFlight(LOOKUPS_PER_COPY * ctx.settings.image_parallel, get_clock(ctx))
 
     # --- copies ----------------------------------------------------------------
@@ -92,7 +95,8 @@ class Runner:
     def run(self, plan: Plan) -> list[Result]:
         batches = parallel(self._task, plan.tasks,
                            LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
-                           self.ctx.cancel.child(), name="sync")
+                           self.ctx.cancel.child(), name="sync",
+                           width=lambda: self._heads.limit + self._copies)
         return [r for batch in batches for r in batch]
 
     def _task(self, task: Task) -> list[Result]:
@@ -114,7 +118,7 @@ class Runner:
         holds: dict[Target, str | None] = {}  # what each destination's tag points at
         try:
             if pending and verbatim and task.place is not None:
-                with self._heads.slot() as heads:
+                with self._heads.timing() as heads:
                     holds = {t: self._digest(t.place, heads) for t in pending}
                     # The source is asked only when a destination has the tag (or in a
                     # dry run, to report a missing one): otherwise the image is copied
@@ -183,16 +187,28 @@ class Runner:
         else:
             source = with_query(source, all_platforms="true")
         filters = () if fed else spec.filters
-        with self._copying, single_input(self.ctx, source, "sync") as opened:
+        with self._copy_slot(), single_input(self.ctx, source, "sync") as opened:
             result = library.copy(opened, target.uri, filters=filters, session=self.ctx,
                                   referrers=spec.referrers, referrer_types=spec.referrer_types)
         if result.problems:
             raise OccystrapError("verify failed: " + "; ".join(result.problems))
         return result.manifest_digest, bool(result.details.get("unchanged"))
 
+    @contextlib.contextmanager
+    def _copy_slot(self) -> Iterator[None]:
+        """One of the -J images copying, counted (``width``) while it copies."""
+        with self._copying:
+            with self._copies_lock:
+                self._copies += 1
+            try:
+                yield
+            finally:
+                with self._copies_lock:
+                    self._copies -= 1
+
     def _referrers(self, task: Task, target: Target) -> None:
         """The image is there already: its referrers may not be (a new signature)."""
-        with self._copying, single_input(self.ctx, task.source, "sync") as opened:
+        with self._copy_slot(), single_input(self.ctx, task.source, "sync") as opened:
             result = library.copy_referrers(opened, target.uri, session=self.ctx,
                                             referrer_types=task.spec.referrer_types)
         if result.problems:
