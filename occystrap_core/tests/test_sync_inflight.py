@@ -49,7 +49,9 @@ def test_time_is_counted_per_head() -> None:
     gate = InFlight(cap=32, clock=clock, floor=2)
     _check(gate, clock, 0.05, heads=1)
     _check(gate, clock, 0.05, heads=2)
-    assert gate.limit == 4
+    assert gate.limit == 5  # one per HEAD answered in time: doubling every round trip
+    _check(gate, clock, 0.5, heads=2)  # 0.25 s per HEAD: five times the quickest
+    assert gate.limit == 4  # one less per check that queued
 
 
 def test_a_failed_check_changes_nothing() -> None:

@@ -11,9 +11,9 @@ So the sync runs its images on ``limit`` threads plus one per image copying
 (:func:`~occystrap_core.workers.parallel`'s ``width``), and the limit follows the
 answers, as TCP Vegas does, timing each check per HEAD it made: ``best`` is the
 quickest seen (what a HEAD costs without queueing); a check at most :data:`SLOW` times
-that says the CPUs had room, and raises the limit by one (doubling it every round
-trip, up to the cap); one slower than twice that again says the HEADs queue for the
-CPUs (or the registry), and lowers it by one, down to :data:`FLOOR`, where it also
+that says the CPUs had room, and raises the limit by one per HEAD (doubling it every
+round trip, up to the cap); one slower than twice that again says the HEADs queue for
+the CPUs (or the registry), and lowers it by one, down to :data:`FLOOR`, where it also
 starts (in between, the limit stays: each change starts or ends a thread). 8 cost as
 little CPU per HEAD as 4 on 2 CPUs, and keep a slow link busy enough even when its
 jitter makes HEADs look slow.
@@ -57,12 +57,12 @@ class InFlight:
         started = self.clock.monotonic()
         yield slot
         if slot.heads:
-            self._adjust((self.clock.monotonic() - started) / slot.heads)
+            self._adjust((self.clock.monotonic() - started) / slot.heads, slot.heads)
 
-    def _adjust(self, took: float) -> None:
+    def _adjust(self, took: float, heads: int) -> None:
         with self._lock:
             self.best = min(self.best, took)
             if took <= self.best * SLOW:
-                self.limit = min(self.cap, self.limit + 1)
+                self.limit = min(self.cap, self.limit + heads)
             elif took > self.best * SLOW * 2:  # in between: no change, no thread churn
                 self.limit = max(self.floor, self.limit - 1)
