@@ -4,9 +4,10 @@ Starts two registries on 127.0.0.1 (source and mirror) and pushes a corpus of
 ``--repos`` repositories of ``--tags`` tags each, every image a shared base layer
 plus a layer of its own. Then, alternating the tools, times a cold sync of the whole
 corpus to a fresh prefix of the mirror and a warm sync to a prefix already in step,
-counting the requests both registries served, and, for cold runs, how many times
-each blob was uploaded to the mirror. skopeo reads the same corpus from a
-``--src yaml`` file; its blob-info cache is removed before each of its runs.
+counting the requests both registries served, the CPU time (user+sys) of each tool's
+process, and, for cold runs, how many times each blob was uploaded to the mirror.
+skopeo reads the same corpus from a ``--src yaml`` file; its blob-info cache is
+removed before each of its runs.
 
     python3 bench/sync_bench.py [--repos 20] [--tags 10] [--runs 3] [--base-mib 8]
 
@@ -46,6 +47,7 @@ TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest
 @dataclass
 class Sample:
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user+sys of the tool's process
     requests: list[int] = field(default_factory=list)
     uploads: list[int] = field(default_factory=list)  # most uploads of one blob, cold
 
@@ -120,15 +122,12 @@ def main() -> None:
         if tool == "skopeo":
             SKOPEO_CACHE.unlink(missing_ok=True)
         before_src, before_dst = len(src.requests()), len(dst.requests())
-        started = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        elapsed = time.monotonic() - started
-        if proc.returncode:
-            sys.exit(f"{tool} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+        measured = measure.run(cmd)
         time.sleep(0.2)  # let the access logs flush
         served_dst = dst.requests()[before_dst:]
         sample = results.setdefault((case, tool), Sample())
-        sample.seconds.append(elapsed)
+        sample.seconds.append(measured.seconds)
+        sample.cpu.append(measured.cpu)
         sample.requests.append(len(src.requests()) - before_src + len(served_dst))
         if case == "cold":
             sample.uploads.append(uploads(served_dst))
@@ -157,7 +156,7 @@ def main() -> None:
     print(f"\n{args.repos} repositories x {args.tags} tags = {total} images "
           f"({args.base_mib} MiB shared base layer, 64 KiB own layer), {args.runs} "
           f"alternating runs, medians; {os.cpu_count()} CPUs; plain HTTP")
-    header = (f"{'case':<5} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
+    header = (f"{'case':<5} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} {'CPU o/s':>13} "
               f"{'requests o/s':>14} {'req/tag o/s':>12} {'max uploads/blob o/s':>21}")
     print(header)
     print("-" * len(header))
@@ -166,7 +165,9 @@ def main() -> None:
         om, sm = statistics.median(o.seconds), statistics.median(s.seconds)
         oreq, sreq = statistics.median(o.requests), statistics.median(s.requests)
         ups = f"{max(o.uploads)}/{max(s.uploads)}" if o.uploads else ""
-        print(f"{case:<5} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {oreq:>6.0f}/{sreq:<7.0f} "
+        cpu = f"{statistics.median(o.cpu):.2f}/{statistics.median(s.cpu):.2f}s"
+        print(f"{case:<5} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {cpu:>13} "
+              f"{oreq:>6.0f}/{sreq:<7.0f} "
               f"{oreq / total:>5.1f}/{sreq / total:<6.1f} {ups:>21}")
 
 

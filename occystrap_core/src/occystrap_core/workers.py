@@ -48,13 +48,19 @@ class CancelToken:
 
 
 def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: CancelToken,
-             name: str = "worker") -> list[R]:
+             name: str = "worker", width: Callable[[], int] | None = None) -> list[R]:
     """``work(item)`` for every item, ``workers`` at once; results in ``items`` order.
 
     The first exception sets ``own`` (the work reads it, and stops) and is raised
     once every running item has stopped: an expected :class:`OccystrapError` rather
     than a knock-on failure of another item. ``own`` set from outside (or its
     parent) stops the work the same way. Give each batch a fresh child token.
+
+    ``width()``, when given, says how many workers are wanted now (at most
+    ``workers``; as many start): each worker, after an item, stops when more are
+    running, or starts another when fewer are. Threads that are not wanted
+    do not exist, rather than wait: waking a waiting thread costs more than its item
+    on a fast link.
     """
     results: list[Any] = [None] * len(items)  # every one filled, unless this raises
     if workers <= 1 or len(items) <= 1:
@@ -68,10 +74,35 @@ def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: Canc
     errors: list[BaseException] = []
     lock = threading.Lock()
     done = threading.Event()
-    running = min(workers, len(items))
+    wanted = (lambda: max(1, min(workers, width()))) if width is not None else None
+    running = min(workers if wanted is None else wanted(), len(items))
+    started = running
+
+    def resize() -> bool:
+        """After an item: whether this worker goes on (it stops when more run than
+        are wanted, and starts another when fewer do)."""
+        nonlocal running, started
+        assert wanted is not None
+        want = wanted()
+        with lock:
+            if running > want:
+                running -= 1
+                return False
+            if running >= want or pending.empty():
+                return True
+            running += 1
+            n, started = started, started + 1
+        try:
+            threading.Thread(target=worker, name=f"{name}-{n}", daemon=True).start()
+        except BaseException:
+            with lock:
+                running -= 1
+            raise
+        return True
 
     def worker() -> None:
         nonlocal running
+        counted = True  # in ``running``
         try:
             while not own.is_set():
                 try:
@@ -84,9 +115,12 @@ def parallel(work: Callable[[T], R], items: Sequence[T], workers: int, own: Canc
                     with lock:
                         errors.append(e)
                     own.set()
+                if wanted is not None and not resize():
+                    counted = False  # resize() counted it out
+                    break
         finally:
             with lock:
-                running -= 1
+                running -= counted
                 if not running:
                     done.set()
 

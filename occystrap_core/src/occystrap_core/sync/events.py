@@ -33,6 +33,11 @@ class Events:
         self.clock = clock
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        """Whether events go anywhere: callers skip building them when not."""
+        return self.stream is not None
+
     def emit(self, event: str, **fields: Any) -> None:
         if self.stream is None:
             return

@@ -16,8 +16,10 @@ copying:
 A warm run is HEADs and nothing else, so its wall time is the link's latency times
 the HEADs each image waits for in turn (one destination's, then the source's),
 divided by the images in flight: hence many more images checked than copied at once.
-Over TLS the HEADs share one HTTP/2 connection per registry (multiplexed); over
-HTTP/1.1 they share the pool's connections.
+How many images are in their checks follows the answers (:mod:`.inflight`): up to
+every checking thread over a slow link, a few where each HEAD is CPU work. Over TLS
+the HEADs share one HTTP/2 connection per registry (multiplexed); over HTTP/1.1 they
+share the pool's connections.
 
 ``--prune`` then deletes, in each destination repository of the plan, the tags the
 rules select that the source no longer has; nothing outside that scope is touched.
@@ -25,18 +27,21 @@ rules select that the source no longer has; nothing outside that scope is touche
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import library
 from ..bulk import single_input
 from ..errors import ImageNotFoundError, OccystrapError
 from ..redact import redact_text, redact_uri
+from ..transport.clock import get_clock
 from ..workers import parallel
 from .events import Events
+from .inflight import InFlight, Slot
 from .plan import LOOKUPS_PER_COPY, Place, Plan, Planner, Scope, Target, Task, with_query
 
 if TYPE_CHECKING:
@@ -81,22 +86,29 @@ class Runner:
         self.events = events
         self.dry_run = dry_run
         self._copying = threading.Semaphore(ctx.settings.image_parallel)  # -J
+        self._copies = 0  # images copying now: each holds a thread besides the checks
+        self._copies_lock = threading.Lock()
+        self._heads = InFlight(LOOKUPS_PER_COPY * ctx.settings.image_parallel, get_clock(ctx))
 
     # --- copies ----------------------------------------------------------------
 
     def run(self, plan: Plan) -> list[Result]:
         batches = parallel(self._task, plan.tasks,
                            LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
-                           self.ctx.cancel.child(), name="sync")
+                           self.ctx.cancel.child(), name="sync",
+                           width=lambda: self._heads.limit + self._copies)
         return [r for batch in batches for r in batch]
 
     def _task(self, task: Task) -> list[Result]:
+        events = self.events.enabled  # else no event is built (nor its URIs redacted)
         if task.error is not None:
-            self.events.emit("image", state="failed", source=redact_uri(task.source),
-                             error=redact_text(task.error))
+            if events:
+                self.events.emit("image", state="failed", source=redact_uri(task.source),
+                                 error=redact_text(task.error))
             return [Result(task.source, "", "failed", error=task.error)]
-        shown = redact_uri(task.source)
-        self.events.emit("image", state="started", source=shown)
+        shown = redact_uri(task.source) if events else ""
+        if events:
+            self.events.emit("image", state="started", source=shown)
         results: list[Result] = []
         pending = [t for t in task.targets if not t.present]
         results += [Result(task.source, t.uri, "skipped") for t in task.targets if t.present]
@@ -106,14 +118,15 @@ class Runner:
         holds: dict[Target, str | None] = {}  # what each destination's tag points at
         try:
             if pending and verbatim and task.place is not None:
-                holds = {t: self._digest(t.place) for t in pending}
-                # The source is asked only when a destination has the tag (or in a dry
-                # run, to report a missing one): otherwise the image is copied whatever
-                # its digest, and a cold tag costs one request less.
-                if (any(holds.values()) or self.dry_run) and self._knows(task.place):
-                    held = self._digest(task.place)
-                    if held is None:
-                        raise ImageNotFoundError(f"{shown}: not found")
+                with self._heads.timing() as heads:
+                    holds = {t: self._digest(t.place, heads) for t in pending}
+                    # The source is asked only when a destination has the tag (or in a
+                    # dry run, to report a missing one): otherwise the image is copied
+                    # whatever its digest, and a cold tag costs one request less.
+                    if (any(holds.values()) or self.dry_run) and self._knows(task.place):
+                        held = self._digest(task.place, heads)
+                        if held is None:
+                            raise ImageNotFoundError(f"{redact_uri(task.source)}: not found")
         except Exception as e:  # noqa: BLE001 - this image fails, the others go on
             error = str(e) if isinstance(e, OccystrapError) else \
                 f"unexpected {type(e).__name__}: {e}"
@@ -124,7 +137,7 @@ class Runner:
             results.append(result)
             if result.state in ("copied", "skipped") and result.digest:
                 held, feeder = held or result.digest, feeder or target
-        for r in results:
+        for r in results if events else ():
             self.events.emit("image", state=r.state, source=shown,
                              destination=redact_uri(r.destination), digest=r.digest,
                              **({"error": redact_text(r.error)} if r.error else {}))
@@ -133,9 +146,13 @@ class Runner:
     def _knows(self, place: Place) -> bool:
         return self.planner.lister(place).knows_digests
 
-    def _digest(self, place: Place) -> str | None:
+    def _digest(self, place: Place, slot: Slot | None = None) -> str | None:
         lister = self.planner.lister(place)
-        return lister.digest(place.repository, place.tag) if lister.knows_digests else None
+        if not lister.knows_digests:
+            return None
+        if slot is not None:
+            slot.heads += 1
+        return lister.digest(place.repository, place.tag)
 
     def _one(self, task: Task, target: Target, held: str | None, feeder: Target | None,
              holds: dict[Target, str | None]) -> Result:
@@ -170,16 +187,28 @@ class Runner:
         else:
             source = with_query(source, all_platforms="true")
         filters = () if fed else spec.filters
-        with self._copying, single_input(self.ctx, source, "sync") as opened:
+        with self._copy_slot(), single_input(self.ctx, source, "sync") as opened:
             result = library.copy(opened, target.uri, filters=filters, session=self.ctx,
                                   referrers=spec.referrers, referrer_types=spec.referrer_types)
         if result.problems:
             raise OccystrapError("verify failed: " + "; ".join(result.problems))
         return result.manifest_digest, bool(result.details.get("unchanged"))
 
+    @contextlib.contextmanager
+    def _copy_slot(self) -> Iterator[None]:
+        """One of the -J images copying, counted (``width``) while it copies."""
+        with self._copying:
+            with self._copies_lock:
+                self._copies += 1
+            try:
+                yield
+            finally:
+                with self._copies_lock:
+                    self._copies -= 1
+
     def _referrers(self, task: Task, target: Target) -> None:
         """The image is there already: its referrers may not be (a new signature)."""
-        with self._copying, single_input(self.ctx, task.source, "sync") as opened:
+        with self._copy_slot(), single_input(self.ctx, task.source, "sync") as opened:
             result = library.copy_referrers(opened, target.uri, session=self.ctx,
                                             referrer_types=task.spec.referrer_types)
         if result.problems:

@@ -187,8 +187,9 @@ class RegistryAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         netloc = request.url.netloc.decode()
-        with self._lock:
-            self.host = self.host or netloc
+        if self.host is None:  # set once, then only read
+            with self._lock:
+                self.host = self.host or netloc
         if netloc != self.host:
             request.headers.pop("Authorization", None)
             yield request

@@ -109,6 +109,8 @@ class ProxyRouter(httpx.BaseTransport):
         self._lock = threading.Lock()
 
     def proxy_for(self, url: httpx.URL) -> str | None:
+        if not self.proxies:
+            return None
         proxy = self.proxies.get(url.scheme) or self.proxies.get("all")
         if proxy and _bypassed(url.host, url.port, self.proxies.get("no", "")):
             return None
@@ -116,8 +118,12 @@ class ProxyRouter(httpx.BaseTransport):
 
     def _route(self, proxy: str | None, http2: bool, tls: bool,
                cafile: str | None = None) -> httpx.BaseTransport:
+        key = (proxy, http2, tls, cafile)
+        transport = self._routes.get(key)  # once made, never replaced until close()
+        if transport is not None:
+            return transport
         with self._lock:
-            transport = self._routes.get((proxy, http2, tls, cafile))
+            transport = self._routes.get(key)
             if transport is None:
                 limits = httpx.Limits(max_connections=self.ctx.settings.max_connections,
                                       max_keepalive_connections=self.ctx.settings.max_connections)
@@ -133,7 +139,7 @@ class ProxyRouter(httpx.BaseTransport):
                         verify=ssl_context(self.ctx, cafile=cafile, verify=self.verify)
                         if tls else _NO_TLS,
                         proxy=proxy, limits=limits)
-                self._routes[(proxy, http2, tls, cafile)] = transport
+                self._routes[key] = transport
             return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -101,6 +101,8 @@ class HostLimiter:
 
     def acquire(self) -> bool:
         """Wait for a token; returns whether this call had to wait."""
+        if self.rate is None and self._paused_until <= self.clock.monotonic():
+            return False  # no bucket and no pause: nothing to take, no lock to contend for
         waited = False
         while True:
             with self._lock:
@@ -146,6 +148,9 @@ class HostLimiters:
         self._hosts: dict[str, HostLimiter] = {}
 
     def __getitem__(self, host: str) -> HostLimiter:
+        limiter = self._hosts.get(host)  # once made, never replaced: no lock to read it
+        if limiter is not None:
+            return limiter
         with self._lock:
             limiter = self._hosts.get(host)
             if limiter is None:

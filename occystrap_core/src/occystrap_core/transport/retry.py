@@ -188,15 +188,18 @@ class RetryTransport(httpx.BaseTransport):
         # once, and its caller retries the whole operation under the same policy.
         replayable = isinstance(request.stream, httpx.ByteStream)
         allowed = request.extensions.get(NO_RETRY, True)
-        host = request.url.netloc.decode()
+        bulk = request.extensions.get(BULK)
+        head = request.method == "HEAD"  # its answer has no body: nothing to check
         attempt = 0
         while True:
             response: httpx.Response | None = None
             try:
                 response = self.inner.handle_request(request)
-                if not request.extensions.get(BULK):
-                    assert isinstance(response.stream, httpx.SyncByteStream)  # a sync client
-                    response.stream = _CheckedBody(response.stream, self.policy.speed_check())
+                if not bulk:
+                    if not head:
+                        assert isinstance(response.stream, httpx.SyncByteStream)  # sync
+                        response.stream = _CheckedBody(response.stream,
+                                                       self.policy.speed_check())
                     response.read()
             except httpx.TransportError as e:
                 if response is not None:
@@ -205,7 +208,8 @@ class RetryTransport(httpx.BaseTransport):
                 if not (allowed and cured and (replayable or isinstance(e, UNSENT_ERRORS))
                         and self.policy.allows(attempt)):
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                    raise TransportError(_describe(e, host) + suffix, retryable=cured) from e
+                    raise TransportError(_describe(e, request.url.netloc.decode()) + suffix,
+                                         retryable=cured) from e
                 why = type(e).__name__
             else:
                 status = response.status_code
@@ -215,7 +219,7 @@ class RetryTransport(httpx.BaseTransport):
                 why = f"HTTP {status}"
                 response.close()
             self.policy.wait(attempt, why, f"{request.method} {request.url}", response,
-                             host=host)
+                             host=request.url.netloc.decode())
             attempt += 1
 
     def close(self) -> None:
