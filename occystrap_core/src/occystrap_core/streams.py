@@ -114,6 +114,17 @@ def buffered(raw: Readable) -> io.BufferedReader:
     return io.BufferedReader(cast(io.RawIOBase, raw), buffer_size=CHUNK)
 
 
+# Smaller than CHUNK, so that BufferedReader hands reads of CHUNK straight to the raw
+# stream, which fills the bytes returned: one copy of each byte less than through a
+# buffer as large as the read.
+DIRECT_BUFFER = 64 * 1024
+
+
+def direct(raw: Readable) -> io.BufferedReader:
+    """``raw`` buffered for readers of ``CHUNK``: their reads bypass the buffer."""
+    return io.BufferedReader(cast(io.RawIOBase, raw), buffer_size=DIRECT_BUFFER)
+
+
 def sniff(stream: io.BufferedReader) -> str:
     """``"gzip"``, ``"zstd"`` or ``"none"`` from a stream's first bytes (not consumed)."""
     head = stream.peek(4)[:4]

@@ -34,7 +34,7 @@ import httpx
 
 from ..errors import TransportError
 from ..redact import redact_uri
-from ..streams import HashingReader
+from ..streams import HashingReader, direct
 from .base import BULK
 from .errors import html_page, status_error
 from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
@@ -42,15 +42,7 @@ from .retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, SpeedCheck, retryable
 log = logging.getLogger("occystrap.transport")
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-# The buffer of the file open_blob yields. Smaller than the reads of streams.CHUNK the
-# engine and uploads make, which BufferedReader then hands straight to the reader
-# below (one copy of each byte less than through a buffer as large as the read).
-_BUFFER = 64 * 1024
 _EMPTY = memoryview(b"")
-
-
-def _buffered(raw: io.RawIOBase) -> BinaryIO:
-    return io.BufferedReader(raw, buffer_size=_BUFFER)
 
 
 class RangesRefused(TransportError):
@@ -257,8 +249,8 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
             raise
         else:
             try:
-                yield _buffered(HashingReader(reader, expected=digest, size=size, what=what)
-                                if verify else reader)
+                yield direct(HashingReader(reader, expected=digest, size=size, what=what)
+                             if verify else reader)
             finally:
                 reader.close()
             return
@@ -268,6 +260,6 @@ def open_blob(client: httpx.Client, url: str, *, policy: RetryPolicy, size: int 
         raw: io.RawIOBase = reader
         if verify and (digest or size is not None):
             raw = HashingReader(reader, expected=digest, size=size, what=what)
-        yield _buffered(raw)
+        yield direct(raw)
     finally:
         reader.close()

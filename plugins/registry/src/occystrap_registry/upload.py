@@ -40,7 +40,7 @@ from typing import Any, Callable, ContextManager, Iterator
 import httpx
 
 from occystrap_core.errors import AuthError, CorruptImageError, OccystrapError, TransportError
-from occystrap_core.streams import CHUNK, Readable
+from occystrap_core.streams import CHUNK, Readable, direct
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
@@ -59,7 +59,6 @@ _ONCE = {NO_RETRY: False}  # a session's requests: retried whole by the uploader
 # A session the registry has forgotten (it expired, or a lost answer spent it).
 _SESSION_GONE = (404, 416)
 JOURNALS = "registry.upload_journals"
-DIRECT_BUFFER = 64 * 1024  # below CHUNK, so that reads of CHUNK go straight to the source
 
 
 @dataclass
@@ -131,9 +130,7 @@ def _direct(body: Readable) -> Readable:
     (the engine's verifying reader) fills a new buffer and copies it into the bytes it
     returns, holding the interpreter lock for both; a BufferedReader over it has the
     raw stream fill the bytes it returns directly (reads of ``CHUNK`` bypass its buffer)."""
-    if isinstance(body, io.RawIOBase):
-        return io.BufferedReader(body, buffer_size=DIRECT_BUFFER)
-    return body
+    return direct(body) if isinstance(body, io.RawIOBase) else body
 
 
 def _pieces(data: bytes) -> Iterator[bytes]:
