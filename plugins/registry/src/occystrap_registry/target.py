@@ -406,9 +406,7 @@ class RegistryOutput(ImageOutput):
             return None
         blobs = [(doc.config.digest, doc.config.size)] + [
             (d.digest, d.size) for d in doc.layers if not d.urls]
-        # tiny requests, each waiting on the registry: all at once, within the pool's size
-        workers = max(1, min(len(blobs), self.ctx.settings.max_connections))
-        with ThreadPoolExecutor(workers, thread_name_prefix="adopt") as pool:
+        with ThreadPoolExecutor(self._at_once(len(blobs)), thread_name_prefix="adopt") as pool:
             placed = list(pool.map(lambda blob: self._probe_blob(*blob), blobs))
         if any(p is True for p in placed):
             return None
@@ -435,6 +433,11 @@ class RegistryOutput(ImageOutput):
     @property
     def _in_index(self) -> bool:
         return self._depth > 0
+
+    def _at_once(self, count: int) -> int:
+        """Threads for ``count`` tiny requests that each wait on the registry (mounts,
+        HEADs): all at once, within the connection pool's size."""
+        return max(1, min(count, self.ctx.settings.max_connections))
 
     def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool) -> OutputResult:
         digest = digests.of_bytes(manifest)
@@ -540,10 +543,9 @@ class RegistryOutput(ImageOutput):
         blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
             (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
             if not d.urls]  # foreign layers are never pushed: see wants_layer
-        # HEADs are tiny and wait on the registry: all at once, within the pool's size,
-        # as adopt_manifest's; re-reading whole blobs (--verify-full) takes -j's width
+        # re-reading whole blobs (--verify-full) takes -j's width; HEADs go at once
         workers = (self.ctx.settings.parallel if self.ctx.settings.verify_full
-                   else max(1, min(len(blobs), self.ctx.settings.max_connections)))
+                   else self._at_once(len(blobs)))
         with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
             found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
             return [p for p in found if p]
