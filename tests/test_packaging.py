@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from occystrap_core.testing.registry import push_sample_image
+
 DUMMY = Path(__file__).parent / "data" / "occystrap-dummy"
 HEAVY = ("httpx", "httpcore", "h2", "isal", "zstandard", "requests", "requests_unixsocket")
 
@@ -27,10 +29,16 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _modules_after(*args: str) -> set[str]:
+def _run_probe(*args: str) -> tuple[set[str], str]:
+    """The modules a CLI run left imported, and what it wrote to stderr before that."""
     proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(args))],
                           capture_output=True, text=True, timeout=60)
-    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    *shown, last = proc.stderr.strip().splitlines()
+    return set(json.loads(last)), "\n".join(shown)
+
+
+def _modules_after(*args: str) -> set[str]:
+    return _run_probe(*args)[0]
 
 
 @pytest.mark.parametrize("args", [("--help",), ("process", "--help")])
@@ -93,12 +101,30 @@ def test_third_party_distribution_is_listed_and_usable(dummy_venv, tmp_path):
 
 def test_a_run_talking_http_imports_no_optional_extras():
     """httpcore imports trio whenever it is installed (80 ms), and httpx its own command
-    line (rich, pygments: 20 ms); the CLI needs neither, and httpx still works."""
+    line (rich, pygments: 20 ms); the CLI needs neither, and httpx still works. A run
+    over plain HTTP never speaks HTTP/2, so h2 (which httpcore imports too) stays out."""
     modules = _modules_after("--retries", "0", "--insecure", "info",
                              "registry://127.0.0.1:9/nothing:here")
     assert {"httpx", "httpcore"} <= modules
-    assert not [m for m in modules if m.split(".")[0] in {"trio", "rich", "pygments"}]
+    assert not [m for m in modules
+                if m.split(".")[0] in {"trio", "rich", "pygments", "h2", "hpack"}]
     assert "httpx._main" not in modules
+
+
+def test_a_run_over_tls_still_speaks_http2_and_h2_imports_later(registry_tls):
+    """httpcore imported without h2 (transport/optional.py) still negotiates HTTP/2 when
+    a TLS registry offers it, and h2 is importable by anyone afterwards."""
+    push_sample_image(registry_tls, "probe/h2", "v1")
+    modules, log = _run_probe("--debug", "--ca-cert", registry_tls.ca_cert, "info",
+                              f"registry://{registry_tls.host}/probe/h2:v1")
+    assert '"HTTP/2 200 OK"' in log, log[-2000:]
+    assert {"h2", "httpcore._async.http2"} <= modules
+    probe = ("from occystrap_core.transport.optional import import_httpcore\n"
+             "import_httpcore(); import httpcore._sync.connection, h2.connection\n"
+             "import sys; assert sys.modules['h2'] is not None")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_second_run_finds_its_plugins_without_scanning(monkeypatch, tmp_path):

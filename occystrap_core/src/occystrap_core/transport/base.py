@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import UsageError
+from .optional import import_httpcore
 from .tlsread import GatheringSSLSocket
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class ProxyRouter(httpx.BaseTransport):
         with self._lock:
             transport = self._routes.get(key)
             if transport is None:
+                import_httpcore()
                 limits = httpx.Limits(max_connections=self.ctx.settings.max_connections,
                                       max_keepalive_connections=self.ctx.settings.max_connections)
                 if http2:
