@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from occystrap_core.errors import AuthError
+from occystrap_core.errors import AuthError, TransportError
 from occystrap_core.testing.http import client_factory_plugin, make_context
 from occystrap_core.testing.registry import push_sample_image
 from occystrap_core.transport.auth import RegistryAuth
@@ -42,6 +44,27 @@ def test_wrong_credentials_name_the_registry(mode, request):
         client = _client(ctx, server, Credentials("alice", "wrong-password"))
         with pytest.raises(AuthError, match=f"authentication to {server.host} failed"):
             client.get("/v2/anything/tags/list")
+
+
+def test_the_default_roots_verify_the_registry_from_a_hashed_directory(
+        registry_tls, tmp_path, monkeypatch):
+    """Without --ca-cert, a CA in the system's kind of certificate directory (hash-named
+    links, read by OpenSSL while verifying) is trusted, over HTTP/2 and HTTP/1.1."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(registry_tls.ca_cert, certs / "registry-ca.pem")
+    subprocess.run(["openssl", "rehash", str(certs)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-bundle.pem"))
+    with make_context(client_factory_plugin("reg"), retries=0) as ctx:
+        client = _client(ctx, registry_tls, None)
+        assert client.get("/v2/").http_version == "HTTP/2"
+        upload = client.post("/v2/roots/blobs/uploads/", content=b"")  # HTTP/1.1
+        assert upload.status_code == 202 and upload.http_version == "HTTP/1.1"
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))  # no hashed names: nothing trusted
+    with make_context(client_factory_plugin("reg"), retries=0) as ctx:
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            _client(ctx, registry_tls, None).get("/v2/")
 
 
 def test_http2_is_negotiated_and_parallel_blob_requests_share_one_connection(registry_tls):

@@ -4,7 +4,9 @@ against small real servers on 127.0.0.1."""
 from __future__ import annotations
 
 import http.server
+import shutil
 import ssl
+import subprocess
 import threading
 
 import httpx
@@ -73,7 +75,7 @@ def test_plain_http_loads_no_certificate_store(serve, no_proxies, monkeypatch):
     monkeypatch.setattr(base, "ssl_context", lambda ctx: built.append(ctx) or real(ctx))
     server, host = serve("plain")
     assert client(host, scheme="http").get("/v2/").text == "plain:/v2/"
-    assert built == []  # loading the system store and certifi would cost ~70 ms
+    assert built == []  # a plain-HTTP run builds no TLS context, nor loads any roots
 
 
 def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):
@@ -85,6 +87,90 @@ def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):
         client(host).get("/v2/")
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     assert client(host, ca_cert=str(tmp_path / "ca.pem")).get("/v2/").text == "tls:/v2/"
+
+
+def _tls_server(serve, tmp_path):
+    """A TLS server, and its CA's certificate written to ``tmp_path/ca.pem``."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    return serve("tls", context)[1], tmp_path / "ca.pem"
+
+
+def _hashed_dir(path, *certificates):
+    """A certificate directory as update-ca-certificates leaves one: hash-named links."""
+    path.mkdir()
+    for certificate in certificates:
+        shutil.copy(certificate, path / certificate.name)
+    subprocess.run(["openssl", "rehash", str(path)], check=True, capture_output=True)
+    return path
+
+
+def test_default_roots_are_read_from_a_hashed_directory_when_verifying(
+        serve, no_proxies, tmp_path, monkeypatch):
+    """No bundle is parsed up front (35 ms each, in every context): OpenSSL reads the
+    root a server's chain names from the directory, during the handshake."""
+    host, ca = _tls_server(serve, tmp_path)
+    monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_dir(tmp_path / "certs", ca)))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-bundle.pem"))
+    assert base.default_roots().cert_store_stats()["x509_ca"] == 0
+    assert client(host).get("/v2/").text == "tls:/v2/"
+    other = tmp_path / "other"
+    other.mkdir()
+    elsewhere = _tls_server(serve, other)[0]  # signed by a CA the directory lacks
+    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+        client(elsewhere).get("/v2/")
+
+
+def test_a_bundle_is_loaded_where_there_is_no_hashed_directory_or_when_named(
+        serve, no_proxies, tmp_path, monkeypatch):
+    host, ca = _tls_server(serve, tmp_path)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    assert base.default_roots().cert_store_stats()["x509_ca"] == 1
+    assert client(host).get("/v2/").text == "tls:/v2/"
+    # SSL_CERT_FILE named, next to a hashed directory of other roots: both are trusted
+    other = tmp_path / "other"
+    other.mkdir()
+    elsewhere, other_ca = _tls_server(serve, other)
+    monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_dir(tmp_path / "certs", other_ca)))
+    assert base.default_roots().cert_store_stats()["x509_ca"] == 1
+    assert client(host).get("/v2/").text == "tls:/v2/"
+    assert client(elsewhere).get("/v2/").text == "tls:/v2/"
+
+
+def test_the_systems_own_bundle_next_to_its_own_directory_is_not_parsed(
+        serve, no_proxies, tmp_path, monkeypatch):
+    """update-ca-certificates writes the bundle and the hashed directory from the same
+    roots: when both are OpenSSL's defaults (here with SSL_CERT_FILE and SSL_CERT_DIR
+    naming them, as some environments do), the directory alone is used."""
+    host, ca = _tls_server(serve, tmp_path)
+    certs = _hashed_dir(tmp_path / "certs", ca)
+    (tmp_path / "system").mkdir()
+    (tmp_path / "system" / "certs").symlink_to(certs)  # as /usr/lib/ssl/certs on Debian
+    (tmp_path / "system" / "cert.pem").symlink_to(certs / "ca.pem")
+    defaults = ssl.DefaultVerifyPaths(str(certs / "ca.pem"), str(certs), "SSL_CERT_FILE",
+                                      str(tmp_path / "system" / "cert.pem"), "SSL_CERT_DIR",
+                                      str(tmp_path / "system" / "certs"))
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: defaults)
+    assert base.default_roots().cert_store_stats()["x509_ca"] == 0
+    assert client(host).get("/v2/").text == "tls:/v2/"
+    # a bundle of its own, named next to the system's directory, is loaded
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: defaults._replace(
+        cafile=str(ca)))
+    assert base.default_roots().cert_store_stats()["x509_ca"] == 1
+
+
+def test_certifi_is_the_fallback_of_a_system_without_roots(tmp_path, monkeypatch):
+    import certifi
+
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    bundle = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()
+    assert base.default_roots().cert_store_stats() == bundle
+    assert bundle["x509_ca"] > 50
 
 
 def test_client_certificates(serve, no_proxies, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import ssl
 import threading
 import urllib.request
@@ -20,16 +23,52 @@ SSL_KEY = "occystrap.transport.ssl"
 # Request extension marking a bulk download (a layer blob streamed to its end):
 # sent over pooled HTTP/1.1, like every request with a body. See ProxyRouter.
 BULK = "occystrap.bulk"
-# For routes to http:// origins, which httpcore never wraps in TLS. Building the real
-# context (system store plus certifi) costs about 70 ms of every plain-HTTP run's start;
-# this one verifies like it but trusts nothing, so it could never pass a certificate.
+# For routes to http:// origins, which httpcore never wraps in TLS: it verifies like a
+# real context but trusts nothing, so it could never pass a certificate.
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+# How OpenSSL names the files of a hashed certificate directory: subject hash, ".N".
+_HASHED = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+@functools.cache
+def _hashed_dir(path: str) -> bool:
+    """Whether ``path`` is a certificate directory OpenSSL can look names up in."""
+    try:
+        with os.scandir(path) as entries:
+            return any(_HASHED.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
+
+
+def default_roots() -> ssl.SSLContext:
+    """A verifying context trusting the system's roots (as OpenSSL finds them, with
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), else certifi's.
+
+    Parsing a whole bundle (ca-certificates' 150 roots) costs 35 ms, and certifi's as
+    much again, in each context a run builds. A hashed directory (Debian's and Alpine's
+    ``/etc/ssl/certs``) is given to OpenSSL as it is: while verifying, it reads only the
+    roots a server's chain names. A bundle file is loaded whole, unless it is the
+    system's own next to the system's own directory: update-ca-certificates writes both
+    from the same roots. certifi is loaded only where the system has neither.
+    """
+    paths = ssl.get_default_verify_paths()
+    hashed = paths.capath is not None and _hashed_dir(paths.capath)
+    if not hashed and paths.cafile is None:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    real = os.path.realpath
+    system_pair = (hashed and paths.cafile is not None
+                   and real(paths.cafile) == real(paths.openssl_cafile)
+                   and real(paths.capath) == real(paths.openssl_capath))
+    return ssl.create_default_context(cafile=None if system_pair else paths.cafile,
+                                      capath=paths.capath if hashed else None)
 
 
 def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
                 verify: bool = True) -> ssl.SSLContext:
     """The run's TLS settings: ``--ca-cert`` (or ``cafile``, a host's own CA) replacing
-    the system and certifi roots, ``--client-cert``/``--client-key`` for mutual TLS.
+    the default roots (:func:`default_roots`), ``--client-cert``/``--client-key`` for mutual TLS.
     ``verify=False`` (``--tls-verify=false``, ``?tls_verify=false``) accepts any
     certificate for any name: the connection is encrypted, but to whoever answers.
 
@@ -39,21 +78,19 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
     """
 
     def build() -> ssl.SSLContext:
-        import certifi
-
         s = ctx.settings
         ca = cafile or s.ca_cert
         try:
-            if ca:
-                context = ssl.create_default_context(cafile=ca)
-            else:
-                context = ssl.create_default_context()  # system store (honours SSL_CERT_FILE)
-                context.load_verify_locations(cafile=certifi.where())
-            if s.client_cert:
-                context.load_cert_chain(s.client_cert, s.client_key)
-            if not verify:
+            if not verify:  # no roots to load: nothing is checked against them
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
+            elif ca:
+                context = ssl.create_default_context(cafile=ca)
+            else:
+                context = default_roots()
+            if s.client_cert:
+                context.load_cert_chain(s.client_cert, s.client_key)
             context.sslsocket_class = GatheringSSLSocket  # 64 KiB per recv, not 16
         except OSError as e:  # ssl.SSLError included
             files = ", ".join(f for f in (ca, s.client_cert, s.client_key) if f)
