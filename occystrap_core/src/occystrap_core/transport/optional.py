@@ -20,8 +20,8 @@ _lock = threading.Lock()
 
 def import_httpcore() -> None:
     """Import httpcore, if nothing has, without importing h2 with it."""
-    if "httpcore" in sys.modules:
-        return
+    if "httpcore" in sys.modules and not _h2_marked():
+        return  # (while marked, another thread is importing it: wait on the lock)
     with _lock:
         if "httpcore" in sys.modules:
             return
@@ -31,5 +31,9 @@ def import_httpcore() -> None:
         try:
             import httpcore  # noqa: F401
         finally:
-            if marked and "h2" in sys.modules and sys.modules["h2"] is None:
+            if marked and _h2_marked():
                 del sys.modules["h2"]
+
+
+def _h2_marked() -> bool:
+    return "h2" in sys.modules and sys.modules["h2"] is None
