@@ -242,6 +242,9 @@ class _Reject(Exception):
 def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out in two writes: with Nagle's algorithm the body
+        # waited for the client's delayed ACK of the headers, 40 ms per token.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean; requests are recorded instead
