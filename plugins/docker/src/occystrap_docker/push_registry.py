@@ -158,6 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "occystrap-dockerpush"
     timeout = 120  # seconds without a byte before a connection is dropped
+    # Headers and body go out in two writes: with Nagle's algorithm a small body waits
+    # for the daemon's delayed ACK of the headers (40 ms an answer).
+    disable_nagle_algorithm = True
     server: _TLSServer
 
     def setup(self) -> None:
