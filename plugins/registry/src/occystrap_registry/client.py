@@ -30,6 +30,17 @@ def configure(request: ClientRequest, ctx: Context) -> ClientConfig:
                         headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
 
+def api_root(client: httpx.Client) -> str:
+    """The client's base URL without its trailing slash, for :func:`absolute`."""
+    return str(client.base_url).rstrip("/")
+
+
+def absolute(root: str, url: str) -> str:
+    """``url`` made absolute against ``root`` (:func:`api_root`) when it is a path: httpx
+    parses a relative URL, then the merged one again (a tenth of building a HEAD)."""
+    return root + url if url[:1] == "/" and url[:2] != "//" else url
+
+
 class Repository:
     """One repository on one registry, with the run's shared client for that registry."""
 
@@ -44,14 +55,16 @@ class Repository:
         self.client = ctx.http_client(FACTORY, self.host, scheme=self.scheme,
                                       credentials=self.credentials,
                                       tls_verify=uri.options.get("tls_verify") is not False)
+        self.api = api_root(self.client)
         if isinstance(self.client.auth, RegistryAuth):
             # Announced before any request, so one token covers a copy's both ends.
             actions = "pull" if role == "input" else "pull,push"
             self.client.auth.expect([f"repository:{self.path}:{actions}"])
 
     def url(self, kind: str, ref: str = "") -> str:
-        """``/v2/<repo>/<kind>/<ref>``: kind is ``manifests``, ``blobs`` or ``blobs/uploads``."""
-        return f"/v2/{self.path}/{kind}/{ref}"
+        """``/v2/<repo>/<kind>/<ref>`` on this registry, absolute (see :func:`absolute`):
+        kind is ``manifests``, ``blobs`` or ``blobs/uploads``."""
+        return absolute(self.api, f"/v2/{self.path}/{kind}/{ref}")
 
     def request(self, method: str, url: str, *, what: str, ok: Iterable[int] = (200,),
                 missing_ok: bool = False, **kwargs: Any) -> httpx.Response:

@@ -21,7 +21,7 @@ from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ResolvedURI
 
-from .client import FACTORY
+from .client import FACTORY, absolute, api_root
 from .locations import HEADS_KEY, ManifestHeads
 from .source import ACCEPT, RegistrySource
 
@@ -49,9 +49,7 @@ class RegistryLister(ImageLister):
         self.client = ctx.http_client(FACTORY, self.host,
                                       scheme="http" if self.insecure else "https",
                                       credentials=credentials, tls_verify=self.tls_verify)
-        # Absolute URLs: httpx parses a relative one, then the merged one again (about
-        # a tenth of building each HEAD).
-        self.base = str(self.client.base_url).rstrip("/")
+        self.api = api_root(self.client)
 
     def repositories(self) -> Iterator[str]:
         for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE]):
@@ -116,8 +114,7 @@ class RegistryLister(ImageLister):
               ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None
               ) -> httpx.Response:
         try:
-            absolute = self.base + url if url[:1] == "/" and url[:2] != "//" else url
-            response = self.client.request(method, absolute, headers=headers,
+            response = self.client.request(method, absolute(self.api, url), headers=headers,
                                            extensions={SCOPES: scopes})
             response.read()
         except httpx.HTTPError as e:
