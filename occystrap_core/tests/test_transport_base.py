@@ -78,17 +78,6 @@ def test_plain_http_loads_no_certificate_store(serve, no_proxies, monkeypatch):
     assert built == []  # a plain-HTTP run builds no TLS context, nor loads any roots
 
 
-def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    server, host = serve("tls", context)
-    with pytest.raises(TransportError, match=f"cannot connect to {host}: .*CERTIFICATE_VERIFY"):
-        client(host).get("/v2/")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    assert client(host, ca_cert=str(tmp_path / "ca.pem")).get("/v2/").text == "tls:/v2/"
-
-
 def _tls_server(serve, tmp_path):
     """A TLS server, and its CA's certificate written to ``tmp_path/ca.pem``."""
     ca = trustme.CA()
@@ -105,6 +94,13 @@ def _hashed_dir(path, *certificates):
         shutil.copy(certificate, path / certificate.name)
     subprocess.run(["openssl", "rehash", str(path)], check=True, capture_output=True)
     return path
+
+
+def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):
+    host, ca = _tls_server(serve, tmp_path)
+    with pytest.raises(TransportError, match=f"cannot connect to {host}: .*CERTIFICATE_VERIFY"):
+        client(host).get("/v2/")
+    assert client(host, ca_cert=str(ca)).get("/v2/").text == "tls:/v2/"
 
 
 def test_default_roots_are_read_from_a_hashed_directory_when_verifying(
