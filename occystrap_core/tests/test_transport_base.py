@@ -22,8 +22,10 @@ from occystrap_core.transport.errors import raise_for_status, status_error, tran
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.server.seen.append((self.path, self.headers.get("Host")))
+        self.server.cookies.append(self.headers.get("Cookie"))
         body = f"{self.server.name}:{self.path}".encode()
         self.send_response(200)
+        self.send_header("Set-Cookie", "session=s3cr3t; Path=/")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -38,7 +40,7 @@ def serve():
 
     def start(name, context=None):
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.name, server.seen = name, []
+        server.name, server.seen, server.cookies = name, [], []
         if context:
             server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
@@ -94,6 +96,23 @@ def _hashed_dir(path, *certificates):
         shutil.copy(certificate, path / certificate.name)
     subprocess.run(["openssl", "rehash", str(path)], check=True, capture_output=True)
     return path
+
+
+def test_clients_keep_no_cookies(serve, no_proxies, monkeypatch):
+    # As registry clients do (Go's http.Client has no jar): a cookie a registry sets is
+    # never sent back, and no response goes through httpx's cookie jar shims at all.
+    def jar(*args):
+        raise AssertionError("a response went through the cookie jar")
+
+    monkeypatch.setattr(httpx.Cookies, "extract_cookies", jar)
+    server, host = serve("plain")
+    http = client(host, scheme="http")
+    assert http.get("/v2/").headers["Set-Cookie"] == "session=s3cr3t; Path=/"
+    assert http.get("/v2/").status_code == 200
+    assert server.cookies == [None, None]
+    assert not http.cookies
+    with pytest.raises(TypeError):
+        http.cookies = {"session": "s3cr3t"}
 
 
 def test_tls_is_verified_and_ca_cert_is_honoured(serve, no_proxies, tmp_path):

@@ -23,6 +23,33 @@ if TYPE_CHECKING:
 USER_AGENT = f"occystrap/{__version__}"
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that never takes a cookie.
+
+    Registry clients keep none (Docker's, containerd's and skopeo's Go clients have no
+    jar), and httpx wraps every response in urllib's request and response shims for
+    its jar, whether or not it sets a cookie: 13 % of a HEAD's client CPU.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class Client(httpx.Client):
+    """An httpx client without cookies (see :class:`_NoCookies`)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("occystrap's HTTP clients keep no cookies")
+
+
 class ClientPool:
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -55,7 +82,7 @@ class ClientPool:
         settings = self.ctx.settings
         timeout = httpx.Timeout(config.timeout or settings.read_timeout,
                                 connect=settings.connect_timeout)
-        return httpx.Client(
+        return Client(
             transport=transport,
             base_url=config.base_url or f"{scheme}://{host}",
             auth=config.auth,
