@@ -114,6 +114,51 @@ def test_all_platforms_from_a_local_source(tmp_path: Path, local_multi: dict[str
     assert [m["platform"]["architecture"] for m in some["manifests"]] == ["arm64"]
 
 
+# --- skopeo's dir: as a source ------------------------------------------------------------
+
+def test_a_skopeo_dir_is_read_with_its_digests(tmp_path: Path, local_multi: dict[str, str],
+                                               run_cli: Callable[..., Result],
+                                               registry_plain: RegistryServer) -> None:
+    """``skopeo copy ... dir:`` (and ``podman save --format docker-dir``) is read by
+    ``dir://``: the manifests as skopeo kept them, so every digest survives."""
+    _, index = multi_platform_blobs(IMAGES, "v1")
+    layout = local_multi["oci-layout"].removeprefix("oci-layout://")
+    multi = tmp_path / "multi"
+    run_tool("skopeo", "--insecure-policy", "copy", "--all", f"oci:{layout}:v1", f"dir:{multi}")
+    result = run_cli("--insecure", "--all-platforms", "process", f"dir://{multi}",
+                     f"registry://{registry_plain.host}/rules/from-skopeo-dir:v1")
+    assert result.exit_code == 0, result.output
+    assert get_manifest(registry_plain, "rules/from-skopeo-dir", "v1").content == index
+
+    result = run_cli("process", f"dir://{multi}?platforms=linux/aarch64",
+                     f"oci-layout://{tmp_path / 'some'}")
+    assert result.exit_code == 0, result.output
+    _, some = layout_top(tmp_path / "some")
+    assert [m["platform"]["architecture"] for m in some["manifests"]] == ["arm64"]
+
+    # one image, into an archive skopeo reads back with the same layers
+    one = tmp_path / "one"
+    image = sample_image("example.com/rules/one", "v1", n_layers=2, seed=70)
+    write_oci_layout(str(tmp_path / "one-layout"), [image])
+    run_tool("skopeo", "--insecure-policy", "copy", f"oci:{tmp_path / 'one-layout'}:v1",
+             f"dir:{one}")
+    result = run_cli("process", f"dir://{one}", f"tar://{tmp_path / 'one.tar'}")
+    assert result.exit_code == 0, result.output
+    inspected = json.loads(run_tool("skopeo", "inspect", f"docker-archive:{tmp_path / 'one.tar'}"))
+    assert inspected["Layers"] == image.diff_ids
+
+    # a blob changed on disk is refused, and nothing is written
+    manifest = json.loads((one / "manifest.json").read_bytes())
+    blob = one / manifest["layers"][0]["digest"].split(":", 1)[1]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    result = run_cli("process", f"dir://{one}", f"tar://{tmp_path / 'bad.tar'}")
+    assert result.exit_code != 0
+    assert "mismatch" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "bad.tar").exists()
+
+
 # --- a Docker manifest list into an OCI layout ------------------------------------------
 
 def push_files(server: RegistryServer, repo: str, files: dict[str, bytes], top: bytes,

@@ -27,6 +27,17 @@ def parse_json(data: bytes, what: str, kind: type = dict) -> Any:
     return value
 
 
+def read_manifest(store: Store, name: str, digest: str, where: str) -> bytes:
+    """The manifest ``digest`` stored as ``name``, verified against its digest."""
+    if not store.exists(name):
+        raise ImageNotFoundError(f"{where}: manifest {digest} is missing")
+    data = store.read_bytes(name, f"manifest {digest}")
+    actual = digests.of_bytes(data, digest.split(":", 1)[0])
+    if actual != digest:
+        raise CorruptImageError(f"{where}: manifest {digest} hashes to {actual}")
+    return data
+
+
 def blob_path(digest: str, what: str) -> str:
     """``blobs/<algorithm>/<hex>`` for a validated digest (never escapes the store)."""
     algo, hexpart = digests.validate(digest, what).split(":", 1)

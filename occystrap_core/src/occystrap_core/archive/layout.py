@@ -25,6 +25,7 @@ from .blobs import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF,
     blob_path,
+    read_manifest,
 )
 from .stores import Store
 
@@ -135,13 +136,7 @@ class OciStoreSource(ImageSource):
 
     def _blob_manifest(self, digest: str, media_type: str | None) -> Fetched:
         path = blob_path(digest, "manifest digest")
-        if not self.store.exists(path):
-            raise ImageNotFoundError(f"{self.path}: manifest {digest} is missing")
-        data = self.store.read_bytes(path, f"manifest {digest}")
-        actual = digests.of_bytes(data, digest.split(":", 1)[0])
-        if actual != digest:
-            raise CorruptImageError(f"{self.path}: manifest {digest} hashes to {actual}")
-        return Fetched(data, media_type)
+        return Fetched(read_manifest(self.store, path, digest, self.path), media_type)
 
     def open_blob(self, descriptor: Descriptor) -> contextlib.AbstractContextManager[BinaryIO]:
         return self._open(descriptor, "blob")

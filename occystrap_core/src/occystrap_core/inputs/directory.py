@@ -8,6 +8,9 @@ of the name, as ``library/busybox:latest`` for ``docker.io/library/busybox:lates
 or ``?index=N`` picks one when there are several. The config is checked against its
 file name and each layer against its diff_id, as for a ``tar://`` archive.
 occystrap 0.4.17 wrote the same layout (``recreate-image`` read it back).
+
+A directory that ``skopeo copy ... dir:PATH`` wrote is read too
+(:mod:`occystrap_core.archive.skopeo_dir`), with its manifests as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from ..archive.blobs import parse_json
 from ..archive.docker_save import DockerArchiveInput, read_entries
+from ..archive.skopeo_dir import SkopeoDirSource, is_skopeo_dir
 from ..archive.stores import DirStore
 from ..context import Context
 from ..errors import CorruptImageError, ImageNotFoundError
@@ -40,16 +44,18 @@ def _catalog_files(store: DirStore) -> list[str]:
     return sorted(files)
 
 
-def open_dir(uri: ResolvedURI, ctx: Context) -> DockerArchiveInput:
+def open_dir(uri: ResolvedURI, ctx: Context) -> DockerArchiveInput | SkopeoDirSource:
     path = local_path(uri)
     if not os.path.isdir(path):
         raise ImageNotFoundError(f"{path} is not a directory")
     store = DirStore(path)
+    if is_skopeo_dir(store):
+        return SkopeoDirSource(store, path)
     files = (["manifest.json"] if store.exists("manifest.json") else []) + \
         (_catalog_files(store) if store.exists("catalog.json") else [])
     if not files:
         raise ImageNotFoundError(f"{path} holds neither manifest.json nor catalog.json: it "
-                                 f"is not a directory the dir:// output wrote")
+                                 f"is not a directory the dir:// output or skopeo wrote")
     entries: list[dict[str, Any]] = []
     for file in files:
         entries += read_entries(store, file)
