@@ -159,6 +159,37 @@ def test_a_skopeo_dir_is_read_with_its_digests(tmp_path: Path, local_multi: dict
     assert not (tmp_path / "bad.tar").exists()
 
 
+def test_a_zstd_chunked_layer_whose_diff_id_is_stale_is_refused_with_the_reason(
+        tmp_path: Path, run_cli: Callable[..., Result]) -> None:
+    """skopeo 1.9 converts a layer to zstd:chunked (a tar written anew) but keeps the
+    config's diff_id of the layer before: unpacking it must fail, and say why."""
+    import zstandard
+
+    from occystrap_core.api import ZSTD_CHUNKED_TOC
+
+    before = make_layer({"etc/hello": "hello\n"})
+    after = before + bytes(1024)  # the same files, other bytes
+    blob = zstandard.ZstdCompressor().compress(after)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [sha(before)]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": {
+        "mediaType": mt.OCI_CONFIG, "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_ZSTD, "digest": sha(blob), "size": len(blob),
+                    "annotations": {ZSTD_CHUNKED_TOC: sha(b"toc")}}]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": mt.OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}).encode()
+    write_files(str(tmp_path / "layout"), {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index,
+        **{f"blobs/sha256/{sha(b)[7:]}": b for b in (config, manifest, blob)}})
+
+    result = run_cli("process", f"oci-layout://{tmp_path / 'layout'}",
+                     f"tar://{tmp_path / 'out.tar'}")
+    assert result.exit_code != 0
+    assert "zstd:chunked" in result.output and "digest mismatch" in result.output
+    assert not (tmp_path / "out.tar").exists()
+
+
 # --- a Docker manifest list into an OCI layout ------------------------------------------
 
 def push_files(server: RegistryServer, repo: str, files: dict[str, bytes], top: bytes,

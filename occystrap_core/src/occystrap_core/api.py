@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from .workers import CancelToken
 
 
+#: The annotation containers/image puts on a zstd:chunked layer (its table of contents).
+ZSTD_CHUNKED_TOC = "io.containers.zstd-chunked.manifest-checksum"
+
+
 @dataclass(frozen=True)
 class Layer:
     """One layer as the source stores it.
@@ -269,9 +273,12 @@ class LayerData:
                 plain = streams.decompressing(buf, compression,
                                               what=f"layer {self.layer.index}",
                                               before_error=blob.drain)
+                what = f"layer {self.layer.index} diff_id"
+                if ZSTD_CHUNKED_TOC in self.layer.annotations:
+                    what += (" (a zstd:chunked layer, whose config may list the diff_id "
+                             "from before its conversion, as skopeo 1.9 writes it)")
                 tar = streams.HashingReader(plain, self.layer.diff_id,
-                                            self.layer.uncompressed_size,
-                                            what=f"layer {self.layer.index} diff_id")
+                                            self.layer.uncompressed_size, what=what)
                 yield streams.buffered(tar)
             if tar.complete:
                 self.tar_digest, self.tar_size = tar.digest, tar.count
