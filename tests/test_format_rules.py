@@ -146,6 +146,8 @@ def test_a_skopeo_dir_is_read_with_its_digests(tmp_path: Path, local_multi: dict
     assert result.exit_code == 0, result.output
     inspected = json.loads(run_tool("skopeo", "inspect", f"docker-archive:{tmp_path / 'one.tar'}"))
     assert inspected["Layers"] == image.diff_ids
+    result = run_cli("process", f"dir://{one}?index=1", f"tar://{tmp_path / 'two.tar'}")
+    assert result.exit_code != 0 and "?index= does not apply" in result.output
 
     # a blob changed on disk is refused, and nothing is written
     manifest = json.loads((one / "manifest.json").read_bytes())

@@ -23,7 +23,7 @@ from ..archive.docker_save import DockerArchiveInput, read_entries
 from ..archive.skopeo_dir import SkopeoDirSource, is_skopeo_dir
 from ..archive.stores import DirStore
 from ..context import Context
-from ..errors import CorruptImageError, ImageNotFoundError
+from ..errors import CorruptImageError, ImageNotFoundError, UsageError
 from ..oci.reference import split_stored
 from ..types import ResolvedURI
 from ..uri import local_path
@@ -50,6 +50,11 @@ def open_dir(uri: ResolvedURI, ctx: Context) -> DockerArchiveInput | SkopeoDirSo
         raise ImageNotFoundError(f"{path} is not a directory")
     store = DirStore(path)
     if is_skopeo_dir(store):
+        picked = [f"?{k}=" for k in ("image", "index") if uri.options.get(k) is not None]
+        if picked:  # it holds one image (or one index: pick with ?platform=)
+            raise UsageError(f"{path} is a skopeo dir: directory of one image; "
+                             f"{' and '.join(picked)} {'do' if len(picked) > 1 else 'does'} not "
+                             f"apply to it")
         return SkopeoDirSource(store, path)
     files = (["manifest.json"] if store.exists("manifest.json") else []) + \
         (_catalog_files(store) if store.exists("catalog.json") else [])
