@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from occystrap_core import digest as digests
+from occystrap_core import mediatypes as mt
 from occystrap_core.testing import images
 from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args
 
@@ -296,4 +297,26 @@ def test_a_bad_dir_manifest_is_one_error(manifest: str, message: str, tmp_path: 
     (tmp_path / "d" / "manifest.json").write_text(manifest)
     expect_error(run_cli("process", f"dir://{tmp_path / 'd'}", f"tar://{tmp_path / 'o.tar'}"),
                  message)
+    assert not (tmp_path / "o.tar").exists()
+
+
+@pytest.mark.parametrize("top", ["manifest", "index"])
+def test_a_skopeo_dir_naming_paths_for_digests_is_one_error(top: str, tmp_path: Path,
+                                                            run_cli: Any,
+                                                            expect_error: Any) -> None:
+    """A ``skopeo copy ... dir:`` directory names its files by digest: a "digest" that
+    is a path never reaches the file system."""
+    bad = "sha256:../../../etc/passwd"
+    if top == "manifest":
+        doc = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "layers": [],
+               "config": {"mediaType": mt.OCI_CONFIG, "digest": bad, "size": 10}}
+    else:
+        doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+            {"mediaType": mt.OCI_MANIFEST, "digest": bad, "size": 10,
+             "platform": {"os": "linux", "architecture": "amd64"}}]}
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "version").write_text("Directory Transport Version: 1.1\n")
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps(doc))
+    expect_error(run_cli("process", f"dir://{tmp_path / 'd'}", f"tar://{tmp_path / 'o.tar'}"),
+                 bad)
     assert not (tmp_path / "o.tar").exists()
