@@ -95,6 +95,7 @@ import struct
 import tempfile
 import termios
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -180,6 +181,8 @@ class Hit:
     query: str = ""
     connection: int = 0  # the client connection it came on, numbered from 0 as accepted
     sent: int = 0  # answer body bytes sent so far (counted as they are handed over)
+    arrived: float = 0.0  # time.monotonic() when the request's head came in
+    answered: float | None = None  # time.monotonic() when its status was sent; None: never
 
 
 class Pacer:
@@ -375,7 +378,7 @@ class FaultFront:
         # Noted before the bytes go out, so a client that got them sees the log up to date.
         with self._lock:
             if status is not None:
-                hit.status = status
+                hit.status, hit.answered = status, time.monotonic()
             if fault is not None:
                 hit.fault = fault
 
@@ -500,7 +503,8 @@ class FaultFront:
         for name, value in ex.headers:
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
             received[key] = f"{received[key]}, {text}" if key in received else text
-        hit = Hit(ex.method, path, None, None, ex.http_version, received, query, ex.connection)
+        hit = Hit(ex.method, path, None, None, ex.http_version, received, query, ex.connection,
+                  arrived=time.monotonic())
         with self._lock:
             self._log.append(hit)
         rule = self._take(ex.method, path)
