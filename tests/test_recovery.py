@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
+from occystrap_core.testing import images
 from occystrap_core.testing.faults import Fault, FaultFront
 from occystrap_core.testing.registry import PushedImage, RegistryServer, push_sample_image
 
@@ -104,7 +105,9 @@ def test_a_503_on_a_streamed_blob_put_is_retried(front, registry_plain, pushed, 
     repo, image = pushed
     front.add(Fault("status", method="PUT", path=UPLOAD, status=503))
     dest = f"recovery/{uuid.uuid4().hex[:8]}"
-    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+    # from the registry itself, not through the front: another registry, so the
+    # blobs are uploaded (on one registry they would be mounted)
+    result = via(front, "process", f"registry://{registry_plain.host}/{repo}:v1?insecure=true",
                  f"registry://{front.host}/{dest}:v1")
     assert result.exit_code == 0, result.output
     assert front.injected() == 1 and "1 retries" in result.stderr
@@ -189,7 +192,10 @@ def test_credentials_never_follow_a_redirect_to_another_host(
     storage.clear()
     front.add(Fault("redirect_upload", method="POST", path=r"/blobs/uploads/$",
                     location=storage.url, times=-1))
-    result = run_cli(*flags, "process", f"oci-layout://{tmp_path}/layout",
+    # blobs no repository holds, so they are uploaded (the layout above names its
+    # source, from which they would be mounted)
+    images.write_oci_layout(str(tmp_path / "fresh"), [images.sample_image(seed=7)], ["v1"])
+    result = run_cli(*flags, "process", f"oci-layout://{tmp_path}/fresh",
                      f"registry://{front.host}/recovery/{uuid.uuid4().hex[:8]}:v1")
     assert [h for h in storage.log if h.method == "PUT"] and not authorised(storage.log)
     if result.exit_code:  # the storage host wanted credentials it must never get

@@ -18,6 +18,7 @@ import pytest
 from occystrap_core import mediatypes as mt
 from occystrap_core.oci import referrers
 from occystrap_core.oci.manifest import Descriptor, parse
+from occystrap_core.testing.faults import Fault, FaultFront
 from occystrap_core.testing.registry import RegistryServer, push_sample_image
 
 
@@ -395,3 +396,27 @@ def test_a_layout_of_platform_entries_and_referrers(tmp_path: Path,
     written = json.loads((tmp_path / "out" / "blobs" / "sha256" /
                           top["digest"].split(":")[1]).read_text())
     assert [m["digest"] for m in written["manifests"]] == [p["digest"] for p in platforms]
+
+
+def test_referrers_copied_at_once_are_all_listed(registry_plain: RegistryServer,
+                                                 run_cli: Callable[..., Any],
+                                                 tmp_path: Path) -> None:
+    """Two artifacts of one subject copied at once each add themselves to the fallback
+    tag index, which is read and then rewritten: one at a time, so neither is lost."""
+    repo = f"src/refs-{os.urandom(4).hex()}"
+    image = push_sample_image(registry_plain, repo, "v1")
+    subject = {"mediaType": mt.OCI_MANIFEST, "digest": image.manifest_digest,
+               "size": len(image.manifest)}
+    made = [oras_artifact(registry_plain, repo, kind, f"application/x-{kind}",
+                          kind.encode(), subject, tmp_path) for kind in ("sbom", "vex")]
+    dst, tag = repo + "-mirror", referrers.fallback_tag(image.manifest_digest)
+    with FaultFront(registry_plain.url) as front:
+        # each read of the index waits, so that both artifacts read it before either writes
+        front.add(Fault("stall", method="GET", path=f"/v2/{dst}/manifests/{tag}",
+                        seconds=0.5, times=-1))
+        result = run_cli("--insecure", "process", "-J", "3", f"registry://{front.host}/{repo}:*",
+                         f"registry://{front.host}/{dst}:{{tag}}")
+        assert result.exit_code == 0, result.output
+        assert front.injected() == 2
+    listed = json.loads(_get(registry_plain, dst, tag).content)["manifests"]
+    assert sorted(d["digest"] for d in listed) == sorted(d["digest"] for d in made)

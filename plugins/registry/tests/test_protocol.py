@@ -330,10 +330,10 @@ def test_a_registry_ignoring_mounts_is_asked_before_anything_is_uploaded() -> No
     with context(fake, all_platforms=True) as ctx, \
             build_input(ctx, f"registry://{HOST}/app:v1") as source:
         run(ctx, source, build_output(ctx, f"registry://{HOST}/copy:v1"))
-    # the mount of each layer started an upload instead: the HEAD the mount was to
-    # save found the blob there, and the session was let go unused
+    # the mount of each layer and config started an upload instead: the HEAD the
+    # mount was to save found the blob there, and the session was let go unused
     assert not [e for e in fake.log if e[0] in ("PUT", "PATCH") and "/blobs/uploads/" in e[1]]
-    assert len([e for e in fake.log if e[0] == "DELETE"]) == 3
+    assert len([e for e in fake.log if e[0] == "DELETE"]) == 6
     assert ctx.stats["skipped"] == 3 and ctx.stats["mounted"] == 0
 
 
@@ -348,11 +348,13 @@ def test_all_platforms_copies_nested_indexes_whole(tmp_path) -> None:
     for name in ("inner", "amd64", "arm64", "s390x"):  # the rest by digest only
         assert fake.manifests[("copy", sha(made[name]))][0] == made[name]
     assert len([key for key in fake.manifests if key[0] == "copy"]) == 6  # outer twice
-    # the source is on this registry: each blob is mounted from it with one request,
-    # without asking first whether the copy holds it (the fake answers yes to both)
+    # the source is on this registry: each blob, configs too, is mounted from it with
+    # one request, without asking first whether the copy holds it (the fake answers
+    # yes to both)
     assert ctx.stats["mounted"] == 3 and ctx.stats["skipped"] == 0
-    heads = [e for e in fake.log if e[0] == "HEAD" and "/copy/blobs/" in e[1]]
-    assert len(heads) == 3  # the configs' only: a config is pushed after asking
+    assert not [e for e in fake.log if e[0] == "HEAD" and "/copy/blobs/" in e[1]]
+    mounts = [e for e in fake.log if e[0] == "POST" and "/copy/blobs/uploads/" in e[1]]
+    assert len(mounts) == 6
 
     with context(fake, all_platforms=True) as ctx, \
             build_input(ctx, f"registry://{HOST}/app:v1") as source:

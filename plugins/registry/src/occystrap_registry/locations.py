@@ -68,6 +68,28 @@ class BlobLocations:
             event.set()
 
 
+LOCKS_KEY = "registry.manifest_locks"
+
+
+class ManifestLocks:
+    """One lock per manifest (by digest) or tag of a repository, for the run.
+
+    CNCF distribution's filesystem storage rewrites a link file in place (truncate,
+    then write) each time a manifest is pushed: a second push of one manifest under
+    another tag, or a read of it meanwhile, can find the link empty and fail with
+    DIGEST_INVALID. Tags of one image copied at once do exactly that, so requests
+    that write or read one manifest of one repository go one at a time; and a
+    referrers fallback tag, read then rewritten, is updated by one image at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+    def __call__(self, registry: str, repository: str, name: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault((registry, repository, name), threading.Lock())
+
+
 HEADS_KEY = "registry.manifest_heads"
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ContextManager
 
 import httpx
 
@@ -52,7 +53,7 @@ from occystrap_core.oci import convert, referrers
 from occystrap_core.oci.manifest import Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key, same_registry
-from occystrap_core.streams import CHUNK
+from occystrap_core.streams import CHUNK, Readable
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.blobs import open_blob
 from occystrap_core.transport.errors import status_error
@@ -60,7 +61,7 @@ from occystrap_core.types import ResolvedURI
 
 from . import compress
 from .client import Repository
-from .locations import HEADS_KEY, BlobLocations, ManifestHeads
+from .locations import HEADS_KEY, LOCKS_KEY, BlobLocations, ManifestHeads, ManifestLocks
 from .locations import KEY as LOCATIONS
 from .plugin import COMPRESSION_OPTION
 from .upload import Session, Uploader, check_digest_header
@@ -101,6 +102,7 @@ class RegistryOutput(ImageOutput):
         self.registry = registry_key(self.ref.domain)
         self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
         self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
+        self.manifest_lock: ManifestLocks = ctx.shared(LOCKS_KEY, ManifestLocks)
         self.location = f"registry://{self.ref.domain}/{self.ref.path}"
         self._lock = threading.Lock()
         self._remote: str | None = None
@@ -149,7 +151,7 @@ class RegistryOutput(ImageOutput):
         if image.manifest is not None:  # the config finish() gets: it may go up right away,
             # off the critical path of the image's few sequential requests
             self._config = (image.config_digest, _config_pushes(self.ctx).submit(
-                self.uploader.push_bytes, image.config_digest, image.config))
+                self._push_config, image.config_digest, image.config))
 
     def start_index(self, index: ImageIndex) -> None:
         self._depth += 1
@@ -341,18 +343,30 @@ class RegistryOutput(ImageOutput):
 
     # --- layers ---------------------------------------------------------------
 
+    def _upload(self, digest: str, size: int | None,
+                opener: Callable[[], ContextManager[Readable]]) -> None:
+        """Upload a blob :meth:`_place` claimed, through the session a refused mount left."""
+        with self._lock:
+            session = self._sessions.pop(digest, None)
+        try:
+            self.uploader.upload(digest, size, opener, session)
+            self._held(digest)
+        finally:
+            self._release(digest)
+
+    def _push_config(self, digest: str, data: bytes) -> None:
+        """Placed like a layer: tags of one image share their config, which goes up once
+        per registry (two uploads of it to one repository at once would race; see
+        :class:`~occystrap_registry.locations.ManifestLocks`)."""
+        if self._place(digest, len(data)) is True:
+            self._upload(digest, len(data), lambda: io.BytesIO(data))
+
     def add_layer(self, data: LayerData) -> bool | Mounted:
         layer = data.layer
         target = self._target_compression(layer)
         if target is None:
             assert layer.digest is not None
-            with self._lock:
-                session = self._sessions.pop(layer.digest, None)
-            try:
-                self.uploader.upload(layer.digest, layer.size, data.open_blob, session)
-                self._held(layer.digest)
-            finally:
-                self._release(layer.digest)
+            self._upload(layer.digest, layer.size, data.open_blob)
             return True
         with data.open_tar() as tar:
             spooled = compress.spool(tar, target, self.level, self.ctx.temp_dir)
@@ -361,14 +375,7 @@ class RegistryOutput(ImageOutput):
         try:
             placed = self._place(spooled.digest, spooled.size)
             if placed is True:
-                with self._lock:
-                    session = self._sessions.pop(spooled.digest, None)
-                try:
-                    self.uploader.upload(spooled.digest, spooled.size,
-                                         lambda: open(spooled.path, "rb"), session)
-                    self._held(spooled.digest)
-                finally:
-                    self._release(spooled.digest)
+                self._upload(spooled.digest, spooled.size, lambda: open(spooled.path, "rb"))
         finally:
             spooled.remove()
         cache = self.ctx.layer_cache
@@ -384,10 +391,8 @@ class RegistryOutput(ImageOutput):
     # --- after the layers -----------------------------------------------------
 
     def finish(self, image: Image) -> OutputResult:
-        early = self._pushed_config()
-        if early != image.config_digest:
-            self.uploader.push_bytes(image.config_digest, image.config)
-        self._held(image.config_digest)
+        if self._pushed_config() != image.config_digest:
+            self._push_config(image.config_digest, image.config)
         if image.manifest is not None and image.manifest_media_type and not self._rewritten:
             manifest, media_type = image.manifest, image.manifest_media_type
         else:
@@ -448,9 +453,10 @@ class RegistryOutput(ImageOutput):
         what = f"pushing manifest {self.ref.path}:{ref}"
         # 201 is the spec's answer; Quay answers 202, so other successes count when
         # the registry names what it stored (a front answering 200 to anything does not).
-        response = self.repo.request("PUT", self.repo.url("manifests", ref), what=what,
-                                     ok=(200, 201, 202), content=manifest,
-                                     headers={"Content-Type": media_type})
+        with self.manifest_lock(self.registry, self.ref.path, digest):
+            response = self.repo.request("PUT", self.repo.url("manifests", ref), what=what,
+                                         ok=(200, 201, 202), content=manifest,
+                                         headers={"Content-Type": media_type})
         check_digest_header(response, digest, what)
         if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
@@ -470,13 +476,14 @@ class RegistryOutput(ImageOutput):
             return
         tag = referrers.fallback_tag(doc.subject.digest)
         what = f"the referrers index {self.ref.path}:{tag}"
-        response = self.repo.request("GET", self.repo.url("manifests", tag), what=what,
-                                     missing_ok=True, headers={"Accept": mt.OCI_INDEX})
-        existing = None if response.status_code == 404 else response.content
-        index = referrers.merged(existing, referrers.descriptor_of(doc))
-        self.repo.request("PUT", self.repo.url("manifests", tag), what=f"updating {what}",
-                          ok=(200, 201, 202), content=index,
-                          headers={"Content-Type": mt.OCI_INDEX})
+        with self.manifest_lock(self.registry, self.ref.path, tag):
+            response = self.repo.request("GET", self.repo.url("manifests", tag), what=what,
+                                         missing_ok=True, headers={"Accept": mt.OCI_INDEX})
+            existing = None if response.status_code == 404 else response.content
+            index = referrers.merged(existing, referrers.descriptor_of(doc))
+            self.repo.request("PUT", self.repo.url("manifests", tag), what=f"updating {what}",
+                              ok=(200, 201, 202), content=index,
+                              headers={"Content-Type": mt.OCI_INDEX})
 
     # --- registry operations (occystrap tag, delete) ----------------------------
 
@@ -526,8 +533,9 @@ class RegistryOutput(ImageOutput):
 
     def _verify_manifest(self, digest: str, media_type: str) -> list[str]:
         what = f"manifest {self.ref.path}@{digest}"
-        response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
-                                     missing_ok=True, headers={"Accept": media_type})
+        with self.manifest_lock(self.registry, self.ref.path, digest):
+            response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
+                                         missing_ok=True, headers={"Accept": media_type})
         if response.status_code == 404:
             return [f"{what} is missing"]
         actual = digests.of_bytes(response.content, digest.split(":", 1)[0])

@@ -490,11 +490,6 @@ class Uploader:
         raise _Failed(CorruptImageError(f"resuming the upload of {digest}: the blob is "
                                         "shorter than what the registry holds"))
 
-    def push_bytes(self, digest: str, data: bytes) -> None:
-        """Upload a small blob (the config) unless the registry has it."""
-        if not self.exists(digest, len(data)):
-            self.upload(digest, len(data), lambda: io.BytesIO(data))
-
     def _finished(self, session: Session) -> None:
         with self._lock:
             self._open.discard(session.location)

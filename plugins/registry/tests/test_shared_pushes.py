@@ -1,0 +1,56 @@
+"""Images of one run sharing blobs and manifests in one repository.
+
+CNCF distribution's filesystem storage rewrites a link file in place each time a blob
+is linked into a repository or a manifest is pushed: a push of one image's tags at
+once used to fail, now and then, with DIGEST_INVALID (each tag uploaded the shared
+config again while another tag's manifest push was reading its link)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+import httpx
+
+from occystrap_core import mediatypes as mt
+from occystrap_core.testing.faults import Fault, FaultFront, Hit
+from occystrap_core.testing.registry import RegistryServer, push_sample_image
+
+
+def _places(hit: Hit, repo: str, digest: str) -> bool:
+    """Does ``hit`` upload or mount ``digest`` into ``repo``?"""
+    query = parse_qs(hit.query)
+    return (hit.path.startswith(f"/v2/{repo}/blobs/uploads/") and hit.status == 201
+            and digest in query.get("digest", []) + query.get("mount", []))
+
+
+def test_tags_of_one_image_copied_at_once(registry_plain: RegistryServer,
+                                          run_cli: Callable[..., Any],
+                                          repo_name: Callable[[str], str]) -> None:
+    server = registry_plain
+    src, dst = repo_name("shared/src"), repo_name("shared/dst")
+    tags = ["v1", "v2", "v3", "v4"]
+    image = [push_sample_image(server, src, tag) for tag in tags][0]
+    with FaultFront(server.url) as front:
+        # uploads and manifest pushes are held up, so that the four images overlap
+        front.add(Fault("stall", method="PUT", path="/blobs/uploads/", seconds=0.5, times=-1),
+                  Fault("stall", method="PUT", path="/manifests/", seconds=0.3, times=-1))
+        result = run_cli("--insecure", "process", "-J", "4", f"registry://{front.host}/{src}:*",
+                         f"registry://{front.host}/{dst}:{{tag}}")
+        assert result.exit_code == 0, result.output
+        log = front.log
+    # the config all four share is placed in the repository once
+    assert sum(_places(hit, dst, image.config_digest) for hit in log) == 1, log
+    # pushes of the one manifest, and its reads by digest (--verify), one at a time
+    touching = sorted(
+        (hit for hit in log if hit.path.startswith(f"/v2/{dst}/manifests/") and (
+            hit.method == "PUT" or hit.path.endswith(image.manifest_digest))
+         and hit.method != "HEAD"), key=lambda hit: hit.arrived)
+    assert [hit.method for hit in touching].count("PUT") == 4, touching
+    for before, after in itertools.pairwise(touching):
+        assert before.answered is not None and before.answered <= after.arrived, touching
+    for tag in tags:
+        response = httpx.head(f"{server.url}/v2/{dst}/manifests/{tag}",
+                              headers={"Accept": mt.OCI_MANIFEST})
+        assert response.headers["Docker-Content-Digest"] == image.manifest_digest
