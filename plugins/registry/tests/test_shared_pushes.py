@@ -8,6 +8,8 @@ config again while another tag's manifest push was reading its link)."""
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -54,3 +56,30 @@ def test_tags_of_one_image_copied_at_once(registry_plain: RegistryServer,
         response = httpx.head(f"{server.url}/v2/{dst}/manifests/{tag}",
                               headers={"Accept": mt.OCI_MANIFEST})
         assert response.headers["Docker-Content-Digest"] == image.manifest_digest
+
+
+def test_tags_of_one_image_adopted_from_the_layer_cache_at_once(
+        registry_plain: RegistryServer, run_cli: Callable[..., Any],
+        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """A warm filtered copy pushes what the cache remembers once its blobs are here:
+    four tags of one image mount each blob into the new repository once."""
+    server = registry_plain
+    src, warm = repo_name("shared/src"), repo_name("shared/warm")
+    for tag in ("v1", "v2", "v3", "v4"):
+        push_sample_image(server, src, tag)
+    with FaultFront(server.url) as front:
+        def copy(dst: str) -> str:
+            result = run_cli("--insecure", "--layer-cache", str(tmp_path / "cache"), "process",
+                             "-J", "4", "-f", "normalize-timestamps",
+                             f"registry://{front.host}/{src}:*",
+                             f"registry://{front.host}/{dst}:{{tag}}")
+            assert result.exit_code == 0, result.output
+            return str(result.stderr)
+
+        copy(repo_name("shared/cold"))
+        # mounts are held up, so that the four images' probes of each blob overlap
+        front.add(Fault("stall", method="POST", path="/blobs/uploads/", seconds=0.3, times=-1))
+        assert "8 cache hits" in copy(warm)
+        mounts = Counter(parse_qs(hit.query)["mount"][0] for hit in front.log
+                         if hit.path == f"/v2/{warm}/blobs/uploads/" and "mount=" in hit.query)
+    assert len(mounts) == 3 and set(mounts.values()) == {1}, mounts  # config, two layers

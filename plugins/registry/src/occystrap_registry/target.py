@@ -246,11 +246,22 @@ class RegistryOutput(ImageOutput):
         return placed
 
     def _probe_blob(self, digest: str, size: int | None) -> bool | Mounted:
-        """Like :meth:`_place` without its claim: False when this repository holds
-        ``digest``, MOUNTED when a mount brought it; True leaves nothing behind (the
-        session of a refused mount is cancelled)."""
-        if self.locations.holds(self.registry, self.ref.path, digest):
-            return False
+        """Like :meth:`_place`, leaving no claim to upload: False when this repository
+        holds ``digest``, MOUNTED when a mount brought it; True leaves nothing behind
+        (the session of a refused mount is cancelled). The run's claim on ``digest`` is
+        held while asking, so that no other image links it here meanwhile (see
+        :class:`~occystrap_registry.locations.ManifestLocks`)."""
+        while not self.locations.holds(self.registry, self.ref.path, digest):
+            running = self.locations.claim(self.registry, digest)
+            if running is None:
+                try:
+                    return self._ask(digest, size)
+                finally:
+                    self.locations.release(self.registry, digest)
+            running.wait()
+        return False
+
+    def _ask(self, digest: str, size: int | None) -> bool | Mounted:
         # A known place to mount from is asked first: a mount answers for a blob this
         # repository holds already too, so the common case costs one request, not two.
         for repository in self._mount_candidates(digest)[:MOUNT_TRIES]:
