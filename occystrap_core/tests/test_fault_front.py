@@ -409,6 +409,10 @@ def test_status_after_stores_the_upload_but_answers_an_error(via):
     via.front.add(Fault("status_after", method="PUT", status=503))
     answer = upload(via.client, f"faults/after-{via.name}", BLOB, BLOB_DIGEST, len(BLOB))
     assert answer.status_code == 503 and answer.content == ERROR_BODY
+    via.front.add(Fault("status_after", method="PUT", status=400, code="DIGEST_INVALID"))
+    answer = upload(via.client, f"faults/after-{via.name}", BLOB, BLOB_DIGEST, len(BLOB))
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == [{"code": "DIGEST_INVALID", "message": "injected"}]
     with client_for(via.registry) as direct:
         assert direct.head(f"/v2/faults/after-{via.name}/blobs/{BLOB_DIGEST}").status_code == 200
 

@@ -48,8 +48,9 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
                     not JSON.
 ``status``          answer ``status`` (with ``Retry-After: retry_after`` when given)
                     without forwarding; the request body is read and dropped first.
+                    The body is a distribution error whose code is ``code``.
 ``status_after``    forward (so a PUT is stored), drop the upstream answer, answer
-                    ``status``.
+                    ``status`` as ``status`` does.
 ``lost``            forward, then abort without answering (HTTP/2: RST_STREAM).
 ``stall``           wait ``seconds``, then forward; drop the request if the client left.
 ``stall_body``      send the head and ``min(offset, L)`` bytes, wait ``seconds``, send the
@@ -126,7 +127,15 @@ KINDS = frozenset(
 )  # fmt: skip
 _LOCAL = frozenset({"status", "html", "redirect"})  # answered without the upstream
 _AFTER = frozenset({"status_after", "lost"})  # forwarded, answer replaced
-ERROR_BODY = b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+
+
+def error_body(code: str = "UNAVAILABLE") -> bytes:
+    """The body of an injected error: a distribution error with ``code``."""
+    return json.dumps({"errors": [{"code": code, "message": "injected"}]},
+                      separators=(",", ":")).encode()
+
+
+ERROR_BODY = error_body()
 PORTAL_BODY = b"<html><body>Welcome to the captive portal</body></html>"
 # Connection-level headers: each hop has its own, and httpx or h11/h2 write them.
 _HOP_BY_HOP = frozenset(
@@ -155,6 +164,7 @@ class Fault:
     offset: int | None = None  # body byte offset; None: random inside the body (seeded)
     status: int = 503  # "status", "status_after"
     retry_after: str | None = None  # "status", "status_after": Retry-After value
+    code: str = "UNAVAILABLE"  # "status", "status_after": the error code of the body
     seconds: float = 0.0  # "stall": before the head; "stall_body": after ``offset`` bytes
     rate: int = 400  # "trickle": body bytes per second
     location: str | None = None  # "redirect", "redirect_upload": base URL to send clients to
@@ -549,7 +559,8 @@ class FaultFront:
                 if kind == "lost":
                     await ex.reset()
                 else:
-                    await self._send_whole(ex, hit, fault.status, _error_headers(fault), ERROR_BODY)
+                    await self._send_whole(ex, hit, fault.status, _error_headers(fault),
+                                      error_body(fault.code))
                 return
             if kind == "ignore_range":
                 if strip_range:
@@ -575,7 +586,8 @@ class FaultFront:
 
     async def _local_answer(self, ex: _Exchange, hit: Hit, fault: Fault) -> None:
         if fault.kind == "status":
-            await self._send_whole(ex, hit, fault.status, _error_headers(fault), ERROR_BODY)
+            await self._send_whole(ex, hit, fault.status, _error_headers(fault),
+                                      error_body(fault.code))
         elif fault.kind == "html":
             await self._send_whole(
                 ex, hit, 200, [(b"content-type", b"text/html; charset=utf-8")], PORTAL_BODY
