@@ -153,6 +153,36 @@ def test_a_wrong_digest_in_the_manifest_put_answer_is_refused(front, pushed, via
     expect_error(result, "says it stored sha256:", image.manifest_digest)
 
 
+def test_a_manifest_put_answered_digest_invalid_is_tried_again(front, pushed, via,
+                                                               expect_error):
+    """CNCF distribution answers DIGEST_INVALID to a manifest push that reads a blob's
+    link while another process pushing the image rewrites it: the digest is of the
+    bytes sent, so that is tried again. Other 400s are not, nor is it beyond --retries."""
+    repo, image = pushed
+    dest = f"recovery/{uuid.uuid4().hex[:8]}"
+    front.add(Fault("status", method="PUT", path=MANIFEST, status=400, code="DIGEST_INVALID"))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"registry://{front.host}/{dest}:v1")
+    assert result.exit_code == 0, result.output
+    assert front.injected() == 1 and "1 retries" in result.stderr
+    assert [h.status for h in front.log if h.method == "PUT" and MANIFEST in h.path] == [400, 201]
+
+    front.clear()
+    front.add(Fault("status", method="PUT", path=MANIFEST, status=400, code="MANIFEST_INVALID"))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"registry://{front.host}/{dest}-b:v1")
+    expect_error(result, "HTTP 400", "MANIFEST_INVALID")
+    assert front.injected() == 1
+
+    front.clear()
+    front.add(Fault("status", method="PUT", path=MANIFEST, status=400, code="DIGEST_INVALID",
+                    times=-1))
+    result = via(front, "process", f"registry://{front.host}/{repo}:v1",
+                 f"registry://{front.host}/{dest}-c:v1", retries=1)
+    expect_error(result, "HTTP 400", "DIGEST_INVALID")
+    assert front.injected() == 2
+
+
 def test_a_trickling_answer_times_out_and_is_retried(front, pushed, via, tmp_path):
     """400 bytes a second never timed out: --timeout applied per read (item 12)."""
     repo, image = pushed

@@ -8,6 +8,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -278,6 +279,30 @@ def test_detail_of_every_error_body(body: bytes, detail: str) -> None:
     from occystrap_core.transport.errors import detail_of
 
     assert detail_of(body) == detail
+
+
+@pytest.mark.parametrize("body, codes", [
+    (b'{"errors": [{"code": "DIGEST_INVALID"}, {"code": "MANIFEST_BLOB_UNKNOWN"}]}',
+     ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN"]),
+    (b'{"errors": [{"code": 3}, "x", {"message": "m"}]}', []),
+    (b'{"errors": "DIGEST_INVALID"}', []), (b'["DIGEST_INVALID"]', []), (b"<html>", []),
+])
+def test_error_codes_of_every_error_body(body: bytes, codes: list[str]) -> None:
+    from occystrap_core.transport.errors import error_codes
+
+    assert error_codes(httpx.Response(400, content=body)) == codes
+
+
+def test_error_codes_never_read_a_big_body() -> None:
+    from occystrap_core.transport.errors import MAX_ERROR_BODY, error_codes
+
+    def chunks() -> Iterator[bytes]:
+        raise AssertionError("the body was read")
+        yield b""
+
+    response = httpx.Response(400, headers={"Content-Length": str(MAX_ERROR_BODY + 1)},
+                              content=chunks())
+    assert error_codes(response) == []
 
 
 @pytest.mark.parametrize("status, kind", [

@@ -38,19 +38,35 @@ def detail_of(content: bytes) -> str:
     return f": {detail}" if detail else ""
 
 
+def error_codes(response: httpx.Response) -> list[str]:
+    """The ``code`` of each error in a distribution/OCI error body."""
+    try:
+        body = json.loads(_small_body(response))
+    except ValueError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)]
+
+
 def error_detail(response: httpx.Response) -> str:
     """:func:`detail_of` an httpx answer, reading at most a small body."""
+    return detail_of(_small_body(response))
+
+
+def _small_body(response: httpx.Response) -> bytes:
+    """The answer's body, read if need be, unless it says it is big (an error body is
+    small: never slurp a mislabelled blob); b"" if it cannot be read."""
     try:
         try:
-            content = response.content
+            return response.content
         except httpx.ResponseNotRead:
-            # Error bodies are small, but never slurp a mislabelled blob.
             if int(response.headers.get("content-length") or 0) > MAX_ERROR_BODY:
-                return ""
-            content = response.read()
+                return b""
+            return response.read()
     except (httpx.HTTPError, httpx.StreamError, ValueError):
-        return ""
-    return detail_of(content)
+        return b""
 
 
 def error_for_status(status: int, message: str, *, not_found: str | None = None,

@@ -56,7 +56,7 @@ from occystrap_core.oci.reference import registry_key, same_registry
 from occystrap_core.streams import CHUNK, Readable
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.blobs import open_blob
-from occystrap_core.transport.errors import status_error
+from occystrap_core.transport.errors import error_codes, status_error
 from occystrap_core.types import ResolvedURI
 
 from . import compress
@@ -462,12 +462,8 @@ class RegistryOutput(ImageOutput):
                            f"manifest to push has digest {digest}")
         ref = digest if by_digest else self.ref.tag or digest
         what = f"pushing manifest {self.ref.path}:{ref}"
-        # 201 is the spec's answer; Quay answers 202, so other successes count when
-        # the registry names what it stored (a front answering 200 to anything does not).
         with self.manifest_lock(self.registry, self.ref.path, digest):
-            response = self.repo.request("PUT", self.repo.url("manifests", ref), what=what,
-                                         ok=(200, 201, 202), content=manifest,
-                                         headers={"Content-Type": media_type})
+            response = self._put_manifest(ref, manifest, media_type, what)
         check_digest_header(response, digest, what)
         if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
@@ -477,6 +473,29 @@ class RegistryOutput(ImageOutput):
         return OutputResult(location=self._where(digest), manifest_digest=digest,
                             manifest_size=len(manifest), manifest_media_type=media_type,
                             manifest=manifest)
+
+    def _put_manifest(self, ref: str, manifest: bytes, media_type: str,
+                      what: str) -> httpx.Response:
+        """The PUT, tried again (as --retries allows) on DIGEST_INVALID. The digest is
+        of the bytes sent, so that answer is not ours to fix: distribution says it when
+        it reads a blob's link while another writer (another process pushing this
+        image) rewrites it, or the bytes were damaged on the way."""
+        attempt = 0
+        while True:
+            # 201 is the spec's answer; Quay answers 202, so other successes count when
+            # the registry names what it stored (a front answering 200 to anything
+            # does not).
+            response = self.repo.request("PUT", self.repo.url("manifests", ref), what=what,
+                                         ok=(200, 201, 202, 400), content=manifest,
+                                         headers={"Content-Type": media_type})
+            if response.status_code != 400:
+                return response
+            if "DIGEST_INVALID" not in error_codes(response) or \
+                    not self.ctx.retry.allows(attempt):
+                raise status_error(response, what, expected=(200, 201, 202))
+            self.ctx.retry.wait(attempt, "DIGEST_INVALID", f"PUT manifest {self.ref.path}:{ref}",
+                                host=self.repo.host)
+            attempt += 1
 
     def _list_in_fallback(self, manifest: bytes, media_type: str) -> None:
         """A manifest with a subject, pushed to a registry without the referrers API:
