@@ -149,6 +149,33 @@ def test_pull_through_by_tag_and_digest_and_freshness(
     assert tags.status_code == 404 or not tags.json().get("tags")
 
 
+def test_concurrent_pulls_through_of_the_tags_of_one_image(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """Six clients at once pull three tags of one image, each tag twice: each tag is
+    copied once (the second pull waits for the first's copy), and every pull succeeds."""
+    repo, mirror = repo_name("burst"), repo_name("burst-cache")
+    tags = ("a", "b", "c")
+    for tag in tags:
+        push_sample_image(registry_plain, repo, tag)
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/{mirror}",
+                        "-u", registry_plain.host, "-f", "normalize-timestamps")
+    pulls = [subprocess.Popen(
+        ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+         f"docker://{proxy.host}/{repo}:{tag}", f"oci:{tmp_path / f'{tag}-{i}'}:x"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for tag in tags for i in range(2)]
+    for pull in pulls:
+        _, err = pull.communicate(timeout=120)
+        assert pull.returncode == 0, err
+    assert sorted(e["ref"] for e in proxy.events("pull-through")) == \
+        sorted(tags), proxy.events("pull-through")
+    digests = {httpx.head(f"{registry_plain.url}/v2/{mirror}/{repo}/manifests/{tag}",
+                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+                          ).headers.get("Docker-Content-Digest") for tag in tags}
+    assert len(digests) == 1 and None not in digests
+
+
 def test_pull_through_with_filters_and_podman(
         registry_plain: RegistryServer, start_proxy: Callable[..., Any],
         podman_cli: Any, repo_name: Callable[[str], str],
