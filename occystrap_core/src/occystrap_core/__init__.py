@@ -31,6 +31,7 @@ PUBLIC_MODULES = (
     "occystrap_core.streams",
     "occystrap_core.uri",
     "occystrap_core.tempfiles",
+    "occystrap_core.keyedlocks",  # one lock per key, while in use
     "occystrap_core.redact",  # the one redaction, for anything a plugin prints or logs
     "occystrap_core.serving",  # for plugins serving the Distribution API (proxy, dockerpush)
     # the format package: references, platforms, manifests, conversions

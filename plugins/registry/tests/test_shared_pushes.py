@@ -8,7 +8,6 @@ config again while another tag's manifest push was reading its link)."""
 from __future__ import annotations
 
 import itertools
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,6 @@ import httpx
 from occystrap_core import mediatypes as mt
 from occystrap_core.testing.faults import Fault, FaultFront, Hit
 from occystrap_core.testing.registry import RegistryServer, push_sample_image
-from occystrap_registry.locations import ManifestLocks
 
 
 def _places(hit: Hit, repo: str, digest: str) -> bool:
@@ -85,33 +83,3 @@ def test_tags_of_one_image_adopted_from_the_layer_cache_at_once(
         mounts = Counter(parse_qs(hit.query)["mount"][0] for hit in front.log
                          if hit.path == f"/v2/{warm}/blobs/uploads/" and "mount=" in hit.query)
     assert len(mounts) == 3 and set(mounts.values()) == {1}, mounts  # config, two layers
-
-
-def test_a_manifest_lock_is_held_one_at_a_time_and_forgotten_after() -> None:
-    locks = ManifestLocks()
-    inside, release = threading.Event(), threading.Event()
-    order: list[str] = []
-
-    def first() -> None:
-        with locks.hold("r", "app", "sha256:m"):
-            order.append("first in")
-            inside.set()
-            release.wait(10)
-            order.append("first out")
-
-    def second() -> None:
-        inside.wait(10)
-        with locks.hold("r", "app", "sha256:m"):
-            order.append("second in")
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    inside.wait(10)
-    with locks.hold("r", "app", "v1"):  # another name of the repository: not waited for
-        assert len(locks) == 2
-    release.set()
-    for thread in threads:
-        thread.join(10)
-    assert order == ["first in", "first out", "second in"]
-    assert len(locks) == 0  # a long-lived proxy keeps no lock it no longer uses

@@ -23,6 +23,7 @@ from occystrap_core.api import Fetched, ImageSource
 from occystrap_core.context import Context
 from occystrap_core.engine import Selection
 from occystrap_core.errors import ImageNotFoundError, TransportError
+from occystrap_core.keyedlocks import KeyedLocks
 from occystrap_core.library import copy, open_source
 from occystrap_core.listing import open_lister
 from occystrap_core.oci import platform as platforms
@@ -94,8 +95,7 @@ class ProxyService:
     limit: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
     clock: Callable[[], float] = time.monotonic
     _seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pulls: KeyedLocks[tuple[str, str]] = field(default_factory=KeyedLocks)  # (name, ref)
 
     # --- the downstream ----------------------------------------------------------
 
@@ -161,13 +161,9 @@ class ProxyService:
 
     # --- pull-through ------------------------------------------------------------
 
-    def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(key, threading.Lock())
-
     def _pull_through(self, name: str, ref: str) -> Served:
         assert self.upstream is not None
-        with self._key_lock((name, ref)):  # concurrent pulls of one tag copy it once
+        with self._pulls.hold((name, ref)):  # concurrent pulls of one tag copy it once
             if digests.is_valid(ref):
                 return self._pull_digest(name, ref)
             return self._pull_tag(name, ref)

@@ -12,9 +12,10 @@ first whether their repository has it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from typing import Iterable, Iterator
+from typing import Iterable
+
+from occystrap_core.keyedlocks import KeyedLocks
 
 KEY = "registry.blob_locations"
 
@@ -72,43 +73,15 @@ class BlobLocations:
 LOCKS_KEY = "registry.manifest_locks"
 
 
-class ManifestLocks:
-    """One lock per manifest (by digest) or tag of a repository, while it is in use.
+class ManifestLocks(KeyedLocks[tuple[str, str, str]]):
+    """Keyed by (registry, repository, manifest digest or tag).
 
     CNCF distribution's filesystem storage rewrites a link file in place (truncate,
     then write) each time a manifest is pushed: a second push of one manifest under
     another tag, or a read of it meanwhile, can find the link empty and fail with
     DIGEST_INVALID. Tags of one image copied at once do exactly that, so requests
     that write or read one manifest of one repository go one at a time; and a
-    referrers fallback tag, read then rewritten, is updated by one image at a time.
-    A lock is forgotten when its last user leaves, so a long-lived run (the proxy)
-    keeps only those in use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[tuple[str, str, str], tuple[threading.Lock, int]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, registry: str, repository: str, name: str) -> Iterator[None]:
-        key = (registry, repository, name)
-        with self._lock:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._lock:
-                users = self._locks[key][1] - 1
-                if users:
-                    self._locks[key] = (lock, users)
-                else:
-                    del self._locks[key]
-
-    def __len__(self) -> int:
-        """How many locks are in use (held or waited for)."""
-        with self._lock:
-            return len(self._locks)
+    referrers fallback tag, read then rewritten, is updated by one image at a time."""
 
 
 HEADS_KEY = "registry.manifest_heads"

@@ -462,7 +462,7 @@ class RegistryOutput(ImageOutput):
                            f"manifest to push has digest {digest}")
         ref = digest if by_digest else self.ref.tag or digest
         what = f"pushing manifest {self.ref.path}:{ref}"
-        with self.manifest_lock.hold(self.registry, self.ref.path, digest):
+        with self.manifest_lock.hold((self.registry, self.ref.path, digest)):
             response = self._put_manifest(ref, manifest, media_type, what)
         check_digest_header(response, digest, what)
         if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
@@ -506,7 +506,7 @@ class RegistryOutput(ImageOutput):
             return
         tag = referrers.fallback_tag(doc.subject.digest)
         what = f"the referrers index {self.ref.path}:{tag}"
-        with self.manifest_lock.hold(self.registry, self.ref.path, tag):
+        with self.manifest_lock.hold((self.registry, self.ref.path, tag)):
             response = self.repo.request("GET", self.repo.url("manifests", tag), what=what,
                                          missing_ok=True, headers={"Accept": mt.OCI_INDEX})
             existing = None if response.status_code == 404 else response.content
@@ -563,7 +563,7 @@ class RegistryOutput(ImageOutput):
 
     def _verify_manifest(self, digest: str, media_type: str) -> list[str]:
         what = f"manifest {self.ref.path}@{digest}"
-        with self.manifest_lock.hold(self.registry, self.ref.path, digest):
+        with self.manifest_lock.hold((self.registry, self.ref.path, digest)):
             response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
                                          missing_ok=True, headers={"Accept": media_type})
         if response.status_code == 404:
