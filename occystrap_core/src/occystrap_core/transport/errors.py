@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import httpx
 
@@ -23,11 +23,8 @@ def detail_of(content: bytes) -> str:
     """``": what the server said"`` from a JSON error body, or ``""``: a distribution/OCI
     ``errors`` list (``CODE message``), or a ``message``, ``error_message`` (Quay),
     ``detail`` or ``error`` string (Docker Engine API, other APIs)."""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
+    body = _json_object(content)
+    if body is None:
         return ""
     errors = body.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
@@ -40,11 +37,8 @@ def detail_of(content: bytes) -> str:
 
 def error_codes(response: httpx.Response) -> list[str]:
     """The ``code`` of each error in a distribution/OCI error body."""
-    try:
-        body = json.loads(_small_body(response))
-    except ValueError:
-        return []
-    errors = body.get("errors") if isinstance(body, dict) else None
+    body = _json_object(_small_body(response))
+    errors = body.get("errors") if body is not None else None
     if not isinstance(errors, list):
         return []
     return [e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)]
@@ -53,6 +47,15 @@ def error_codes(response: httpx.Response) -> list[str]:
 def error_detail(response: httpx.Response) -> str:
     """:func:`detail_of` an httpx answer, reading at most a small body."""
     return detail_of(_small_body(response))
+
+
+def _json_object(content: bytes) -> dict[str, Any] | None:
+    """``content`` as a JSON object, or None when it is not one."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _small_body(response: httpx.Response) -> bytes:
