@@ -560,7 +560,7 @@ class FaultFront:
                     await ex.reset()
                 else:
                     await self._send_whole(ex, hit, fault.status, _error_headers(fault),
-                                      error_body(fault.code))
+                                           error_body(fault.code))
                 return
             if kind == "ignore_range":
                 if strip_range:
@@ -587,7 +587,7 @@ class FaultFront:
     async def _local_answer(self, ex: _Exchange, hit: Hit, fault: Fault) -> None:
         if fault.kind == "status":
             await self._send_whole(ex, hit, fault.status, _error_headers(fault),
-                                      error_body(fault.code))
+                                   error_body(fault.code))
         elif fault.kind == "html":
             await self._send_whole(
                 ex, hit, 200, [(b"content-type", b"text/html; charset=utf-8")], PORTAL_BODY
