@@ -30,8 +30,7 @@ from occystrap_core.transport.blobs import open_blob
 from occystrap_core.types import ResolvedURI
 
 from .client import FACTORY, Repository
-from .locations import KEY as LOCATIONS
-from .locations import BlobLocations
+from .locations import BlobLocations, blob_locations
 from .upload import check_digest_header
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ class RegistrySource(ImageSource):
         self.ref = parse_reference(uri.target)
         self.name, self.tag = self.ref.name, self.ref.tag
         self.repo = Repository(ctx, self.ref, uri, "input")
-        self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self.locations: BlobLocations = blob_locations(ctx)
 
     def manifest(self, digest: str | None = None) -> Fetched:
         ref = digest or self.ref.ref

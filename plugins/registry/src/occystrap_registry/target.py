@@ -46,6 +46,7 @@ from occystrap_core.errors import (
     CorruptImageError,
     ImageNotFoundError,
     OccystrapError,
+    TransportError,
     UnsupportedError,
     URIError,
 )
@@ -61,8 +62,14 @@ from occystrap_core.types import ResolvedURI
 
 from . import compress
 from .client import Repository
-from .locations import HEADS_KEY, LOCKS_KEY, BlobLocations, ManifestHeads, ManifestLocks
-from .locations import KEY as LOCATIONS
+from .locations import (
+    HEADS_KEY,
+    LOCKS_KEY,
+    BlobLocations,
+    ManifestHeads,
+    ManifestLocks,
+    blob_locations,
+)
 from .plugin import COMPRESSION_OPTION
 from .upload import Session, Uploader, check_digest_header
 
@@ -71,6 +78,8 @@ if TYPE_CHECKING:
 
 MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
 CONFIG_PUSHES = "registry.config_pushes"
+# a manifest PUT's error codes for a blob the repository lacks (distribution: the first)
+BLOB_UNKNOWN = {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}
 
 
 def _config_pushes(ctx: Context) -> ThreadPoolExecutor:
@@ -100,7 +109,7 @@ class RegistryOutput(ImageOutput):
         self.repo = Repository(ctx, self.ref, uri, "output")
         self.uploader = Uploader(self.repo)
         self.registry = registry_key(self.ref.domain)
-        self.locations: BlobLocations = ctx.shared(LOCATIONS, BlobLocations)
+        self.locations: BlobLocations = blob_locations(ctx)
         self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
         self.manifest_lock: ManifestLocks = ctx.shared(LOCKS_KEY, ManifestLocks)
         self.location = f"registry://{self.ref.domain}/{self.ref.path}"
@@ -490,12 +499,37 @@ class RegistryOutput(ImageOutput):
                                          headers={"Content-Type": media_type})
             if response.status_code != 400:
                 return response
-            if "DIGEST_INVALID" not in error_codes(response) or \
-                    not self.ctx.retry.allows(attempt):
+            codes = error_codes(response)
+            if BLOB_UNKNOWN & set(codes):
+                raise self._lost_blobs(response, manifest, media_type, what)
+            if "DIGEST_INVALID" not in codes or not self.ctx.retry.allows(attempt):
                 raise status_error(response, what, expected=(200, 201, 202))
             self.ctx.retry.wait(attempt, "DIGEST_INVALID", f"PUT manifest {self.ref.path}:{ref}",
                                 host=self.repo.host)
             attempt += 1
+
+    def _lost_blobs(self, response: httpx.Response, manifest: bytes, media_type: str,
+                    what: str) -> OccystrapError:
+        """The registry lacks a blob of ``manifest`` that this repository was known to
+        hold: removed since (a registry's garbage collection, during a proxy's days), or
+        never there. Nothing known of the manifest's blobs here is trusted again, so a
+        second try asks the registry and sends what it lacks."""
+        doc = parse(manifest, media_type, "the pushed manifest")
+        if isinstance(doc, Manifest):
+            blobs = [d.digest for d in (doc.config, *doc.layers)]
+            self.locations.forget(self.registry, self.ref.path, blobs)
+            cache = self.ctx.layer_cache
+            if cache is not None:
+                for digest in blobs:
+                    cache.forget_location(self.registry, digest, self.ref.path)
+        error = status_error(response, what, expected=(200, 201, 202))
+        if type(error) is not TransportError:
+            return error
+        stale = TransportError(f"{error}; a blob this run took the repository to hold is "
+                               f"not there (removed meanwhile?): trying again sends it",
+                               retryable=True)
+        stale.response = error.response
+        return stale
 
     def _list_in_fallback(self, manifest: bytes, media_type: str) -> None:
         """A manifest with a subject, pushed to a registry without the referrers API:
