@@ -206,11 +206,14 @@ class ProxyService:
             return stale
         if upstream is None:
             raise RegistryError(404, "MANIFEST_UNKNOWN", f"{name}:{tag} is not in {self.upstream}")
-        if seen is None or seen.upstream != upstream:
+        # copied before and unchanged upstream: the downstream's, unless it lost it since
+        found = self.downstream_manifest(name, tag) \
+            if seen is not None and seen.upstream == upstream else None
+        if found is None:
             self._copy("pull-through", self.upstream.uri(name, tag),
                        self.downstream.uri(name, tag), name, tag)
+            found = self.downstream_manifest(name, tag)
         self._seen[key] = _Seen(upstream, now)
-        found = self.downstream_manifest(name, tag)
         if found is None:
             raise RegistryError(502, "UNKNOWN", f"{self.downstream} lost {name}:{tag}")
         return found
@@ -244,7 +247,15 @@ class ProxyService:
     def _copy(self, kind: str, source: str | ImageSource, destination: str, name: str,
               ref: str) -> None:
         with self.limit:
-            self._copy_now(kind, source, destination, name, ref)
+            try:
+                self._copy_now(kind, source, destination, name, ref)
+            except TransportError as e:
+                if not e.retryable:
+                    raise
+                # e.g. the downstream lost a blob the proxy saw it hold (its garbage
+                # collection ran): the failed copy forgot that, so one more sends it
+                self.events.emit(f"{kind}-retried", repository=name, ref=ref, error=str(e))
+                self._copy_now(kind, source, destination, name, ref)
 
     def _copy_now(self, kind: str, source: str | ImageSource, destination: str, name: str,
                   ref: str) -> None:
