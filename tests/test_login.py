@@ -12,9 +12,13 @@ import uuid
 
 import pytest
 
-from occystrap_core.errors import UsageError
+from occystrap_core import library
+from occystrap_core.builtin.credentials import REMEMBERED_FOR
+from occystrap_core.errors import AuthError, UsageError
 from occystrap_core.login import parse_host
+from occystrap_core.testing.http import FakeClock
 from occystrap_core.testing.registry import push_sample_image
+from occystrap_core.transport.clock import CLOCK_KEY
 
 HELPER = f"""#!{sys.executable}
 # docker-credential-testhelper: the credential helper protocol, kept in a JSON file
@@ -138,6 +142,29 @@ def test_a_credential_helper_keeps_the_secret_out_of_the_file(registry_token, do
     assert result.exit_code == 0 and "Removed" in result.stdout, result.output
     assert json.loads(helper_store.read_text()) == {}
     expect_error(run_cli("logout", server.host), f"not logged in to {server.host}")
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_a_long_session_uses_a_login_made_since(mode, request, docker_config, run_cli,
+                                                tmp_path):
+    """A session that lasts (the proxy's) asks the credential sources again after a
+    while: a login made meanwhile is used without a restart."""
+    server = request.getfixturevalue(f"registry_{mode}")
+    repo = f"login/{uuid.uuid4().hex[:8]}"
+    push_sample_image(server, repo, "v1")
+    source = f"registry://{server.host}/{repo}:v1"
+    clock = FakeClock()
+    with library.session(ca_cert=server.ca_cert) as session:
+        session.shared(CLOCK_KEY, lambda: clock)
+        with pytest.raises(AuthError):
+            library.copy(source, f"tar://{tmp_path / 'before.tar'}", session=session)
+        assert login(run_cli, server).exit_code == 0
+        clock.advance(REMEMBERED_FOR / 2)
+        with pytest.raises(AuthError):  # within the while, the first answer stands
+            library.copy(source, f"tar://{tmp_path / 'soon.tar'}", session=session)
+        clock.advance(REMEMBERED_FOR / 2)
+        library.copy(source, f"tar://{tmp_path / 'after.tar'}", session=session)
+    assert (tmp_path / "after.tar").is_file()
 
 
 def test_logout_removes_the_entry_and_keeps_the_rest(registry_basic, docker_config, run_cli,

@@ -10,7 +10,9 @@ import stat
 import pytest
 
 from occystrap_core import hookimpl
-from occystrap_core.testing.http import make_context
+from occystrap_core.builtin.credentials import REMEMBERED_FOR
+from occystrap_core.testing.http import FakeClock, make_context
+from occystrap_core.transport.clock import CLOCK_KEY
 from occystrap_core.types import Credentials
 
 
@@ -117,6 +119,24 @@ def test_cred_helpers_and_store(home, tmp_path, monkeypatch):
     assert hub.token == "idtoken" and hub.username is None
     assert creds("stored.example").username == "kept"
     assert creds("fallback.example").username == "f"  # the store has nothing: the file has
+
+
+def test_a_helper_is_asked_again_after_a_while(home, tmp_path, monkeypatch):
+    """Once within REMEMBERED_FOR seconds, so a helper runs once in a short run; a
+    long one (the proxy's) gets the helper's new token (ECR's last 12 hours)."""
+    helper(tmp_path, monkeypatch, "rotating",
+           {"reg.example": {"Username": "u", "Secret": "first"}})
+    write(home / ".docker/config.json", {"credHelpers": {"reg.example": "rotating"}})
+    ctx = make_context()
+    clock = FakeClock()
+    ctx.shared(CLOCK_KEY, lambda: clock)
+    assert ctx.credentials("reg.example", "output").password == "first"
+    helper(tmp_path, monkeypatch, "rotating",
+           {"reg.example": {"Username": "u", "Secret": "second"}})
+    clock.advance(REMEMBERED_FOR - 1)
+    assert ctx.credentials("reg.example", "output").password == "first"
+    clock.advance(1)
+    assert ctx.credentials("reg.example", "output").password == "second"
 
 
 def test_missing_helper_is_a_warning_not_a_crash(home, caplog):

@@ -11,7 +11,9 @@ In order, the first that knows the host wins:
    ``~/.config/containers/auth.json`` (same format).
 
 Credentials in the URI itself are used by the registry plugin before any of these.
-Answers are cached per (host, role) for the run, so a helper runs once.
+Answers are cached per (host, role) for five minutes of the run, so a helper runs
+once in a short run, and a long one (the proxy's, for days) sees a ``docker login``
+made since, or a helper's new token (ECR's expire after 12 hours).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import hookimpl
+from ..transport.clock import get_clock
 from ..types import Credentials
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io",
                         "registry.hub.docker.com"})
 DOCKER_HUB_URL = "https://index.docker.io/v1/"  # the key Docker stores Hub logins under
 HELPER_TIMEOUT = 60
+REMEMBERED_FOR = 300.0  # seconds an answer is used before the sources are asked again
 
 
 def from_settings(settings: Settings, role: str) -> Credentials | None:
@@ -156,10 +160,14 @@ def lookup(host: str, role: str, settings: Settings) -> Credentials | None:
 
 @hookimpl(trylast=True)
 def occystrap_credentials(host: str, role: str, ctx: Context) -> Credentials | None:
-    cache = ctx.shared(CACHE_KEY, dict)
+    cache: dict[tuple[str, str], tuple[float, Credentials | None]] = ctx.shared(CACHE_KEY, dict)
     key = (host.lower(), role)
-    if key not in cache:  # two threads may both look; the answer is the same
-        cache[key] = lookup(host, role, ctx.settings)
-        if cache[key]:
-            log.debug("credentials for %s (%s) from %s", host, role, cache[key].source)
-    return cache[key]
+    now = get_clock(ctx).monotonic()
+    known = cache.get(key)
+    if known is not None and now - known[0] < REMEMBERED_FOR:
+        return known[1]
+    found = lookup(host, role, ctx.settings)  # two threads may both look; either answer will do
+    cache[key] = (now, found)
+    if found:
+        log.debug("credentials for %s (%s) from %s", host, role, found.source)
+    return found

@@ -75,14 +75,20 @@ class QuickClock(Clock):
 
 
 class ClockPlugin:
-    """Makes ``clock`` the clock of every run that loads this plugin."""
+    """Makes ``clock`` the clock of every run that loads this plugin: installed when
+    the run resolves its first URI (before anything built from it reads the clock),
+    or builds its first client."""
 
     def __init__(self, clock: Clock):
         self.clock = clock
 
     @hookimpl(tryfirst=True)
+    def occystrap_resolve_uri(self, ctx: Context) -> None:
+        ctx.shared(CLOCK_KEY, lambda: self.clock)
+
+    @hookimpl(tryfirst=True)
     def occystrap_base_transport(self, host: str, ctx: Context) -> None:
-        ctx.shared(CLOCK_KEY, lambda: self.clock)  # asked for before the clock is used
+        ctx.shared(CLOCK_KEY, lambda: self.clock)
 
 
 class MockHTTP:
