@@ -223,6 +223,32 @@ def test_process_referrers_copies_the_graph(registry_plain: RegistryServer,
     assert tree(only)["referrers"] == []
 
 
+def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
+                                                        listed_graph: dict[str, Any],
+                                                        run_cli: Callable[..., Any]) -> None:
+    """A fallback tag's index is an ordinary tag anyone can write: an entry whose
+    manifest names no subject, or another one, is left behind with a warning."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    other = push_sample_image(registry_plain, src, "other", layers=[{"etc/x": b"x\n"}])
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    index = _get(registry_plain, src, tag).content
+    for stray in (other.manifest_digest, listed_graph["signature"]["digest"]):
+        data = _get(registry_plain, src, stray).content
+        index = referrers.merged(index, referrers.descriptor_of(parse(data)))
+    response = httpx.put(f"{registry_plain.url}/v2/{src}/manifests/{tag}", content=index,
+                         headers={"Content-Type": mt.OCI_INDEX})
+    assert response.status_code == 201
+    dst = src + "-strict"
+    copied = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
+                     f"registry://{host}/{dst}:v1")
+    assert copied.exit_code == 0, copied.output
+    assert "Copied 2 referrers" in copied.stderr
+    assert f"{other.manifest_digest} is listed as a referrer" in copied.stderr
+    assert _get(registry_plain, dst, other.manifest_digest).status_code == 404
+    listed = json.loads(_get(registry_plain, dst, tag).content)["manifests"]
+    assert [m["digest"] for m in listed] == [listed_graph["sbom"]["digest"]]
+
+
 def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistryServer,
                                                      listed_graph: dict[str, Any],
                                                      run_cli: Callable[..., Any]) -> None:

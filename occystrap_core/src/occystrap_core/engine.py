@@ -307,8 +307,14 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
             if found.digest in seen or (first and artifact_types
                                         and found.artifact_type not in artifact_types):
                 continue
-            seen.add(found.digest)
             node = reader.fetch(found.digest)
+            if node.subject is None or node.subject.digest != subject:
+                # a fallback tag's index is anyone's to write: only what names the
+                # subject refers to it (and may still be listed by its own subject)
+                log.warning("%s is listed as a referrer of %s but does not name it as its "
+                            "subject: not copied", found.digest, subject)
+                continue
+            seen.add(found.digest)
             with output.by_digest():
                 if isinstance(node, Index):
                     _copy_index(ctx, reader, reader.plan(node, every=True), output)
