@@ -400,6 +400,14 @@ def test_rules_match_in_order_by_method_and_path(via):
     assert via.client.get(BLOB_PATH).status_code == 200
 
 
+def test_rules_match_a_request_header(via):
+    via.front.add(Fault("status", header=("X-Probe", "^yes$"), status=404, times=-1))
+    assert via.client.get("/v2/", headers={"X-Probe": "yes"}).status_code == 404
+    assert via.client.get("/v2/", headers={"X-Probe": "no"}).status_code == 200
+    assert via.client.get("/v2/").status_code == 200  # no such header: no match
+    assert via.front.injected() == 1
+
+
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault("explode")

@@ -17,9 +17,10 @@ speaks HTTP/1.1 to the upstream with its own Host header, and rewrites ``Locatio
 headers that point at the upstream so that clients keep talking through the front.
 Request and answer bodies are streamed both ways.
 
-Rules (``Fault``) are tried in order; the first unspent one whose ``method`` and
-``path`` (``re.search`` on the path, without the query) match is taken, once it has
-let ``after`` such requests by. A rule is
+Rules (``Fault``) are tried in order; the first unspent one whose ``method``,
+``path`` (``re.search`` on the path, without the query) and ``header`` (``re.search``
+on that request header's value) match is taken, once it has let ``after`` such
+requests by. A rule is
 spent only when its fault is applied: a response fault meeting an answer it cannot
 change passes the answer through unchanged and leaves the rule for the next match.
 Response faults (every kind but ``status``, ``html``, ``redirect``, ``status_after``,
@@ -159,6 +160,7 @@ class Fault:
     kind: str
     method: str | None = None  # None: any method
     path: str | None = None  # regular expression searched in the path (no query); None: any
+    header: tuple[str, str] | None = None  # (name, regular expression searched in its value)
     times: int = 1  # applications before the rule is spent; -1: forever
     after: int = 0  # matching requests let by untouched before the rule starts to apply
     offset: int | None = None  # body byte offset; None: random inside the body (seeded)
@@ -363,13 +365,16 @@ class FaultFront:
         with self._lock:
             return sum(1 for hit in self._log if hit.fault is not None)
 
-    def _take(self, method: str, path: str) -> _Rule | None:
+    def _take(self, method: str, path: str, headers: dict[str, str]) -> _Rule | None:
         with self._lock:
             for rule in self._rules:
                 fault = rule.fault
                 if rule.left == 0 or (fault.method is not None and fault.method.upper() != method):
                     continue
                 if fault.path is not None and not re.search(fault.path, path):
+                    continue
+                if fault.header is not None and not re.search(
+                        fault.header[1], headers.get(fault.header[0].lower(), "")):
                     continue
                 if rule.passed < fault.after:
                     rule.passed += 1
@@ -517,7 +522,7 @@ class FaultFront:
                   arrived=time.monotonic())
         with self._lock:
             self._log.append(hit)
-        rule = self._take(ex.method, path)
+        rule = self._take(ex.method, path, received)
         try:
             if self.delay:
                 await self._sleep(self.delay)
