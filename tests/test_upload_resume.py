@@ -182,3 +182,38 @@ def test_a_big_blob_goes_in_full_chunks_and_the_rest_in_one(image, fault_front_f
     lengths = [int(h.headers["content-length"]) for h in front.log if h.method == "PATCH"]
     *full, last = lengths  # the packed BIG is a little over 4 chunks: 4 PATCHes, not 5
     assert full == [PATCH_CHUNK] * 3 and PATCH_CHUNK < last < 2 * PATCH_CHUNK
+
+
+@pytest.mark.parametrize("refusal", [
+    # GAR answers PATCH with an error
+    Fault("status", method="PATCH", path=UPLOAD, status=405, code="UNSUPPORTED", times=-1),
+    # GHCR keeps only the last of several PATCHes: the blob they made is another
+    Fault("status", method="PUT", path=UPLOAD, header=("content-length", "^0$"), status=400,
+          code="DIGEST_INVALID", times=-1),
+], ids=["patch-refused", "chunks-mismatch"])
+def test_a_registry_refusing_chunks_gets_big_blobs_whole(refusal, fault_front_factory,
+                                                         registry_plain, tmp_path, skopeo):
+    """Big blobs go in chunks so that a killed run can resume them; a registry that
+    will not take chunks gets the blob in one PUT instead, and so does every later
+    big blob of the run, which is not tried in chunks again."""
+    rng = random.Random(7)
+    image = sample_image("example.com/resume/app", "v1", layers=[
+        {"big/one.bin": rng.randbytes(BIG)}, {"big/two.bin": rng.randbytes(BIG)}])
+    write_oci_layout(str(tmp_path / "layout"), [image])
+    front: FaultFront = fault_front_factory(registry_plain, tls=True)
+    front.add(refusal)
+    repo = f"resume/{uuid.uuid4().hex[:8]}"
+    returncode, err = OccystrapProcess(
+        tmp_path, str(front.ca_cert), "-j", "1", "process",
+        f"oci-layout://{tmp_path / 'layout'}?ref=v1", f"registry://{front.host}/{repo}:v1"
+    ).wait()
+    assert returncode == 0, err
+    assert "does not take a blob in chunks" in err
+    hits = front.log
+    refused = [h for h in hits if h.fault == "status"]
+    assert len(refused) == 1, refused  # the second big blob is not tried in chunks
+    whole = [h for h in hits if h.method == "PUT" and UPLOAD in h.path and h.status == 201
+             and int(h.headers.get("content-length", "0")) > BIG // 2]
+    assert len(whole) == 2, whole
+    skopeo("copy", *skopeo_args(registry_plain, "src"),
+           f"docker://{registry_plain.host}/{repo}:v1", f"dir:{tmp_path / 'copy'}")

@@ -22,6 +22,9 @@ continue one, and the final ``PUT ?digest=`` has the registry check the whole
 blob. A session the registry no longer knows, or refuses to complete, is cancelled
 and the blob uploaded afresh. (The CNCF registry forgets a session whose last
 ``PATCH`` was cut mid-body: only sessions whose chunks all arrived whole resume.)
+A registry that will not take several ``PATCH``es (Artifact Registry refuses them,
+GHCR keeps only the last) gets the blob in one ``PUT`` instead, and every later big
+blob of the run too.
 
 Every answer is checked the way the distribution spec defines it: the status, not
 a web page, and ``Docker-Content-Digest`` (when sent) naming the blob uploaded.
@@ -39,10 +42,16 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import httpx
 
-from occystrap_core.errors import AuthError, CorruptImageError, OccystrapError, TransportError
+from occystrap_core.errors import (
+    AuthError,
+    CorruptImageError,
+    ImageNotFoundError,
+    OccystrapError,
+    TransportError,
+)
 from occystrap_core.streams import CHUNK, Readable, direct
 from occystrap_core.transport.auth import SCOPES
-from occystrap_core.transport.errors import html_page, status_error
+from occystrap_core.transport.errors import error_codes, html_page, status_error
 from occystrap_core.transport.retry import NO_RETRY, RETRY_STATUSES
 
 from .client import Repository
@@ -72,6 +81,21 @@ class Session:
 
 class _TooLarge(Exception):
     """The registry or a proxy refused a monolithic body (413)."""
+
+
+class _ChunksRefused(Exception):
+    """The registry will not take a blob in several PATCHes: it refused one (GAR
+    answers PATCH with an error), or the blob they made does not match its digest
+    (GHCR keeps only the last of several PATCHes)."""
+
+    def __init__(self, error: OccystrapError):
+        self.error = error
+
+
+# a PATCH refused outright; a finished chunked upload refused as another blob
+_PATCH_REFUSED = (400, 405, 415, 501)
+_CHUNKS_MISMATCH = {"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "SIZE_INVALID"}
+WHOLE_BLOBS = "registry.whole_blobs"  # ctx.shared: hosts that refused chunks
 
 
 class _Failed(Exception):
@@ -156,6 +180,8 @@ class Uploader:
         self.client = repo.client
         self.policy = repo.ctx.retry
         self._chunked = False
+        # registries that refused chunks: big blobs go in one PUT to them, in this run
+        self._whole: set[str] = repo.ctx.shared(WHOLE_BLOBS, set)
         self._no_mount = False
         self._lock = threading.Lock()
         self._open: set[str] = set()  # locations of the sessions not finished or cancelled
@@ -259,7 +285,8 @@ class Uploader:
             session = None
         session = session or self.start()
         # Sent in chunks when big, so that a later run can resume the upload.
-        resumable = self.journal.directory is not None and (size or 0) > RESUMABLE_FROM
+        resumable = self.journal.directory is not None and (size or 0) > RESUMABLE_FROM \
+            and self.repo.host not in self._whole
         attempt = 0
         while True:
             try:
@@ -280,6 +307,12 @@ class Uploader:
                 self.cancel(session)
                 with self._lock:
                     self._chunked = True  # the same limit will hit every later blob
+            except _ChunksRefused as refused:
+                self.cancel(session)
+                if not resumable:
+                    raise refused.error from None
+                self._refused_chunks(refused)
+                resumable = False  # what a registry refuses once it refuses again
             except _Failed as failed:
                 # The answer may have been lost after the registry stored the blob.
                 if self.exists(digest, size):
@@ -340,18 +373,25 @@ class Uploader:
                     self._patch(session, digest, body)
                 else:
                     self._stream_chunks(session, digest, size, body)
-        except (_Failed, _TooLarge, TransportError) as e:
+        except (_Failed, _TooLarge, _ChunksRefused, TransportError) as e:
             self.cancel(session)
             if isinstance(e, AuthError):
                 raise
+            # _ChunksRefused too: the bytes the session held may have been another
+            # blob's; the fresh upload finds out whether the registry takes chunks
             log.info("resuming the upload of %s failed, starting over: %s", digest,
-                     e.error if isinstance(e, _Failed) else e)
+                     e.error if isinstance(e, (_Failed, _ChunksRefused)) else e)
             return False
         except BaseException:
             self.cancel(session)
             raise
         self._finished(session)
         return True
+
+    def _refused_chunks(self, refused: _ChunksRefused) -> None:
+        log.warning("%s does not take a blob in chunks (%s): big blobs go in one PUT, "
+                    "which a killed run cannot resume", self.repo.host, refused.error)
+        self._whole.add(self.repo.host)
 
     def _moved(self, session: Session, location: str, digest: str, offset: int) -> None:
         """The session goes by ``location`` now, ``offset`` bytes of ``digest`` sent."""
@@ -446,7 +486,7 @@ class Uploader:
             # costs a round trip, and the registry a close and reopen of the upload).
             length = chunk if size - offset >= 2 * chunk else size - offset
             stream = _Slice(body, length, offset + length == size)
-            response = self._send(
+            response = self._chunk_send(
                 "PATCH", session.location, what, (202,), stream, content=stream,
                 headers={"Content-Type": OCTET, "Content-Length": str(length),
                          "Content-Range": f"{offset}-{offset + length - 1}"})
@@ -456,9 +496,26 @@ class Uploader:
         if offset == session.offset and body.read(1):  # resumed at the end: check it is
             raise CorruptImageError(f"uploading blob {digest}: the blob is longer than "
                                     "the registry holds")
-        response = self._send("PUT", self._finish_url(session.location, digest), what,
-                              (201, 204), headers={"Content-Length": "0"})
+        response = self._chunk_send("PUT", self._finish_url(session.location, digest), what,
+                                    (201, 204), headers={"Content-Length": "0"})
         check_digest_header(response, digest, what)
+
+    def _chunk_send(self, method: str, url: str | httpx.URL, what: str, ok: tuple[int, ...],
+                    stream: _Body | None = None, **kwargs: Any) -> httpx.Response:
+        """:meth:`_send` for a chunked upload we chose (to resume it): a registry
+        refusing chunks raises _ChunksRefused, so the blob goes whole instead."""
+        try:
+            return self._send(method, url, what, ok, stream, **kwargs)
+        except (AuthError, ImageNotFoundError):
+            raise
+        except OccystrapError as e:
+            response = e.response
+            if response is None or stream is not None and stream.source_failed:
+                raise
+            if method == "PATCH" and response.status_code in _PATCH_REFUSED or \
+                    response.status_code == 400 and _CHUNKS_MISMATCH & set(error_codes(response)):
+                raise _ChunksRefused(e) from None
+            raise
 
     @staticmethod
     def _fill(body: Readable, pending: bytes, size: int) -> tuple[bytes, bool]:
