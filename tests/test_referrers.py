@@ -249,6 +249,29 @@ def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: Registry
     assert [m["digest"] for m in listed] == [listed_graph["sbom"]["digest"]]
 
 
+def test_a_listing_of_the_empty_type_is_checked_against_the_manifest(
+        registry_plain: RegistryServer, listed_graph: dict[str, Any],
+        run_cli: Callable[..., Any]) -> None:
+    """GHCR's fallback index lists cosign bundles with artifactType the empty type:
+    --referrer-type then reads the manifest's own type."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    index = json.loads(_get(registry_plain, src, tag).content)
+    for entry in index["manifests"]:
+        entry["artifactType"] = mt.OCI_EMPTY
+    response = httpx.put(f"{registry_plain.url}/v2/{src}/manifests/{tag}",
+                         content=json.dumps(index).encode(),
+                         headers={"Content-Type": mt.OCI_INDEX})
+    assert response.status_code == 201
+    for kind, count in (("application/spdx+json", 2),
+                        ("application/vnd.dev.sigstore.bundle.v0.3+json", 0)):
+        copied = run_cli("--insecure", "process", "--referrers", "--referrer-type", kind,
+                         f"registry://{host}/{src}:v1",
+                         f"registry://{host}/{src}-typed-{count}:v1")
+        assert copied.exit_code == 0, copied.output
+        assert f"Copied {count} referrers" in copied.stderr, copied.stderr
+
+
 def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistryServer,
                                                      listed_graph: dict[str, Any],
                                                      run_cli: Callable[..., Any]) -> None:

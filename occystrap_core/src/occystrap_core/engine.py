@@ -303,9 +303,12 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
     pending = [(subject, True) for subject in subjects]
     while pending:
         subject, first = pending.pop(0)
+        typed = first and bool(artifact_types)
         for found in source.referrers(subject):
-            if found.digest in seen or (first and artifact_types
-                                        and found.artifact_type not in artifact_types):
+            # GHCR's fallback index lists cosign bundles as of the empty type: only the
+            # manifest itself tells then
+            listed = None if found.artifact_type == mt.OCI_EMPTY else found.artifact_type
+            if found.digest in seen or typed and listed and listed not in artifact_types:
                 continue
             node = reader.fetch(found.digest)
             if node.subject is None or node.subject.digest != subject:
@@ -313,6 +316,8 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
                 # subject refers to it (and may still be listed by its own subject)
                 log.warning("%s is listed as a referrer of %s but does not name it as its "
                             "subject: not copied", found.digest, subject)
+                continue
+            if typed and not listed and _kind(node) not in artifact_types:
                 continue
             seen.add(found.digest)
             with output.by_digest():
@@ -323,6 +328,11 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
             copied.append(found.digest)
             pending.append((found.digest, False))
     return copied
+
+
+def _kind(node: Manifest | Index) -> str | None:
+    """What a referrer is, as a referrers index lists it."""
+    return node.kind if isinstance(node, Manifest) else node.artifact_type
 
 
 def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
