@@ -272,6 +272,25 @@ def test_a_listing_of_the_empty_type_is_checked_against_the_manifest(
         assert f"Copied {count} referrers" in copied.stderr, copied.stderr
 
 
+def test_a_redirected_referrers_api_is_no_referrers_api(registry_plain: RegistryServer,
+                                                        listed_graph: dict[str, Any],
+                                                        run_cli: Callable[..., Any]) -> None:
+    """GHCR answers the referrers API with a redirect to its rate-limited web API:
+    that is read as no API (the fallback tag is used), and never followed."""
+    src = listed_graph["repo"]
+    with FaultFront(registry_plain.url) as web, FaultFront(registry_plain.url) as front:
+        web.add(Fault("status", status=429, retry_after="60", times=-1))
+        front.add(Fault("redirect", path="/referrers/", location=web.url, times=-1))
+        copied = run_cli("--insecure", "process", "--referrers",
+                         f"registry://{front.host}/{src}:v1",
+                         f"registry://{registry_plain.host}/{src}-redirected:v1")
+        assert copied.exit_code == 0, copied.output
+        assert "Copied 2 referrers" in copied.stderr
+        assert web.log == []
+        # the image, the SBOM and the signature were each asked once
+        assert [h.status for h in front.log if "/referrers/" in h.path] == [307] * 3
+
+
 def test_a_changed_image_leaves_its_referrers_behind(registry_plain: RegistryServer,
                                                      listed_graph: dict[str, Any],
                                                      run_cli: Callable[..., Any]) -> None:

@@ -21,7 +21,7 @@ import httpx
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource
-from occystrap_core.errors import CorruptImageError, DigestMismatchError
+from occystrap_core.errors import CorruptImageError, DigestMismatchError, OccystrapError
 from occystrap_core.oci import referrers
 from occystrap_core.oci.manifest import MAX_MANIFEST, Descriptor, Manifest, parse
 from occystrap_core.oci.reference import parse as parse_reference
@@ -102,10 +102,16 @@ class RegistrySource(ImageSource):
         """The referrers API when the registry has it, else the fallback tag's index."""
         digests.validate(digest, "subject digest")
         what = f"referrers of {self.ref.path}@{digest}"
-        response = self.repo.request(
-            "GET", self.repo.url("referrers", digest), what=what, ok=(200, 400, 405),
-            missing_ok=True, headers={"Accept": mt.OCI_INDEX},
-            params={"artifactType": artifact_type} if artifact_type else None)
+        try:
+            response = self.repo.request(
+                "GET", self.repo.url("referrers", digest), what=what, ok=(200, 400, 405),
+                missing_ok=True, headers={"Accept": mt.OCI_INDEX}, follow_redirects=False,
+                params={"artifactType": artifact_type} if artifact_type else None)
+        except OccystrapError as e:
+            # GHCR sends it to a (rate-limited) web API: no referrers API either
+            if e.response is None or not e.response.is_redirect:
+                raise
+            response = e.response
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if response.status_code == 200 and content_type == mt.OCI_INDEX:
             return referrers.listed(response.content, artifact_type)
