@@ -111,12 +111,19 @@ def test_a_run_talking_http_imports_no_optional_extras():
     assert "httpx._main" not in modules
 
 
-def test_a_run_over_tls_still_speaks_http2_and_h2_imports_later(registry_tls):
+def test_a_run_over_tls_still_speaks_http2_and_h2_imports_later(registry_tls, monkeypatch):
     """httpcore imported without h2 (transport/optional.py) still negotiates HTTP/2 when
     a TLS registry offers it, and h2 is importable by anyone afterwards."""
     push_sample_image(registry_tls, "probe/h2", "v1")
-    modules, log = _run_probe("--debug", "--ca-cert", registry_tls.ca_cert, "info",
-                              f"registry://{registry_tls.host}/probe/h2:v1")
+    args = ("--debug", "--ca-cert", registry_tls.ca_cert, "info",
+            f"registry://{registry_tls.host}/probe/h2:v1")
+    # one request at a time: HTTP/1.1, and neither h2 nor the event loop is imported
+    modules, log = _run_probe(*args)
+    assert '"HTTP/2 200 OK"' not in log and '"HTTP/1.1 200 OK"' in log, log[-2000:]
+    assert not modules & {"h2", "asyncio", "anyio._backends._asyncio",
+                           "occystrap_core.transport.h2"}
+    monkeypatch.setenv("OCCYSTRAP_HTTP2_OVERLAP", "1")
+    modules, log = _run_probe(*args)
     assert '"HTTP/2 200 OK"' in log, log[-2000:]
     assert {"h2", "httpcore._async.http2"} <= modules
     probe = ("from occystrap_core.transport.optional import import_httpcore\n"

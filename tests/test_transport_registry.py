@@ -10,11 +10,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from occystrap_core.errors import AuthError, TransportError
+from occystrap_core.errors import AuthError, TransportError, UsageError
+from occystrap_core.testing.faults import Fault, FaultFront
 from occystrap_core.testing.http import client_factory_plugin, make_context
+from occystrap_core.testing.processes import wait_until
 from occystrap_core.testing.registry import push_sample_image
 from occystrap_core.transport.auth import RegistryAuth
 from occystrap_core.types import ClientConfig, Credentials
+
+
+@pytest.fixture(autouse=True)
+def _http2_from_the_first_request(monkeypatch):
+    """HTTP/2 sharing is tested here: bodiless requests take it without waiting for
+    them to overlap (but in the test of that)."""
+    monkeypatch.setenv("OCCYSTRAP_HTTP2_OVERLAP", "1")
 
 
 def _context(server):
@@ -132,3 +141,32 @@ def test_concurrent_uploads_and_downloads_share_the_client_without_errors(regist
             list(pool.map(cycle, range(96)))
     assert errors == []
     assert versions == {"POST": {"HTTP/1.1"}, "PUT": {"HTTP/1.1"}, "GET": {"HTTP/2"}}
+
+
+def test_bodiless_requests_take_http2_once_they_overlap(registry_tls, monkeypatch):
+    """One request at a time goes over HTTP/1.1 (a warm no-op copy needs no event loop
+    and no h2); from the third bodiless request in flight at once on, HTTP/2."""
+    monkeypatch.delenv("OCCYSTRAP_HTTP2_OVERLAP")
+    with FaultFront(registry_tls.url, tls=True) as front:
+        front.add(Fault("stall", path="/v2/slow", seconds=1.0, times=2))
+        with make_context(client_factory_plugin("reg"), ca_cert=front.ca_cert,
+                          retries=0) as ctx:
+            client = ctx.http_client("reg", front.host, scheme="https")
+            alone = [client.get("/v2/").http_version for _ in range(3)]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                stalled = [pool.submit(client.get, "/v2/slow") for _ in range(2)]
+                wait_until(lambda: len([h for h in front.log if h.path == "/v2/slow"]) == 2,
+                           "both slow requests to be in flight")
+                third = client.get("/v2/").http_version  # two in flight: the third of them
+                slow = [f.result().http_version for f in stalled]
+            after = client.head("/v2/").http_version
+            upload = client.post("/v2/over/blobs/uploads/", content=b"").http_version
+    assert alone == ["HTTP/1.1"] * 3 and slow == ["HTTP/1.1"] * 2
+    assert (third, after, upload) == ("HTTP/2", "HTTP/2", "HTTP/1.1")
+
+
+def test_a_bad_http2_overlap_is_one_error(registry_tls, monkeypatch):
+    monkeypatch.setenv("OCCYSTRAP_HTTP2_OVERLAP", "0")
+    with make_context(client_factory_plugin("reg"), ca_cert=registry_tls.ca_cert) as ctx:
+        with pytest.raises(UsageError, match="OCCYSTRAP_HTTP2_OVERLAP='0'"):
+            ctx.http_client("reg", registry_tls.host, scheme="https")

@@ -34,6 +34,12 @@ ACCEPT = ("application/vnd.oci.image.manifest.v1+json, "
           "application/vnd.docker.distribution.manifest.v2+json")
 
 
+@pytest.fixture(autouse=True)
+def _http2_from_the_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is tested here is HTTP/2 itself: no waiting for requests to overlap."""
+    monkeypatch.setenv("OCCYSTRAP_HTTP2_OVERLAP", "1")
+
+
 def _context(server: Any) -> Any:
     # no retries: a request broken by concurrency must fail the test, not be retried
     return make_context(client_factory_plugin("reg"), ca_cert=server.ca_cert, retries=0)

@@ -394,7 +394,9 @@ def test_warm_no_op_counted_by_the_servers(logged_registry: RegistryServer,
 
 def test_over_tls_layers_stream_over_http11_and_the_rest_shares_http2(
         registry_tls: RegistryServer, occy: Callable[..., Any], request_log: Any,
-        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+        repo_name: Callable[[str], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCCYSTRAP_HTTP2_OVERLAP", "1")  # from the first request, not the third
     repo = repo_name("h2split")
     image = push_sample_image(registry_tls, repo, "v1")
     occy(registry_tls, "process", f"registry://{registry_tls.host}/{repo}:v1",

@@ -23,6 +23,11 @@ SSL_KEY = "occystrap.transport.ssl"
 # Request extension marking a bulk download (a layer blob streamed to its end):
 # sent over pooled HTTP/1.1, like every request with a body. See ProxyRouter.
 BULK = "occystrap.bulk"
+# Bodiless requests in flight at once on one client from which on they go over HTTP/2
+# (OCCYSTRAP_HTTP2_OVERLAP; 1: from the first). A run that asks one thing at a time (a
+# warm no-op copy: two HEADs) stays on HTTP/1.1 and never imports asyncio, anyio's
+# backend and h2: a fifth of such a run's CPU.
+OVERLAP = 3
 # For routes to http:// origins, which httpcore never wraps in TLS: it verifies like a
 # real context but trusts nothing, so it could never pass a certificate.
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -125,6 +130,16 @@ def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
     return False
 
 
+def _overlap() -> int:
+    text = os.environ.get("OCCYSTRAP_HTTP2_OVERLAP", "")
+    if not text:
+        return OVERLAP
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"OCCYSTRAP_HTTP2_OVERLAP={text!r}: a whole number of requests, "
+                         f"at least 1")
+    return int(text)
+
+
 class ProxyRouter(httpx.BaseTransport):
     """Sends each request direct or through the proxy the environment names for it
     (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``).
@@ -145,6 +160,9 @@ class ProxyRouter(httpx.BaseTransport):
         self._routes: dict[tuple[str | None, bool, bool, str | None],
                            httpx.BaseTransport] = {}
         self._lock = threading.Lock()
+        self._overlap = _overlap()
+        self._bodiless = 0  # bodiless HTTPS requests in flight, until they overlap
+        self._multiplexing = False  # once they have: HTTP/2 for them from then on
 
     def proxy_for(self, url: httpx.URL) -> str | None:
         if not self.proxies:
@@ -186,14 +204,25 @@ class ProxyRouter(httpx.BaseTransport):
         # handles each 16-32 KiB DATA frame in Python (a 512 MiB pull took 3x as long),
         # httpcore ends an empty POST's stream in a second frame that can race the server's
         # early answer (StreamClosedError), and big transfers gain nothing from multiplexing.
-        # The rest (manifests, HEADs, tokens, configs) share one HTTP/2 connection per host.
+        # The rest (manifests, HEADs, tokens, configs) share one HTTP/2 connection per host
+        # once they overlap (OVERLAP).
         tls = request.url.scheme == "https"
         http2 = (self.ctx.settings.http2 and tls and not has_body(request)
                  and not request.extensions.get(BULK))
         cafile = self.ctx.settings.host_ca_certs.get(request.url.netloc.decode().lower()) \
             if tls and self.ctx.settings.host_ca_certs else None
-        return self._route(self.proxy_for(request.url), http2, tls,
-                           cafile).handle_request(request)
+        proxy = self.proxy_for(request.url)
+        if not http2 or self._multiplexing:
+            return self._route(proxy, http2, tls, cafile).handle_request(request)
+        with self._lock:
+            self._bodiless += 1
+            self._multiplexing = self._multiplexing or self._bodiless >= self._overlap
+            http2 = self._multiplexing
+        try:
+            return self._route(proxy, http2, tls, cafile).handle_request(request)
+        finally:
+            with self._lock:
+                self._bodiless -= 1
 
     def close(self) -> None:
         with self._lock:
