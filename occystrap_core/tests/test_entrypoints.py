@@ -51,6 +51,23 @@ def test_a_change_on_the_path_means_a_new_scan(scans: list[str], tmp_path: Path,
     assert scans == ["occystrap", "occystrap"]
 
 
+def test_files_coming_and_going_where_no_distribution_is_need_no_scan(
+        scans: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m`` puts the working directory on the path: a busy one must not
+    cost a scan each run, until a distribution appears there."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(sys, "path", [str(work), *sys.path])
+    entrypoints.find("occystrap")
+    (work / "output.tar").write_text("written by the last run")
+    os.utime(work, ns=(1, 1))
+    entrypoints.find("occystrap")
+    assert scans == ["occystrap"]
+    (work / "local_plugin-1.0.dist-info").mkdir()
+    entrypoints.find("occystrap")
+    assert scans == ["occystrap", "occystrap"]
+
+
 @pytest.mark.parametrize("content", ["{not json", '{"key": 1}', '{"entries": []}', ""])
 def test_a_broken_cache_file_means_a_new_scan(scans: list[str], tmp_path: Path,
                                               content: str) -> None:

@@ -3,10 +3,13 @@
 Finding them imports importlib_metadata, scans every distribution on ``sys.path``
 and parses each plugin's metadata for its name and version: about 50 ms, a third of
 a run that does nothing else. What was found is kept in the user's cache directory
-with a key made of ``sys.path`` and the modification time of each of its entries.
-Installing, upgrading or removing a distribution adds or removes a directory in one
-of them, which changes its time, so the next run scans again; so does anything
-unreadable. ``OCCYSTRAP_CACHE_DIR`` moves the cache; an empty value turns it off.
+with a key made of ``sys.path`` and the modification time of each of its entries that
+holds distributions. Installing, upgrading or removing a distribution adds or removes
+a directory in one of them, which changes its time, so the next run scans again; so
+does anything unreadable, or a distribution's arrival in a directory that held none.
+Such a directory (the working directory ``python -m`` puts first, often busy) is keyed
+by holding none, so files coming and going there do not force a scan.
+``OCCYSTRAP_CACHE_DIR`` moves the cache; an empty value turns it off.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_VERSION = 1  # of the file's format
+_VERSION = 2  # of the file's format
+_DISTRIBUTIONS = (".dist-info", ".egg-info")  # what importlib_metadata finds on a path entry
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,24 @@ def _scan(group: str) -> tuple[Found, ...]:
 
 def _key() -> list[Any]:
     """What the set of installed distributions depends on, cheaply."""
-    entries = []
+    entries: list[list[Any]] = []
     for entry in sys.path:
         try:
-            entries.append([entry, os.stat(entry or ".").st_mtime_ns])
+            entries.append([entry, _stamp(entry or ".")])
         except OSError:
             entries.append([entry, None])
     return [_VERSION, sys.version, entries]
+
+
+def _stamp(path: str) -> int | str:
+    """A directory's modification time, or "none" when it holds no distribution."""
+    mtime = os.stat(path).st_mtime_ns
+    if not os.path.isdir(path):
+        return mtime  # a zip file
+    with os.scandir(path) as found:
+        if any(e.name.endswith(_DISTRIBUTIONS) for e in found):
+            return mtime
+    return "none"
 
 
 def _cache_file(group: str) -> str | None:
