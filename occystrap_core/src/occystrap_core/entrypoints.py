@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import zlib
@@ -85,12 +86,12 @@ def _key() -> list[Any]:
 
 def _stamp(path: str) -> int | str:
     """A directory's modification time, or "none" when it holds no distribution."""
-    mtime = os.stat(path).st_mtime_ns
-    if not os.path.isdir(path):
-        return mtime  # a zip file
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_mtime_ns  # a zip file
     with os.scandir(path) as found:
         if any(e.name.endswith(_DISTRIBUTIONS) for e in found):
-            return mtime
+            return st.st_mtime_ns
     return "none"
 
 
