@@ -42,13 +42,7 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import httpx
 
-from occystrap_core.errors import (
-    AuthError,
-    CorruptImageError,
-    ImageNotFoundError,
-    OccystrapError,
-    TransportError,
-)
+from occystrap_core.errors import AuthError, CorruptImageError, OccystrapError, TransportError
 from occystrap_core.streams import CHUNK, Readable, direct
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import error_codes, html_page, status_error
@@ -506,9 +500,7 @@ class Uploader:
         refusing chunks raises _ChunksRefused, so the blob goes whole instead."""
         try:
             return self._send(method, url, what, ok, stream, **kwargs)
-        except (AuthError, ImageNotFoundError):
-            raise
-        except OccystrapError as e:
+        except OccystrapError as e:  # an AuthError's 401 or 403 is neither refusal
             response = e.response
             if response is None or stream is not None and stream.source_failed:
                 raise
