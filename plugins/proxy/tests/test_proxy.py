@@ -16,7 +16,12 @@ import httpx
 import pytest
 
 from occystrap_core.testing import images
-from occystrap_core.testing.registry import RegistryServer, push_sample_image, skopeo_args
+from occystrap_core.testing.registry import (
+    RegistryServer,
+    push_sample_image,
+    remove_image,
+    skopeo_args,
+)
 
 FILES = {"etc/motd": b"hello\n", "tmp/junk/cache.bin": b"x" * 4096, "usr/bin/tool": b"#!/bin/sh\n"}
 
@@ -292,24 +297,6 @@ def test_a_changed_upstream_tag_is_copied_again_once_stale(
     assert [e["digest"] for e in proxy.events("pull-through")][-1] == moved.manifest_digest
 
 
-def _remove_image(server: RegistryServer, repository: str, tag: str) -> list[str]:
-    """Delete a tag's manifest and every blob it names from ``repository`` (what an
-    administrator's clean-up and a garbage collection leave); the blobs' digests."""
-    base = f"{server.url}/v2/{repository}"
-    got = httpx.get(f"{base}/manifests/{tag}", headers={"Accept": ",".join((
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json"))})
-    assert got.status_code == 200, got.text
-    manifest = got.json()
-    blobs = [d["digest"] for d in (manifest["config"], *manifest["layers"])]
-    deleted = httpx.delete(f"{base}/manifests/{got.headers['Docker-Content-Digest']}")
-    assert deleted.status_code == 202
-    for digest in blobs:
-        assert httpx.delete(f"{base}/blobs/{digest}").status_code == 202
-        assert httpx.head(f"{base}/blobs/{digest}").status_code == 404
-    return blobs
-
-
 def test_a_mirror_the_downstream_lost_is_pulled_through_again(
         registry_plain: RegistryServer, start_proxy: Callable[..., Any],
         skopeo: Callable[..., str], repo_name: Callable[[str], str],
@@ -322,7 +309,7 @@ def test_a_mirror_the_downstream_lost_is_pulled_through_again(
     proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/{mirror}",
                         "-u", registry_plain.host, "--freshness", "3600")
     _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
-    _remove_image(registry_plain, f"{mirror}/{repo}", "v1")
+    remove_image(registry_plain, f"{mirror}/{repo}", "v1")
     assert "etc/hello.txt" in _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path,
                                             layer_members)
     assert len(proxy.events("pull-through")) == 2
@@ -341,7 +328,7 @@ def test_a_push_after_the_downstream_lost_the_blobs(
                         "-f", "normalize-timestamps")
     layout = f"oci:{_layout(tmp_path)}:v1"
     _skopeo_to_proxy(skopeo, layout, proxy, f"{repo}:v1")
-    _remove_image(registry_plain, f"regained/{repo}", "v1")
+    remove_image(registry_plain, f"regained/{repo}", "v1")
     _skopeo_to_proxy(skopeo, layout, proxy, f"{repo}:v1")
     check_image(registry_plain, f"regained/{repo}:v1")
     assert len(proxy.events("push")) == 2 and len(proxy.events("push-retried")) == 1

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import httpx
 import pytest
 
 from occystrap_core import library
 from occystrap_core.errors import TransportError
 from occystrap_core.testing.http import FakeClock
-from occystrap_core.testing.registry import RegistryServer, push_sample_image
+from occystrap_core.testing.registry import RegistryServer, push_sample_image, remove_image
 from occystrap_core.transport.clock import CLOCK_KEY
 from occystrap_registry.locations import KEPT_FOR, TRUSTED_FOR, BlobLocations
 
@@ -50,19 +49,6 @@ def test_forgotten_facts_are_asked_again() -> None:
     assert locations.repositories("r", A, "x") == ["two"]
 
 
-def _remove(server: RegistryServer, repository: str, tag: str) -> None:
-    """Delete the tag's manifest and its blobs from ``repository``."""
-    base = f"{server.url}/v2/{repository}"
-    got = httpx.get(f"{base}/manifests/{tag}", headers={"Accept": ",".join((
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json"))})
-    manifest = got.json()
-    assert httpx.delete(f"{base}/manifests/{got.headers['Docker-Content-Digest']}"
-                        ).status_code == 202
-    for blob in (manifest["config"], *manifest["layers"]):
-        assert httpx.delete(f"{base}/blobs/{blob['digest']}").status_code == 202
-
-
 def test_a_session_whose_blobs_were_removed_sends_them_again(
         registry_plain: RegistryServer, repo_name: Callable[[str], str]) -> None:
     """The second copy of one session trusts what the first saw, and the registry says
@@ -73,7 +59,7 @@ def test_a_session_whose_blobs_were_removed_sends_them_again(
     source, destination = f"registry://{server.host}/{src}:v1", f"registry://{server.host}/{dst}:v1"
     with library.session(insecure=True) as session:
         library.copy(source, destination, session=session)
-        _remove(server, dst, "v1")
+        remove_image(server, dst, "v1")
         with pytest.raises(TransportError) as failed:
             library.copy(source, destination, session=session)
         assert failed.value.retryable and "MANIFEST_BLOB_UNKNOWN" in str(failed.value)
@@ -93,7 +79,7 @@ def test_a_session_asks_again_once_its_facts_are_old(
     with library.session(insecure=True) as session:
         session.shared(CLOCK_KEY, lambda: clock)
         library.copy(source, destination, session=session)
-        _remove(server, dst, "v1")
+        remove_image(server, dst, "v1")
         clock.advance(TRUSTED_FOR + 1)
         assert library.copy(source, destination, session=session).problems == []
     assert library.check(destination, insecure=True).count("error") == 0

@@ -46,6 +46,9 @@ Helpers:
   anonymous, or a ``(username, password)`` pair.
 - ``push_sample_image(server, repo, tag="latest", layers=..., creds=True)``: write a
   tiny OCI image and ``skopeo copy`` it to ``HOST/REPO:TAG``; returns its digests.
+- ``remove_image(server, repo, tag)``: delete the tag's manifest and every blob it
+  names from the repository of a registry without authentication (``plain``, ``tls``),
+  as a clean-up and a garbage collection leave it; returns the blobs' digests.
 """
 
 from __future__ import annotations
@@ -393,6 +396,25 @@ def push_sample_image(
         diff_ids=tuple(image.diff_ids),
         manifest=manifest,
     )
+
+
+def remove_image(server: RegistryServer, repo: str, tag: str) -> list[str]:
+    """Delete ``tag``'s manifest and every blob it names from ``repo`` (see the module's
+    help); each step is checked, and the blobs are gone afterwards."""
+    base = f"{server.url}/v2/{repo}"
+    with httpx.Client(verify=server.ssl_context() or True) as http:
+        got = http.get(f"{base}/manifests/{tag}", headers={"Accept": ",".join((
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json"))})
+        assert got.status_code == 200, got.text
+        manifest = got.json()
+        blobs = [d["digest"] for d in (manifest["config"], *manifest["layers"])]
+        deleted = http.delete(f"{base}/manifests/{got.headers['Docker-Content-Digest']}")
+        assert deleted.status_code == 202, deleted.text
+        for digest in blobs:
+            assert http.delete(f"{base}/blobs/{digest}").status_code == 202
+            assert http.head(f"{base}/blobs/{digest}").status_code == 404
+    return blobs
 
 
 def serve_registry(mode: Mode, tmp_path_factory: pytest.TempPathFactory, *,
