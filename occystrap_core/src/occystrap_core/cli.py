@@ -500,7 +500,8 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
     click.echo(json.dumps(copyreport.as_dict(destination, result.location,
                                              result.manifest_digest, result.media_type,
                                              result.stats, problems), indent=2)
-               if fmt == "json" else copyreport.line(destination, result.manifest_digest))
+               if fmt == "json" else copyreport.line(destination, result.manifest_digest),
+               err=copyreport.on_stdout(result.location))
     if problems:
         ctx.exit(1)
     if digestfile:

@@ -1,5 +1,6 @@
 """What ``occystrap process`` tells scripts: one line or one JSON object on stdout
-(the human-readable lines stay on stderr), and the digest for ``--digestfile``."""
+(the human-readable lines stay on stderr; all of it when the image went to stdout),
+and the digest for ``--digestfile``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from .errors import UsageError
 from .redact import redact_text, redact_uri
-from .tempfiles import write_atomic
+from .tempfiles import is_stdout, write_atomic
 
 
 def line(destination: str, digest: str | None) -> str:
@@ -31,6 +32,11 @@ def as_dict(destination: str, location: str, digest: str | None, media_type: str
     report["verified"] = None if problems is None else not problems
     report["problems"] = None if problems is None else [redact_text(p) for p in problems]
     return report
+
+
+def on_stdout(location: str) -> bool:
+    """Did the image itself go to stdout (``tar://-``)? Its report then goes to stderr."""
+    return os.path.isabs(location) and is_stdout(location)
 
 
 def check_digestfile(path: str) -> None:

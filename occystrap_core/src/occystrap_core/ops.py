@@ -34,7 +34,7 @@ from .oci import platform as platforms
 from .oci.manifest import Manifest, parse
 from .oci.platform import Platform
 from .oci.reference import TAG_RE
-from .tempfiles import AtomicFile
+from .tempfiles import replacing
 from .workers import parallel
 
 Platforms = Platform | str | None
@@ -217,8 +217,7 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
             path = os.path.abspath(destination)
             if os.path.isdir(path):
                 raise UsageError(f"{destination} is a directory; name a file")
-            with AtomicFile(os.path.dirname(path)) as temp:
-                count = flatten(temp.file)
-                temp.commit(path)
+            with replacing(path, temp_dir=ctx.temp_dir) as out:
+                count = flatten(out)
         return {"layers": len(loaded.image.layers), "members": count,
                 "manifest_digest": loaded.image.manifest_digest}

@@ -202,13 +202,15 @@ def export(ctx: click.Context, ref: str, destination: str, platform: str | None,
     - writes to stdout. The summary goes to stderr (to stdout with -O json and a FILE).
     """
     from . import ops
+    from .tempfiles import is_stdout
 
     target: Any = click.get_binary_stream("stdout") if destination == "-" else destination
     done = ops.export(ref, target, platform=platform, session=_occy(ctx))
     if target is not destination:
         target.flush()
     if fmt == "json":
-        click.echo(json.dumps(done, indent=2), err=destination == "-")
+        click.echo(json.dumps(done, indent=2),
+                   err=destination == "-" or is_stdout(destination))
     else:
         click.echo(f"Exported {done['members']} entries from {done['layers']} layers",
                    err=True)

@@ -11,11 +11,15 @@ never removes a directory that merely shares a name pattern.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
 log = logging.getLogger("occystrap.tempfiles")
 
@@ -31,9 +35,10 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def mkstemp(directory: str, prefix: str, suffix: str = "") -> tuple[int, str]:
-    """Like :func:`tempfile.mkstemp`, the file locked until its descriptor is closed
-    (close it after renaming the file into place, not before)."""
+def mkstemp(directory: str | None, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """Like :func:`tempfile.mkstemp` (None: the system's directory), the file locked
+    until its descriptor is closed (close it after renaming the file into place, not
+    before)."""
     while True:
         fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -51,7 +56,7 @@ class AtomicFile:
     """A locked temporary file in ``directory`` that becomes a final file only by
     :meth:`commit`; leaving the ``with`` block without committing removes it."""
 
-    def __init__(self, directory: str, prefix: str = ".tmp-", suffix: str = ""):
+    def __init__(self, directory: str | None, prefix: str = ".tmp-", suffix: str = ""):
         fd, self.path = mkstemp(directory, prefix, suffix)
         self.file = os.fdopen(fd, "wb")
         self.committed = False
@@ -80,11 +85,74 @@ class AtomicFile:
         self.discard()
 
 
+def destination(path: str) -> str:
+    """The file a new ``path`` is renamed onto: the one a symlink names, as the shell's
+    ``>`` and ``cp`` write through links. Replacing the link itself would leave the file
+    it names stale, and turn a dotfile link, or /dev/stdout, into a regular file."""
+    return os.path.realpath(path)
+
+
+def is_stream(path: str) -> bool:
+    """Is ``path`` a destination no rename can reach: a pipe, a terminal, a device
+    (/dev/stdout, /dev/null), or the file this process's stdout is redirected to
+    (replacing that one would undo a ``>>``)?"""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    return not stat.S_ISREG(st.st_mode) or _same_as_stdout(st)
+
+
+def is_stdout(path: str) -> bool:
+    """Is ``path`` (/dev/stdout, or the file it is redirected to) this process's stdout?"""
+    try:
+        return _same_as_stdout(os.stat(path))
+    except OSError:
+        return False
+
+
+def _same_as_stdout(st: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(st, os.fstat(1))
+    except OSError:
+        return False
+
+
+def send(source: BinaryIO, path: str) -> None:
+    """Copy ``source`` to its end into the stream ``path``; into this process's own
+    stdout when ``path`` is it, so that the shell's redirection (``>>``) holds."""
+    if is_stdout(path):
+        out = os.fdopen(os.dup(1), "wb")
+    else:
+        out = open(path, "wb")  # noqa: SIM115 - closed below
+    with out:
+        shutil.copyfileobj(source, out, 1 << 20)
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: int = 0o644, temp_dir: str | None = None) -> Iterator[BinaryIO]:
+    """Write a new ``path``: the file yielded is a locked temporary one that, once the
+    block ends without an error, replaces the file ``path`` names (see
+    :func:`destination`) or, when ``path`` is a stream (see :func:`is_stream`), is
+    copied into it whole; ``temp_dir`` (default: the system's) then holds it."""
+    stream = is_stream(path)
+    target = destination(path)
+    with AtomicFile(temp_dir if stream else os.path.dirname(target)) as temp:
+        yield temp.file
+        if stream:
+            temp.file.flush()
+            with open(temp.path, "rb") as written:
+                send(written, path)
+        else:
+            temp.commit(target, mode)
+
+
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it."""
-    with AtomicFile(os.path.dirname(path) or ".") as temp:
-        temp.file.write(data)
-        temp.commit(path, mode)
+    """Write ``data`` to ``path`` through a temporary file (see :func:`replacing`)."""
+    with replacing(path, mode) as f:
+        f.write(data)
 
 
 class TempDir:

@@ -128,7 +128,7 @@ def test_outer_archive_is_pax_and_holds_members_over_8_gib(tmp_path):
 def test_streamed_and_spooled_members_interleave(tmp_path):
     """One member streams while others are added: they wait, then follow it."""
     path = tmp_path / "out.tar"
-    writer = ArchiveWriter(str(path))
+    writer = ArchiveWriter(str(path), lambda: str(tmp_path))
     writer.add_directory("blobs")
     streamed = os.urandom(300_001)
     with writer.stream("blobs/streamed") as sink:
@@ -158,7 +158,7 @@ def test_streamed_and_spooled_members_interleave(tmp_path):
 
 
 def test_a_failed_stream_cannot_be_committed(tmp_path):
-    writer = ArchiveWriter(str(tmp_path / "out.tar"))
+    writer = ArchiveWriter(str(tmp_path / "out.tar"), lambda: str(tmp_path))
     with pytest.raises(CorruptImageError):
         with writer.stream("blobs/x") as sink:
             sink.write(b"partial")

@@ -38,6 +38,7 @@ from .writer import ArchiveWriter
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 COMPRESSIONS = ("none", "keep")
+STDOUT = "/dev/stdout"  # tar://-
 
 
 def blob_name(digest: str) -> str:
@@ -47,6 +48,8 @@ def blob_name(digest: str) -> str:
 class ArchiveOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.path = local_path(uri)
+        if self.path == "-":
+            self.path = STDOUT
         self.ctx = ctx
         tag = uri.options.get("tag")
         if tag and split_stored(tag)[1] is None:
@@ -62,11 +65,12 @@ class ArchiveOutput(ImageOutput):
         self._written: dict[int, Layer] = {}  # layer index -> the blob stored for it
         self._manifest_digest: str | None = None  # set once committed
         self._artifact = False  # what was committed is an artifact: no manifest.json
+        self._sent: list[str] | None = None  # what checking a stream's archive found
 
     def start(self, image: Image) -> None:
         if not image.is_artifact:  # an artifact is stored in the OCI layout only
             image.refuse_non_tar("a docker-save archive")
-        self._writer = ArchiveWriter(self.path)
+        self._writer = ArchiveWriter(self.path, lambda: self.ctx.temp_dir)
         for name in ("blobs", "blobs/sha256"):
             self._writer.add_directory(name)
 
@@ -149,16 +153,28 @@ class ArchiveOutput(ImageOutput):
         w.commit()
         self._manifest_digest = manifest_digest
         self._artifact = image.is_artifact
+        if w.to_stream:  # what a pipe reads cannot be read back: check it before sending
+            if self.ctx.settings.verify:
+                self._sent = self._check(w.temp_path)
+                if self._sent:
+                    w.abort()
+                    raise CorruptImageError(f"the archive for {self.path} does not verify, "
+                                            f"so none of it was sent: {'; '.join(self._sent)}")
+            w.send()
         return OutputResult(location=self.path, manifest_digest=manifest_digest,
                             details={"repo_tags": tags}, manifest_media_type=mt.OCI_MANIFEST)
 
     def verify(self) -> list[str]:
         """Re-open the committed archive: index.json, manifest.json and the OCI manifest
-        must agree, and every blob be there (see :mod:`.verify` for how deep)."""
+        must agree, and every blob be there (see :mod:`.verify` for how deep). A stream
+        was checked before it was sent."""
         if self._manifest_digest is None:
             return ["nothing was written"]
+        return self._sent if self._sent is not None else self._check(self.path)
+
+    def _check(self, path: str) -> list[str]:
         try:
-            store = TarStore(self.path, lambda: self.ctx.temp_dir)
+            store = TarStore(path, lambda: self.ctx.temp_dir)
             index = parse_json(store.read_bytes("index.json", "index.json"), "index.json")
             docker = [] if self._artifact else parse_json(
                 store.read_bytes("manifest.json", "manifest.json"), "manifest.json", list)

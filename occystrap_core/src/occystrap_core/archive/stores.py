@@ -122,7 +122,8 @@ _COMPRESSORS: dict[bytes, tuple[str, Callable[[BinaryIO], streams.Readable]]] = 
 
 
 class TarStore(Store):
-    """Members of a tar archive; a compressed archive is first decompressed to a temp file.
+    """Members of a tar archive; a compressed archive is first decompressed to a temp
+    file, and so is a pipe (``tar://-``), which can be read only once.
 
     Random access into a compressed stream would re-decompress from the start on
     every backward seek, so one sequential pass into ``temp_dir`` is cheaper.
@@ -130,34 +131,41 @@ class TarStore(Store):
 
     def __init__(self, path: str, temp_dir: Callable[[], str]):
         self.source = path
+        self.path = path
         try:
             with open(path, "rb") as f:
-                magic = f.read(6)
+                if not f.seekable():
+                    self.path = self._spool(f, temp_dir(), "")
         except FileNotFoundError:
             raise ImageNotFoundError(f"{path} does not exist") from None
         except IsADirectoryError:
             raise ImageNotFoundError(f"{path} is a directory, not an archive "
                                      f"(for an OCI layout use oci-layout://{path})") from None
-        self.path = path
+        with open(self.path, "rb") as f:
+            magic = f.read(6)
         self.compression: str | None = None
         for prefix, (kind, opener) in _COMPRESSORS.items():
             if magic.startswith(prefix):
                 self.compression = kind
-                self.path = self._decompress(path, kind, opener, temp_dir())
+                with open(self.path, "rb") as f:
+                    decompressed = self._spool(opener(f), temp_dir(), f" ({kind})")
+                if self.path != path:
+                    os.unlink(self.path)  # the spooled pipe
+                self.path = decompressed
                 break
         self._file_size = os.stat(self.path).st_size
         self.members = self._index()
 
-    @staticmethod
-    def _decompress(path: str, kind: str, opener: Callable[[BinaryIO], streams.Readable],
-                    temp_dir: str) -> str:
+    def _spool(self, src: streams.Readable, temp_dir: str, what: str) -> str:
+        """Copy ``src`` to a new file in ``temp_dir``; its path."""
         fd, out = tempfile.mkstemp(prefix="archive-", suffix=".tar", dir=temp_dir)
         try:
-            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                shutil.copyfileobj(opener(src), dst, streams.CHUNK)
+            with os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, streams.CHUNK)
         except Exception as e:
+            os.unlink(out)
             if isinstance(e, CorruptImageError) or streams.codec_error(e):
-                raise CorruptImageError(f"{path} ({kind}): {e}") from None
+                raise CorruptImageError(f"{self.source}{what}: {e}") from None
             raise
         return out
 

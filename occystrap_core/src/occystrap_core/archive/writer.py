@@ -1,4 +1,5 @@
-"""An outer tar archive written to a temp file and renamed into place on success.
+"""An outer tar archive written to a temp file and renamed into place on success
+(or, for a stream such as a pipe, sent into it by :meth:`ArchiveWriter.send`).
 
 PAX format, so a member of 8 GiB or more gets a ``size`` extended header instead
 of overflowing USTAR's 11 octal digits. Several threads may add members, but a
@@ -16,14 +17,14 @@ import io
 import os
 import tarfile
 import threading
-from typing import TYPE_CHECKING, BinaryIO, Final, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Final, Iterator
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 from .. import streams
 from ..errors import URIError
-from ..tempfiles import mkstemp, sweep
+from ..tempfiles import destination, is_stream, mkstemp, send, sweep
 
 FORMAT: Final = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
@@ -84,17 +85,25 @@ class _Sink(io.RawIOBase):
 
 
 class ArchiveWriter:
-    """Members go to ``.<name>.*.tmp`` next to ``path``; :meth:`commit` renames it."""
+    """Members go to ``.<name>.*.tmp`` next to the file ``path`` names (through
+    symlinks); :meth:`commit` renames it. When ``path`` is a stream (a pipe,
+    /dev/stdout), they go to ``temp_dir()``, and :meth:`send` copies the committed
+    archive into the stream."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, temp_dir: Callable[[], str]):
         self.path = os.path.abspath(path)
-        parent = os.path.dirname(self.path)
         if os.path.isdir(self.path):
             raise URIError(f"{path} is a directory; tar:// writes a file")
+        self.to_stream = is_stream(self.path)
+        self._target = destination(self.path)
+        parent = os.path.dirname(self._target)
         if not os.path.isdir(parent):
             raise URIError(f"directory {parent} does not exist")
-        prefix = f".{os.path.basename(self.path)}."
-        sweep(parent, prefix, ".tmp")  # what a killed run left
+        prefix = f".{os.path.basename(self._target)}."
+        if self.to_stream:
+            parent = temp_dir()  # the run's own, removed when it ends
+        else:
+            sweep(parent, prefix, ".tmp")  # what a killed run left
         fd, self.temp_path = mkstemp(parent, prefix, ".tmp")  # locked while it is written
         self._file = os.fdopen(fd, "wb")
         self._lock = threading.Lock()  # guards the state below; not held while streaming
@@ -211,9 +220,19 @@ class ArchiveWriter:
             # archive; flushing a multi-GiB archive to disk costs ~10% of a pull, and
             # skopeo, docker save and crane do not pay it either.
             self._file.flush()
+            if self.to_stream:
+                return  # complete; :meth:`send` delivers it
             os.chmod(self.temp_path, 0o666 & ~_umask())  # mkstemp made it 0600
-            os.replace(self.temp_path, self.path)
+            os.replace(self.temp_path, self._target)
             self._file.close()  # only now: closing drops the lock that keeps sweeps away
+
+    def send(self) -> None:
+        """Copy the committed archive into the stream ``path``, then remove it."""
+        try:
+            with open(self.temp_path, "rb") as committed:
+                send(committed, self.path)
+        finally:
+            self.abort()
 
     def abort(self) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from ..api import Image, ImageOutput, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError, OutputExistsError, URIError
 from ..rootfs import TreeWriter
-from ..tempfiles import TempDir, sweep, write_atomic
+from ..tempfiles import TempDir, destination, sweep, write_atomic
 from ..types import ResolvedURI
 from .common import PRIVATE, local_path
 
@@ -155,7 +155,7 @@ class BundleOutput(ImageOutput):
     requires_ordered_layers = True  # layers are applied on top of each other as they come
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.path = local_path(uri)
+        self.path = destination(local_path(uri))  # a link to an empty directory is kept
         self.ctx = ctx
         self._work: TempDir | None = None
         self._temp: str | None = None  # the bundle, built inside _work

@@ -25,8 +25,11 @@ from occystrap_core.uri import local_path
 
 
 def open_tar(uri: ResolvedURI, ctx: Context) -> ImageInput | ImageSource:
-    """A ``tar://`` archive as what it holds: docker-save images, or an OCI layout."""
+    """A ``tar://`` archive as what it holds: docker-save images, or an OCI layout
+    (``tar://-``: read from stdin)."""
     path = local_path(uri)
+    if path == "-":
+        path = "/dev/stdin"
     store = TarStore(path, lambda: ctx.temp_dir)
     wanted, position = uri.options.get("image"), uri.options.get("index")
     if store.exists("manifest.json"):

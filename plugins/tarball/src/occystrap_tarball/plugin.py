@@ -16,7 +16,7 @@ from occystrap_core.types import InputSource, Lister, OptionSpec, OutputTarget, 
 def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(
         name="tarball", schemes=("tar",), factory=lazy("occystrap_tarball.inputs:open_tar"),
-        summary="docker-save or OCI archive (tar://PATH, may be compressed)",
+        summary="docker-save or OCI archive (tar://PATH, may be compressed; tar://- is stdin)",
         options=(OptionSpec("image", help="pick an image by NAME:TAG (RepoTags or ref name)"),
                  OptionSpec("index", int, help="pick the N-th image of the archive (from 0)")),
         paths=True)
@@ -41,7 +41,7 @@ def occystrap_output_targets() -> Iterator[OutputTarget]:
     yield OutputTarget(
         name="tarball", schemes=("tar",),
         factory=lazy("occystrap_core.archive.output:ArchiveOutput"),
-        summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH)",
+        summary="docker-save v1.2 archive that is also an OCI archive (tar://PATH; - is stdout)",
         options=(OptionSpec("tag", help="RepoTags entry NAME:TAG instead of the image's own"),
                  OptionSpec("compression", help="none (default): uncompressed layer tars; "
                             "keep: layers as the source stores them (gzip, zstd)")),
