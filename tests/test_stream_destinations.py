@@ -190,3 +190,17 @@ def test_a_bundle_goes_into_the_empty_directory_a_symlink_names(layout, tmp_path
     assert link.is_symlink()
     assert json.loads((tmp_path / "real" / "config.json").read_text())["root"]["path"] == "rootfs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "layout", "real"]
+
+
+def test_stdin_filling_the_temp_dir_names_it(layout, tmp_path, request):
+    """The archive is spooled to --temp-dir: a full one is named, and left empty."""
+    archive = occystrap("process", layout, "tar://-", cwd=tmp_path).stdout
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(full)], check=False))
+    run = occystrap("--temp-dir", str(full), "process", "tar://-", f"tar://{tmp_path}/out.tar",
+                    input=archive, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.decode().startswith(f"Error: No space left on device: {full}/"), run.stderr
+    assert not list(full.iterdir()) and not (tmp_path / "out.tar").exists()

@@ -166,6 +166,8 @@ class TarStore(Store):
             os.unlink(out)
             if isinstance(e, CorruptImageError) or streams.codec_error(e):
                 raise CorruptImageError(f"{self.source}{what}: {e}") from None
+            if isinstance(e, OSError) and e.errno and not e.filename:  # the temp dir is full
+                raise OSError(e.errno, e.strerror, out) from None
             raise
         return out
 
