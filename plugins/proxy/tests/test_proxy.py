@@ -540,6 +540,9 @@ def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[.
         assert page.json()["tags"] == ["a", "b"] and "last=b" in page.headers["link"]
         rest = client.get(f"/v2/{repo}/tags/list", params={"n": "2", "last": "b"})
         assert rest.json()["tags"] == ["c"] and "link" not in rest.headers
+        empty = client.get(f"/v2/{repo}/tags/list", params={"n": "0"})
+        assert empty.status_code == 200 and empty.json()["tags"] == []
+        assert "link" not in empty.headers
         assert client.get("/v2/nosuchrepo/tags/list").status_code == 404
     pull_through = start_proxy(registry_plain, "-d", f"{registry_plain.host}/elsewhere",
                                "-u", f"{registry_plain.host}/lst")

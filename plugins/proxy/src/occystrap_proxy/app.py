@@ -246,7 +246,8 @@ class ProxyApp:
         n = request.query.get("n", "")
         if n.isdigit() and len(tags) > int(n):
             tags = tags[:int(n)]
-            headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
+            if tags:  # n=0 asks for an empty page: there is no next one to point at
+                headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return Response(200, headers, json.dumps({"name": name, "tags": tags}).encode())
 
     # --- uploads -----------------------------------------------------------------
