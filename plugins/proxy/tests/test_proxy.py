@@ -120,6 +120,11 @@ def test_bad_pushes_are_refused_like_a_registry_refuses_them(
                            content=b"data")
         assert wrong.json()["errors"][0]["code"] == "DIGEST_INVALID"
         assert client.get("/v2/../etc/passwd/manifests/x").status_code == 404
+        # no referrers API: a 404 that does not say the repository is unknown, so
+        # clients (oras-go, go-containerregistry) fall back to the referrers tag
+        referrers = client.get("/v2/app/referrers/sha256:" + "3" * 64)
+        assert referrers.status_code == 404
+        assert referrers.json()["errors"][0]["code"] != "NAME_UNKNOWN"
         assert client.get("/v2/app/blobs/sha256:" + "2" * 64).status_code == 404
 
 

@@ -205,7 +205,9 @@ class ProxyApp:
                     raise RegistryError(405, "UNSUPPORTED", f"{request.method} is not supported")
                 response: Response = await action(request, **m.groupdict())
                 return response
-        raise RegistryError(404, "NAME_UNKNOWN", "no such endpoint")
+        # not NAME_UNKNOWN: oras-go takes that, on GET .../referrers/<digest>, for a
+        # missing repository and fails instead of falling back to the referrers tag
+        raise RegistryError(404, "UNSUPPORTED", "no such endpoint")
 
     async def _base_get(self, request: _Request) -> Response:
         return Response(200, {"Content-Type": "application/json"}, b"{}")
