@@ -553,3 +553,27 @@ def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[.
                                "-u", f"{registry_plain.host}/lst")
     assert json.loads(skopeo("list-tags", "--tls-verify=false",
                              f"docker://{pull_through.host}/{repo}"))["Tags"] == ["a", "b", "c"]
+
+
+def test_an_oras_artifact_goes_through_unchanged(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """oras types a plain file as an uncompressed OCI layer by default: an artifact's
+    blob all the same, which reaches the downstream as it was pushed (not gzipped),
+    so the client pulls back its file."""
+    import oras.client
+
+    repo = repo_name("oras")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/art")
+    monkeypatch.chdir(tmp_path)  # oras names files relative to the working directory
+    Path("notes.txt").write_text("release notes\n")
+    client = oras.client.OrasClient(hostname=proxy.host, insecure=True)
+    pushed = client.push(target=f"{proxy.host}/{repo}:v1", files=["notes.txt"])
+    assert pushed.status_code == 201
+    digest = pushed.headers["Docker-Content-Digest"]
+    mirrored = httpx.head(f"{registry_plain.url}/v2/art/{repo}/manifests/v1",
+                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert mirrored.headers.get("Docker-Content-Digest") == digest  # byte for byte
+    files = client.pull(target=f"{proxy.host}/{repo}:v1", outdir=str(tmp_path / "out"))
+    assert [Path(f).read_text() for f in files] == ["release notes\n"]

@@ -119,6 +119,7 @@ class RegistryOutput(ImageOutput):
         self._depth = 0  # indexes open: their images (and nested ones) go by digest
         self._claims: set[str] = set()  # digests this output is uploading for the whole run
         self._family = "oci"
+        self._artifact = False  # the image being copied is an artifact: its blobs stay as they are
         self._mount_from: str | None = None
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
@@ -136,7 +137,7 @@ class RegistryOutput(ImageOutput):
     def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
         if summary.media_type in mt.INDEXES and self.compression:
             return None  # its images may be recompressed: only copying them tells
-        if any(self._target_compression(layer) for layer in summary.layers):
+        if any(self._target_compression(layer, False) for layer in summary.layers):
             return None  # this copy would write another manifest
         if self._in_index:
             response = self.repo.request(
@@ -153,6 +154,7 @@ class RegistryOutput(ImageOutput):
 
     def start(self, image: Image) -> None:
         self._family = image.family
+        self._artifact = image.is_artifact
         self._mount_from = self._mount_source(image)
         self._rewritten = {}  # an output is reused for each image of an index
         if not self._in_index:
@@ -198,11 +200,12 @@ class RegistryOutput(ImageOutput):
             return source.path
         return None
 
-    def _target_compression(self, layer: Layer) -> str | None:
-        """The compression to re-encode ``layer`` with, or None to upload it unchanged."""
+    def _target_compression(self, layer: Layer, artifact: bool) -> str | None:
+        """The compression to re-encode ``layer`` (of an ``artifact`` or an image) with,
+        or None to upload it unchanged."""
         stored = layer.compression
-        if not layer.is_tar:
-            return None  # an artifact's blob is what it is
+        if not layer.is_tar or artifact:
+            return None  # an artifact's blob is what it is, even one typed as a tar
         if layer.digest is None:
             return self.compression or "gzip"
         if self.compression is None:
@@ -212,7 +215,7 @@ class RegistryOutput(ImageOutput):
     def wants_layer(self, layer: Layer) -> bool | Mounted:
         if layer.foreign:
             return False  # never pushed: the manifest keeps pointing at its urls
-        target = self._target_compression(layer)
+        target = self._target_compression(layer, self._artifact)
         if target is not None:
             # its digest is known only after compressing (see add_layer), or from the cache
             placed = self._probe_compressed(layer, target)
@@ -225,7 +228,7 @@ class RegistryOutput(ImageOutput):
     def probe_layer(self, layer: Layer) -> bool | Mounted:
         if layer.foreign:
             return False
-        target = self._target_compression(layer)
+        target = self._target_compression(layer, self._artifact)
         if target is not None:
             return self._probe_compressed(layer, target)
         assert layer.digest is not None
@@ -383,7 +386,7 @@ class RegistryOutput(ImageOutput):
 
     def add_layer(self, data: LayerData) -> bool | Mounted:
         layer = data.layer
-        target = self._target_compression(layer)
+        target = self._target_compression(layer, self._artifact)
         if target is None:
             assert layer.digest is not None
             self._upload(layer.digest, layer.size, data.open_blob)
