@@ -182,9 +182,10 @@ class Image:
         return f"{self.name}:{self.tag}" if self.tag else self.name
 
     def refuse_non_tar(self, what: str) -> None:
-        """Raise for an output or filter that works on file system layers only."""
+        """Raise for an output or filter that works on file system layers only: an
+        artifact's blobs are none, even those typed as tars (oras types files so)."""
         odd = [l for l in self.layers if not l.is_tar]
-        if odd:
+        if odd or self.is_artifact:
             kind = f"an artifact ({self.artifact_type})" if self.is_artifact else \
                 f"an image with a layer that is no tar ({odd[0].media_type})"
             raise UnsupportedError(f"{what} works on file system layers; "

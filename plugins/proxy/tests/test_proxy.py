@@ -577,3 +577,35 @@ def test_an_oras_artifact_goes_through_unchanged(
     assert mirrored.headers.get("Docker-Content-Digest") == digest  # byte for byte
     files = client.pull(target=f"{proxy.host}/{repo}:v1", outdir=str(tmp_path / "out"))
     assert [Path(f).read_text() for f in files] == ["release notes\n"]
+
+
+def test_filters_refuse_an_artifact_plainly(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str]) -> None:
+    """A filter works on file systems: an artifact, even one whose blob is typed as a
+    tar (as oras types files), is refused with a client error saying so, not a 502
+    about a damaged tar, and nothing reaches the downstream."""
+    import hashlib
+
+    repo = repo_name("artf")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/artf",
+                        "-f", "normalize-timestamps")
+    blobs = {name: (data, "sha256:" + hashlib.sha256(data).hexdigest())
+             for name, data in (("config", b"{}"), ("file", b"release notes\n"))}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.unknown.config.v1+json",
+                           "digest": blobs["config"][1], "size": 2},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": blobs["file"][1], "size": len(blobs["file"][0]),
+                            "annotations": {"org.opencontainers.image.title": "notes.txt"}}]}
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        for data, digest in blobs.values():
+            assert client.post(f"/v2/{repo}/blobs/uploads/?digest={digest}",
+                               content=data).status_code == 201
+        refused = client.put(f"/v2/{repo}/manifests/v1", content=json.dumps(manifest),
+                             headers={"Content-Type": manifest["mediaType"]})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["errors"][0]
+    assert error["code"] == "UNSUPPORTED" and "artifact" in error["message"]
+    head = httpx.head(f"{registry_plain.url}/v2/artf/{repo}/manifests/v1")
+    assert head.status_code == 404

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 
 from occystrap_core import digest as digests
 from occystrap_core import streams
-from occystrap_core.errors import ImageNotFoundError, OccystrapError
+from occystrap_core.errors import ImageNotFoundError, OccystrapError, UnsupportedError
 from occystrap_core.oci.manifest import MAX_MANIFEST
 from occystrap_core.serving import MEDIA_TYPE, ROUTES, RegistryError, Upload
 
@@ -147,6 +147,8 @@ class ProxyApp:
             response = _error(e.status, e.code, str(e))
         except ImageNotFoundError as e:
             response = _error(404, "MANIFEST_UNKNOWN", str(e))
+        except UnsupportedError as e:  # e.g. a filter given an artifact: asking again won't do
+            response = _error(400, "UNSUPPORTED", str(e))
         except OccystrapError as e:  # the upstream or downstream failed us
             self.events.emit("error", method=request.method, path=request.path, error=str(e))
             response = _error(502, "UNKNOWN", str(e))
