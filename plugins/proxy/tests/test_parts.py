@@ -129,3 +129,23 @@ def test_htpasswd_checks_and_remembers(tmp_path: Path) -> None:
     path.write_text("alice:plaintext\n")
     with pytest.raises(UsageError, match="line 1: expected USER:BCRYPT-HASH"):
         Authenticator(str(path))
+
+
+def test_an_upload_is_not_swept_while_a_request_writes_it(tmp_path: Path) -> None:
+    """A layer that takes longer than keep to arrive (one long PATCH) stays, and
+    counts as used when its request ends."""
+    clock = Clock()
+    store = BlobStore(str(tmp_path), keep=60, clock=clock)
+    uuid = store.new_upload()
+    with store.writing(uuid) as upload:
+        with open(upload.path, "ab") as f:
+            upload.write(f, b"slow")
+        clock.now += 600
+        assert store.sweep() == 0
+        with pytest.raises(RegistryError) as caught, store.writing(uuid):
+            pass  # one request at a time
+        assert caught.value.status == 416
+    clock.now += 59
+    assert store.sweep() == 0
+    assert store.complete(uuid, "sha256:" + hashlib.sha256(b"slow").hexdigest()) == 4
+

@@ -609,3 +609,27 @@ def test_filters_refuse_an_artifact_plainly(
     assert error["code"] == "UNSUPPORTED" and "artifact" in error["message"]
     head = httpx.head(f"{registry_plain.url}/v2/artf/{repo}/manifests/v1")
     assert head.status_code == 404
+
+
+def test_a_slow_upload_outlasts_keep_blobs(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any]) -> None:
+    """A streamed PATCH that lasts longer than --keep-blobs (a big layer on a slow
+    link) is not swept under the client: its PUT completes the blob."""
+    import hashlib
+
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/slow",
+                        "--keep-blobs", "1")  # swept every second
+    chunks = [bytes([i]) * 1024 for i in range(8)]
+    digest = "sha256:" + hashlib.sha256(b"".join(chunks)).hexdigest()
+
+    def slowly() -> Any:
+        for chunk in chunks:
+            yield chunk
+            time.sleep(0.5)  # the client's pace, four seconds in all
+
+    with httpx.Client(base_url=f"http://{proxy.host}", timeout=60) as client:
+        where = client.post("/v2/app/blobs/uploads/").headers["location"]
+        assert client.patch(where, content=slowly()).status_code == 202
+        done = client.put(f"{where}?digest={digest}")
+        assert done.status_code == 201, done.text
+        assert client.get(f"/v2/app/blobs/{digest}").content == b"".join(chunks)

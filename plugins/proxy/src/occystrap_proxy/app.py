@@ -272,14 +272,9 @@ class ProxyApp:
         return Response(202, store.upload(uuid).headers(name, uuid))
 
     async def _upload_patch(self, request: _Request, name: str, uuid: str) -> Response:
-        upload = self.service.store.upload(uuid)
-        if not upload.lock.acquire(blocking=False):
-            raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
-        try:
+        with self.service.store.writing(uuid) as upload:
             upload.check_start(request.headers.get("content-range", ""))
             await self._append(request, upload)
-        finally:
-            upload.lock.release()
         return Response(202, upload.headers(name, uuid))
 
     async def _append(self, request: _Request, upload: Upload) -> None:
@@ -291,14 +286,9 @@ class ProxyApp:
         return await self._finish(request, name, uuid, request.query.get("digest", ""))
 
     async def _finish(self, request: _Request, name: str, uuid: str, digest: str) -> Response:
-        upload = self.service.store.upload(uuid)
-        if not upload.lock.acquire(blocking=False):
-            raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
-        try:
+        with self.service.store.writing(uuid) as upload:
             await self._append(request, upload)
             self.service.store.complete(uuid, digest)
-        finally:
-            upload.lock.release()
         return self._created(name, digest)
 
     async def _upload_get(self, request: _Request, name: str, uuid: str) -> Response:

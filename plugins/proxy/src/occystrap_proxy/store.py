@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from occystrap_core import digest as digests
-from occystrap_core.serving import Pushed, Upload, unknown_upload
+from occystrap_core.serving import Pushed, RegistryError, Upload, unknown_upload
 
 MAX_MANIFESTS = 4096  # pushed manifests remembered for reading back
 
@@ -66,6 +66,22 @@ class BlobStore:
                 raise unknown_upload()
             self._upload_used[uuid] = self._clock()
         return upload
+
+    @contextlib.contextmanager
+    def writing(self, uuid: str) -> Iterator[Upload]:
+        """Upload ``uuid`` for one request to write to, one request at a time; it is
+        not swept while written (a big layer can take longer than ``keep`` to come)
+        and counts as used when the request ends."""
+        upload = self.upload(uuid)
+        if not upload.lock.acquire(blocking=False):
+            raise RegistryError(416, "BLOB_UPLOAD_INVALID", "another request writes this upload")
+        try:
+            yield upload
+        finally:
+            with self._lock:
+                if uuid in self._upload_used:
+                    self._upload_used[uuid] = self._clock()
+            upload.lock.release()
 
     def _end(self, uuid: str) -> Upload | None:
         with self._lock:
@@ -128,7 +144,8 @@ class BlobStore:
             blobs = [d for d, b in self._blobs.items() if not b.pins and b.used < cutoff]
             for digest in blobs:
                 del self._blobs[digest]
-            uploads = [u for u, used in self._upload_used.items() if used < cutoff]
+            uploads = [u for u, used in self._upload_used.items()
+                       if used < cutoff and not self._uploads[u].lock.locked()]
             for uuid in uploads:
                 del self._upload_used[uuid]
             paths = [self.path(d) for d in blobs] + [self._uploads.pop(u).path for u in uploads]
