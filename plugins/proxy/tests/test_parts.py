@@ -149,3 +149,17 @@ def test_an_upload_is_not_swept_while_a_request_writes_it(tmp_path: Path) -> Non
     assert store.sweep() == 0
     assert store.complete(uuid, "sha256:" + hashlib.sha256(b"slow").hexdigest()) == 4
 
+
+def test_a_blob_pushed_again_keeps_the_pins_of_the_first(tmp_path: Path) -> None:
+    """Two clients push one layer at once: the image that pinned the first copy keeps
+    it, however long its copy takes."""
+    clock = Clock()
+    store = BlobStore(str(tmp_path), keep=60, clock=clock)
+    digest = _put(store, b"shared layer")
+    with store.pinned([digest]):
+        assert _put(store, b"shared layer") == digest
+        clock.now += 600
+        assert store.sweep() == 0
+        assert os.path.exists(store.path(digest))
+    clock.now += 61
+    assert store.sweep() == 1 and not os.path.exists(store.path(digest))

@@ -101,9 +101,13 @@ class BlobStore:
         upload = self._end(uuid)
         if upload is None:  # completed by a concurrent request meanwhile
             raise unknown_upload()
-        upload.commit(digest, self.path)
-        with self._lock:
-            self._blobs[digest] = _Blob(upload.size, self._clock())
+        with self._lock:  # not while a sweep removes an earlier copy of the blob
+            upload.commit(digest, self.path)
+            blob = self._blobs.get(digest)
+            if blob is None:
+                self._blobs[digest] = _Blob(upload.size, self._clock())
+            else:  # pushed again (two clients at once): an image may have it pinned
+                blob.used = self._clock()
         return upload.size
 
     # --- blobs -----------------------------------------------------------------
@@ -140,7 +144,7 @@ class BlobStore:
     def sweep(self) -> int:
         """Remove unpinned blobs and uploads idle for ``keep`` seconds; how many."""
         cutoff = self._clock() - self.keep
-        with self._lock:
+        with self._lock:  # and removing the files too: a blob may be completed again
             blobs = [d for d, b in self._blobs.items() if not b.pins and b.used < cutoff]
             for digest in blobs:
                 del self._blobs[digest]
@@ -149,9 +153,9 @@ class BlobStore:
             for uuid in uploads:
                 del self._upload_used[uuid]
             paths = [self.path(d) for d in blobs] + [self._uploads.pop(u).path for u in uploads]
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         return len(paths)
 
     # --- manifests -------------------------------------------------------------
