@@ -22,6 +22,7 @@ from . import digest as digests
 from . import mediatypes as mt
 from .api import (
     Image,
+    ImageFilter,
     ImageIndex,
     ImageInput,
     ImageOutput,
@@ -399,13 +400,24 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
         return existing
     output.start_index(index)
     written: dict[str, dict[str, Any]] = {}
-    for entry in index.entries:
+    dropped: set[str] = set()
+    # images first: what becomes of an attestation follows what became of its image
+    for entry in sorted(index.entries, key=lambda e: _attests(e) is not None):
+        described = _attests(entry)
+        if described is not None and described in written:
+            # it describes (provenance, SBOM) bytes the destination will not hold
+            log.info("%s: attestation %s left out: its image %s was rewritten",
+                     reader.where, entry.digest, described)
+            dropped.add(entry.digest)
+            continue
         child = entry.open()
         if isinstance(child, ImageIndex):
             result = _copy_index(ctx, reader, child, output)
         else:
             platform = platforms.of_descriptor(entry.descriptor)
-            result = _copy_manifest(ctx, reader, child, platform, output)[1]
+            # an attestation is no file system: it goes as it is, beneath any filter
+            target = output if described is None else _beneath_filters(output)
+            result = _copy_manifest(ctx, reader, child, platform, target)[1]
         if result.manifest_digest != entry.digest:
             if result.manifest_size is None or result.manifest_media_type is None:
                 raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
@@ -413,8 +425,22 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
             written[entry.digest] = {"mediaType": result.manifest_media_type,
                                      "digest": result.manifest_digest,
                                      "size": result.manifest_size}
+    index = dataclasses.replace(index, entries=tuple(
+        e for e in index.entries if e.digest not in dropped))
     data, media_type = index.build(written)
     return output.finish_index(dataclasses.replace(index, media_type=media_type), data)
+
+
+def _attests(entry: IndexEntry) -> str | None:
+    """The digest of the image a buildx attestation manifest describes, else None."""
+    described = entry.descriptor.get("annotations", {}).get(REFERENCE_DIGEST)
+    return str(described) if described else None
+
+
+def _beneath_filters(output: ImageOutput) -> ImageOutput:
+    while isinstance(output, ImageFilter):
+        output = output.inner
+    return output
 
 
 def _deliver(ctx: Context, image: Image, source: ImageSource | ImageInput,

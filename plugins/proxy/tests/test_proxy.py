@@ -633,3 +633,58 @@ def test_a_slow_upload_outlasts_keep_blobs(
         done = client.put(f"{where}?digest={digest}")
         assert done.status_code == 201, done.text
         assert client.get(f"/v2/app/blobs/{digest}").content == b"".join(chunks)
+
+
+def _with_attestation(layout: Path) -> None:
+    """An OCI layout of one amd64 image and its buildx provenance attestation (an
+    ``unknown/unknown`` manifest with an in-toto layer), as ``docker buildx build
+    --push`` writes by default."""
+    import hashlib
+
+    def put(data: bytes) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+        return {"digest": digest, "size": len(data)}
+
+    image = images.sample_image(tag="v1", architecture="amd64", seed=5)
+    files, index = images.multi_platform_blobs([image], "v1")
+    images.write_files(str(layout), files)
+    doc = json.loads(index)
+    statement = put(b'{"_type":"https://in-toto.io/Statement/v0.1","predicate":{}}')
+    config = put(json.dumps({"architecture": "unknown", "os": "unknown", "config": {},
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": [statement["digest"]]}}).encode())
+    oci = "application/vnd.oci.image"
+    manifest = put(json.dumps({
+        "schemaVersion": 2, "mediaType": f"{oci}.manifest.v1+json",
+        "config": {"mediaType": f"{oci}.config.v1+json", **config},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", **statement}]}).encode())
+    doc["manifests"].append({
+        "mediaType": f"{oci}.manifest.v1+json", **manifest,
+        "annotations": {"vnd.docker.reference.digest": doc["manifests"][0]["digest"],
+                        "vnd.docker.reference.type": "attestation-manifest"},
+        "platform": {"architecture": "unknown", "os": "unknown"}})
+    top = json.loads((layout / "index.json").read_text())
+    top["manifests"][0].update(put(json.dumps(doc).encode()))
+    (layout / "index.json").write_text(json.dumps(top))
+
+
+def test_a_buildx_index_with_attestations_through_filters(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], check_image: Callable[..., None],
+        repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """buildx pushes an attestation (no file system) beside each image. Through a
+    filter the image is rewritten and its attestation, which describes the bytes
+    as built, is left out of the index; without filters it goes through unchanged."""
+    repo = repo_name("buildx")
+    layout = tmp_path / "buildx"
+    _with_attestation(layout)
+    for prefix, filters in (("bxf", ("-f", "normalize-timestamps")), ("bx", ())):
+        proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/{prefix}", *filters)
+        _skopeo_to_proxy(skopeo, f"oci:{layout}:v1", proxy, f"{repo}:v1")
+        raw = json.loads(skopeo("inspect", "--raw", *skopeo_args(registry_plain),
+                                f"docker://{registry_plain.host}/{prefix}/{repo}:v1"))
+        kinds = [m.get("annotations", {}).get("vnd.docker.reference.type", "image")
+                 for m in raw["manifests"]]
+        assert kinds == (["image"] if filters else ["image", "attestation-manifest"])
+        check_image(registry_plain, f"{prefix}/{repo}:v1", "--platform", "linux/amd64")
