@@ -688,3 +688,29 @@ def test_a_buildx_index_with_attestations_through_filters(
                  for m in raw["manifests"]]
         assert kinds == (["image"] if filters else ["image", "attestation-manifest"])
         check_image(registry_plain, f"{prefix}/{repo}:v1", "--platform", "linux/amd64")
+
+
+def test_a_pushed_digest_is_not_served_once_its_blobs_are_swept(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str], tmp_path: Path) -> None:
+    """Through a filter, the digest a push reports names the unfiltered image, which
+    only the proxy's store holds. A pull by it works while the store has its blobs;
+    once they are swept it is a plain MANIFEST_UNKNOWN, not a manifest whose blobs
+    then answer 404 halfway through the pull."""
+    repo = repo_name("swept")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/swept",
+                        "-f", "normalize-timestamps", "--keep-blobs", "2")
+    reported = tmp_path / "digest"
+    skopeo("copy", "--dest-tls-verify=false", "--digestfile", str(reported),
+           f"oci:{_layout(tmp_path)}:v1", f"docker://{proxy.host}/{repo}:v1")
+    by_digest = f"{repo}@{reported.read_text().strip()}"
+    _pull_archive(skopeo, proxy, by_digest, tmp_path)  # its blobs are still there
+    deadline = time.monotonic() + 60
+    while not proxy.events("swept"):
+        assert time.monotonic() < deadline, "the blob store was never swept"
+        time.sleep(0.1)
+    pull = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+                           f"docker://{proxy.host}/{by_digest}", f"oci:{tmp_path / 'late'}:x"],
+                          capture_output=True, text=True, timeout=60)
+    assert pull.returncode != 0 and "manifest unknown" in pull.stderr, pull.stderr
+    assert "reading blob" not in pull.stderr

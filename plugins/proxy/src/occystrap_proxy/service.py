@@ -121,7 +121,7 @@ class ProxyService:
         # By digest, what a client pushed reads back as it was pushed; a tag names
         # what the downstream holds (the filtered image).
         pushed = self.store.manifest(name, ref) if digests.is_valid(ref) else None
-        if pushed is not None:
+        if pushed is not None and self._whole(name, pushed):
             return Served(pushed.data, pushed.media_type, pushed.digest)
         if self.upstream is not None:
             return self._pull_through(name, ref)
@@ -130,6 +130,19 @@ class ProxyService:
             raise RegistryError(404, "MANIFEST_UNKNOWN",
                                 f"{name}:{ref} is not in {self.downstream}")
         return found
+
+    def _whole(self, name: str, pushed: Pushed) -> bool:
+        """Whether every blob a pushed manifest names (through its index) can still be
+        served: the store sweeps them, and a manifest whose blobs answer 404 would
+        fail its client halfway through a pull."""
+        doc = parse(pushed.data, pushed.media_type)
+        if isinstance(doc, Index):
+            return all((child := self.store.manifest(name, d.digest)) is not None and
+                       self._whole(name, child) or
+                       self.downstream_manifest(name, d.digest) is not None
+                       for d in doc.manifests)
+        return all(self.blob_size(name, d.digest) is not None
+                   for d in (doc.config, *doc.layers) if not d.urls)
 
     def tags(self, name: str) -> list[str]:
         """The tags a client can pull: the upstream's with pull-through, else the
