@@ -144,7 +144,7 @@ class BlobStore:
     def sweep(self) -> int:
         """Remove unpinned blobs and uploads idle for ``keep`` seconds; how many."""
         cutoff = self._clock() - self.keep
-        with self._lock:  # and removing the files too: a blob may be completed again
+        with self._lock:
             blobs = [d for d, b in self._blobs.items() if not b.pins and b.used < cutoff]
             for digest in blobs:
                 del self._blobs[digest]
@@ -153,9 +153,17 @@ class BlobStore:
             for uuid in uploads:
                 del self._upload_used[uuid]
             paths = [self.path(d) for d in blobs] + [self._uploads.pop(u).path for u in uploads]
+            # Renamed away under the lock (cheap), so a blob completed again meanwhile
+            # is not the file removed; removed after it (slow for a big file), so the
+            # requests waiting for the lock do not wait for the disk.
+            doomed = []
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                    os.replace(path, path + ".swept")
+                    doomed.append(path + ".swept")
+        for path in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         return len(paths)
 
     # --- manifests -------------------------------------------------------------
