@@ -555,17 +555,19 @@ def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[.
                              f"docker://{pull_through.host}/{repo}"))["Tags"] == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize("filters", [(), ("-f", "normalize-timestamps")])
 def test_an_oras_artifact_goes_through_unchanged(
-        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
-        repo_name: Callable[[str], str], tmp_path: Path,
+        filters: tuple[str, ...], registry_plain: RegistryServer,
+        start_proxy: Callable[..., Any], repo_name: Callable[[str], str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """oras types a plain file as an uncompressed OCI layer by default: an artifact's
-    blob all the same, which reaches the downstream as it was pushed (not gzipped),
-    so the client pulls back its file."""
+    blob all the same, which reaches the downstream as it was pushed (not gzipped,
+    not handed to a filter, which works on file systems), so the client pulls back
+    its file."""
     import oras.client
 
     repo = repo_name("oras")
-    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/art")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/art", *filters)
     monkeypatch.chdir(tmp_path)  # oras names files relative to the working directory
     Path("notes.txt").write_text("release notes\n")
     client = oras.client.OrasClient(hostname=proxy.host, insecure=True)
@@ -579,36 +581,40 @@ def test_an_oras_artifact_goes_through_unchanged(
     assert [Path(f).read_text() for f in files] == ["release notes\n"]
 
 
-def test_filters_refuse_an_artifact_plainly(
+def test_an_index_nested_too_deep_is_a_client_error(
         registry_plain: RegistryServer, start_proxy: Callable[..., Any],
         repo_name: Callable[[str], str]) -> None:
-    """A filter works on file systems: an artifact, even one whose blob is typed as a
-    tar (as oras types files), is refused with a client error saying so, not a 502
-    about a damaged tar, and nothing reaches the downstream."""
+    """What the copy engine does not support is the client's 400 UNSUPPORTED, saying
+    why, not a 502 that invites it to try again."""
     import hashlib
 
-    repo = repo_name("artf")
-    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/artf",
-                        "-f", "normalize-timestamps")
-    blobs = {name: (data, "sha256:" + hashlib.sha256(data).hexdigest())
-             for name, data in (("config", b"{}"), ("file", b"release notes\n"))}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.unknown.config.v1+json",
-                           "digest": blobs["config"][1], "size": 2},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": blobs["file"][1], "size": len(blobs["file"][0]),
-                            "annotations": {"org.opencontainers.image.title": "notes.txt"}}]}
+    repo = repo_name("deep")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/deep")
+    oci = "application/vnd.oci.image"
     with httpx.Client(base_url=f"http://{proxy.host}") as client:
-        for data, digest in blobs.values():
-            assert client.post(f"/v2/{repo}/blobs/uploads/?digest={digest}",
-                               content=data).status_code == 201
-        refused = client.put(f"/v2/{repo}/manifests/v1", content=json.dumps(manifest),
-                             headers={"Content-Type": manifest["mediaType"]})
-    assert refused.status_code == 400, refused.text
-    error = refused.json()["errors"][0]
-    assert error["code"] == "UNSUPPORTED" and "artifact" in error["message"]
-    head = httpx.head(f"{registry_plain.url}/v2/artf/{repo}/manifests/v1")
-    assert head.status_code == 404
+        def push(ref: str, doc: dict[str, Any]) -> dict[str, Any]:
+            data = json.dumps(doc).encode()
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            answer = client.put(f"/v2/{repo}/manifests/{ref or digest}", content=data,
+                                headers={"Content-Type": doc["mediaType"]})
+            assert answer.status_code == (201 if not ref else 400), answer.text
+            return {"mediaType": doc["mediaType"], "digest": digest, "size": len(data),
+                    **({"errors": answer.json()["errors"]} if ref else {})}
+
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        assert client.post(f"/v2/{repo}/blobs/uploads/?digest={digest}",
+                           content=config).status_code == 201
+        child = push("", {"schemaVersion": 2, "mediaType": f"{oci}.manifest.v1+json",
+                          "config": {"mediaType": f"{oci}.config.v1+json",
+                                     "digest": digest, "size": len(config)}, "layers": []})
+        for _ in range(4):
+            child = push("", {"schemaVersion": 2, "mediaType": f"{oci}.index.v1+json",
+                              "manifests": [child]})
+        refused = push("v1", {"schemaVersion": 2, "mediaType": f"{oci}.index.v1+json",
+                              "manifests": [child]})
+    assert refused["errors"][0]["code"] == "UNSUPPORTED"
+    assert "nested" in refused["errors"][0]["message"]
 
 
 def test_a_slow_upload_outlasts_keep_blobs(

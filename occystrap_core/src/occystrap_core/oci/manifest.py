@@ -103,6 +103,12 @@ class Manifest(_Document):
         """A container image (an image config), rather than an artifact."""
         return self.config.media_type in mt.IMAGE_CONFIGS
 
+    @property
+    def has_file_system(self) -> bool:
+        """An image whose layers are all tars: what filters and file system outputs
+        work on (not an artifact, a signature, an attestation)."""
+        return self.is_image and all(mt.compression_of(d.media_type) for d in self.layers)
+
     def extras(self) -> dict[str, Any]:
         """What an :class:`~occystrap_core.api.Image` keeps when its manifest is rebuilt."""
         out: dict[str, Any] = {}

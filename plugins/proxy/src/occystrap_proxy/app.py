@@ -147,7 +147,7 @@ class ProxyApp:
             response = _error(e.status, e.code, str(e))
         except ImageNotFoundError as e:
             response = _error(404, "MANIFEST_UNKNOWN", str(e))
-        except UnsupportedError as e:  # e.g. a filter given an artifact: asking again won't do
+        except UnsupportedError as e:  # what the copy cannot do: asking again will not help
             response = _error(400, "UNSUPPORTED", str(e))
         except OccystrapError as e:  # the upstream or downstream failed us
             self.events.emit("error", method=request.method, path=request.path, error=str(e))
