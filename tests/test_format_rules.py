@@ -376,6 +376,8 @@ def artifacts(registry_plain: RegistryServer, tmp_path_factory: Any) -> dict[str
         registry.push(f"{registry_plain.host}/rules/chart:1.0.0",
                       files=["chart.tgz:application/vnd.cncf.helm.chart.content.v1.tar+gzip"],
                       manifest_config="chart-config.json:application/vnd.cncf.helm.config.v1+json")
+        Path("notes.txt").write_text("release notes\n")  # typed as a tar layer by default
+        registry.push(f"{registry_plain.host}/rules/notes:1", files=["notes.txt"])
 
         # the SBOM: oras-py has no artifactType parameter, so its upload calls are
         # used one by one for a manifest that has one
@@ -399,6 +401,7 @@ def artifacts(registry_plain: RegistryServer, tmp_path_factory: Any) -> dict[str
         os.chdir(cwd)
     return {"sbom": f"{registry_plain.host}/rules/app:sbom",
             "chart": f"{registry_plain.host}/rules/chart:1.0.0",
+            "notes": f"{registry_plain.host}/rules/notes:1",
             "subject": sha(subject_manifest.content)}
 
 
@@ -447,6 +450,23 @@ def test_an_artifact_is_refused_where_only_file_systems_go(
     for dest in (f"dir://{tmp_path / 'dir'}", f"oci-bundle://{tmp_path / 'bundle'}"):
         expect_error(run_cli("--insecure", "process", source, dest), "is an artifact")
         assert not os.path.exists(dest.split("://", 1)[1])
+    expect_error(run_cli("--insecure", "process", source, f"oci-layout://{tmp_path / 'l'}",
+                         "-f", "normalize-timestamps"), "normalize-timestamps", "artifact")
+
+
+
+def test_a_file_typed_as_a_tar_layer_is_an_artifact_still(
+        tmp_path: Path, registry_plain: RegistryServer, artifacts: dict[str, str],
+        run_cli: Callable[..., Result], expect_error: Callable[..., None]) -> None:
+    """oras types a plain file as an uncompressed OCI layer by default: a copy keeps
+    its blob as it is (a registry output gzips uncompressed image layers), and a
+    filter refuses it as any artifact instead of reading a text file as a tar."""
+    source = f"registry://{artifacts['notes']}"
+    original = get_manifest(registry_plain, "rules/notes", "1").content
+    result = run_cli("--insecure", "process", source,
+                     f"registry://{registry_plain.host}/rules/copied-notes:1")
+    assert result.exit_code == 0, result.output
+    assert get_manifest(registry_plain, "rules/copied-notes", "1").content == original
     expect_error(run_cli("--insecure", "process", source, f"oci-layout://{tmp_path / 'l'}",
                          "-f", "normalize-timestamps"), "normalize-timestamps", "artifact")
 
