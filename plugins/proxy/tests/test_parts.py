@@ -27,8 +27,8 @@ class Clock:
         return self.now
 
 
-def _put(store: BlobStore, data: bytes) -> str:
-    uuid = store.new_upload()
+def _put(store: BlobStore, data: bytes, repository: str = "app") -> str:
+    uuid = store.new_upload(repository)
     upload = store.upload(uuid)
     with open(upload.path, "ab") as f:
         upload.write(f, data)
@@ -41,7 +41,7 @@ def test_blobs_go_after_their_last_use_unless_pinned(tmp_path: Path) -> None:
     clock = Clock()
     store = BlobStore(str(tmp_path), keep=60, clock=clock)
     kept, dropped = _put(store, b"kept"), _put(store, b"dropped")
-    abandoned = store.new_upload()
+    abandoned = store.new_upload("app")
     with store.pinned([kept, "sha256:" + "0" * 64]):
         clock.now += 61
         assert store.sweep() == 2  # the unpinned blob and the idle upload
@@ -58,7 +58,7 @@ def test_blobs_go_after_their_last_use_unless_pinned(tmp_path: Path) -> None:
 
 def test_an_upload_that_does_not_hash_to_its_digest_is_dropped(tmp_path: Path) -> None:
     store = BlobStore(str(tmp_path), keep=60)
-    uuid = store.new_upload()
+    uuid = store.new_upload("app")
     with pytest.raises(RegistryError) as caught:
         store.complete(uuid, "sha256:" + "1" * 64)
     assert caught.value.code == "DIGEST_INVALID"
@@ -136,7 +136,7 @@ def test_an_upload_is_not_swept_while_a_request_writes_it(tmp_path: Path) -> Non
     counts as used when its request ends."""
     clock = Clock()
     store = BlobStore(str(tmp_path), keep=60, clock=clock)
-    uuid = store.new_upload()
+    uuid = store.new_upload("app")
     with store.writing(uuid) as upload:
         with open(upload.path, "ab") as f:
             upload.write(f, b"slow")
@@ -163,3 +163,30 @@ def test_a_blob_pushed_again_keeps_the_pins_of_the_first(tmp_path: Path) -> None
         assert os.path.exists(store.path(digest))
     clock.now += 61
     assert store.sweep() == 1 and not os.path.exists(store.path(digest))
+
+
+def test_a_push_keeps_its_blobs_until_its_manifest_while_its_uploads_go_on(
+        tmp_path: Path) -> None:
+    """A push on a slow link: its config went up, a base layer was skipped (the
+    store had it), and one layer streams for longer than keep. Those blobs stay
+    until the manifest is handled, then go keep seconds after their last use;
+    another repository's blobs and an abandoned push's do not linger."""
+    clock = Clock()
+    store = BlobStore(str(tmp_path), keep=60, clock=clock)
+    base, config = _put(store, b"base"), _put(store, b"config")
+    other = _put(store, b"other", "elsewhere")
+    store.settle("app", [base])  # an earlier push's, done
+    assert store.size(base, "app") == 4  # a HEAD: this push skips it
+    slow = store.new_upload("app")
+    with store.writing(slow) as upload:
+        with open(upload.path, "ab") as f:
+            upload.write(f, b"layer")
+        clock.now += 600
+        assert store.sweep() == 1 and store.size(other) is None  # "other" waited for no push
+    clock.now += 59
+    store.complete(slow, "sha256:" + hashlib.sha256(b"layer").hexdigest())
+    clock.now += 59  # the manifest comes late, but within keep of the last upload
+    assert store.sweep() == 0 and store.size(config) == 6 and store.size(base) == 4
+    store.settle("app", [base, config])
+    clock.now += 61
+    assert store.sweep() == 3  # base, config and the layer (whose manifest never came)

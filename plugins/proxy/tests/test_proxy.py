@@ -720,3 +720,44 @@ def test_a_pushed_digest_is_not_served_once_its_blobs_are_swept(
                           capture_output=True, text=True, timeout=60)
     assert pull.returncode != 0 and "manifest unknown" in pull.stderr, pull.stderr
     assert "reading blob" not in pull.stderr
+
+
+def test_a_push_that_outlasts_keep_blobs_keeps_its_first_blobs(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        check_image: Callable[..., None], repo_name: Callable[[str], str]) -> None:
+    """A push on a slow link: the config goes up first, then one layer streams for
+    longer than --keep-blobs. The blobs the push completed (or skipped) earlier are
+    still there when its manifest comes, so the push succeeds."""
+    import hashlib
+
+    repo = repo_name("longpush")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/long",
+                        "--keep-blobs", "2")  # swept every second
+    image = images.sample_image(tag="v1", layers=[{"etc/motd": b"hello\n"}])
+    layer = images.make_layer({"etc/motd": b"hello\n"})
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def slowly() -> Any:
+        for start in range(0, len(layer), len(layer) // 8 + 1):
+            yield layer[start:start + len(layer) // 8 + 1]
+            time.sleep(0.6)  # the client's pace, about five seconds in all
+
+    with httpx.Client(base_url=f"http://{proxy.host}", timeout=60) as client:
+        config = client.post(f"/v2/{repo}/blobs/uploads/?digest={image.config_digest}",
+                             content=image.config)
+        assert config.status_code == 201
+        where = client.post(f"/v2/{repo}/blobs/uploads/").headers["location"]
+        assert client.patch(where, content=slowly()).status_code == 202
+        assert client.put(f"{where}?digest={digest(layer)}").status_code == 201
+        manifest = {"schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                               "digest": image.config_digest, "size": len(image.config)},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                "digest": digest(layer), "size": len(layer)}]}
+        pushed = client.put(f"/v2/{repo}/manifests/v1", content=json.dumps(manifest),
+                            headers={"Content-Type": manifest["mediaType"]})
+        assert pushed.status_code == 201, pushed.text
+    check_image(registry_plain, f"long/{repo}:v1")

@@ -220,7 +220,8 @@ class ProxyApp:
 
     async def _blob_head(self, request: _Request, name: str, digest: str) -> Response:
         digests.validate(digest, "blob digest")
-        size = await self._run(self.service.blob_size, name, digest)
+        # a HEAD is how a pushing client asks whether to send the blob
+        size = await self._run(self.service.blob_size, name, digest, request.method == "HEAD")
         if size is None:
             raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
         headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
@@ -263,9 +264,9 @@ class ProxyApp:
     async def _uploads_post(self, request: _Request, name: str) -> Response:
         store = self.service.store
         mount = request.query.get("mount")
-        if mount and digests.is_valid(mount) and store.size(mount) is not None:
+        if mount and digests.is_valid(mount) and store.size(mount, name) is not None:
             return self._created(name, mount)  # pushed here before, under another name
-        uuid = store.new_upload()
+        uuid = store.new_upload(name)
         digest = request.query.get("digest")
         if digest:  # a monolithic upload: the blob is the body
             return await self._finish(request, name, uuid, digest)

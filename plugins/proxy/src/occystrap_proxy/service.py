@@ -155,8 +155,10 @@ class ProxyService:
         except ImageNotFoundError:
             raise RegistryError(404, "NAME_UNKNOWN", f"{name} is not in {remote}") from None
 
-    def blob_size(self, name: str, digest: str) -> int | None:
-        size = self.store.size(digest)
+    def blob_size(self, name: str, digest: str, pushing: bool = False) -> int | None:
+        """The blob's size, from the store or the downstream; ``pushing``: a client
+        pushing to ``name`` asks (its manifest will name the blob)."""
+        size = self.store.size(digest, name if pushing else None)
         return size if size is not None else self._downstream_blob_size(name, digest)
 
     @contextlib.contextmanager
@@ -251,8 +253,12 @@ class ProxyService:
         if digests.is_valid(ref):
             return pushed
         source = _PushedSource(self, name, ref, pushed)
-        with self.store.pinned(source.blobs()):
-            self._copy("push", source, self.downstream.uri(name, ref), name, ref)
+        blobs = source.blobs()
+        try:
+            with self.store.pinned(blobs):
+                self._copy("push", source, self.downstream.uri(name, ref), name, ref)
+        finally:
+            self.store.settle(name, blobs)
         return pushed
 
     # --- copies ------------------------------------------------------------------
