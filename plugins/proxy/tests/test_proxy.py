@@ -761,3 +761,39 @@ def test_a_push_that_outlasts_keep_blobs_keeps_its_first_blobs(
                             headers={"Content-Type": manifest["mediaType"]})
         assert pushed.status_code == 201, pushed.text
     check_image(registry_plain, f"long/{repo}:v1")
+
+
+def test_a_push_that_does_not_add_up_is_the_client_s_error(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str]) -> None:
+    """An image whose config lists a diff_id its layer does not have (skopeo 1.9
+    pushes zstd:chunked layers so): the filter finds out, and the client is told
+    (400 MANIFEST_INVALID, with the reason), not given a 502 as if the downstream
+    had failed."""
+    import gzip
+    import hashlib
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    repo = repo_name("stale")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/stale",
+                        "-f", "normalize-timestamps")
+    layer = gzip.compress(images.make_layer({"etc/motd": b"hello\n"}), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [digest(b"the tar before a conversion")]}}).encode()
+    oci = "application/vnd.oci.image"
+    manifest = {"schemaVersion": 2, "mediaType": f"{oci}.manifest.v1+json",
+                "config": {"mediaType": f"{oci}.config.v1+json", "digest": digest(config),
+                           "size": len(config)},
+                "layers": [{"mediaType": f"{oci}.layer.v1.tar+gzip", "digest": digest(layer),
+                            "size": len(layer)}]}
+    with httpx.Client(base_url=f"http://{proxy.host}", timeout=60) as client:
+        for blob in (config, layer):
+            assert client.post(f"/v2/{repo}/blobs/uploads/?digest={digest(blob)}",
+                               content=blob).status_code == 201
+        refused = client.put(f"/v2/{repo}/manifests/v1", content=json.dumps(manifest),
+                             headers={"Content-Type": manifest["mediaType"]})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["errors"][0]
+    assert error["code"] == "MANIFEST_INVALID" and "diff_id" in error["message"]

@@ -22,7 +22,7 @@ from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource
 from occystrap_core.context import Context
 from occystrap_core.engine import Selection
-from occystrap_core.errors import ImageNotFoundError, TransportError
+from occystrap_core.errors import CorruptImageError, ImageNotFoundError, TransportError
 from occystrap_core.keyedlocks import KeyedLocks
 from occystrap_core.library import copy, open_source
 from occystrap_core.listing import open_lister
@@ -257,6 +257,8 @@ class ProxyService:
         try:
             with self.store.pinned(blobs):
                 self._copy("push", source, self.downstream.uri(name, ref), name, ref)
+        except CorruptImageError as e:  # what the client pushed does not add up
+            raise RegistryError(400, "MANIFEST_INVALID", str(e)) from None
         finally:
             self.store.settle(name, blobs)
         return pushed
