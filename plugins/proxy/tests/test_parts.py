@@ -190,3 +190,65 @@ def test_a_push_keeps_its_blobs_until_its_manifest_while_its_uploads_go_on(
     store.settle("app", [base, config])
     clock.now += 61
     assert store.sweep() == 3  # base, config and the layer (whose manifest never came)
+
+
+def test_blob_requests_do_not_queue_behind_manifests_waiting_for_copies(
+        tmp_path: Path) -> None:
+    """Manifest PUTs wait for their copy (at most --concurrency at once): on threads
+    of their own, so that another client's blob HEAD is answered meanwhile, however
+    many pushes wait."""
+    import asyncio
+    import io
+    import json
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occystrap_proxy.app import ProxyApp
+    from occystrap_proxy.events import EventLog
+
+    copying = threading.Event()
+    done = threading.Event()
+
+    class Service:  # the copy of a push takes long; blob sizes are known at once
+        store = BlobStore(str(tmp_path), keep=60)
+
+        def push(self, name: str, ref: str, data: bytes, media_type: str) -> Pushed:
+            copying.set()
+            assert done.wait(30)
+            return Pushed(data, media_type, "sha256:" + "0" * 64)
+
+        def blob_size(self, name: str, digest: str, pushing: bool = False) -> int:
+            return 4
+
+    async def call(method: str, path: str, body: bytes = b"") -> int:
+        sent: list[dict[str, object]] = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return messages.pop(0) if messages else await asyncio.Future()
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"",
+                 "headers": [(b"content-type", b"application/vnd.oci.image.manifest.v1+json")],
+                 "client": ("127.0.0.1", 1)}
+        await app(scope, receive, send)
+        return int(sent[0]["status"])  # type: ignore[call-overload]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        push = asyncio.create_task(call("PUT", "/v2/app/manifests/v1",
+                                        json.dumps({"schemaVersion": 2}).encode()))
+        await loop.run_in_executor(None, copying.wait, 30)
+        head = await asyncio.wait_for(call("HEAD", "/v2/app/blobs/sha256:" + "1" * 64), 30)
+        done.set()
+        assert head == 200 and await push == 201
+
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(1) as images:
+        app = ProxyApp(Service(), EventLog(io.StringIO()), pool,  # type: ignore[arg-type]
+                       images=images)
+        try:
+            asyncio.run(scenario())
+        finally:
+            done.set()

@@ -90,19 +90,26 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 class ProxyApp:
-    """The ASGI application. ``pool`` runs blocking work (copies, downstream reads)."""
+    """The ASGI application. ``pool`` runs blocking work (downstream reads, blobs);
+    ``images`` runs manifest requests, which may wait long for a copy (--concurrency):
+    on threads of their own, they leave ``pool``'s to other clients' blob requests."""
 
     def __init__(self, service: ProxyService, events: EventLog, pool: Executor,
-                 auth: Authenticator | None = None, sweep_every: float = 60.0):
+                 auth: Authenticator | None = None, sweep_every: float = 60.0,
+                 images: Executor | None = None):
         self.service = service
         self.events = events
         self.pool = pool
+        self.images = images or pool
         self.auth = auth
         self.sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def _run_image(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.images, fn, *args)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -302,7 +309,7 @@ class ProxyApp:
     # --- manifests ---------------------------------------------------------------
 
     async def _manifest_get(self, request: _Request, name: str, ref: str) -> Response:
-        served = await self._run(self.service.manifest, name, ref)
+        served = await self._run_image(self.service.manifest, name, ref)
         return Response(200, {"Content-Type": served.media_type,
                               "Docker-Content-Digest": served.digest}, served.data)
 
@@ -313,6 +320,6 @@ class ProxyApp:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
         if media_type and not MEDIA_TYPE.match(media_type):
             raise RegistryError(400, "MANIFEST_INVALID", "malformed Content-Type")
-        pushed = await self._run(self.service.push, name, ref, data, media_type)
+        pushed = await self._run_image(self.service.push, name, ref, data, media_type)
         return Response(201, {"Location": f"/v2/{name}/manifests/{pushed.digest}",
                               "Docker-Content-Digest": pushed.digest})

@@ -18,7 +18,8 @@ from occystrap_core.errors import UsageError
 from occystrap_core.types import Credentials
 from occystrap_core.uri import convert_options, split_filter
 
-WORKERS = 64  # threads for blocking work; image copies are limited by --concurrency
+WORKERS = 64  # threads for blocking work, and as many for manifest requests (copies
+# among them, limited by --concurrency)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -135,7 +136,9 @@ def proxy(ctx: Context, listen: str, downstream: str, upstream: str | None,
     service = ProxyService(ctx, down, up, filters, store, events, freshness=freshness,
                            limit=threading.BoundedSemaphore(concurrency))
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="proxy")
-    app = ProxyApp(service, events, pool, auth, sweep_every=max(1.0, min(60.0, keep_blobs / 4)))
+    images = ThreadPoolExecutor(WORKERS, thread_name_prefix="proxy-image")
+    app = ProxyApp(service, events, pool, auth, sweep_every=max(1.0, min(60.0, keep_blobs / 4)),
+                   images=images)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=shutdown_timeout,
                             ssl_certfile=tls_cert, ssl_keyfile=tls_key)
@@ -150,6 +153,7 @@ def proxy(ctx: Context, listen: str, downstream: str, upstream: str | None,
             server.run(sockets=[sock])
     finally:
         ctx.cancel.set()  # whatever still runs after the grace period stops at its next chunk
+        images.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
         sock.close()
         events.emit("stopped", signal=signal.Signals(stopped[0]).name if stopped else None,
