@@ -797,3 +797,24 @@ def test_a_push_that_does_not_add_up_is_the_client_s_error(
     assert refused.status_code == 400, refused.text
     error = refused.json()["errors"][0]
     assert error["code"] == "MANIFEST_INVALID" and "diff_id" in error["message"]
+
+
+def test_what_was_pushed_through_a_pull_through_proxy_reads_back(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        skopeo: Callable[..., str], repo_name: Callable[[str], str],
+        layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    """With --upstream, a tag the upstream lacks but the downstream holds (pushed
+    through the proxy) is served from the downstream, and listed: a pull the
+    downstream can serve does not need the upstream."""
+    repo = repo_name("both")
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/both",
+                        "-u", f"{registry_plain.host}/nothing-here", "-f", "normalize-timestamps")
+    _skopeo_to_proxy(skopeo, f"oci:{_layout(tmp_path)}:v1", proxy, f"{repo}:v1")
+    members = _pulled_files(skopeo, proxy, f"{repo}:v1", tmp_path, layer_members)
+    assert {m.mtime for m in members.values()} == {0}
+    listed = json.loads(skopeo("list-tags", "--tls-verify=false",
+                               f"docker://{proxy.host}/{repo}"))
+    assert listed["Tags"] == ["v1"]
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        assert client.get(f"/v2/{repo}/manifests/v2").status_code == 404
+        assert client.get("/v2/nosuchrepo/tags/list").status_code == 404

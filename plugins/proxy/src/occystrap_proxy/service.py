@@ -145,15 +145,22 @@ class ProxyService:
                    for d in (doc.config, *doc.layers) if not d.urls)
 
     def tags(self, name: str) -> list[str]:
-        """The tags a client can pull: the upstream's with pull-through, else the
-        downstream's."""
-        remote = self.upstream or self.downstream
-        lister, _ = open_lister(self.ctx, remote.uri(name))
-        path = f"{remote.prefix}/{name}" if remote.prefix else name
-        try:
-            return sorted(lister.tags(path))
-        except ImageNotFoundError:
-            raise RegistryError(404, "NAME_UNKNOWN", f"{name} is not in {remote}") from None
+        """The tags a client can pull: the downstream's, and with pull-through the
+        upstream's too."""
+        found: set[str] = set()
+        remotes = [self.downstream] + ([self.upstream] if self.upstream else [])
+        known = False
+        for remote in remotes:
+            lister, _ = open_lister(self.ctx, remote.uri(name))
+            try:
+                found.update(lister.tags(f"{remote.prefix}/{name}" if remote.prefix else name))
+            except ImageNotFoundError:
+                continue
+            known = True
+        if not known:
+            raise RegistryError(404, "NAME_UNKNOWN",
+                                f"{name} is not in {' or '.join(map(str, remotes))}")
+        return sorted(found)
 
     def blob_size(self, name: str, digest: str, pushing: bool = False) -> int | None:
         """The blob's size, from the store or the downstream; ``pushing``: a client
@@ -219,8 +226,14 @@ class ProxyService:
                 raise
             self.events.emit("stale", repository=name, tag=tag, error=str(e))
             return stale
-        if upstream is None:
-            raise RegistryError(404, "MANIFEST_UNKNOWN", f"{name}:{tag} is not in {self.upstream}")
+        if upstream is None:  # then what the downstream holds (pushed through the proxy)
+            found = self.downstream_manifest(name, tag)
+            if found is None:
+                raise RegistryError(404, "MANIFEST_UNKNOWN",
+                                    f"{name}:{tag} is neither in {self.upstream} nor in "
+                                    f"{self.downstream}")
+            self._seen[key] = _Seen(None, now)
+            return found
         # copied before and unchanged upstream: the downstream's, unless it lost it since
         found = self.downstream_manifest(name, tag) \
             if seen is not None and seen.upstream == upstream else None
