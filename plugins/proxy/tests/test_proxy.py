@@ -624,7 +624,7 @@ def test_a_slow_upload_outlasts_keep_blobs(
     import hashlib
 
     proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/slow",
-                        "--keep-blobs", "1")  # swept every second
+                        "--keep-blobs", "2")  # swept every second
     chunks = [bytes([i]) * 1024 for i in range(8)]
     digest = "sha256:" + hashlib.sha256(b"".join(chunks)).hexdigest()
 
