@@ -32,7 +32,7 @@ from occystrap_core.testing.images import (
     write_files,
     write_oci_layout,
 )
-from occystrap_core.testing.registry import RegistryServer, serve_registry
+from occystrap_core.testing.registry import RegistryServer, remove_image, serve_registry
 from occystrap_core.types import Lister
 
 TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
@@ -465,3 +465,94 @@ def test_prune_never_deletes_a_manifest_another_tag_shares(
     assert result.exit_code == 1, result.output
     assert "also tagged pinned" in result.stderr, result.stderr
     assert _tags(source, f"m-{prefix}/app") == ["pinned", "v1.0.0", "v1.1.0"]
+
+
+
+def test_prune_keeps_what_any_source_of_a_destination_has(
+        run_cli: Callable[..., Any], source: RegistryServer) -> None:
+    """Two source repositories fill one destination repository ({name}): a tag is
+    pruned only when neither has it, and never in the run that copies it."""
+    prefix = f"two-{uuid.uuid4().hex[:6]}"
+    seed(source, f"{prefix}/team-a", ("app",), ("v1", "v2"))
+    seed(source, f"{prefix}/team-b", ("app",), ("v3", "v4"))
+    args = ["--insecure", "sync", "--prune", f"registry://{source.host}/{prefix}/*/app:*",
+            f"registry://{source.host}/m-{prefix}/{{name}}:{{tag}}"]
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "deleted" not in first.stderr, first.stderr
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v2", "v3", "v4"]
+    assert run_cli(*args).exit_code == 0
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v2", "v3", "v4"]
+    remove_image(source, f"{prefix}/team-b/app", "v3")  # now no source has it
+    result = run_cli(*args, "-O", "json")
+    assert result.exit_code == 0, result.output
+    assert [d["destination"] for d in json.loads(result.stdout)["deletions"]] == [
+        f"registry://{source.host}/m-{prefix}/app:v3"]
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v2", "v4"]
+
+
+def test_prune_leaves_a_destination_whose_source_could_not_be_listed(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """A source repository whose tags cannot be listed (here a 500, then the catalog
+    itself) has not lost its tags: nothing another source maps to the same
+    destination repository is deleted on its account."""
+    prefix = f"fail-{uuid.uuid4().hex[:6]}"
+    seed(source, f"{prefix}/team-a", ("app",), ("v1",))
+    seed(source, f"{prefix}/team-b", ("app",), ("v3",))
+    with FaultFront(source.url) as front:
+        config = tmp_path / "two.yaml"
+        config.write_text(f"""registries:
+  {front.host}: {{insecure: true}}
+defaults:
+  destinations: registry://{source.host}/m-{prefix}/app:{{tag}}
+sources:
+  - source: registry://{front.host}/{prefix}/team-a/app
+  - source: registry://{front.host}/{prefix}/team-b/*
+""")
+        assert run_cli("--insecure", "sync", str(config)).exit_code == 0
+        assert _tags(source, f"m-{prefix}/app") == ["v1", "v3"]
+        front.add(Fault("status", path=f"/{prefix}/team-b/app/tags/list", status=500,
+                        times=-1))
+        result = run_cli("--insecure", "sync", "--prune", str(config))
+        assert result.exit_code == 1, result.output
+        assert "team-b/app" in result.stderr and "deleted" not in result.stderr
+        assert _tags(source, f"m-{prefix}/app") == ["v1", "v3"]
+        front.clear()
+        front.add(Fault("status", path="/_catalog", status=503, times=-1))
+        result = run_cli("--insecure", "sync", "--prune", str(config))
+        assert result.exit_code == 1, result.output
+        assert _tags(source, f"m-{prefix}/app") == ["v1", "v3"]
+
+
+def test_a_shard_does_not_prune_what_another_shard_copies(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Two sources whose first destinations land on two shards share a second
+    destination repository: neither shard prunes the other's tags there."""
+    from occystrap_core.sync.plan import shard_of
+
+    prefix = f"shp-{uuid.uuid4().hex[:6]}"
+    a, b = next((f"a{i}", f"b{i}") for i in range(100)
+                if shard_of(f"{source.host}/{prefix}/{i}-a", 2) == 0
+                and shard_of(f"{source.host}/{prefix}/{i}-b", 2) == 1)
+    seed(source, f"{prefix}/src-a", ("app",), ("v1",))
+    seed(source, f"{prefix}/src-b", ("app",), ("v3",))
+    config = tmp_path / "shards.yaml"
+    config.write_text(f"""\
+sources:
+  - source: registry://{source.host}/{prefix}/src-a/app
+    destinations:
+      - registry://{source.host}/{prefix}/{a[1:]}-a:{{tag}}
+      - registry://{source.host}/{prefix}/shared:{{tag}}
+  - source: registry://{source.host}/{prefix}/src-b/app
+    destinations:
+      - registry://{source.host}/{prefix}/{b[1:]}-b:{{tag}}
+      - registry://{source.host}/{prefix}/shared:{{tag}}
+""")
+    for shard in ("0/2", "1/2"):
+        result = run_cli("--insecure", "sync", "--prune", "--shard", shard, str(config))
+        assert result.exit_code == 0, result.output
+    assert _tags(source, f"{prefix}/shared") == ["v1", "v3"]
+    for shard in ("0/2", "1/2"):
+        result = run_cli("--insecure", "sync", "--prune", "--shard", shard, str(config))
+        assert result.exit_code == 0 and "deleted" not in result.stderr, result.output
+    assert _tags(source, f"{prefix}/shared") == ["v1", "v3"]

@@ -10,6 +10,8 @@ every repository's tags and mounts stay on one worker.
 from __future__ import annotations
 
 import hashlib
+import re
+import string
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +50,15 @@ class Place:
     def lister_key(self) -> tuple[str, str, str]:
         return self.scheme, self.root, self.query
 
+    @property
+    def repository_key(self) -> tuple[str, str, str, str]:
+        """The repository, whatever the tag: what ``--prune`` works on."""
+        return self.scheme, self.root, self.query, self.repository
+
+    @property
+    def where(self) -> str:
+        return f"{self.scheme}://{self.root}/{self.repository}"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -82,6 +93,29 @@ class Scope:
 class Plan:
     tasks: list[Task] = field(default_factory=list)
     scopes: list[Scope] = field(default_factory=list)
+    # Destination repositories ``--prune`` leaves alone this run: a source mapping to
+    # them could not be listed (its tags are unknown, not gone), or another shard
+    # copies to them. By repository, or by template when the repositories are unknown.
+    held: set[tuple[str, str, str, str]] = field(default_factory=set)
+    held_patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+    def holds(self, place: Place) -> bool:
+        return place.repository_key in self.held or any(
+            p.fullmatch(place.where) for p in self.held_patterns)
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """What ``scheme://ROOT/REPOSITORY`` a destination template can fill, whatever its
+    placeholders' values (the tag and the URI's userinfo and query left out)."""
+    base = template.partition("?")[0]
+    scheme, _, rest = base.partition("://")
+    host, slash, path = rest.partition("/")
+    last = path.rpartition("/")
+    if ":" in last[2]:  # the tag part
+        path = last[0] + last[1] + last[2].rpartition(":")[0]
+    text = f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+    return re.compile("".join(re.escape(literal) + (".*" if name is not None else "")
+                              for literal, name, _, _ in string.Formatter().parse(text)))
 
 
 def shard_of(key: str, count: int) -> int:
@@ -212,10 +246,17 @@ class Planner:
             repositories = matching_repositories(lister, pattern)
         except OccystrapError as e:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+            self._hold_all(plan, spec)
             return
         if self.shard is not None:
-            repositories = [r for r in repositories
-                            if self._in_shard(self._repository_of(spec, lister.item(r, "x")))]
+            ours = []
+            for r in repositories:
+                item = lister.item(r, "x")
+                if self._in_shard(self._repository_of(spec, item)):
+                    ours.append(r)
+                else:
+                    self._hold(plan, spec, item)  # another shard copies there
+            repositories = ours
 
         def tags_of(repository: str) -> list[str] | OccystrapError:
             try:
@@ -233,12 +274,16 @@ class Planner:
                               self.ctx.cancel.child(), name="list")
         except AuthError as e:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+            self._hold_all(plan, spec)
             return
         for repository, tags in zip(repositories, listed, strict=True):
             if isinstance(tags, OccystrapError):
                 plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
                                        error=str(tags)))
+                self._hold(plan, spec, lister.item(repository, "x"))
                 continue
+            if self.prune:
+                self._add_scopes(plan, spec, lister.item(repository, "x"), set(tags), pattern)
             wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
             if spec.rules.by_date:
                 try:
@@ -249,8 +294,6 @@ class Planner:
                     continue
             for tag in wanted:
                 self._add(plan, spec, lister.item(repository, tag), lister)
-            if self.prune:
-                self._add_scopes(plan, spec, lister.item(repository, "x"), set(tags), pattern)
 
     def _created(self, lister: ImageLister, repository: str, tags: list[str]
                  ) -> dict[str, datetime | None]:
@@ -276,9 +319,12 @@ class Planner:
                 item = self.lister(place).item(place.repository, place.tag)
             except OccystrapError as e:
                 plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+                self._hold_all(plan, spec)
                 continue
             if self.shard is None or self._in_shard(self._repository_of(spec, item)):
                 self._add(plan, spec, item, None)
+            else:
+                self._hold(plan, spec, item)
 
     def _add(self, plan: Plan, spec: SourceSpec, item: BulkItem,
              lister: ImageLister | None) -> None:
@@ -309,6 +355,18 @@ class Planner:
             with self._lock:
                 self._dest_tags[key] = known
         return known
+
+    def _hold(self, plan: Plan, spec: SourceSpec, item: BulkItem) -> None:
+        """Keep ``--prune`` out of the repositories ``item``'s destinations are in."""
+        if self.prune:
+            plan.held.update(self.place_of(d).repository_key
+                             for d in self._fill(spec, BulkItem(item.uri,
+                                                                {**item.fields, "tag": "x"})))
+
+    def _hold_all(self, plan: Plan, spec: SourceSpec) -> None:
+        """Keep ``--prune`` out of every repository ``spec``'s templates can name."""
+        if self.prune:
+            plan.held_patterns += [template_pattern(t) for t in spec.destinations]
 
     def _add_scopes(self, plan: Plan, spec: SourceSpec, item: BulkItem, tags: set[str],
                     pattern: Pattern) -> None:

@@ -217,20 +217,31 @@ class Runner:
     # --- prune -----------------------------------------------------------------
 
     def prune(self, plan: Plan) -> list[Result]:
-        done: set[tuple[str, str, str, str]] = set()
-        scopes = []
+        """Per destination repository, with every scope (source repository and rules)
+        mapped to it: a tag is deleted when a scope selects it, no source repository
+        mapped there has it, and no image of this run is copied to it."""
+        scopes: dict[tuple[str, str, str, str], list[Scope]] = {}
         for scope in plan.scopes:
-            key = (*scope.destination.lister_key, scope.destination.repository)
-            if key not in done:
-                done.add(key)
-                scopes.append(scope)
-        batches = parallel(self._prune_one, scopes, self.ctx.settings.image_parallel,
-                           self.ctx.cancel.child(), name="prune")
+            scopes.setdefault(scope.destination.repository_key, []).append(scope)
+        copied: dict[tuple[str, str, str, str], set[str]] = {}
+        for task in plan.tasks:
+            for target in task.targets:
+                copied.setdefault(target.place.repository_key, set()).add(target.place.tag)
+        work = []
+        for key, group in scopes.items():
+            if plan.holds(group[0].destination):
+                log.info("not pruning %s: a source mapped to it was not listed, or "
+                         "another shard copies to it", redact_uri(group[0].destination.where))
+            else:
+                work.append((group, copied.get(key, set())))
+        batches = parallel(lambda w: self._prune_one(*w), work,
+                           self.ctx.settings.image_parallel, self.ctx.cancel.child(),
+                           name="prune")
         return [r for batch in batches for r in batch]
 
-    def _prune_one(self, scope: Scope) -> list[Result]:
-        place = scope.destination
-        where = f"{place.scheme}://{place.root}/{place.repository}"
+    def _prune_one(self, scopes: list[Scope], copied: set[str]) -> list[Result]:
+        place = scopes[0].destination
+        where = place.where
         try:
             lister = self.planner.lister(place)
             try:
@@ -239,8 +250,9 @@ class Runner:
                 return []
         except OccystrapError as e:
             return [Result("", where, "failed", error=str(e))]
-        gone = [t for t in present if scope.pattern.tag_matches(t) and scope.rules.in_scope(t)
-                and t not in scope.source_tags]
+        kept = copied.union(*(s.source_tags for s in scopes))
+        gone = [t for t in present if t not in kept and any(
+            s.pattern.tag_matches(t) and s.rules.in_scope(t) for s in scopes)]
         results = []
         for tag in gone:
             uri = f"{where}:{tag}"
