@@ -556,3 +556,26 @@ sources:
         result = run_cli("--insecure", "sync", "--prune", "--shard", shard, str(config))
         assert result.exit_code == 0 and "deleted" not in result.stderr, result.output
     assert _tags(source, f"{prefix}/shared") == ["v1", "v3"]
+
+
+
+def test_events_are_json_lines_whatever_the_errors_say(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """A registry's error text with quotes, a newline and a secret-looking parameter:
+    every event is still one valid JSON line, the secret redacted."""
+    prefix = f"ev-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    events = tmp_path / "events.jsonl"
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path="/manifests/v1", status=400, times=-1,
+                        code='BAD "see https://cdn.example/x?token=s3cr3t-value" and\nmore'))
+        result = run_cli("--insecure", "sync", "--events", str(events),
+                         f"registry://{front.host}/{prefix}/app:*",
+                         f"registry://{source.host}/m-{prefix}/app:{{tag}}")
+    assert result.exit_code == 1, result.output
+    text = events.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    failed = [e for e in lines if e["event"] == "image" and e["state"] == "failed"]
+    assert len(failed) == 1 and '"see https://cdn.example/x?token=REDACTED"' in \
+        failed[0]["error"] and "\nmore" in failed[0]["error"], failed
+    assert "s3cr3t-value" not in text and lines[-1]["event"] == "report"

@@ -41,11 +41,23 @@ class Events:
     def emit(self, event: str, **fields: Any) -> None:
         if self.stream is None:
             return
-        line = redact_text(json.dumps({"event": event, "time": round(self.clock(), 3),
-                                       **fields}, sort_keys=False))
+        # Each value is redacted, not the line: a rule matching across the JSON escapes
+        # (``?token=...\"``) would eat a backslash and end the string early.
+        line = json.dumps({"event": event, "time": round(self.clock(), 3),
+                           **{k: _redacted(v) for k, v in fields.items()}})
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
 
 
 class EventProgress(Progress):
