@@ -579,3 +579,28 @@ def test_events_are_json_lines_whatever_the_errors_say(
     assert len(failed) == 1 and '"see https://cdn.example/x?token=REDACTED"' in \
         failed[0]["error"] and "\nmore" in failed[0]["error"], failed
     assert "s3cr3t-value" not in text and lines[-1]["event"] == "report"
+
+
+
+def test_an_unlistable_destination_does_not_stop_the_sync(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Immutable tags need the destination repository's tag list; one that answers
+    500 falls back to the HEAD checks rather than stopping every other image."""
+    prefix = f"dl-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app", "other"), ("v1",))
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path=f"/m-{prefix}/app/tags/list", status=500, times=-1))
+        config = tmp_path / "immutable.yaml"
+        config.write_text(f"""\
+registries:
+  {front.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/*
+    destinations: registry://{front.host}/m-{prefix}/{{name}}:{{tag}}
+    tags: {{immutable: "v*"}}
+""")
+        for _ in range(2):
+            result = run_cli("--insecure", "sync", str(config))
+            assert result.exit_code == 0, result.output
+        assert "2 skipped" in result.stderr, result.stderr
+    assert _tags(source, f"m-{prefix}/app") == _tags(source, f"m-{prefix}/other") == ["v1"]

@@ -10,6 +10,7 @@ every repository's tags and mounts stay on one worker.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import string
 import threading
@@ -22,6 +23,7 @@ from ..api import BulkItem, ImageLister
 from ..bulk import template_fields
 from ..errors import AuthError, ImageNotFoundError, OccystrapError, UsageError
 from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
+from ..redact import redact_uri
 from ..uri import parse_uri
 from ..workers import parallel
 from .config import RegistrySettings, SourceSpec, SyncConfig
@@ -29,6 +31,8 @@ from .rules import TagRules
 
 if TYPE_CHECKING:
     from ..context import Context
+
+log = logging.getLogger("occystrap.sync")
 
 _TAG_MARK = "\0tag\0"  # stands for the tag while a template's repository is worked out
 # Tag listings and HEAD checks in flight for each image copying (-J): they wait on the
@@ -160,7 +164,7 @@ class Planner:
         self.shard = shard
         self.prune = prune
         self._listers: dict[tuple[str, str, str], ImageLister] = {}
-        self._dest_tags: dict[Place, set[str]] = {}
+        self._dest_tags: dict[tuple[str, str, str, str], set[str]] = {}
         self._lock = threading.Lock()
 
     def settings_for(self, uri: str) -> RegistrySettings | None:
@@ -343,8 +347,9 @@ class Planner:
         plan.tasks.append(Task(source, place, tuple(targets), spec))
 
     def _destination_tags(self, place: Place) -> set[str]:
-        """The tags of a destination repository, listed once per run."""
-        key = Place(place.scheme, place.root, place.repository, "", place.query)
+        """The tags of a destination repository, listed once per run. One that cannot
+        be listed holds none: its immutable tags are checked (HEADs) like any other."""
+        key = place.repository_key
         with self._lock:
             known = self._dest_tags.get(key)
         if known is None:
@@ -352,6 +357,10 @@ class Planner:
                 known = set(self.lister(place).tags(place.repository))
             except ImageNotFoundError:
                 known = set()  # no such repository yet
+            except OccystrapError as e:
+                log.warning("%s: immutable tags checked one by one: %s",
+                            redact_uri(place.where), e)
+                known = set()
             with self._lock:
                 self._dest_tags[key] = known
         return known
