@@ -604,3 +604,21 @@ sources:
             assert result.exit_code == 0, result.output
         assert "2 skipped" in result.stderr, result.stderr
     assert _tags(source, f"m-{prefix}/app") == _tags(source, f"m-{prefix}/other") == ["v1"]
+
+
+
+def test_a_registry_synced_into_itself_does_not_copy_its_copies(
+        run_cli: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """registry://HOST to registry://HOST/mirror/{repo}: the catalog lists the mirror
+    too; its repositories are not copied again, one level deeper each run."""
+    for server in serve_registry("plain", tmp_path_factory):
+        seed(server, "team", ("app",), ("v1", "v2"))
+        args = ["--insecure", "sync", "--prune", f"registry://{server.host}",
+                f"registry://{server.host}/mirror/{{repo}}:{{tag}}"]
+        for counts in ("2 copied", "2 skipped", "2 skipped"):
+            result = run_cli(*args)
+            assert result.exit_code == 0 and f"Sync: {counts}," in result.stderr, \
+                result.output
+        catalog = httpx.get(f"{server.url}/v2/_catalog").json()["repositories"]
+        assert catalog == ["mirror/team/app", "team/app"]
+        assert _tags(server, "mirror/team/app") == ["v1", "v2"]

@@ -252,6 +252,7 @@ class Planner:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
             self._hold_all(plan, spec)
             return
+        repositories = self._without_copies(spec, lister, repositories)
         if self.shard is not None:
             ours = []
             for r in repositories:
@@ -298,6 +299,31 @@ class Planner:
                     continue
             for tag in wanted:
                 self._add(plan, spec, lister.item(repository, tag), lister)
+
+    def _without_copies(self, spec: SourceSpec, lister: ImageLister,
+                        repositories: list[str]) -> list[str]:
+        """``repositories`` but those this source copies another of them to: a source
+        listing the registry its destinations are on (``registry://HOST`` to
+        ``registry://HOST/mirror/{repo}:{tag}``) would otherwise copy its own copies,
+        one level deeper every run."""
+        if len(repositories) < 2:
+            return repositories
+
+        def where(place: Place) -> tuple[str, str, str]:
+            return place.scheme, place.root.lower(), place.repository
+
+        listed = {where(self.place_of(lister.item(r, "x").uri)): r for r in repositories}
+        copies = set()
+        for repository in repositories:
+            item = lister.item(repository, "x")
+            for destination in self._fill(spec, item):
+                found = listed.get(where(self.place_of(destination)), repository)
+                if found != repository:
+                    copies.add(found)
+        if copies:
+            log.info("%s: not copying again %d repositories it copies to: %s",
+                     redact_uri(spec.pattern or ""), len(copies), ", ".join(sorted(copies)))
+        return [r for r in repositories if r not in copies]
 
     def _created(self, lister: ImageLister, repository: str, tags: list[str]
                  ) -> dict[str, datetime | None]:
