@@ -622,3 +622,36 @@ def test_a_registry_synced_into_itself_does_not_copy_its_copies(
         catalog = httpx.get(f"{server.url}/v2/_catalog").json()["repositories"]
         assert catalog == ["mirror/team/app", "team/app"]
         assert _tags(server, "mirror/team/app") == ["v1", "v2"]
+
+
+
+def test_two_images_for_one_destination_tag_are_refused(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Every tag of a repository to one destination tag would leave it holding
+    whichever was copied last, a different one run after run: those copies fail and
+    say why. The same image planned twice (overlapping sources) is copied once."""
+    prefix = f"one-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    src = source.host
+    result = run_cli("--insecure", "sync", "-O", "json", f"registry://{src}/{prefix}/app:*",
+                     f"registry://{src}/m-{prefix}/app:latest")
+    assert result.exit_code == 1, result.output
+    images = json.loads(result.stdout)["images"]
+    assert [i["state"] for i in images] == ["failed", "failed"], images
+    assert f"{prefix}/app:v2" in images[0]["error"] and "a tag holds one image" in \
+        images[0]["error"], images
+    assert _tags(source, f"m-{prefix}/app") == []
+
+    config = tmp_path / "overlap.yaml"
+    config.write_text(f"""\
+registries:
+  {src}: {{insecure: true}}
+defaults:
+  destinations: registry://{src}/m-{prefix}/{{name}}:{{tag}}
+sources:
+  - source: registry://{src}/{prefix}/app:v*
+  - source: registry://{src}/{prefix}/*:v1
+""")
+    report = json.loads(run_cli("sync", "-O", "json", str(config)).stdout)
+    assert report["counts"] == {"copied": 2}, report
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v2"]

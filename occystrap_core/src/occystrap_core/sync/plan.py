@@ -14,7 +14,7 @@ import logging
 import re
 import string
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -69,6 +69,7 @@ class Target:
     uri: str
     place: Place
     present: bool = False  # an immutable tag the destination holds: never asked again
+    error: str | None = None  # not copied: why (another source image goes there too)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,45 @@ def full_pattern(uri: str) -> str:
     return f"{scheme}://{rest}{sep}{query}"
 
 
+def _refuse_collisions(plan: Plan) -> None:
+    """One destination tag holds one image: a tag two source images go to (or one
+    image with other filters or platforms) would hold each in turn, run after run.
+    Such targets fail, naming the other sources; a target planned twice (two
+    overlapping sources) is kept once."""
+    def image(task: Task) -> tuple[Any, ...]:
+        assert task.place is not None  # a task has targets only once its source is known
+        return task.place.repository_key, task.place.tag, task.spec.filters, \
+            task.spec.platforms
+
+    def tag(target: Target) -> tuple[str, ...]:
+        return *target.place.repository_key, target.place.tag
+
+    sources: dict[tuple[str, ...], dict[tuple[Any, ...], str]] = {}
+    for task in plan.tasks:
+        for target in task.targets:
+            sources.setdefault(tag(target), {}).setdefault(image(task), task.source)
+    planned: set[tuple[tuple[str, ...], tuple[Any, ...]]] = set()
+    tasks = []
+    for task in plan.tasks:
+        targets = []
+        for target in task.targets:
+            found = sources[tag(target)]
+            if len(found) > 1:
+                mine = image(task)
+                others = sorted(redact_uri(s) + (" with other filters or platforms"
+                                                 if i[:2] == mine[:2] else "")
+                                for i, s in found.items() if i != mine)
+                targets.append(replace(target, error=(
+                    f"{', '.join(others)} goes to {redact_uri(target.uri)} too: a tag "
+                    f"holds one image; give each its own (e.g. :{{tag}} in the template)")))
+            elif (tag(target), image(task)) not in planned:
+                planned.add((tag(target), image(task)))
+                targets.append(target)
+        if targets or not task.targets:
+            tasks.append(replace(task, targets=tuple(targets)))
+    plan.tasks = tasks
+
+
 class Planner:
     """Lists sources and destinations; listers are shared by (scheme, root, options)."""
 
@@ -213,6 +253,7 @@ class Planner:
                 self._plan_pattern(spec, plan)
             else:
                 self._plan_images(spec, plan)
+        _refuse_collisions(plan)
         return plan
 
     def _fill(self, spec: SourceSpec, item: BulkItem) -> list[str]:

@@ -110,8 +110,11 @@ class Runner:
         if events:
             self.events.emit("image", state="started", source=shown)
         results: list[Result] = []
-        pending = [t for t in task.targets if not t.present]
-        results += [Result(task.source, t.uri, "skipped") for t in task.targets if t.present]
+        pending = [t for t in task.targets if not t.present and t.error is None]
+        results += [Result(task.source, t.uri, "skipped") for t in task.targets
+                    if t.present and t.error is None]
+        results += [Result(task.source, t.uri, "failed", error=t.error) for t in task.targets
+                    if t.error is not None]
         verbatim = not task.spec.filters and not task.spec.platforms
         held: str | None = None  # the digest the destinations should hold
         feeder: Target | None = None  # a destination holding it, to feed the others
