@@ -115,3 +115,31 @@ def test_tag_pages_follow_link_headers(mock_http: Callable[..., Any],
     assert [line.rsplit(":", 1)[1] for line in result.stdout.splitlines()] == \
         ["v1", "v2", "v3", "v4", "v5"]
     assert len(mock.requests) == 3
+
+
+def test_a_link_back_to_a_page_read_is_an_error(mock_http: Callable[..., Any],
+                                                run_cli: Callable[..., Any]) -> None:
+    """A registry that ignores ``last`` links to its first page again: the list is
+    incomplete, and saying so keeps ``sync --prune`` from deleting what it lacks (v3,
+    which the mirror has and the source's second page would have listed)."""
+    digest = "sha256:" + "ab" * 32
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v2/team/app/tags/list":
+            return httpx.Response(200, json={"name": "team/app", "tags": ["v1", "v2"]},
+                                  headers={"Link": '</v2/team/app/tags/list?n=2&last=v2>; '
+                                                   'rel="next"'})
+        if path == "/v2/copy/team/app/tags/list":
+            return httpx.Response(200, json={"name": "copy/team/app",
+                                             "tags": ["v1", "v2", "v3"]})
+        assert request.method == "HEAD" and "/manifests/" in path, request
+        return httpx.Response(200, headers={"Docker-Content-Digest": digest})
+
+    mock_http(handler)
+    result = run_cli("sync", "--dry-run", "--prune",
+                     "registry://reg.example/team/app:v*?page_size=2",
+                     "registry://reg.example/copy/{repo}:{tag}")
+    assert "delete " not in result.stdout, result.stdout
+    assert result.exit_code == 1, result.output
+    assert "points back to a page already read" in result.stderr, result.stderr

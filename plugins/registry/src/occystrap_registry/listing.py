@@ -1,7 +1,9 @@
 """Listing a registry: ``/v2/_catalog`` and ``/v2/<name>/tags/list``, page by page.
 
 Both follow the distribution spec's pagination: ask for ``n`` entries, then follow
-the ``Link: <...>; rel="next"`` header until there is none. The catalog needs the
+the ``Link: <...>; rel="next"`` header until there is none; a Link back to a page
+already read is an error, not the end of the list (``sync --prune`` deletes what a
+list lacks). The catalog needs the
 ``registry:catalog:*`` scope, which token servers grant only to some users.
 """
 
@@ -129,6 +131,7 @@ class RegistryLister(ImageLister):
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
             assert url is not None
+            seen.add(absolute(self.api, url))
             response = self._send("GET", url, what, scopes)
             try:
                 body = response.json()
@@ -138,9 +141,11 @@ class RegistryLister(ImageLister):
                 raise TransportError(f"{what} on {self.host}: the answer is not a JSON object")
             yield body
             url = response.links.get("next", {}).get("url")
-            if not url or url in seen:
+            if not url:
                 return
-            seen.add(url)
+            if absolute(self.api, url) in seen:  # a partial list is no list: prune trusts it
+                raise TransportError(f"{what} on {self.host}: the next page's Link points "
+                                     f"back to a page already read ({url})")
         raise TransportError(f"{what} on {self.host}: more than {_MAX_PAGES} pages")
 
 
