@@ -143,3 +143,20 @@ def test_a_link_back_to_a_page_read_is_an_error(mock_http: Callable[..., Any],
     assert "delete " not in result.stdout, result.stdout
     assert result.exit_code == 1, result.output
     assert "points back to a page already read" in result.stderr, result.stderr
+
+
+def test_an_answer_without_a_tag_list_is_no_list(mock_http: Callable[..., Any],
+                                                 run_cli: Callable[..., Any]) -> None:
+    """``{"name": ...}`` without ``tags`` (a proxy's or a broken registry's answer) is
+    an error, not an empty list: ``sync --prune`` would delete the mirror's tags."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/team/app/tags/list":
+            return httpx.Response(200, json={"name": "team/app"})
+        assert request.url.path == "/v2/copy/team/app/tags/list", request
+        return httpx.Response(200, json={"name": "copy/team/app", "tags": ["v1"]})
+
+    mock_http(handler)
+    result = run_cli("sync", "--dry-run", "--prune", "registry://reg.example/team/app",
+                     "registry://reg.example/copy/{repo}:{tag}")
+    assert "delete " not in result.stdout, result.stdout
+    assert result.exit_code == 1 and "no 'tags' list" in result.stderr, result.output

@@ -150,7 +150,9 @@ class RegistryLister(ImageLister):
 
 
 def _names(page: dict[str, Any], key: str, host: str) -> list[str]:
-    items = page.get(key) or []  # the registry says null for a repository without tags
+    # null: a repository without tags; no key at all is no list, not an empty one
+    # (sync --prune would delete every tag of the mirror)
+    items = page[key] or [] if key in page else None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise TransportError(f"registry {host}: the answer has no {key!r} list of names")
     return items
