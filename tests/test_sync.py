@@ -309,6 +309,17 @@ sources:
     ("sources:\n  - source: [\n", 3, "not valid YAML"),
     ("registries:\n  a:\n    ca_cert: /nonexistent/ca.pem\nsources:\n"
      "  - {images: [registry://a/b:1], destinations: x}\n", 3, "no such file"),
+    ("sources:\n  - {images: [registry://a/b:1], destinations: x}\n"
+     "  - source: a.example/team/*\n    destinations: x\n", 3,
+     "expected SCHEME://ROOT[/REPO_GLOB[:TAG_GLOB]]"),
+    ("sources:\n  - {source: 'regsitry://a/b', destinations: x}\n", 2,
+     "unknown lister scheme 'regsitry'"),
+    ("sources:\n  - {images: ['registry://a/b:*'], destinations: x}\n", 2,
+     "not a pattern"),
+    ("sources:\n  - {source: 'registry://a/b', destinations: x, platforms: amd64}\n", 2,
+     "invalid platform 'amd64'"),
+    ("sources:\n  - {source: 'registry://a/b', destinations: x, filters: [nope]}\n", 2,
+     "unknown filter 'nope'"),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:

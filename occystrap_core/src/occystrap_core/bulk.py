@@ -114,7 +114,7 @@ def _placeholders(fields: Mapping[str, str]) -> str:
     return ", ".join(f"{{{name}}}" for name in fields)
 
 
-def _check_filters(ctx: Context, filters: Sequence[str]) -> None:
+def check_filters(ctx: Context, filters: Sequence[str]) -> None:
     """Fail on a bad -f before listing, rather than once per image."""
     for spec in filters:
         name, raw = split_filter(spec)
@@ -128,7 +128,7 @@ def plan(ctx: Context, images: ImageSet, template: str,
     Raises UsageError for an unknown placeholder, or when two images would be
     written to one destination.
     """
-    _check_filters(ctx, filters)
+    check_filters(ctx, filters)
     names = template_fields(template)
     items: list[BulkItem] = list(images.images())
     jobs: list[Job] = []

@@ -61,6 +61,7 @@ class SourceSpec:
 class SyncConfig:
     sources: tuple[SourceSpec, ...]
     registries: dict[str, RegistrySettings] = field(default_factory=dict)
+    path: str = ""  # the file read, named in errors ("": the one-line form)
 
 
 class _Reader:
@@ -241,7 +242,7 @@ def parse(text: str, path: str) -> SyncConfig:
         for host, node in r.mapping(top["registries"], "registries", ()).items():
             registries[host] = _registry(r, host, node)
     return SyncConfig(tuple(_source(r, node, n, defaults) for n, node in
-                            enumerate(sources.value)), registries)
+                            enumerate(sources.value)), registries, path)
 
 
 def load(path: str) -> SyncConfig:

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from ..api import BulkItem, ImageLister
-from ..bulk import template_fields
+from ..bulk import check_filters, template_fields
 from ..errors import AuthError, ImageNotFoundError, OccystrapError, UsageError
 from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
 from ..redact import redact_uri
 from ..uri import parse_uri
 from ..workers import parallel
-from .config import RegistrySettings, SourceSpec, SyncConfig
+from .config import ConfigError, RegistrySettings, SourceSpec, SyncConfig
 from .rules import TagRules
 
 if TYPE_CHECKING:
@@ -238,17 +238,42 @@ class Planner:
             else resolved.target
         pattern = split_pattern(target, default_tag="latest", scheme=resolved.scheme)
         if is_glob(pattern.repositories) or is_glob(pattern.tags):
-            raise UsageError(f"{uri}: a destination names one repository and tag")
+            raise UsageError(f"{uri}: expected one repository and tag, not a pattern")
         kept = {k: resolved.query[k][-1] for k in ("insecure", "tls_verify")
                 if resolved.query.get(k)}
         return Place(resolved.scheme, pattern.root, pattern.repositories, pattern.tags,
                      urlencode(kept))
 
+    def check(self) -> None:
+        """Every source's scheme, images, platforms, filters and templates, before
+        anything is listed: a mistake stops the run naming its line (exit 2), rather
+        than failing as an image the source could not list."""
+        from ..oci.platform import parse as parse_platform
+
+        for n, spec in enumerate(self.config.sources):
+            try:
+                for template in spec.destinations:
+                    template_fields(template)
+                if spec.pattern is not None:
+                    if "://" not in spec.pattern:
+                        raise UsageError(f"{spec.pattern!r}: expected "
+                                         f"SCHEME://ROOT[/REPO_GLOB[:TAG_GLOB]]")
+                    self.ctx.plugins.listers.get(spec.pattern.partition("://")[0])
+                for uri in spec.images:
+                    self.ctx.plugins.listers.get(self.place_of(uri).scheme)
+                for platform in spec.platforms.split(",") if spec.platforms else ():
+                    parse_platform(platform)
+                check_filters(self.ctx, spec.filters)
+            except OccystrapError as e:
+                if not self.config.path:
+                    raise
+                raise ConfigError(f"{self.config.path} line {spec.line}: sources[{n}]: {e}"
+                                  ) from None
+
     def plan(self) -> Plan:
         plan = Plan()
+        self.check()
         for spec in self.config.sources:
-            for template in spec.destinations:
-                template_fields(template)  # a bad placeholder fails before any listing
             if spec.pattern is not None:
                 self._plan_pattern(spec, plan)
             else:
