@@ -666,3 +666,38 @@ sources:
     report = json.loads(run_cli("sync", "-O", "json", str(config)).stdout)
     assert report["counts"] == {"copied": 2}, report
     assert _tags(source, f"m-{prefix}/app") == ["v1", "v2"]
+
+
+
+def test_latest_by_created_date_with_an_index_for_other_platforms(
+        sync: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """A multi-platform tag without this machine's platform (arm64 and s390x here) is
+    dated by one of its images, not a failure of the whole repository."""
+    corpus = uuid.uuid4().hex[:6]
+    def dated(when: str, seed: int, architecture: str = "amd64") -> Any:
+        image = sample_image(name=None, tag=None, seed=seed, architecture=architecture)
+        return dataclasses.replace(image, config=json.dumps(
+            {**image.config_json, "created": when}).encode())
+
+    repo = f"{source.host}/foreign-{corpus}/app"
+    write_oci_layout(str(tmp_path / "single"), [dated("2024-01-01T00:00:00Z", 200),
+                                                dated("2026-01-01T00:00:00Z", 201)],
+                     ["old", "new"])
+    write_files(str(tmp_path / "multi"), multi_platform_blobs(
+        [dated("2025-06-01T00:00:00.123456789Z", 202 + i, arch)
+         for i, arch in enumerate(("arm64", "s390x"))], "multi")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        for layout, tag in (("single", "old"), ("single", "new"), ("multi", "multi")):
+            library.copy(f"oci-layout://{tmp_path / layout}?ref={tag}",
+                         f"registry://{repo}:{tag}", session=session)
+    config = tmp_path / "dated.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{repo}
+    tags: {{latest: 2, order: created}}
+    destinations: registry://{source.host}/newest-foreign-{corpus}/app:{{tag}}
+""")
+    sync(str(config), code=0)
+    assert _tags(source, f"newest-foreign-{corpus}/app") == ["multi", "new"]

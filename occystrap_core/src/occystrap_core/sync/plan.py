@@ -358,7 +358,8 @@ class Planner:
             wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
             if spec.rules.by_date:
                 try:
-                    wanted = spec.rules.newest(self._created(lister, repository, wanted))
+                    wanted = spec.rules.newest(self._created(lister, repository, wanted,
+                                                             spec.platforms))
                 except OccystrapError as e:
                     plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
                                            error=str(e)))
@@ -391,16 +392,36 @@ class Planner:
                      redact_uri(spec.pattern or ""), len(copies), ", ".join(sorted(copies)))
         return [r for r in repositories if r not in copies]
 
-    def _created(self, lister: ImageLister, repository: str, tags: list[str]
-                 ) -> dict[str, datetime | None]:
-        """Each tag's image ``created`` date (its manifest and config: two GETs a tag)."""
-        from ..library import inspect
+    def _created(self, lister: ImageLister, repository: str, tags: list[str],
+                 platforms: str | None) -> dict[str, datetime | None]:
+        """Each tag's image ``created`` date (its manifest and config: two GETs a tag).
+        From a multi-platform image, the image the copy would pick; from one without
+        it (an arm64-only image on an amd64 machine), the first of ``platforms`` it
+        has, else its first image: one such tag must not fail the whole repository."""
+        import json
+
+        from ..oci import platform as oci_platform
+        from ..oci.manifest import Index, parse
+        from ..ops import config, manifest
 
         def created(tag: str) -> datetime | None:
-            details = inspect(self.prepare(lister.item(repository, tag).uri), session=self.ctx)
+            uri = self.prepare(lister.item(repository, tag).uri)
             try:
-                when = datetime.fromisoformat(str(details.get("created")))
-            except ValueError:
+                blob = config(uri, session=self.ctx)
+            except ImageNotFoundError:
+                fetched = manifest(uri, session=self.ctx)
+                node = parse(fetched.data, fetched.media_type, uri)
+                found = [d.platform for d in node.manifests if d.platform] \
+                    if isinstance(node, Index) else []
+                if not found:
+                    raise
+                picks = (oci_platform.best(oci_platform.parse(p), found)
+                         for p in (platforms or "").split(",") if p)
+                blob = config(uri, platform=found[next((i for i in picks if i is not None), 0)],
+                              session=self.ctx)
+            try:
+                when = datetime.fromisoformat(str(json.loads(blob).get("created")))
+            except (ValueError, AttributeError):
                 return None  # no date, or not one: never among the latest
             return when if when.tzinfo else when.replace(tzinfo=UTC)  # comparable
 
