@@ -701,3 +701,21 @@ sources:
 """)
     sync(str(config), code=0)
     assert _tags(source, f"newest-foreign-{corpus}/app") == ["multi", "new"]
+
+
+
+@pytest.mark.parametrize("shard, index, fragment", [
+    ("3", "abc", "--shard 3 with JOB_COMPLETION_INDEX='abc': expected I/N"),
+    ("3", "3", "--shard 3 with JOB_COMPLETION_INDEX='3': needs 0 <= I < N"),
+    ("3", "", "--shard 3: give I/N, or N with JOB_COMPLETION_INDEX set"),
+    ("1/x", "0", "--shard 1/x: expected I/N"),
+])
+def test_a_bad_shard_says_where_the_index_came_from(
+        run_cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, shard: str, index: str,
+        fragment: str) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", index)
+    result = run_cli("sync", "--shard", shard, "registry://127.0.0.1:1/a/*",
+                     "registry://127.0.0.1:1/m/{repo}:{tag}")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {fragment}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -45,16 +45,19 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index_text, slash, count_text = value.rpartition("/")
+    given = f"--shard {value}"
     if not slash:
         index_text = os.environ.get("JOB_COMPLETION_INDEX", "")
+        given += f" with JOB_COMPLETION_INDEX={index_text!r}"
         if not index_text:
             raise UsageError(f"--shard {value}: give I/N, or N with JOB_COMPLETION_INDEX set")
     try:
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise UsageError(f"--shard {value!r}: expected I/N, e.g. 0/4") from None
+        raise UsageError(f"{given}: expected I/N (e.g. 0/4), or N and a number in "
+                         f"JOB_COMPLETION_INDEX") from None
     if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard {value}: needs 0 <= I < N")
+        raise UsageError(f"{given}: needs 0 <= I < N")
     return index, count
 
 
