@@ -719,3 +719,28 @@ def test_a_bad_shard_says_where_the_index_came_from(
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"Error: {fragment}"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+
+def test_registry_settings_apply_whatever_the_case_of_the_host(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Host names are case-insensitive: `LocalHost:PORT: {insecure: true}` is the
+    setting of registry://localhost:PORT (credentials and CAs matched so already)."""
+    prefix = f"case-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    host = source.host.replace("127.0.0.1", "localhost")
+    config = tmp_path / "case.yaml"
+    config.write_text(f"""\
+registries:
+  {host.replace("localhost", "LocalHost")}: {{insecure: true, concurrency: 2}}
+sources:
+  - source: registry://{host}/{prefix}/app
+    destinations: registry://{host}/m-{prefix}/app:{{tag}}
+""")
+    result = run_cli("sync", str(config))
+    assert result.exit_code == 0, result.output
+    assert _tags(source, f"m-{prefix}/app") == ["v1"]
+    config.write_text(config.read_text().replace(
+        "registries:\n", f"registries:\n  {host}: {{insecure: true}}\n"))
+    result = run_cli("sync", str(config))
+    assert result.exit_code == 2 and "line 3: registries: " in result.stderr, result.output

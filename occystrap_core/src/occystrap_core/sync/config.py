@@ -239,7 +239,11 @@ def parse(text: str, path: str) -> SyncConfig:
         raise r.fail(sources or root, "'sources' must be a non-empty list")
     registries: dict[str, RegistrySettings] = {}
     if "registries" in top:
-        for host, node in r.mapping(top["registries"], "registries", ()).items():
+        r.mapping(top["registries"], "registries", ())  # string keys, each once
+        for key_node, node in top["registries"].value:
+            host = str(key_node.value).lower()  # as httpx and the credential hook see it
+            if host in registries:
+                raise r.fail(key_node, f"registries: {host!r} is given twice")
             registries[host] = _registry(r, host, node)
     return SyncConfig(tuple(_source(r, node, n, defaults) for n, node in
                             enumerate(sources.value)), registries, path)
