@@ -744,3 +744,204 @@ sources:
         "registries:\n", f"registries:\n  {host}: {{insecure: true}}\n"))
     result = run_cli("sync", str(config))
     assert result.exit_code == 2 and "line 3: registries: " in result.stderr, result.output
+
+
+# appended probes (temporary)
+
+
+def test_probe_events_valid_json(run_cli: Callable[..., Any], source: RegistryServer,
+                                 tmp_path: Path) -> None:
+    prefix = f"ev-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    events = tmp_path / "e.jsonl"
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path="/manifests/v1", status=400, times=-1,
+                        code='BAD "see https://x/y?token=abc" and\nmore'))
+        result = run_cli("--insecure", "sync", "--events", str(events),
+                         f"registry://{front.host}/{prefix}/app:*",
+                         f"registry://{source.host}/m-{prefix}/app:{{tag}}")
+    print(result.output)
+    for line in events.read_text().splitlines():
+        print(line)
+        json.loads(line)
+
+
+def test_probe_dry_run_writes(run_cli: Callable[..., Any], source: RegistryServer,
+                              mirror: RegistryServer, tmp_path: Path, monkeypatch: Any) -> None:
+    prefix = f"dr-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    seed(mirror, f"m-{prefix}", ("app",), ("v0",))
+    assert mirror.token_server is not None
+    realm = urlsplit(mirror.token_server.realm).netloc
+    monkeypatch.setenv(PASSWORD_VAR, mirror.password or "")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+  {mirror.host}:
+    username: alice
+    password: ${{{PASSWORD_VAR}}}
+    ca_cert: {mirror.ca_cert}
+  {realm}: {{ca_cert: {mirror.ca_cert}}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{mirror.host}/m-{prefix}/app:{{tag}}
+    tags: {{immutable: "v*", latest: 5, order: created}}
+    referrers: true
+""")
+    before = len(mirror.requests()), len(source.requests())
+    result = run_cli("sync", "--dry-run", "--prune", str(config))
+    print(result.output)
+    reqs = mirror.requests()[before[0]:] + source.requests()[before[1]:]
+    print(reqs)
+    assert not [r for r in reqs if r.split()[0] in ("PUT", "POST", "PATCH", "DELETE")]
+
+
+def test_probe_created_with_index(run_cli: Callable[..., Any], source: RegistryServer,
+                                  tmp_path: Path) -> None:
+    prefix = f"ci-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=i)
+              for i, arch in enumerate(("amd64", "arm64"))]
+    write_files(str(tmp_path / "layout"), multi_platform_blobs(images, "v1")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/{prefix}/app:multi", session=session)
+    result = run_cli("--insecure", "sync", "-O", "json", f"registry://{source.host}/{prefix}/app:*",
+                     f"registry://{source.host}/m-{prefix}/app:{{tag}}")
+    print(result.output)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/n-{prefix}/app:{{tag}}
+    tags: {{latest: 5, order: created}}
+""")
+    result = run_cli("sync", str(config))
+    print(result.output)
+    assert result.exit_code == 0
+    assert _tags(source, f"n-{prefix}/app") == ["multi", "v1"]
+
+
+def test_probe_platform_single(run_cli: Callable[..., Any], source: RegistryServer,
+                               tmp_path: Path) -> None:
+    prefix = f"ps-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    config = tmp_path / "c.yaml"
+    for plats in ("linux/amd64", "linux/arm64"):
+        config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/n-{prefix}/{plats.replace('/', '-')}:{{tag}}
+    platforms: {plats}
+""")
+        result = run_cli("sync", str(config))
+        print(plats, result.exit_code, result.output)
+        result = run_cli("sync", str(config))
+        print(plats, result.exit_code, result.output)
+
+
+def test_probe_dest_listing_fails(run_cli: Callable[..., Any], source: RegistryServer,
+                                  tmp_path: Path) -> None:
+    prefix = f"dl-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app", "other"), ("v1",))
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path=f"/m-{prefix}/app/tags/list", status=500, times=-1))
+        config = tmp_path / "c.yaml"
+        config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+  {front.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/*
+    destinations: registry://{front.host}/m-{prefix}/{{name}}:{{tag}}
+    tags: {{immutable: "v*"}}
+""")
+        result = run_cli("sync", str(config))
+        print(result.exit_code, result.output)
+        assert result.exit_code == 1
+
+
+def test_probe_loop(run_cli: Callable[..., Any], tmp_path_factory: Any) -> None:
+    for server in serve_registry("plain", tmp_path_factory, access_log=True):
+        seed(server, "team", ("app",), ("v1", "v2"))
+        args = ["--insecure", "sync", "--prune", f"registry://{server.host}",
+                f"registry://{server.host}/mirror/{{repo}}:{{tag}}"]
+        for _ in range(3):
+            r = run_cli(*args)
+            print(r.exit_code, r.output)
+        print(httpx.get(f"{server.url}/v2/_catalog").text)
+        args = ["--insecure", "sync", "--prune", f"registry://{server.host}/team/*",
+                f"registry://{server.host}/team/{{name}}:{{tag}}"]
+        for _ in range(2):
+            r = run_cli(*args)
+            print(r.exit_code, r.output)
+        print(_tags(server, "team/app"))
+        args = ["--insecure", "sync", f"registry://{server.host}/team/app:*",
+                f"registry://{server.host}/one/app:latest"]
+        for _ in range(2):
+            r = run_cli(*args)
+            print(r.exit_code, r.output)
+
+
+def test_probe_created_with_artifact(run_cli: Callable[..., Any], source: RegistryServer,
+                                     tmp_path: Path) -> None:
+    prefix = f"ca-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    import hashlib
+    base = f"{source.url}/v2/{prefix}/app"
+    blob = b"{}"
+    d = "sha256:" + hashlib.sha256(blob).hexdigest()
+    r = httpx.post(f"{base}/blobs/uploads/")
+    loc = r.headers["Location"]
+    loc = loc if loc.startswith("http") else source.url + loc
+    r = httpx.put(loc + ("&" if "?" in loc else "?") + f"digest={d}", content=blob)
+    print(r.status_code)
+    empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": d, "size": 2}
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "artifactType": "application/spdx+json", "config": empty, "layers": [empty]}
+    r = httpx.put(f"{base}/manifests/sbom", content=json.dumps(m).encode(),
+                  headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    print(r.status_code, r.text)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/n-{prefix}/app:{{tag}}
+    tags: {{latest: 5, order: created}}
+""")
+    result = run_cli("sync", str(config))
+    print(result.output)
+    assert result.exit_code == 0
+    print(_tags(source, f"n-{prefix}/app"))
+
+
+def test_probe_created_with_foreign_index(run_cli: Callable[..., Any], source: RegistryServer,
+                                          tmp_path: Path) -> None:
+    prefix = f"cf-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=i)
+              for i, arch in enumerate(("s390x", "arm64"))]
+    write_files(str(tmp_path / "layout"), multi_platform_blobs(images, "v1")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/{prefix}/app:multi", session=session)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/n-{prefix}/app:{{tag}}
+    tags: {{latest: 5, order: created}}
+""")
+    result = run_cli("sync", str(config))
+    print(result.output)
+    print(_tags(source, f"n-{prefix}/app"))
+    assert result.exit_code == 0

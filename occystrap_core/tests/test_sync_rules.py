@@ -41,6 +41,16 @@ def test_scope_ignores_latest_n() -> None:
     assert rules.in_scope("v1.0.0") and not rules.in_scope("latest")
 
 
+def test_below_a_release_is_not_its_pre_releases() -> None:
+    """``<2`` is the 1.x line: 2.0.0-rc.1 sorts before 2.0.0 but is not below it;
+    below a pre-release, the earlier pre-releases are."""
+    in_range = SemverRange.parse(">=1.2,<2").contains
+    assert in_range("v1.9.0") and in_range("1.2.1-rc.1")
+    assert not in_range("v2.0.0-rc.1") and not in_range("2.0.0-beta")
+    assert SemverRange.parse("<2.0.0-rc.2").contains("2.0.0-rc.1")
+    assert SemverRange.parse("<=2").contains("2.0.0-rc.1")
+
+
 @pytest.mark.parametrize("text", ["1.2", ">=x", ">=1,,<2"])
 def test_bad_semver_ranges(text: str) -> None:
     if text == "1.2":

@@ -51,7 +51,9 @@ _OPS = {
 
 @dataclass(frozen=True)
 class SemverRange:
-    """``>=1.2,<2``: every comparator must hold; a tag that is no version never does."""
+    """``>=1.2,<2``: every comparator must hold; a tag that is no version never does.
+    A pre-release sorts before its release, yet is not ``<`` it (as PEP 440 has it):
+    ``<2`` means the 1.x line, not ``2.0.0-rc.1``."""
 
     comparators: tuple[tuple[str, Version], ...]
 
@@ -69,7 +71,10 @@ class SemverRange:
 
     def contains(self, tag: str) -> bool:
         version = Version.parse(tag)
-        return version is not None and all(_OPS[op](version, v) for op, v in self.comparators)
+        return version is not None and all(
+            _OPS[op](version, v) and not (op == "<" and v.release and not version.release
+                                          and version.numbers == v.numbers)
+            for op, v in self.comparators)
 
 
 @dataclass(frozen=True)
