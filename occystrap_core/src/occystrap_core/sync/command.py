@@ -150,9 +150,8 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
         for r in results + deletions:
             if r.state == "failed":
                 shown = r.as_dict()
-                click.echo(f"  FAILED {shown['source'] or shown['destination']}"
-                           f"{' -> ' + shown['destination'] if shown['source'] else ''}: "
-                           f"{shown.get('error')}", err=True)
+                both = [shown[k] for k in ("source", "destination") if shown[k]]
+                click.echo(f"  FAILED {' -> '.join(both)}: {shown.get('error')}", err=True)
     return EXIT_OK if account["ok"] else EXIT_FAILED
 
 

@@ -123,7 +123,7 @@ class RegistryLister(ImageLister):
             raise TransportError(f"{what}: network error talking to {self.host}: "
                                  f"{e or type(e).__name__}") from None
         if response.status_code not in ok or html_page(response):
-            raise status_error(response, f"{what} on {self.host}", expected=ok)
+            raise status_error(response, what, expected=ok)  # it names the host
         return response
 
     def _pages(self, path: str, what: str, scopes: list[str]) -> Iterator[dict[str, Any]]:
