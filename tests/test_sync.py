@@ -748,3 +748,22 @@ sources:
         "registries:\n", f"registries:\n  {host}: {{insecure: true}}\n"))
     result = run_cli("sync", str(config))
     assert result.exit_code == 2 and "line 3: registries: " in result.stderr, result.output
+
+
+
+def test_a_source_that_does_not_say_its_digests_is_still_warm(
+        run_cli: Callable[..., Any], source: RegistryServer) -> None:
+    """A registry (or a proxy before it) that answers HEAD without
+    Docker-Content-Digest: the warm check reads the manifest for its digest instead
+    of taking the tag for missing, and an unchanged tag is skipped."""
+    prefix = f"sd-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    with FaultFront(source.url) as front:
+        front.add(Fault("strip_digest", method="HEAD", path="/manifests/", times=-1))
+        args = ["--insecure", "sync", f"registry://{front.host}/{prefix}/app",
+                f"registry://{source.host}/m-{prefix}/app:{{tag}}"]
+        for counts in ("2 copied", "2 skipped"):
+            result = run_cli(*args)
+            assert result.exit_code == 0 and f"Sync: {counts}," in result.stderr, \
+                result.output
+        assert front.injected() >= 2

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from occystrap_core.api import BulkItem, ImageLister
-from occystrap_core.digest import is_valid
+from occystrap_core.digest import is_valid, of_bytes
 from occystrap_core.errors import TransportError, UnsupportedError
 from occystrap_core.listing import split_pattern
 from occystrap_core.oci.reference import parse as parse_reference
@@ -72,6 +72,13 @@ class RegistryLister(ImageLister):
                               headers={"Accept": ACCEPT})
         stated = response.headers.get("Docker-Content-Digest")
         found = stated if response.status_code == 200 and stated and is_valid(stated) else None
+        if found is None and response.status_code == 200:
+            # the tag is there, its digest unsaid (a proxy stripped it): the bytes say it
+            response = self._send("GET", f"/v2/{repository}/manifests/{tag}",
+                                  f"manifest {repository}:{tag}",
+                                  [f"repository:{repository}:pull"], ok=(200, 404),
+                                  headers={"Accept": ACCEPT})
+            found = of_bytes(response.content) if response.status_code == 200 else None
         if found is not None or response.status_code == 404:
             self.heads.put(self.host, repository, tag, found)  # a copy may follow: no 2nd HEAD
         return found
