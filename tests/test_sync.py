@@ -320,6 +320,9 @@ sources:
      "invalid platform 'amd64'"),
     ("sources:\n  - {source: 'registry://a/b', destinations: x, filters: [nope]}\n", 2,
      "unknown filter 'nope'"),
+    ("registries:\n  a.example: {}\n  https://b.example: {insecure: true}\n"
+     "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 3,
+     "'https://b.example' is not HOST[:PORT]"),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:

@@ -20,6 +20,7 @@ from ..errors import OccystrapError, UsageError
 from .rules import SemverRange, TagRules
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HOST_RE = re.compile(r"(?:[a-z0-9._-]+|\[[0-9a-f:.]+\])(?::\d+)?")
 
 
 class ConfigError(UsageError):
@@ -242,6 +243,9 @@ def parse(text: str, path: str) -> SyncConfig:
         r.mapping(top["registries"], "registries", ())  # string keys, each once
         for key_node, node in top["registries"].value:
             host = str(key_node.value).lower()  # as httpx and the credential hook see it
+            if not _HOST_RE.fullmatch(host):
+                raise r.fail(key_node, f"registries: {host!r} is not HOST[:PORT] (no scheme, "
+                                       f"no path: the host as written in the URIs)")
             if host in registries:
                 raise r.fail(key_node, f"registries: {host!r} is given twice")
             registries[host] = _registry(r, host, node)
