@@ -309,17 +309,17 @@ sources:
     ("sources:\n  - source: [\n", 3, "not valid YAML"),
     ("registries:\n  a:\n    ca_cert: /nonexistent/ca.pem\nsources:\n"
      "  - {images: [registry://a/b:1], destinations: x}\n", 3, "no such file"),
-    ("sources:\n  - {images: [registry://a/b:1], destinations: x}\n"
-     "  - source: a.example/team/*\n    destinations: x\n", 3,
+    ("sources:\n  - {images: [registry://a/b:1], destinations: 'registry://m/b:{tag}'}\n"
+     "  - source: a.example/team/*\n    destinations: registry://m/{repo}:{tag}\n", 3,
      "expected SCHEME://ROOT[/REPO_GLOB[:TAG_GLOB]]"),
-    ("sources:\n  - {source: 'regsitry://a/b', destinations: x}\n", 2,
+    ("sources:\n  - {source: 'regsitry://a/b', destinations: 'registry://m/b:{tag}'}\n", 2,
      "unknown lister scheme 'regsitry'"),
-    ("sources:\n  - {images: ['registry://a/b:*'], destinations: x}\n", 2,
-     "not a pattern"),
-    ("sources:\n  - {source: 'registry://a/b', destinations: x, platforms: amd64}\n", 2,
-     "invalid platform 'amd64'"),
-    ("sources:\n  - {source: 'registry://a/b', destinations: x, filters: [nope]}\n", 2,
-     "unknown filter 'nope'"),
+    ("sources:\n  - {images: ['registry://a/b:*'], destinations: 'registry://m/b:{tag}'}\n",
+     2, "not a pattern"),
+    ("sources:\n  - {source: 'registry://a/b', destinations: 'registry://m/b:{tag}',\n"
+     "     platforms: amd64}\n", 2, "invalid platform 'amd64'"),
+    ("sources:\n  - {source: 'registry://a/b', destinations: 'registry://m/b:{tag}',\n"
+     "     filters: [nope]}\n", 2, "unknown filter 'nope'"),
     ("registries:\n  a.example: {}\n  https://b.example: {insecure: true}\n"
      "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 3,
      "'https://b.example' is not HOST[:PORT]"),
@@ -770,3 +770,20 @@ def test_a_source_that_does_not_say_its_digests_is_still_warm(
             assert result.exit_code == 0 and f"Sync: {counts}," in result.stderr, \
                 result.output
         assert front.injected() >= 2
+
+
+
+@pytest.mark.parametrize("options, template, fragment", [
+    ((), "regsitry://127.0.0.1:1/m/{repo}:{tag}", "unknown output scheme 'regsitry'"),
+    ((), "registry://127.0.0.1:1/m/*:{tag}", "not a pattern"),
+    (("--prune",), "registry://127.0.0.1:1/m/{repo}:latest", "ending in :{tag}"),
+])
+def test_a_bad_destination_stops_the_run_before_any_listing(
+        run_cli: Callable[..., Any], options: tuple[str, ...], template: str,
+        fragment: str) -> None:
+    """A destination that cannot be written is a usage error (exit 2) found before
+    the source is listed (here it cannot even be reached), not one failure per image."""
+    result = run_cli("--retries", "0", "sync", *options, "registry://127.0.0.1:1/team/*",
+                     template)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and fragment in result.stderr, result.stderr

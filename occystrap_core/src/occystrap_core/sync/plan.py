@@ -253,7 +253,7 @@ class Planner:
         for n, spec in enumerate(self.config.sources):
             try:
                 for template in spec.destinations:
-                    template_fields(template)
+                    self._check_template(template)
                 if spec.pattern is not None:
                     if "://" not in spec.pattern:
                         raise UsageError(f"{spec.pattern!r}: expected "
@@ -269,6 +269,16 @@ class Planner:
                     raise
                 raise ConfigError(f"{self.config.path} line {spec.line}: sources[{n}]: {e}"
                                   ) from None
+
+    def _check_template(self, template: str) -> None:
+        """A destination template that can name an image (its placeholders filled with
+        a stand-in) of a scheme that can be written; with ``--prune``, ending in
+        ``:{tag}``."""
+        filled = template.format_map({name: "x" for name in template_fields(template)})
+        self.ctx.plugins.outputs.get(self.place_of(filled).scheme)
+        if self.prune and not template.partition("?")[0].endswith(":{tag}"):
+            raise UsageError(f"--prune needs destinations ending in :{{tag}}, so that a "
+                             f"destination tag names its source tag; {template!r} does not")
 
     def plan(self) -> Plan:
         plan = Plan()
@@ -492,10 +502,7 @@ class Planner:
 
     def _add_scopes(self, plan: Plan, spec: SourceSpec, item: BulkItem, tags: set[str],
                     pattern: Pattern) -> None:
-        for template in spec.destinations:
-            if not template.partition("?")[0].endswith(":{tag}"):
-                raise UsageError(f"--prune needs destinations ending in :{{tag}}, so that a "
-                                 f"destination tag names its source tag; {template!r} does not")
+        for template in spec.destinations:  # each ends in :{tag} (checked first)
             fields: dict[str, Any] = {**item.fields, "tag": "x"}
             place = self.place_of(self.prepare(template.format_map(fields)))
             plan.scopes.append(Scope(place, frozenset(tags), spec.rules, pattern))
