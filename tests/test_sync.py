@@ -787,3 +787,28 @@ def test_a_bad_destination_stops_the_run_before_any_listing(
                      template)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: ") and fragment in result.stderr, result.stderr
+
+
+
+def test_prune_deletes_tags_that_share_a_manifest_together(
+        run_cli: Callable[..., Any], source: RegistryServer) -> None:
+    """distribution 2.8 deletes manifests, not tags: v1 and v1.0.0 of one image, both
+    gone from the source, are pruned together (one manifest deleted), where each on
+    its own would be "also tagged" the other, every run."""
+    prefix = f"pair-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1.0.0", "v2.0.0"))
+    with library.session(insecure=True, verify=False) as session:
+        library.copy(f"registry://{source.host}/{prefix}/app:v1.0.0",
+                     f"registry://{source.host}/{prefix}/app:v1", session=session)
+    args = ["--insecure", "sync", "--prune", f"registry://{source.host}/{prefix}/app:v*",
+            f"registry://{source.host}/m-{prefix}/{{name}}:{{tag}}"]
+    assert run_cli(*args).exit_code == 0
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v1.0.0", "v2.0.0"]
+    digest = httpx.head(f"{source.url}/v2/{prefix}/app/manifests/v1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    assert httpx.delete(f"{source.url}/v2/{prefix}/app/manifests/{digest}").status_code == 202
+    assert _tags(source, f"{prefix}/app") == ["v2.0.0"]  # v1 and v1.0.0 went together
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "2 deleted" in result.stderr, result.stderr
+    assert _tags(source, f"m-{prefix}/app") == ["v2.0.0"]

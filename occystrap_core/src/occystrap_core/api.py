@@ -30,12 +30,21 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Iterator, Mapping
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    ContextManager,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 
 from . import digest as digests
 from . import mediatypes as mt
 from . import streams
-from .errors import CorruptImageError, DigestMismatchError, UnsupportedError
+from .errors import CorruptImageError, DigestMismatchError, OccystrapError, UnsupportedError
 from .oci import convert
 
 if TYPE_CHECKING:
@@ -761,9 +770,22 @@ class ImageLister(ABC):
     def delete(self, repository: str, tag: str) -> None:
         """Remove the tag ``repository:tag`` (``sync --prune``), leaving every other tag
         as it is; raise OccystrapError when that cannot be done."""
-        from .errors import UnsupportedError
-
         raise UnsupportedError(f"{type(self).__name__} cannot delete tags")
+
+    def delete_tags(self, repository: str, tags: Sequence[str]
+                    ) -> dict[str, OccystrapError | None]:
+        """Remove several tags of ``repository`` (what ``sync --prune`` does), leaving
+        every other tag as it is: each tag's error, None for those removed. By default
+        :meth:`delete` one by one; a registry that deletes manifests, not tags, can
+        delete a manifest these tags share with no other."""
+        done: dict[str, OccystrapError | None] = {}
+        for tag in tags:
+            try:
+                self.delete(repository, tag)
+                done[tag] = None
+            except OccystrapError as e:
+                done[tag] = e
+        return done
 
     def close(self) -> None:
         """Release anything the lister holds (HTTP clients belong to the Context)."""

@@ -256,17 +256,14 @@ class Runner:
         kept = copied.union(*(s.source_tags for s in scopes))
         gone = [t for t in present if t not in kept and any(
             s.pattern.tag_matches(t) and s.rules.in_scope(t) for s in scopes)]
+        # together: tags of one manifest may only go together (distribution 2.x)
+        done = {} if self.dry_run or not gone else lister.delete_tags(place.repository, gone)
         results = []
         for tag in gone:
-            uri = f"{where}:{tag}"
-            if self.dry_run:
-                results.append(Result("", uri, "would-delete"))
-                continue
-            try:
-                lister.delete(place.repository, tag)
-                results.append(Result("", uri, "deleted"))
-            except OccystrapError as e:
-                results.append(Result("", uri, "failed", error=str(e)))
+            error = done.get(tag)
+            state = "would-delete" if self.dry_run else "failed" if error else "deleted"
+            results.append(Result("", f"{where}:{tag}", state,
+                                  error=str(error) if error else None))
         for r in results:
             self.events.emit("delete", state=r.state, destination=redact_uri(r.destination),
                              **({"error": redact_text(r.error)} if r.error else {}))

@@ -9,14 +9,14 @@ list lacks). The catalog needs the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from urllib.parse import quote
 
 import httpx
 
 from occystrap_core.api import BulkItem, ImageLister
 from occystrap_core.digest import is_valid, of_bytes
-from occystrap_core.errors import TransportError, UnsupportedError
+from occystrap_core.errors import OccystrapError, TransportError, UnsupportedError
 from occystrap_core.listing import split_pattern
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.transport.auth import SCOPES
@@ -84,25 +84,54 @@ class RegistryLister(ImageLister):
         return found
 
     def delete(self, repository: str, tag: str) -> None:
+        error = self.delete_tags(repository, [tag])[tag]
+        if error is not None:
+            raise error
+
+    def delete_tags(self, repository: str, tags: Sequence[str]
+                    ) -> dict[str, OccystrapError | None]:
         """By tag where the registry can (distribution 3); else by digest, only when no
-        other tag of the repository points at that manifest (it would go too)."""
+        other tag of the repository points at that manifest (it would go too): tags
+        deleted together (v1.2 and v1.2.3 of one image) may share it."""
         scopes = [f"repository:{repository}:pull,push,delete"]
-        what = f"deleting {repository}:{tag}"
-        response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}", what, scopes,
-                              ok=(202, 400, 404, 405))
-        if response.status_code in (202, 404):
-            return
-        digest = self.digest(repository, tag)
-        if digest is None:
-            return  # gone meanwhile
-        shared = [t for t in self.tags(repository)
-                  if t != tag and self.digest(repository, t) == digest]
-        if shared:
-            raise UnsupportedError(
-                f"{what}: {self.host} deletes manifests, not tags, and {digest} is also "
-                f"tagged {', '.join(sorted(shared))}: left as it is")
-        self._send("DELETE", f"/v2/{repository}/manifests/{digest}", what, scopes,
-                   ok=(202, 404))
+        done: dict[str, OccystrapError | None] = {}
+        by_digest: dict[str, list[str]] = {}  # what the registry could not delete by tag
+        for tag in tags:
+            try:
+                response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}",
+                                      f"deleting {repository}:{tag}", scopes,
+                                      ok=(202, 400, 404, 405))
+                digest = None if response.status_code in (202, 404) \
+                    else self.digest(repository, tag)
+            except OccystrapError as e:
+                done[tag] = e
+                continue
+            if digest is None:
+                done[tag] = None  # deleted, or gone meanwhile
+            else:
+                by_digest.setdefault(digest, []).append(tag)
+        if not by_digest:
+            return done
+        try:
+            others = {t: self.digest(repository, t) for t in self.tags(repository)
+                      if t not in tags}
+        except OccystrapError as e:
+            return {**done, **{t: e for group in by_digest.values() for t in group}}
+        for digest, group in by_digest.items():
+            what = f"deleting {repository}:{', '.join(group)}"
+            shared = sorted(t for t, d in others.items() if d == digest)
+            try:
+                if shared:
+                    raise UnsupportedError(
+                        f"{what}: {self.host} deletes manifests, not tags, and {digest} is "
+                        f"also tagged {', '.join(shared)}: left as it is")
+                self._send("DELETE", f"/v2/{repository}/manifests/{digest}", what, scopes,
+                           ok=(202, 404))
+                error = None
+            except OccystrapError as e:
+                error = e
+            done.update((t, error) for t in group)
+        return done
 
     def item(self, repository: str, tag: str) -> BulkItem:
         userinfo = ""
