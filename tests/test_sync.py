@@ -730,16 +730,19 @@ def test_a_bad_shard_says_where_the_index_came_from(
 
 
 def test_registry_settings_apply_whatever_the_case_of_the_host(
-        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
-    """Host names are case-insensitive: `LocalHost:PORT: {insecure: true}` is the
-    setting of registry://localhost:PORT (credentials and CAs matched so already)."""
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host names are case-insensitive: `LocalHost:PORT: {insecure: true}` (here
+    from ${VAR}) is the setting of registry://localhost:PORT (credentials and CAs
+    were matched so already)."""
     prefix = f"case-{uuid.uuid4().hex[:6]}"
     seed(source, prefix, ("app",), ("v1",))
     host = source.host.replace("127.0.0.1", "localhost")
+    monkeypatch.setenv("SYNC_TEST_HOST", host.replace("localhost", "LocalHost"))
     config = tmp_path / "case.yaml"
     config.write_text(f"""\
 registries:
-  {host.replace("localhost", "LocalHost")}: {{insecure: true, concurrency: 2}}
+  ${{SYNC_TEST_HOST}}: {{insecure: true, concurrency: 2}}
 sources:
   - source: registry://{host}/{prefix}/app
     destinations: registry://{host}/m-{prefix}/app:{{tag}}

@@ -242,7 +242,7 @@ def parse(text: str, path: str) -> SyncConfig:
     if "registries" in top:
         r.mapping(top["registries"], "registries", ())  # string keys, each once
         for key_node, node in top["registries"].value:
-            host = str(key_node.value).lower()  # as httpx and the credential hook see it
+            host = str(r.scalar(key_node, "registries")).lower()  # as httpx sees it
             if not _HOST_RE.fullmatch(host):
                 raise r.fail(key_node, f"registries: {host!r} is not HOST[:PORT] (no scheme, "
                                        f"no path: the host as written in the URIs)")
