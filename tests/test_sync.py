@@ -815,3 +815,25 @@ def test_prune_deletes_tags_that_share_a_manifest_together(
     assert result.exit_code == 0, result.output
     assert "2 deleted" in result.stderr, result.stderr
     assert _tags(source, f"m-{prefix}/app") == ["v2.0.0"]
+
+
+
+def test_sync_to_tarballs_and_an_oci_layout(run_cli: Callable[..., Any],
+                                            source: RegistryServer, tmp_path: Path) -> None:
+    """Destinations no lister reads (tar://, dir://) or that hold their tag in the
+    query (oci-layout://DIR?ref={tag}) are copied to, not failed for want of a HEAD;
+    --prune, which deletes tags from registries, refuses them up front."""
+    prefix = f"nr-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    pattern = f"registry://{source.host}/{prefix}/app"
+    for template in (f"tar://{tmp_path}/{{name}}-{{tag}}.tar",
+                     f"oci-layout://{tmp_path}/layout?ref={{tag}}"):
+        result = run_cli("--insecure", "sync", pattern, template)
+        assert result.exit_code == 0 and "Sync: 2 copied," in result.stderr, result.output
+    assert sorted(os.listdir(tmp_path)) == ["app-v1.tar", "app-v2.tar", "layout"]
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert sorted(m["annotations"]["org.opencontainers.image.ref.name"]
+                  for m in index["manifests"]) == ["v1", "v2"]
+    result = run_cli("--insecure", "sync", "--prune", pattern,
+                     f"tar://{tmp_path}/{{name}}:{{tag}}")
+    assert result.exit_code == 2 and "--prune deletes tags from registries" in result.stderr

@@ -165,14 +165,14 @@ def _refuse_collisions(plan: Plan) -> None:
         return task.place.repository_key, task.place.tag, task.spec.filters, \
             task.spec.platforms
 
-    def tag(target: Target) -> tuple[str, ...]:
-        return *target.place.repository_key, target.place.tag
+    def tag(target: Target) -> str:
+        return target.uri  # not its place: an OCI layout's tag is in its query (?ref=)
 
-    sources: dict[tuple[str, ...], dict[tuple[Any, ...], str]] = {}
+    sources: dict[str, dict[tuple[Any, ...], str]] = {}
     for task in plan.tasks:
         for target in task.targets:
             sources.setdefault(tag(target), {}).setdefault(image(task), task.source)
-    planned: set[tuple[tuple[str, ...], tuple[Any, ...]]] = set()
+    planned: set[tuple[str, tuple[Any, ...]]] = set()
     tasks = []
     for task in plan.tasks:
         targets = []
@@ -275,10 +275,13 @@ class Planner:
         a stand-in) of a scheme that can be written; with ``--prune``, ending in
         ``:{tag}``."""
         filled = template.format_map({name: "x" for name in template_fields(template)})
-        self.ctx.plugins.outputs.get(self.place_of(filled).scheme)
+        scheme = self.place_of(filled).scheme
+        self.ctx.plugins.outputs.get(scheme)
         if self.prune and not template.partition("?")[0].endswith(":{tag}"):
             raise UsageError(f"--prune needs destinations ending in :{{tag}}, so that a "
                              f"destination tag names its source tag; {template!r} does not")
+        if self.prune and scheme not in self.ctx.plugins.listers.entries:
+            raise UsageError(f"--prune deletes tags from registries; {template!r} is none")
 
     def plan(self) -> Plan:
         plan = Plan()

@@ -150,12 +150,18 @@ class Runner:
         return self.planner.lister(place).knows_digests
 
     def _digest(self, place: Place, slot: Slot | None = None) -> str | None:
-        lister = self.planner.lister(place)
+        try:
+            lister = self.planner.lister(place)
+        except OccystrapError:
+            return None  # a destination no lister reads (tar://, dir://): the copy tells
         if not lister.knows_digests:
             return None
         if slot is not None:
             slot.heads += 1
-        return lister.digest(place.repository, place.tag)
+        try:
+            return lister.digest(place.repository, place.tag)
+        except ImageNotFoundError:
+            return None  # not there (an OCI layout not written yet)
 
     def _one(self, task: Task, target: Target, held: str | None, feeder: Target | None,
              holds: dict[Target, str | None]) -> Result:
