@@ -837,3 +837,31 @@ def test_sync_to_tarballs_and_an_oci_layout(run_cli: Callable[..., Any],
     result = run_cli("--insecure", "sync", "--prune", pattern,
                      f"tar://{tmp_path}/{{name}}:{{tag}}")
     assert result.exit_code == 2 and "--prune deletes tags from registries" in result.stderr
+
+
+
+def test_a_destination_that_fails_does_not_hold_back_the_others(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Two destinations, the second one down (500 to every HEAD): the first is still
+    brought in step, the second fails, and the run says so (exit 1)."""
+    prefix = f"two-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", method="HEAD", path=f"/backup-{prefix}/", status=500,
+                        times=-1))
+        config = tmp_path / "two.yaml"
+        config.write_text(f"""\
+registries:
+  {front.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations:
+      - registry://{source.host}/m-{prefix}/app:{{tag}}
+      - registry://{front.host}/backup-{prefix}/app:{{tag}}
+""")
+        result = run_cli("--insecure", "--retries", "0", "sync", "-O", "json", str(config))
+    assert result.exit_code == 1, result.output
+    states = {i["destination"].split("/")[3].split("-")[0]: i["state"]
+              for i in json.loads(result.stdout)["images"]}
+    assert states == {"m": "copied", "backup": "failed"}, states
+    assert _tags(source, f"m-{prefix}/app") == ["v1"]

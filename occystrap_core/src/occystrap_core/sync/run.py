@@ -122,11 +122,18 @@ class Runner:
         try:
             if pending and verbatim and task.place is not None:
                 with self._heads.timing() as heads:
-                    holds = {t: self._digest(t.place, heads) for t in pending}
+                    for target in pending:
+                        try:
+                            holds[target] = self._digest(target.place, heads)
+                        except OccystrapError as e:  # that destination fails, not the others
+                            results.append(Result(task.source, target.uri, "failed",
+                                                  error=str(e)))
+                    pending = [t for t in pending if t in holds]
                     # The source is asked only when a destination has the tag (or in a
                     # dry run, to report a missing one): otherwise the image is copied
                     # whatever its digest, and a cold tag costs one request less.
-                    if (any(holds.values()) or self.dry_run) and self._knows(task.place):
+                    if pending and (any(holds.values()) or self.dry_run) \
+                            and self._knows(task.place):
                         held = self._digest(task.place, heads)
                         if held is None:
                             raise ImageNotFoundError(f"{redact_uri(task.source)}: not found")
