@@ -865,3 +865,42 @@ sources:
               for i in json.loads(result.stdout)["images"]}
     assert states == {"m": "copied", "backup": "failed"}, states
     assert _tags(source, f"m-{prefix}/app") == ["v1"]
+
+
+
+def test_a_dry_run_writes_nothing(run_cli: Callable[..., Any], source: RegistryServer,
+                                  mirror: RegistryServer, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--dry-run --prune with every rule that reads (immutable, latest by date,
+    referrers) against a token mirror that has a tag to prune: it says it would copy
+    and delete, and neither registry sees a PUT, POST, PATCH or DELETE."""
+    prefix = f"dr-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    seed(mirror, f"m-{prefix}", ("app",), ("v0",))
+    assert mirror.token_server is not None
+    realm = urlsplit(mirror.token_server.realm).netloc
+    monkeypatch.setenv(PASSWORD_VAR, mirror.password or "")
+    config = tmp_path / "dry.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+  {mirror.host}:
+    username: alice
+    password: ${{{PASSWORD_VAR}}}
+    ca_cert: {mirror.ca_cert}
+  {realm}: {{ca_cert: {mirror.ca_cert}}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{mirror.host}/m-{prefix}/app:{{tag}}
+    tags: {{immutable: "v*", latest: 5, order: created}}
+    referrers: true
+""")
+    before = len(mirror.requests()), len(source.requests())
+    result = run_cli("sync", "--dry-run", "--prune", str(config))
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.splitlines()) == [
+        f"delete registry://{mirror.host}/m-{prefix}/app:v0",
+        *(f"registry://{source.host}/{prefix}/app:{t}?insecure=true -> "
+          f"registry://{mirror.host}/m-{prefix}/app:{t}" for t in ("v1", "v2"))]
+    sent = mirror.requests()[before[0]:] + source.requests()[before[1]:]
+    assert sent and not [r for r in sent if r.split()[0] in ("PUT", "POST", "PATCH", "DELETE")]
