@@ -904,3 +904,41 @@ sources:
           f"registry://{mirror.host}/m-{prefix}/app:{t}" for t in ("v1", "v2"))]
     sent = mirror.requests()[before[0]:] + source.requests()[before[1]:]
     assert sent and not [r for r in sent if r.split()[0] in ("PUT", "POST", "PATCH", "DELETE")]
+
+
+
+def test_one_repository_denied_does_not_stop_the_others(
+        run_cli: Callable[..., Any], source: RegistryServer, mirror: RegistryServer,
+        tmp_path: Path) -> None:
+    """A catalog lists a repository the credentials may not read (403 DENIED, as a
+    registry with private projects answers): that repository fails, the others are
+    synced. Credentials refused outright still fail the source once."""
+    prefix = f"den-{uuid.uuid4().hex[:6]}"
+    seed(source, f"{prefix}/team-a", ("app",), ("v1",))
+    seed(source, f"{prefix}/team-b", ("app",), ("v1",))
+    with FaultFront(source.url) as front:
+        front.add(Fault("status", path=f"/{prefix}/team-b/app/tags/list", status=403,
+                        code="DENIED", times=-1))
+        result = run_cli("--insecure", "sync", "-O", "json",
+                         f"registry://{front.host}/{prefix}/*/app",
+                         f"registry://{source.host}/m-{prefix}/{{repo}}:{{tag}}")
+    assert result.exit_code == 1, result.output
+    states = sorted((i["source"].split("?")[0].rsplit("/", 2)[1], i["state"])
+                    for i in json.loads(result.stdout)["images"])
+    assert states == [("team-a", "copied"), ("team-b", "failed")], states
+    assert _tags(source, f"m-{prefix}/{prefix}/team-a/app") == ["v1"]
+
+    assert mirror.ca_cert is not None and mirror.token_server is not None
+    config = tmp_path / "wrong.yaml"
+    config.write_text(f"""\
+registries:
+  {mirror.host}: {{username: alice, password: wrong, ca_cert: {mirror.ca_cert}}}
+  {urlsplit(mirror.token_server.realm).netloc}: {{ca_cert: {mirror.ca_cert}}}
+sources:
+  - source: registry://{mirror.host}/*/app
+    destinations: registry://{source.host}/w-{prefix}/{{repo}}:{{tag}}
+""")
+    result = run_cli("sync", str(config))
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "refused the credentials of 'alice'" in failed[0], failed

@@ -76,5 +76,10 @@ class AuthError(TransportError):
     """Credentials were refused or missing."""
 
 
+class CredentialsError(AuthError):
+    """The credentials themselves were refused, or none were given where the registry
+    requires them: not one repository's access, but every request with them."""
+
+
 class OutputExistsError(OccystrapError):
     """The destination exists and would be overwritten."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from .api import BulkItem, ImageLister, ImageSet
-from .errors import AuthError, OccystrapError, URIError
+from .errors import CredentialsError, OccystrapError, URIError
 from .workers import parallel
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class ListedImages(ImageSet):
     def _tags_or_error(self, repository: str) -> list[str] | OccystrapError:
         try:
             return matching_tags(self.lister, self.pattern, repository)
-        except AuthError:
+        except CredentialsError:
             raise  # wrong for every repository: stop rather than repeat it per repository
         except OccystrapError as e:
             if not is_glob(self.pattern.repositories):

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from ..api import BulkItem, ImageLister
 from ..bulk import check_filters, template_fields
-from ..errors import AuthError, ImageNotFoundError, OccystrapError, UsageError
+from ..errors import CredentialsError, ImageNotFoundError, OccystrapError, UsageError
 from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
 from ..redact import redact_uri
 from ..uri import parse_uri
@@ -347,7 +347,7 @@ class Planner:
                 if is_glob(pattern.tags) or self.prune:
                     return list(lister.tags(repository))
                 return [pattern.tags]
-            except AuthError:
+            except CredentialsError:
                 raise  # the same for every repository: the source cannot be synced
             except OccystrapError as e:
                 return e
@@ -356,7 +356,7 @@ class Planner:
             listed = parallel(tags_of, repositories,
                               LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
                               self.ctx.cancel.child(), name="list")
-        except AuthError as e:
+        except CredentialsError as e:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
             self._hold_all(plan, spec)
             return

@@ -42,7 +42,7 @@ from typing import Any, Generator, Iterable
 
 import httpx
 
-from ..errors import AuthError
+from ..errors import AuthError, CredentialsError
 from ..redact import remember
 from ..types import Credentials
 from .clock import Clock
@@ -266,15 +266,15 @@ class RegistryAuth(httpx.Auth):
                      host: str) -> Generator[httpx.Request, httpx.Response, None]:
         creds = self.credentials
         if not creds or not creds.username:
-            raise AuthError(f"authentication to {host} failed: the registry requires "
-                            f"credentials{_HINT}")
+            raise CredentialsError(f"authentication to {host} failed: the registry requires "
+                                   f"credentials{_HINT}")
         if "Authorization" in request.headers and self._basic:
-            raise AuthError(self._refused(host, (), ""))
+            raise CredentialsError(self._refused(host, (), ""))
         self._basic = True
         request.headers["Authorization"] = _basic(creds)
         response = yield request
         if response.status_code == 401:
-            raise AuthError(self._refused(host, (), ""))
+            raise CredentialsError(self._refused(host, (), ""))
 
     def _refused(self, host: str, scopes: tuple[str, ...], error: str) -> str:
         creds = self.credentials
@@ -379,9 +379,9 @@ class RegistryAuth(httpx.Auth):
                 raise AuthError(f"authentication to {host} failed: the token server refused "
                                 f"anonymous access to {' '.join(scopes) or 'the registry'}; "
                                 f"credentials are needed{_HINT}")
-            raise AuthError(f"authentication to {host} failed: the token server {realm} "
-                            f"refused the credentials of {_who(creds)} "
-                            f"(HTTP {response.status_code})")
+            raise CredentialsError(f"authentication to {host} failed: the token server "
+                                   f"{realm} refused the credentials of {_who(creds)} "
+                                   f"(HTTP {response.status_code})")
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not token:
             raise AuthError(f"authentication to {host} failed: the token server {realm} "
