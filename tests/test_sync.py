@@ -942,3 +942,28 @@ sources:
     assert result.exit_code == 1, result.output
     failed = [line for line in result.stderr.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "refused the credentials of 'alice'" in failed[0], failed
+
+
+def test_a_configuration_may_use_yaml_anchors_and_merge_keys(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """`<<: *anchor` (as large regsync-style configurations do): the merged keys
+    count, the entry's own override them."""
+    prefix = f"anchor-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+    src = source.host
+    config = tmp_path / "anchors.yaml"
+    config.write_text(f"""\
+registries:
+  {src}: {{insecure: true}}
+sources:
+  - &app
+    source: registry://{src}/{prefix}/app
+    destinations: registry://{src}/m-{prefix}/app:{{tag}}
+    tags: {{include: v1}}
+  - <<: *app
+    tags: {{include: v2}}
+""")
+    result = run_cli("sync", "-O", "json", str(config))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"] == {"copied": 2}
+    assert _tags(source, f"m-{prefix}/app") == ["v1", "v2"]

@@ -77,18 +77,31 @@ class _Reader:
 
     def mapping(self, node: yaml.Node, what: str, keys: tuple[str, ...]
                 ) -> dict[str, yaml.Node]:
+        return {key: value for key, _, value in self.items(node, what, keys)}
+
+    def items(self, node: yaml.Node, what: str, keys: tuple[str, ...]
+              ) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        """Each key (checked against ``keys``, when given), its node and its value. YAML
+        merge keys (``<<: *anchor``) are expanded: the mapping's own keys override them,
+        and the first of several merged mappings wins."""
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, f"{what} must be a mapping")
-        found: dict[str, yaml.Node] = {}
+        own: dict[str, tuple[str, yaml.Node, yaml.Node]] = {}
+        merged: dict[str, tuple[str, yaml.Node, yaml.Node]] = {}
         for key_node, value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                for part in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    for item in self.items(part, what, keys):
+                        merged.setdefault(item[0], item)
+                continue
             key = self.scalar(key_node, f"a key of {what}")
             if not isinstance(key, str) or (keys and key not in keys):
                 raise self.fail(key_node, f"unknown key {key!r} in {what} "
                                           f"(known: {', '.join(keys)})")
-            if key in found:
+            if key in own:
                 raise self.fail(key_node, f"{key!r} is given twice in {what}")
-            found[key] = value
-        return found
+            own[key] = (key, key_node, value)
+        return list({**merged, **own}.values())
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -240,9 +253,8 @@ def parse(text: str, path: str) -> SyncConfig:
         raise r.fail(sources or root, "'sources' must be a non-empty list")
     registries: dict[str, RegistrySettings] = {}
     if "registries" in top:
-        r.mapping(top["registries"], "registries", ())  # string keys, each once
-        for key_node, node in top["registries"].value:
-            host = str(r.scalar(key_node, "registries")).lower()  # as httpx sees it
+        for key, key_node, node in r.items(top["registries"], "registries", ()):
+            host = key.lower()  # as httpx and the credential hook see it
             if not _HOST_RE.fullmatch(host):
                 raise r.fail(key_node, f"registries: {host!r} is not HOST[:PORT] (no scheme, "
                                        f"no path: the host as written in the URIs)")
