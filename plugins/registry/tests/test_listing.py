@@ -160,3 +160,25 @@ def test_an_answer_without_a_tag_list_is_no_list(mock_http: Callable[..., Any],
                      "registry://reg.example/copy/{repo}:{tag}")
     assert "delete " not in result.stdout, result.stdout
     assert result.exit_code == 1 and "no 'tags' list" in result.stderr, result.output
+
+
+def test_docker_hub_official_images_are_listed_under_library(
+        mock_http: Callable[..., Any], run_cli: Callable[..., Any]) -> None:
+    """``docker.io/busybox`` is ``library/busybox`` in Docker Hub's API, for a tag list
+    as for a pull; the {repo} of a template stays what the user wrote."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/library/busybox/tags/list":
+            return httpx.Response(200, json={"name": "library/busybox",
+                                             "tags": ["1.36", "1.37", "latest"]})
+        return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN"}]})
+
+    mock = mock_http(handler)
+    result = run_cli("tags", "registry://docker.io/busybox")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == ["1.36", "1.37", "latest"]
+    result = run_cli("process", "--dry-run", "registry://docker.io/busybox:1.*",
+                     "registry://mirror.example/hub/{repo}:{tag}")
+    assert result.exit_code == 0, result.output
+    assert [line.split(" -> ")[1] for line in result.stdout.splitlines()] == \
+        ["registry://mirror.example/hub/busybox:1.36", "registry://mirror.example/hub/busybox:1.37"]
+    assert {r.url.host for r in mock.requests} == {"registry-1.docker.io"}

@@ -18,6 +18,7 @@ from occystrap_core.api import BulkItem, ImageLister
 from occystrap_core.digest import is_valid, of_bytes
 from occystrap_core.errors import OccystrapError, TransportError, UnsupportedError
 from occystrap_core.listing import split_pattern
+from occystrap_core.oci.reference import DOCKER_HUB
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
@@ -42,6 +43,7 @@ class RegistryLister(ImageLister):
         self.root = split_pattern(uri.target).root
         ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
         self.host = ref.api_host
+        self.hub = ref.domain == DOCKER_HUB
         self.insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
         self.tls_verify = uri.options.get("tls_verify") is not False
         self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
@@ -57,7 +59,13 @@ class RegistryLister(ImageLister):
         for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE]):
             yield from _names(page, "repositories", self.host)
 
+    def _path(self, repository: str) -> str:
+        """The repository's name in the API: Docker Hub keeps official images under
+        ``library/`` (``docker.io/busybox`` is ``library/busybox``), as references say."""
+        return parse_reference(f"{self.root}/{repository}").path if self.hub else repository
+
     def tags(self, repository: str) -> Iterator[str]:
+        repository = self._path(repository)
         scope = [f"repository:{repository}:pull"]
         for page in self._pages(f"/v2/{repository}/tags/list",
                                 f"listing the tags of {repository}", scope):
@@ -66,6 +74,7 @@ class RegistryLister(ImageLister):
     knows_digests = True
 
     def digest(self, repository: str, tag: str) -> str | None:
+        repository = self._path(repository)
         response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}",
                               f"HEAD manifest {repository}:{tag}",
                               [f"repository:{repository}:pull"], ok=(200, 404),
@@ -93,6 +102,7 @@ class RegistryLister(ImageLister):
         """By tag where the registry can (distribution 3); else by digest, only when no
         other tag of the repository points at that manifest (it would go too): tags
         deleted together (v1.2 and v1.2.3 of one image) may share it."""
+        repository = self._path(repository)
         scopes = [f"repository:{repository}:pull,push,delete"]
         done: dict[str, OccystrapError | None] = {}
         by_digest: dict[str, list[str]] = {}  # what the registry could not delete by tag
