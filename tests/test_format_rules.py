@@ -454,6 +454,21 @@ def test_an_artifact_is_refused_where_only_file_systems_go(
                          "-f", "normalize-timestamps"), "normalize-timestamps", "artifact")
 
 
+def test_unfiltered_artifacts_go_beneath_the_filters(
+        registry_plain: RegistryServer, artifacts: dict[str, str]) -> None:
+    """``library.copy(unfiltered_artifacts=True)``, as the proxy copies: an artifact
+    goes on byte for byte where a filter would refuse it."""
+    from occystrap_core import library
+
+    original = get_manifest(registry_plain, "rules/chart", "1.0.0").content
+    with library.session(insecure=True) as session:
+        result = library.copy(f"registry://{artifacts['chart']}",
+                              f"registry://{registry_plain.host}/rules/unfiltered-chart:1",
+                              filters=["normalize-timestamps"], unfiltered_artifacts=True,
+                              session=session)
+    assert result.problems == []
+    assert get_manifest(registry_plain, "rules/unfiltered-chart", "1").content == original
+
 
 def test_a_file_typed_as_a_tar_layer_is_an_artifact_still(
         tmp_path: Path, registry_plain: RegistryServer, artifacts: dict[str, str],

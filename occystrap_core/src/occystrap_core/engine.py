@@ -118,9 +118,11 @@ class Loaded:
 class Reader:
     """Reads one manifest-level source: its manifests, parsed and verified, and images."""
 
-    def __init__(self, source: ImageSource, selection: Selection):
+    def __init__(self, source: ImageSource, selection: Selection,
+                 unfiltered_artifacts: bool = False):
         self.source = source
         self.selection = selection
+        self.unfiltered_artifacts = unfiltered_artifacts  # see copy()
         self.where = source.where
         self._top: Manifest | Index | None = None
 
@@ -260,10 +262,11 @@ def load(ctx: Context, source: ImageSource | ImageInput) -> Loaded:
                   reader.entries())
 
 
-def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput
-         ) -> tuple[Image | None, OutputResult]:
+def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
+         unfiltered_artifacts: bool = False) -> tuple[Image | None, OutputResult]:
     """Copy what ``source`` names (one image, or an index and its images) to
-    ``output``; on failure, ``output.abort()``.
+    ``output``; on failure, ``output.abort()``. With ``unfiltered_artifacts``, a
+    manifest without a file system (an artifact) goes beneath ``output``'s filters.
 
     Returns the image read, or None when none was: the destination already held it
     (a warm no-op), or an index was copied.
@@ -277,7 +280,7 @@ def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput
                 if existing is not None:
                     return None, existing
             return image, _deliver(ctx, image, source, output)
-        reader = Reader(source, selection_of(ctx, source))
+        reader = Reader(source, selection_of(ctx, source), unfiltered_artifacts)
         top = reader.top()
         if isinstance(top, Index) and reader.selection.many:
             return None, _copy_index(ctx, reader, reader.plan(top), output)
@@ -339,6 +342,8 @@ def _kind(node: Manifest | Index) -> str | None:
 def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
                    platform: Platform | None, output: ImageOutput
                    ) -> tuple[Image | None, OutputResult]:
+    if reader.unfiltered_artifacts and not manifest.has_file_system:
+        output = _beneath_filters(output)  # filters work on file systems
     layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
     # Before the config: a warm copy costs neither the config nor any blob request.
     existing = _existing(ctx, output, ManifestSummary(manifest.digest, manifest.media_type,

@@ -111,6 +111,7 @@ def _opened(ctx: Session, source: Source, what: str) -> Iterator[ImageSource | I
 def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
          referrers: bool = False, referrer_types: Sequence[str] = (),
          stale_referrers: bool = False, digest_tags: bool = False,
+         unfiltered_artifacts: bool = False,
          session: Session | None = None, **options: Any) -> CopyResult:
     """Copy the image (or index) ``source`` names to ``destination``, through
     ``filters`` (``"NAME[:key=value,...]"``; the first sees layers first), then
@@ -125,10 +126,13 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     unless ``stale_referrers`` asks for the source image's referrers all the same
     (they go on naming the source's digests as their subjects). ``digest_tags`` copies
     cosign's legacy tags too (``sha256-<hex>.sig``, ``.att``, ``.sbom``):
-    ``details["digest_tags"]`` lists those found and copied."""
+    ``details["digest_tags"]`` lists those found and copied. Filters work on file
+    systems and refuse an artifact (a signature, an SBOM, a chart); with
+    ``unfiltered_artifacts`` each artifact manifest (an index's too) is copied as it is,
+    beneath the filters, as a registry front passes what it cannot filter."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
         output = pipeline.build_output(ctx, destination, filters)
-        _, result = pipeline.run(ctx, opened, output)
+        _, result = pipeline.run(ctx, opened, output, unfiltered_artifacts)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
             problems = _copy_referrers(ctx, opened, destination, result, referrer_types,

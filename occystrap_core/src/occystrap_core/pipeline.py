@@ -63,6 +63,7 @@ def build_output(ctx: Context, uri: str, filters: Sequence[str] = ()) -> ImageOu
     return output
 
 
-def run(ctx: Context, source: Source, output: ImageOutput) -> tuple[Image | None, OutputResult]:
+def run(ctx: Context, source: Source, output: ImageOutput, unfiltered_artifacts: bool = False
+        ) -> tuple[Image | None, OutputResult]:
     """Copy ``source`` to ``output`` (see :func:`occystrap_core.engine.copy`)."""
-    return copy(ctx, source, output)
+    return copy(ctx, source, output, unfiltered_artifacts)

@@ -21,6 +21,7 @@ from occystrap_core.testing.registry import (
     push_sample_image,
     remove_image,
     skopeo_args,
+    start_registry,
 )
 
 FILES = {"etc/motd": b"hello\n", "tmp/junk/cache.bin": b"x" * 4096, "usr/bin/tool": b"#!/bin/sh\n"}
@@ -818,3 +819,37 @@ def test_what_was_pushed_through_a_pull_through_proxy_reads_back(
     with httpx.Client(base_url=f"http://{proxy.host}") as client:
         assert client.get(f"/v2/{repo}/manifests/v2").status_code == 404
         assert client.get("/v2/nosuchrepo/tags/list").status_code == 404
+
+
+def test_a_filtering_pull_through_reads_each_upstream_manifest_once(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        repo_name: Callable[[str], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An artifact passes the filters unchanged, told from an image by the manifest the
+    copy reads anyway: a pull-through costs one GET of it on the upstream (Docker Hub
+    counts each as a pull), for an artifact and for a filtered image alike."""
+    import oras.client
+
+    upstream = start_registry("plain", tmp_path / "upstream", access_log=True)
+    try:
+        repo = repo_name("once")
+        push_sample_image(upstream, repo, "image")
+        monkeypatch.chdir(tmp_path)
+        Path("notes.txt").write_text("release notes\n")
+        oras.client.OrasClient(hostname=upstream.host, insecure=True).push(
+            target=f"{upstream.host}/{repo}:notes", files=["notes.txt"])
+        proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/once",
+                            "-u", upstream.host, "-f", "normalize-timestamps")
+        client = oras.client.OrasClient(hostname=proxy.host, insecure=True)
+        files = client.pull(target=f"{proxy.host}/{repo}:notes", outdir=str(tmp_path / "out"))
+        assert [Path(f).read_text() for f in files] == ["release notes\n"]
+        pulled = httpx.get(f"http://{proxy.host}/v2/{repo}/manifests/image", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json,"
+                      "application/vnd.docker.distribution.manifest.v2+json"})
+        assert pulled.status_code == 200, pulled.text
+        time.sleep(0.2)  # let the access log flush
+        gets = [r for r in upstream.requests() if r.startswith(f"GET /v2/{repo}/manifests/")]
+        assert sorted(gets) == [f"GET /v2/{repo}/manifests/image",
+                                f"GET /v2/{repo}/manifests/notes"]
+    finally:
+        upstream.stop()

@@ -299,34 +299,17 @@ class ProxyService:
             with open_source(source, session=self.ctx) as opened:
                 assert isinstance(opened, ImageSource)
                 opened.selection = _every_platform()
-                result = copy(opened, destination, filters=self._filters_for(opened),
-                              session=self.ctx)
+                result = copy(opened, destination, filters=self.filters,
+                              unfiltered_artifacts=True, session=self.ctx)
         else:
-            result = copy(source, destination, filters=self._filters_for(source),
-                          session=self.ctx)
+            result = copy(source, destination, filters=self.filters,
+                          unfiltered_artifacts=True, session=self.ctx)
         self.events.emit(kind, repository=name, ref=ref, destination=result.location,
                          digest=result.manifest_digest, problems=result.problems,
                          seconds=round(self.clock() - started, 3))
         if result.problems:
             raise TransportError(f"{destination}: verification failed: "
                                  f"{'; '.join(result.problems)}")
-
-
-    def _filters_for(self, source: ImageSource) -> tuple[str, ...]:
-        """The filters, or none for an artifact (a signature, an SBOM, a chart, or an
-        index of those): filters work on file systems, so a registry front passes
-        what has none as it is rather than refuse it."""
-        if not self.filters:
-            return ()
-        pending = [source.manifest()]
-        while pending:
-            fetched = pending.pop()
-            doc = parse(fetched.data, fetched.media_type)
-            if isinstance(doc, Index):
-                pending += [source.manifest(d.digest) for d in reversed(doc.manifests)]
-            elif doc.has_file_system:
-                return self.filters
-        return ()
 
 
 def _every_platform() -> Selection:
