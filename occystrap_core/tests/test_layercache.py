@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,41 @@ def test_corrupt_file_is_a_warning_and_no_cache(tmp_path: Path,
     with caplog.at_level(logging.WARNING, "occystrap"):
         assert open_for_run(str(tmp_path)) is None
     assert "going on without the cache" in caplog.text
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_another_programs_database_is_left_as_it_was(
+        tmp_path: Path, run_cli: Callable[..., Result], expect_error: Callable[..., None],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A database that is not a layer cache gets no tables, no WAL mode, no version:
+    neither a copy (a warning) nor ``cache prune`` (an error) changes a byte of it."""
+    db = sqlite3.connect(tmp_path / FILENAME)
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.execute("INSERT INTO notes VALUES ('keep me')")
+    db.commit()
+    db.close()
+    before = _files(tmp_path)
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(tmp_path)) is None
+    assert "not a layer cache" in caplog.text
+    assert _files(tmp_path) == before
+    for command in (("cache", "info"), ("cache", "prune", "--max-size", "1K")):
+        expect_error(run_cli("--layer-cache", str(tmp_path), *command), "not a layer cache")
+        assert _files(tmp_path) == before
+
+
+def test_a_device_where_the_database_should_be_is_not_opened(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite would take a device (here a null device, made as root) for an empty
+    database and litter its directory with journals."""
+    os.mknod(tmp_path / FILENAME, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(tmp_path)) is None
+    assert "not a regular file" in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == [FILENAME]
 
 
 def test_newer_schema_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -95,6 +95,9 @@ class LayerCache:
         self._off = False
         try:
             os.makedirs(directory, exist_ok=True)
+            if os.path.exists(self.path) and not os.path.isfile(self.path):
+                raise CacheError(f"layer cache {self.path}: not a regular file; remove it "
+                                 f"to start afresh")
             # autocommit: each statement is its own short transaction
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
@@ -110,17 +113,15 @@ class LayerCache:
     def _setup(self) -> None:
         db = self._db
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Checked before anything is written: switching to WAL rewrites the file's header.
+        version = self._version(db)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # WAL stays consistent; a crash may lose
-        version = db.execute("PRAGMA user_version").fetchone()[0]  # the last writes only
-        if version == SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:              # the last writes only
             return
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
-                                        f"occystrap's {SCHEMA_VERSION}")
         db.execute("BEGIN IMMEDIATE")  # one process creates the schema; others wait
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            if self._version(db) != SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -129,6 +130,19 @@ class LayerCache:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _version(db: sqlite3.Connection) -> int:
+        """The schema version; an error for a database that is not a layer cache (another
+        program's, which must be left as it is) or is a newer occystrap's."""
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
+                                        f"occystrap's {SCHEMA_VERSION}")
+        # a cache gets its version in the transaction that creates its tables
+        if version == 0 and db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            raise sqlite3.DatabaseError("a database of something else, not a layer cache")
+        return version
 
     def _run(self, what: str, work: Callable[[sqlite3.Connection], T], default: T) -> T:
         with self._lock:
