@@ -129,6 +129,30 @@ def test_dir_abort_removes_what_it_created(tmp_path, run_cli):
     assert not (tmp_path / "dir").exists()
 
 
+def _tree(root) -> dict[str, bytes | None]:
+    """Every path under root, with the content of its files."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("catalog", [b"{not json", b'["a list"]', b'{"app": "v1"}'])
+def test_dir_a_failed_run_leaves_what_was_there(tmp_path, run_cli, catalog):
+    """A run that fails as it ends (here on a damaged catalog) must not have replaced
+    the earlier image of the same name and tag, its root filesystem included."""
+    out = f"dir://{tmp_path / 'dir'}?unique_names=true&expand=true"
+    for seed in (1, 2):
+        build_docker_archive(str(tmp_path / f"{seed}.tar"), tag="v1", seed=seed)
+    assert run_cli("process", f"tar://{tmp_path / '1.tar'}", out).exit_code == 0
+    (tmp_path / "dir" / "catalog.json").write_bytes(catalog)
+    before = _tree(tmp_path / "dir")
+    assert any(name.startswith("rootfs-") for name in before)
+    result = run_cli("process", f"tar://{tmp_path / '2.tar'}", out)
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and "catalog.json" in result.stderr
+    assert "unexpected" not in result.stderr, result.stderr
+    assert _tree(tmp_path / "dir") == before
+
+
 # ---- oci-bundle:// -------------------------------------------------------------
 
 def test_bundle_runtime_config_from_the_image(tmp_path, src, run_cli):

@@ -17,6 +17,7 @@ re-hashes every file it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -29,7 +30,7 @@ from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError
 from ..rootfs import TreeWriter
-from ..tempfiles import AtomicFile, TempDir, sweep, write_atomic
+from ..tempfiles import AtomicFile, TempDir, sweep
 from ..types import ResolvedURI
 from .common import PRIVATE, copy_hashing, ensure_dir, hash_file, hex_name, local_path
 
@@ -94,44 +95,61 @@ class DirOutput(ImageOutput):
             raise CorruptImageError(f"the config's diff_ids {image.diff_ids} do not match "
                                     f"the layers written {written}")
         config_name = f"{hex_name(image.config_digest, 'config digest')}.json"
-        self._put(config_name, image.config)
         entry: dict[str, Any] = {"Config": config_name,
                                  "RepoTags": [image.reference] if image.reference else [],
                                  "Layers": [self._layer_file(d) for d in written]}
         suffix = f"-{_safe(image.name or 'unnamed')}-{_safe(image.tag or 'latest')}"
-        if self.expand:
-            self._extract(written, "rootfs" + (suffix if self.unique else ""))
         if self.unique:
             entry["ImageName"] = image.reference
-            self._manifest_file = f"manifest{suffix}.json"
-            self._put(self._manifest_file, json.dumps([entry], indent=2).encode())
-            self._catalog(image, self._manifest_file)
-        else:
-            self._manifest_file = "manifest.json"
-            self._put(self._manifest_file, json.dumps([entry], indent=2).encode())
-        return OutputResult(location=self.path, details={"manifest": self._manifest_file})
+            self._read_catalog()  # a damaged catalog fails the run before anything changed
+        manifest_file = f"manifest{suffix}.json" if self.unique else "manifest.json"
+        # What the directory held is replaced only once everything new is written in
+        # full: a run that fails (a full disk, a bad layer) leaves it as it was.
+        rootfs = "rootfs" + (suffix if self.unique else "")
+        staged = self._extract(written, rootfs) if self.expand else None
+        with contextlib.ExitStack() as stack:
+            temps = [(name, self._stage(stack, data)) for name, data in (
+                (config_name, image.config),
+                (manifest_file, json.dumps([entry], indent=2).encode()))]
+            if self.unique:  # other runs may add images to this directory: one at a time
+                lock = stack.enter_context(open(os.path.join(self.path, ".catalog.lock"), "a"))
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                catalog = self._read_catalog()
+                catalog.setdefault(image.name or "unnamed", {})[image.tag or "latest"] = \
+                    manifest_file
+                temps.append(("catalog.json", self._stage(stack, json.dumps(
+                    catalog, indent=2, sort_keys=True).encode())))
+            for name, temp in temps:
+                final = os.path.join(self.path, name)
+                if not os.path.exists(final):
+                    self._new.append(final)
+                temp.commit(final)
+        if staged is not None:
+            self._replace(staged, rootfs)
+        self._manifest_file = manifest_file
+        return OutputResult(location=self.path, details={"manifest": manifest_file})
 
-    def _put(self, name: str, data: bytes) -> None:
-        final = os.path.join(self.path, name)
-        if not os.path.exists(final):
-            self._new.append(final)
-        write_atomic(final, data)
+    def _stage(self, stack: contextlib.ExitStack, data: bytes) -> AtomicFile:
+        temp = stack.enter_context(AtomicFile(self.path))
+        temp.file.write(data)
+        temp.file.flush()  # a full disk fails here, before anything is renamed
+        return temp
 
-    def _catalog(self, image: Image, manifest_file: str) -> None:
-        with open(os.path.join(self.path, ".catalog.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # other runs may add images to this directory
-            path = os.path.join(self.path, "catalog.json")
-            catalog: dict[str, dict[str, str]] = {}
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    try:
-                        catalog = json.load(f)
-                    except ValueError:
-                        raise CorruptImageError(f"{path} is not valid JSON") from None
-            catalog.setdefault(image.name or "unnamed", {})[image.tag or "latest"] = manifest_file
-            self._put("catalog.json", json.dumps(catalog, indent=2, sort_keys=True).encode())
+    def _read_catalog(self) -> dict[str, dict[str, str]]:
+        path = os.path.join(self.path, "catalog.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path, "rb") as f:
+            try:
+                catalog = json.load(f)
+            except ValueError:
+                raise CorruptImageError(f"{path} is not valid JSON") from None
+        if not (isinstance(catalog, dict) and all(isinstance(v, dict) for v in catalog.values())):
+            raise CorruptImageError(f"{path} is not a catalog ({{name: {{tag: file}}}})")
+        return catalog
 
-    def _extract(self, diff_ids: list[str], name: str) -> None:
+    def _extract(self, diff_ids: list[str], name: str) -> tuple[TempDir, TreeWriter]:
+        """The merged root filesystem, built in a temporary directory."""
         work = TempDir(self.path, f".tmp-{name}-")
         self._temps.append(work)
         root = os.path.join(work.path, name)
@@ -143,17 +161,22 @@ class DirOutput(ImageOutput):
                 checked = streams.HashingReader(f, diff_id, what=f"stored layer {i}")
                 tree.apply(streams.buffered(checked), f"layer {i}")
         tree.close()
+        return work, tree
+
+    def _replace(self, staged: tuple[TempDir, TreeWriter], name: str) -> None:
+        """Rename the built root filesystem into place, instead of any earlier one."""
+        work, tree = staged
         final = os.path.join(self.path, name)
         if os.path.lexists(final):
             old = TempDir(self.path, f".old-{name}-")
             os.rename(final, os.path.join(old.path, name))
-            os.rename(root, final)
+            os.rename(tree.root, final)
             old.remove()
         else:
-            os.rename(root, final)
+            self._new.append(final)
+            os.rename(tree.root, final)
         work.remove()
         self._temps.remove(work)
-        self._new.append(final)
         tree.root = final
         self._tree = tree
 
