@@ -58,6 +58,7 @@ from click.testing import Result
 
 from occystrap_core.redact import forget as forget_secrets
 from occystrap_core.testing import images
+from occystrap_core.testing.faults import Fault
 from occystrap_core.testing.registry import (
     RegistryServer,
     User,
@@ -588,6 +589,43 @@ def test_a_failing_credential_helper_prints_no_secret(runner: Runner) -> None:
                             f"registry://{lab.basic.host}/{REPO}:{TAG}", exit_code=1,
                             names=(lab.basic.host,))
         assert "docker-credential-broken" in result.stderr, result.stderr
+
+
+# ---- presigned redirects -----------------------------------------------------------------
+
+SIGNATURE = "s3cretSIG-Ab9%2Bq%3D"
+# How blob storage signs the URLs registries redirect blob GETs to: {id: query}.
+PRESIGNED = {
+    "docker-hub": f"verify=1700000000-{SIGNATURE}",
+    "s3": f"X-Amz-Credential=AKIA%2F1&X-Amz-Signature={SIGNATURE}",
+    "azure": f"se=2026-11-28&sp=r&sig={SIGNATURE}",
+    "akamai": f"__token__=exp=1700000000~hmac={SIGNATURE}",
+    "backblaze": f"Authorization={SIGNATURE}",
+}
+
+
+@pytest.mark.parametrize("style", list(PRESIGNED), ids=list(PRESIGNED))
+def test_a_presigned_redirect_prints_no_signature(
+        style: str, fault_front_factory: Callable[..., Any], registry_plain: RegistryServer,
+        run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    """Blob GETs answered 307 to storage with a signed query, as Docker Hub, S3, Azure,
+    Akamai and B2 do: --debug logs the redirects and the requests that follow them,
+    never the signature (a pass to the blob until it expires)."""
+    repo = f"secrets/presigned-{uuid.uuid4().hex[:8]}"
+    push_sample_image(registry_plain, repo, TAG)
+    front = fault_front_factory(registry_plain, tls=True)
+    storage = fault_front_factory(registry_plain, tls=True, host_name="localhost")
+    front.add(Fault("redirect", method="GET", path="/blobs/sha256:",
+                    location=f"{storage.url}?{PRESIGNED[style]}", times=-1))
+    ca = tmp_path / "both.pem"
+    ca.write_text(Path(str(front.ca_cert)).read_text() + Path(str(storage.ca_cert)).read_text())
+    result = run_cli("--ca-cert", str(ca), "--no-progress", "--debug", "process",
+                     f"registry://{front.host}/{repo}:{TAG}", f"tar://{tmp_path}/out.tar")
+    assert result.exit_code == 0, result.output[-3000:]
+    assert any(SIGNATURE in h.query for h in storage.log)  # the redirects were followed
+    assert "localhost" in result.stderr and "REDACTED" in result.stderr
+    leaks = [line for line in result.output.splitlines() if "s3cretSIG" in line]
+    assert not leaks, "\n".join(leaks[:3])
 
 
 # ---- messages stay useful ---------------------------------------------------------------

@@ -58,6 +58,12 @@ def test_debug_log_redacts_every_secret(caplog):
     ("https://user:pw@r/t", "https://user:REDACTED@r/t"),
     ("https://s3/b?X-Amz-Credential=AK&X-Amz-Signature=ab",
      "https://s3/b?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"),
+    ("https://production.cloudflare.docker.com/b/data?verify=1700000000-ab%2Bc",
+     "https://production.cloudflare.docker.com/b/data?verify=REDACTED"),
+    ("https://cdn/b?__token__=exp=1~hmac=ab", "https://cdn/b?__token__=REDACTED"),
+    ("https://cdn/b?hdnts=exp=1~hmac=ab", "https://cdn/b?hdnts=REDACTED"),
+    ("https://f0.backblazeb2.com/file/b?Authorization=ab", "https://f0.backblazeb2.com/file/b"
+     "?Authorization=REDACTED"),
 ])
 def test_redact_uri(url, expected):
     assert redact_uri(url) == expected

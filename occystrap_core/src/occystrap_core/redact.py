@@ -31,8 +31,12 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-registry-
 # "ab" in a message would make it unreadable and tell an observer the secret anyway.
 MIN_KNOWN = 4
 
+# Query parameters holding secrets; the signatures of presigned blob URLs among them:
+# S3 and GCS (*signature), Azure and ghcr.io (sig), Docker Hub's CDN (verify=EXPIRY-HMAC),
+# Akamai (__token__, hdnts), Backblaze B2 (Authorization).
 _SECRET_NAMES = (r"[\w.-]*token|[\w.-]*password|passwd|secret|client_secret|[\w.-]*signature"
-                 r"|x-amz-credential|x-amz-security-token|x-goog-credential|sig|code")
+                 r"|x-amz-credential|x-amz-security-token|x-goog-credential|sig|code|verify"
+                 r"|__token__|hdnts|authorization")
 _SECRET_PARAM = re.compile(rf"(?i)^(?:{_SECRET_NAMES})$")
 
 

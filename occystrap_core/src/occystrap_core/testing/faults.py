@@ -58,7 +58,8 @@ body length; "offset" is ``Fault.offset``, or a random offset in ``[0, L)`` draw
                     rest. Applies to bodyless answers too (the wait follows the head).
 ``trickle``         send the body at ``rate`` bytes per second. Passes when empty.
 ``html``            answer a captive portal's ``200`` text/html page without forwarding.
-``redirect``        answer ``307`` to ``location`` + the original path and query.
+``redirect``        answer ``307`` to ``location`` + the original path and query (and
+                    ``location``'s own query after it, as a presigned URL's signature).
 ``redirect_upload`` forward, and point the upstream's ``Location`` (upload sessions) at
                     ``location`` + its path and query. Passes when there is none.
 ``ignore_range``    forward without the ``Range`` header, as a server without range
@@ -599,7 +600,10 @@ class FaultFront:
             )
         else:
             assert fault.location is not None
-            location = fault.location.rstrip("/") + ex.target
+            base, _, query = fault.location.partition("?")  # a presigned URL's signature
+            location = base.rstrip("/") + ex.target
+            if query:
+                location += ("&" if "?" in ex.target else "?") + query
             await self._send_whole(ex, hit, 307, [(b"location", location.encode())], b"")
 
     async def _send_whole(
