@@ -163,3 +163,37 @@ def test_after_sigkill_the_next_run_cleans_up(front, registry_plain, image, tmp_
                f"tar://{out}").wait(timeout=60)[0] == 0
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.tar.")]
     assert _leftovers(tmp_path / "temp") == []
+
+
+def test_an_interrupted_sync_cancels_its_upload_sessions(front, registry_plain, image,
+                                                         tmp_path):
+    """sync copies its images on worker threads, which an interrupt cannot stop in a
+    read: their upload sessions are cancelled all the same, and a re-run succeeds."""
+    repo, _ = image
+    rng = random.Random(8)  # a second image: one alone is copied on the main thread
+    push_sample_image(registry_plain, repo, "v2",
+                      layers=[{f"data/{i}.bin": rng.randbytes(LAYER_SIZE)} for i in range(LAYERS)])
+    dest = f"interrupts/{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "sync.yaml"
+    config.write_text(f"""\
+registries:
+  {registry_plain.host}: {{insecure: true}}
+sources:
+  - images: ["registry://{front.host}/{repo}:v1", "registry://{front.host}/{repo}:v2"]
+    destinations: ["registry://{registry_plain.host}/{dest}:{{tag}}"]
+""")
+    front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
+    run = _run(front, tmp_path, "-j", "2", "sync", str(config))
+    wait_until(lambda: sum(h.fault == "trickle" for h in front.log) >= 2, "layers to flow")
+    wait_until(lambda: [p for p in _uploads(registry_plain) if dest in str(p)],
+               "uploads to start")
+    sent = time.monotonic()
+    run.process.send_signal(signal.SIGINT)
+    returncode, err = run.wait(timeout=PROMPT + 20)
+    assert time.monotonic() - sent < PROMPT
+    assert returncode == 130
+    _one_error_line(err, "interrupted (SIGINT)")
+    assert not [p for p in _uploads(registry_plain) if dest in str(p)]
+    assert _leftovers(tmp_path / "temp", tmp_path / "cache" / "occystrap" / "uploads") == []
+    front.clear()
+    assert _run(front, tmp_path, "sync", str(config)).wait(timeout=60)[0] == 0

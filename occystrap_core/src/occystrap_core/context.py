@@ -6,12 +6,13 @@ hook; nothing is kept in module globals.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from . import redact, tempfiles
 from .oci.platform import Platform
@@ -115,6 +116,7 @@ class Context:
         self.cancel = CancelToken()  # set when the run is interrupted: work stops
         self._state: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
+        self._unfinished: list[Callable[[], None]] = []  # aborts of outputs being written
 
     @property
     def plugins(self) -> Plugins:
@@ -200,7 +202,28 @@ class Context:
         with self._lock:
             self._closers.append(callback)
 
+    @contextlib.contextmanager
+    def unfinished(self, abort: Callable[[], None]) -> Iterator[None]:
+        """An output is being written: should the run be interrupted before the block
+        ends, :meth:`close` calls its ``abort`` (after :mod:`~occystrap_core.workers`'
+        grace, a copy on a worker thread may still be blocked in a read)."""
+        with self._lock:
+            self._unfinished.append(abort)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._unfinished.remove(abort)
+
     def close(self) -> None:
+        if self.cancel.is_set():  # while the clients can still cancel upload sessions
+            with self._lock:
+                aborts, self._unfinished = self._unfinished, []
+            for abort in aborts:
+                try:
+                    abort()
+                except Exception as e:  # the others still get theirs
+                    log.warning("cleanup after the interrupt failed: %s", e)
         if "_clients" in self.__dict__:
             self._clients.close()
         if self._tempdir:

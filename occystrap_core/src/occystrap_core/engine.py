@@ -271,6 +271,12 @@ def copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
     Returns the image read, or None when none was: the destination already held it
     (a warm no-op), or an index was copied.
     """
+    with ctx.unfinished(output.abort):
+        return _copy(ctx, source, output, unfiltered_artifacts)
+
+
+def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
+          unfiltered_artifacts: bool) -> tuple[Image | None, OutputResult]:
     try:
         if isinstance(source, ImageInput):
             image = source.image()
