@@ -426,6 +426,11 @@ def full_disk(env: Env) -> None:
     env.mount_tmpfs("full", "size=1m")
 
 
+def full_temp_dir(env: Env) -> None:
+    full_disk(env)
+    env.registry("plain")
+
+
 def read_only(env: Env) -> None:
     big_tar(env)
     env.mount_tmpfs("ro", "ro,size=1m")
@@ -630,6 +635,16 @@ CASES: list[Case] = [
     Case("full-disk-dir-expand", full_disk,
          ("process", "tar://{big}", "dir://{full}/out?expand=true"), "No space left",
          also=("{full}",)),
+    # a filter spools each layer in the temporary directory: it is the disk that filled
+    Case("full-temp-dir-tar", full_temp_dir, ("--temp-dir", "{full}", "process", "tar://{big}",
+                                              OUT, "-f", "normalize-timestamps"),
+         "No space left", also=("temporary directory {full}",)),
+    Case("full-temp-dir-registry", full_temp_dir,
+         ("--temp-dir", "{full}", "--insecure", "process", "tar://{big}",
+          "registry://{plain}/badinput/full:v1", "-f", "normalize-timestamps"),
+         "No space left", also=("temporary directory {full}",)),
+    Case("full-disk-export", full_disk, ("export", "tar://{big}", "{full}/rootfs.tar"),
+         "No space left", also=("{full}/rootfs.tar",)),
     Case("read-only-tar", read_only, ("process", "tar://{big}", "tar://{ro}/out.tar"),
          "Read-only"),
     Case("read-only-oci-layout", read_only,

@@ -167,12 +167,15 @@ class OccystrapGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as e:
+            occy = ctx.find_object(Context)
             if isinstance(e, OSError) and e.errno is not None:
                 # the machine, not occystrap: a full disk, a read-only file system, a quota
-                where = e.filename or ctx.meta.get(WRITING)
+                from . import diskerrors
+
+                where = e.filename or diskerrors.where(ctx.meta.get(WRITING),
+                                                       occy.made_temp_dir if occy else None)
                 _error(f"{e.strerror}" + (f": {where}" if where else ""))
                 ctx.exit(1)
-            occy = ctx.find_object(Context)
             debug = bool(occy and (occy.settings.debug or occy.settings.verbose))
             if debug:
                 import traceback

@@ -136,6 +136,11 @@ class Context:
                 self._tempdir = TempDir(root, TEMP_PREFIX)
             return self._tempdir.path
 
+    @property
+    def made_temp_dir(self) -> str | None:
+        """The run's temporary directory if it made one (and has not removed it)."""
+        return self._tempdir.path if self._tempdir else None
+
     def shared(self, key: str, factory: Any) -> Any:
         """A per-run singleton (token buckets, caches) created by ``factory()`` once."""
         with self._lock:

@@ -202,9 +202,11 @@ def export(ctx: click.Context, ref: str, destination: str, platform: str | None,
     - writes to stdout. The summary goes to stderr (to stdout with -O json and a FILE).
     """
     from . import ops
+    from .cli import WRITING
     from .tempfiles import is_stdout
 
     target: Any = click.get_binary_stream("stdout") if destination == "-" else destination
+    ctx.meta[WRITING] = destination if destination != "-" else None  # a full disk names it
     done = ops.export(ref, target, platform=platform, session=_occy(ctx))
     if target is not destination:
         target.flush()
