@@ -350,6 +350,12 @@ def existing_layout_dest_bad_source(env: Env) -> None:
     layout_blob_mismatch(env)
 
 
+def empty_dir_dest_bad_source(env: Env) -> None:
+    """An empty directory made for the layout; the source's second layer is corrupt."""
+    env.path("empty").mkdir()
+    layout_blob_mismatch(env)
+
+
 def existing_dir_dest_bad_source(env: Env) -> None:
     out = env.path("out")
     out.mkdir()
@@ -540,6 +546,8 @@ CASES: list[Case] = [
     Case("existing-layout-dest-bad-blob", existing_layout_dest_bad_source,
          ("process", "oci-layout://{layout}", "oci-layout://{t}/dest-layout?ref=new"),
          "digest mismatch"),
+    Case("empty-dir-layout-dest-bad-blob", empty_dir_dest_bad_source,
+         ("process", "oci-layout://{layout}", "oci-layout://{t}/empty"), "digest mismatch"),
     Case("existing-dir-dest-corrupt-gzip", existing_dir_dest_bad_source,
          ("process", "oci-layout://{layout}", "dir://{t}/out?expand=true"), "decompress"),
     Case("existing-tar-dest-registry-tag-missing", existing_tar_dest_registry_tag_missing,
@@ -632,6 +640,8 @@ CASES: list[Case] = [
     Case("full-disk-oci-layout", full_disk,
          ("process", "tar://{big}", "oci-layout://{full}/layout"), "No space left",
          also=("{full}",)),
+    Case("full-disk-oci-layout-mount-point", full_disk,
+         ("process", "tar://{big}", "oci-layout://{full}"), "No space left", also=("{full}",)),
     Case("full-disk-dir-expand", full_disk,
          ("process", "tar://{big}", "dir://{full}/out?expand=true"), "No space left",
          also=("{full}",)),

@@ -17,7 +17,8 @@ nothing that stops the next one:
 - temp files left by a killed run are swept when the next run starts;
 - :meth:`abort` removes the blobs this run added only when no other writer is at
   work and no entry of ``index.json`` references them (another writer may have
-  reused one); a layout it created and nobody committed to goes entirely.
+  reused one); a layout it created and nobody committed to goes entirely (in an
+  empty directory given, what it made there).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class LayoutOutput(ImageOutput):
         self.ctx = ctx
         self.ref: str | None = uri.options.get("ref")
         self._created_dir = False
+        self._made: list[str] = []  # what of the layout's skeleton this run created
         self._new_blobs: list[str] = []
         self._lock = threading.Lock()
         self._written: dict[int, Layer] = {}
@@ -122,9 +124,15 @@ class LayoutOutput(ImageOutput):
                 temp.file.flush()
                 try:
                     os.link(temp.path, self._file("oci-layout"))  # created at most once
+                    self._made.append(self._file("oci-layout"))
                 except FileExistsError:
                     pass
-        os.makedirs(self._file("blobs/sha256"), exist_ok=True)
+        for name in ("blobs", "blobs/sha256"):
+            try:
+                os.mkdir(self._file(name))
+                self._made.append(self._file(name))
+            except FileExistsError:
+                pass
         sweep(self._file("blobs/sha256"), TEMP)
 
     def _file(self, name: str) -> str:
@@ -378,8 +386,15 @@ class LayoutOutput(ImageOutput):
         except BlockingIOError:
             return  # other writers are at work: they may be relying on our new blobs
         try:
-            if self._created_dir and not os.path.exists(self._file("index.json")):
-                shutil.rmtree(self.path, ignore_errors=True)
+            if not os.path.exists(self._file("index.json")):  # nothing was ever committed
+                if self._created_dir:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                    return
+                # an empty directory given: it is left empty again (what another run
+                # left in it, or put there since, stays)
+                for path in [*self._new_blobs, *reversed(self._made)]:
+                    with contextlib.suppress(OSError):
+                        (os.rmdir if os.path.isdir(path) else os.unlink)(path)
                 return
             try:
                 keep = referenced_blobs(DirStore(self.path))
