@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 
 import pytest
@@ -170,6 +171,34 @@ def test_bundle_runtime_config_from_the_image(tmp_path, src, run_cli):
     assert (out / "rootfs" / "etc" / "passwd").exists()
     assert not (out / "rootfs" / "etc" / "motd").exists()
     assert sorted(os.listdir(tmp_path)) == ["bundle", "src.tar"]
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """An empty tmpfs mounted at tmp_path/bundle (mode 0750), unmounted afterwards."""
+    out = tmp_path / "bundle"
+    out.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0750", "tmpfs", str(out)],
+                   check=True, capture_output=True)
+    yield out
+    subprocess.run(["umount", "-l", str(out)], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root")
+def test_bundle_in_an_empty_mount_point(mount_point, src, run_cli, tmp_path):
+    """An empty directory given is kept (a mount point, a volume, cannot be replaced):
+    the bundle is built in it, and a run that fails leaves it empty."""
+    good = make_layer({"a": "a"})
+    write_docker_archive(str(tmp_path / "bad.tar"), [image_with([good, good[:600]])])
+    result = run_cli("process", f"tar://{tmp_path / 'bad.tar'}", f"oci-bundle://{mount_point}")
+    assert result.exit_code == 1 and result.stderr.startswith("Error:"), result.stderr
+    assert os.listdir(mount_point) == []
+    result = run_cli("process", src, f"oci-bundle://{mount_point}")
+    assert result.exit_code == 0, result.stderr
+    assert "verified" in result.stderr
+    assert sorted(os.listdir(mount_point)) == ["config.json", "rootfs"]
+    assert os.path.ismount(mount_point) and stat.S_IMODE(mount_point.stat().st_mode) == 0o750
+    assert (mount_point / "rootfs" / "etc" / "passwd").exists()
 
 
 def test_bundle_refuses_an_existing_directory(tmp_path, src, run_cli):

@@ -7,8 +7,10 @@ conversion rules (conversion.md), as umoci does: ``Env`` over a default ``PATH``
 has neither), ``WorkingDir``, ``User`` (a name resolved from the image's
 ``/etc/passwd`` and ``/etc/group``), ``Volumes`` as tmpfs mounts, and labels, platform,
 author, created, ``StopSignal`` and ``ExposedPorts`` as annotations. The bundle is
-built in a temp directory beside PATH and renamed into place at the end; PATH must
-not exist or be an empty directory.
+built in a temp directory and renamed into place at the end; PATH must not exist or
+be an empty directory. A new PATH is built beside it and renamed whole; an empty
+directory (maybe a mount point, which cannot be replaced) is kept, the bundle built
+inside it and its ``rootfs`` and then ``config.json`` renamed into it.
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ def runtime_spec(config: dict[str, Any], user: dict[str, Any], hostname: str,
     }
 
 
+TEMP_PREFIX = ".tmp-bundle-"  # the work directory inside an empty PATH
+
+
 class BundleOutput(ImageOutput):
     requires_ordered_layers = True  # layers are applied on top of each other as they come
 
@@ -162,19 +167,25 @@ class BundleOutput(ImageOutput):
         self._tree: TreeWriter | None = None
         self._spec: dict[str, Any] | None = None
         self._image: Image | None = None
+        self._inside = False  # PATH is an empty directory: built in it, not beside it
 
     def start(self, image: Image) -> None:
         image.refuse_non_tar("oci-bundle://")
-        if os.path.lexists(self.path) and not (os.path.isdir(self.path)
-                                               and not os.listdir(self.path)):
+        self._inside = os.path.isdir(self.path) and not os.path.islink(self.path)
+        if self._inside:
+            sweep(self.path, TEMP_PREFIX)  # what a killed run left
+        if os.path.lexists(self.path) and not (self._inside and not os.listdir(self.path)):
             raise OutputExistsError(f"{self.path} exists; a bundle is written to a new "
                                     f"or empty directory")
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise URIError(f"directory {parent} does not exist")
-        prefix = f".{os.path.basename(self.path)}.tmp-"
-        sweep(parent, prefix)  # what a killed run left
-        self._work = TempDir(parent, prefix)
+        if self._inside:
+            self._work = TempDir(self.path, TEMP_PREFIX)
+        else:
+            prefix = f".{os.path.basename(self.path)}.tmp-"
+            sweep(parent, prefix)  # what a killed run left
+            self._work = TempDir(parent, prefix)
         self._temp = os.path.join(self._work.path, "bundle")
         os.mkdir(self._temp, PRIVATE)
         os.mkdir(os.path.join(self._temp, "rootfs"), 0o755)
@@ -192,9 +203,11 @@ class BundleOutput(ImageOutput):
         self._spec = self._derive_spec(image)
         write_atomic(os.path.join(self._temp, "config.json"),
                      json.dumps(self._spec, indent=2).encode())
-        if os.path.isdir(self.path):
-            os.rmdir(self.path)  # empty, checked at start
-        os.rename(self._temp, self.path)
+        if self._inside:  # config.json last: a bundle that has it is whole
+            for name in ("rootfs", "config.json"):
+                os.rename(os.path.join(self._temp, name), os.path.join(self.path, name))
+        else:
+            os.rename(self._temp, self.path)
         self.abort()  # the now empty work directory
         self._tree.root = os.path.join(self.path, "rootfs")
         return OutputResult(location=self.path,
