@@ -22,6 +22,7 @@ from occystrap_core.layercache import (
     FILENAME,
     SCHEMA_VERSION,
     TOUCH_AFTER,
+    CacheError,
     LayerCache,
     filter_step,
     open_for_run,
@@ -178,6 +179,24 @@ def test_a_device_where_the_database_should_be_is_not_opened(
         assert open_for_run(str(tmp_path)) is None
     assert "not a regular file" in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == [FILENAME]
+
+
+def test_a_full_disk_is_named_as_such(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Tiny file systems (we run as root) that fill while the schema is created: the
+    error says the disk is full, not that the rollback after it failed."""
+    said = []
+    for size in ("44k", "52k", "60k"):
+        mount = tmp_path / size
+        mount.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                       check=True, capture_output=True)
+        request.addfinalizer(lambda m=mount: subprocess.run(["umount", "-l", str(m)],
+                                                            check=False, capture_output=True))
+        try:
+            LayerCache(str(mount / "cache")).close()
+        except CacheError as e:
+            said.append(str(e))
+    assert said and all("full" in e and "rollback" not in e for e in said), said
 
 
 def test_newer_schema_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
