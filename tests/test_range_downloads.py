@@ -99,6 +99,25 @@ def test_a_corrupted_range_fails_cleanly_and_the_next_run_succeeds(
     assert witnessed_digest(out, pushed.diff_ids[0]) == pushed.diff_ids[0]
 
 
+def test_a_full_partial_directory_is_named(big, registry_plain, fault_front_factory,
+                                           run_cli, tmp_path, request):
+    """The partial directory (in the cache: a full home disk) filling up fails the
+    pull naming it, not the output, which is on a disk with room to spare."""
+    repo, _, _ = big
+    full = tmp_path / "partial"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True,
+                   capture_output=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(full)], check=False,
+                                                capture_output=True))
+    front = fault_front_factory(registry_plain)
+    result = pull(run_cli, front, repo, tmp_path / "out.tar", ranges_env(tmp_path))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert result.exit_code == 1 and len(errors) == 1, result.stderr
+    assert "No space left" in errors[0] and str(full) in errors[0], errors[0]
+    assert "out.tar" not in errors[0] and not (tmp_path / "out.tar").exists()
+
+
 def test_a_server_without_ranges_gets_one_stream(big, registry_plain, fault_front_factory,
                                                  run_cli, tmp_path):
     repo, pushed, size = big

@@ -101,8 +101,9 @@ class Partial:
     """
 
     def __init__(self, fd: int, path: str | None, size: int, chunk: int, done: set[int],
-                 filled: dict[int, int]):
+                 filled: dict[int, int], where: str | None = None):
         self.fd, self.path, self.size, self.chunk = fd, path, size, chunk
+        self.where = where or path  # named when a write fails (a write names no file)
         self.done = done
         self.filled = filled  # chunk not done -> bytes written from its start
 
@@ -129,7 +130,7 @@ class Partial:
                 return partial
         fd, path = tempfiles.mkstemp(temp_dir, ".partial-")
         os.unlink(path)
-        return cls(fd, None, size, chunk, set(), {})
+        return cls(fd, None, size, chunk, set(), {}, where=temp_dir)
 
     @property
     def chunks(self) -> int:

@@ -200,7 +200,10 @@ class RangedReader(io.RawIOBase):
                 n = reader.readinto(buffer)
                 if not n:
                     break
-                os.pwrite(fd, view[:n], offset)
+                try:
+                    os.pwrite(fd, view[:n], offset)
+                except OSError as e:  # a full disk: said of the partial's, not the output's
+                    raise OSError(e.errno, e.strerror, self.partial.where) from None
                 offset += n
                 with self._cond:
                     self.fetched += n
