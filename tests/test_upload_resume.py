@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -217,3 +218,23 @@ def test_a_registry_refusing_chunks_gets_big_blobs_whole(refusal, fault_front_fa
     assert len(whole) == 2, whole
     skopeo("copy", *skopeo_args(registry_plain, "src"),
            f"docker://{registry_plain.host}/{repo}:v1", f"dir:{tmp_path / 'copy'}")
+
+
+def test_a_read_only_journal_directory_does_not_stop_a_push(image, registry_plain, run_cli,
+                                                            skopeo, tmp_path, request):
+    """The journal directory exists but cannot be written (a read-only home baked
+    into a container image): the push, big blob included, goes on without it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(state)],
+                   check=True, capture_output=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(state)], check=False,
+                                                capture_output=True))
+    archive = tmp_path / "image.tar"
+    write_docker_archive(str(archive), [image])
+    dest = f"{registry_plain.host}/resume/{uuid.uuid4().hex[:8]}:v1"
+    result = run_cli("--insecure", "--no-progress", "process", f"tar://{archive}",
+                     f"registry://{dest}", env={"OCCYSTRAP_UPLOAD_STATE_DIR": str(state)})
+    assert result.exit_code == 0, result.output
+    assert "cannot be journaled" in result.stderr and "Traceback" not in result.stderr
+    skopeo("inspect", *skopeo_args(registry_plain), f"docker://{dest}")

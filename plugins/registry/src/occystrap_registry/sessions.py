@@ -85,15 +85,23 @@ class Journal:
     def _write(self, entry: dict[str, Any]) -> None:
         if self.directory is None:
             return
-        if self._file is None:
-            self._path = os.path.join(
-                self.directory,
-                f"{_prefix(self.host)}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}")
-            self._file = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                                 | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-        # One write per line: a kill leaves at most the last one torn.
-        os.write(self._file, (json.dumps(entry) + "\n").encode())
+        try:
+            if self._file is None:
+                self._path = os.path.join(
+                    self.directory,
+                    f"{_prefix(self.host)}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}")
+                self._file = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                     | os.O_CLOEXEC, 0o600)
+                fcntl.flock(self._file, fcntl.LOCK_EX)
+            # One write per line: a kill leaves at most the last one torn.
+            os.write(self._file, (json.dumps(entry) + "\n").encode())
+        except OSError as e:  # a read-only or full disk: the push goes on without it
+            log.warning("upload sessions cannot be journaled in %s (%s): a killed run's "
+                        "will be neither resumed nor cancelled", self.directory, e.strerror)
+            self.directory = None
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None
 
     def opened(self, location: str, *, repo: str | None = None, digest: str | None = None,
                offset: int = 0) -> None:
@@ -141,7 +149,7 @@ class Journal:
                          self.host, cancelled, kept)
             try:
                 os.unlink(path)
-            except FileNotFoundError:
+            except OSError:  # gone already, or on a read-only disk: taken over all the same
                 pass
 
     def close(self) -> None:
@@ -163,7 +171,11 @@ def stale_sessions(directory: str | None, host: str) -> list[tuple[str, list[dic
     if directory is None:
         return []
     found = []
-    for name in os.listdir(directory):
+    try:
+        names = os.listdir(directory)
+    except OSError:  # unreadable: nothing can be taken over
+        return []
+    for name in names:
         if not (name.startswith(_prefix(host)) and name.endswith(SUFFIX)):
             continue
         path = os.path.join(directory, name)
