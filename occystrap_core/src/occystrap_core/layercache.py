@@ -136,14 +136,16 @@ class LayerCache:
     def _version(db: sqlite3.Connection) -> int:
         """The schema version; an error for a database that is not a layer cache (another
         program's, which must be left as it is) or is a newer occystrap's."""
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        # one statement, one snapshot: a cache gets its version in the transaction that
+        # creates its tables, which another process may commit between two statements
+        version, tables = db.execute("SELECT user_version, EXISTS (SELECT 1 FROM "
+                                     "sqlite_master) FROM pragma_user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
                                         f"occystrap's {SCHEMA_VERSION}")
-        # a cache gets its version in the transaction that creates its tables
-        if version == 0 and db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+        if version == 0 and tables:
             raise sqlite3.DatabaseError("a database of something else, not a layer cache")
-        return version
+        return int(version)
 
     def _run(self, what: str, work: Callable[[sqlite3.Connection], T], default: T) -> T:
         with self._lock:
