@@ -182,6 +182,24 @@ def test_logout_removes_the_entry_and_keeps_the_rest(registry_basic, docker_conf
     expect_error(run_cli("logout", registry_basic.host), "not logged in")
 
 
+def test_a_symlinked_config_stays_a_symlink(registry_basic, docker_config, run_cli, tmp_path):
+    """config.json linked from a dotfiles directory: login and logout write the file
+    it points to (as docker's CLI does), never replace the link with a file."""
+    dotfiles = tmp_path / "dotfiles" / "docker.json"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text(json.dumps({"auths": {"other.example": {"auth": "b3RoZXI6eA=="}}}))
+    docker_config.mkdir()
+    link = docker_config / "config.json"
+    link.symlink_to(dotfiles)
+    assert login(run_cli, registry_basic).exit_code == 0
+    assert link.is_symlink() and os.readlink(link) == str(dotfiles)
+    assert set(json.loads(dotfiles.read_text())["auths"]) == {"other.example",
+                                                             registry_basic.host}
+    assert run_cli("logout", registry_basic.host).exit_code == 0
+    assert link.is_symlink()
+    assert set(json.loads(dotfiles.read_text())["auths"]) == {"other.example"}
+
+
 def test_registry_auth_file_and_authfile_are_honoured(registry_basic, docker_config, run_cli,
                                                       tmp_path, monkeypatch):
     podman = tmp_path / "containers" / "auth.json"

@@ -51,6 +51,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _save(path: Path, config: dict[str, Any]) -> None:
+    # A symlinked file (dotfiles) is written where it points, as docker's CLI does: the
+    # rename would replace the link itself with a file.
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(str(path), (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
 
