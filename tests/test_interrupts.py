@@ -197,3 +197,23 @@ sources:
     assert _leftovers(tmp_path / "temp", tmp_path / "cache" / "occystrap" / "uploads") == []
     front.clear()
     assert _run(front, tmp_path, "sync", str(config)).wait(timeout=60)[0] == 0
+
+
+def test_after_sigkill_the_next_export_cleans_up(front, image, tmp_path):
+    """export writes FILE whole or not at all: killed, it leaves FILE as it was and a
+    temporary file beside it, which the next export to FILE removes."""
+    repo, _ = image
+    out = tmp_path / "rootfs.tar"
+    out.write_bytes(b"what was there")
+    front.add(Fault("trickle", method="GET", path="/blobs/sha256:", rate=20_000, times=-1))
+    run = _run(front, tmp_path, "export", f"registry://{front.host}/{repo}:v1", str(out))
+    wait_until(lambda: any(h.fault == "trickle" for h in front.log), "layers to flow")
+    time.sleep(0.5)
+    run.process.kill()
+    run.wait(timeout=20)
+    assert out.read_bytes() == b"what was there"
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    front.clear()
+    assert _run(front, tmp_path, "export", f"registry://{front.host}/{repo}:v1",
+                str(out)).wait(timeout=60)[0] == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

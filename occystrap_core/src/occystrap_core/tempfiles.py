@@ -139,7 +139,13 @@ def replacing(path: str, mode: int = 0o644, temp_dir: str | None = None) -> Iter
     copied into it whole; ``temp_dir`` (default: the system's) then holds it."""
     stream = is_stream(path)
     target = destination(path)
-    with AtomicFile(temp_dir if stream else os.path.dirname(target)) as temp:
+    directory, prefix = temp_dir, ".tmp-"
+    if not stream:
+        # named for the file, so that the next write of it can tell (and sweep) what
+        # a killed one left; ".tmp-" first, as the outputs' own sweeps expect
+        directory, prefix = os.path.dirname(target), f".tmp-{os.path.basename(target)}."
+        sweep(directory, prefix, ".tmp")
+    with AtomicFile(directory, prefix, ".tmp") as temp:
         yield temp.file
         if stream:
             temp.file.flush()
