@@ -6,6 +6,7 @@ import hashlib
 import io
 import itertools
 import json
+import subprocess
 import tarfile
 from typing import Any
 
@@ -169,6 +170,30 @@ def test_excluded_hardlink_target_moves_to_the_first_link(tmp_path, run_cli):
     assert keep1.isreg() and contents["keep1"] == b"payload"
     assert keep2.islnk() and keep2.linkname == "keep1"
     assert run_cli("check", f"tar://{out}").exit_code == 0
+
+
+def test_hardlink_to_a_file_excluded_in_a_lower_layer_is_refused(tmp_path, run_cli):
+    # Its content is in the lower layer only: kept as a link, it would name a file the
+    # image no longer has, and umoci, containerd and docker would fail to unpack it.
+    layers = [tar_of(member("big", type=tarfile.DIRTYPE), member("big/data", b"payload")),
+              tar_of(member("bin", type=tarfile.DIRTYPE),
+                     member("bin/x", type=tarfile.LNKTYPE, link="big/data"))]
+    path = tmp_path / "src.tar"
+    write_docker_archive(str(path), [image_of(layers)])
+    out = tmp_path / "out"
+    result = run_cli("process", f"tar://{path}", f"oci-layout://{out}", "-f",
+                     "exclude:pattern=big")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error:") and "'bin/x'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    # excluding the link as well gives an image umoci unpacks
+    assert run_cli("process", f"tar://{path}", f"oci-layout://{out}", "-f",
+                   "exclude:pattern=big,pattern=bin/x").exit_code == 0
+    unpacked = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{out}:v1",
+                               str(tmp_path / "bundle")], capture_output=True, text=True)
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert sorted(p.name for p in (tmp_path / "bundle" / "rootfs").iterdir()) == ["bin"]
 
 
 def test_whiteouts_are_kept_unless_their_directory_is_excluded(tmp_path, run_cli):

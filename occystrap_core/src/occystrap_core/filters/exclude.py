@@ -14,7 +14,9 @@ the filter did not match. They go only with an excluded directory.
 
 A hardlink whose target was excluded becomes a regular file holding the target's
 content (excluded files are spooled to the temp directory for that), and later
-hardlinks to the same target point at it.
+hardlinks to the same target point at it. A hardlink to a file excluded in a lower
+layer is refused: that content is not in its layer, and a kept link would name a
+file the image no longer has.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import IO
 
 from ..api import ImageOutput, Layer
 from ..context import Context
-from ..errors import UsageError
+from ..errors import UnsupportedError, UsageError
 from ..layertar import clean_name, whiteout_target
 from .rewrite import Emitted, LayerRewriteFilter, MemberRewriter
 
@@ -140,6 +142,11 @@ class _ExcludeLayer(MemberRewriter):
                 self._moved[target] = member.name
                 yield member, self._spool
                 return
+            elif self.matcher.matches(target):
+                # its content is in a lower layer, which this one cannot reach
+                raise UnsupportedError(
+                    f"exclude: layer {self.index}: {name!r} is a hardlink to {target!r}, "
+                    f"excluded in a lower layer; exclude {name!r} too")
         yield member, data
 
     def _keep_for_links(self, name: str, size: int, data: IO[bytes]) -> None:
