@@ -73,6 +73,27 @@ def test_repo_tag_override_and_untagged(tmp_path, process_ok, archive_member):
     assert json.loads(archive_member(str(tmp_path / "b.tar"), "manifest.json"))[0]["RepoTags"] == []
 
 
+@pytest.mark.parametrize("tag", ["Foo:1", "foo:", "a b:1", "x/y@sha256:" + "a" * 64])
+def test_invalid_repo_tag_is_refused(tmp_path, run_cli, expect_error, tag):
+    # docker load and podman load refuse such a RepoTags entry ("Foo:1" became
+    # "Foo:1:latest"): it must fail here, not after the archive was written
+    src = str(tmp_path / "in.tar")
+    build_docker_archive(src)
+    expect_error(run_cli("process", f"tar://{src}", f"tar://{tmp_path / 'o.tar'}?tag={tag}"),
+                 "tag")
+    assert sorted(os.listdir(tmp_path)) == ["in.tar"]
+
+
+def test_repo_tag_is_read_back_by_skopeo(tmp_path, process_ok):
+    src, out = str(tmp_path / "in.tar"), str(tmp_path / "out.tar")
+    build_docker_archive(src)
+    process_ok(f"tar://{src}", f"tar://{out}?tag=127.0.0.1:5000/x/y:2")
+    found = subprocess.run(["skopeo", "inspect", "--raw",
+                            f"docker-archive:{out}:127.0.0.1:5000/x/y:2"],
+                           capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+
+
 def test_compressed_source_layers_are_stored_uncompressed(tmp_path, process_ok, info_json):
     from occystrap_core.testing.images import write_oci_layout
 

@@ -28,7 +28,7 @@ from ..api import Image, ImageOutput, Layer, LayerData, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError, OccystrapError, URIError
 from ..oci.convert import oci_type
-from ..oci.reference import split_stored
+from ..oci.reference import parse, split_stored
 from ..types import ResolvedURI
 from ..uri import local_path
 from .blobs import ANNOTATION_IMAGE_NAME, ANNOTATION_REF, parse_json, read_blob
@@ -51,10 +51,7 @@ class ArchiveOutput(ImageOutput):
         if self.path == "-":
             self.path = STDOUT
         self.ctx = ctx
-        tag = uri.options.get("tag")
-        if tag and split_stored(tag)[1] is None:
-            tag += ":latest"  # as docker tag does; docker load refuses a name without one
-        self.repo_tag: str | None = tag
+        self.repo_tag = _repo_tag(uri.options.get("tag"))
         compression = uri.options.get("compression") or "none"
         if compression not in COMPRESSIONS:
             raise URIError(f"tar://: compression must be one of {', '.join(COMPRESSIONS)}, "
@@ -207,6 +204,21 @@ class ArchiveOutput(ImageOutput):
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.abort()
+
+
+def _repo_tag(tag: str | None) -> str | None:
+    """``?tag=`` as a RepoTags entry: ``NAME[:TAG]``, which docker and podman load parse
+    (an invalid one would be written, then refused on load)."""
+    if not tag:
+        return None
+    try:
+        parsed = parse(tag, normalize=False, default_tag=False)
+    except URIError as e:
+        raise URIError(f"tar://: ?tag= must be NAME[:TAG]: {e}") from None
+    if parsed.digest:
+        raise URIError(f"tar://: ?tag= must be NAME[:TAG], without a digest: {tag!r}")
+    # ":latest" as docker tag adds it; docker load refuses a name without a tag
+    return f"{parsed.name}:{parsed.tag or 'latest'}"
 
 
 def _index(manifest_digest: str, size: int, reference: str | None,
