@@ -95,6 +95,30 @@ def test_dir_unique_names_and_catalog(tmp_path, run_cli):
     assert entry["ImageName"] == "example.com/demo/app:v2"
 
 
+def test_dir_unique_names_that_flatten_alike_keep_their_own_files(tmp_path, run_cli,
+                                                                   info_json):
+    # "app-dev:1" and "app:dev-1" (or "a_b/c" and "a/b_c") gave the same file name: the
+    # second image replaced the first one's manifest (and rootfs), which the catalog still
+    # named for the first
+    out = tmp_path / "dir"
+    built = {}
+    for i, (name, tag) in enumerate((("example.com/app-dev", "1"), ("example.com/app", "dev-1"),
+                                     ("example.com/a_b/c", "1"), ("example.com/a/b_c", "1"))):
+        built[f"{name}:{tag}"] = build_docker_archive(str(tmp_path / f"{i}.tar"), name=name,
+                                                      tag=tag, seed=i)
+        result = run_cli("process", f"tar://{tmp_path / f'{i}.tar'}",
+                         f"dir://{out}?unique_names=true&expand=true")
+        assert result.exit_code == 0, result.stderr
+    catalog = json.loads((out / "catalog.json").read_text())
+    files = [f for tags in catalog.values() for f in tags.values()]
+    assert len(set(files)) == 4
+    assert catalog["example.com/app-dev"]["1"] == "manifest-example.com_app-dev-1.json"
+    for reference, info in built.items():
+        assert info_json(f"dir://{out}?image={reference}")["config_digest"] == \
+            info["config_digest"], reference
+    assert len([p for p in os.listdir(out) if p.startswith("rootfs-")]) == 4
+
+
 def test_dir_expand_applies_whiteouts(tmp_path, src, run_cli):
     out = tmp_path / "dir"
     result = run_cli("process", src, f"dir://{out}?expand=true")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,17 @@ from .common import PRIVATE, copy_hashing, ensure_dir, hash_file, hex_name, loca
 
 def _safe(text: str) -> str:
     return text.replace("/", "_").replace(":", "_")
+
+
+def _suffix(name: str, tag: str, catalog: dict[str, dict[str, str]]) -> str:
+    """``-<name>-<tag>``, which names the image's manifest and rootfs with unique names.
+    Flattened, names can meet (``app-dev:1`` and ``app:dev-1``, ``a_b/c`` and ``a/b_c``):
+    a name the catalog gives another image gets a hash of the reference appended."""
+    plain = f"-{_safe(name)}-{_safe(tag)}"
+    owners = {file: (n, t) for n, tags in catalog.items() for t, file in tags.items()}
+    if owners.get(f"manifest{plain}.json", (name, tag)) == (name, tag):
+        return plain
+    return f"{plain}-{hashlib.sha256(f'{name}:{tag}'.encode()).hexdigest()[:12]}"
 
 
 class DirOutput(ImageOutput):
@@ -98,34 +110,34 @@ class DirOutput(ImageOutput):
         entry: dict[str, Any] = {"Config": config_name,
                                  "RepoTags": [image.reference] if image.reference else [],
                                  "Layers": [self._layer_file(d) for d in written]}
-        suffix = f"-{_safe(image.name or 'unnamed')}-{_safe(image.tag or 'latest')}"
+        name, tag = image.name or "unnamed", image.tag or "latest"
+        suffix = ""
         if self.unique:
             entry["ImageName"] = image.reference
             self._read_catalog()  # a damaged catalog fails the run before anything changed
-        manifest_file = f"manifest{suffix}.json" if self.unique else "manifest.json"
         # What the directory held is replaced only once everything new is written in
         # full: a run that fails (a full disk, a bad layer) leaves it as it was.
-        rootfs = "rootfs" + (suffix if self.unique else "")
-        staged = self._extract(written, rootfs) if self.expand else None
+        staged = self._extract(written, "rootfs") if self.expand else None
         with contextlib.ExitStack() as stack:
-            temps = [(name, self._stage(stack, data)) for name, data in (
-                (config_name, image.config),
-                (manifest_file, json.dumps([entry], indent=2).encode()))]
+            temps = [(config_name, self._stage(stack, image.config))]
+            manifest = self._stage(stack, json.dumps([entry], indent=2).encode())
             if self.unique:  # other runs may add images to this directory: one at a time
                 lock = stack.enter_context(open(os.path.join(self.path, ".catalog.lock"), "a"))
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 catalog = self._read_catalog()
-                catalog.setdefault(image.name or "unnamed", {})[image.tag or "latest"] = \
-                    manifest_file
+                suffix = _suffix(name, tag, catalog)
+                catalog.setdefault(name, {})[tag] = f"manifest{suffix}.json"
                 temps.append(("catalog.json", self._stage(stack, json.dumps(
                     catalog, indent=2, sort_keys=True).encode())))
-            for name, temp in temps:
-                final = os.path.join(self.path, name)
+            manifest_file = f"manifest{suffix}.json"
+            temps.insert(1, (manifest_file, manifest))
+            for file, temp in temps:
+                final = os.path.join(self.path, file)
                 if not os.path.exists(final):
                     self._new.append(final)
                 temp.commit(final)
         if staged is not None:
-            self._replace(staged, rootfs)
+            self._replace(staged, f"rootfs{suffix}")
         self._manifest_file = manifest_file
         return OutputResult(location=self.path, details={"manifest": manifest_file})
 
