@@ -211,6 +211,9 @@ def test_whiteouts_are_kept_unless_their_directory_is_excluded(tmp_path, run_cli
     ("*.pyc", "a/b/c.pyc", True), ("/tmp/*", "tmp/x/y", True), ("tmp/*", "tmp", False),
     ("usr/**/doc", "usr/share/doc/f", True), ("usr/*/doc", "usr/a/b/doc", False),
     ("*.{a,b}", "x/y.b", True), ("[!x]y", "zy", True), ("pattern=1", "pattern=1", True),
+    # "." and empty components are dropped, as from member names: "./tmp" is "/tmp"
+    ("./tmp", "tmp/x", True), ("./*.pyc", "b.pyc", True), ("./*.pyc", "a/b.pyc", False),
+    ("usr//./share", "usr/share/doc", True),
 ])
 def test_exclude_glob_semantics(pattern, path, hit):
     assert PathMatcher([pattern]).matches(path) is hit
@@ -250,7 +253,8 @@ def test_failed_rewrite_leaves_no_output(tmp_path, run_cli):
 
 
 def test_bad_filter_options_are_one_line_errors(src, tmp_path, run_cli):
-    for spec in ("exclude", "normalize-timestamps:ts=abc", "normalize-timestamps:ts=-1",
+    for spec in ("exclude", "exclude:pattern=./", "exclude:pattern=a/../b",
+                 "normalize-timestamps:ts=abc", "normalize-timestamps:ts=-1",
                  "search:pattern=[,regex=true"):
         result = run_cli("process", src, f"tar://{tmp_path / 'o.tar'}", "-f", spec)
         assert result.exit_code == 1 and result.stderr.startswith("Error:"), spec

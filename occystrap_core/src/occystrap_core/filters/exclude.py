@@ -2,8 +2,9 @@
 
 Patterns (several with a repeated ``pattern=`` key):
 
-- a leading ``/`` is optional; a pattern containing ``/`` is anchored at the
-  image root, one without ``/`` matches a name at any depth (like .gitignore);
+- a leading ``/`` (or ``./``) is optional, and empty and ``.`` components are
+  dropped; a pattern containing ``/`` is anchored at the image root, one without
+  ``/`` matches a name at any depth (like .gitignore);
 - ``*`` and ``?`` stay within one path component, ``**`` spans any number of
   them, ``[abc]`` and ``{a,b}`` work as in a shell;
 - a pattern matching a directory excludes everything below it.
@@ -76,9 +77,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """A regex matching member paths (no leading ``/``) for one glob."""
     glob = pattern.strip()
     anchored = "/" in glob.rstrip("/")
-    glob = glob.strip("/")
+    # as member names are cleaned: "./tmp" and "usr//./share" name "tmp" and "usr/share"
+    parts = [p for p in glob.split("/") if p not in ("", ".")]
+    glob = "/".join(parts)
     if not glob:
         raise UsageError(f"exclude: pattern {pattern!r} matches everything; refusing")
+    if ".." in parts:
+        raise UsageError(f"exclude: pattern {pattern!r} has a '..' component, which no "
+                         f"path in a layer has")
     regex = _translate(glob)
     try:
         return re.compile(regex if anchored else "(?:.*/)?" + regex)
