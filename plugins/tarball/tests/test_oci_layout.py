@@ -4,6 +4,9 @@ import gzip
 import hashlib
 import json
 import os
+import subprocess
+
+import pytest
 
 from occystrap_core import mediatypes as mt
 from occystrap_core import pipeline
@@ -71,6 +74,29 @@ def test_several_refs_in_one_layout(tmp_path, process_ok, info_json, run_cli, ex
         built_b["config_digest"]
     expect_error(run_cli("info", f"oci-layout://{out}"), "holds 2 images", "?ref=NAME")
     expect_error(run_cli("info", f"oci-layout://{out}?ref=zzz"), "no image 'zzz'")
+
+
+@pytest.mark.parametrize("ref", ["-x", "bad ref", "a//b", "v1__2", "x/"])
+def test_a_ref_other_tools_cannot_name_is_refused(tmp_path, run_cli, expect_error, ref):
+    # skopeo (oci:DIR:REF) and umoci (--image DIR:REF) refuse refs outside the
+    # image-spec's ref.name grammar: an image listed under one could not be read back
+    src = str(tmp_path / "a.tar")
+    build_docker_archive(src)
+    out = tmp_path / "out"
+    expect_error(run_cli("process", f"tar://{src}", f"oci-layout://{out}?ref={ref}"), "ref")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ref", ["v1.2-rc_3", "team/app:1", "a--b", "x@y"])
+def test_refs_of_the_grammar_are_read_back_by_skopeo_and_umoci(tmp_path, process_ok, ref):
+    src = str(tmp_path / "a.tar")
+    build_docker_archive(src)
+    out = tmp_path / "out"
+    process_ok(f"tar://{src}", f"oci-layout://{out}?ref={ref}")
+    for cmd in (["skopeo", "inspect", "--raw", f"oci:{out}:{ref}"],
+                ["umoci", "stat", "--image", f"{out}:{ref}"]):
+        found = subprocess.run(cmd, capture_output=True, text=True)
+        assert found.returncode == 0, found.stderr
 
 
 def test_nested_index_picks_platform(tmp_path, run_cli):

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import threading
 from dataclasses import replace
@@ -73,6 +74,16 @@ OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 _LAYOUT_FILES = {"blobs", "index.json", "oci-layout"}
 TEMP = ".tmp-"  # AtomicFile's prefix: other writers' files being written
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# the image-spec's grammar of org.opencontainers.image.ref.name, which skopeo and umoci enforce
+_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_REF = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+
+
+def check_ref(ref: str | None) -> None:
+    """Refuse a ref name other tools could not name (``oci:DIR:REF``, ``DIR:REF``)."""
+    if ref and not _REF.fullmatch(ref):
+        raise URIError(f"oci-layout://: ref {ref!r} is not a valid ref name (letters and "
+                       f"digits, joined by one of - . _ : @ + or --, in /-separated parts)")
 
 
 class LayoutOutput(ImageOutput):
@@ -95,6 +106,7 @@ class LayoutOutput(ImageOutput):
         self._loose_listed: list[dict[str, Any]] = []  # entries of referrers written
 
     def start(self, image: Image) -> None:
+        check_ref(self.ref)
         self._written = {}  # an output is reused for each image of an index
         if not self._checked:
             self._checked = True  # a later image of an index: the first one opened it
@@ -276,6 +288,7 @@ class LayoutOutput(ImageOutput):
         case it was only listed in another layout's index)."""
         if not self.ref:
             raise URIError(f"{self.path}: name the ref to write with ?ref=NAME")
+        check_ref(self.ref)
         self._open_layout()
         try:
             result = self._commit_top(None, None, data, media_type)
