@@ -22,6 +22,12 @@ def test_parse_uri_rejects_non_uris(bad):
         parse_uri(bad)
 
 
+def test_parse_uri_keeps_a_plus_in_query_values():
+    # an OCI ref name or a semver ref (1.0.0+build) has "+": not a space, as in HTML forms
+    r = parse_uri("oci-layout:///l?ref=1.0.0+build&tag=a%2Bb&x=c%20d")
+    assert r.query == {"ref": ("1.0.0+build",), "tag": ("a+b",), "x": ("c d",)}
+
+
 def test_split_filter_commas_inside_values_and_repeated_keys():
     name, opts = split_filter("Exclude:pattern=*.{pyc,pyo},pattern=/tmp/*,regex=false")
     assert name == "exclude"

@@ -29,7 +29,8 @@ def parse_uri(uri: str) -> ResolvedURI:
     scheme, rest = m.group(1).lower(), m.group(2)
     target, _, query = rest.partition("?")
     values: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    # "+" is itself (a ref such as 1.0.0+build), not a space as in HTML forms: %20 is one
+    for key, value in parse_qsl(query.replace("+", "%2B"), keep_blank_values=True):
         values.setdefault(key, []).append(value)
     return ResolvedURI(scheme=scheme, target=unquote(target), raw=uri,
                        query={k: tuple(v) for k, v in values.items()})

@@ -87,7 +87,7 @@ def test_a_ref_other_tools_cannot_name_is_refused(tmp_path, run_cli, expect_erro
     assert not out.exists()
 
 
-@pytest.mark.parametrize("ref", ["v1.2-rc_3", "team/app:1", "a--b", "x@y"])
+@pytest.mark.parametrize("ref", ["v1.2-rc_3", "team/app:1", "a--b", "x@y", "1.0.0+build"])
 def test_refs_of_the_grammar_are_read_back_by_skopeo_and_umoci(tmp_path, process_ok, ref):
     src = str(tmp_path / "a.tar")
     build_docker_archive(src)
