@@ -116,6 +116,47 @@ def test_normalize_makes_two_builds_identical(tmp_path, run_cli):
     assert digests[0] == digests[1]
 
 
+def annotate(layout, annotations: dict[str, str]) -> None:
+    """Give the layout's (only) manifest ``annotations``, as buildah and buildx write them."""
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    blob = layout / "blobs" / "sha256" / entry["digest"].split(":")[1]
+    manifest = json.loads(blob.read_bytes())
+    manifest["annotations"] = annotations
+    data = json.dumps(manifest).encode()
+    (layout / "blobs" / "sha256" / sha(data).split(":")[1]).write_bytes(data)
+    entry.update(digest=sha(data), size=len(data))
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def test_normalize_sets_the_manifest_created_annotation(tmp_path, run_cli):
+    # the manifest's org.opencontainers.image.created differed between two builds of the
+    # same content, and so did the manifest digest normalize-timestamps is there to fix
+    digests = []
+    for i, created in enumerate(("2024-01-01T00:00:00Z", "2025-06-01T12:00:00Z")):
+        layout = tmp_path / f"build{i}"
+        write_oci_layout(str(layout), [image_of(tree(1000), created=created)])
+        annotate(layout, {"org.opencontainers.image.created": created, "keep": "me"})
+        out = tmp_path / f"out{i}"
+        result = run_cli("process", f"oci-layout://{layout}", f"oci-layout://{out}",
+                         "-f", "normalize-timestamps:ts=42")
+        assert result.exit_code == 0, result.stderr
+        entry = json.loads((out / "index.json").read_text())["manifests"][0]
+        manifest = json.loads((out / "blobs" / "sha256" / entry["digest"].split(":")[1])
+                              .read_bytes())
+        assert manifest["annotations"] == {"org.opencontainers.image.created":
+                                           "1970-01-01T00:00:42Z", "keep": "me"}
+        digests.append(entry["digest"])
+    assert digests[0] == digests[1]
+    # config=false keeps the build dates, in the manifest too
+    out = tmp_path / "kept"
+    assert run_cli("process", f"oci-layout://{tmp_path / 'build1'}", f"oci-layout://{out}",
+                   "-f", "normalize-timestamps:ts=42,config=false").exit_code == 0
+    entry = json.loads((out / "index.json").read_text())["manifests"][0]
+    assert json.loads((out / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes())[
+        "annotations"]["org.opencontainers.image.created"] == "2025-06-01T12:00:00Z"
+
+
 def test_normalize_rewrites_times_and_keeps_the_rest(tmp_path, src, run_cli):
     out = tmp_path / "out.tar"
     assert run_cli("process", src, f"tar://{out}", "-f", "normalize-timestamps:ts=7").exit_code == 0

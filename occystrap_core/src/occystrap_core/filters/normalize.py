@@ -3,8 +3,9 @@
 Every member's mtime becomes ``ts`` and the PAX time records (atime, ctime,
 sub-second mtime, libarchive's creation time) are dropped. With ``config=true``
 (the default) the config's ``created`` and every ``history[].created`` that is
-present are set to ``ts`` as well, since they would otherwise still differ
-between two builds and change the config and manifest digests.
+present are set to ``ts`` as well, and so is the manifest's
+``org.opencontainers.image.created`` annotation when it has one, since they would
+otherwise still differ between two builds and change the config and manifest digests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..context import Context
 from .rewrite import Emitted, LayerRewriteFilter, MemberRewriter
 
 _TIME_RECORDS = ("atime", "ctime", "mtime", "LIBARCHIVE.creationtime")
+CREATED = "org.opencontainers.image.created"
 
 
 def rfc3339(ts: int) -> str:
@@ -55,3 +57,7 @@ class NormalizeTimestamps(LayerRewriteFilter):
         for entry in config.get("history") or ():
             if isinstance(entry, dict) and "created" in entry:
                 entry["created"] = created
+
+    def edit_annotations(self, annotations: dict[str, str]) -> None:
+        if self.config and CREATED in annotations:  # buildah and buildx may set it
+            annotations[CREATED] = rfc3339(self.ts)

@@ -14,6 +14,7 @@ result (:meth:`~occystrap_core.api.ImageOutput.probe_layer`): the known result
 stands in for it, in the config's diff_ids too. What a rewrite gives is recorded
 once the layer went through. The rewrite must then be deterministic: a subclass
 whose bytes depend on anything but the input and options sets ``cacheable = False``.
+(:meth:`LayerRewriteFilter.edit_annotations` may change the manifest's annotations.)
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class LayerRewriteFilter(ImageFilter):
 
     def edit_config(self, config: dict[str, Any]) -> None:
         """Change the config (a parsed copy) beyond the diff_ids, in place."""
+
+    def edit_annotations(self, annotations: dict[str, str]) -> None:
+        """Change the manifest's annotations (a copy; the rebuilt manifest has them)."""
 
     def start(self, image: Image) -> None:
         image.refuse_non_tar(f"the {self.name} filter")
@@ -184,4 +188,8 @@ class LayerRewriteFilter(ImageFilter):
         # unchanged content keeps the source's exact config bytes (and so its digest)
         data = image.config if config == image.config_json else \
             json.dumps(config, separators=(",", ":")).encode()
-        return self.inner.finish(image.evolve(config=data, layers=tuple(layers)))
+        extras = dict(image.extras)
+        if isinstance(extras.get("annotations"), dict):
+            extras["annotations"] = dict(extras["annotations"])
+            self.edit_annotations(extras["annotations"])
+        return self.inner.finish(image.evolve(config=data, layers=tuple(layers), extras=extras))
