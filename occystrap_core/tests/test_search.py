@@ -38,6 +38,17 @@ def test_search_command_regex_script_friendly(archive, run_cli):
     assert line.startswith("example.com/demo/app:v1:sha256:") and line.endswith(":usr/bin/tool")
 
 
+def test_search_regex_may_root_its_path_like_a_glob(archive, run_cli):
+    # "/usr/bin/tool" is how the path reads inside a container: a regex anchored there
+    # found nothing, when the same glob did
+    for pattern, regex in ((r"^/usr/bin/.*$", True), (r"^usr/bin/.*$", True),
+                           ("/usr/bin/*", False)):
+        result = run_cli("search", archive, pattern, *(["--regex"] if regex else []))
+        assert result.exit_code == 0, result.stderr
+        assert "usr/bin/tool (file, 10 bytes)" in result.stdout, pattern
+        assert "Found 1 match(es)" in result.stdout, pattern
+
+
 def test_search_no_match(archive, run_cli):
     result = run_cli("search", archive, "nothing-like-this")
     assert result.exit_code == 0 and result.stdout.strip() == "No matches found."

@@ -1,7 +1,8 @@
 """``search``: list the layer members whose path matches, passing the image through.
 
 A glob (``fnmatch``) matches the full path (with or without its leading ``/``)
-or the base name; with ``regex=true`` ``re.search`` runs on the full path.
+or the base name; with ``regex=true`` ``re.search`` runs on the full path, with
+or without its leading ``/``.
 Each layer is searched on its own, so deleted files and the whiteouts deleting
 them are both reported. Results go to stdout when the image is finished.
 
@@ -58,7 +59,9 @@ def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:
             compiled = re.compile(pattern)
         except re.error as e:
             raise UsageError(f"search: invalid regex {pattern!r}: {e}") from None
-        return lambda path: compiled.search(path) is not None
+        # as globs do, the path may be written as a container sees it: /usr/bin/...
+        return lambda path: (compiled.search(path) is not None
+                             or compiled.search("/" + path) is not None)
     return lambda path: (fnmatch.fnmatchcase(path, pattern)
                          or fnmatch.fnmatchcase("/" + path, pattern)
                          or fnmatch.fnmatchcase(posixpath.basename(path), pattern))
