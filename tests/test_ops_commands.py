@@ -387,3 +387,19 @@ def test_delete_tag_where_the_registry_can(registry_plain: RegistryServer, run_c
     # distribution 2.8 refuses any tag (400): one it does not have is said to be missing
     expect_error(run_cli("--insecure", "delete", f"registry://{front.host}/{name}:nope"),
                  "no such tag")
+
+
+def test_by_digest(server: RegistryServer, run_cli: Run, skopeo: Skopeo) -> None:
+    """``REPO@DIGEST`` names a repository too: its tags, and the manifest to delete (the
+    way the refusal to delete a digest's tag points to)."""
+    name = repo()
+    pushed = push_sample_image(server, name, "v1")
+    push_sample_image(server, name, "other", layers=[{"other": b"another image\n"}])
+    ok(run_cli(*flags(server), "tag", f"registry://{server.host}/{name}:v1", "v2"))
+    uri = f"registry://{server.host}/{name}@{pushed.manifest_digest}"
+    assert ok(run_cli(*flags(server), "tags", uri)).stdout.split() == ["other", "v1", "v2"]
+    gone = json.loads(ok(run_cli(*flags(server), "delete", "--manifest", "-O", "json",
+                                 uri)).stdout)
+    assert gone["digest"] == pushed.manifest_digest and gone["tags"] == ["v1", "v2"]
+    left = json.loads(skopeo("list-tags", *skopeo_args(server), f"docker://{server.host}/{name}"))
+    assert left["Tags"] == ["other"]

@@ -40,7 +40,8 @@ class RegistryLister(ImageLister):
     """The repositories and tags of the registry a ``registry://HOST/...`` URI names."""
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.root = split_pattern(uri.target).root
+        # a REPO@DIGEST target names its repository's registry too (tags, delete)
+        self.root = split_pattern(uri.target.partition("@")[0]).root
         ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
         self.host = ref.api_host
         self.hub = ref.domain == DOCKER_HUB
