@@ -341,6 +341,24 @@ def test_export_refuses_hostile_names_and_leaves_nothing(tmp_path: Path, run_cli
     assert os.listdir(out.parent) == []
 
 
+def test_export_into_a_missing_directory(tmp_path: Path, run_cli: Run,
+                                        expect_error: Callable[..., None]) -> None:
+    """Said as ``process`` says it, before anything is read; the library raises an
+    OccystrapError with that message, not the OSError of a temporary file."""
+    import occystrap
+    from occystrap import ops
+
+    write_oci_layout(str(tmp_path / "layout"), [sample_image(tag="v1")], ["v1"])
+    uri = f"oci-layout://{tmp_path / 'layout'}?ref=v1"
+    out = tmp_path / "no" / "rootfs.tar"
+    result = run_cli("export", uri, str(out))
+    expect_error(result, f"directory {out.parent} does not exist")
+    assert ".tmp" not in result.stderr
+    with pytest.raises(occystrap.OccystrapError, match="does not exist"):
+        ops.export(uri, str(out))
+    assert sorted(os.listdir(tmp_path)) == ["layout"]
+
+
 def test_credentials_in_the_uri_never_show(registry_token: RegistryServer, run_cli: Run,
                                            expect_error: Callable[..., None]) -> None:
     name = repo()

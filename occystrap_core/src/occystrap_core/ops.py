@@ -34,6 +34,7 @@ from .oci import platform as platforms
 from .oci.manifest import Manifest, parse
 from .oci.platform import Platform
 from .oci.reference import TAG_RE
+from .tempfiles import destination as destination_of
 from .tempfiles import replacing
 from .workers import parallel
 
@@ -197,6 +198,7 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
     atomically, or a binary stream (written as the layers are read)."""
     from .export import Flattener
 
+    path = None if not isinstance(destination, str) else _export_path(destination)
     with _session(session, options) as ctx, _opened(ctx, source, "export") as opened:
         _choose(opened, platform)
         loaded = load(ctx, opened)
@@ -211,13 +213,21 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
                         flat.add_layer(tar, f"layer {layer.index}")
             return flat.count
 
-        if not isinstance(destination, str):
+        if path is None:
             count = flatten(destination)
         else:
-            path = os.path.abspath(destination)
-            if os.path.isdir(path):
-                raise UsageError(f"{destination} is a directory; name a file")
             with replacing(path, temp_dir=ctx.temp_dir) as out:
                 count = flatten(out)
         return {"layers": len(loaded.image.layers), "members": count,
                 "manifest_digest": loaded.image.manifest_digest}
+
+
+def _export_path(destination: str) -> str:
+    """The file ``export`` writes, refused before anything is read if it cannot be."""
+    path = os.path.abspath(destination)
+    if os.path.isdir(path):
+        raise UsageError(f"{destination} is a directory; name a file")
+    parent = os.path.dirname(destination_of(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"directory {parent} does not exist")
+    return path
