@@ -65,3 +65,18 @@ def test_python_dash_m_occystrap(tmp_path: Path) -> None:
     version = subprocess.run([sys.executable, "-m", "occystrap", "--version"],
                              capture_output=True, text=True, timeout=60)
     assert version.stdout.startswith(f"occystrap {occystrap.__version__}")
+
+
+def test_one_name_given_as_a_string(tmp_path: Path) -> None:
+    """``ops.tag(uri, "stable")`` gives one tag, not one a letter; a filter named
+    alone is taken whole too (a str is a sequence of letters)."""
+    from occystrap import ops
+
+    build_docker_archive(str(tmp_path / "in.tar"), n_layers=1, seed=83)
+    layout = f"oci-layout://{tmp_path / 'layout'}"
+    occystrap.copy(f"tar://{tmp_path / 'in.tar'}", f"{layout}?ref=v1")
+    assert [d["tag"] for d in ops.tag(f"{layout}?ref=v1", "stable")] == ["stable"]
+    assert ops.tags(layout) == ["stable", "v1"]
+    slim = occystrap.copy(f"{layout}?ref=v1", f"tar://{tmp_path / 'slim.tar'}",
+                          filters="normalize-timestamps")
+    assert slim.ok

@@ -74,6 +74,11 @@ def session(**options: Any) -> Session:
     return Context(settings(**options))
 
 
+def _names(given: str | Sequence[str]) -> list[str]:
+    """Names given as a sequence, or one given alone: a str is a sequence of letters."""
+    return [given] if isinstance(given, str) else list(given)
+
+
 @contextmanager
 def _session(given: Session | None, options: dict[str, Any]) -> Iterator[Session]:
     if given is not None:
@@ -131,11 +136,11 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     ``unfiltered_artifacts`` each artifact manifest (an index's too) is copied as it is,
     beneath the filters, as a registry front passes what it cannot filter."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
-        output = pipeline.build_output(ctx, destination, filters)
+        output = pipeline.build_output(ctx, destination, _names(filters))
         _, result = pipeline.run(ctx, opened, output, unfiltered_artifacts)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
-            problems = _copy_referrers(ctx, opened, destination, result, referrer_types,
+            problems = _copy_referrers(ctx, opened, destination, result, _names(referrer_types),
                                        stale_referrers, digest_tags, problems)
         return _result(ctx, result, problems)
 
@@ -219,7 +224,7 @@ def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence
         if subjects is None:
             raise ImageNotFoundError(f"{opened.where}: no such image")
         details, verified = _copy_referrers_of(ctx, opened, destination, subjects,
-                                               referrer_types, digest_tags)
+                                               _names(referrer_types), digest_tags)
         return CopyResult(destination, digest, verified if ctx.settings.verify else None,
                           dict(ctx.stats.values), details)
 

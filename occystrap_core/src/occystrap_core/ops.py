@@ -28,7 +28,7 @@ from . import pipeline
 from .api import Fetched, ImageInput, ImageSource, LayerData
 from .engine import Reader, Selection, load
 from .errors import ImageNotFoundError, UnsupportedError, URIError, UsageError
-from .library import Session, Source, _opened, _session
+from .library import Session, Source, _names, _opened, _session
 from .listing import open_lister
 from .oci import platform as platforms
 from .oci.manifest import Manifest, parse
@@ -143,10 +143,11 @@ def config(source: Source, *, platform: Platforms = None, session: Session | Non
         return load(ctx, opened).image.config
 
 
-def tag(source: str, new_tags: Sequence[str], *, session: Session | None = None,
+def tag(source: str, new_tags: str | Sequence[str], *, session: Session | None = None,
         **options: Any) -> list[dict[str, Any]]:
     """Give what ``source`` names the tags ``new_tags`` in the same repository (or
     layout): its manifest read once, then one manifest write per tag, no blob moved."""
+    new_tags = _names(new_tags)
     bad = [t for t in new_tags if not TAG_RE.match(t)]
     if bad or not new_tags:
         raise UsageError(f"not a tag: {bad[0]!r} (expected [A-Za-z0-9_][A-Za-z0-9_.-]*, "
