@@ -421,3 +421,25 @@ def test_by_digest(server: RegistryServer, run_cli: Run, skopeo: Skopeo) -> None
     assert gone["digest"] == pushed.manifest_digest and gone["tags"] == ["v1", "v2"]
     left = json.loads(skopeo("list-tags", *skopeo_args(server), f"docker://{server.host}/{name}"))
     assert left["Tags"] == ["other"]
+
+
+def test_delete_where_the_registry_allows_none(registry_plain: RegistryServer, run_cli: Run,
+                                               fault_front_factory: Callable[..., Any],
+                                               expect_error: Callable[..., None]) -> None:
+    """CNCF distribution answers every DELETE with 405 UNSUPPORTED unless its storage
+    allows deletes (the default): the front plays that. The tag's refusal points to
+    --manifest, whose refusal must then say why, not show a bare HTTP status."""
+    from occystrap_core.testing.faults import Fault
+
+    name = repo()
+    push_sample_image(registry_plain, name, "v1")
+    front = fault_front_factory(registry_plain)
+    for _ in range(2):
+        front.add(Fault("status", method="DELETE", path=f"/{name}/manifests/", status=405,
+                        code="UNSUPPORTED"))
+    uri = f"registry://{front.host}/{name}:v1"
+    expect_error(run_cli("--insecure", "delete", uri), "--manifest")
+    refused = run_cli("--insecure", "delete", "--manifest", uri)
+    expect_error(refused, "does not allow deletes", "storage.delete.enabled")
+    assert front.injected() == 2
+

@@ -581,10 +581,16 @@ class RegistryOutput(ImageOutput):
 
     def _delete(self, ref: str, what: str, ok: tuple[int, ...]) -> httpx.Response:
         response = self.repo.request(
-            "DELETE", self.repo.url("manifests", ref), what=what, ok=ok, missing_ok=True,
+            "DELETE", self.repo.url("manifests", ref), what=what, ok=(*ok, 405),
+            missing_ok=True,
             extensions={SCOPES: [f"repository:{self.ref.path}:pull,push,delete"]})
         if response.status_code == 404:
             raise ImageNotFoundError(f"{what}: {self.repo.host} has no such manifest")
+        if response.status_code == 405 and 405 not in ok:
+            # CNCF distribution's answer to every DELETE unless deletes are enabled
+            raise UnsupportedError(f"{what}: {self.repo.host} does not allow deletes (HTTP "
+                                   f"405); CNCF distribution deletes only with "
+                                   f"storage.delete.enabled")
         return response
 
     # --- verification ---------------------------------------------------------
