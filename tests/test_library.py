@@ -80,3 +80,16 @@ def test_one_name_given_as_a_string(tmp_path: Path) -> None:
     slim = occystrap.copy(f"{layout}?ref=v1", f"tar://{tmp_path / 'slim.tar'}",
                           filters="normalize-timestamps")
     assert slim.ok
+
+
+def test_stats_are_those_of_the_call(tmp_path: Path) -> None:
+    """A session's counters add up every call's: each CopyResult counts its own copy."""
+    build_docker_archive(str(tmp_path / "in.tar"), n_layers=2, seed=84)
+    with occystrap.session() as session:
+        first, second = (occystrap.copy(f"tar://{tmp_path / 'in.tar'}",
+                                        f"tar://{tmp_path / name}", session=session)
+                         for name in ("a.tar", "b.tar"))
+        assert first.stats["layers"] == second.stats["layers"] == 2
+        assert first.stats["bytes"] == second.stats["bytes"] > 0
+        assert session.stats["layers"] == 4
+

@@ -136,13 +136,14 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     ``unfiltered_artifacts`` each artifact manifest (an index's too) is copied as it is,
     beneath the filters, as a registry front passes what it cannot filter."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
+        before = dict(ctx.stats.values)
         output = pipeline.build_output(ctx, destination, _names(filters))
         _, result = pipeline.run(ctx, opened, output, unfiltered_artifacts)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
             problems = _copy_referrers(ctx, opened, destination, result, _names(referrer_types),
                                        stale_referrers, digest_tags, problems)
-        return _result(ctx, result, problems)
+        return _result(ctx, result, problems, before)
 
 
 def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination: str,
@@ -218,6 +219,7 @@ def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence
     that image already (as ``copy(..., referrers=True)`` does after copying it): for a
     mirror whose image did not change but may have been signed since."""
     with _session(session, options) as ctx, _opened(ctx, source, "copy_referrers") as opened:
+        before = dict(ctx.stats.values)
         opened = _with_manifests(opened)
         digest = opened.manifest_digest()
         subjects = _subjects(opened, digest)
@@ -226,7 +228,7 @@ def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence
         details, verified = _copy_referrers_of(ctx, opened, destination, subjects,
                                                _names(referrer_types), digest_tags)
         return CopyResult(destination, digest, verified if ctx.settings.verify else None,
-                          dict(ctx.stats.values), details)
+                          _counted(ctx, before), details)
 
 
 def _legacy_tags(source: ImageSource, subjects: Sequence[str]
@@ -243,9 +245,16 @@ def _legacy_tags(source: ImageSource, subjects: Sequence[str]
                 yield tag, sibling
 
 
-def _result(ctx: Session, result: OutputResult, problems: list[str] | None) -> CopyResult:
+def _counted(ctx: Session, before: dict[str, int]) -> dict[str, int]:
+    """What the session counted since ``before``: this call's work, as a shared
+    session's counters add up every call's (a concurrent call's count too)."""
+    return {k: v - before.get(k, 0) for k, v in ctx.stats.values.items()}
+
+
+def _result(ctx: Session, result: OutputResult, problems: list[str] | None,
+            before: dict[str, int]) -> CopyResult:
     return CopyResult(result.location, result.manifest_digest, problems,
-                      dict(ctx.stats.values), dict(result.details), result.manifest_media_type)
+                      _counted(ctx, before), dict(result.details), result.manifest_media_type)
 
 
 def inspect(source: Source, *, session: Session | None = None, **options: Any
