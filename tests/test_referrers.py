@@ -223,6 +223,27 @@ def test_process_referrers_copies_the_graph(registry_plain: RegistryServer,
     assert tree(only)["referrers"] == []
 
 
+def test_a_stale_fallback_entry_is_left_behind(registry_plain: RegistryServer,
+                                              listed_graph: dict[str, Any],
+                                              run_cli: Callable[..., Any]) -> None:
+    """The fallback index is the clients' to keep: deleting a signature leaves its
+    entry there. The copy must not then fail after writing the image: what is gone is
+    left behind with a warning, the rest copied."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    gone = listed_graph["signature"]["digest"]
+    assert httpx.delete(f"{registry_plain.url}/v2/{src}/manifests/{gone}").status_code == 202
+    copied = run_cli("--insecure", "process", "--referrers", f"registry://{host}/{src}:v1",
+                     f"registry://{host}/{src}-stale:v1")
+    assert copied.exit_code == 0, copied.output
+    assert "Copied 1 referrers" in copied.stderr
+    assert f"{gone} is listed as a referrer of {listed_graph['sbom']['digest']} but missing" \
+        in copied.stderr
+    shown = json.loads(run_cli("--insecure", "referrers", "-O", "json",
+                               f"registry://{host}/{src}-stale:v1").stdout)
+    assert [(n["digest"], n["referrers"]) for n in shown["referrers"]] == [
+        (listed_graph["sbom"]["digest"], [])]
+
+
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

@@ -320,7 +320,13 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
             listed = None if found.artifact_type == mt.OCI_EMPTY else found.artifact_type
             if found.digest in seen or typed and listed and listed not in artifact_types:
                 continue
-            node = reader.fetch(found.digest)
+            try:
+                node = reader.fetch(found.digest)
+            except ImageNotFoundError:
+                # a fallback index is kept by clients: deleting a signature leaves its entry
+                log.warning("%s is listed as a referrer of %s but missing: not copied",
+                            found.digest, subject)
+                continue
             if node.subject is None or node.subject.digest != subject:
                 # a fallback tag's index is anyone's to write: only what names the
                 # subject refers to it (and may still be listed by its own subject)
