@@ -93,3 +93,23 @@ def test_stats_are_those_of_the_call(tmp_path: Path) -> None:
         assert first.stats["bytes"] == second.stats["bytes"] > 0
         assert session.stats["layers"] == 4
 
+
+
+def test_an_opened_source_keeps_its_platform(tmp_path: Path) -> None:
+    """``platform=`` picks for that call: a source from open_source() passed to
+    ops.config or ops.export is not left picking that platform for the next call."""
+    from occystrap import ops
+    from occystrap_core.testing.images import multi_platform_blobs, sample_image, write_files
+
+    images = [sample_image(tag="v1", seed=1),
+              sample_image(tag="v1", seed=2, architecture="arm64", variant="v8")]
+    files, _ = multi_platform_blobs(images, "v1")
+    write_files(str(tmp_path / "l"), files)
+    with occystrap.session(platform="linux/amd64") as session, \
+            occystrap.open_source(f"oci-layout://{tmp_path / 'l'}?ref=v1",
+                                  session=session) as source:
+        picked = [json.loads(ops.config(source, platform=p, session=session))["architecture"]
+                  for p in ("linux/arm64", None)]
+        ops.export(source, str(tmp_path / "arm.tar"), platform="linux/arm64", session=session)
+        assert occystrap.inspect(source, session=session)["architecture"] == "amd64"
+    assert picked == ["arm64", "amd64"]

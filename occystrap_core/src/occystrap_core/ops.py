@@ -20,7 +20,8 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from . import digest as digests
@@ -92,11 +93,20 @@ def _platform(source: ImageSource, platform: Platforms) -> Platform | None:
     return _parsed(platform)
 
 
-def _choose(source: ImageSource | ImageInput, platform: Platforms) -> None:
-    """Have the engine pick ``platform`` from an index (else as the URI and options say)."""
+@contextmanager
+def _choosing(source: ImageSource | ImageInput, platform: Platforms) -> Iterator[None]:
+    """Have the engine pick ``platform`` from an index (else as the URI and options say)
+    for this call: a source the caller opened goes on picking as it did."""
     chosen = _parsed(platform)
-    if chosen is not None:
-        source.selection = Selection(chosen, chosen=True)
+    if chosen is None:
+        yield
+        return
+    before = source.selection
+    source.selection = Selection(chosen, chosen=True)
+    try:
+        yield
+    finally:
+        source.selection = before
 
 
 def _named(source: ImageSource, platform: Platforms) -> Fetched:
@@ -138,8 +148,8 @@ def config(source: Source, *, platform: Platforms = None, session: Session | Non
            **options: Any) -> bytes:
     """The config blob of the image ``source`` names, as stored (verified); from an
     index, the image for ``platform`` (default: as ``copy`` picks it)."""
-    with _session(session, options) as ctx, _opened(ctx, source, "config") as opened:
-        _choose(opened, platform)
+    with _session(session, options) as ctx, _opened(ctx, source, "config") as opened, \
+            _choosing(opened, platform):
         return load(ctx, opened).image.config
 
 
@@ -200,8 +210,8 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
     from .export import Flattener
 
     path = None if not isinstance(destination, str) else _export_path(destination)
-    with _session(session, options) as ctx, _opened(ctx, source, "export") as opened:
-        _choose(opened, platform)
+    with _session(session, options) as ctx, _opened(ctx, source, "export") as opened, \
+            _choosing(opened, platform):
         loaded = load(ctx, opened)
         loaded.image.refuse_non_tar("export")
 
