@@ -244,6 +244,24 @@ def test_a_stale_fallback_entry_is_left_behind(registry_plain: RegistryServer,
         (listed_graph["sbom"]["digest"], [])]
 
 
+def test_a_destination_without_referrers_is_refused_first(
+        registry_plain: RegistryServer, listed_graph: dict[str, Any],
+        run_cli: Callable[..., Any], expect_error: Callable[..., None],
+        tmp_path: Path) -> None:
+    """A docker-save tar or a directory holds no manifest by digest: asked for the
+    referrers, the copy says so before writing anything (it used to write the image,
+    then fail naming a class, or warn that the copy had changed the image)."""
+    source = f"registry://{registry_plain.host}/{listed_graph['repo']}:v1"
+    out = tmp_path / "out"
+    out.mkdir()
+    for destination in (f"tar://{out / 'x.tar'}", f"dir://{out / 'd'}"):
+        for stale in ((), ("--stale-referrers",)):
+            expect_error(run_cli("--insecure", "process", "--referrers", *stale, source,
+                                 destination),
+                         "cannot hold referrers", "registry://", "oci-layout://")
+    assert os.listdir(out) == []
+
+
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

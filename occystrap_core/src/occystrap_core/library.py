@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import pipeline
-from .api import ImageInput, ImageSet, ImageSource, OutputResult
+from .api import ImageInput, ImageOutput, ImageSet, ImageSource, OutputResult
 from .context import Context, Settings
 from .engine import load
 from .errors import ImageNotFoundError, UnsupportedError, UsageError
@@ -138,6 +138,8 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
     with _session(session, options) as ctx, _opened(ctx, source, "copy") as opened:
         before = dict(ctx.stats.values)
         output = pipeline.build_output(ctx, destination, _names(filters))
+        if referrers:
+            _holds_referrers(output, destination)
         _, result = pipeline.run(ctx, opened, output, unfiltered_artifacts)
         problems = output.verify() if ctx.settings.verify else None
         if referrers:
@@ -167,6 +169,19 @@ def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination:
                                          digest_tags)
     result.details.update(found)
     return None if problems is None else problems + verified
+
+
+def _holds_referrers(output: ImageOutput, destination: str) -> None:
+    """Refuse, before anything is written, a destination that cannot store manifests
+    by digest alone (a docker-save tar, a directory)."""
+    from . import redact
+
+    try:
+        output.by_digest()  # not entered: the outputs that cannot raise when asked
+    except UnsupportedError:
+        raise UsageError(f"{redact.redact_uri(destination)} cannot hold referrers "
+                         f"(signatures, SBOMs); copy them to registry:// or "
+                         f"oci-layout://") from None
 
 
 def _with_manifests(source: ImageSource | ImageInput) -> ImageSource:
