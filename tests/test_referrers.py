@@ -262,6 +262,21 @@ def test_a_destination_without_referrers_is_refused_first(
     assert os.listdir(out) == []
 
 
+def test_referrers_of_many_images_point_to_sync(registry_plain: RegistryServer,
+                                               listed_graph: dict[str, Any],
+                                               run_cli: Callable[..., Any],
+                                               expect_error: Callable[..., None]) -> None:
+    """process copies many images (a glob source) without their referrers: asked for
+    them, it says so and points to sync, instead of copying the images alone."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    for extra in ((), ("--digest-tags",), ("--stale-referrers",)):
+        expect_error(run_cli("--insecure", "process", "--referrers", *extra,
+                             f"registry://{host}/{src}:v*",
+                             f"registry://{host}/{src}-many/{{repo}}:{{tag}}"),
+                     "several images", "sync --referrers")
+    assert _get(registry_plain, f"{src}-many/{src}", "v1").status_code == 404
+
+
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

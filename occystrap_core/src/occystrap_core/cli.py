@@ -473,6 +473,9 @@ def process(ctx: click.Context, source: str, destination: str, filters: tuple[st
 
             if digestfile:
                 raise UsageError(f"{source} names several images; --digestfile takes one")
+            if with_referrers:
+                raise UsageError(f"{source} names several images; --referrers takes one "
+                                 f"(sync --referrers copies many with theirs)")
             ctx.exit(process_command(occy, image_input, destination, filters, dry_run=dry_run,
                                      summary=lambda: _summary(occy, time.monotonic() - started),
                                      fmt=fmt))
