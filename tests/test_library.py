@@ -113,3 +113,17 @@ def test_an_opened_source_keeps_its_platform(tmp_path: Path) -> None:
         ops.export(source, str(tmp_path / "arm.tar"), platform="linux/arm64", session=session)
         assert occystrap.inspect(source, session=session)["architecture"] == "amd64"
     assert picked == ["arm64", "amd64"]
+
+
+def test_copy_referrers_into_a_tar_is_refused(tmp_path: Path) -> None:
+    """As ``copy(referrers=True)``: one clear error, not an output's class name."""
+    build_docker_archive(str(tmp_path / "in.tar"), n_layers=1, seed=85)
+    layout = f"oci-layout://{tmp_path / 'layout'}?ref=v1"
+    occystrap.copy(f"tar://{tmp_path / 'in.tar'}", layout)
+    for call in (lambda: occystrap.copy_referrers(layout, f"tar://{tmp_path / 'x.tar'}"),
+                 lambda: occystrap.copy(layout, f"tar://{tmp_path / 'x.tar'}",
+                                        referrers=True)):
+        with pytest.raises(occystrap.OccystrapError, match="x.tar cannot hold referrers"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["in.tar", "layout"]
+

@@ -236,6 +236,7 @@ def copy_referrers(source: Source, destination: str, *, referrer_types: Sequence
     with _session(session, options) as ctx, _opened(ctx, source, "copy_referrers") as opened:
         before = dict(ctx.stats.values)
         opened = _with_manifests(opened)
+        _holds_referrers(pipeline.build_output(ctx, destination), destination)
         digest = opened.manifest_digest()
         subjects = _subjects(opened, digest)
         if subjects is None:
