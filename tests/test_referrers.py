@@ -277,6 +277,32 @@ def test_referrers_of_many_images_point_to_sync(registry_plain: RegistryServer,
     assert _get(registry_plain, f"{src}-many/{src}", "v1").status_code == 404
 
 
+def test_a_referrer_already_there_is_listed_too(registry_plain: RegistryServer,
+                                               listed_graph: dict[str, Any],
+                                               run_cli: Callable[..., Any]) -> None:
+    """A referrer the destination holds but its subject's fallback index does not list
+    (pushed by a tool that keeps no index, as oras-py; a run cut short between the two
+    PUTs) is not copied again, but listed, as pushing it would have: else the mirror
+    shows no referrers, and every later run says it copied them."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    dst = src + "-relist"
+    def copy() -> None:
+        result = run_cli("--insecure", "process", "--referrers",
+                         f"registry://{host}/{src}:v1", f"registry://{host}/{dst}:v1")
+        assert result.exit_code == 0 and "Copied 2 referrers" in result.stderr, result.output
+
+    copy()
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    listed = _get(registry_plain, dst, tag)
+    index = listed.headers["Docker-Content-Digest"]
+    assert httpx.delete(f"{registry_plain.url}/v2/{dst}/manifests/{index}").status_code == 202
+    copy()
+    assert _get(registry_plain, dst, tag).content == listed.content
+    shown = json.loads(run_cli("--insecure", "referrers", "-O", "json",
+                               f"registry://{host}/{dst}:v1").stdout)
+    assert [n["digest"] for n in shown["referrers"]] == [listed_graph["sbom"]["digest"]]
+
+
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

@@ -117,6 +117,7 @@ class RegistryOutput(ImageOutput):
         self._remote: str | None = None
         self._remote_known = False  # the destination tag's digest was asked for
         self._depth = 0  # indexes open: their images (and nested ones) go by digest
+        self._referrers = 0  # by_digest blocks open: what is written refers to an image
         self._claims: set[str] = set()  # digests this output is uploading for the whole run
         self._family = "oci"
         self._artifact = False  # the image being copied is an artifact: its blobs stay as they are
@@ -140,12 +141,16 @@ class RegistryOutput(ImageOutput):
         if any(self._target_compression(layer, False) for layer in summary.layers):
             return None  # this copy would write another manifest
         if self._in_index:
+            # a referrer's bytes, to see it listed; an index's image's presence
             response = self.repo.request(
-                "HEAD", self.repo.url("manifests", summary.digest), missing_ok=True,
-                what=f"HEAD manifest {self.ref.path}@{summary.digest}",
+                "GET" if self._referrers else "HEAD",
+                self.repo.url("manifests", summary.digest), missing_ok=True,
+                what=f"manifest {self.ref.path}@{summary.digest}",
                 headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
             if response.status_code == 404:
                 return None
+            if self._referrers:
+                self._keep_listed(summary.digest, response)
         elif self._remote_digest() != summary.digest or self.ref.digest not in (
                 None, summary.digest):
             return None
@@ -453,10 +458,12 @@ class RegistryOutput(ImageOutput):
     @contextlib.contextmanager
     def by_digest(self) -> Iterator[None]:
         self._depth += 1  # as an index's images: by digest, checked by digest
+        self._referrers += 1
         try:
             yield
         finally:
             self._depth -= 1
+            self._referrers -= 1
 
     @property
     def _in_index(self) -> bool:
@@ -533,6 +540,39 @@ class RegistryOutput(ImageOutput):
                                retryable=True)
         stale.response = error.response
         return stale
+
+    def _keep_listed(self, digest: str, response: httpx.Response) -> None:
+        """A referrer already here: listed in its subject's fallback index, as pushing it
+        would have (a tool that keeps no index, or a run cut short, left it unlisted),
+        unless the registry lists referrers itself."""
+        what = f"manifest {self.ref.path}@{digest}"
+        if digests.of_bytes(response.content, digest.split(":", 1)[0]) != digest:
+            raise CorruptImageError(f"{what}: the registry serves other bytes")
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        doc = parse(response.content, media_type, what)
+        if doc.subject is None:
+            return
+        subject = doc.subject.digest
+        tag = referrers.fallback_tag(subject)
+        index = self.repo.request("GET", self.repo.url("manifests", tag), missing_ok=True,
+                                  what=f"the referrers index {self.ref.path}:{tag}",
+                                  headers={"Accept": mt.OCI_INDEX})
+        try:
+            if index.status_code != 404 and digest in {
+                    d.digest for d in referrers.listed(index.content)}:
+                return
+            api = self.repo.request("GET", self.repo.url("referrers", subject),
+                                    what=f"referrers of {self.ref.path}@{subject}",
+                                    ok=(200, 400, 405), missing_ok=True,
+                                    follow_redirects=False, headers={"Accept": mt.OCI_INDEX})
+            if api.status_code == 200 and api.headers.get("Content-Type", "").startswith(
+                    mt.OCI_INDEX):
+                return
+        except OccystrapError as e:
+            # a broken index is rewritten; a redirect (GHCR's) is no referrers API
+            if e.response is not None and not e.response.is_redirect:
+                raise
+        self._list_in_fallback(response.content, media_type)
 
     def _list_in_fallback(self, manifest: bytes, media_type: str) -> None:
         """A manifest with a subject, pushed to a registry without the referrers API:
