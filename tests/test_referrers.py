@@ -303,6 +303,30 @@ def test_a_referrer_already_there_is_listed_too(registry_plain: RegistryServer,
     assert [n["digest"] for n in shown["referrers"]] == [listed_graph["sbom"]["digest"]]
 
 
+def test_deleting_a_referrer_unlists_it(registry_plain: RegistryServer,
+                                       listed_graph: dict[str, Any],
+                                       run_cli: Callable[..., Any]) -> None:
+    """On a registry without the referrers API the client that deletes a manifest with
+    a subject takes it out of the subject's fallback index (distribution spec 1.1, as
+    oras does), keeping the other entries."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    sbom, signature = listed_graph["sbom"]["digest"], listed_graph["signature"]["digest"]
+    tag = referrers.fallback_tag(sbom)
+    other = {**listed_graph["image"], "artifactType": "application/x-other-tool"}
+    index = referrers.merged(_get(registry_plain, src, tag).content, Descriptor(
+        other["mediaType"], other["digest"], other["size"], artifact_type=other["artifactType"]))
+    assert httpx.put(f"{registry_plain.url}/v2/{src}/manifests/{tag}", content=index,
+                     headers={"Content-Type": mt.OCI_INDEX}).status_code == 201
+    result = run_cli("--insecure", "delete", "--manifest", f"registry://{host}/{src}@{signature}")
+    assert result.exit_code == 0, result.output
+    assert [m["digest"] for m in json.loads(_get(registry_plain, src, tag).content)[
+        "manifests"]] == [other["digest"]]
+    shown = json.loads(run_cli("--insecure", "referrers", "-O", "json",
+                               f"registry://{host}/{src}:v1").stdout)
+    assert [(n["digest"], [m["digest"] for m in n["referrers"]])
+            for n in shown["referrers"]] == [(sbom, [other["digest"]])]
+
+
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

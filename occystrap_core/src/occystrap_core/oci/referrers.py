@@ -67,6 +67,21 @@ def merged(existing: bytes | None, referrer: Descriptor) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def without(existing: bytes, digest: str) -> bytes | None:
+    """The fallback index with ``digest``'s entry taken out, every other kept as
+    written; None when it does not list it (or is no index)."""
+    try:
+        doc = json.loads(existing)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        return None
+    kept = [m for m in doc["manifests"] if not (isinstance(m, dict) and m.get("digest") == digest)]
+    if len(kept) == len(doc["manifests"]):
+        return None
+    return json.dumps({**doc, "manifests": kept}, separators=(",", ":")).encode()
+
+
 MAX_DEPTH = 8  # referrers of referrers of...: deeper than this is not followed
 
 

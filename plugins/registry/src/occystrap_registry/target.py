@@ -616,8 +616,39 @@ class RegistryOutput(ImageOutput):
                 f"naming that, with --manifest")
 
     def delete_manifest(self, digest: str) -> None:
-        self._delete(digests.validate(digest, "manifest digest"),
-                     f"deleting manifest {self.ref.path}@{digest}", ok=(202,))
+        """The manifest goes; one with a subject leaves its subject's fallback index
+        too, as the spec has the client do where the registry keeps no index."""
+        digests.validate(digest, "manifest digest")
+        subject = self._subject_of(digest)
+        self._delete(digest, f"deleting manifest {self.ref.path}@{digest}", ok=(202,))
+        if subject is None:
+            return
+        tag = referrers.fallback_tag(subject)
+        what = f"the referrers index {self.ref.path}:{tag}"
+        with self.manifest_lock.hold((self.registry, self.ref.path, tag)):
+            response = self.repo.request("GET", self.repo.url("manifests", tag), what=what,
+                                         missing_ok=True, headers={"Accept": mt.OCI_INDEX})
+            index = None if response.status_code == 404 \
+                else referrers.without(response.content, digest)
+            if index is not None:
+                self.repo.request("PUT", self.repo.url("manifests", tag),
+                                  what=f"updating {what}", ok=(200, 201, 202), content=index,
+                                  headers={"Content-Type": mt.OCI_INDEX})
+
+    def _subject_of(self, digest: str) -> str | None:
+        """The digest the manifest ``digest`` refers to, if it is here and has one."""
+        what = f"manifest {self.ref.path}@{digest}"
+        response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
+                                     missing_ok=True,
+                                     headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+        if response.status_code == 404:
+            return None
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        try:
+            doc = parse(response.content, media_type, what)
+        except OccystrapError:
+            return None  # a schema 1 manifest, say: nothing refers through it
+        return None if doc.subject is None else doc.subject.digest
 
     def _delete(self, ref: str, what: str, ok: tuple[int, ...]) -> httpx.Response:
         response = self.repo.request(
