@@ -103,3 +103,16 @@ def test_a_chosen_platform_is_asked_for_and_checked(podman, sample_in_daemon, do
     assert json.loads(result.stdout)["config_digest"] == built["config_digest"]
     expect_error(run_cli("--platform", "linux/arm64", "info", uri),
                  "for linux/amd64, not linux/arm64")
+
+
+def test_input_by_image_id(tmp_path, podman, sample_in_daemon, docker_uri, info_json, process_ok,
+                           run_cli, expect_error):
+    built = sample_in_daemon("example.com/byid/app", "v1", seed=16)
+    image_id = built["config_digest"]
+    for written in (image_id, image_id[7:], image_id[7:19]):  # as `docker save` takes them
+        info = info_json(docker_uri(written))
+        assert info["config_digest"] == image_id, written
+        assert (info["name"], info["tag"]) == (None, None), written  # an ID names no image
+    process_ok(docker_uri(image_id[7:19]), f"tar://{tmp_path / 'out.tar'}")
+    assert _archive_image(str(tmp_path / "out.tar"))[:2] == (image_id, built["diff_ids"])
+    expect_error(run_cli("info", docker_uri("0" * 12)), "image 000000000000 not found")
