@@ -124,12 +124,13 @@ def test_output_tags_what_the_daemon_named_otherwise(tmp_path, fake_daemon, proc
     write_docker_archive(str(src), [image])
     fake_daemon.routes[("POST", "/images/load")] = (
         200, b'{"stream":"Loaded image: other/name:v1\\n"}\n')
-    fake_daemon.routes[("GET", "/images/dest/app:v2/json")] = [
+    fake_daemon.routes[("GET", "/images/docker.io/dest/app:v2/json")] = [
         (404, b'{"message":"No such image"}'),
         (200, json.dumps({"Id": image.config_digest}).encode())]
     fake_daemon.routes[("POST", "/images/other/name:v1/tag")] = (201, b"")
     process_ok(f"tar://{src}", f"docker://dest/app:v2?socket={fake_daemon.socket}")
-    assert ("POST", "/images/other/name:v1/tag?repo=dest%2Fapp&tag=v2", 0) in fake_daemon.requests
+    assert ("POST", "/images/other/name:v1/tag?repo=docker.io%2Fdest%2Fapp&tag=v2",
+            0) in fake_daemon.requests
 
 
 def test_load_progress_stream(fake_daemon):

@@ -116,3 +116,18 @@ def test_input_by_image_id(tmp_path, podman, sample_in_daemon, docker_uri, info_
     process_ok(docker_uri(image_id[7:19]), f"tar://{tmp_path / 'out.tar'}")
     assert _archive_image(str(tmp_path / "out.tar"))[:2] == (image_id, built["diff_ids"])
     expect_error(run_cli("info", docker_uri("0" * 12)), "image 000000000000 not found")
+
+
+def test_output_docker_hub_names_stay_docker_hub_names(tmp_path, podman, docker_uri,
+                                                       process_ok):
+    # Podman stores a name written without a registry as localhost/NAME: the archive
+    # must carry the normalised name, as `podman pull busybox` would store it.
+    src = str(tmp_path / "in.tar")
+    built = build_docker_archive(src, name="example.com/src/app", tag="orig", seed=17)
+    for dest, stored in (("hubapp:v1", "docker.io/library/hubapp:v1"),
+                         ("someone/hubapp:v2", "docker.io/someone/hubapp:v2")):
+        process_ok(f"tar://{src}", docker_uri(dest))
+        image = podman.inspect(stored)
+        assert image is not None and image["Id"] == built["config_digest"], dest
+        assert stored in image["RepoTags"]
+        assert not [t for t in image["RepoTags"] if t.startswith("localhost/")]

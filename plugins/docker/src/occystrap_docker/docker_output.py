@@ -39,8 +39,10 @@ class DockerOutput(ImageOutput):
         self.daemon.ping()  # fail before any layer is written if the daemon is unreachable
         self._archive = os.path.join(self.ctx.temp_dir,
                                      f"docker-load-{secrets.token_hex(8)}.tar")
+        # The full name: Podman stores a name without a registry as localhost/NAME,
+        # Docker shows docker.io/library/NAME as NAME either way.
         archive_uri = ResolvedURI(scheme="tar", target=self._archive,
-                                  raw=f"tar://{self._archive}", options={"tag": self.ref.familiar})
+                                  raw=f"tar://{self._archive}", options={"tag": str(self.ref)})
         self._tar = ArchiveOutput(archive_uri, self.ctx)
         self._tar.start(image)
 
@@ -65,7 +67,7 @@ class DockerOutput(ImageOutput):
 
     def _ensure_tagged(self, ids: set[str], loaded: list[str], fallback: str) -> str:
         """The destination's image ID, after tagging the loaded image if it lacks the name."""
-        target = self.ref.familiar
+        target = str(self.ref)
         try:
             current = str(self.daemon.inspect(target).get("Id"))
         except ImageNotFoundError:
@@ -74,7 +76,7 @@ class DockerOutput(ImageOutput):
             return current
         source = next((r for r in loaded if r in ids), loaded[0] if loaded else fallback)
         log.info("the daemon did not name the loaded image %s; tagging %s", target, source)
-        self.daemon.tag(source, self.ref.familiar_name, self.ref.tag or "latest")
+        self.daemon.tag(source, self.ref.name, self.ref.tag or "latest")
         return str(self.daemon.inspect(target).get("Id"))
 
     def abort(self) -> None:
