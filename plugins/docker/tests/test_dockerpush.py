@@ -53,6 +53,15 @@ def test_push_of_missing_image(tmp_path, podman, docker_uri, run_cli, expect_err
                  "image example.com/push/absent:v1 not found")
 
 
+def test_push_by_image_id(podman, sample_in_daemon, docker_uri, info_json):
+    built = sample_in_daemon("example.com/push/byid", "v1", seed=22)
+    info = info_json(docker_uri(built["config_digest"][7:19], scheme="dockerpush"))
+    assert info["config_digest"] == built["config_digest"]
+    assert (info["name"], info["tag"]) == (None, None)  # an ID names no image
+    tags = podman.inspect("example.com/push/byid:v1")["RepoTags"]
+    assert not [t for t in tags if t.startswith("127.0.0.1")], tags
+
+
 @pytest.fixture
 def push_registry(tmp_path):
     reg = PushRegistry(str(tmp_path / "reg"), server_context(str(tmp_path)))

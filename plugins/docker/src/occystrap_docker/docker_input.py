@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 from contextlib import AbstractContextManager
 from functools import cached_property
@@ -24,23 +23,16 @@ from occystrap_core.oci import platform as platforms
 from occystrap_core.types import ResolvedURI
 
 from .daemon import Daemon, socket_path
-from .reference import parse_reference
-
-# What ``docker save ID`` takes: a full ID or a prefix of one, with or without ``sha256:``.
-_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+from .reference import DaemonReference
 
 
 class DockerInput(ImageInput):
     parallel = True  # every open_layer reads the spooled archive through its own handle
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.ref = parse_reference(uri.target, "docker")
+        self.asked = DaemonReference(uri.target, "docker")
+        self.ref = self.asked.ref
         self.name, self.tag = self.ref.familiar_name, self.ref.tag
-        # Text that may be an image ID goes to the daemon as written, as the docker CLI
-        # sends it: the daemon tries it as a name (adding :latest), then as an ID.
-        id_like = _IMAGE_ID.fullmatch(uri.target)
-        self._id_prefix = id_like.group(1) if id_like else None
-        self._asked = uri.target if id_like else self.ref.familiar
         self.ctx = ctx
         self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
         self._archive: str | None = None
@@ -48,13 +40,12 @@ class DockerInput(ImageInput):
 
     @cached_property
     def _image(self) -> Image:
-        found = self.daemon.inspect(self._asked)  # a clear "not found" before any streaming
-        image_id = str(found.get("Id") or "")
-        if self._id_prefix and image_id.removeprefix("sha256:").startswith(self._id_prefix):
-            # An image asked for by ID is saved by its full ID and carries no name.
+        # a clear "not found" before anything is streamed
+        image_id = self.asked.image_id(self.daemon.inspect(self.asked.asked))
+        if image_id:  # saved by its full ID; an ID names no image
             ref, self.name, self.tag = image_id, None, None
         else:
-            ref = self._asked
+            ref = self.asked.asked
         # A daemon with a multi-platform store (Docker 28+) saves the platform asked for;
         # others hold one image per name, checked against the choice below.
         selection = self.selection

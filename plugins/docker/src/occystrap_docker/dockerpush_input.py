@@ -30,7 +30,7 @@ from occystrap_core.types import ResolvedURI
 
 from .daemon import Daemon, socket_path
 from .push_registry import LOOPBACK, Pushed, PushRegistry
-from .reference import parse_reference
+from .reference import DaemonReference
 
 log = logging.getLogger("occystrap.dockerpush")
 
@@ -45,7 +45,8 @@ class DockerPushInput(ImageSource):
     parallel = True
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.ref = parse_reference(uri.target, "dockerpush")
+        self.asked = DaemonReference(uri.target, "dockerpush")
+        self.ref = self.asked.ref
         self.name, self.tag = self.ref.familiar_name, self.ref.tag
         self.ctx = ctx
         self.timeout: float = uri.options.get("timeout") or DEFAULT_TIMEOUT
@@ -62,14 +63,17 @@ class DockerPushInput(ImageSource):
         found = self._registry.manifest(PUSH_REPOSITORY, digest)
         if found is None:
             raise ImageNotFoundError(f"the daemon did not push manifest {digest} of "
-                                     f"{self.ref.familiar}")
+                                     f"{self.asked.asked}")
         return Fetched(found.data, found.media_type)
 
     def _push_all(self) -> Pushed:
         from .certs import server_context
 
-        ref = self.ref.familiar
-        self.daemon.inspect(ref)  # a clear "not found" before the registry starts
+        ref = self.asked.asked
+        # a clear "not found" before the registry starts
+        image_id = self.asked.image_id(self.daemon.inspect(ref))
+        if image_id:  # pushed by its full ID; an ID names no image
+            ref, self.name, self.tag = image_id, None, None
         registry = self._registry = PushRegistry(
             tempfile.mkdtemp(prefix="dockerpush-", dir=self.ctx.temp_dir),
             server_context(self.ctx.temp_dir))
@@ -109,19 +113,19 @@ class DockerPushInput(ImageSource):
         """The pushed manifest; an index lists only the platforms the daemon pushed (it
         holds, and pushes, only some of those an image pulled for one platform lists)."""
         doc = parse(top.data, top.media_type, f"the manifest the daemon pushed for "
-                                              f"{self.ref.familiar}")
+                                              f"{self.asked.asked}")
         if not isinstance(doc, Index):
             return Fetched(top.data, top.media_type)
         assert self._registry is not None
         kept = [d for d in doc.manifests
                 if self._registry.manifest(PUSH_REPOSITORY, d.digest) is not None]
         if not kept:
-            raise ImageNotFoundError(f"the daemon pushed an index of {self.ref.familiar} "
+            raise ImageNotFoundError(f"the daemon pushed an index of {self.asked.asked} "
                                      f"but none of its images")
         if len(kept) == len(doc.manifests):
             return Fetched(top.data, top.media_type)
         log.info("the daemon pushed %d of the %d images %s lists", len(kept),
-                 len(doc.manifests), self.ref.familiar)
+                 len(doc.manifests), self.asked.asked)
         whole = {**json.loads(top.data), "manifests": [d.json() for d in kept]}
         return Fetched(index_document(whole, doc.media_type), doc.media_type)
 

@@ -3,6 +3,9 @@ form (``busybox:latest``, ``localhost/app:v1``), as the docker CLI gives it."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from occystrap_core.errors import URIError
 from occystrap_core.oci.reference import Reference, parse
 
@@ -12,3 +15,25 @@ def parse_reference(text: str, scheme: str) -> Reference:
     if not text:
         raise URIError(f"{scheme}:// needs an image name, e.g. {scheme}://busybox:latest")
     return parse(text)
+
+
+# What ``docker save ID`` takes: a full ID or a prefix of one, with or without ``sha256:``.
+_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+
+
+class DaemonReference:
+    """What the daemon is asked for: text that may be an image ID goes as written, as
+    the docker CLI sends it (the daemon tries it as a name with :latest, then as an ID)."""
+
+    def __init__(self, text: str, scheme: str):
+        self.ref = parse_reference(text, scheme)
+        id_like = _IMAGE_ID.fullmatch(text)
+        self._id_prefix = id_like.group(1) if id_like else None
+        self.asked = text if id_like else self.ref.familiar
+
+    def image_id(self, inspected: dict[str, Any]) -> str | None:
+        """The full ID of the daemon's image if it was found by ID rather than by name."""
+        found = str(inspected.get("Id") or "")
+        if self._id_prefix and found.removeprefix("sha256:").startswith(self._id_prefix):
+            return found
+        return None
