@@ -132,11 +132,13 @@ class FakeDaemon:
 
     ``routes[(METHOD, path)] = (status, body)``, or a list of them answered in
     turn (the last one repeats); anything else is a 404 with a Docker-style JSON
-    message. ``requests`` lists (METHOD, path with query, body size).
+    message. ``requests`` lists (METHOD, path with query, body size). ``cut[(METHOD,
+    path)] = N`` sends only the first N bytes of that answer's body, then hangs up.
     """
 
     socket: str
     routes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    cut: dict[tuple[str, str], int] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
 
     def json(self, method: str, path: str, value: Any, status: int = 200) -> None:
@@ -165,7 +167,10 @@ class _FakeHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        cut = daemon.cut.get((self.command, path))
+        self.wfile.write(body if cut is None else body[:cut])
+        if cut is not None:
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = _answer
 

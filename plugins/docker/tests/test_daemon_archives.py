@@ -177,3 +177,28 @@ def test_the_daemon_is_asked_for_the_chosen_platform(tmp_path, fake_daemon, run_
     fake_daemon.requests.clear()
     assert info_json(uri)["config_digest"] == image.config_digest
     assert all("platform=" not in path for _, path, _ in fake_daemon.requests)
+
+
+def test_a_save_broken_off_midway(tmp_path, fake_daemon, run_cli, expect_error):
+    image = sample_image("example.com/demo/app", "v1", seed=36, layer_size=100_000)
+    write_docker_archive(str(tmp_path / "saved.tar"), [image])
+    _serve(fake_daemon, (tmp_path / "saved.tar").read_bytes())
+    fake_daemon.cut[("GET", f"/images/{REF}/get")] = 65536
+    result = run_cli("process", f"docker://{REF}?socket={fake_daemon.socket}",
+                     f"tar://{tmp_path / 'out.tar'}")
+    # it connected: the daemon stopped sending, and says so in words, not urllib3's repr
+    expect_error(result, f"the Docker daemon at unix://{fake_daemon.socket} broke off the "
+                         f"save of {REF}: the connection closed early")
+    assert "cannot connect" not in result.stderr and "IncompleteRead" not in result.stderr
+    assert not (tmp_path / "out.tar").exists()
+
+
+def test_a_load_broken_off_midway(tmp_path, fake_daemon, run_cli, expect_error):
+    write_docker_archive(str(tmp_path / "in.tar"), [sample_image(seed=37)])
+    events = b'{"stream":"Loading layer"}\n' * 50
+    fake_daemon.routes[("POST", "/images/load")] = (200, events)
+    fake_daemon.cut[("POST", "/images/load")] = 100
+    result = run_cli("process", f"tar://{tmp_path / 'in.tar'}",
+                     f"docker://dest/app:v2?socket={fake_daemon.socket}")
+    expect_error(result, "broke off")
+    assert "cannot connect" not in result.stderr and "IncompleteRead" not in result.stderr

@@ -73,6 +73,14 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
+def _broken_off(e: requests.RequestException) -> str:
+    """Why an answer stopped midway: the daemon was reached, so not 'cannot connect'."""
+    if isinstance(e, requests.Timeout):
+        return "it stopped sending"
+    os_error = _os_error(e)
+    return os_error.strerror if os_error and os_error.strerror else "the connection closed early"
+
+
 def _message(resp: requests.Response) -> str:
     """The daemon's JSON ``message``, or the start of whatever it sent."""
     detail = detail_of(resp.content[:MAX_ERROR_BODY])
@@ -153,7 +161,8 @@ class Daemon:
                     if deadline is not None and time.monotonic() > deadline:
                         raise TransportError(f"{what}: timed out")
         except requests.RequestException as e:
-            raise self._connection_error(e) from None
+            raise TransportError(f"{what}: the daemon broke off its answer: "
+                                 f"{_broken_off(e)}") from None
 
     def ping(self) -> None:
         self.request("GET", "/_ping").close()
@@ -183,7 +192,8 @@ class Daemon:
                     out.write(chunk)
                     total += len(chunk)
         except requests.RequestException as e:
-            raise self._connection_error(e) from None
+            raise TransportError(f"the Docker daemon at {self.where} broke off the save of "
+                                 f"{ref}: {_broken_off(e)}") from None
         return total
 
     def load(self, archive: BinaryIO) -> list[str]:
