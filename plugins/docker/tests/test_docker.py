@@ -119,7 +119,7 @@ def test_input_by_image_id(tmp_path, podman, sample_in_daemon, docker_uri, info_
 
 
 def test_output_docker_hub_names_stay_docker_hub_names(tmp_path, podman, docker_uri,
-                                                       process_ok):
+                                                       process_ok, info_json):
     # Podman stores a name written without a registry as localhost/NAME: the archive
     # must carry the normalised name, as `podman pull busybox` would store it.
     src = str(tmp_path / "in.tar")
@@ -131,3 +131,4 @@ def test_output_docker_hub_names_stay_docker_hub_names(tmp_path, podman, docker_
         assert image is not None and image["Id"] == built["config_digest"], dest
         assert stored in image["RepoTags"]
         assert not [t for t in image["RepoTags"] if t.startswith("localhost/")]
+        assert info_json(docker_uri(dest))["config_digest"] == built["config_digest"]
