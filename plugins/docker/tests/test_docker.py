@@ -77,6 +77,19 @@ def test_no_socket(tmp_path, run_cli, expect_error):
     assert not os.path.exists(tmp_path / "o.tar")
 
 
+def test_a_socket_path_that_cannot_be_a_socket(tmp_path, run_cli, expect_error):
+    regular = tmp_path / "docker.sock"
+    regular.write_text("")
+    long = tmp_path / ("x" * 120) / "docker.sock"  # sun_path holds 107 bytes
+    for path, why in ((tmp_path, "that is a directory, not a socket"),
+                      (regular, "that is not a socket"),
+                      (long, f"the socket path is {len(str(long))} bytes long, longer than "
+                             f"a unix socket allows (107)")):
+        result = run_cli("info", f"docker://busybox?socket={path}")
+        expect_error(result, f"cannot connect to the Docker daemon at unix://{path}: {why}")
+        assert "connection refused" not in result.stderr and "OSError" not in result.stderr
+
+
 def test_image_not_found(tmp_path, podman, docker_uri, run_cli, expect_error):
     expect_error(run_cli("process", docker_uri("example.com/absent/app:v9"),
                          f"tar://{tmp_path}/o.tar"),

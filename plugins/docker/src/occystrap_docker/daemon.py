@@ -11,6 +11,7 @@ import base64
 import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -72,6 +73,24 @@ def _os_error(exc: BaseException) -> OSError | None:
                     if isinstance(x, BaseException)]
     return None
 
+# sun_path holds 108 bytes, the last one a NUL
+MAX_SOCKET_PATH = 107
+
+
+def _not_a_socket(path: str) -> str | None:
+    """What makes ``path`` unusable as a socket, seen without connecting; None if nothing."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        return (f"the socket path is {size} bytes long, longer than a unix socket "
+                f"allows ({MAX_SOCKET_PATH})")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # the connection's own errno says why
+    if stat.S_ISDIR(mode):
+        return "that is a directory, not a socket"
+    return None if stat.S_ISSOCK(mode) else "that is not a socket"
+
 
 def _broken_off(e: requests.RequestException) -> str:
     """Why an answer stopped midway: the daemon was reached, so not 'cannot connect'."""
@@ -110,8 +129,9 @@ class Daemon:
         if isinstance(e, requests.Timeout):
             return TransportError(f"the Docker daemon at {self.where} did not answer in time")
         os_error = _os_error(e)
-        reason = (_HINTS.get(os_error.errno, os_error.strerror or str(os_error))
-                  if os_error and os_error.errno else str(e))
+        reason = _not_a_socket(self.path) or (
+            _HINTS.get(os_error.errno, os_error.strerror or str(os_error))
+            if os_error and os_error.errno else str(e))
         return TransportError(f"cannot connect to the Docker daemon at {self.where}: {reason}")
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
