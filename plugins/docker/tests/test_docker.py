@@ -145,3 +145,21 @@ def test_output_docker_hub_names_stay_docker_hub_names(tmp_path, podman, docker_
         assert stored in image["RepoTags"]
         assert not [t for t in image["RepoTags"] if t.startswith("localhost/")]
         assert info_json(docker_uri(dest))["config_digest"] == built["config_digest"]
+
+
+def test_a_name_with_a_registry_is_not_resolved_as_a_short_name(tmp_path, podman,
+                                                                sample_in_daemon, docker_uri,
+                                                                process_ok, info_json):
+    # Podman resolves the short name amb:v1 to localhost/amb:v1 first: a user who wrote
+    # docker.io/library/amb:v1 must get that image, not the local one.
+    local = sample_in_daemon("localhost/amb", "v1", seed=18)
+    src = str(tmp_path / "hub.tar")
+    hub = build_docker_archive(src, name="example.com/src/app", tag="v1", seed=19)
+    process_ok(f"tar://{src}", docker_uri("docker.io/library/amb:v1"))
+    for scheme in ("docker", "dockerpush"):
+        for written, built in (("docker.io/library/amb:v1", hub),
+                               ("index.docker.io/library/amb:v1", hub),
+                               ("localhost/amb:v1", local),
+                               ("amb:v1", local)):  # a short name: the daemon's resolution
+            info = info_json(docker_uri(written, scheme))
+            assert info["config_digest"] == built["config_digest"], (scheme, written)

@@ -1,5 +1,7 @@
-"""``docker://`` references: the core's one grammar; the daemon is given the familiar
-form (``busybox:latest``, ``localhost/app:v1``), as the docker CLI gives it."""
+"""``docker://`` references: the core's one grammar. The daemon is given a short name as
+written (``busybox``, ``app:v1``), as the docker CLI gives it, for the daemon's own
+short-name resolution (Podman: ``localhost/`` first); a name written with a registry
+is given in full, so that Podman cannot resolve it to another image."""
 
 from __future__ import annotations
 
@@ -22,14 +24,15 @@ _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 
 class DaemonReference:
-    """What the daemon is asked for: text that may be an image ID goes as written, as
+    """What the daemon is asked for. Text that may be an image ID goes as written, as
     the docker CLI sends it (the daemon tries it as a name with :latest, then as an ID)."""
 
     def __init__(self, text: str, scheme: str):
         self.ref = parse_reference(text, scheme)
         id_like = _IMAGE_ID.fullmatch(text)
         self._id_prefix = id_like.group(1) if id_like else None
-        self.asked = text if id_like else self.ref.familiar
+        short = not parse(text, normalize=False).domain
+        self.asked = text if short else str(self.ref)
 
     def image_id(self, inspected: dict[str, Any]) -> str | None:
         """The full ID of the daemon's image if it was found by ID rather than by name."""
