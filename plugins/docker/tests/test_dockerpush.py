@@ -62,6 +62,14 @@ def test_push_by_image_id(podman, sample_in_daemon, docker_uri, info_json):
     assert not [t for t in tags if t.startswith("127.0.0.1")], tags
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "inf", "nan", "1e400"])
+def test_push_timeout_must_be_a_duration(tmp_path, timeout, docker_uri, run_cli, expect_error):
+    result = run_cli("process", docker_uri("example.com/push/app:v1", "dockerpush",
+                                           timeout=timeout), f"tar://{tmp_path}/o.tar")
+    expect_error(result, "option 'timeout' must be a number of seconds above 0")
+    assert not (tmp_path / "o.tar").exists()
+
+
 @pytest.fixture
 def push_registry(tmp_path):
     reg = PushRegistry(str(tmp_path / "reg"), server_context(str(tmp_path)))

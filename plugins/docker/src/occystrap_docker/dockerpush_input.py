@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import secrets
 import tempfile
 import time
@@ -23,6 +24,7 @@ from occystrap_core.errors import (
     ImageNotFoundError,
     OccystrapError,
     TransportError,
+    URIError,
 )
 from occystrap_core.oci.convert import index_document
 from occystrap_core.oci.manifest import Descriptor, Index, parse
@@ -36,6 +38,7 @@ log = logging.getLogger("occystrap.dockerpush")
 
 PUSH_REPOSITORY = "occystrap-push"
 DEFAULT_TIMEOUT = 300.0
+MAX_TIMEOUT = 1e6  # seconds (11 days); "inf" would overflow the socket timeout
 
 
 class DockerPushInput(ImageSource):
@@ -49,7 +52,11 @@ class DockerPushInput(ImageSource):
         self.ref = self.asked.ref
         self.name, self.tag = self.ref.familiar_name, self.ref.tag
         self.ctx = ctx
-        self.timeout: float = uri.options.get("timeout") or DEFAULT_TIMEOUT
+        timeout = uri.options.get("timeout")
+        self.timeout: float = DEFAULT_TIMEOUT if timeout is None else timeout
+        if not (math.isfinite(self.timeout) and 0 < self.timeout < MAX_TIMEOUT):
+            raise URIError(f"dockerpush://: option 'timeout' must be a number of seconds "
+                           f"above 0 and below {MAX_TIMEOUT:g}, got {timeout}")
         self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
         self._registry: PushRegistry | None = None
         self._top: Fetched | None = None
