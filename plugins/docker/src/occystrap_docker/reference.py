@@ -24,8 +24,9 @@ _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 
 class DaemonReference:
-    """What the daemon is asked for. Text that may be an image ID goes as written, as
-    the docker CLI sends it (the daemon tries it as a name with :latest, then as an ID)."""
+    """What the daemon is asked for (``asked``). Text without a registry, an image ID
+    included, goes as written: the daemon tries it as a name (adding :latest), then
+    as an ID, as for the docker CLI."""
 
     def __init__(self, text: str, scheme: str):
         self.ref = parse_reference(text, scheme)
