@@ -226,3 +226,17 @@ def test_an_index_push_gives_the_run_platform(push_registry):
     with pytest.raises(ImageNotFoundError, match=r"no image for platform linux/s390x "
                                                  r"\(available: linux/amd64, linux/arm64\)"):
         pick("s390x")
+
+
+def test_push_by_id_of_an_image_without_a_name_keeps_it(tmp_path, podman, sample_in_daemon,
+                                                        docker_uri, run_cli, expect_error):
+    # a push needs a name; removing the only name an image has deletes the image
+    first = sample_in_daemon("example.com/push/dangling", "v1", seed=23)
+    sample_in_daemon("example.com/push/dangling", "v1", seed=24)  # takes the name over
+    image_id = first["config_digest"]
+    assert podman.inspect(image_id)["RepoTags"] in ([], None)
+    expect_error(run_cli("info", docker_uri(image_id[7:19], scheme="dockerpush")),
+                 f"dockerpush:// cannot push image {image_id}: it has no name",
+                 f"read it with docker://{image_id[7:19]}")
+    assert podman.inspect(image_id) is not None, "the daemon's image was deleted"
+    assert [t for t in podman.inspect(image_id)["RepoTags"] or () if "occystrap-push" in t] == []

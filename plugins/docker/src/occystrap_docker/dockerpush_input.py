@@ -24,6 +24,7 @@ from occystrap_core.errors import (
     ImageNotFoundError,
     OccystrapError,
     TransportError,
+    UnsupportedError,
     URIError,
 )
 from occystrap_core.oci.convert import index_document
@@ -77,9 +78,15 @@ class DockerPushInput(ImageSource):
         from .certs import server_context
 
         ref = self.asked.asked
-        # a clear "not found" before the registry starts
-        image_id = self.asked.image_id(self.daemon.inspect(ref))
+        inspected = self.daemon.inspect(ref)  # a clear "not found" before the registry starts
+        image_id = self.asked.image_id(inspected)
         if image_id:  # pushed by its full ID; an ID names no image
+            if not [t for t in inspected.get("RepoTags") or () if t != "<none>:<none>"]:
+                # The push needs a name, and removing an image's only name deletes it.
+                raise UnsupportedError(
+                    f"dockerpush:// cannot push image {image_id}: it has no name, and the "
+                    f"daemon deletes an image when the name a push needs is removed "
+                    f"(read it with docker://{self.asked.asked})")
             ref, self.name, self.tag = image_id, None, None
         registry = self._registry = PushRegistry(
             tempfile.mkdtemp(prefix="dockerpush-", dir=self.ctx.temp_dir),
