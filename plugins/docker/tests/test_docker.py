@@ -66,6 +66,40 @@ def test_docker_host_is_honoured(podman, sample_in_daemon, run_cli):
     assert json.loads(result.stdout)["config_digest"] == built["config_digest"]
 
 
+def _docker_context(config_dir, name, host):
+    """A docker CLI context, as `docker context create NAME --docker host=HOST` writes it."""
+    meta = config_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps(
+        {"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host,
+                                                               "SkipTLSVerify": False}}}))
+
+
+def test_the_docker_context_is_honoured(tmp_path, podman, sample_in_daemon, run_cli,
+                                        expect_error):
+    # rootless Docker and Docker Desktop select their socket with a context
+    built = sample_in_daemon("example.com/ctx/app", "v1", seed=20)
+    config = tmp_path / "docker-config"
+    _docker_context(config, "rootless", f"unix://{podman.socket}")
+    _docker_context(config, "remote", "tcp://10.0.0.1:2376")
+    (config / "config.json").write_text(json.dumps({"currentContext": "rootless"}))
+    env = {"DOCKER_CONFIG": str(config), "DOCKER_HOST": None, "DOCKER_CONTEXT": None}
+    result = run_cli("info", "-O", "json", "docker://example.com/ctx/app:v1", env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config_digest"] == built["config_digest"]
+
+    expect_error(run_cli("info", "docker://example.com/ctx/app:v1",
+                         env={**env, "DOCKER_CONTEXT": "remote"}),
+                 "the docker context 'remote' (tcp://10.0.0.1:2376) is not supported")
+    expect_error(run_cli("info", "docker://example.com/ctx/app:v1",
+                         env={**env, "DOCKER_CONTEXT": "absent"}),
+                 "docker context 'absent' (the current one) has no daemon endpoint")
+    missing = str(tmp_path / "missing.sock")  # DOCKER_HOST still comes first
+    expect_error(run_cli("info", "docker://example.com/ctx/app:v1",
+                         env={**env, "DOCKER_HOST": f"unix://{missing}"}),
+                 f"unix://{missing}: no such socket")
+
+
 def test_no_socket(tmp_path, run_cli, expect_error):
     missing = str(tmp_path / "missing.sock")
     expect_error(run_cli("process", f"docker://busybox?socket={missing}", f"tar://{tmp_path}/o.tar"),

@@ -30,6 +30,8 @@ from occystrap_core.errors import (
 from occystrap_core.oci.platform import Platform
 from occystrap_core.transport.errors import MAX_ERROR_BODY, detail_of, error_for_status
 
+from .docker_context import current_context
+
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # Anonymous credentials: Docker rejects a push without the header.
 ANONYMOUS_AUTH = base64.urlsafe_b64encode(b"{}").decode()
@@ -46,16 +48,22 @@ class DaemonError(OccystrapError):
 
 
 def socket_path(option: str | None) -> str:
-    """``?socket=`` first, then ``DOCKER_HOST=unix://...``, then the default socket."""
+    """``?socket=`` first, then ``DOCKER_HOST=unix://...``, then the docker CLI's current
+    context (``DOCKER_CONTEXT``, ``docker context use``), then the default socket."""
     if option:
         return option
     host = os.environ.get("DOCKER_HOST")
+    where = f"DOCKER_HOST={host}"
     if not host:
-        return DEFAULT_SOCKET
+        context = current_context()
+        if context is None:
+            return DEFAULT_SOCKET
+        host = context[1]
+        where = f"the docker context {context[0]!r} ({host})"
     if host.startswith("unix://") and len(host) > len("unix://"):
         return host[len("unix://"):]
-    raise UnsupportedError(f"DOCKER_HOST={host} is not supported: occystrap talks to the "
-                           f"daemon over a unix socket (DOCKER_HOST=unix:///PATH or ?socket=PATH)")
+    raise UnsupportedError(f"{where} is not supported: occystrap talks to the daemon over "
+                           f"a unix socket (DOCKER_HOST=unix:///PATH or ?socket=PATH)")
 
 
 def _os_error(exc: BaseException) -> OSError | None:

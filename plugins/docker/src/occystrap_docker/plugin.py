@@ -12,7 +12,7 @@ from occystrap_core import hookimpl
 from occystrap_core.types import InputSource, OptionSpec, OutputTarget, lazy
 
 _SOCKET = OptionSpec("socket", help="daemon socket path (default: DOCKER_HOST=unix://..., "
-                                    "else /var/run/docker.sock)")
+                                    "else the docker context's, else /var/run/docker.sock)")
 
 
 @hookimpl
