@@ -5,6 +5,7 @@ import json
 import os
 import tarfile
 
+import occystrap_docker.daemon
 from occystrap_core.testing.images import build_docker_archive
 
 
@@ -122,6 +123,22 @@ def test_a_socket_path_that_cannot_be_a_socket(tmp_path, run_cli, expect_error):
         result = run_cli("info", f"docker://busybox?socket={path}")
         expect_error(result, f"cannot connect to the Docker daemon at unix://{path}: {why}")
         assert "connection refused" not in result.stderr and "OSError" not in result.stderr
+
+
+def test_a_missing_default_socket_names_podmans(tmp_path, podman, monkeypatch, run_cli,
+                                               expect_error):
+    # Podman users have no /var/run/docker.sock, but a socket under XDG_RUNTIME_DIR
+    missing = str(tmp_path / "docker.sock")
+    monkeypatch.setattr(occystrap_docker.daemon, "DEFAULT_SOCKET", missing)
+    runtime = tmp_path / "runtime"
+    (runtime / "podman").mkdir(parents=True)
+    os.symlink(podman.socket, runtime / "podman" / "podman.sock")
+    env = {"XDG_RUNTIME_DIR": str(runtime), "DOCKER_HOST": None, "DOCKER_CONTEXT": None,
+           "DOCKER_CONFIG": str(tmp_path / "no-config")}
+    podman_socket = str(runtime / "podman" / "podman.sock")
+    expect_error(run_cli("info", "docker://busybox", env=env),
+                 f"unix://{missing}: no such socket", f"there is one at {podman_socket} "
+                 f"(?socket={podman_socket})")
 
 
 def test_image_not_found(tmp_path, podman, docker_uri, run_cli, expect_error):

@@ -100,6 +100,13 @@ def _not_a_socket(path: str) -> str | None:
     return None if stat.S_ISSOCK(mode) else "that is not a socket"
 
 
+def _other_sockets() -> list[str]:
+    """Where rootless Docker and Podman put their sockets, to name in a hint."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return [os.path.join(runtime, "podman", "podman.sock"), os.path.join(runtime, "docker.sock"),
+            "/run/podman/podman.sock"]
+
+
 def _broken_off(e: requests.RequestException) -> str:
     """Why an answer stopped midway: the daemon was reached, so not 'cannot connect'."""
     if isinstance(e, requests.Timeout):
@@ -140,6 +147,10 @@ class Daemon:
         reason = _not_a_socket(self.path) or (
             _HINTS.get(os_error.errno, os_error.strerror or str(os_error))
             if os_error and os_error.errno else str(e))
+        if os_error and os_error.errno == errno.ENOENT and self.path == DEFAULT_SOCKET:
+            found = [p for p in _other_sockets() if os.path.exists(p)]
+            if found:
+                reason += f"; there is one at {found[0]} (?socket={found[0]})"
         return TransportError(f"cannot connect to the Docker daemon at {self.where}: {reason}")
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
