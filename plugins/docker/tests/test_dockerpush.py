@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import json
+import socket
 import tarfile
 
 import httpx
@@ -68,6 +69,32 @@ def test_push_timeout_must_be_a_duration(tmp_path, timeout, docker_uri, run_cli,
                                            timeout=timeout), f"tar://{tmp_path}/o.tar")
     expect_error(result, "option 'timeout' must be a number of seconds above 0")
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_push_removes_the_tags_of_killed_runs(podman, sample_in_daemon, docker_uri, info_json):
+    sample_in_daemon("example.com/push/swept", "v1", seed=25)
+    only = sample_in_daemon("example.com/push/only", "v1", seed=26)
+    live = socket.create_server(("127.0.0.1", 0))  # a run still pushing: its port answers
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # a killed run: nothing answers
+    stale = f"127.0.0.1:{dead_port}/{PUSH_REPOSITORY}"
+    alive = f"127.0.0.1:{live.getsockname()[1]}/{PUSH_REPOSITORY}"
+    try:
+        for repo, tag in ((stale, "0123456789abcdef"), (alive, "fedcba9876543210")):
+            assert podman.api("POST", "/images/example.com/push/swept:v1/tag",
+                              params={"repo": repo, "tag": tag}).status_code == 201
+        # an image whose only name is a stale tag: removing the tag would delete it
+        assert podman.api("POST", f"/images/{only['config_digest']}/tag",
+                          params={"repo": stale, "tag": "aaaaaaaaaaaaaaaa"}).status_code == 201
+        assert podman.api("DELETE", "/images/example.com/push/only:v1").status_code == 200
+        info_json(docker_uri("example.com/push/swept:v1", scheme="dockerpush"))
+        tags = podman.inspect("example.com/push/swept:v1")["RepoTags"]
+        assert f"{stale}:0123456789abcdef" not in tags
+        assert f"{alive}:fedcba9876543210" in tags
+        assert podman.inspect(f"{stale}:aaaaaaaaaaaaaaaa")["Id"] == only["config_digest"]
+    finally:
+        live.close()
 
 
 @pytest.fixture

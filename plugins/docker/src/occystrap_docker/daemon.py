@@ -249,6 +249,17 @@ class Daemon:
                         break
         return loaded
 
+    def images(self) -> list[dict[str, Any]]:
+        """``GET /images/json``: the daemon's images, each with its ``RepoTags``."""
+        with self.request("GET", "/images/json") as resp:
+            try:
+                value = resp.json()
+            except ValueError:
+                value = None
+        if not isinstance(value, list):
+            raise DaemonError(f"the daemon at {self.where} sent a malformed image list")
+        return [i for i in value if isinstance(i, dict)]
+
     def tag(self, ref: str, repo: str, tag: str) -> None:
         self.request("POST", image_path(ref) + "/tag", params={"repo": repo, "tag": tag},
                      not_found=f"image {ref} not found in the daemon at {self.where}").close()

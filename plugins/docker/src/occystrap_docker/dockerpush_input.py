@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import math
+import re
 import secrets
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,7 +41,19 @@ log = logging.getLogger("occystrap.dockerpush")
 
 PUSH_REPOSITORY = "occystrap-push"
 DEFAULT_TIMEOUT = 300.0
+_TEMPORARY_TAG = re.compile(rf"{re.escape(LOOPBACK)}:(\d+)/{PUSH_REPOSITORY}:[0-9a-f]{{16}}")
 MAX_TIMEOUT = 1e6  # seconds (11 days); "inf" would overflow the socket timeout
+
+
+def _listening(port: int) -> bool:
+    """Does something accept connections on 127.0.0.1:port (a live run's registry)?"""
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=1.0).close()
+    except ConnectionRefusedError:
+        return False
+    except (OSError, OverflowError):
+        return True  # unsure: keep the tag
+    return True
 
 
 class DockerPushInput(ImageSource):
@@ -88,6 +102,7 @@ class DockerPushInput(ImageSource):
                     f"daemon deletes an image when the name a push needs is removed "
                     f"(read it with docker://{self.asked.asked})")
             ref, self.name, self.tag = image_id, None, None
+        self._sweep_stale_tags()
         registry = self._registry = PushRegistry(
             tempfile.mkdtemp(prefix="dockerpush-", dir=self.ctx.temp_dir),
             server_context(self.ctx.temp_dir))
@@ -96,6 +111,24 @@ class DockerPushInput(ImageSource):
             return self._push(ref, registry)
         finally:
             registry.stop()
+
+    def _sweep_stale_tags(self) -> None:
+        """Remove the temporary tags of runs that were killed: their registry's port no
+        longer answers. A tag that is an image's only name stays (removing it would
+        delete the image); a daemon that cannot list its images is not swept."""
+        try:
+            listed = self.daemon.images()
+        except OccystrapError as e:
+            log.debug("not sweeping temporary tags: %s", e)
+            return
+        for image in listed:
+            tags = [t for t in image.get("RepoTags") or () if isinstance(t, str)]
+            for tag in tags:
+                m = _TEMPORARY_TAG.fullmatch(tag)
+                if m and len(tags) > 1 and not _listening(int(m.group(1))):
+                    log.info("removing %s, left by a killed dockerpush:// run", tag)
+                    self._untag(tag)
+                    tags.remove(tag)
 
     def _push(self, ref: str, registry: PushRegistry) -> Pushed:
         repo, tag = f"{LOOPBACK}:{registry.port}/{PUSH_REPOSITORY}", secrets.token_hex(8)
