@@ -249,6 +249,45 @@ def test_several_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
         cache.close()
 
 
+def _busy() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorname = "SQLITE_BUSY"
+    return error
+
+
+def test_a_set_up_answered_busy_at_once_starts_over(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite answers BUSY without waiting where waiting could deadlock (processes
+    setting up one new cache together, seen once in the 4-process test above): the
+    set-up starts over; any other error fails at once."""
+    from occystrap_core import layercache
+
+    real = layercache.LayerCache._setup
+    answers = [_busy(), _busy()]
+
+    def setup(self: LayerCache) -> None:
+        if answers:
+            raise answers.pop(0)
+        real(self)
+
+    monkeypatch.setattr(layercache.LayerCache, "_setup", setup)
+    monkeypatch.setattr(layercache.time, "sleep", lambda _: None)
+    cache = LayerCache(str(tmp_path / "c"))
+    try:
+        cache.record_location("reg", "sha256:1", "repo")
+        assert cache.locations("reg", "sha256:1") == ["repo"]
+    finally:
+        cache.close()
+    assert not answers
+
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorname = "SQLITE_IOERR"
+    answers[:] = [other, _busy()]
+    with pytest.raises(layercache.CacheError, match="disk I/O error"):
+        LayerCache(str(tmp_path / "d"))
+    assert len(answers) == 1
+
+
 def test_filter_step_names_options_and_plugin_version() -> None:
     core = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.0")
     newer = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.1")

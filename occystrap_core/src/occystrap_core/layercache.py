@@ -104,11 +104,24 @@ class LayerCache:
         except (OSError, sqlite3.Error) as e:
             raise CacheError(f"layer cache {directory}: cannot open it: {e}") from None
         try:
-            self._setup()
+            self._set_up()
         except sqlite3.Error as e:
             self._db.close()
             raise CacheError(f"layer cache {self.path}: unusable ({e}); remove it to "
                              f"start afresh") from None
+
+    def _set_up(self) -> None:
+        """:meth:`_setup`, started over while SQLite answers BUSY: it does so at once,
+        without waiting, where waiting could deadlock (processes setting up one new
+        cache together), and its documentation has the caller try again."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self._setup()
+            except sqlite3.OperationalError as e:
+                if not e.sqlite_errorname.startswith("SQLITE_BUSY") or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def _setup(self) -> None:
         db = self._db
