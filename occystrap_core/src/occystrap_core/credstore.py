@@ -20,7 +20,7 @@ from typing import Any
 
 from .builtin.credentials import DOCKER_HUB, DOCKER_HUB_URL, HELPER_TIMEOUT, same_host
 from .errors import OccystrapError, UsageError
-from .tempfiles import write_atomic
+from .tempfiles import destination, write_atomic
 
 
 def auth_file(authfile: str | None = None) -> Path:
@@ -51,9 +51,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _save(path: Path, config: dict[str, Any]) -> None:
-    # A symlinked file (dotfiles) is written where it points, as docker's CLI does: the
-    # rename would replace the link itself with a file.
-    path = Path(os.path.realpath(path))
+    # write_atomic writes a symlinked file (dotfiles) where it points, as docker's CLI
+    # does: that file's directory is the one that must exist
+    path = Path(destination(str(path)))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(str(path), (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
 

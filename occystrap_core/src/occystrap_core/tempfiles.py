@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 log = logging.getLogger("occystrap.tempfiles")
@@ -131,23 +131,32 @@ def send(source: BinaryIO, path: str) -> None:
         shutil.copyfileobj(source, out, 1 << 20)
 
 
+def beside(path: str, temp_dir: Callable[[], str | None], prefix: str
+           ) -> tuple[str | None, str, str | None]:
+    """Where a new ``path`` is written first, as ``(directory, prefix, target)`` for
+    :func:`mkstemp` (suffix ``.tmp``): beside ``target``, the file it then replaces (see
+    :func:`destination`), named ``prefix`` with ``{}`` standing for that file's name,
+    after sweeping what a killed writer of it left there; or, when ``path`` is a stream
+    (see :func:`is_stream`, target None), in ``temp_dir()``, to be :func:`send` whole."""
+    if is_stream(path):
+        return temp_dir(), prefix.format(os.path.basename(path)), None
+    target = destination(path)
+    directory, named = os.path.dirname(target), prefix.format(os.path.basename(target))
+    sweep(directory, named, ".tmp")
+    return directory, named, target
+
+
 @contextlib.contextmanager
 def replacing(path: str, mode: int = 0o644, temp_dir: str | None = None) -> Iterator[BinaryIO]:
     """Write a new ``path``: the file yielded is a locked temporary one that, once the
-    block ends without an error, replaces the file ``path`` names (see
-    :func:`destination`) or, when ``path`` is a stream (see :func:`is_stream`), is
-    copied into it whole; ``temp_dir`` (default: the system's) then holds it."""
-    stream = is_stream(path)
-    target = destination(path)
-    directory, prefix = temp_dir, ".tmp-"
-    if not stream:
-        # named for the file, so that the next write of it can tell (and sweep) what
-        # a killed one left; ".tmp-" first, as the outputs' own sweeps expect
-        directory, prefix = os.path.dirname(target), f".tmp-{os.path.basename(target)}."
-        sweep(directory, prefix, ".tmp")
+    block ends without an error, replaces the file ``path`` names or, when ``path`` is
+    a stream, is copied into it whole (see :func:`beside`; ``temp_dir``, default the
+    system's, then holds it)."""
+    # ".tmp-" first, as the outputs' own sweeps expect
+    directory, prefix, target = beside(path, lambda: temp_dir, ".tmp-{}.")
     with AtomicFile(directory, prefix, ".tmp") as temp:
         yield temp.file
-        if stream:
+        if target is None:
             temp.file.flush()
             with open(temp.path, "rb") as written:
                 send(written, path)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from .. import streams
 from ..errors import URIError
-from ..tempfiles import destination, is_stream, mkstemp, send, sweep
+from ..tempfiles import beside, mkstemp, send
 
 FORMAT: Final = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
@@ -94,16 +94,11 @@ class ArchiveWriter:
         self.path = os.path.abspath(path)
         if os.path.isdir(self.path):
             raise URIError(f"{path} is a directory; tar:// writes a file")
-        self.to_stream = is_stream(self.path)
-        self._target = destination(self.path)
-        parent = os.path.dirname(self._target)
-        if not os.path.isdir(parent):
+        # a stream's goes to the run's own temp dir, removed when it ends
+        parent, prefix, self._target = beside(self.path, temp_dir, ".{}.")
+        self.to_stream = self._target is None
+        if not self.to_stream and not os.path.isdir(str(parent)):
             raise URIError(f"directory {parent} does not exist")
-        prefix = f".{os.path.basename(self._target)}."
-        if self.to_stream:
-            parent = temp_dir()  # the run's own, removed when it ends
-        else:
-            sweep(parent, prefix, ".tmp")  # what a killed run left
         fd, self.temp_path = mkstemp(parent, prefix, ".tmp")  # locked while it is written
         self._file = os.fdopen(fd, "wb")
         self._lock = threading.Lock()  # guards the state below; not held while streaming
@@ -223,6 +218,7 @@ class ArchiveWriter:
             if self.to_stream:
                 return  # complete; :meth:`send` delivers it
             os.chmod(self.temp_path, 0o666 & ~_umask())  # mkstemp made it 0600
+            assert self._target is not None
             os.replace(self.temp_path, self._target)
             self._file.close()  # only now: closing drops the lock that keeps sweeps away
 
