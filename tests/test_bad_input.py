@@ -357,10 +357,28 @@ def empty_dir_dest_bad_source(env: Env) -> None:
 
 
 def existing_dir_dest_bad_source(env: Env) -> None:
+    """What an earlier dir:// run wrote; the source's layer is corrupt."""
     out = env.path("out")
     out.mkdir()
-    (out / "keep.txt").write_text("precious\n")
+    (out / "manifest.json").write_text('[{"Config": "precious.json", "Layers": []}]\n')
     layout_corrupt_gzip(env)
+
+
+def foreign_dir_dest(env: Env) -> None:
+    """A directory dir:// did not write (a home directory given by mistake)."""
+    good_tar(env)
+    out = env.path("home")
+    out.mkdir()
+    (out / "notes.txt").write_text("precious\n")
+    (out / "manifest.json").write_text("my own manifest\n")
+
+
+def skopeo_dir_dest(env: Env) -> None:
+    """A skopeo dir: directory: its manifest.json is an image manifest."""
+    good_tar(env)
+    out = env.path("skopeo-dir")
+    out.mkdir()
+    (out / "manifest.json").write_text('{"schemaVersion": 2, "layers": []}\n')
 
 
 def existing_tar_dest_bad_filter(env: Env) -> None:
@@ -550,6 +568,12 @@ CASES: list[Case] = [
          ("process", "oci-layout://{layout}", "oci-layout://{t}/empty"), "digest mismatch"),
     Case("existing-dir-dest-corrupt-gzip", existing_dir_dest_bad_source,
          ("process", "oci-layout://{layout}", "dir://{t}/out?expand=true"), "decompress"),
+    Case("foreign-dir-dest", foreign_dir_dest, ("process", "tar://{good}", "dir://{t}/home"),
+         "which dir:// does not write"),
+    Case("foreign-dir-dest-mounts", foreign_dir_dest,
+         ("process", "tar://{good}", "mounts://{t}/home"), "which mounts:// does not write"),
+    Case("skopeo-dir-dest", skopeo_dir_dest, ("process", "tar://{good}", "dir://{t}/skopeo-dir"),
+         "is not one dir:// wrote"),
     Case("existing-tar-dest-registry-tag-missing", existing_tar_dest_registry_tag_missing,
          ("--insecure", "process", "registry://{plain}/{repo}:nope", OUT), "nope"),
     Case("existing-tar-dest-bad-filter", existing_tar_dest_bad_filter,

@@ -81,6 +81,19 @@ def test_dir_layout_shares_layers_and_keeps_config_bytes(tmp_path, src, run_cli)
     assert "1 skipped" in again.stderr, again.stderr
 
 
+def test_dir_takes_up_what_a_killed_run_left(tmp_path, src, run_cli):
+    # layers and a temp file, no manifest.json yet: the directory is dir://'s own
+    out = tmp_path / "dir"
+    assert run_cli("process", src, f"dir://{out}?expand=true").exit_code == 0
+    (out / "manifest.json").unlink()
+    (out / ".tmp-layer-x").write_bytes(b"half")
+    result = run_cli("process", src, f"dir://{out}?expand=true")
+    assert result.exit_code == 0, result.stderr
+    assert "2 skipped" in result.stderr
+    assert not (out / ".tmp-layer-x").exists()
+    assert json.loads((out / "manifest.json").read_text())[0]["Layers"]
+
+
 def test_dir_unique_names_and_catalog(tmp_path, run_cli):
     out = tmp_path / "dir"
     for tag, seed in (("v1", 1), ("v2", 2)):

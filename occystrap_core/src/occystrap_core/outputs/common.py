@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from typing import BinaryIO
+import re
+from typing import Any, BinaryIO, Callable
 
 from .. import digest as digests
 from .. import streams
@@ -34,6 +36,40 @@ def ensure_dir(path: str, mode: int = 0o777) -> bool:
         raise URIError(f"directory {parent} does not exist")
     os.mkdir(path, mode)
     return True
+
+
+# a layer's directory or file, or a config, named by the hex of its digest
+_DIGEST_NAMED = re.compile(r"[0-9a-f]{64}(\.json)?")
+
+
+def claim_dir(path: str, mode: int, scheme: str, owns: Callable[[str], bool],
+              wrote_manifest: Callable[[Any], bool]) -> bool:
+    """Make ``path`` the directory of a layers-by-digest output (``scheme``): a new or
+    empty one, or one the same output wrote before, whose ``manifest.json`` it replaces.
+    Anything else (a home directory given by mistake, a skopeo ``dir:`` directory) is
+    refused before a byte is written, as skopeo refuses a directory without its marker.
+    ``owns(name)`` says which other names the output writes. True if this call made it."""
+    if ensure_dir(path, mode):
+        return True
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if not (_DIGEST_NAMED.fullmatch(entry.name) or entry.name == "manifest.json"
+                    or owns(entry.name)):
+                raise OutputExistsError(
+                    f"{path} holds {entry.name!r}, which {scheme} does not write; give a new "
+                    f"or empty directory, or one {scheme} wrote before")
+    manifest = os.path.join(path, "manifest.json")
+    try:
+        with open(manifest, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return False  # a run killed before its manifest: the layers are reused
+    except (OSError, ValueError):
+        doc = None
+    if not wrote_manifest(doc):
+        raise OutputExistsError(f"{manifest} is not one {scheme} wrote; give a new or empty "
+                                f"directory")
+    return False
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:

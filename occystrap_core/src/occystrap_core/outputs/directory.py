@@ -33,7 +33,7 @@ from ..errors import CorruptImageError
 from ..rootfs import TreeWriter
 from ..tempfiles import AtomicFile, TempDir, sweep
 from ..types import ResolvedURI
-from .common import PRIVATE, copy_hashing, ensure_dir, hash_file, hex_name, local_path
+from .common import PRIVATE, claim_dir, copy_hashing, hash_file, hex_name, local_path
 
 
 def _safe(text: str) -> str:
@@ -49,6 +49,18 @@ def _suffix(name: str, tag: str, catalog: dict[str, dict[str, str]]) -> str:
     if owners.get(f"manifest{plain}.json", (name, tag)) == (name, tag):
         return plain
     return f"{plain}-{hashlib.sha256(f'{name}:{tag}'.encode()).hexdigest()[:12]}"
+
+
+def _owns(name: str) -> bool:
+    """Names besides the digest-named ones that a dir:// output writes (or leaves, killed)."""
+    return name in ("catalog.json", ".catalog.lock", "rootfs") or \
+        name.startswith(("rootfs-", ".tmp-", ".old-")) or \
+        (name.startswith("manifest-") and name.endswith(".json"))
+
+
+def _wrote_manifest(doc: Any) -> bool:
+    return isinstance(doc, list) and all(
+        isinstance(e, dict) and "Config" in e and "Layers" in e for e in doc)
 
 
 class DirOutput(ImageOutput):
@@ -68,7 +80,8 @@ class DirOutput(ImageOutput):
 
     def start(self, image: Image) -> None:
         image.refuse_non_tar("dir://")
-        self._created = ensure_dir(self.path, PRIVATE if self.expand else 0o777)
+        self._created = claim_dir(self.path, PRIVATE if self.expand else 0o777, "dir://",
+                                  _owns, _wrote_manifest)
         for prefix in (".tmp-", ".old-"):  # what a killed run left
             sweep(self.path, prefix)
         self._diff_ids = image.diff_ids

@@ -22,7 +22,7 @@ from ..errors import CorruptImageError, UnsupportedError
 from ..rootfs import TreeWriter
 from ..tempfiles import TempDir, sweep, write_atomic
 from ..types import ResolvedURI
-from .common import PRIVATE, ensure_dir, hash_file, hex_name, local_path
+from .common import PRIVATE, claim_dir, hash_file, hex_name, local_path
 
 
 class MountsOutput(ImageOutput):
@@ -43,7 +43,9 @@ class MountsOutput(ImageOutput):
         if os.geteuid() != 0:
             raise UnsupportedError("mounts:// needs root: whiteouts are character devices and "
                                    "opaque directories trusted.* xattrs")
-        self._created = ensure_dir(self.path, PRIVATE)
+        self._created = claim_dir(
+            self.path, PRIVATE, "mounts://", lambda name: name.startswith(".tmp-"),
+            lambda doc: isinstance(doc, dict) and "layers" in doc and "lowerdir" in doc)
         sweep(self.path, ".tmp-")  # what a killed run left
         self._diff_ids = image.diff_ids
 
