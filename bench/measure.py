@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,12 @@ def prepare(*tools: str) -> None:
     root = Path(__file__).resolve().parent.parent
     for src_dir in [root / "occystrap_core" / "src", *root.glob("plugins/*/src")]:
         compileall.compile_dir(src_dir, quiet=1)
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` (a registry, say) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 # Peak RSS must be measured from a small parent: a child forked from the (large)
 # benchmark process counts the parent's pages until it execs.

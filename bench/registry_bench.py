@@ -57,9 +57,7 @@ class Sample:
 
 
 def registry_cpu(server: RegistryServer) -> float:
-    """CPU seconds (user + system) the registry process has used so far."""
-    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return measure.process_cpu(server.process.pid)
 
 
 def run(cmd: list[str]) -> tuple[float, int, float]:

@@ -13,6 +13,11 @@ removed before each of its runs.
 
 Targets on a 2-core machine: cold wall <= 0.5x skopeo, warm wall <= 0.1x skopeo and
 <= 2 requests per unchanged tag, each shared blob uploaded once per mirror.
+
+For scale, the warm runs alternate with a floor: curl sending only the two HEADs per
+tag a warm run cannot do without (source tag, mirror tag; 16 at a time over kept-alive
+connections), with no listing, no logic and no interpreter. The CPU column adds the
+two registries' CPU time to the tool's.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest
 class Sample:
     seconds: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)  # user+sys of the tool's process
+    registries_cpu: list[float] = field(default_factory=list)  # both registries
     requests: list[int] = field(default_factory=list)
     uploads: list[int] = field(default_factory=list)  # most uploads of one blob, cold
 
@@ -93,6 +99,24 @@ def skopeo_config(src: RegistryServer, repos: int, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def curl_floor(src: RegistryServer, dst: RegistryServer, repos: int, tags: int,
+               path: Path) -> list[str]:
+    """curl HEADing every source tag and its mirror tag: a warm run's requests alone."""
+    accept = ", ".join(("application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.oci.image.index.v1+json",
+                        "application/vnd.docker.distribution.manifest.v2+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json"))
+    lines = []
+    for r in range(repos):
+        for tag in TAGS[:tags]:
+            for url in (f"http://{src.host}/v2/{PREFIX}/svc-{r:02d}/manifests/{tag}",
+                        f"http://{dst.host}/v2/warm-occystrap/{PREFIX}/svc-{r:02d}/manifests/{tag}"):
+                lines += [f'url = "{url}"', "output = /dev/null"]
+    path.write_text("\n".join(lines) + "\n")
+    return ["curl", "--silent", "--fail", "--head", "--parallel", "--parallel-max", "16",
+            "--header", f"Accept: {accept}", "--config", str(path)]
+
+
 def uploads(served: list[str]) -> int:
     """The most times one blob was uploaded (monolithic or chunked, by its digest)."""
     counts = Counter(m.group(1) for r in served
@@ -108,7 +132,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--base-mib", type=int, default=8)
     args = parser.parse_args()
-    measure.prepare("skopeo", "docker-registry")
+    measure.prepare("skopeo", "docker-registry", "curl")
 
     work = Path(tempfile.mkdtemp(prefix="occystrap-sync-bench-"))
     src = start_registry("plain", work / "src", access_log=True)
@@ -122,12 +146,16 @@ def main() -> None:
         if tool == "skopeo":
             SKOPEO_CACHE.unlink(missing_ok=True)
         before_src, before_dst = len(src.requests()), len(dst.requests())
+        registries = [measure.process_cpu(r.process.pid) for r in (src, dst)]
         measured = measure.run(cmd)
         time.sleep(0.2)  # let the access logs flush
+        registries_cpu = sum(measure.process_cpu(r.process.pid) for r in (src, dst)) \
+            - sum(registries)
         served_dst = dst.requests()[before_dst:]
         sample = results.setdefault((case, tool), Sample())
         sample.seconds.append(measured.seconds)
         sample.cpu.append(measured.cpu)
+        sample.registries_cpu.append(registries_cpu)
         sample.requests.append(len(src.requests()) - before_src + len(served_dst))
         if case == "cold":
             sample.uploads.append(uploads(served_dst))
@@ -140,9 +168,13 @@ def main() -> None:
                 skopeo(src, dst, "warm-skopeo", config)
             subprocess.run(cmd, capture_output=True, check=True)
         for i in range(args.runs):
-            for tool in (("occystrap", "skopeo") if i % 2 == 0 else ("skopeo", "occystrap")):
+            for tool in (("occystrap", "skopeo", "curl") if i % 2 == 0
+                         else ("curl", "skopeo", "occystrap")):
                 print(f"run {i + 1}: {tool}", file=sys.stderr)
-                if tool == "occystrap":
+                if tool == "curl":
+                    record("warm", tool, curl_floor(src, dst, args.repos, args.tags,
+                                                    work / "curl.conf"))
+                elif tool == "occystrap":
                     record("cold", tool, occystrap(src, dst, f"cold{i}-occystrap"))
                     record("warm", tool, occystrap(src, dst, "warm-occystrap"))
                 else:
@@ -156,8 +188,9 @@ def main() -> None:
     print(f"\n{args.repos} repositories x {args.tags} tags = {total} images "
           f"({args.base_mib} MiB shared base layer, 64 KiB own layer), {args.runs} "
           f"alternating runs, medians; {os.cpu_count()} CPUs; plain HTTP")
-    header = (f"{'case':<5} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} {'CPU o/s':>13} "
-              f"{'requests o/s':>14} {'req/tag o/s':>12} {'max uploads/blob o/s':>21}")
+    header = (f"{'case':<5} {'occystrap':>10} {'skopeo':>8} {'ratio':>6} "
+              f"{'CPU o/s (+registries)':>25} {'requests o/s':>14} {'req/tag o/s':>12} "
+              f"{'max uploads/blob o/s':>21}")
     print(header)
     print("-" * len(header))
     for case in ("cold", "warm"):
@@ -165,10 +198,19 @@ def main() -> None:
         om, sm = statistics.median(o.seconds), statistics.median(s.seconds)
         oreq, sreq = statistics.median(o.requests), statistics.median(s.requests)
         ups = f"{max(o.uploads)}/{max(s.uploads)}" if o.uploads else ""
-        cpu = f"{statistics.median(o.cpu):.2f}/{statistics.median(s.cpu):.2f}s"
-        print(f"{case:<5} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {cpu:>13} "
+        cpu = (f"{statistics.median(o.cpu):.2f}/{statistics.median(s.cpu):.2f}s "
+               f"(+{statistics.median(o.registries_cpu):.2f}/"
+               f"{statistics.median(s.registries_cpu):.2f})")
+        print(f"{case:<5} {om:9.2f}s {sm:7.2f}s {om / sm:5.2f}x {cpu:>25} "
               f"{oreq:>6.0f}/{sreq:<7.0f} "
               f"{oreq / total:>5.1f}/{sreq / total:<6.1f} {ups:>21}")
+    floor = results[("warm", "curl")]
+    fm = statistics.median(floor.seconds)
+    print(f"\nwarm floor: curl sending only the 2 HEADs per tag: {fm:.2f} s "
+          f"({fm / statistics.median(results[('warm', 'skopeo')].seconds):.2f}x skopeo), "
+          f"{statistics.median(floor.requests):.0f} requests, CPU "
+          f"{statistics.median(floor.cpu):.2f} s (+{statistics.median(floor.registries_cpu):.2f}"
+          f" s of the registries')")
 
 
 if __name__ == "__main__":
