@@ -967,3 +967,45 @@ sources:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == {"copied": 2}
     assert _tags(source, f"m-{prefix}/app") == ["v1", "v2"]
+
+
+def _writes(requests: list[str]) -> list[str]:
+    return [r for r in requests if r.split()[0] in ("PUT", "POST", "PATCH", "DELETE")]
+
+
+def test_a_warm_sync_of_an_artifact_is_a_no_op(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """oras types a plain file as an uncompressed tar layer: the registry output must
+    judge it as the artifact it is (its blobs go as they are), so a warm run through
+    the engine (here, under a platform subset) is the source's manifest and one HEAD
+    of the destination tag, not another copy."""
+    import oras.provider
+
+    prefix = f"art-{uuid.uuid4().hex[:6]}"
+    monkeypatch.chdir(tmp_path)  # oras pushes files named relative to it
+    Path("notes.txt").write_text("release notes\n")
+    oras.provider.Registry(hostname=source.host, insecure=True).push(
+        f"{source.host}/{prefix}/notes:1", files=["notes.txt"])
+    config = tmp_path / "artifact.yaml"
+    config.write_text(f"""\
+sources:
+  - source: registry://{source.host}/{prefix}/notes
+    destinations: registry://{source.host}/m-{prefix}/notes:{{tag}}
+    platforms: linux/amd64
+""")
+    first = run_cli("--insecure", "sync", "-O", "json", str(config))
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["counts"] == {"copied": 1}
+    before = len(source.requests())
+    second = run_cli("--insecure", "sync", "-O", "json", str(config))
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["counts"] == {"skipped": 1}
+    sent = source.requests()[before:]
+    assert not _writes(sent), sent
+    assert [r for r in sent if f"/m-{prefix}/" in r] == [
+        f"HEAD /v2/m-{prefix}/notes/manifests/1"], sent
+    original, mirrored = (httpx.head(f"{source.url}/v2/{p}/notes/manifests/1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers[
+        "Docker-Content-Digest"] for p in (prefix, f"m-{prefix}"))
+    assert original == mirrored

@@ -318,11 +318,14 @@ class ManifestSummary:
     """What a source knows from its manifest alone, before fetching the config.
 
     ``layers`` carry no diff_ids (those are in the config); an index has none.
+    ``artifact``: not a container image (its config says so), so its blobs are copied
+    as they are, even one typed as a tar.
     """
 
     digest: str
     media_type: str
     layers: tuple[Layer, ...] = ()
+    artifact: bool = False
 
 
 @dataclass(frozen=True)

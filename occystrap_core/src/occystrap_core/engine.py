@@ -282,7 +282,8 @@ def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
             image = source.image()
             if image.manifest is not None and image.manifest_digest is not None:
                 existing = _existing(ctx, output, ManifestSummary(
-                    image.manifest_digest, image.manifest_media_type or "", image.layers))
+                    image.manifest_digest, image.manifest_media_type or "", image.layers,
+                    image.is_artifact))
                 if existing is not None:
                     return None, existing
             return image, _deliver(ctx, image, source, output)
@@ -359,7 +360,7 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
     layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
     # Before the config: a warm copy costs neither the config nor any blob request.
     existing = _existing(ctx, output, ManifestSummary(manifest.digest, manifest.media_type,
-                                                      layers))
+                                                      layers, not manifest.is_image))
     if existing is not None:
         return None, existing
     cache = ctx.layer_cache

@@ -138,7 +138,7 @@ class RegistryOutput(ImageOutput):
     def existing_manifest(self, summary: ManifestSummary) -> OutputResult | None:
         if summary.media_type in mt.INDEXES and self.compression:
             return None  # its images may be recompressed: only copying them tells
-        if any(self._target_compression(layer, False) for layer in summary.layers):
+        if any(self._target_compression(layer, summary.artifact) for layer in summary.layers):
             return None  # this copy would write another manifest
         if self._in_index:
             # a referrer's bytes, to see it listed; an index's image's presence
