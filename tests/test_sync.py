@@ -1009,3 +1009,40 @@ sources:
         "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers[
         "Docker-Content-Digest"] for p in (prefix, f"m-{prefix}"))
     assert original == mirrored
+
+
+def test_a_platform_subset_skips_a_single_image_of_another_platform(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """``platforms: linux/arm64`` and a single-platform image: one whose config says
+    linux/arm64 is copied, one for linux/amd64 is skipped (not copied, not failed),
+    and the events and the report say why."""
+    prefix = f"one-{uuid.uuid4().hex[:6]}"
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=200 + i)
+              for i, arch in enumerate(("amd64", "arm64"))]
+    write_oci_layout(str(tmp_path / "layout"), images, ["amd64", "arm64"])
+    with library.session(insecure=True, verify=False) as session:
+        for tag in ("amd64", "arm64"):
+            library.copy(f"oci-layout://{tmp_path / 'layout'}?ref={tag}",
+                         f"registry://{source.host}/{prefix}/app:{tag}", session=session)
+    config = tmp_path / "subset.yaml"
+    config.write_text(f"""\
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/m-{prefix}/app:{{tag}}
+    platforms: linux/arm64
+""")
+    events = tmp_path / "events.jsonl"
+    result = run_cli("--insecure", "sync", "-O", "json", "--events", str(events), str(config))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"copied": 1, "skipped": 1}, report
+    assert _tags(source, f"m-{prefix}/app") == ["arm64"]
+    skipped = [i for i in report["images"] if i["state"] == "skipped"]
+    assert skipped[0]["source"].split("?")[0].endswith("/app:amd64"), skipped
+    assert "linux/amd64" in skipped[0]["reason"] and "linux/arm64" in skipped[0]["reason"]
+    ends = [e for e in map(json.loads, events.read_text().splitlines())
+            if e["event"] == "image" and e["state"] == "skipped"]
+    assert len(ends) == 1 and ends[0]["reason"] == skipped[0]["reason"], ends
+    text = run_cli("--insecure", "sync", str(config))
+    assert text.exit_code == 0, text.output
+    assert "linux/amd64" in text.stderr, text.stderr

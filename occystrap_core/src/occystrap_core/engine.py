@@ -40,6 +40,7 @@ from .errors import (
     DigestMismatchError,
     ImageNotFoundError,
     OccystrapError,
+    PlatformMismatchError,
     UnsupportedError,
 )
 from .oci import platform as platforms
@@ -60,7 +61,8 @@ SELECTION_OPTIONS = (
     OptionSpec("platform", str, "OS/ARCH[/VARIANT] to pick from a multi-platform image "
                "(default: --platform, else this host)."),
     OptionSpec("platforms", str, "Comma-separated OS/ARCH[/VARIANT] list: copy these images "
-               "of a multi-platform image and a rewritten index listing them."),
+               "of a multi-platform image and a rewritten index listing them (a "
+               "single-platform image only if it is one of them)."),
     OptionSpec("all_platforms", bool, "Copy every image of a multi-platform image and its "
                "index, byte for byte (default: --all-platforms).", False),
     # occystrap 0.4.17's spelling of ?platform=, part by part
@@ -292,7 +294,8 @@ def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
         if isinstance(top, Index) and reader.selection.many:
             return None, _copy_index(ctx, reader, reader.plan(top), output)
         manifest, platform = reader.pick(top)
-        return _copy_manifest(ctx, reader, manifest, platform, output)
+        return _copy_manifest(ctx, reader, manifest, platform, output,
+                              reader.selection.platforms)
     except BaseException:
         try:
             output.abort()
@@ -353,8 +356,10 @@ def _kind(node: Manifest | Index) -> str | None:
 
 
 def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
-                   platform: Platform | None, output: ImageOutput
-                   ) -> tuple[Image | None, OutputResult]:
+                   platform: Platform | None, output: ImageOutput,
+                   subset: Sequence[Platform] = ()) -> tuple[Image | None, OutputResult]:
+    """One image; ``subset``: the platforms asked for, which a single-platform image
+    (not an index's) must be one of."""
     if reader.unfiltered_artifacts and not manifest.has_file_system:
         output = _beneath_filters(output)  # filters work on file systems
     layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
@@ -371,11 +376,24 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
         if adopted is not None:
             return None, adopted
     image = reader.image(manifest, platform)
+    if subset:
+        _check_subset(reader.where, image, subset)
     result = _deliver(ctx, image, reader.source, output)
     if cache is not None and chain is not None and result.manifest is not None \
             and result.manifest_media_type:
         cache.record_image(manifest.digest, chain, result.manifest, result.manifest_media_type)
     return image, result
+
+
+def _check_subset(where: str, image: Image, subset: Sequence[Platform]) -> None:
+    """Refuse a single-platform image for none of ``subset`` (a platform subset takes
+    those images of an index, and a lone image only if it is one of them). An image
+    whose config names no platform (an artifact) is taken."""
+    if image.platform is not None and not any(platforms.matches(w, image.platform)
+                                              for w in subset):
+        raise PlatformMismatchError(
+            f"{where}: the image is for {image.platform}, not for "
+            f"{', '.join(map(str, subset))}")
 
 
 def _adopt(ctx: Context, output: ImageOutput, memo: tuple[bytes, str] | None,

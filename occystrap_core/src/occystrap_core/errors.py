@@ -42,6 +42,11 @@ class ImageNotFoundError(OccystrapError):
     """The named image, tag, file or blob does not exist."""
 
 
+class PlatformMismatchError(ImageNotFoundError):
+    """A single-platform image for none of the platforms a subset (``?platforms=``)
+    asked for: there is nothing of that subset to copy."""
+
+
 class CorruptImageError(OccystrapError):
     """An archive, manifest, config or layer is malformed."""
 

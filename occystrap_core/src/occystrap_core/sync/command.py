@@ -148,10 +148,11 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
         click.echo(("Dry run: " if dry_run else "Sync: ") + ", ".join(parts)
                    + f", {account['elapsed']:.1f} s", err=True)
         for r in results + deletions:
-            if r.state == "failed":
+            if r.state == "failed" or r.reason:
                 shown = r.as_dict()
                 both = [shown[k] for k in ("source", "destination") if shown[k]]
-                click.echo(f"  FAILED {' -> '.join(both)}: {shown.get('error')}", err=True)
+                label, why = ("FAILED", "error") if r.state == "failed" else ("skipped", "reason")
+                click.echo(f"  {label} {' -> '.join(both)}: {shown.get(why)}", err=True)
     return EXIT_OK if account["ok"] else EXIT_FAILED
 
 

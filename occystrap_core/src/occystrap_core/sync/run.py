@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import library
 from ..bulk import single_input
-from ..errors import ImageNotFoundError, OccystrapError
+from ..errors import ImageNotFoundError, OccystrapError, PlatformMismatchError
 from ..redact import redact_text, redact_uri
 from ..transport.clock import get_clock
 from ..workers import parallel
@@ -59,6 +59,7 @@ class Result:
     state: str  # copied, skipped, failed, would-copy; deleted, would-delete
     digest: str | None = None
     error: str | None = None
+    reason: str | None = None  # why it was skipped, when not because it is there already
 
     @property
     def line(self) -> str | None:
@@ -76,6 +77,8 @@ class Result:
             out["digest"] = self.digest
         if self.error:
             out["error"] = redact_text(self.error)
+        if self.reason:
+            out["reason"] = redact_text(self.reason)
         return out
 
 
@@ -150,7 +153,8 @@ class Runner:
         for r in results if events else ():
             self.events.emit("image", state=r.state, source=shown,
                              destination=redact_uri(r.destination), digest=r.digest,
-                             **({"error": redact_text(r.error)} if r.error else {}))
+                             **{k: redact_text(v) for k, v in (("error", r.error),
+                                                                ("reason", r.reason)) if v})
         return results
 
     def _knows(self, place: Place) -> bool:
@@ -187,6 +191,8 @@ class Runner:
                 return Result(source, target.uri, "would-copy")
             digest, unchanged = self._copy(task, source, target, fed=fed)
             return Result(source, target.uri, "skipped" if unchanged else "copied", digest)
+        except PlatformMismatchError as e:  # nothing of the subset to copy: not a failure
+            return Result(task.source, target.uri, "skipped", reason=str(e))
         except OccystrapError as e:
             return Result(task.source, target.uri, "failed", error=str(e))
         except Exception as e:  # one image's bug must not stop the others; still reported
