@@ -1046,3 +1046,37 @@ sources:
     text = run_cli("--insecure", "sync", str(config))
     assert text.exit_code == 0, text.output
     assert "linux/amd64" in text.stderr, text.stderr
+
+
+def _filtered(tmp_path: Path, source: RegistryServer, prefix: str, rule: str) -> Path:
+    config = tmp_path / "rule.yaml"
+    config.write_text(f"""\
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{source.host}/m-{prefix}/app:{{tag}}
+    {rule}
+""")
+    return config
+
+
+def test_a_warm_filtered_sync_with_a_layer_cache_writes_nothing(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """With filters and --layer-cache, a warm run finds the manifest it wrote last time
+    in the cache and the destination's tag pointing at it: skipped, after the source's
+    manifest and one HEAD of the destination tag (no blob probed, no manifest pushed)."""
+    prefix = f"fl-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    config = _filtered(tmp_path, source, prefix, "filters: ['normalize-timestamps:ts=1000']")
+    sync = ("--insecure", "--layer-cache", str(tmp_path / "cache"), "sync", "-O", "json",
+            str(config))
+    first = run_cli(*sync)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["counts"] == {"copied": 1}
+    before = len(source.requests())
+    second = run_cli(*sync)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["counts"] == {"skipped": 1}
+    sent = source.requests()[before:]
+    assert not _writes(sent), sent
+    assert [r for r in sent if f"/m-{prefix}/" in r] == [
+        f"HEAD /v2/m-{prefix}/app/manifests/v1"], sent

@@ -430,13 +430,17 @@ class RegistryOutput(ImageOutput):
         return self._push_manifest(manifest, media_type, by_digest=self._in_index)
 
     def adopt_manifest(self, data: bytes, media_type: str) -> OutputResult | None:
-        """Push ``data`` again when every blob it names is here or mounts here."""
+        """Push ``data`` again when every blob it names is here or mounts here; nothing
+        when the destination holds it already (a warm run: one HEAD of the tag)."""
         try:
             doc = parse(data, media_type, "a manifest from the layer cache")
         except OccystrapError:
             return None
         if not isinstance(doc, Manifest):
             return None
+        existing = self.existing_manifest(ManifestSummary(digests.of_bytes(data), media_type))
+        if existing is not None:
+            return existing
         blobs = [(doc.config.digest, doc.config.size)] + [
             (d.digest, d.size) for d in doc.layers if not d.urls]
         with ThreadPoolExecutor(self._at_once(len(blobs)), thread_name_prefix="adopt") as pool:
