@@ -1080,3 +1080,45 @@ def test_a_warm_filtered_sync_with_a_layer_cache_writes_nothing(
     assert not _writes(sent), sent
     assert [r for r in sent if f"/m-{prefix}/" in r] == [
         f"HEAD /v2/m-{prefix}/app/manifests/v1"], sent
+
+
+@pytest.mark.parametrize("rule", ["platforms: linux/amd64",
+                                  "filters: ['normalize-timestamps:ts=1000']"])
+def test_a_dry_run_with_filters_or_platforms_lists_only_what_would_be_copied(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path,
+        rule: str) -> None:
+    """A tag the destination holds already (what the platform subset or the filters
+    make of it, per the layer cache) is what a real run skips: the dry run skips it too,
+    lists the tag a real run would copy, and writes nothing."""
+    prefix = f"dp-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    config = _filtered(tmp_path, source, prefix, rule)
+    cli = ("--insecure", "--layer-cache", str(tmp_path / "cache"), "sync")
+    first = run_cli(*cli, str(config))
+    assert first.exit_code == 0, first.output
+    seed(source, prefix, ("app",), ("v2",))
+    before = len(source.requests())
+    dry = run_cli(*cli, "--dry-run", str(config))
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.splitlines() == [
+        f"registry://{source.host}/{prefix}/app:v2?insecure=true -> "
+        f"registry://{source.host}/m-{prefix}/app:v2"], dry.stdout
+    assert "1 skipped, 1 would-copy" in dry.stderr, dry.stderr
+    sent = source.requests()[before:]
+    assert sent and not _writes(sent), sent
+    real = run_cli(*cli, "-O", "json", str(config))
+    assert real.exit_code == 0, real.output
+    assert json.loads(real.stdout)["counts"] == {"copied": 1, "skipped": 1}
+
+
+def test_a_dry_run_skips_a_single_image_of_another_platform(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    prefix = f"dm-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))  # linux/amd64
+    config = _filtered(tmp_path, source, prefix, "platforms: linux/arm64")
+    before = len(source.requests())
+    dry = run_cli("--insecure", "sync", "--dry-run", str(config))
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout == "" and "1 skipped" in dry.stderr, dry.output
+    assert "not for linux/arm64" in dry.stderr, dry.stderr
+    assert not _writes(source.requests()[before:])

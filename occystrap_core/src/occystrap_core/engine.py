@@ -305,6 +305,45 @@ def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
         raise
 
 
+def probe(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
+          unfiltered_artifacts: bool = False) -> OutputResult | None:
+    """What :func:`copy` would find ``output`` holds already (its unchanged result), or
+    None when it would write: the reads of a warm copy (the source's manifest, the
+    output's check, a layer cache's memo), and nothing written. Raises what the copy
+    would before writing; under a platform subset a lone image's config is read (as a
+    copy does) to raise :class:`PlatformMismatchError` for another platform."""
+    if isinstance(source, ImageInput):
+        image = source.image()
+        if image.manifest is None or image.manifest_digest is None:
+            return None
+        return output.existing_manifest(ManifestSummary(
+            image.manifest_digest, image.manifest_media_type or "", image.layers,
+            image.is_artifact))
+    reader = Reader(source, selection_of(ctx, source), unfiltered_artifacts)
+    top = reader.top()
+    if isinstance(top, Index) and reader.selection.many:
+        index = reader.plan(top)
+        unchanged, _ = index.build()
+        return output.existing_manifest(ManifestSummary(digests.of_bytes(unchanged),
+                                                        index.media_type))
+    manifest, platform = reader.pick(top)
+    if unfiltered_artifacts and not manifest.has_file_system:
+        output = _beneath_filters(output)
+    layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
+    existing = output.existing_manifest(ManifestSummary(
+        manifest.digest, manifest.media_type, layers, not manifest.is_image))
+    cache, chain = ctx.layer_cache, output.cache_identity
+    memo = cache.image(manifest.digest, chain) if existing is None and cache is not None \
+        and chain is not None else None
+    if memo is not None:  # what the chain wrote from it before: adopted if it is there
+        existing = _beneath_filters(output).existing_manifest(
+            ManifestSummary(digests.of_bytes(memo[0]), memo[1]))
+    if existing is None and reader.selection.platforms:
+        _check_subset(reader.where, reader.image(manifest, platform),
+                      reader.selection.platforms)
+    return existing
+
+
 def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
                    subjects: Sequence[str], artifact_types: Sequence[str] = ()) -> list[str]:
     """Copy what refers to ``subjects`` in ``source`` (signatures, SBOMs, attestations),

@@ -148,6 +148,21 @@ def copy(source: Source, destination: str, *, filters: Sequence[str] = (),
         return _result(ctx, result, problems, before)
 
 
+def held(source: Source, destination: str, *, filters: Sequence[str] = (),
+         unfiltered_artifacts: bool = False, session: Session | None = None,
+         **options: Any) -> CopyResult | None:
+    """Whether :func:`copy` with the same arguments would find ``destination`` holding
+    what it would write, asking only what a warm copy asks and writing nothing: the
+    result of that no-op (``details["unchanged"]``), else None. For dry runs."""
+    from .engine import probe
+
+    with _session(session, options) as ctx, _opened(ctx, source, "held") as opened:
+        before = dict(ctx.stats.values)
+        output = pipeline.build_output(ctx, destination, _names(filters))
+        found = probe(ctx, opened, output, unfiltered_artifacts)
+        return None if found is None else _result(ctx, found, None, before)
+
+
 def _copy_referrers(ctx: Session, source: ImageSource | ImageInput, destination: str,
                     result: OutputResult, types: Sequence[str], stale: bool,
                     digest_tags: bool, problems: list[str] | None) -> list[str] | None:

@@ -188,7 +188,7 @@ class Runner:
             fed = feeder is not None
             source = feeder.uri if feeder is not None else task.source
             if self.dry_run:
-                return Result(source, target.uri, "would-copy")
+                return self._dry(task, source, target, fed=fed)
             digest, unchanged = self._copy(task, source, target, fed=fed)
             return Result(source, target.uri, "skipped" if unchanged else "copied", digest)
         except PlatformMismatchError as e:  # nothing of the subset to copy: not a failure
@@ -200,16 +200,34 @@ class Runner:
             return Result(task.source, target.uri, "failed",
                           error=f"unexpected {type(e).__name__}: {e}")
 
+    def _dry(self, task: Task, source: str, target: Target, *, fed: bool) -> Result:
+        """What the copy would do, from its reads alone. A verbatim copy's HEADs said
+        already that it is needed; with filters or platforms, the engine is asked
+        whether the destination holds what it would write (the source's manifest, the
+        destination tag's HEAD, the layer cache's memo: what a warm copy reads too)."""
+        if fed or (not task.spec.filters and not task.spec.platforms):
+            return Result(source, target.uri, "would-copy")
+        with single_input(self.ctx, self._selecting(task, source, fed), "sync") as opened:
+            found = library.held(opened, target.uri, filters=task.spec.filters,
+                                 session=self.ctx)
+        if found is None:
+            return Result(source, target.uri, "would-copy")
+        return Result(source, target.uri, "skipped", found.manifest_digest)
+
+    @staticmethod
+    def _selecting(task: Task, source: str, fed: bool) -> str:
+        """``source`` with the platforms to copy (from another destination: all of it)."""
+        if task.spec.platforms and not fed:
+            return with_query(source, platforms=task.spec.platforms)
+        return with_query(source, all_platforms="true")
+
     def _copy(self, task: Task, source: str, target: Target, *, fed: bool
               ) -> tuple[str | None, bool]:
         """Through the engine; from another destination, verbatim (it is filtered already)."""
         spec = task.spec
-        if spec.platforms and not fed:
-            source = with_query(source, platforms=spec.platforms)
-        else:
-            source = with_query(source, all_platforms="true")
         filters = () if fed else spec.filters
-        with self._copy_slot(), single_input(self.ctx, source, "sync") as opened:
+        with self._copy_slot(), single_input(self.ctx, self._selecting(task, source, fed),
+                                             "sync") as opened:
             result = library.copy(opened, target.uri, filters=filters, session=self.ctx,
                                   referrers=spec.referrers, referrer_types=spec.referrer_types)
         if result.problems:
