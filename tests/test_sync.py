@@ -1122,3 +1122,47 @@ def test_a_dry_run_skips_a_single_image_of_another_platform(
     assert dry.stdout == "" and "1 skipped" in dry.stderr, dry.output
     assert "not for linux/arm64" in dry.stderr, dry.stderr
     assert not _writes(source.requests()[before:])
+
+
+def test_immutable_tags_list_the_destinations_at_once_within_the_cap(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """`immutable:` reads each destination repository's tag list: those listings go
+    together (not one repository after the other), no more at once than the
+    registry's `concurrency`, and they find the same tags: a warm run is all skips."""
+    prefix = f"il-{uuid.uuid4().hex[:6]}"
+    repos = tuple(f"r{i}" for i in range(6))
+    seed(source, prefix, repos, ("v1",))
+    with FaultFront(source.url) as front:
+        # each destination listing is held a moment, so that listings sent together
+        # are seen together (the front logs when each came and was answered)
+        front.add(Fault("stall", path=f"^/v2/m-{prefix}/.*/tags/list", seconds=0.2,
+                        times=-1))
+        config = tmp_path / "immutable.yaml"
+        config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+  {front.host}: {{insecure: true, concurrency: 2}}
+sources:
+  - source: registry://{source.host}/{prefix}/*
+    destinations: registry://{front.host}/m-{prefix}/{{name}}:{{tag}}
+    tags: {{immutable: "v*"}}
+""")
+        cold = run_cli("sync", "-O", "json", str(config))
+        assert cold.exit_code == 0, cold.output
+        assert json.loads(cold.stdout)["counts"] == {"copied": 6}
+        start = len(front.log)
+        warm = run_cli("sync", "-O", "json", str(config))
+        assert warm.exit_code == 0, warm.output
+        assert json.loads(warm.stdout)["counts"] == {"skipped": 6}
+        hits = front.log[start:]
+    listings = [h for h in hits if h.path.endswith("/tags/list")]
+    assert sorted(h.path for h in listings) == [
+        f"/v2/m-{prefix}/{r}/tags/list" for r in repos], [h.path for h in hits]
+    assert len(hits) == len(listings), [h.path for h in hits]  # nothing else: no HEAD
+    # how many were in flight at once: as each came, those come before it and not
+    # yet answered
+    together = max(sum(1 for o in listings if o.arrived <= h.arrived and (
+        o.answered is None or o.answered > h.arrived)) for h in listings)
+    assert together == 2, [(h.arrived, h.answered) for h in listings]
+    for r in repos:
+        assert _tags(source, f"m-{prefix}/{r}") == ["v1"]

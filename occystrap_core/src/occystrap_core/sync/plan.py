@@ -360,10 +360,11 @@ class Planner:
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
             self._hold_all(plan, spec)
             return
+        planned: list[Task | BulkItem] = []  # in plan order: failed tasks and items
         for repository, tags in zip(repositories, listed, strict=True):
             if isinstance(tags, OccystrapError):
-                plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
-                                       error=str(tags)))
+                planned.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                    error=str(tags)))
                 self._hold(plan, spec, lister.item(repository, "x"))
                 continue
             if self.prune:
@@ -374,11 +375,11 @@ class Planner:
                     wanted = spec.rules.newest(self._created(lister, repository, wanted,
                                                              spec.platforms))
                 except OccystrapError as e:
-                    plan.tasks.append(Task(lister.item(repository, "").uri, None, (), spec,
-                                           error=str(e)))
+                    planned.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                        error=str(e)))
                     continue
-            for tag in wanted:
-                self._add(plan, spec, lister.item(repository, tag), lister)
+            planned += [lister.item(repository, tag) for tag in wanted]
+        self._add_all(plan, spec, planned, lister)
 
     def _without_copies(self, spec: SourceSpec, lister: ImageLister,
                         repositories: list[str]) -> list[str]:
@@ -443,18 +444,30 @@ class Planner:
         return dict(zip(tags, dates, strict=True))
 
     def _plan_images(self, spec: SourceSpec, plan: Plan) -> None:
+        planned: list[Task | BulkItem] = []  # in plan order: failed tasks and items
         for uri in spec.images:
             try:
                 place = self.place_of(self.prepare(uri))
                 item = self.lister(place).item(place.repository, place.tag)
             except OccystrapError as e:
-                plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
+                planned.append(Task(uri, None, (), spec, error=str(e)))
                 self._hold_all(plan, spec)
                 continue
             if self.shard is None or self._in_shard(self._repository_of(spec, item)):
-                self._add(plan, spec, item, None)
+                planned.append(item)
             else:
                 self._hold(plan, spec, item)
+        self._add_all(plan, spec, planned, None)
+
+    def _add_all(self, plan: Plan, spec: SourceSpec, planned: list[Task | BulkItem],
+                 lister: ImageLister | None) -> None:
+        """Tasks for ``planned``, in order, the destinations' tag lists read first."""
+        self._list_destinations(spec, [i for i in planned if isinstance(i, BulkItem)])
+        for entry in planned:
+            if isinstance(entry, Task):
+                plan.tasks.append(entry)
+            else:
+                self._add(plan, spec, entry, lister)
 
     def _add(self, plan: Plan, spec: SourceSpec, item: BulkItem,
              lister: ImageLister | None) -> None:
@@ -471,6 +484,24 @@ class Planner:
                 and target.tag in self._destination_tags(target)
             targets.append(Target(destination, target, present))
         plan.tasks.append(Task(source, place, tuple(targets), spec))
+
+    def _list_destinations(self, spec: SourceSpec, items: list[BulkItem]) -> None:
+        """The tag lists :meth:`_add` will need for ``items``' immutable tags, read
+        together (as many at once as the tag listings of the sources; each registry's
+        ``concurrency`` caps its own), rather than one repository after the other."""
+        if not spec.rules.immutable:
+            return
+        places: dict[tuple[str, str, str, str], Place] = {}
+        for item in items:
+            if spec.rules.is_immutable(item.fields.get("tag", "")):
+                for destination in self._fill(spec, item):
+                    place = self.place_of(destination)
+                    places.setdefault(place.repository_key, place)
+        with self._lock:
+            todo = [p for key, p in places.items() if key not in self._dest_tags]
+        parallel(self._destination_tags, todo,
+                 LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
+                 self.ctx.cancel.child(), name="immutable")
 
     def _destination_tags(self, place: Place) -> set[str]:
         """The tags of a destination repository, listed once per run. One that cannot
