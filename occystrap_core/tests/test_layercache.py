@@ -197,6 +197,8 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path, request: pytest.FixtureReq
         except CacheError as e:
             said.append(str(e))
     assert said and all("full" in e and "rollback" not in e for e in said), said
+    # the disk is full, not the cache broken: removing it is no remedy
+    assert all("free space" in e and "remove it" not in e for e in said), said
 
 
 def test_newer_schema_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -107,8 +107,8 @@ class LayerCache:
             self._set_up()
         except sqlite3.Error as e:
             self._db.close()
-            raise CacheError(f"layer cache {self.path}: unusable ({e}); remove it to "
-                             f"start afresh") from None
+            raise CacheError(f"layer cache {self.path}: unusable ({e}); "
+                             f"{_advice(e)}") from None
 
     def _set_up(self) -> None:
         """:meth:`_setup`, started over while SQLite answers BUSY: it does so at once,
@@ -325,6 +325,14 @@ class LayerCache:
         with self._lock:
             self._off = True
             self._db.close()
+
+
+def _advice(e: sqlite3.Error) -> str:
+    """What to do about a cache that cannot be set up. On a full disk SQLite rolled
+    the set-up back: the cache is sound and removing it would only lose entries."""
+    if getattr(e, "sqlite_errorname", None) == "SQLITE_FULL":  # None: raised here
+        return "its file system is full: free space there (the cache need not be removed)"
+    return "remove it to start afresh"
 
 
 def open_for_run(directory: str) -> LayerCache | None:
