@@ -8,12 +8,13 @@ reaches a response header; upload ids are minted by the server (hex).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,7 +38,7 @@ ROUTES = [
 ]
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
-CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-\d+$")
+CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)$")
 
 
 def unknown_upload() -> RegistryError:
@@ -82,11 +83,28 @@ class Upload:
         self.hash.update(chunk)
         self.size += len(chunk)
 
-    def check_start(self, content_range: str) -> None:
-        """A PATCH's ``Content-Range`` must continue the upload where it stands."""
-        start = CONTENT_RANGE.match(content_range)
-        if start and int(start.group(1)) != self.size:
+    @contextlib.contextmanager
+    def patching(self, content_range: str) -> Iterator[None]:
+        """One PATCH, whose body is written in the block: its ``Content-Range`` must
+        continue the upload where it stands and span what the body carried. A body of
+        another length is undone once it came, so the upload stands where it stood
+        and the client can resume from its ``Range``."""
+        match = CONTENT_RANGE.match(content_range)
+        if match is None:  # none (a streamed upload), or not one we can check
+            yield
+            return
+        start, end = int(match.group(1)), int(match.group(2))
+        if start != self.size or end < start:
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", "the range does not follow the upload")
+        size, hashed = self.size, self.hash.copy()
+        yield
+        carried = self.size - size
+        if carried != end - start + 1:
+            os.truncate(self.path, size)
+            self.size, self.hash = size, hashed
+            raise RegistryError(416, "BLOB_UPLOAD_INVALID",
+                                f"Content-Range {start}-{end} spans {end - start + 1} bytes; "
+                                f"the body carried {carried}")
 
     def commit(self, digest: str, path_of: Callable[[str], str]) -> None:
         """Move the upload's file to ``path_of(digest)`` when its content hashes to

@@ -121,6 +121,18 @@ def _upload(client, name, chunks, digest):
     return client.put(location, params={"digest": digest})
 
 
+def test_registry_refuses_a_patch_whose_range_is_not_its_body(push_registry):
+    """416, and the refused bytes are undone: the upload completes from its Range."""
+    _, client = push_registry
+    data = b"layer bytes " * 100
+    location = client.post("/v2/app/blobs/uploads/").headers["location"]
+    wrong = client.patch(location, content=data[:10], headers={"Content-Range": "0-99"})
+    assert wrong.status_code == 416
+    assert client.patch(location, content=data, headers={
+        "Content-Range": f"0-{len(data) - 1}"}).status_code == 202
+    assert client.put(location, params={"digest": _sha256(data)}).status_code == 201
+
+
 def test_registry_blob_upload(push_registry):
     _, client = push_registry
     assert client.get("/v2/").status_code == 200

@@ -530,6 +530,32 @@ def test_upload_protocol(registry_plain: RegistryServer,
         assert client.get(abandoned).status_code == 404
 
 
+def test_a_patch_whose_range_is_not_its_body_is_refused_and_undone(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any]) -> None:
+    """A PATCH whose Content-Range spans more or fewer bytes than its body carried
+    is answered 416 (the spec's rule) and leaves the upload where it stood: the
+    client resumes from the Range, and the blob completes and reads back whole."""
+    import hashlib
+
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/ranges")
+    blob = bytes(range(256)) * 40
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        where = client.post("/v2/r/blobs/uploads/").headers["location"]
+        assert client.patch(where, content=blob[:100],
+                            headers={"Content-Range": "0-99"}).status_code == 202
+        for header, body in (("100-199", blob[100:150]), ("100-149", blob[100:200])):
+            short = client.patch(where, content=body, headers={"Content-Range": header})
+            assert short.status_code == 416, header
+            assert short.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+            assert client.get(where).headers["range"] == "0-99"
+        rest = client.patch(where, content=blob[100:],
+                            headers={"Content-Range": f"100-{len(blob) - 1}"})
+        assert rest.status_code == 202 and rest.headers["range"] == f"0-{len(blob) - 1}"
+        assert client.put(f"{where}?digest={digest}").status_code == 201
+        assert client.get(f"/v2/r/blobs/{digest}").content == blob
+
+
 def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[..., Any],
                          skopeo: Callable[..., str], repo_name: Callable[[str], str]) -> None:
     """The downstream's tags (push mode) or the upstream's (pull-through), with the

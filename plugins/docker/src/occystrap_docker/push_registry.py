@@ -283,8 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _upload_patch(self, params: dict[str, str], name: str, uuid: str) -> None:
         upload = self.registry.upload(uuid)
         with upload.lock:
-            upload.check_start(self.headers.get("Content-Range", ""))
-            self._append(upload)
+            with upload.patching(self.headers.get("Content-Range", "")):
+                self._append(upload)
         self._send(202, upload.headers(name, uuid))
 
     def _upload_put(self, params: dict[str, str], name: str, uuid: str) -> None:

@@ -281,8 +281,8 @@ class ProxyApp:
 
     async def _upload_patch(self, request: _Request, name: str, uuid: str) -> Response:
         with self.service.store.writing(uuid) as upload:
-            upload.check_start(request.headers.get("content-range", ""))
-            await self._append(request, upload)
+            with upload.patching(request.headers.get("content-range", "")):
+                await self._append(request, upload)
         return Response(202, upload.headers(name, uuid))
 
     async def _append(self, request: _Request, upload: Upload) -> None:
