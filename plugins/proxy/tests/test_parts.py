@@ -15,6 +15,7 @@ from occystrap_core.serving import Pushed, RegistryError
 from occystrap_core.types import Credentials
 from occystrap_proxy.auth import Authenticator
 from occystrap_proxy.command import parse_listen
+from occystrap_proxy.ranges import Unsatisfiable, byte_range
 from occystrap_proxy.service import Remote
 from occystrap_proxy.store import BlobStore
 
@@ -252,3 +253,17 @@ def test_blob_requests_do_not_queue_behind_manifests_waiting_for_copies(
             asyncio.run(scenario())
         finally:
             done.set()
+
+
+@pytest.mark.parametrize("header, wanted", [
+    ("", None), ("bytes=5-", (5, 9)), ("bytes=2-4", (2, 4)), ("bytes=-3", (7, 9)),
+    ("bytes=-30", (0, 9)), ("bytes=8-100", (8, 9)), ("bytes=4-2", None),
+    ("bytes=0-1,4-5", None), ("items=0-1", None), ("bytes=-", None)])
+def test_the_byte_range_a_blob_get_asks_for(header: str, wanted: tuple[int, int] | None) -> None:
+    assert byte_range(header, 10) == wanted
+
+
+@pytest.mark.parametrize("header, size", [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0)])
+def test_a_range_past_the_end_is_unsatisfiable(header: str, size: int) -> None:
+    with pytest.raises(Unsatisfiable):
+        byte_range(header, size)

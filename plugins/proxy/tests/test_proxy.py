@@ -556,6 +556,52 @@ def test_a_patch_whose_range_is_not_its_body_is_refused_and_undone(
         assert client.get(f"/v2/r/blobs/{digest}").content == blob
 
 
+def test_a_blob_get_with_a_range_is_answered_206(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any]) -> None:
+    """Clients resume a pull with Range: a blob from the store and one from the
+    downstream are answered 206 with the asked bytes and Content-Range, 416 past
+    the end, 200 whole without a Range (or with several), and a download broken off
+    then resumed adds up to the digest."""
+    import hashlib
+
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/ranged")
+    blobs = {"store": os.urandom(300_000), "downstream": os.urandom(200_000)}
+    digest = {k: "sha256:" + hashlib.sha256(v).hexdigest() for k, v in blobs.items()}
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        assert client.post(f"/v2/a/blobs/uploads/?digest={digest['store']}",
+                           content=blobs["store"]).status_code == 201
+        started = httpx.post(f"{registry_plain.url}/v2/ranged/a/blobs/uploads/")
+        assert httpx.put(f"{started.headers['location']}&digest={digest['downstream']}",
+                         content=blobs["downstream"]).status_code == 201
+        for where, blob in blobs.items():
+            url, n = f"/v2/a/blobs/{digest[where]}", len(blob)
+            whole = client.get(url)
+            assert (whole.status_code, whole.content) == (200, blob), where
+            assert whole.headers["accept-ranges"] == "bytes"
+            for asked, first, last in (("1000-", 1000, n - 1), ("10-19", 10, 19),
+                                       ("0-0", 0, 0), ("-5", n - 5, n - 1),
+                                       (f"{n - 3}-{n * 2}", n - 3, n - 1)):
+                part = client.get(url, headers={"Range": f"bytes={asked}"})
+                assert part.status_code == 206, (where, asked)
+                assert part.headers["content-range"] == f"bytes {first}-{last}/{n}"
+                assert part.headers["content-length"] == str(last - first + 1)
+                assert part.content == blob[first:last + 1], (where, asked)
+            past = client.get(url, headers={"Range": f"bytes={n}-"})
+            assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{n}"
+            several = client.get(url, headers={"Range": "bytes=0-1,5-6"})
+            assert (several.status_code, several.content) == (200, blob)
+
+            got = b""
+            with client.stream("GET", url) as broken:  # a pull interrupted halfway
+                for chunk in broken.iter_raw():
+                    got += chunk
+                    if len(got) >= n // 2:
+                        break
+            rest = client.get(url, headers={"Range": f"bytes={len(got)}-"})
+            assert rest.status_code == 206
+            assert "sha256:" + hashlib.sha256(got + rest.content).hexdigest() == digest[where]
+
+
 def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[..., Any],
                          skopeo: Callable[..., str], repo_name: Callable[[str], str]) -> None:
     """The downstream's tags (push mode) or the upstream's (pull-through), with the

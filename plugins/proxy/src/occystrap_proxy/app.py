@@ -28,6 +28,7 @@ from occystrap_core.serving import MEDIA_TYPE, ROUTES, RegistryError, Upload
 
 from .auth import Authenticator
 from .events import EventLog
+from .ranges import Unsatisfiable, byte_range
 from .service import ProxyService
 
 log = logging.getLogger("occystrap.proxy")
@@ -231,20 +232,53 @@ class ProxyApp:
         size = await self._run(self.service.blob_size, name, digest, request.method == "HEAD")
         if size is None:
             raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
-        headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
+        headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+                   "Accept-Ranges": "bytes"}
         if request.method == "HEAD":
             return Response(200, headers, length=size)
-        return Response(200, headers, stream=self._blob_stream(name, digest, size), length=size)
+        try:
+            wanted = byte_range(request.headers.get("range", ""), size)
+        except Unsatisfiable:
+            return _error(416, "RANGE_INVALID", f"the blob has {size} bytes",
+                          {"Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            return Response(200, headers, stream=self._blob_stream(name, digest, size, 0,
+                                                                   size - 1), length=size)
+        first, last = wanted
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return Response(206, headers, stream=self._blob_stream(name, digest, size, first, last),
+                        length=last - first + 1)
 
     _blob_get = _blob_head
 
-    async def _blob_stream(self, name: str, digest: str, size: int) -> AsyncIterator[bytes]:
+    async def _blob_stream(self, name: str, digest: str, size: int, first: int, last: int
+                           ) -> AsyncIterator[bytes]:
+        """Bytes ``first`` to ``last`` of the blob. A file of the store (hashed when it
+        was pushed) is read from ``first``; a blob from the downstream is read whole,
+        its digest checked, and its last piece held back until that check passed, so a
+        client never gets all it asked for of a blob that does not verify."""
         opened = self.service.open_blob(name, digest, size)
         raw = await self._run(opened.__enter__)
         try:
+            if first and raw.seekable():
+                await self._run(raw.seek, first)
+                left = last - first + 1
+                while left > 0:
+                    chunk = await self._run(raw.read, min(streams.CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"blob {digest}: the stored file ended early")
+                    left -= len(chunk)
+                    yield chunk
+                return
             blob = streams.HashingReader(raw, digest, size, what=f"blob {digest}")
+            at, held = 0, b""
             while chunk := await self._run(blob.read, streams.CHUNK):
-                yield chunk
+                start, at = at, at + len(chunk)
+                if held:
+                    yield held
+                held = chunk[max(first - start, 0):max(last + 1 - start, 0)]
+            if held:
+                yield held
         finally:
             await self._run(opened.__exit__, None, None, None)
 
