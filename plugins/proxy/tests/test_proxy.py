@@ -602,6 +602,36 @@ def test_a_blob_get_with_a_range_is_answered_206(
             assert "sha256:" + hashlib.sha256(got + rest.content).hexdigest() == digest[where]
 
 
+def test_a_download_the_client_breaks_off_is_logged_as_aborted(
+        registry_plain: RegistryServer, start_proxy: Callable[..., Any]) -> None:
+    """A client that closes a blob download early is in the access log with the
+    bytes sent and ``aborted``, not as a plain 200; a whole download is not."""
+    import hashlib
+
+    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/aborted")
+    blob = os.urandom(1 << 20) * 48  # more than the socket buffers hold
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    path = f"/v2/a/blobs/{digest}"
+    with httpx.Client(base_url=f"http://{proxy.host}") as client:
+        assert client.post(f"/v2/a/blobs/uploads/?digest={digest}",
+                           content=blob).status_code == 201
+        assert client.get(path).content == blob
+        with client.stream("GET", path) as broken:
+            next(broken.iter_raw())
+        # closed unread: httpx drops the connection
+
+    def gets() -> list[dict[str, Any]]:
+        return [e for e in proxy.events("request") if e["method"] == "GET" and e["path"] == path]
+
+    deadline = time.monotonic() + 30
+    while len(gets()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    whole, broken_off = gets()
+    assert (whole["status"], whole["bytes"], whole["aborted"]) == (200, len(blob), False)
+    assert broken_off["status"] == 200 and broken_off["aborted"] is True
+    assert 0 < broken_off["bytes"] < len(blob)
+
+
 def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[..., Any],
                          skopeo: Callable[..., str], repo_name: Callable[[str], str]) -> None:
     """The downstream's tags (push mode) or the upstream's (pull-through), with the

@@ -59,6 +59,7 @@ class _Request:
         client = scope.get("client")
         self.client = f"{client[0]}:{client[1]}" if client else "-"
         self._receive = receive
+        self.sent = 0  # bytes of the response's body sent
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
@@ -149,7 +150,7 @@ class ProxyApp:
         try:
             response = await self._handle(request)
         except _ClientGone:
-            self._access(request, 499, 0, started)
+            self._access(request, 499, 0, started, aborted=True)
             return
         except RegistryError as e:
             response = _error(e.status, e.code, str(e))
@@ -165,15 +166,22 @@ class ProxyApp:
             self.events.emit("error", method=request.method, path=request.path,
                              error=f"unexpected {type(e).__name__}: {e}")
             response = _error(500, "UNKNOWN", "internal error")
-        sent = await self._send(send, request, response)
-        self._access(request, response.status, sent, started)
+        try:
+            await self._send(send, request, response)
+        finally:  # a body broken off (the client left, the blob failed) is said so
+            length = response.length if response.length is not None else len(response.body)
+            whole = 0 if request.method == "HEAD" else length
+            self._access(request, response.status, request.sent, started,
+                         aborted=request.sent < whole)
 
-    def _access(self, request: _Request, status: int, sent: int, started: float) -> None:
+    def _access(self, request: _Request, status: int, sent: int, started: float,
+                aborted: bool = False) -> None:
         self.events.emit("request", method=request.method, path=request.path, status=status,
-                         bytes=sent, seconds=round(time.monotonic() - started, 3),
-                         client=request.client)
+                         bytes=sent, aborted=aborted,
+                         seconds=round(time.monotonic() - started, 3), client=request.client)
 
-    async def _send(self, send: Any, request: _Request, response: Response) -> int:
+    async def _send(self, send: Any, request: _Request, response: Response) -> None:
+        """Send ``response``, counting the body's bytes in ``request.sent`` as they go."""
         headers = {"Docker-Distribution-API-Version": "registry/2.0", **response.headers}
         length = response.length if response.length is not None else len(response.body)
         headers["Content-Length"] = str(length)
@@ -182,15 +190,15 @@ class ProxyApp:
         if request.method == "HEAD" or response.stream is None:
             body = b"" if request.method == "HEAD" else response.body
             await send({"type": "http.response.body", "body": body})
-            return len(body)
-        sent = 0
+            request.sent = len(body)
+            return
         gone = asyncio.ensure_future(request.disconnected())
         try:
             async for chunk in response.stream:
                 if gone.done():
                     break  # the client left: stop reading the blob
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sent += len(chunk)
+                request.sent += len(chunk)
         except (OccystrapError, OSError) as e:  # headers are out: only breaking it off tells
             self.events.emit("error", method=request.method, path=request.path,
                              error=f"sending the blob failed: {e}")
@@ -198,7 +206,6 @@ class ProxyApp:
         finally:
             gone.cancel()
         await send({"type": "http.response.body", "body": b""})
-        return sent
 
     # --- routing ---------------------------------------------------------------------
 
