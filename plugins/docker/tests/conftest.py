@@ -8,9 +8,12 @@ come from ``occystrap_core.testing.images``, never from the network.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import socketserver
 import subprocess
 import tempfile
@@ -190,6 +193,73 @@ def fake_daemon(tmp_path: Any) -> Iterator[FakeDaemon]:
     try:
         yield daemon
     finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class StallingFront:
+    """A unix socket relaying to a real daemon that, once ``stall_after`` bytes of
+    the answer to a save (``GET /images/.../get``) went through, relays no more and
+    keeps the connection open: a daemon stuck in the middle of ``docker save``."""
+
+    socket: str
+    daemon: str
+    stall_after: int
+    stalled: threading.Event = field(default_factory=threading.Event)
+    closing: threading.Event = field(default_factory=threading.Event)
+
+
+class _StallingHandler(socketserver.BaseRequestHandler):
+    server: Any
+
+    def handle(self) -> None:
+        front: StallingFront = self.server.front
+        client: socket.socket = self.request
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(front.daemon)
+        # the answers relayed before the save's request came (a kept-alive connection
+        # carries an inspect first), when it has come
+        mark: list[int] = []
+        relayed = 0
+
+        def requests() -> None:
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    if not mark and re.search(rb"^GET /\S*/get[ ?]", data, re.M):
+                        mark.append(relayed)
+                    upstream.sendall(data)
+
+        thread = threading.Thread(target=requests, daemon=True)
+        thread.start()
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if mark:
+                    data = data[:max(mark[0] + front.stall_after - relayed, 0)]
+                client.sendall(data)
+                relayed += len(data)
+                if mark and relayed >= mark[0] + front.stall_after:
+                    front.stalled.set()
+                    front.closing.wait()  # silent, the connection open
+                    break
+        upstream.close()
+        thread.join(5)
+
+
+@pytest.fixture
+def stalling_daemon(podman: PodmanService) -> Iterator[StallingFront]:
+    path = tempfile.mkdtemp(prefix="occy-stall-", dir="/tmp")
+    front = StallingFront(os.path.join(path, "docker.sock"), podman.socket, stall_after=4096)
+    server = socketserver.ThreadingUnixStreamServer(front.socket, _StallingHandler)
+    server.daemon_threads = True
+    server.front = front  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield front
+    finally:
+        front.closing.set()
         server.shutdown()
         server.server_close()
         shutil.rmtree(path, ignore_errors=True)

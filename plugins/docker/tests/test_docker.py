@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tarfile
 
 import occystrap_docker.daemon
@@ -214,3 +216,22 @@ def test_a_name_with_a_registry_is_not_resolved_as_a_short_name(tmp_path, podman
                                ("amb:v1", local)):  # a short name: the daemon's resolution
             info = info_json(docker_uri(written, scheme))
             assert info["config_digest"] == built["config_digest"], (scheme, written)
+
+
+def test_a_save_that_stalls_midway_ends_the_run(tmp_path, stalling_daemon, sample_in_daemon):
+    """A daemon that stops sending in the middle of ``docker save`` ends the run after
+    --timeout seconds of silence with one Error line naming it; nothing is left."""
+    sample_in_daemon("stall/app", layer_size=64 * 1024)
+    temp, out = tmp_path / "scratch", tmp_path / "o.tar"
+    temp.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "occystrap", "--timeout", "1", "--temp-dir", str(temp),
+         "process", f"docker://stall/app:v1?socket={stalling_daemon.socket}", f"tar://{out}"],
+        capture_output=True, text=True, timeout=30)
+    assert stalling_daemon.stalled.is_set()
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert f"the Docker daemon at unix://{stalling_daemon.socket} sent nothing for 1 " \
+           "seconds (--timeout) in the middle of the save of" in lines[0]
+    assert os.listdir(temp) == [] and not out.exists()

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import requests
 import requests_unixsocket
+from urllib3.exceptions import ReadTimeoutError
 
 from occystrap_core import streams
 from occystrap_core.context import Settings
@@ -66,8 +67,8 @@ def socket_path(option: str | None) -> str:
                            f"a unix socket (DOCKER_HOST=unix:///PATH or ?socket=PATH)")
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError with an errno somewhere in the chain requests/urllib3 wrapped it in."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception requests/urllib3 wrapped in it."""
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -75,11 +76,32 @@ def _os_error(exc: BaseException) -> OSError | None:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
+        yield e
         pending += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args)
                     if isinstance(x, BaseException)]
-    return None
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError with an errno somewhere in the chain requests/urllib3 wrapped it in."""
+    return next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno is not None), None)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a read timed out (requests raises a body's timeout as a ConnectionError)."""
+    return any(isinstance(e, (requests.Timeout, ReadTimeoutError, TimeoutError))
+               for e in _chain(exc))
+
+
+def _time_out_reads(resp: requests.Response, seconds: float) -> None:
+    """Make each read of ``resp``'s body wait at most ``seconds``: its request went out
+    with no read timeout, to wait for the daemon to do the work before it answers."""
+    # urllib3's response names its http.client connection, whose socket the body reads
+    # (Docker and Podman keep it alive). An answer that closes the connection took the
+    # socket from it, out of public reach: such a save keeps waiting, as before.
+    sock = getattr(resp.raw.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
 
 # sun_path holds 108 bytes, the last one a NUL
 MAX_SOCKET_PATH = 107
@@ -109,7 +131,7 @@ def _other_sockets() -> list[str]:
 
 def _broken_off(e: requests.RequestException) -> str:
     """Why an answer stopped midway: the daemon was reached, so not 'cannot connect'."""
-    if isinstance(e, requests.Timeout):
+    if _timed_out(e):
         return "it stopped sending"
     os_error = _os_error(e)
     return os_error.strerror if os_error and os_error.strerror else "the connection closed early"
@@ -227,10 +249,17 @@ class Daemon:
         total = 0
         try:
             with resp:
+                # the archive has begun: a daemon silent for --timeout now is stuck
+                _time_out_reads(resp, self._read_timeout)
                 for chunk in resp.iter_content(streams.CHUNK):
                     out.write(chunk)
                     total += len(chunk)
         except requests.RequestException as e:
+            if _timed_out(e):
+                raise TransportError(f"the Docker daemon at {self.where} sent nothing for "
+                                     f"{self._read_timeout:g} seconds (--timeout) in the "
+                                     f"middle of the save of {ref}, after {total} bytes"
+                                     ) from None
             raise TransportError(f"the Docker daemon at {self.where} broke off the save of "
                                  f"{ref}: {_broken_off(e)}") from None
         return total
