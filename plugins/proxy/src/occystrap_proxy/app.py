@@ -267,7 +267,7 @@ class ProxyApp:
         opened = self.service.open_blob(name, digest, size)
         raw = await self._run(opened.__enter__)
         try:
-            if first and raw.seekable():
+            if (first, last) != (0, size - 1) and raw.seekable():
                 await self._run(raw.seek, first)
                 left = last - first + 1
                 while left > 0:
