@@ -101,3 +101,35 @@ def test_a_platform_no_image_has_is_the_same_error_everywhere(multi_platform, ru
     for uri in multi_platform.values():
         expect_error(run_cli("--insecure", "--platform", "linux/s390x", "info", uri),
                      "no image for platform linux/s390x", "linux/amd64", "linux/arm64")
+
+
+@pytest.fixture(scope="module")
+def single_platform(registry_plain: RegistryServer, tmp_path_factory: Any) -> dict[str, str]:
+    """One linux/amd64 image (no index) as a docker-save archive, an OCI layout and in a
+    registry."""
+    import subprocess
+
+    from occystrap_core.testing.images import write_docker_archive, write_oci_layout
+
+    root = tmp_path_factory.mktemp("single")
+    write_docker_archive(str(root / "save.tar"), [IMAGES[0]])
+    write_oci_layout(str(root / "layout"), [IMAGES[0]], ["v1"])
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--preserve-digests",
+                    *skopeo_args(registry_plain, "dest"), f"oci:{root}/layout:v1",
+                    f"docker://{registry_plain.host}/platforms/single:v1"],
+                   check=True, capture_output=True)
+    return {"tar": f"tar://{root}/save.tar", "oci-layout": f"oci-layout://{root}/layout",
+            "registry": f"registry://{registry_plain.host}/platforms/single:v1"}
+
+
+def test_a_platform_subset_takes_a_lone_image_only_of_its_platforms(
+        single_platform, run_cli, expect_error, tmp_path):
+    for scheme, uri in single_platform.items():
+        out = tmp_path / f"{scheme}-refused"
+        expect_error(run_cli("--insecure", "process", f"{uri}?platforms=linux/arm64",
+                             f"oci-layout://{out}"),
+                     "the image is for linux/amd64, not for linux/arm64")
+        assert not out.exists(), scheme
+        result = run_cli("--insecure", "process", f"{uri}?platforms=linux/arm64,linux/amd64",
+                         f"oci-layout://{tmp_path / scheme}")
+        assert result.exit_code == 0, (scheme, result.output)

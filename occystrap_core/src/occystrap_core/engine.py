@@ -282,6 +282,7 @@ def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
     try:
         if isinstance(source, ImageInput):
             image = source.image()
+            _check_subset(source.where, image, selection_of(ctx, source).platforms)
             if image.manifest is not None and image.manifest_digest is not None:
                 existing = _existing(ctx, output, ManifestSummary(
                     image.manifest_digest, image.manifest_media_type or "", image.layers,
@@ -314,6 +315,7 @@ def probe(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
     copy does) to raise :class:`PlatformMismatchError` for another platform."""
     if isinstance(source, ImageInput):
         image = source.image()
+        _check_subset(source.where, image, selection_of(ctx, source).platforms)
         if image.manifest is None or image.manifest_digest is None:
             return None
         return output.existing_manifest(ManifestSummary(
@@ -415,8 +417,7 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
         if adopted is not None:
             return None, adopted
     image = reader.image(manifest, platform)
-    if subset:
-        _check_subset(reader.where, image, subset)
+    _check_subset(reader.where, image, subset)
     result = _deliver(ctx, image, reader.source, output)
     if cache is not None and chain is not None and result.manifest is not None \
             and result.manifest_media_type:
@@ -428,8 +429,8 @@ def _check_subset(where: str, image: Image, subset: Sequence[Platform]) -> None:
     """Refuse a single-platform image for none of ``subset`` (a platform subset takes
     those images of an index, and a lone image only if it is one of them). An image
     whose config names no platform (an artifact) is taken."""
-    if image.platform is not None and not any(platforms.matches(w, image.platform)
-                                              for w in subset):
+    if subset and image.platform is not None and not any(platforms.matches(w, image.platform)
+                                                         for w in subset):
         raise PlatformMismatchError(
             f"{where}: the image is for {image.platform}, not for "
             f"{', '.join(map(str, subset))}")
