@@ -89,6 +89,14 @@ def _sound(occy: Callable[..., Any], skopeo: Callable[..., str], server: Registr
     skopeo("copy", *skopeo_args(server, "src"), f"docker://{server.host}/{ref}", f"oci:{out}:x")
 
 
+def _manifests(server: RegistryServer, refs: list[str]) -> str:
+    """The manifests ``refs`` (``REPO@DIGEST``) name, for an assertion's message."""
+    accept = "application/vnd.oci.image.manifest.v1+json"
+    return "\n".join(
+        f"{r}: " + httpx.get(f"http://{server.host}/v2/{r.replace('@', '/manifests/')}",
+                             headers={"Accept": accept}).text for r in refs)
+
+
 CHAINS = {
     "normalize": ("", ("normalize-timestamps",)),
     "zstd": ("?compression=zstd", ()),
@@ -105,8 +113,9 @@ def test_warm_copy_to_a_new_repository_reads_no_source_blob(
     src = repo_name("cache-src")
     sample = push_sample_image(registry_plain, src, "1", layers=_layers(3))
     dst = registry_plain.host
+    ref = repo_name("ref")
     reference, _ = copy(f"registry://{source.host}/{src}:1",
-                        f"registry://{dst}/{repo_name('ref')}:1{query}", *filters, cache=False)
+                        f"registry://{dst}/{ref}:1{query}", *filters, cache=False)
     assert reference != sample.manifest_digest  # the chain does change the image
 
     cold, _ = copy(f"registry://{source.host}/{src}:1", f"registry://{dst}/{src}-b:1{query}",
@@ -115,13 +124,15 @@ def test_warm_copy_to_a_new_repository_reads_no_source_blob(
     warm, result = copy(f"registry://{source.host}/{src}:1", f"registry://{dst}/{src}-c:1{query}",
                         *filters)
 
-    assert cold == warm == reference  # the cache changes nothing in what is written
     assert _blob_gets(source) == []  # not a layer, not even the config
     assert [(h.method, h.path) for h in source.log] == [("GET", f"/v2/{src}/manifests/1")]
     assert "3 cache hits" in result.stderr
     assert _transferred(result.stderr) == 0
-    for repo in (f"{src}-b:1", f"{src}-c:1"):
+    # each sound first: should the digests differ, this says which image is wrong
+    for repo in (f"{ref}:1", f"{src}-b:1", f"{src}-c:1"):
         _sound(occy, skopeo, registry_plain, repo, tmp_path)
+    assert cold == warm == reference, _manifests(registry_plain, [  # the cache changes
+        f"{ref}@{reference}", f"{src}-b@{cold}", f"{src}-c@{warm}"])  # nothing written
 
 
 def test_partial_hit_reads_only_the_new_layer(
