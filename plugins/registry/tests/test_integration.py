@@ -429,6 +429,29 @@ def test_push_is_read_back_and_verified(registry_plain: RegistryServer,
     assert len(fetched) == 3  # the config and both layers, re-hashed
 
 
+def test_verify_checks_the_blobs_while_the_manifest_is_read_back(
+        registry_plain: RegistryServer, occy: Callable[..., Any],
+        fault_front_factory: Callable[..., Any], repo_name: Callable[[str], str],
+        tmp_path: Path) -> None:
+    """The blobs to check are known from the manifest sent: one round trip, not two."""
+    from occystrap_core.testing.faults import Fault
+
+    archive = build_docker_archive(str(tmp_path / "in.tar"), n_layers=2)
+    front = fault_front_factory(registry_plain)
+    front.add(Fault("stall", method="GET", path=r"/manifests/sha256:", seconds=0.5))
+    repo = repo_name("verify-at-once")
+    result = occy(registry_plain, "process", f"tar://{archive['path']}",
+                  f"registry://{front.host}/{repo}:v1")
+    assert result.stderr.rstrip().endswith(", verified")
+    [put] = [h for h in front.log if h.method == "PUT" and "/manifests/" in h.path]
+    [read_back] = [h for h in front.log if h.method == "GET" and "/manifests/sha256:" in h.path]
+    heads = [h for h in front.log if h.method == "HEAD" and "/blobs/" in h.path
+             and h.arrived > put.arrived]
+    assert len(heads) == 3  # the config and both layers
+    assert read_back.answered is not None
+    assert all(h.arrived < read_back.answered for h in heads)  # asked while it stalled
+
+
 def test_push_summary_counts_layers_then_skips(registry_plain: RegistryServer,
                                                occy: Callable[..., Any],
                                                repo_name: Callable[[str], str], tmp_path: Path,

@@ -124,7 +124,7 @@ class RegistryOutput(ImageOutput):
         self._mount_from: str | None = None
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
-        self._pushed: list[tuple[str, str]] = []  # (digest, media type) of each manifest PUT
+        self._pushed: list[tuple[bytes, str]] = []  # (bytes, media type) of each manifest PUT
         self._config: tuple[str, Future[None]] | None = None  # the config going up early
 
     @property
@@ -492,7 +492,7 @@ class RegistryOutput(ImageOutput):
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
         if "OCI-Subject" not in response.headers:  # a registry with the API says it has it
             self._list_in_fallback(manifest, media_type)
-        self._pushed.append((digest, media_type))
+        self._pushed.append((manifest, media_type))
         return OutputResult(location=self._where(digest), manifest_digest=digest,
                             manifest_size=len(manifest), manifest_media_type=media_type,
                             manifest=manifest)
@@ -675,12 +675,35 @@ class RegistryOutput(ImageOutput):
         names is there: HEAD by default, GET and re-hash with --verify-full. A warm
         no-op pushed nothing and checks nothing, so it keeps its few requests."""
         problems = []
-        for digest, media_type in self._pushed:
-            problems += self._verify_manifest(digest, media_type)
+        for manifest, media_type in self._pushed:
+            problems += self._verify_manifest(manifest, media_type)
         return problems
 
-    def _verify_manifest(self, digest: str, media_type: str) -> list[str]:
+    def _verify_manifest(self, manifest: bytes, media_type: str) -> list[str]:
+        digest = digests.of_bytes(manifest)
         what = f"manifest {self.ref.path}@{digest}"
+        blobs: list[tuple[str, str, int]] = []
+        if media_type not in mt.INDEXES:  # its images were pushed, and are verified, one by one
+            try:
+                doc = parse(manifest, media_type, what)
+            except OccystrapError as e:
+                return [str(e)]
+            assert isinstance(doc, Manifest)
+            blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
+                (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
+                if not d.urls]  # foreign layers are never pushed: see wants_layer
+        # The blobs are known from the bytes sent: they are checked while the manifest is
+        # read back, not after. Re-reading whole blobs (--verify-full) takes -j's width;
+        # HEADs go at once.
+        workers = (self.ctx.settings.parallel if self.ctx.settings.verify_full
+                   else self._at_once(len(blobs)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+            found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
+            problems = self._read_back(digest, media_type, what)
+            return problems + [p for p in found if p]
+
+    def _read_back(self, digest: str, media_type: str, what: str) -> list[str]:
+        """The manifest ``digest`` as the registry serves it: there, and those bytes."""
         with self.manifest_lock.hold((self.registry, self.ref.path, digest)):
             response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
                                          missing_ok=True, headers={"Accept": media_type})
@@ -689,22 +712,7 @@ class RegistryOutput(ImageOutput):
         actual = digests.of_bytes(response.content, digest.split(":", 1)[0])
         if actual != digest:
             return [f"{what}: the registry serves bytes hashing to {actual}"]
-        if media_type in mt.INDEXES:
-            return []  # its images were pushed, and are verified, one by one
-        try:
-            doc = parse(response.content, media_type, what)
-        except OccystrapError as e:
-            return [str(e)]
-        assert isinstance(doc, Manifest)
-        blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
-            (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
-            if not d.urls]  # foreign layers are never pushed: see wants_layer
-        # re-reading whole blobs (--verify-full) takes -j's width; HEADs go at once
-        workers = (self.ctx.settings.parallel if self.ctx.settings.verify_full
-                   else self._at_once(len(blobs)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
-            found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
-            return [p for p in found if p]
+        return []
 
     def _verify_blob(self, what: str, digest: str, size: int | None) -> str | None:
         url = self.repo.url("blobs", digest)
