@@ -93,6 +93,25 @@ def test_docker_config_auth_forms(home, monkeypatch):
     assert "secret" not in repr(Credentials("u", "secret", "tok"))
 
 
+def test_keys_scoped_to_a_namespace_apply_to_its_repositories_only(home):
+    write(home / ".config/containers/auth.json", {"auths": {
+        "reg.example/team": {"auth": b64("team:1")},
+        "reg.example/team/app": {"auth": b64("app:2")},
+        "https://reg.example/v1/": {"auth": b64("host:3")},
+        "docker.io/library": {"auth": b64("lib:4")}}})
+
+    def user(host, repository):
+        return make_context().credentials(host, "input", repository).username
+
+    assert user("reg.example", "team/app") == "app"
+    assert user("reg.example", "team/app/sub") == "app"
+    assert user("reg.example", "team/web") == "team"
+    assert user("reg.example", "teamster/web") == "host"  # a prefix of a name is no namespace
+    assert user("reg.example", None) == "host"
+    assert user("docker.io", "library/nginx") == "lib"
+    assert creds("docker.io").username == "lib"  # no repository: a host key, else a scoped one
+
+
 def test_docker_hub_aliases(home):
     write(home / ".docker/config.json",
           {"auths": {"https://index.docker.io/v1/": {"auth": b64("hub:pw")}}})

@@ -198,9 +198,12 @@ class Context:
         return self._clients.get(factory, host, scheme=scheme, credentials=credentials,
                                  scope=scope or {}, tls_verify=tls_verify)
 
-    def credentials(self, host: str, role: str) -> Credentials | None:
-        """Credentials for ``host`` from the ``occystrap_credentials`` hook chain."""
-        return self.plugins.hook.occystrap_credentials(host=host, role=role, ctx=self)
+    def credentials(self, host: str, role: str,
+                    repository: str | None = None) -> Credentials | None:
+        """Credentials for ``host`` (for its ``repository``, when the credentials are
+        for one) from the ``occystrap_credentials`` hook chain."""
+        return self.plugins.hook.occystrap_credentials(host=host, role=role, ctx=self,
+                                                       repository=repository)
 
     def call_on_close(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the run ends (after its clients are closed)."""

@@ -232,10 +232,11 @@ def occystrap_resolve_uri(uri: str, role: Role, ctx: Context) -> ResolvedURI | N
 
 
 @hookspec(firstresult=True)
-def occystrap_credentials(host: str, role: Role, ctx: Context) -> Credentials | None:
+def occystrap_credentials(host: str, role: Role, ctx: Context,
+                          repository: str | None) -> Credentials | None:
     """Find credentials for a registry or API host.
 
-    Called when a plugin asks ``ctx.credentials(host, role)`` and the URI itself
+    Called when a plugin asks ``ctx.credentials(host, role, repository)`` and the URI itself
     carried none. Stops at the first non-None result. The core's own sources
     (command line, environment, Docker ``config.json`` and credential helpers,
     containers ``auth.json``) are registered ``trylast``.
@@ -244,6 +245,8 @@ def occystrap_credentials(host: str, role: Role, ctx: Context) -> Credentials | 
         host: ``hostname[:port]`` as written in the reference.
         role: ``"input"`` for a source, ``"output"`` for a destination.
         ctx: The run's context.
+        repository: The repository on ``host`` (``ns/app``) the credentials are for,
+            when there is one: auth files may hold credentials per namespace.
 
     Returns:
         :class:`~occystrap_core.types.Credentials`, or None to pass.

@@ -7,11 +7,13 @@ In order, the first that knows the host wins:
 2. Docker's ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``):
    ``credHelpers[host]``, then ``credsStore`` (``docker-credential-NAME get``),
    then ``auths`` (``auth`` or ``username``/``password``, ``identitytoken``);
+   a key naming a namespace or repository (``HOST/NS``, as ``podman login HOST/NS``
+   writes it) applies to the repositories under it, the most specific key first;
 3. ``$REGISTRY_AUTH_FILE``, ``$XDG_RUNTIME_DIR/containers/auth.json`` and
    ``~/.config/containers/auth.json`` (same format).
 
 Credentials in the URI itself are used by the registry plugin before any of these.
-Answers are cached per (host, role) for five minutes of the run, so a helper runs
+Answers are cached per (host, role, repository) for five minutes of the run, so a helper runs
 once in a short run, and a long one (the proxy's, for days) sees a ``docker login``
 made since, or a helper's new token (ECR's expire after 12 hours).
 """
@@ -24,7 +26,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .. import hookimpl
 from ..transport.clock import get_clock
@@ -61,6 +63,23 @@ def _server_key(host: str) -> str:
 def same_host(key: str, host: str) -> bool:
     key, host = _server_key(key), host.lower()
     return key == host or (key in DOCKER_HUB and host in DOCKER_HUB)
+
+
+def _key_scope(key: str) -> str:
+    """The namespace or repository an auth file key is limited to, "" for the whole
+    host: ``host/ns`` -> ``ns``. A URL key (``https://host/v1/``) names a host only."""
+    return "" if "://" in key else key.partition("/")[2].strip("/")
+
+
+def _auth_keys(keys: Iterable[str], host: str, repository: str | None) -> list[str]:
+    """The keys of ``host`` that apply to ``repository``, the most specific first (as
+    containers-auth.json(5) reads them); for no repository, the host's own first."""
+    scoped = [(key, _key_scope(key)) for key in keys if same_host(key, host)]
+    if repository is None:
+        return [key for key, _ in sorted(scoped, key=lambda pair: len(pair[1]))]
+    applying = [(key, scope) for key, scope in scoped
+                if not scope or repository == scope or repository.startswith(scope + "/")]
+    return [key for key, _ in sorted(applying, key=lambda pair: -len(pair[1]))]
 
 
 def _helper(name: str, server: str, source: str) -> Credentials | None:
@@ -109,8 +128,9 @@ def _from_entry(entry: Any, source: str) -> Credentials | None:
     return Credentials(username=username or None, password=password, token=token, source=source)
 
 
-def from_config_file(path: Path, host: str) -> Credentials | None:
-    """Credentials for ``host`` from one Docker or containers auth file."""
+def from_config_file(path: Path, host: str,
+                     repository: str | None = None) -> Credentials | None:
+    """Credentials for ``host`` (its ``repository``) from one Docker or containers auth file."""
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
@@ -130,11 +150,13 @@ def from_config_file(path: Path, host: str) -> Credentials | None:
         found = _helper(config["credsStore"], server, source)
         if found:
             return found
-    for key, entry in (config.get("auths") or {}).items():
-        if same_host(key, host):
-            found = _from_entry(entry, source)
-            if found:
-                return found
+    auths = config.get("auths")
+    if not isinstance(auths, dict):
+        return None
+    for key in _auth_keys(auths, host, repository):
+        found = _from_entry(auths[key], source)
+        if found:
+            return found
     return None
 
 
@@ -149,24 +171,28 @@ def config_files() -> Iterator[Path]:
     yield Path.home() / ".config" / "containers" / "auth.json"
 
 
-def lookup(host: str, role: str, settings: Settings) -> Credentials | None:
+def lookup(host: str, role: str, settings: Settings,
+           repository: str | None = None) -> Credentials | None:
     found = from_settings(settings, role)
     for path in () if found else config_files():
-        found = from_config_file(path, host)
+        found = from_config_file(path, host, repository)
         if found:
             break
     return found
 
 
-@hookimpl(trylast=True)
-def occystrap_credentials(host: str, role: str, ctx: Context) -> Credentials | None:
-    cache: dict[tuple[str, str], tuple[float, Credentials | None]] = ctx.shared(CACHE_KEY, dict)
-    key = (host.lower(), role)
+@hookimpl(trylast=True)  # repository has no default: pluggy passes only those without one
+def occystrap_credentials(host: str, role: str, ctx: Context,
+                          repository: str | None) -> Credentials | None:
+    cache: dict[tuple[str, str, str | None], tuple[float, Credentials | None]] = \
+        ctx.shared(CACHE_KEY, dict)
+    key = (host.lower(), role, repository)
     now = get_clock(ctx).monotonic()
     known = cache.get(key)
     if known is not None and now - known[0] < REMEMBERED_FOR:
         return known[1]
-    found = lookup(host, role, ctx.settings)  # two threads may both look; either answer will do
+    # two threads may both look; either answer will do
+    found = lookup(host, role, ctx.settings, repository)
     cache[key] = (now, found)
     if found:
         log.debug("credentials for %s (%s) from %s", host, role, found.source)

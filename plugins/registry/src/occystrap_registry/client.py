@@ -51,7 +51,8 @@ class Repository:
         self.path = ref.path
         insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
         self.scheme = "http" if insecure else "https"
-        self.credentials: Credentials | None = uri.credentials or ctx.credentials(ref.domain, role)
+        self.credentials: Credentials | None = uri.credentials or ctx.credentials(
+            ref.domain, role, ref.path)
         self.client = ctx.http_client(FACTORY, self.host, scheme=self.scheme,
                                       credentials=self.credentials,
                                       tls_verify=uri.options.get("tls_verify") is not False)
