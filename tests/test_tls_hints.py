@@ -67,6 +67,21 @@ def test_an_unknown_ca_suggests_ca_cert_or_tls_verify(tls_image, attempts, run_c
     assert attempts.attempts == 1
 
 
+def test_a_certificate_for_other_names_does_not_suggest_ca_cert(registry_tls, tls_image,
+                                                                attempts, run_cli,
+                                                                expect_error):
+    """127.1 is 127.0.0.1, but not a name the registry's certificate (trusted through
+    --ca-cert) was issued for: the CA is not the problem."""
+    port = registry_tls.host.rpartition(":")[2]
+    image = tls_image.replace(registry_tls.host, f"127.1:{port}")
+    result = run_cli("--retries", "3", "--ca-cert", registry_tls.ca_cert, "info",
+                     f"registry://{image}")
+    expect_error(result, f"cannot connect to 127.1:{port}", "not valid for '127.1'",
+                 "issued for other names", "--tls-verify=false")
+    assert "--ca-cert" not in result.stderr
+    assert attempts.attempts == 1
+
+
 def test_plain_http_to_an_https_registry_suggests_dropping_insecure(tls_image, attempts,
                                                                     run_cli, expect_error):
     result = run_cli("--insecure", "info", f"registry://{tls_image}")

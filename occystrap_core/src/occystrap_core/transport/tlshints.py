@@ -14,12 +14,19 @@ import httpx
 
 CERTIFICATE = ("the registry's certificate is not trusted: give its CA with --ca-cert FILE, "
                "or skip verification with --tls-verify=false or ?tls_verify=false")
+# --ca-cert cannot cure this one: the certificate verifies, for other names
+NAME = ("the registry's certificate was issued for other names: reach it by one of them, "
+        "or skip verification with --tls-verify=false or ?tls_verify=false")
 PLAIN_HTTP = "is it a plain-HTTP registry? then use --insecure or ?insecure=true"
 HTTPS = "is it an HTTPS registry? then drop --insecure and ?insecure=true"
 OTHER_TLS = "the TLS handshake failed; retrying would not help"
 # OpenSSL's reasons for TLS spoken to something that is not a TLS server
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
             "PACKET_LENGTH_TOO_LONG")
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH, as codes
+# and as their text ("Hostname mismatch, certificate is not valid for 'NAME'")
+_NAME_CODES = (62, 64)
+_NAME_TEXTS = ("HOSTNAME_MISMATCH", "IP_ADDRESS_MISMATCH")
 # ssl errors that a retry may cure: the connection dropped during the handshake
 _TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
               ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -48,10 +55,10 @@ def tls_failure(error: BaseException) -> str | None:
             return None
         text = str(error).upper().replace(" ", "_")  # the chain may be gone: read the text
         if "CERTIFICATE_VERIFY_FAILED" in text:
-            return CERTIFICATE
+            return NAME if any(t in text for t in _NAME_TEXTS) else CERTIFICATE
         return PLAIN_HTTP if any(reason in text for reason in _NOT_TLS) else None
     if isinstance(found, ssl.SSLCertVerificationError):
-        return CERTIFICATE
+        return NAME if getattr(found, "verify_code", None) in _NAME_CODES else CERTIFICATE
     if isinstance(found, _TRANSIENT):
         return None
     reason = (getattr(found, "reason", None) or str(found)).upper().replace(" ", "_")
