@@ -13,7 +13,8 @@ OAuth2 form of https://distribution.github.io/distribution/spec/auth/oauth/:
 
 Tokens are RS256 JWTs whose header ``kid`` is the libtrust fingerprint of the signing
 key; the registry trusts them through ``signing_cert_pem`` in its ``rootcertbundle``.
-Each user is granted only the requested actions listed in its ``actions``; anonymous
+Each user is granted only the requested actions listed in its ``actions``, on the
+repositories its ``repositories`` globs match; anonymous
 requests get ``anonymous_actions``. Wrong credentials get 401, a wrong ``service``
 or a malformed request 400. Every request is recorded in ``requests``.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import fnmatch
 import json
 import secrets
 import ssl
@@ -43,11 +45,13 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class User:
-    """A test account. ``actions`` are granted on every repository ("*" grants catalog access)."""
+    """A test account. ``actions`` are granted on the repositories matching one of the
+    ``repositories`` globs (every one by default; "*" grants catalog access)."""
 
     name: str
     password: str
     actions: tuple[str, ...] = ("pull", "push", "delete")
+    repositories: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,14 @@ class TokenServer:
         return None
 
     def _grant(self, user: User | None, scopes: list[str]) -> list[dict[str, Any]]:
-        allowed = set(user.actions if user else self.anonymous_actions)
         access = []
         for scope in scopes:
             # type:name:actions, where name may itself hold ':' (e.g. a port) but actions never do.
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
+            allowed = set(self.anonymous_actions) if user is None else set(user.actions) if (
+                kind != "repository"
+                or any(fnmatch.fnmatchcase(name, g) for g in user.repositories)) else set()
             granted = [a for a in actions.split(",") if a and a in allowed]
             access.append({"type": kind, "name": name, "actions": granted})
         return access
