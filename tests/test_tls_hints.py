@@ -4,6 +4,7 @@ works; --tls-verify=false and ?tls_verify=false for a registry whose CA is unkno
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -131,3 +132,21 @@ sources:
     assert result.exit_code == 0, result.output
     tags = httpx.get(f"{registry_plain.url}/v2/{repo}/tags/list").json()["tags"]
     assert tags == ["v1"]
+
+
+def test_a_certs_d_directory_is_trusted_as_podman_and_skopeo_trust_it(tls_image, registry_tls,
+                                                                    run_cli, skopeo,
+                                                                    expect_error, tmp_path,
+                                                                    monkeypatch):
+    """containers-certs.d(5): ~/.config/containers/certs.d/HOST:PORT/*.crt is trusted
+    for that registry, with no --ca-cert (skopeo reads the same directory)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    certs = tmp_path / ".config/containers/certs.d" / registry_tls.host
+    certs.mkdir(parents=True)
+    (certs / "ca.crt").write_bytes((Path(registry_tls.cert_dir) / "ca.crt").read_bytes())
+    result = run_cli("info", f"registry://{tls_image}")
+    assert result.exit_code == 0, result.output
+    skopeo("inspect", f"docker://{tls_image}")  # the witness, from the same directory
+    (certs / "client.key").write_text("")  # a key without its certificate
+    expect_error(run_cli("info", f"registry://{tls_image}"), f"{certs}/client.key",
+                 "client.cert is missing")

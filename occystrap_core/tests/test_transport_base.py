@@ -204,6 +204,25 @@ def test_client_certificates(serve, no_proxies, tmp_path):
     assert response.text == "mtls:/x"
 
 
+def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(serve, no_proxies,
+                                                                     tmp_path, monkeypatch):
+    """containers-certs.d(5): HOST:PORT/*.crt trusted, NAME.cert + NAME.key offered."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server, host = serve("mtls", context)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    certs = tmp_path / ".config/containers/certs.d" / host
+    certs.mkdir(parents=True)
+    ca.cert_pem.write_to_path(str(certs / "ca.crt"))
+    issued = ca.issue_cert("occystrap-client")
+    issued.cert_chain_pems[0].write_to_path(str(certs / "client.cert"))
+    issued.private_key_pem.write_to_path(str(certs / "client.key"))
+    assert client(host).get("/x").text == "mtls:/x"
+
+
 def test_unreadable_certificates_are_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="cannot load TLS certificates"):
         client("r.example", ca_cert=str(tmp_path / "missing.pem"))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..errors import UsageError
+from . import certsd
 from .optional import import_httpcore
 from .tlsread import GatheringSSLSocket
 
@@ -71,9 +72,10 @@ def default_roots() -> ssl.SSLContext:
 
 
 def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
-                verify: bool = True) -> ssl.SSLContext:
+                verify: bool = True, cert_dir: str | None = None) -> ssl.SSLContext:
     """The run's TLS settings: ``--ca-cert`` (or ``cafile``, a host's own CA) replacing
-    the default roots (:func:`default_roots`), ``--client-cert``/``--client-key`` for mutual TLS.
+    the default roots (:func:`default_roots`), ``--client-cert``/``--client-key`` for mutual TLS,
+    and a host's :mod:`certificate directory <.certsd>` ``cert_dir`` added to them.
     ``verify=False`` (``--tls-verify=false``, ``?tls_verify=false``) accepts any
     certificate for any name: the connection is encrypted, but to whoever answers.
 
@@ -96,15 +98,17 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
                 context = default_roots()
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
+            if cert_dir and verify:
+                certsd.load(context, cert_dir, client=not s.client_cert)
             context.sslsocket_class = GatheringSSLSocket  # 64 KiB per recv, not 16
         except OSError as e:  # ssl.SSLError included
-            files = ", ".join(f for f in (ca, s.client_cert, s.client_key) if f)
+            files = ", ".join(f for f in (ca, s.client_cert, s.client_key, cert_dir) if f)
             raise UsageError(f"cannot load TLS certificates ({files or 'system store'}): "
                              f"{e}") from None
         return context
 
     key = (f"{SSL_KEY}.h2" if http2 else SSL_KEY) + ("" if verify else ".noverify") \
-        + (f".{cafile}" if cafile else "")
+        + (f".{cafile}" if cafile else "") + (f".dir.{cert_dir}" if cert_dir else "")
     return ctx.shared(key, build)
 
 
@@ -157,8 +161,9 @@ class ProxyRouter(httpx.BaseTransport):
             ssl_context(ctx)  # now, so that a bad --ca-cert fails before any request
         self.proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
                         if k in ("http", "https", "all", "no") and v}
-        self._routes: dict[tuple[str | None, bool, bool, str | None],
+        self._routes: dict[tuple[str | None, bool, bool, str | None, str | None],
                            httpx.BaseTransport] = {}
+        self._cert_dirs: dict[str, str | None] = {}  # HOST[:PORT] -> certsd.cert_dir()
         self._lock = threading.Lock()
         self._overlap = _overlap()
         self._bodiless = 0  # bodiless HTTPS requests in flight, until they overlap
@@ -172,9 +177,9 @@ class ProxyRouter(httpx.BaseTransport):
             return None
         return proxy
 
-    def _route(self, proxy: str | None, http2: bool, tls: bool,
-               cafile: str | None = None) -> httpx.BaseTransport:
-        key = (proxy, http2, tls, cafile)
+    def _route(self, proxy: str | None, http2: bool, tls: bool, cafile: str | None = None,
+               cert_dir: str | None = None) -> httpx.BaseTransport:
+        key = (proxy, http2, tls, cafile, cert_dir)
         transport = self._routes.get(key)  # once made, never replaced until close()
         if transport is not None:
             return transport
@@ -189,11 +194,13 @@ class ProxyRouter(httpx.BaseTransport):
 
                     transport = H2Transport(verify=ssl_context(self.ctx, http2=True,
                                                                cafile=cafile,
-                                                               verify=self.verify),
+                                                               verify=self.verify,
+                                                               cert_dir=cert_dir),
                                             proxy=proxy, limits=limits)
                 else:
                     transport = httpx.HTTPTransport(
-                        verify=ssl_context(self.ctx, cafile=cafile, verify=self.verify)
+                        verify=ssl_context(self.ctx, cafile=cafile, verify=self.verify,
+                                           cert_dir=cert_dir)
                         if tls else _NO_TLS,
                         proxy=proxy, limits=limits)
                 self._routes[key] = transport
@@ -209,20 +216,30 @@ class ProxyRouter(httpx.BaseTransport):
         tls = request.url.scheme == "https"
         http2 = (self.ctx.settings.http2 and tls and not has_body(request)
                  and not request.extensions.get(BULK))
-        cafile = self.ctx.settings.host_ca_certs.get(request.url.netloc.decode().lower()) \
+        netloc = request.url.netloc.decode().lower() if tls else ""
+        cafile = self.ctx.settings.host_ca_certs.get(netloc) \
             if tls and self.ctx.settings.host_ca_certs else None
+        cert_dir = self._cert_dir(netloc) if tls and cafile is None else None
         proxy = self.proxy_for(request.url)
         if not http2 or self._multiplexing:
-            return self._route(proxy, http2, tls, cafile).handle_request(request)
+            return self._route(proxy, http2, tls, cafile, cert_dir).handle_request(request)
         with self._lock:
             self._bodiless += 1
             self._multiplexing = self._multiplexing or self._bodiless >= self._overlap
             http2 = self._multiplexing
         try:
-            return self._route(proxy, http2, tls, cafile).handle_request(request)
+            return self._route(proxy, http2, tls, cafile, cert_dir).handle_request(request)
         finally:
             with self._lock:
                 self._bodiless -= 1
+
+    def _cert_dir(self, netloc: str) -> str | None:
+        """``netloc``'s certificate directory, looked for once per run."""
+        try:
+            return self._cert_dirs[netloc]
+        except KeyError:
+            found = self._cert_dirs[netloc] = certsd.cert_dir(netloc)
+            return found
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,46 @@
+"""Per-registry certificate directories, where Docker, podman and skopeo find them.
+
+The first of ``~/.config/containers/certs.d/HOST[:PORT]``,
+``/etc/containers/certs.d/HOST[:PORT]`` and ``/etc/docker/certs.d/HOST[:PORT]`` that
+exists applies to that host (containers-certs.d(5)): each ``*.crt`` in it is a CA
+trusted for that host on top of the run's roots (``--ca-cert`` or the system's), and
+``NAME.cert`` with ``NAME.key`` a client certificate it is offered. So a registry a
+``docker``/``podman`` user trusts that way works without ``--ca-cert``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+from ..errors import UsageError
+
+ROOTS = ("~/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d")
+
+
+def cert_dir(netloc: str) -> str | None:
+    """The certificate directory of ``HOST[:PORT]``, or None."""
+    for root in ROOTS:
+        path = Path(root).expanduser() / netloc
+        if path.is_dir():
+            return str(path)
+    return None
+
+
+def load(context: ssl.SSLContext, directory: str, *, client: bool) -> None:
+    """Add ``directory``'s CAs to ``context``, and its client certificate when ``client``
+    (none was given on the command line)."""
+    names = set(os.listdir(directory))
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if name.endswith(".crt"):
+            context.load_verify_locations(cafile=path)
+        elif name.endswith(".cert") or name.endswith(".key"):
+            pair = name[:-len(".cert")] + ".key" if name.endswith(".cert") \
+                else name[:-len(".key")] + ".cert"
+            if pair not in names:
+                raise UsageError(f"cannot load TLS certificates ({path}): "
+                                 f"{pair} is missing next to it")
+            if client and name.endswith(".cert"):
+                context.load_cert_chain(path, os.path.join(directory, pair))
