@@ -167,6 +167,23 @@ def test_a_long_session_uses_a_login_made_since(mode, request, docker_config, ru
     assert (tmp_path / "after.tar").is_file()
 
 
+def test_login_and_logout_of_a_host_leave_its_namespaces_logins(registry_basic, docker_config,
+                                                                run_cli):
+    """A HOST/NS key (podman login HOST/NS) is another login: login and logout of HOST
+    replace and remove the HOST key alone, as podman's do."""
+    docker_config.mkdir()
+    path = docker_config / "config.json"
+    team = {"auth": base64.b64encode(b"robot:team-secret").decode()}
+    path.write_text(json.dumps({"auths": {f"{registry_basic.host}/team": team,
+                                          f"https://{registry_basic.host}": {"auth": "eDp5"}}}))
+    assert login(run_cli, registry_basic).exit_code == 0
+    auths = json.loads(path.read_text())["auths"]
+    assert set(auths) == {f"{registry_basic.host}/team", registry_basic.host}
+    assert auths[f"{registry_basic.host}/team"] == team
+    assert run_cli("logout", registry_basic.host).exit_code == 0
+    assert json.loads(path.read_text())["auths"] == {f"{registry_basic.host}/team": team}
+
+
 def test_logout_removes_the_entry_and_keeps_the_rest(registry_basic, docker_config, run_cli,
                                                      expect_error, tmp_path):
     assert login(run_cli, registry_basic).exit_code == 0

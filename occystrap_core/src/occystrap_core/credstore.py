@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .builtin.credentials import DOCKER_HUB, DOCKER_HUB_URL, HELPER_TIMEOUT, same_host
+from .builtin.credentials import DOCKER_HUB, DOCKER_HUB_URL, HELPER_TIMEOUT, key_scope, same_host
 from .errors import OccystrapError, UsageError
 from .tempfiles import destination, write_atomic
 
@@ -84,8 +84,11 @@ def _helper_failed(name: str, action: str, done: subprocess.CompletedProcess[str
 
 
 def _plain_entries(config: dict[str, Any], host: str) -> list[str]:
+    """The host's own keys, whatever their spelling; a namespace's (``host/ns``, from
+    ``podman login host/ns``) are another login, left alone."""
     auths = config.get("auths")
-    return [key for key in auths if same_host(key, host)] if isinstance(auths, dict) else []
+    return [key for key in auths if same_host(key, host) and not key_scope(key)] \
+        if isinstance(auths, dict) else []
 
 
 def store(host: str, username: str, password: str, authfile: str | None = None) -> str:

@@ -65,7 +65,7 @@ def same_host(key: str, host: str) -> bool:
     return key == host or (key in DOCKER_HUB and host in DOCKER_HUB)
 
 
-def _key_scope(key: str) -> str:
+def key_scope(key: str) -> str:
     """The namespace or repository an auth file key is limited to, "" for the whole
     host: ``host/ns`` -> ``ns``. A URL key (``https://host/v1/``) names a host only."""
     return "" if "://" in key else key.partition("/")[2].strip("/")
@@ -74,7 +74,7 @@ def _key_scope(key: str) -> str:
 def _auth_keys(keys: Iterable[str], host: str, repository: str | None) -> list[str]:
     """The keys of ``host`` that apply to ``repository``, the most specific first (as
     containers-auth.json(5) reads them); for no repository, the host's own first."""
-    scoped = [(key, _key_scope(key)) for key in keys if same_host(key, host)]
+    scoped = [(key, key_scope(key)) for key in keys if same_host(key, host)]
     if repository is None:
         return [key for key, _ in sorted(scoped, key=lambda pair: len(pair[1]))]
     applying = [(key, scope) for key, scope in scoped
