@@ -168,6 +168,7 @@ class Fault:
     status: int = 503  # "status", "status_after"
     retry_after: str | None = None  # "status", "status_after": Retry-After value
     code: str = "UNAVAILABLE"  # "status", "status_after": the error code of the body
+    challenge: str | None = None  # "status", "status_after": WWW-Authenticate value
     seconds: float = 0.0  # "stall": before the head; "stall_body": after ``offset`` bytes
     rate: int = 400  # "trickle": body bytes per second
     location: str | None = None  # "redirect", "redirect_upload": base URL to send clients to
@@ -790,6 +791,8 @@ def _set(headers: Headers, name: bytes, value: bytes | None) -> Headers:
 
 def _error_headers(fault: Fault) -> Headers:
     retry = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after is not None else []
+    if fault.challenge is not None:
+        retry.append((b"www-authenticate", fault.challenge.encode()))
     return [*_JSON, *retry]
 
 

@@ -15,7 +15,10 @@ with the OAuth2 POST form when the credentials hold an identity token or the
 GET is refused with 404/405. Tokens (``token`` or ``access_token``) are cached
 per (realm, service, scopes) until ``expires_in`` (default 60 s) runs out, and
 then sent up front to the repository they were issued for. The original request
-is retried once; a second 401 raises :class:`~occystrap_core.errors.AuthError`.
+is retried once; a second 401 raises :class:`~occystrap_core.errors.AuthError`. A
+request whose streamed body the 401 spent (a blob upload refused a token revoked, or
+run out by the registry's clock) cannot be sent again: with the new token at hand, a
+retryable :class:`~occystrap_core.errors.TransportError` makes its caller send it afresh.
 
 Token requests are yielded from the flow, so they go through the client's own
 transport: retried, rate-limited and logged like any other request. One auth
@@ -42,7 +45,7 @@ from typing import Any, Generator, Iterable
 
 import httpx
 
-from ..errors import AuthError, CredentialsError
+from ..errors import AuthError, CredentialsError, TransportError
 from ..redact import remember
 from ..types import Credentials
 from .clock import Clock
@@ -255,6 +258,7 @@ class RegistryAuth(httpx.Auth):
         self._covered(key)
         with self._lock:
             self._by_repository[repository] = key
+        _replayable(request, host)
         response = yield request
         if response.status_code == 401:
             self._forget(key, token)
@@ -272,6 +276,7 @@ class RegistryAuth(httpx.Auth):
             raise CredentialsError(self._refused(host, (), ""))
         self._basic = True
         request.headers["Authorization"] = _basic(creds)
+        _replayable(request, host)
         response = yield request
         if response.status_code == 401:
             raise CredentialsError(self._refused(host, (), ""))
@@ -400,6 +405,16 @@ class RegistryAuth(httpx.Auth):
         if service:
             form["service"] = service
         return httpx.Request("POST", realm, data=form, **common)
+
+
+def _replayable(request: httpx.Request, host: str) -> None:
+    """Raise unless ``request`` can go again after its refusal: a streamed body (a blob
+    upload) was spent on the 401, and sending it again would send nothing. The caller
+    sends it afresh instead (an upload restarts), with the credentials now at hand."""
+    if not isinstance(request.stream, httpx.ByteStream):
+        raise TransportError(f"{host} refused the credentials of a {request.method} whose "
+                             f"body was sent; new ones are ready for sending it again",
+                             retryable=True)
 
 
 _HINT = (" (give --username/--password, --src-*/--dest-* ones, user:pass@ in the URI, "
