@@ -150,3 +150,11 @@ def test_a_certs_d_directory_is_trusted_as_podman_and_skopeo_trust_it(tls_image,
     (certs / "client.key").write_text("")  # a key without its certificate
     expect_error(run_cli("info", f"registry://{tls_image}"), f"{certs}/client.key",
                  "client.cert is missing")
+
+
+def test_ca_cert_takes_a_directory_as_skopeo_cert_dir(tls_image, registry_tls, run_cli,
+                                                     expect_error, tmp_path):
+    result = run_cli("--ca-cert", str(registry_tls.cert_dir), "info", f"registry://{tls_image}")
+    assert result.exit_code == 0, result.output
+    expect_error(run_cli("--ca-cert", str(tmp_path), "info", f"registry://{tls_image}"),
+                 f"cannot load TLS certificates ({tmp_path}): no *.crt in it")

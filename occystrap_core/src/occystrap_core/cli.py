@@ -279,8 +279,9 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--src-password", envvar="OCCYSTRAP_SRC_PASSWORD", help="Source registry password.")
 @click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
-@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True, dir_okay=False),
-              help="CA bundle to verify registry TLS certificates with.")
+@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True),
+              help="CA bundle (or a directory of *.crt, as skopeo's --cert-dir) to verify "
+              "registry TLS certificates with.")
 @click.option("--tls-verify", type=click.BOOL, default=True, envvar="OCCYSTRAP_TLS_VERIFY",
               metavar="BOOL", help="--tls-verify=false accepts any registry certificate "
               "(self-signed ones; ?tls_verify=false for one URI).  [default: true]")

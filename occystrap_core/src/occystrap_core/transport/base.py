@@ -73,7 +73,8 @@ def default_roots() -> ssl.SSLContext:
 
 def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
                 verify: bool = True, cert_dir: str | None = None) -> ssl.SSLContext:
-    """The run's TLS settings: ``--ca-cert`` (or ``cafile``, a host's own CA) replacing
+    """The run's TLS settings: ``--ca-cert`` (or ``cafile``, a host's own CA: a PEM file,
+    or a directory laid out as a :mod:`certificate directory <.certsd>`) replacing
     the default roots (:func:`default_roots`), ``--client-cert``/``--client-key`` for mutual TLS,
     and a host's :mod:`certificate directory <.certsd>` ``cert_dir`` added to them.
     ``verify=False`` (``--tls-verify=false``, ``?tls_verify=false``) accepts any
@@ -92,6 +93,9 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
+            elif ca and os.path.isdir(ca):  # a certificate directory, as skopeo's --cert-dir
+                context = ssl.create_default_context(cadata=certsd.ca_data(ca))
+                certsd.load(context, ca, client=not s.client_cert)
             elif ca:
                 context = ssl.create_default_context(cafile=ca)
             else:

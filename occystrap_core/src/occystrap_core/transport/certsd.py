@@ -5,7 +5,8 @@ The first of ``~/.config/containers/certs.d/HOST[:PORT]``,
 exists applies to that host (containers-certs.d(5)): each ``*.crt`` in it is a CA
 trusted for that host on top of the run's roots (``--ca-cert`` or the system's), and
 ``NAME.cert`` with ``NAME.key`` a client certificate it is offered. So a registry a
-``docker``/``podman`` user trusts that way works without ``--ca-cert``.
+``docker``/``podman`` user trusts that way works without ``--ca-cert``. ``--ca-cert``
+may name such a directory too (skopeo's ``--cert-dir``): its CAs alone are trusted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ def cert_dir(netloc: str) -> str | None:
         if path.is_dir():
             return str(path)
     return None
+
+
+def ca_data(directory: str) -> str:
+    """The PEM text of ``directory``'s ``*.crt``: its CAs alone, for a context that
+    trusts nothing else (``--ca-cert DIR``, as skopeo's ``--cert-dir``)."""
+    crts = sorted(n for n in os.listdir(directory) if n.endswith(".crt"))
+    if not crts:
+        raise UsageError(f"cannot load TLS certificates ({directory}): no *.crt in it")
+    return "\n".join(Path(directory, n).read_text() for n in crts)
 
 
 def load(context: ssl.SSLContext, directory: str, *, client: bool) -> None:
