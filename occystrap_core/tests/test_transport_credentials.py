@@ -112,6 +112,26 @@ def test_keys_scoped_to_a_namespace_apply_to_its_repositories_only(home):
     assert creds("docker.io").username == "lib"  # no repository: a host key, else a scoped one
 
 
+def test_a_helper_runs_once_for_the_repositories_of_a_host(home, tmp_path, monkeypatch):
+    """Answers are per repository (auth files may hold namespace keys), but asking the
+    helper per repository would run e.g. ECR's once per image of a sync."""
+    calls = tmp_path / "calls"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-count"
+    script.write_text(f"""#!/bin/sh
+echo x >> {calls}
+echo '{{"Username": "u", "Secret": "s"}}'
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    write(home / ".docker/config.json", {"credsStore": "count"})
+    ctx = make_context()
+    for repository in ("team/a", "team/b", None, "other/c"):
+        assert ctx.credentials("reg.example", "input", repository).username == "u"
+    assert calls.read_text().count("x") == 1
+
+
 def test_docker_hub_aliases(home):
     write(home / ".docker/config.json",
           {"auths": {"https://index.docker.io/v1/": {"auth": b64("hub:pw")}}})

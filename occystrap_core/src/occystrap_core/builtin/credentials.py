@@ -13,9 +13,10 @@ In order, the first that knows the host wins:
    ``~/.config/containers/auth.json`` (same format).
 
 Credentials in the URI itself are used by the registry plugin before any of these.
-Answers are cached per (host, role, repository) for five minutes of the run, so a helper runs
-once in a short run, and a long one (the proxy's, for days) sees a ``docker login``
-made since, or a helper's new token (ECR's expire after 12 hours).
+Answers are cached per (host, role, repository), and a helper's per host, for five
+minutes of the run, so a helper runs once per host in a short run, and a long one
+(the proxy's, for days) sees a ``docker login`` made since, or a helper's new token
+(ECR's expire after 12 hours).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import hookimpl
 from ..transport.clock import get_clock
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("occystrap.credentials")
 
 CACHE_KEY = "occystrap.credentials"
+HELPERS_KEY = "occystrap.credentials.helpers"
 DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io",
                         "registry.hub.docker.com"})
 DOCKER_HUB_URL = "https://index.docker.io/v1/"  # the key Docker stores Hub logins under
@@ -128,9 +130,13 @@ def _from_entry(entry: Any, source: str) -> Credentials | None:
     return Credentials(username=username or None, password=password, token=token, source=source)
 
 
-def from_config_file(path: Path, host: str,
-                     repository: str | None = None) -> Credentials | None:
-    """Credentials for ``host`` (its ``repository``) from one Docker or containers auth file."""
+Helper = Callable[[str, str, str], "Credentials | None"]
+
+
+def from_config_file(path: Path, host: str, repository: str | None = None,
+                     helper: Helper = _helper) -> Credentials | None:
+    """Credentials for ``host`` (its ``repository``) from one Docker or containers auth
+    file; ``helper`` asks a credential helper (``name, server, source``)."""
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
@@ -145,9 +151,9 @@ def from_config_file(path: Path, host: str,
     helpers = config.get("credHelpers") or {}
     for key, name in helpers.items():
         if same_host(key, host):
-            return _helper(name, server, source)
+            return helper(name, server, source)
     if config.get("credsStore"):
-        found = _helper(config["credsStore"], server, source)
+        found = helper(config["credsStore"], server, source)
         if found:
             return found
     auths = config.get("auths")
@@ -171,11 +177,11 @@ def config_files() -> Iterator[Path]:
     yield Path.home() / ".config" / "containers" / "auth.json"
 
 
-def lookup(host: str, role: str, settings: Settings,
-           repository: str | None = None) -> Credentials | None:
+def lookup(host: str, role: str, settings: Settings, repository: str | None = None,
+           helper: Helper = _helper) -> Credentials | None:
     found = from_settings(settings, role)
     for path in () if found else config_files():
-        found = from_config_file(path, host, repository)
+        found = from_config_file(path, host, repository, helper)
         if found:
             break
     return found
@@ -191,8 +197,20 @@ def occystrap_credentials(host: str, role: str, ctx: Context,
     known = cache.get(key)
     if known is not None and now - known[0] < REMEMBERED_FOR:
         return known[1]
+    # A helper's answer is for the host: asked once for all its repositories.
+    asked: dict[tuple[str, str, str], tuple[float, Credentials | None]] = \
+        ctx.shared(HELPERS_KEY, dict)
+
+    def helper(name: str, server: str, source: str) -> Credentials | None:
+        known = asked.get((name, server, source))
+        if known is not None and now - known[0] < REMEMBERED_FOR:
+            return known[1]
+        answer = _helper(name, server, source)
+        asked[name, server, source] = (now, answer)
+        return answer
+
     # two threads may both look; either answer will do
-    found = lookup(host, role, ctx.settings, repository)
+    found = lookup(host, role, ctx.settings, repository, helper)
     cache[key] = (now, found)
     if found:
         log.debug("credentials for %s (%s) from %s", host, role, found.source)
