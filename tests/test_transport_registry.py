@@ -170,3 +170,15 @@ def test_a_bad_http2_overlap_is_one_error(registry_tls, monkeypatch):
     with make_context(client_factory_plugin("reg"), ca_cert=registry_tls.ca_cert) as ctx:
         with pytest.raises(UsageError, match="OCCYSTRAP_HTTP2_OVERLAP='0'"):
             ctx.http_client("reg", registry_tls.host, scheme="https")
+
+
+def test_a_registry_named_in_capitals_gets_the_credentials(registry_token, run_cli):
+    """Host names are case-insensitive: LocalHost:PORT is the token registry, and its
+    credentials go to it (they went nowhere: a 401)."""
+    repo = f"auth/{uuid.uuid4().hex[:8]}"
+    push_sample_image(registry_token, repo, "v1")
+    port = registry_token.host.rpartition(":")[2]
+    result = run_cli("--ca-cert", registry_token.ca_cert, "--username", "alice",
+                     "--password", "alice-secret", "info", "-O", "json",
+                     f"registry://LocalHost:{port}/{repo}:v1")
+    assert result.exit_code == 0, result.output

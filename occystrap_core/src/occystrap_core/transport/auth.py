@@ -163,7 +163,8 @@ class RegistryAuth(httpx.Auth):
         self.clock = clock or Clock()
         # Credentials and tokens go to this host[:port] only (default: the first request's);
         # a request elsewhere, such as an upload Location on a storage host, goes without.
-        self.host = host
+        # Host names are compared as DNS does, whatever their case.
+        self.host = host.lower() if host else None
         self._lock = threading.Lock()
         self._tokens: dict[TokenKey, tuple[str, float]] = {}
         self._fetching: dict[TokenKey, threading.Lock] = {}
@@ -189,7 +190,7 @@ class RegistryAuth(httpx.Auth):
     # --- the flow ------------------------------------------------------------------
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        netloc = request.url.netloc.decode()
+        netloc = request.url.netloc.decode().lower()
         if self.host is None:  # set once, then only read
             with self._lock:
                 self.host = self.host or netloc
