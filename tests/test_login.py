@@ -229,6 +229,25 @@ def test_registry_auth_file_and_authfile_are_honoured(registry_basic, docker_con
     assert registry_basic.host in json.loads(chosen.read_text())["auths"]
 
 
+def test_a_run_reads_the_registry_auth_file_login_wrote_first(registry_basic, docker_config,
+                                                              run_cli, skopeo, tmp_path,
+                                                              monkeypatch):
+    """With $REGISTRY_AUTH_FILE set, login stores there: a run must then use that
+    login, not an older one of the same host in Docker's config.json (skopeo reads
+    $REGISTRY_AUTH_FILE first too)."""
+    docker_config.mkdir()
+    stale = base64.b64encode(f"{registry_basic.username}:old-password".encode()).decode()
+    (docker_config / "config.json").write_text(json.dumps(
+        {"auths": {registry_basic.host: {"auth": stale}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "containers" / "auth.json"))
+    assert login(run_cli, registry_basic).exit_code == 0
+    ok, repo, pulled = pulls(run_cli, registry_basic, tmp_path)
+    assert ok, pulled.output
+    out = skopeo("inspect", f"--cert-dir={registry_basic.cert_dir}",
+                 f"docker://{registry_basic.host}/{repo}:v1")  # the witness, same env
+    assert json.loads(out)["Name"] == f"{registry_basic.host}/{repo}"
+
+
 def test_login_needs_a_username_and_a_password_without_a_terminal(registry_basic,
                                                                   docker_config, run_cli,
                                                                   expect_error):

@@ -184,7 +184,8 @@ def test_missing_helper_is_a_warning_not_a_crash(home, caplog):
     assert "docker-credential-absent" in caplog.text
 
 
-def test_containers_auth_files_come_after_docker(home, tmp_path, monkeypatch):
+def test_registry_auth_file_then_docker_then_the_containers_files(home, tmp_path,
+                                                                  monkeypatch):
     write(home / ".docker/config.json", {"auths": {"docker.example": {"auth": b64("d:1")}}})
     auth_file = write(tmp_path / "auth.json", {"auths": {
         "docker.example": {"auth": b64("podman:1")}, "podman.example": {"auth": b64("p:1")}}})
@@ -192,7 +193,7 @@ def test_containers_auth_files_come_after_docker(home, tmp_path, monkeypatch):
     write(home / ".config/containers/auth.json", {"auths": {"home.example": {"auth": b64("h:1")}}})
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    assert creds("docker.example").username == "d"
+    assert creds("docker.example").username == "podman"  # the file chosen comes first
     assert creds("podman.example").username == "p"
     assert creds("xdg.example").username == "x"
     assert creds("home.example").username == "h"

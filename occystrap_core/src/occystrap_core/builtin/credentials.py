@@ -4,13 +4,15 @@ In order, the first that knows the host wins:
 
 1. the command line or environment: ``--src-username/--src-password`` for a
    source, ``--dest-*`` for a destination, then ``--username/--password``;
-2. Docker's ``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``):
+2. ``$REGISTRY_AUTH_FILE`` when set (where ``login`` then writes, read first by
+   skopeo and podman too), then Docker's ``$DOCKER_CONFIG/config.json`` (default
+   ``~/.docker/config.json``):
    ``credHelpers[host]``, then ``credsStore`` (``docker-credential-NAME get``),
    then ``auths`` (``auth`` or ``username``/``password``, ``identitytoken``);
    a key naming a namespace or repository (``HOST/NS``, as ``podman login HOST/NS``
    writes it) applies to the repositories under it, the most specific key first;
-3. ``$REGISTRY_AUTH_FILE``, ``$XDG_RUNTIME_DIR/containers/auth.json`` and
-   ``~/.config/containers/auth.json`` (same format).
+3. ``$XDG_RUNTIME_DIR/containers/auth.json`` and ``~/.config/containers/auth.json``
+   (same format).
 
 Credentials in the URI itself are used by the registry plugin before any of these.
 Answers are cached per (host, role, repository), and a helper's per host, for five
@@ -167,11 +169,12 @@ def from_config_file(path: Path, host: str, repository: str | None = None,
 
 
 def config_files() -> Iterator[Path]:
-    """Every auth file, in the order they are consulted."""
-    docker = os.environ.get("DOCKER_CONFIG")
-    yield Path(docker) / "config.json" if docker else Path.home() / ".docker" / "config.json"
+    """Every auth file, in the order they are consulted: ``$REGISTRY_AUTH_FILE``, a
+    choice made (``login`` writes there), as skopeo and podman do; then Docker's."""
     if os.environ.get("REGISTRY_AUTH_FILE"):
         yield Path(os.environ["REGISTRY_AUTH_FILE"])
+    docker = os.environ.get("DOCKER_CONFIG")
+    yield Path(docker) / "config.json" if docker else Path.home() / ".docker" / "config.json"
     if os.environ.get("XDG_RUNTIME_DIR"):
         yield Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
     yield Path.home() / ".config" / "containers" / "auth.json"
