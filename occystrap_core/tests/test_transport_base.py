@@ -3,6 +3,7 @@ against small real servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import shutil
 import ssl
@@ -221,6 +222,20 @@ def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(serve, no_p
     issued.cert_chain_pems[0].write_to_path(str(certs / "client.cert"))
     issued.private_key_pem.write_to_path(str(certs / "client.key"))
     assert client(host).get("/x").text == "mtls:/x"
+
+
+def test_an_expired_certificate_is_not_blamed_on_the_ca(serve, no_proxies, tmp_path):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    ca.issue_cert("127.0.0.1", not_before=past - datetime.timedelta(days=30),
+                  not_after=past).configure_cert(context)
+    server, host = serve("old", context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with pytest.raises(TransportError) as failed:
+        client(host, ca_cert=str(tmp_path / "ca.pem")).get("/x")
+    assert "certificate has expired" in str(failed.value)
+    assert "validity dates" in str(failed.value) and "--ca-cert" not in str(failed.value)
 
 
 def test_unreadable_certificates_are_a_usage_error(tmp_path):

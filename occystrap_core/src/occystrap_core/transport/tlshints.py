@@ -17,6 +17,10 @@ CERTIFICATE = ("the registry's certificate is not trusted: give its CA with --ca
 # --ca-cert cannot cure this one: the certificate verifies, for other names
 NAME = ("the registry's certificate was issued for other names: reach it by one of them, "
         "or skip verification with --tls-verify=false or ?tls_verify=false")
+# nor this one: the certificate is out of its validity dates (or the clock is wrong)
+DATES = ("the registry's certificate is out of its validity dates (expired, or not yet "
+         "valid: is this machine's clock right?); or skip verification with "
+         "--tls-verify=false or ?tls_verify=false")
 PLAIN_HTTP = "is it a plain-HTTP registry? then use --insecure or ?insecure=true"
 HTTPS = "is it an HTTPS registry? then drop --insecure and ?insecure=true"
 OTHER_TLS = "the TLS handshake failed; retrying would not help"
@@ -27,6 +31,9 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
 # and as their text ("Hostname mismatch, certificate is not valid for 'NAME'")
 _NAME_CODES = (62, 64)
 _NAME_TEXTS = ("HOSTNAME_MISMATCH", "IP_ADDRESS_MISMATCH")
+# X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED
+_DATE_CODES = (9, 10)
+_DATE_TEXTS = ("CERTIFICATE_HAS_EXPIRED", "CERTIFICATE_IS_NOT_YET_VALID")
 # ssl errors that a retry may cure: the connection dropped during the handshake
 _TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
               ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -46,6 +53,15 @@ def _ssl_error(error: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _verify_hint(code: int | None, text: str) -> str:
+    """The hint for a certificate that does not verify, by OpenSSL's code or text."""
+    if code in _NAME_CODES or any(t in text for t in _NAME_TEXTS):
+        return NAME
+    if code in _DATE_CODES or any(t in text for t in _DATE_TEXTS):
+        return DATES
+    return CERTIFICATE
+
+
 def tls_failure(error: BaseException) -> str | None:
     """The hint for a TLS failure no retry can cure (an untrusted certificate, TLS to a
     plain-HTTP server, no common protocol version), or None for anything else."""
@@ -55,10 +71,10 @@ def tls_failure(error: BaseException) -> str | None:
             return None
         text = str(error).upper().replace(" ", "_")  # the chain may be gone: read the text
         if "CERTIFICATE_VERIFY_FAILED" in text:
-            return NAME if any(t in text for t in _NAME_TEXTS) else CERTIFICATE
+            return _verify_hint(None, text)
         return PLAIN_HTTP if any(reason in text for reason in _NOT_TLS) else None
     if isinstance(found, ssl.SSLCertVerificationError):
-        return NAME if getattr(found, "verify_code", None) in _NAME_CODES else CERTIFICATE
+        return _verify_hint(getattr(found, "verify_code", None), "")
     if isinstance(found, _TRANSIENT):
         return None
     reason = (getattr(found, "reason", None) or str(found)).upper().replace(" ", "_")
