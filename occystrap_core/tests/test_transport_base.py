@@ -222,6 +222,8 @@ def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(serve, no_p
     issued.cert_chain_pems[0].write_to_path(str(certs / "client.cert"))
     issued.private_key_pem.write_to_path(str(certs / "client.key"))
     assert client(host).get("/x").text == "mtls:/x"
+    # --tls-verify=false checks nothing, but the server still wants the certificate
+    assert client(host, tls_verify=False).get("/x").text == "mtls:/x"
 
 
 def test_an_expired_certificate_is_not_blamed_on_the_ca(serve, no_proxies, tmp_path):

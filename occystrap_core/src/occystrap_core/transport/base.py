@@ -102,7 +102,7 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
                 context = default_roots()
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
-            if cert_dir and verify:
+            if cert_dir:  # its client certificate is offered even when nothing is verified
                 certsd.load(context, cert_dir, client=not s.client_cert)
             context.sslsocket_class = GatheringSSLSocket  # 64 KiB per recv, not 16
         except OSError as e:  # ssl.SSLError included
