@@ -203,6 +203,9 @@ def test_client_certificates(serve, no_proxies, tmp_path):
     response = client(host, ca_cert=str(tmp_path / "ca.pem"),
                       client_cert=str(tmp_path / "client.pem")).get("/x")
     assert response.text == "mtls:/x"
+    with pytest.raises(TransportError, match="wants a client certificate: give it with "
+                                             "--client-cert"):
+        client(host, ca_cert=str(tmp_path / "ca.pem")).get("/x")
 
 
 def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(serve, no_proxies,

@@ -23,6 +23,8 @@ DATES = ("the registry's certificate is out of its validity dates (expired, or n
          "--tls-verify=false or ?tls_verify=false")
 PLAIN_HTTP = "is it a plain-HTTP registry? then use --insecure or ?insecure=true"
 HTTPS = "is it an HTTPS registry? then drop --insecure and ?insecure=true"
+CLIENT_CERT = ("the registry wants a client certificate: give it with --client-cert and "
+               "--client-key, or as NAME.cert and NAME.key in its certs.d directory")
 OTHER_TLS = "the TLS handshake failed; retrying would not help"
 # OpenSSL's reasons for TLS spoken to something that is not a TLS server
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
@@ -80,6 +82,8 @@ def tls_failure(error: BaseException) -> str | None:
     reason = (getattr(found, "reason", None) or str(found)).upper().replace(" ", "_")
     if any(r in reason for r in _NOT_TLS):
         return PLAIN_HTTP
+    if "CERTIFICATE_REQUIRED" in reason:  # TLS 1.3's alert: no client certificate sent
+        return CLIENT_CERT
     return OTHER_TLS
 
 
