@@ -190,13 +190,20 @@ def test_certifi_is_the_fallback_of_a_system_without_roots(tmp_path, monkeypatch
     assert bundle["x509_ca"] > 50
 
 
-def test_client_certificates(serve, no_proxies, tmp_path):
+@pytest.fixture
+def mtls(serve):
+    """A server that wants a client certificate issued by its CA: (ca, host)."""
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
     ca.configure_trust(context)
     context.verify_mode = ssl.CERT_REQUIRED
-    server, host = serve("mtls", context)
+    _, host = serve("mtls", context)
+    return ca, host
+
+
+def test_client_certificates(mtls, no_proxies, tmp_path):
+    ca, host = mtls
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     ca.issue_cert("occystrap-client").private_key_and_cert_chain_pem.write_to_path(
         str(tmp_path / "client.pem"))
@@ -208,15 +215,10 @@ def test_client_certificates(serve, no_proxies, tmp_path):
         client(host, ca_cert=str(tmp_path / "ca.pem")).get("/x")
 
 
-def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(serve, no_proxies,
+def test_a_certs_d_directory_gives_the_ca_and_the_client_certificate(mtls, no_proxies,
                                                                      tmp_path, monkeypatch):
     """containers-certs.d(5): HOST:PORT/*.crt trusted, NAME.cert + NAME.key offered."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca.configure_trust(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    server, host = serve("mtls", context)
+    ca, host = mtls
     monkeypatch.setenv("HOME", str(tmp_path))
     certs = tmp_path / ".config/containers/certs.d" / host
     certs.mkdir(parents=True)
