@@ -376,6 +376,35 @@ def test_a_listing_of_the_empty_type_is_checked_against_the_manifest(
         assert f"Copied {count} referrers" in copied.stderr, copied.stderr
 
 
+@pytest.mark.parametrize("listed_as", [mt.OCI_EMPTY, None])
+def test_referrers_of_a_type_read_an_untyped_listing_as_copy_does(
+        registry_plain: RegistryServer, listed_graph: dict[str, Any],
+        run_cli: Callable[..., Any], listed_as: str | None) -> None:
+    """A fallback index that lists a referrer as of the empty type (GHCR) or of none
+    (written by hand): ``referrers --artifact-type`` reads the manifest's own type."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    tag = referrers.fallback_tag(listed_graph["image"]["digest"])
+    index = json.loads(_get(registry_plain, src, tag).content)
+    for entry in index["manifests"]:
+        entry.pop("artifactType")
+        if listed_as:
+            entry["artifactType"] = listed_as
+    response = httpx.put(f"{registry_plain.url}/v2/{src}/manifests/{tag}",
+                         content=json.dumps(index).encode(),
+                         headers={"Content-Type": mt.OCI_INDEX})
+    assert response.status_code == 201
+    for kind, expected in (("application/spdx+json", [listed_graph["sbom"]["digest"]]),
+                           ("application/vnd.dev.sigstore.bundle.v0.3+json", [])):
+        shown = run_cli("--insecure", "referrers", "--artifact-type", kind,
+                        f"registry://{host}/{src}:v1", "-O", "json")
+        assert shown.exit_code == 0, shown.output
+        found = json.loads(shown.stdout)["referrers"]
+        assert [n["digest"] for n in found] == expected
+        if expected:  # and what refers to it is still followed
+            assert [n["digest"] for n in found[0]["referrers"]] == [
+                listed_graph["signature"]["digest"]]
+
+
 def test_a_redirected_referrers_api_is_no_referrers_api(registry_plain: RegistryServer,
                                                         listed_graph: dict[str, Any],
                                                         run_cli: Callable[..., Any]) -> None:

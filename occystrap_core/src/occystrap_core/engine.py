@@ -44,6 +44,7 @@ from .errors import (
     UnsupportedError,
 )
 from .oci import platform as platforms
+from .oci import referrers
 from .oci.manifest import Index, Manifest, parse
 from .oci.platform import Platform
 from .types import OptionSpec
@@ -360,13 +361,12 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
         subject, first = pending.pop(0)
         typed = first and bool(artifact_types)
         for found in source.referrers(subject):
-            # GHCR's fallback index lists cosign bundles as of the empty type: only the
-            # manifest itself tells then
-            listed = None if found.artifact_type == mt.OCI_EMPTY else found.artifact_type
-            if found.digest in seen or typed and listed and listed not in artifact_types:
-                continue
+            fetch = functools.cache(functools.partial(reader.fetch, found.digest))
             try:
-                node = reader.fetch(found.digest)
+                if found.digest in seen or typed and not referrers.of_types(
+                        found, artifact_types, fetch):
+                    continue
+                node = fetch()
             except ImageNotFoundError:
                 # a fallback index is kept by clients: deleting a signature leaves its entry
                 log.warning("%s is listed as a referrer of %s but missing: not copied",
@@ -378,8 +378,6 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
                 log.warning("%s is listed as a referrer of %s but does not name it as its "
                             "subject: not copied", found.digest, subject)
                 continue
-            if typed and not listed and _kind(node) not in artifact_types:
-                continue
             seen.add(found.digest)
             with output.by_digest():
                 if isinstance(node, Index):
@@ -389,11 +387,6 @@ def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
             copied.append(found.digest)
             pending.append((found.digest, False))
     return copied
-
-
-def _kind(node: Manifest | Index) -> str | None:
-    """What a referrer is, as a referrers index lists it."""
-    return node.kind if isinstance(node, Manifest) else node.artifact_type
 
 
 def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,

@@ -315,7 +315,9 @@ def referrers(source: Source, *, artifact_type: str | None = None,
               session: Session | None = None, **options: Any) -> dict[str, Any]:
     """What ``occystrap referrers -O json`` prints: the digest the source names and the
     tree of artifacts referring to it (signatures, SBOMs, attestations), each with its
-    own referrers; ``artifact_type`` keeps the first level to that type."""
+    own referrers; ``artifact_type`` keeps the first level to that type (as ``copy
+    --referrer-type`` reads it)."""
+    from .engine import Reader, Selection
     from .oci.referrers import tree
 
     with _session(session, options) as ctx, _opened(ctx, source, "referrers") as opened:
@@ -328,7 +330,9 @@ def referrers(source: Source, *, artifact_type: str | None = None,
                       for tag, sibling in _legacy_tags(opened, [digest])]
         except UnsupportedError:
             legacy = []
-        return {"subject": digest, "referrers": tree(opened.referrers, digest, artifact_type),
+        fetch = Reader(opened, Selection(platforms.host(), every=True)).fetch
+        return {"subject": digest,
+                "referrers": tree(opened.referrers, digest, artifact_type, fetch),
                 "legacy_tags": legacy}
 
 

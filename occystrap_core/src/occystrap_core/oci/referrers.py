@@ -11,11 +11,12 @@ signatures, attestations and SBOMs to the tags ``<alg>-<hex>.sig``, ``.att``, ``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .. import digest as digests
 from .. import mediatypes as mt
+from ..errors import ImageNotFoundError
 from .manifest import Descriptor, Index, Manifest, parse
 
 LEGACY_SUFFIXES = (".sig", ".att", ".sbom")
@@ -82,29 +83,57 @@ def without(existing: bytes, digest: str) -> bytes | None:
     return json.dumps({**doc, "manifests": kept}, separators=(",", ":")).encode()
 
 
+def kind(doc: Manifest | Index) -> str | None:
+    """What a referrer is, as a referrers index lists it."""
+    return doc.kind if isinstance(doc, Manifest) else doc.artifact_type
+
+
+def of_types(found: Descriptor, types: Collection[str],
+             fetch: Callable[[], Manifest | Index]) -> bool:
+    """Whether the listed referrer ``found`` is of one of ``types``: as its descriptor
+    says, else as the manifest itself (``fetch()``) says: GHCR's fallback index lists
+    cosign bundles as of the empty type, and a hand-kept index may leave it out."""
+    listed = None if found.artifact_type == mt.OCI_EMPTY else found.artifact_type
+    return (listed or kind(fetch())) in types
+
+
 MAX_DEPTH = 8  # referrers of referrers of...: deeper than this is not followed
 
 
 def tree(lister: Callable[[str, str | None], list[Descriptor]], digest: str,
-         artifact_type: str | None = None) -> list[dict[str, Any]]:
-    """``digest``'s referrers (of ``artifact_type`` when given), each with its own
-    referrers (a signature of an SBOM), as JSON-ready objects; ``lister(digest,
-    artifact_type)`` lists one level."""
+         artifact_type: str | None = None,
+         fetch: Callable[[str], Manifest | Index] | None = None) -> list[dict[str, Any]]:
+    """``digest``'s referrers (of ``artifact_type`` when given, by :func:`of_types`
+    with ``fetch(digest)`` reading a manifest), each with its own referrers (a
+    signature of an SBOM), as JSON-ready objects; ``lister(digest, None)`` lists one
+    level."""
     seen = {digest}
 
-    def walk(subject: str, wanted: str | None, depth: int) -> list[dict[str, Any]]:
+    def wanted(d: Descriptor) -> bool:
+        if artifact_type is None:
+            return True
+        if fetch is None:
+            return d.artifact_type == artifact_type
+        try:
+            return of_types(d, (artifact_type,), lambda: fetch(d.digest))
+        except ImageNotFoundError:  # listed but gone: of no type at all
+            return False
+
+    def walk(subject: str, depth: int) -> list[dict[str, Any]]:
         nodes = []
-        for d in lister(subject, wanted):
+        for d in lister(subject, None):
+            if depth == 0 and not wanted(d):
+                continue
             node: dict[str, Any] = {"mediaType": d.media_type, "digest": d.digest,
                                     "size": d.size, "artifactType": d.artifact_type,
                                     "annotations": dict(d.annotations), "referrers": []}
             if d.digest not in seen and depth + 1 < MAX_DEPTH:
                 seen.add(d.digest)
-                node["referrers"] = walk(d.digest, None, depth + 1)
+                node["referrers"] = walk(d.digest, depth + 1)
             nodes.append(node)
         return nodes
 
-    return walk(digest, artifact_type, 0)
+    return walk(digest, 0)
 
 
 def as_text(nodes: list[dict[str, Any]], indent: str = "") -> list[str]:
