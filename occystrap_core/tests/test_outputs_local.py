@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import stat
 import subprocess
 import tarfile
@@ -281,6 +282,38 @@ def test_mounts_overlay_layers(tmp_path, src, run_cli):
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert os.getxattr(os.path.join(upper, "opt"), "trusted.overlay.opaque") == b"y"
     assert os.path.exists(os.path.join(lower, "opt", "old", "file"))
+
+
+def kernel_lowerdirs(option: str) -> list[str]:
+    """How overlayfs splits a ``lowerdir=`` value: on unescaped ``:``, ``\\`` escaping
+    the next character (fs/overlayfs/params.c)."""
+    dirs, current, escaped = [], "", False
+    for ch in option:
+        if escaped:
+            current, escaped = current + ch, False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":":
+            dirs, current = dirs + [current], ""
+        elif ch == ",":
+            raise AssertionError(f"an unescaped comma ends the option: {option}")
+        else:
+            current += ch
+    return dirs + [current]
+
+
+@pytest.mark.skipif(not ROOT, reason="mounts:// needs root (mknod, trusted.* xattrs)")
+def test_mounts_lowerdir_escapes_colons_and_commas(tmp_path, src):
+    from occystrap_core import library
+
+    out = tmp_path / "a:b,c\\d"
+    result = library.copy(src, f"mounts://{out}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(layer.startswith(str(out) + "/") for layer in manifest["layers"])
+    assert kernel_lowerdirs(manifest["lowerdir"]) == manifest["layers"][::-1]
+    mount = result.details["mount"]  # a shell command: the option quoted
+    option = shlex.split(mount)[shlex.split(mount).index("-o") + 1]
+    assert kernel_lowerdirs(option.removeprefix("lowerdir=")) == manifest["layers"][::-1]
 
 
 def test_mounts_without_root_is_refused(tmp_path, src, run_cli, monkeypatch):

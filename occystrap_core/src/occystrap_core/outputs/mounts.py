@@ -5,13 +5,16 @@ images, skipped when present), with whiteouts as overlayfs wants them: a 0/0
 character device for ``.wh.NAME`` and ``trusted.overlay.opaque=y`` on a directory
 holding ``.wh..wh..opq``. Both need root. ``PATH/<config hex>.json`` holds the
 config and ``PATH/manifest.json`` the layer directories, lowest first, and the
-``lowerdir=`` option to mount them with (reported in the result, never run).
+``lowerdir=`` option to mount them with (each directory escaped; reported in the
+result, never run).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import threading
 
@@ -23,6 +26,12 @@ from ..rootfs import TreeWriter
 from ..tempfiles import TempDir, sweep, write_atomic
 from ..types import ResolvedURI
 from .common import PRIVATE, claim_dir, hash_file, hex_name, local_path
+
+
+def overlay_escaped(path: str) -> str:
+    """``path`` as one entry of an overlayfs ``lowerdir=`` option: ``:`` separates the
+    layers and ``,`` the options, so both (and ``\\``) are escaped with ``\\``."""
+    return re.sub(r"([\\:,])", r"\\\1", path)
 
 
 class MountsOutput(ImageOutput):
@@ -90,12 +99,13 @@ class MountsOutput(ImageOutput):
         self._config = f"{hex_name(image.config_digest, 'config digest')}.json"
         write_atomic(os.path.join(self.path, self._config), image.config)
         dirs = [os.path.join(self.path, hex_name(d, "diff_id")) for d in image.diff_ids]
-        lowerdir = ":".join(reversed(dirs))  # overlayfs lists the top layer first
+        # overlayfs lists the top layer first
+        lowerdir = ":".join(overlay_escaped(d) for d in reversed(dirs))
         write_atomic(os.path.join(self.path, "manifest.json"), json.dumps(
             {"image": image.reference, "config": self._config, "layers": dirs,
              "lowerdir": lowerdir}, indent=2).encode())
         return OutputResult(location=self.path, details={
-            "mount": f"mount -t overlay overlay -o lowerdir={lowerdir} TARGET"})
+            "mount": f"mount -t overlay overlay -o {shlex.quote('lowerdir=' + lowerdir)} TARGET"})
 
     def verify(self) -> list[str]:
         """Re-hash the config and re-read every layer directory this run extracted."""
