@@ -262,6 +262,32 @@ def test_a_destination_without_referrers_is_refused_first(
     assert os.listdir(out) == []
 
 
+def test_which_destinations_hold_referrers(registry_plain: RegistryServer,
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a destination can hold referrers is a property of its output, read
+    without writing anything or entering ``by_digest``; a filter answers for what it
+    wraps."""
+    from occystrap_core import pipeline
+    from occystrap_core.api import ImageOutput
+    from occystrap_core.context import Context
+
+    def entered(self: ImageOutput) -> None:
+        raise AssertionError("by_digest entered to ask")
+
+    registry = f"registry://{registry_plain.host}/holds/x:v1"
+    expected = {registry: True, f"oci-layout://{tmp_path / 'layout'}": True,
+                f"tar://{tmp_path / 'x.tar'}": False, f"dir://{tmp_path / 'd'}": False}
+    with Context() as ctx:
+        for destination, holds in expected.items():
+            output = pipeline.build_output(ctx, destination)
+            monkeypatch.setattr(type(output), "by_digest", entered)
+            assert output.holds_referrers is holds, destination
+            filtered = pipeline.build_output(ctx, destination, ["normalize-timestamps"])
+            assert filtered.holds_referrers is holds, destination
+    assert os.listdir(tmp_path) == []
+
+
 def test_referrers_of_many_images_point_to_sync(registry_plain: RegistryServer,
                                                listed_graph: dict[str, Any],
                                                run_cli: Callable[..., Any],

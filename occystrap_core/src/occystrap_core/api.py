@@ -583,10 +583,20 @@ class ImageOutput(ABC):
         """An output for the same destination at another ``tag``, without filters."""
         raise UnsupportedError(f"{type(self).__name__} cannot write other tags")
 
+    @property
+    def holds_referrers(self) -> bool:
+        """Whether the destination can hold manifests by digest alone, naming no tag
+        (the referrers of the image copied: a signature, an SBOM), through
+        :meth:`by_digest`. Asked before anything is written, so that a copy with its
+        referrers to a destination that cannot hold them is refused first. False by
+        default; an output that sets it True implements :meth:`by_digest`."""
+        return False
+
     def by_digest(self) -> ContextManager[None]:
         """Within the block, manifests are written by digest alone, naming no tag (the
         referrers of the image copied: a signature, an SBOM); like an index's images.
-        Raise UnsupportedError when the output cannot hold such manifests."""
+        Raise UnsupportedError when the output cannot hold such manifests
+        (:attr:`holds_referrers` is False)."""
         raise UnsupportedError(f"{type(self).__name__} cannot hold referrers")
 
     # --- registry operations (occystrap tag, delete): not part of a copy -------
@@ -683,6 +693,10 @@ class ImageFilter(ImageOutput):
 
     def finish(self, image: Image) -> OutputResult:
         return self.inner.finish(image)
+
+    @property
+    def holds_referrers(self) -> bool:
+        return self.inner.holds_referrers
 
     def by_digest(self) -> ContextManager[None]:
         return self.inner.by_digest()

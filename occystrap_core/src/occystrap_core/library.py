@@ -191,12 +191,10 @@ def _holds_referrers(output: ImageOutput, destination: str) -> None:
     by digest alone (a docker-save tar, a directory)."""
     from . import redact
 
-    try:
-        output.by_digest()  # not entered: the outputs that cannot raise when asked
-    except UnsupportedError:
+    if not output.holds_referrers:
         raise UsageError(f"{redact.redact_uri(destination)} cannot hold referrers "
                          f"(signatures, SBOMs); copy them to registry:// or "
-                         f"oci-layout://") from None
+                         f"oci-layout://")
 
 
 def _with_manifests(source: ImageSource | ImageInput) -> ImageSource:

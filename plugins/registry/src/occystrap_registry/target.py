@@ -459,6 +459,10 @@ class RegistryOutput(ImageOutput):
         ref = dataclasses.replace(self.ref, tag=tag, digest=None)
         return RegistryOutput(dataclasses.replace(self._uri, target=str(ref)), self.ctx)
 
+    @property
+    def holds_referrers(self) -> bool:
+        return True
+
     @contextlib.contextmanager
     def by_digest(self) -> Iterator[None]:
         self._depth += 1  # as an index's images: by digest, checked by digest

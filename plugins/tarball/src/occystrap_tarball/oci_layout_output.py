@@ -227,6 +227,10 @@ class LayoutOutput(ImageOutput):
             return self._commit_loose(data, index.media_type)
         return self._commit_top(index.name, index.tag, data, index.media_type)
 
+    @property
+    def holds_referrers(self) -> bool:
+        return True
+
     @contextlib.contextmanager
     def by_digest(self) -> Iterator[None]:
         self._loose += 1
