@@ -255,6 +255,47 @@ def test_layout_operations(tmp_path: Path, run_cli: Run, skopeo: Skopeo,
     expect_error(run_cli("delete", f"{uri}?ref=v1"), "no image 'v1'")
 
 
+def test_layout_by_digest(tmp_path: Path, run_cli: Run, skopeo: Skopeo,
+                          expect_error: Callable[..., None]) -> None:
+    """``oci-layout://DIR@DIGEST`` names a manifest as ``registry://HOST/REPO@DIGEST``
+    does: it can be tagged (even once no ref lists it: its blob stays) and deleted
+    with --manifest, index.json rewritten whole; it is no ref to delete or write to."""
+    layout = tmp_path / "layout"
+    write_oci_layout(str(layout), [sample_image(tag="v1"), sample_image(tag="v2", seed=2)],
+                     ["v1", "v2"])
+    uri = f"oci-layout://{layout}"
+    manifest = ok(run_cli("manifest", f"{uri}?ref=v1")).stdout_bytes
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    named = f"{uri}@{digest}"
+    assert ok(run_cli("digest", named)).stdout.strip() == digest
+
+    ok(run_cli("tag", named, "v3"))
+    assert skopeo("inspect", "--raw", f"oci:{layout}:v3").encode() == manifest
+    umoci = ["umoci", "ls", "--layout", str(layout)]
+    listed = subprocess.run(umoci, check=True, capture_output=True, text=True, timeout=60)
+    assert sorted(listed.stdout.split()) == ["v1", "v2", "v3"]
+
+    expect_error(run_cli("delete", named), "names no ref to delete", "--manifest")
+    gone = ok(run_cli("delete", "--manifest", named)).stdout
+    assert gone.strip() == f"Deleted manifest {digest}; tags gone: v1, v3"
+    listed = subprocess.run(umoci, check=True, capture_output=True, text=True, timeout=60)
+    assert listed.stdout.split() == ["v2"]
+    index = json.loads((layout / "index.json").read_text())
+    assert digest not in [e["digest"] for e in index["manifests"]]
+    expect_error(run_cli("delete", "--manifest", named), f"lists no {digest}")
+
+    ok(run_cli("tag", named, "back"))  # the blob is still there
+    assert skopeo("inspect", "--raw", f"oci:{layout}:back").encode() == manifest
+
+    before = sorted(p.name for p in (layout / "blobs" / "sha256").iterdir())
+    expect_error(run_cli("process", f"{uri}?ref=v2", named), "not a ref to write to")
+    expect_error(run_cli("manifest", f"{named}?ref=v2"), "give no ?ref=")
+    missing = f"{uri}@sha256:{'0' * 64}"
+    expect_error(run_cli("tag", missing, "v4"), "is missing")
+    assert sorted(p.name for p in (layout / "blobs" / "sha256").iterdir()) == before
+    assert ok(run_cli("tags", uri)).stdout.split() == ["back", "v2"]
+
+
 def test_layout_index_digest(tmp_path: Path, run_cli: Run) -> None:
     images = [sample_image(tag="v1", seed=1),
               sample_image(tag="v1", seed=2, architecture="arm64", variant="v8")]

@@ -66,10 +66,11 @@ class OciStoreSource(ImageSource):
     parallel = True
 
     def __init__(self, store: Store, where: str, *, ref: str | None, position: int | None,
-                 option: str):
+                 option: str, digest: str | None = None):
         self.store = store
         self.path = where
         self.wanted = ref
+        self.digest = digest  # a manifest by digest, listed in index.json or not
         self.position = position
         self.option = option
         self._top: Fetched | None = None
@@ -93,6 +94,10 @@ class OciStoreSource(ImageSource):
         """The ``index.json`` entry asked for (or ``index.json`` itself, see module doc)."""
         index = self._index()
         entries = list(index.manifests)
+        if self.digest is not None:
+            listed = [e for e in entries if e.digest == self.digest]
+            self.name, self.tag = _name_of(listed[0]) if listed else (None, None)
+            return self._blob_manifest(self.digest, listed[0].media_type if listed else None)
         choices = "; ".join(describe_entry(i, e) for i, e in enumerate(entries)) or "none"
         if self.position is not None:
             if not 0 <= self.position < len(entries):

@@ -19,9 +19,12 @@ from occystrap_core.errors import (
     CorruptImageError,
     ImageNotFoundError,
     UnsupportedError,
+    URIError,
 )
 from occystrap_core.types import ResolvedURI
 from occystrap_core.uri import local_path
+
+from .layout_uri import layout_target
 
 
 def open_tar(uri: ResolvedURI, ctx: Context) -> ImageInput | ImageSource:
@@ -44,11 +47,14 @@ def open_tar(uri: ResolvedURI, ctx: Context) -> ImageInput | ImageSource:
 
 
 def open_layout(uri: ResolvedURI, ctx: Context) -> OciStoreSource:
-    path = local_path(uri)
+    path, digest = layout_target(uri)
+    if digest and (uri.options.get("ref") is not None or uri.options.get("index") is not None):
+        raise URIError(f"oci-layout://{path}@{digest} names one manifest: give no "
+                       f"?ref= or ?index= with it")
     if not os.path.isdir(path):
         raise ImageNotFoundError(f"{path} is not a directory")
     store = DirStore(path)
     if not store.exists("index.json"):
         raise ImageNotFoundError(f"{path} is not an OCI image layout (no index.json)")
     return OciStoreSource(store, path, ref=uri.options.get("ref"),
-                          position=uri.options.get("index"), option="ref")
+                          position=uri.options.get("index"), option="ref", digest=digest)

@@ -14,12 +14,13 @@ from occystrap_core.archive.stores import DirStore
 from occystrap_core.context import Context
 from occystrap_core.errors import CorruptImageError, ImageNotFoundError
 from occystrap_core.types import ResolvedURI
-from occystrap_core.uri import local_path
+
+from .layout_uri import layout_target
 
 
 class LayoutLister(ImageLister):
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.path = local_path(uri)
+        self.path, _ = layout_target(uri)  # the layout: a digest names no tag
 
     def _entries(self) -> list[dict[str, Any]]:
         store = DirStore(self.path)

@@ -66,8 +66,8 @@ from occystrap_core.oci.manifest import parse
 from occystrap_core.oci.reference import join_stored
 from occystrap_core.tempfiles import AtomicFile, sweep
 from occystrap_core.types import ResolvedURI
-from occystrap_core.uri import local_path
 
+from .layout_uri import layout_target
 from .listing import ref_of
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
@@ -88,7 +88,8 @@ def check_ref(ref: str | None) -> None:
 
 class LayoutOutput(ImageOutput):
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.path = local_path(uri)
+        # DIR@DIGEST: a manifest already there, for occystrap tag and delete --manifest
+        self.path, self.digest = layout_target(uri)
         self._uri = uri
         self.ctx = ctx
         self.ref: str | None = uri.options.get("ref")
@@ -106,6 +107,7 @@ class LayoutOutput(ImageOutput):
         self._loose_listed: list[dict[str, Any]] = []  # entries of referrers written
 
     def start(self, image: Image) -> None:
+        self._refuse_digest("write to")
         check_ref(self.ref)
         self._written = {}  # an output is reused for each image of an index
         if not self._checked:
@@ -281,15 +283,21 @@ class LayoutOutput(ImageOutput):
 
     # --- registry operations (occystrap tag, delete) ----------------------------
 
+    def _refuse_digest(self, what: str) -> None:
+        if self.digest:
+            raise URIError(f"oci-layout://{self.path}@{self.digest} names a manifest by "
+                           f"digest, not a ref to {what}; name it with ?ref=NAME")
+
     def sibling(self, tag: str) -> LayoutOutput:
         """The same layout, writing ``tag`` as the ref name."""
         other = LayoutOutput(self._uri, self.ctx)
-        other.ref = tag
+        other.ref, other.digest = tag, None
         return other
 
     def put_manifest(self, data: bytes, media_type: str) -> OutputResult:
         """``data`` listed in ``index.json`` under the ref (its blob is written too, in
         case it was only listed in another layout's index)."""
+        self._refuse_digest("write")
         if not self.ref:
             raise URIError(f"{self.path}: name the ref to write with ?ref=NAME")
         check_ref(self.ref)
@@ -303,6 +311,9 @@ class LayoutOutput(ImageOutput):
 
     def delete_tag(self) -> None:
         """The ``index.json`` entries whose ref name is the ref; blobs stay."""
+        if self.digest:
+            raise URIError(f"oci-layout://{self.path}@{self.digest} names no ref to delete; "
+                           f"give ?ref=NAME, or --manifest to delete a manifest by digest")
         ref = self.ref
         if not ref:
             raise URIError(f"{self.path}: name the ref to delete with ?ref=NAME")

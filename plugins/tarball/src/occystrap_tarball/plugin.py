@@ -23,7 +23,7 @@ def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(
         name="oci-layout", schemes=("oci-layout",),
         factory=lazy("occystrap_tarball.inputs:open_layout"),
-        summary="OCI image layout directory (oci-layout://DIR)",
+        summary="OCI image layout directory (oci-layout://DIR; DIR@DIGEST: one manifest)",
         options=(OptionSpec("ref", help="pick an image by org.opencontainers.image.ref.name"),
                  OptionSpec("index", int, help="pick the N-th entry of index.json (from 0)")),
         paths=True)
