@@ -4,6 +4,7 @@ has a subject, without dropping another tool's entries."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -351,6 +352,79 @@ def test_deleting_a_referrer_unlists_it(registry_plain: RegistryServer,
                                f"registry://{host}/{src}:v1").stdout)
     assert [(n["digest"], [m["digest"] for m in n["referrers"]])
             for n in shown["referrers"]] == [(sbom, [other["digest"]])]
+
+
+INDEX_TAG = r"/manifests/sha256-"  # a fallback index: the tag of its subject's digest
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("status", method="GET", path=INDEX_TAG, status=503),
+    Fault("reset", method="GET", path=INDEX_TAG, offset=10),
+    Fault("status", method="PUT", path=INDEX_TAG, status=502),
+    Fault("lost", method="PUT", path=INDEX_TAG),
+    Fault("status_after", method="PUT", path=INDEX_TAG, status=503),
+], ids=lambda f: f"{f.method}-{f.kind}")
+def test_the_fallback_index_is_kept_right_through_faults(
+        registry_plain: RegistryServer, listed_graph: dict[str, Any],
+        run_cli: Callable[..., Any], quick_clock: Any, fault: Fault) -> None:
+    """The fallback index is read and rewritten by the client with a GET and a PUT:
+    when listing a pushed referrer, listing one already there, and unlisting a
+    deleted one. A 5xx or a reset on either is retried, and an answer lost after the
+    registry stored the PUT (so the retry writes it again) leaves it listing each
+    referrer once."""
+    host, src = registry_plain.host, listed_graph["repo"]
+    dst = f"{src}-faults"
+    image, sbom = listed_graph["image"]["digest"], listed_graph["sbom"]["digest"]
+    signature = listed_graph["signature"]["digest"]
+
+    def listed(subject: str) -> list[str]:
+        tag = referrers.fallback_tag(subject)
+        return [m["digest"] for m in json.loads(_get(registry_plain, dst, tag).content)[
+            "manifests"]]
+
+    with FaultFront(registry_plain.url) as front:
+        def through_fault(*args: str, faulted: bool = True) -> None:
+            front.clear()
+            front.add(dataclasses.replace(fault))
+            result = run_cli("--insecure", "--retries", "3", *args)
+            assert result.exit_code == 0, result.output
+            assert front.injected() == faulted, [(h.method, h.path, h.status, h.fault)
+                                                 for h in front.log]
+
+        copy = ("process", "--referrers", f"registry://{host}/{src}:v1",
+                f"registry://{front.host}/{dst}:v1")
+        # a copy lists each referrer it pushes (no index to read yet: a reset of an
+        # answer's body finds none)
+        through_fault(*copy, faulted=fault.kind != "reset")
+        assert listed(image) == [sbom] and listed(sbom) == [signature]
+        # a referrer already there is listed when its index lost it
+        index = _get(registry_plain, dst, referrers.fallback_tag(sbom))
+        assert httpx.delete(f"{registry_plain.url}/v2/{dst}/manifests/"
+                            f"{index.headers['Docker-Content-Digest']}").status_code == 202
+        through_fault(*copy)
+        assert listed(image) == [sbom] and listed(sbom) == [signature]
+        # a deleted referrer leaves its subject's index
+        through_fault("delete", "--manifest", f"registry://{front.host}/{dst}@{signature}")
+        assert listed(image) == [sbom] and listed(sbom) == []
+
+
+def test_a_lost_delete_answer_still_unlists_the_referrer(
+        registry_plain: RegistryServer, listed_graph: dict[str, Any],
+        run_cli: Callable[..., Any], quick_clock: Any) -> None:
+    """The registry deleted the manifest but its answer was lost: the retried DELETE
+    finds nothing (404). The manifest is gone all the same, so the delete succeeds and
+    the fallback index no longer lists it."""
+    src = listed_graph["repo"]
+    sbom, signature = listed_graph["sbom"]["digest"], listed_graph["signature"]["digest"]
+    tag = referrers.fallback_tag(sbom)
+    with FaultFront(registry_plain.url) as front:
+        front.add(Fault("lost", method="DELETE", path=f"/manifests/{signature}"))
+        result = run_cli("--insecure", "--retries", "3", "delete", "--manifest",
+                         f"registry://{front.host}/{src}@{signature}")
+        assert result.exit_code == 0, result.output
+        assert front.injected() == 1
+    assert _get(registry_plain, src, signature).status_code == 404
+    assert json.loads(_get(registry_plain, src, tag).content)["manifests"] == []
 
 
 def test_what_does_not_refer_to_the_image_is_not_copied(registry_plain: RegistryServer,

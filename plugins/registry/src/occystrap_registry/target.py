@@ -627,8 +627,14 @@ class RegistryOutput(ImageOutput):
         """The manifest goes; one with a subject leaves its subject's fallback index
         too, as the spec has the client do where the registry keeps no index."""
         digests.validate(digest, "manifest digest")
-        subject = self._subject_of(digest)
-        self._delete(digest, f"deleting manifest {self.ref.path}@{digest}", ok=(202,))
+        found, subject = self._subject_of(digest)
+        try:
+            self._delete(digest, f"deleting manifest {self.ref.path}@{digest}", ok=(202,))
+        except ImageNotFoundError:
+            # here a moment ago: a DELETE retried after its answer was lost (or another
+            # client's) finds it gone, and its subject's index must still drop it
+            if not found:
+                raise
         if subject is None:
             return
         tag = referrers.fallback_tag(subject)
@@ -643,20 +649,20 @@ class RegistryOutput(ImageOutput):
                                   what=f"updating {what}", ok=(200, 201, 202), content=index,
                                   headers={"Content-Type": mt.OCI_INDEX})
 
-    def _subject_of(self, digest: str) -> str | None:
-        """The digest the manifest ``digest`` refers to, if it is here and has one."""
+    def _subject_of(self, digest: str) -> tuple[bool, str | None]:
+        """Whether the manifest ``digest`` is here, and the digest it refers to if any."""
         what = f"manifest {self.ref.path}@{digest}"
         response = self.repo.request("GET", self.repo.url("manifests", digest), what=what,
                                      missing_ok=True,
                                      headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
         if response.status_code == 404:
-            return None
+            return False, None
         media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         try:
             doc = parse(response.content, media_type, what)
         except OccystrapError:
-            return None  # a schema 1 manifest, say: nothing refers through it
-        return None if doc.subject is None else doc.subject.digest
+            return True, None  # a schema 1 manifest, say: nothing refers through it
+        return True, None if doc.subject is None else doc.subject.digest
 
     def _delete(self, ref: str, what: str, ok: tuple[int, ...]) -> httpx.Response:
         response = self.repo.request(
