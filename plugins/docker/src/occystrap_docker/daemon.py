@@ -228,13 +228,17 @@ class Daemon:
     def ping(self) -> None:
         self.request("GET", "/_ping").close()
 
-    def inspect(self, ref: str) -> dict[str, Any]:
-        with self.request("GET", image_path(ref) + "/json",
-                          not_found=f"image {ref} not found in the daemon at {self.where}") as resp:
+    def _json(self, path: str, not_found: str | None = None) -> Any:
+        """The JSON answer to ``GET path``, or None when it is not JSON."""
+        with self.request("GET", path, not_found=not_found) as resp:
             try:
-                value = resp.json()
+                return resp.json()
             except ValueError:
-                value = None
+                return None
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        value = self._json(image_path(ref) + "/json",
+                           not_found=f"image {ref} not found in the daemon at {self.where}")
         if not isinstance(value, dict):
             raise DaemonError(f"the daemon at {self.where} sent a malformed inspect of {ref}")
         return value
@@ -280,11 +284,7 @@ class Daemon:
 
     def images(self) -> list[dict[str, Any]]:
         """``GET /images/json``: the daemon's images, each with its ``RepoTags``."""
-        with self.request("GET", "/images/json") as resp:
-            try:
-                value = resp.json()
-            except ValueError:
-                value = None
+        value = self._json("/images/json")
         if not isinstance(value, list):
             raise DaemonError(f"the daemon at {self.where} sent a malformed image list")
         return [i for i in value if isinstance(i, dict)]
