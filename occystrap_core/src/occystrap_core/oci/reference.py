@@ -65,8 +65,9 @@ class Reference:
 
     @property
     def api_host(self) -> str:
-        """``host[:port]`` to send registry API requests to."""
-        return DOCKER_HUB_API if self.domain == DOCKER_HUB else self.domain
+        """``host[:port]`` to send registry API requests to, in lower case, as httpx
+        writes it: host names have no case."""
+        return DOCKER_HUB_API if self.domain == DOCKER_HUB else self.domain.lower()
 
     @property
     def ref(self) -> str:

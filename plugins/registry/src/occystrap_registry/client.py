@@ -47,7 +47,7 @@ class Repository:
     def __init__(self, ctx: Context, ref: Reference, uri: ResolvedURI, role: Role):
         self.ctx = ctx
         self.ref = ref
-        self.host = ref.api_host.lower()  # as httpx writes it: host names have no case
+        self.host = ref.api_host
         self.path = ref.path
         insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
         self.scheme = "http" if insecure else "https"

@@ -43,7 +43,7 @@ class RegistryLister(ImageLister):
         # a REPO@DIGEST target names its repository's registry too (tags, delete)
         self.root = split_pattern(uri.target.partition("@")[0]).root
         ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
-        self.host = ref.api_host.lower()  # as httpx writes it: host names have no case
+        self.host = ref.api_host
         self.hub = ref.domain == DOCKER_HUB
         self.insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
         self.tls_verify = uri.options.get("tls_verify") is not False
