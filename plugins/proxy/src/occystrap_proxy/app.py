@@ -48,6 +48,10 @@ class Response:
     stream: AsyncIterator[bytes] | None = None  # the body, when it is streamed
     length: int | None = None  # Content-Length of a streamed or HEAD body
 
+    @property
+    def content_length(self) -> int:
+        return self.length if self.length is not None else len(self.body)
+
 
 class _Request:
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]):
@@ -169,8 +173,7 @@ class ProxyApp:
         try:
             await self._send(send, request, response)
         finally:  # a body broken off (the client left, the blob failed) is said so
-            length = response.length if response.length is not None else len(response.body)
-            whole = 0 if request.method == "HEAD" else length
+            whole = 0 if request.method == "HEAD" else response.content_length
             self._access(request, response.status, request.sent, started,
                          aborted=request.sent < whole)
 
@@ -183,8 +186,7 @@ class ProxyApp:
     async def _send(self, send: Any, request: _Request, response: Response) -> None:
         """Send ``response``, counting the body's bytes in ``request.sent`` as they go."""
         headers = {"Docker-Distribution-API-Version": "registry/2.0", **response.headers}
-        length = response.length if response.length is not None else len(response.body)
-        headers["Content-Length"] = str(length)
+        headers["Content-Length"] = str(response.content_length)
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]})
         if request.method == "HEAD" or response.stream is None:
