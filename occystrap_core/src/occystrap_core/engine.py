@@ -284,12 +284,10 @@ def _copy(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
         if isinstance(source, ImageInput):
             image = source.image()
             _check_subset(source.where, image, selection_of(ctx, source).platforms)
-            if image.manifest is not None and image.manifest_digest is not None:
-                existing = _existing(ctx, output, ManifestSummary(
-                    image.manifest_digest, image.manifest_media_type or "", image.layers,
-                    image.is_artifact))
-                if existing is not None:
-                    return None, existing
+            summary = _image_summary(image)
+            existing = None if summary is None else _existing(ctx, output, summary)
+            if existing is not None:
+                return None, existing
             return image, _deliver(ctx, image, source, output)
         reader = Reader(source, selection_of(ctx, source), unfiltered_artifacts)
         top = reader.top()
@@ -317,24 +315,15 @@ def probe(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
     if isinstance(source, ImageInput):
         image = source.image()
         _check_subset(source.where, image, selection_of(ctx, source).platforms)
-        if image.manifest is None or image.manifest_digest is None:
-            return None
-        return output.existing_manifest(ManifestSummary(
-            image.manifest_digest, image.manifest_media_type or "", image.layers,
-            image.is_artifact))
+        summary = _image_summary(image)
+        return None if summary is None else output.existing_manifest(summary)
     reader = Reader(source, selection_of(ctx, source), unfiltered_artifacts)
     top = reader.top()
     if isinstance(top, Index) and reader.selection.many:
-        index = reader.plan(top)
-        unchanged, _ = index.build()
-        return output.existing_manifest(ManifestSummary(digests.of_bytes(unchanged),
-                                                        index.media_type))
+        return output.existing_manifest(_index_summary(reader.plan(top)))
     manifest, platform = reader.pick(top)
-    if unfiltered_artifacts and not manifest.has_file_system:
-        output = _beneath_filters(output)
-    layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
-    existing = output.existing_manifest(ManifestSummary(
-        manifest.digest, manifest.media_type, layers, not manifest.is_image))
+    output, summary = _manifest_summary(reader, manifest, output)
+    existing = output.existing_manifest(summary)
     cache, chain = ctx.layer_cache, output.cache_identity
     memo = cache.image(manifest.digest, chain) if existing is None and cache is not None \
         and chain is not None else None
@@ -394,19 +383,16 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
                    subset: Sequence[Platform] = ()) -> tuple[Image | None, OutputResult]:
     """One image; ``subset``: the platforms asked for, which a single-platform image
     (not an index's) must be one of."""
-    if reader.unfiltered_artifacts and not manifest.has_file_system:
-        output = _beneath_filters(output)  # filters work on file systems
-    layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
+    output, summary = _manifest_summary(reader, manifest, output)
     # Before the config: a warm copy costs neither the config nor any blob request.
-    existing = _existing(ctx, output, ManifestSummary(manifest.digest, manifest.media_type,
-                                                      layers, not manifest.is_image))
+    existing = _existing(ctx, output, summary)
     if existing is not None:
         return None, existing
     cache = ctx.layer_cache
     chain = output.cache_identity if cache is not None else None
     if cache is not None and chain is not None:
         # Also before the config: what this chain wrote from this manifest before.
-        adopted = _adopt(ctx, output, cache.image(manifest.digest, chain), layers)
+        adopted = _adopt(ctx, output, cache.image(manifest.digest, chain), summary.layers)
         if adopted is not None:
             return None, adopted
     image = reader.image(manifest, platform)
@@ -416,6 +402,32 @@ def _copy_manifest(ctx: Context, reader: Reader, manifest: Manifest,
             and result.manifest_media_type:
         cache.record_image(manifest.digest, chain, result.manifest, result.manifest_media_type)
     return image, result
+
+
+def _image_summary(image: Image) -> ManifestSummary | None:
+    """What an output is asked of an image read without manifests, when it has one."""
+    if image.manifest is None or image.manifest_digest is None:
+        return None
+    return ManifestSummary(image.manifest_digest, image.manifest_media_type or "",
+                           image.layers, image.is_artifact)
+
+
+def _manifest_summary(reader: Reader, manifest: Manifest, output: ImageOutput
+                      ) -> tuple[ImageOutput, ManifestSummary]:
+    """The output ``manifest`` goes to (an artifact beneath the filters, when the reader
+    says so: filters work on file systems), and what it is asked of it before the
+    config is read."""
+    if reader.unfiltered_artifacts and not manifest.has_file_system:
+        output = _beneath_filters(output)
+    layers = tuple(Layer.from_descriptor(i, d) for i, d in enumerate(manifest.layers))
+    return output, ManifestSummary(manifest.digest, manifest.media_type, layers,
+                                   not manifest.is_image)
+
+
+def _index_summary(index: ImageIndex) -> ManifestSummary:
+    """What an output is asked of an index copied as it is."""
+    unchanged, _ = index.build()
+    return ManifestSummary(digests.of_bytes(unchanged), index.media_type)
 
 
 def _check_subset(where: str, image: Image, subset: Sequence[Platform]) -> None:
@@ -462,9 +474,7 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
                 output: ImageOutput) -> OutputResult:
     """Each entry as an image of its own (a nested index through this), then the
     index, rewritten if need be."""
-    unchanged, _ = index.build()
-    existing = output.existing_manifest(
-        ManifestSummary(digests.of_bytes(unchanged), index.media_type))
+    existing = output.existing_manifest(_index_summary(index))
     if existing is not None:
         return existing
     output.start_index(index)
