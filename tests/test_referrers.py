@@ -175,7 +175,7 @@ def test_a_tree_stops_at_cycles_and_depth() -> None:
 
     chain = {node(i).digest: [node(i + 1)] for i in range(20)}
     chain[node(3).digest].append(node(0))  # a cycle back to the subject
-    found = referrers.tree(lambda d, t: chain.get(d, []), node(0).digest)
+    found = referrers.tree(lambda d: chain.get(d, []), node(0).digest)
     depth, level = 0, found
     while level:
         depth += 1

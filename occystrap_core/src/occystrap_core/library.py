@@ -316,7 +316,8 @@ def referrers(source: Source, *, artifact_type: str | None = None,
     own referrers; ``artifact_type`` keeps the first level to that type (as ``copy
     --referrer-type`` reads it)."""
     from .engine import Reader, Selection
-    from .oci.referrers import tree
+    from .oci.manifest import Descriptor
+    from .oci.referrers import of_types, tree
 
     with _session(session, options) as ctx, _opened(ctx, source, "referrers") as opened:
         opened = _with_manifests(opened)
@@ -329,8 +330,16 @@ def referrers(source: Source, *, artifact_type: str | None = None,
         except UnsupportedError:
             legacy = []
         fetch = Reader(opened, Selection(platforms.host(), every=True)).fetch
+        types = (artifact_type,) if artifact_type else ()
+
+        def typed(found: Descriptor) -> bool:
+            try:
+                return of_types(found, types, lambda: fetch(found.digest))
+            except ImageNotFoundError:  # listed but gone: of no type at all
+                return False
+
         return {"subject": digest,
-                "referrers": tree(opened.referrers, digest, artifact_type, fetch),
+                "referrers": tree(opened.referrers, digest, typed if types else None),
                 "legacy_tags": legacy}
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from .. import digest as digests
 from .. import mediatypes as mt
-from ..errors import ImageNotFoundError
 from .manifest import Descriptor, Index, Manifest, parse
 
 LEGACY_SUFFIXES = (".sig", ".att", ".sbom")
@@ -100,29 +99,17 @@ def of_types(found: Descriptor, types: Collection[str],
 MAX_DEPTH = 8  # referrers of referrers of...: deeper than this is not followed
 
 
-def tree(lister: Callable[[str, str | None], list[Descriptor]], digest: str,
-         artifact_type: str | None = None,
-         fetch: Callable[[str], Manifest | Index] | None = None) -> list[dict[str, Any]]:
-    """``digest``'s referrers (of ``artifact_type`` when given, by :func:`of_types`
-    with ``fetch(digest)`` reading a manifest), each with its own referrers (a
-    signature of an SBOM), as JSON-ready objects; ``lister(digest, None)`` lists one
-    level."""
+def tree(lister: Callable[[str], list[Descriptor]], digest: str,
+         wanted: Callable[[Descriptor], bool] | None = None) -> list[dict[str, Any]]:
+    """``digest``'s referrers (those ``wanted`` keeps, when given: see :func:`of_types`),
+    each with its own referrers (a signature of an SBOM), as JSON-ready objects;
+    ``lister(digest)`` lists one level."""
     seen = {digest}
-
-    def wanted(d: Descriptor) -> bool:
-        if artifact_type is None:
-            return True
-        if fetch is None:
-            return d.artifact_type == artifact_type
-        try:
-            return of_types(d, (artifact_type,), lambda: fetch(d.digest))
-        except ImageNotFoundError:  # listed but gone: of no type at all
-            return False
 
     def walk(subject: str, depth: int) -> list[dict[str, Any]]:
         nodes = []
-        for d in lister(subject, None):
-            if depth == 0 and not wanted(d):
+        for d in lister(subject):
+            if depth == 0 and wanted is not None and not wanted(d):
                 continue
             node: dict[str, Any] = {"mediaType": d.media_type, "digest": d.digest,
                                     "size": d.size, "artifactType": d.artifact_type,
