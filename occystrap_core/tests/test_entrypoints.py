@@ -68,6 +68,17 @@ def test_files_coming_and_going_where_no_distribution_is_need_no_scan(
     assert scans == ["occystrap", "occystrap"]
 
 
+def test_another_working_directory_needs_no_scan(scans: list[str], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m occystrap_core`` from one directory, then from another."""
+    rest = list(sys.path)
+    for name in ("project", "elsewhere"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(sys, "path", [str(tmp_path / name), *rest])
+        entrypoints.find("occystrap")
+    assert scans == ["occystrap"]
+
+
 @pytest.mark.parametrize("content", ["{not json", '{"key": 1}', '{"entries": []}', ""])
 def test_a_broken_cache_file_means_a_new_scan(scans: list[str], tmp_path: Path,
                                               content: str) -> None:

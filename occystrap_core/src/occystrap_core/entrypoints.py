@@ -7,8 +7,8 @@ with a key made of ``sys.path`` and the modification time of each of its entries
 holds distributions. Installing, upgrading or removing a distribution adds or removes
 a directory in one of them, which changes its time, so the next run scans again; so
 does anything unreadable, or a distribution's arrival in a directory that held none.
-Such a directory (the working directory ``python -m`` puts first, often busy) is keyed
-by holding none, so files coming and going there do not force a scan.
+A directory holding none is left out of the key: the working directory ``python -m``
+puts first, often busy and different from one run to the next, forces no scan.
 ``OCCYSTRAP_CACHE_DIR`` moves the cache; an empty value turns it off.
 """
 
@@ -25,7 +25,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_VERSION = 2  # of the file's format
+_VERSION = 3  # of the file's format
 _DISTRIBUTIONS = (".dist-info", ".egg-info")  # what importlib_metadata finds on a path entry
 
 
@@ -78,21 +78,23 @@ def _key() -> list[Any]:
     entries: list[list[Any]] = []
     for entry in sys.path:
         try:
-            entries.append([entry, _stamp(entry or ".")])
+            stamp = _stamp(entry or ".")
         except OSError:
-            entries.append([entry, None])
+            stamp = -1  # unreadable now: keyed, so that it is scanned once readable
+        if stamp is not None:
+            entries.append([entry, stamp])
     return [_VERSION, sys.version, entries]
 
 
-def _stamp(path: str) -> int | str:
-    """A directory's modification time, or "none" when it holds no distribution."""
+def _stamp(path: str) -> int | None:
+    """A directory's modification time, or None when it holds no distribution."""
     st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
         return st.st_mtime_ns  # a zip file
     with os.scandir(path) as found:
         if any(e.name.endswith(_DISTRIBUTIONS) for e in found):
             return st.st_mtime_ns
-    return "none"
+    return None
 
 
 def _cache_file(group: str) -> str | None:
