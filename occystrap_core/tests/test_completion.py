@@ -12,9 +12,9 @@ import pytest
 # What a shell runs, plus a report of whether an HTTP library was imported on the way.
 _RUN = """
 import atexit, sys
+from occystrap_core.cli import main
 atexit.register(lambda: sys.stderr.write(
     "imported: " + " ".join(m for m in ("httpx", "httpcore", "h2") if m in sys.modules)))
-from occystrap_core.cli import main
 main()
 """
 

@@ -9,6 +9,9 @@ and works.
 
 from __future__ import annotations
 
+# isort: off
+from . import exiting  # first: its atexit handler must be called after those of the rest
+# isort: on
 import contextlib
 import gc
 import importlib
@@ -679,6 +682,7 @@ def cache_prune(ctx: click.Context, max_age: str | None, max_size: str | None) -
 
 
 def main() -> None:
+    """The console script: runs the CLI, and the process ends with it (:mod:`.exiting`)."""
     # httpcore imports trio, for its optional trio backend, whenever trio is installed:
     # about 80 ms of every run that talks HTTP, and occystrap runs on threads and
     # asyncio. Marking it absent (unless something imported it already) makes httpcore
@@ -695,4 +699,5 @@ def main() -> None:
     # 1 % of its instructions; 20,000 (a few MB of young objects at most) is 2 times.
     gc.freeze()
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
-    cli(prog_name="occystrap")
+    with exiting.program():  # the process ends with the run
+        cli(prog_name="occystrap")
