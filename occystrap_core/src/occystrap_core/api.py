@@ -479,10 +479,11 @@ class ImageSource(_Source, ABC):
         (for serving blobs, as the proxy does, without reading them first)."""
         raise UnsupportedError(f"{self.where} cannot tell which blobs it holds")
 
-    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+    def referrers(self, digest: str) -> list[Descriptor]:
         """The manifests whose ``subject`` is ``digest`` (signatures, SBOMs...), as a
-        referrers index lists them (:mod:`occystrap_core.oci.referrers`), of
-        ``artifact_type`` when given; raise UnsupportedError if the source cannot tell."""
+        referrers index lists them (:mod:`occystrap_core.oci.referrers`); raise
+        UnsupportedError if the source cannot tell. Callers keep the types they want
+        (``referrers.of_types``: an entry may not name its type)."""
         raise UnsupportedError(f"{self.where} cannot list referrers")
 
     def sibling(self, tag: str) -> ImageSource:

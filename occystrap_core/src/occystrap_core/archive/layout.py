@@ -126,7 +126,7 @@ class OciStoreSource(ImageSource):
         self.name, self.tag = _name_of(entries[0])
         return self._blob_manifest(entries[0].digest, entries[0].media_type)
 
-    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+    def referrers(self, digest: str) -> list[Descriptor]:
         """The manifests ``index.json`` lists whose subject is ``digest``."""
         found = []
         for entry in self._index().manifests:
@@ -137,7 +137,7 @@ class OciStoreSource(ImageSource):
             doc = parse(fetched.data, fetched.media_type, f"{self.path}: {entry.digest}")
             if doc.subject is not None and doc.subject.digest == digest:
                 found.append(referrers.descriptor_of(doc))
-        return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
+        return found
 
     def _blob_manifest(self, digest: str, media_type: str | None) -> Fetched:
         path = blob_path(digest, "manifest digest")

@@ -98,15 +98,14 @@ class RegistrySource(ImageSource):
         other.where = f"registry://{ref}"
         return other
 
-    def referrers(self, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+    def referrers(self, digest: str) -> list[Descriptor]:
         """The referrers API when the registry has it, else the fallback tag's index."""
         digests.validate(digest, "subject digest")
         what = f"referrers of {self.ref.path}@{digest}"
         try:
             response = self.repo.request(
                 "GET", self.repo.url("referrers", digest), what=what, ok=(200, 400, 405),
-                missing_ok=True, headers={"Accept": mt.OCI_INDEX}, follow_redirects=False,
-                params={"artifactType": artifact_type} if artifact_type else None)
+                missing_ok=True, headers={"Accept": mt.OCI_INDEX}, follow_redirects=False)
         except OccystrapError as e:
             # GHCR sends it to a (rate-limited) web API: no referrers API either
             if e.response is None or not e.response.is_redirect:
@@ -114,7 +113,7 @@ class RegistrySource(ImageSource):
             response = e.response
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if response.status_code == 200 and content_type == mt.OCI_INDEX:
-            return referrers.listed(response.content, artifact_type)
+            return referrers.listed(response.content)
         tag = referrers.fallback_tag(digest)
         response = self.repo.request(
             "GET", self.repo.url("manifests", tag), what=f"{what} (tag {tag})",
@@ -122,7 +121,7 @@ class RegistrySource(ImageSource):
         if response.status_code == 404:
             return []
         check_digest_header(response, digests.of_bytes(response.content), f"{what} (tag {tag})")
-        return referrers.listed(response.content, artifact_type)
+        return referrers.listed(response.content)
 
     def _record(self, fetched: Fetched) -> None:
         """Tell the run's blob map that this repository holds these blobs (for mounts)."""
