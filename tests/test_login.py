@@ -118,14 +118,15 @@ def test_a_wrong_password_stores_nothing(mode, request, docker_config, run_cli, 
     assert not (docker_config / "config.json").exists()
 
 
+@pytest.mark.parametrize("old", [{"auth": base64.b64encode(b"old:stale").decode()},
+                                 {"registrytoken": "old-stale-token"}], ids=["auth", "token"])
 def test_a_credential_helper_keeps_the_secret_out_of_the_file(registry_token, docker_config,
                                                               helper_store, run_cli,
-                                                              expect_error, tmp_path):
+                                                              expect_error, tmp_path, old):
     server = registry_token
     docker_config.mkdir()
     path = docker_config / "config.json"
-    path.write_text(json.dumps({"credsStore": "testhelper", "auths": {
-        server.host: {"auth": base64.b64encode(b"old:stale").decode()}}}))
+    path.write_text(json.dumps({"credsStore": "testhelper", "auths": {server.host: old}}))
     result = login(run_cli, server)
     assert result.exit_code == 0, result.output
     assert "docker-credential-testhelper" in result.stdout

@@ -628,6 +628,34 @@ def test_a_presigned_redirect_prints_no_signature(
     assert not leaks, "\n".join(leaks[:3])
 
 
+def test_a_registry_token_goes_to_the_registry_as_is_and_prints_no_secret(
+        runner: Runner) -> None:
+    """Docker's ``registrytoken`` (an auth file entry's bearer token for the registry
+    itself): sent as it is, the token server never asked; refused, it is not printed."""
+    lab = runner.lab
+    ts = lab.token.token_server
+    assert ts is not None
+    answer = httpx.get(ts.realm, params={"service": ts.service,
+                                         "scope": f"repository:{REPO}:pull"},
+                       auth=WAYS["flags"], verify=lab.token.ssl_context() or False)
+    answer.raise_for_status()
+    token = answer.json()["token"]
+    host = lab.token.host
+    uri = f"registry://{host}/{REPO}:{TAG}"
+    runner.config = {"auths": {host: {"registrytoken": token}}}
+    asked = len(ts.requests)
+    for flags in MODES.values():
+        base = [*_ca(lab.token), "--no-progress", *flags]
+        runner.run(*base, "info", uri)
+        runner.run(*base, "process", uri, f"tar://{runner.tmp}/regtoken.tar")
+    assert len(ts.requests) == asked, "the token server was asked despite the registry token"
+    sent = {v for h, v in runner.tap.values() if h == host}
+    assert sent == {f"Bearer {token}"}
+    runner.config = {"auths": {host: {"registrytoken": BOGUS_REFRESH}}}
+    runner.run(*_ca(lab.token), "--no-progress", "--debug", "info", uri, exit_code=1,
+               names=(host, "registry token"))
+
+
 # ---- messages stay useful ---------------------------------------------------------------
 
 

@@ -215,6 +215,20 @@ def test_identity_token_uses_the_oauth2_refresh_grant():
     assert [r.method for r in registry.token_requests] == ["POST"]
 
 
+def test_a_registry_token_is_sent_as_is_and_its_refusal_is_final():
+    registry = FakeRegistry()
+    registry.granted["as-is"] = {("app", "pull")}
+    ctx, mock, client = make(registry, Credentials(registry_token="as-is", source="cfg"))
+    assert client.get("/v2/app/manifests/1").status_code == 200
+    assert client.get("/v2/app/manifests/2").status_code == 200
+    assert registry.token_requests == []
+    assert [r.headers["authorization"] for r in mock.requests] == ["Bearer as-is"] * 2
+    with pytest.raises(AuthError, match=r"access to repository:other:pull as a registry "
+                                        r"token \(from cfg\) was refused"):
+        client.get("/v2/other/manifests/1")
+    assert registry.token_requests == []
+
+
 def test_token_requests_are_retried_and_rate_limited():
     registry = FakeRegistry()
     failures = [httpx.Response(503)]

@@ -83,6 +83,7 @@ def test_docker_config_auth_forms(home, monkeypatch):
         "plain.example": {"username": "bob", "password": "pw"},
         "token.example": {"auth": b64("carol:"), "identitytoken": "refresh-me"},
         "empty.example": {},
+        "bearer.example": {"auth": b64("dave:pw"), "registrytoken": "as-is"},
     }})
     monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
     found = creds("reg.example")
@@ -90,6 +91,8 @@ def test_docker_config_auth_forms(home, monkeypatch):
     assert creds("plain.example").password == "pw"
     assert creds("token.example").token == "refresh-me"
     assert creds("empty.example") is None
+    bearer = creds("bearer.example")  # Docker sends it and nothing else
+    assert (bearer.registry_token, bearer.password, bearer.token) == ("as-is", None, None)
     assert "secret" not in repr(Credentials("u", "secret", "tok"))
 
 

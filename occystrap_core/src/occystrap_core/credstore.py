@@ -103,7 +103,8 @@ def store(host: str, username: str, password: str, authfile: str | None = None) 
         if done.returncode != 0:
             raise OccystrapError(_helper_failed(helper, "store", done))
         stale = [key for key in _plain_entries(config, host)
-                 if set(config["auths"][key]) & {"auth", "password", "identitytoken"}]
+                 if set(config["auths"][key]) & {"auth", "password", "identitytoken",
+                                                     "registrytoken"}]
         if stale:  # an older plain-text login of this host: no secret stays in the file
             for key in stale:
                 del config["auths"][key]

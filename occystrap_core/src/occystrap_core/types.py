@@ -245,17 +245,23 @@ class ResolvedURI:
 
 @dataclass(frozen=True)
 class Credentials:
-    """A username/password or token pair for a host. ``repr`` never shows secrets."""
+    """A username/password or token pair for a host. ``repr`` never shows secrets.
+
+    ``token`` is an identity (OAuth2 refresh) token, traded for registry tokens;
+    ``registry_token`` a bearer token sent to the registry as it is (Docker's
+    ``registrytoken``), no token server asked.
+    """
 
     username: str | None = None
     password: str | None = None
     token: str | None = None
     source: str = ""
+    registry_token: str | None = None
 
     def __post_init__(self) -> None:
         from .redact import remember
 
-        remember(self.password, self.token)  # from now on, never printed
+        remember(self.password, self.token, self.registry_token)  # from now on, never printed
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, source={self.source!r})"
@@ -265,7 +271,8 @@ class Credentials:
         """A non-secret key telling credential sets apart (for client caching)."""
         import hashlib
 
-        secret = f"{self.username}\0{self.password}\0{self.token}".encode()
+        secret = f"{self.username}\0{self.password}\0{self.token}\0{self.registry_token}"\
+            .encode()
         return hashlib.sha256(secret).hexdigest()[:16]
 
 

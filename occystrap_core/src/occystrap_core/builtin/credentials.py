@@ -8,7 +8,8 @@ In order, the first that knows the host wins:
    skopeo and podman too), then Docker's ``$DOCKER_CONFIG/config.json`` (default
    ``~/.docker/config.json``):
    ``credHelpers[host]``, then ``credsStore`` (``docker-credential-NAME get``),
-   then ``auths`` (``auth`` or ``username``/``password``, ``identitytoken``);
+   then ``auths`` (``auth`` or ``username``/``password``, ``identitytoken``, or
+   ``registrytoken``: a bearer token sent to the registry as it is, as Docker does);
    a key naming a namespace or repository (``HOST/NS``, as ``podman login HOST/NS``
    writes it) applies to the repositories under it, the most specific key first;
 3. ``$XDG_RUNTIME_DIR/containers/auth.json`` and ``~/.config/containers/auth.json``
@@ -126,6 +127,10 @@ def _from_entry(entry: Any, source: str) -> Credentials | None:
         except (binascii.Error, UnicodeDecodeError, TypeError):
             log.warning("%s: unreadable auth entry, ignored", source)
             return None
+    registry_token = entry.get("registrytoken") or None
+    if registry_token:  # Docker sends it to the registry as it is, whatever else is there
+        return Credentials(username=username or None, registry_token=registry_token,
+                           source=source)
     token = entry.get("identitytoken") or None
     if not (username or token):
         return None  # a placeholder left by `docker login` with a credsStore

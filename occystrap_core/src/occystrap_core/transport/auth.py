@@ -8,17 +8,18 @@ Use it from a client factory::
 Credentials and tokens are only ever sent to that host: a request the client makes
 to another one (an upload ``Location`` pointing at blob storage) goes without.
 
-On a 401 the ``WWW-Authenticate`` challenges are parsed (RFC 7235: quoted
-strings with escapes, parameters in any order, several challenges). For Bearer
-a token is fetched from the realm with GET (Basic credentials attached), or
-with the OAuth2 POST form when the credentials hold an identity token or the
-GET is refused with 404/405. Tokens (``token`` or ``access_token``) are cached
-per (realm, service, scopes) until ``expires_in`` (default 60 s) runs out, and
-then sent up front to the repository they were issued for. The original request
-is retried once; a second 401 raises :class:`~occystrap_core.errors.AuthError`. A
-request whose streamed body the 401 spent (a blob upload refused a token revoked, or
-run out by the registry's clock) cannot be sent again: with the new token at hand, a
-retryable :class:`~occystrap_core.errors.TransportError` makes its caller send it afresh.
+On a 401 the ``WWW-Authenticate`` challenges are parsed (RFC 7235: quoted strings with
+escapes, parameters in any order, several challenges). For Bearer a token is fetched
+from the realm with GET (Basic credentials attached), or with the OAuth2 POST form
+when the credentials hold an identity token or the GET is refused with 404/405.
+Credentials holding a registry token (Docker's ``registrytoken``) send it as the
+Bearer token of every request, and no more. Tokens (``token`` or ``access_token``) are
+cached per (realm, service, scopes) until ``expires_in`` (default 60 s) runs out, and
+then sent up front to the repository they were issued for. The original request is
+retried once; a second 401 raises :class:`~occystrap_core.errors.AuthError`. A request
+whose streamed body the 401 spent (a blob upload refused a token revoked, or run out
+by the registry's clock) cannot be sent again: with the new token at hand, a retryable
+:class:`~occystrap_core.errors.TransportError` makes its caller send it afresh.
 
 Token requests are yielded from the flow, so they go through the client's own
 transport: retried, rate-limited and logged like any other request. One auth
@@ -198,6 +199,9 @@ class RegistryAuth(httpx.Auth):
             request.headers.pop("Authorization", None)
             yield request
             return
+        if self.credentials and self.credentials.registry_token:
+            yield from self._as_is(request, self.credentials.registry_token)
+            return
         extra = tuple(request.extensions.get(SCOPES, ()))
         repository = self._repository(request)
         sent: tuple[TokenKey, str] | None = None
@@ -266,6 +270,18 @@ class RegistryAuth(httpx.Auth):
             again = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
             error = next((c.params["error"] for c in again if "error" in c.params), "")
             raise AuthError(self._refused(host, key[2], error))
+
+    def _as_is(self, request: httpx.Request,
+               token: str) -> Generator[httpx.Request, httpx.Response, None]:
+        """Send a registry token (Docker's ``registrytoken``) as it is, as Docker does:
+        the token server is never asked, so a refusal is final."""
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            challenges = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+            scopes = tuple(s for c in challenges for s in c.params.get("scope", "").split())
+            error = next((c.params["error"] for c in challenges if "error" in c.params), "")
+            raise AuthError(self._refused(request.url.netloc.decode(), scopes, error))
 
     def _basic_retry(self, request: httpx.Request,
                      host: str) -> Generator[httpx.Request, httpx.Response, None]:
@@ -423,5 +439,6 @@ _HINT = (" (give --username/--password, --src-*/--dest-* ones, user:pass@ in the
 
 
 def _who(creds: Credentials) -> str:
-    name = repr(creds.username) if creds.username else "an identity token"
+    name = repr(creds.username) if creds.username else \
+        "a registry token" if creds.registry_token else "an identity token"
     return f"{name} (from {creds.source})" if creds.source else name
