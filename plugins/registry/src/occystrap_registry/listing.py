@@ -49,15 +49,23 @@ class RegistryLister(ImageLister):
         self.tls_verify = uri.options.get("tls_verify") is not False
         self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
         self.uri_credentials = uri.credentials
-        credentials = uri.credentials or ctx.credentials(ref.domain, "input")
+        self.ctx = ctx
+        self.domain = ref.domain
         self.heads: ManifestHeads = ctx.shared(HEADS_KEY, ManifestHeads)
-        self.client = ctx.http_client(FACTORY, self.host,
-                                      scheme="http" if self.insecure else "https",
-                                      credentials=credentials, tls_verify=self.tls_verify)
+        self.client = self._client(None)
         self.api = api_root(self.client)
 
+    def _client(self, repository: str | None) -> httpx.Client:
+        """The client with the credentials for ``repository`` (an auth file may hold
+        some per namespace), those for the host when it is None (the catalog)."""
+        credentials = self.uri_credentials or self.ctx.credentials(self.domain, "input",
+                                                                   repository)
+        return self.ctx.http_client(FACTORY, self.host,
+                                    scheme="http" if self.insecure else "https",
+                                    credentials=credentials, tls_verify=self.tls_verify)
+
     def repositories(self) -> Iterator[str]:
-        for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE]):
+        for page in self._pages("/v2/_catalog", "listing the catalog", [CATALOG_SCOPE], None):
             yield from _names(page, "repositories", self.host)
 
     def _path(self, repository: str) -> str:
@@ -69,7 +77,7 @@ class RegistryLister(ImageLister):
         repository = self._path(repository)
         scope = [f"repository:{repository}:pull"]
         for page in self._pages(f"/v2/{repository}/tags/list",
-                                f"listing the tags of {repository}", scope):
+                                f"listing the tags of {repository}", scope, repository):
             yield from _names(page, "tags", self.host)
 
     knows_digests = True
@@ -78,7 +86,7 @@ class RegistryLister(ImageLister):
         repository = self._path(repository)
         response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}",
                               f"HEAD manifest {repository}:{tag}",
-                              [f"repository:{repository}:pull"], ok=(200, 404),
+                              [f"repository:{repository}:pull"], repository, ok=(200, 404),
                               headers={"Accept": ACCEPT})
         stated = response.headers.get("Docker-Content-Digest")
         found = stated if response.status_code == 200 and stated and is_valid(stated) else None
@@ -86,7 +94,8 @@ class RegistryLister(ImageLister):
             # the tag is there, its digest unsaid (a proxy stripped it): the bytes say it
             response = self._send("GET", f"/v2/{repository}/manifests/{tag}",
                                   f"manifest {repository}:{tag}",
-                                  [f"repository:{repository}:pull"], ok=(200, 404),
+                                  [f"repository:{repository}:pull"], repository,
+                                  ok=(200, 404),
                                   headers={"Accept": ACCEPT})
             found = of_bytes(response.content) if response.status_code == 200 else None
         if found is not None or response.status_code == 404:
@@ -110,7 +119,7 @@ class RegistryLister(ImageLister):
         for tag in tags:
             try:
                 response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}",
-                                      f"deleting {repository}:{tag}", scopes,
+                                      f"deleting {repository}:{tag}", scopes, repository,
                                       ok=(202, 400, 404, 405))
                 digest = None if response.status_code in (202, 404) \
                     else self.digest(repository, tag)
@@ -137,7 +146,7 @@ class RegistryLister(ImageLister):
                         f"{what}: {self.host} deletes manifests, not tags, and {digest} is "
                         f"also tagged {', '.join(shared)}: left as it is")
                 self._send("DELETE", f"/v2/{repository}/manifests/{digest}", what, scopes,
-                           ok=(202, 404))
+                           repository, ok=(202, 404))
                 error = None
             except OccystrapError as e:
                 error = e
@@ -160,11 +169,11 @@ class RegistryLister(ImageLister):
                                          "namespace": namespace, "name": name, "tag": tag})
 
     def _send(self, method: str, url: str, what: str, scopes: list[str],
-              ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None
-              ) -> httpx.Response:
+              repository: str | None, ok: tuple[int, ...] = (200,),
+              headers: dict[str, str] | None = None) -> httpx.Response:
         try:
-            response = self.client.request(method, absolute(self.api, url), headers=headers,
-                                           extensions={SCOPES: scopes})
+            response = self._client(repository).request(
+                method, absolute(self.api, url), headers=headers, extensions={SCOPES: scopes})
             response.read()
         except httpx.HTTPError as e:
             raise TransportError(f"{what}: network error talking to {self.host}: "
@@ -173,13 +182,14 @@ class RegistryLister(ImageLister):
             raise status_error(response, what, expected=ok)  # it names the host
         return response
 
-    def _pages(self, path: str, what: str, scopes: list[str]) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, what: str, scopes: list[str],
+               repository: str | None) -> Iterator[dict[str, Any]]:
         url: str | None = f"{path}?n={self.page_size}"
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
             assert url is not None
             seen.add(absolute(self.api, url))
-            response = self._send("GET", url, what, scopes)
+            response = self._send("GET", url, what, scopes, repository)
             try:
                 body = response.json()
             except ValueError:
