@@ -81,7 +81,7 @@ def _namespace_keys(host: str) -> dict[str, tuple[str, str]]:
             f"{host}/nsb": ("ub", "ub-secret"), f"{host}/mirror/nsb": ("ub", "ub-secret")}
 
 
-@pytest.mark.parametrize("where", ["auth-file"])
+@pytest.mark.parametrize("where", ["auth-file", "sync-config"])
 def test_sync_lists_and_copies_each_namespace_with_its_credentials(
         namespaced, auth_file, run_cli, tmp_path, where):
     """The tags of each repository are listed, and its images copied, with the

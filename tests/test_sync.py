@@ -323,6 +323,13 @@ sources:
     ("registries:\n  a.example: {}\n  https://b.example: {insecure: true}\n"
      "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 3,
      "'https://b.example' is not HOST[:PORT]"),
+    ("registries:\n  a.example/team: {username: u, password: p}\n"
+     "  a.example/app/: {insecure: true}\nsources:\n"
+     "  - {source: 'registry://a/b', destinations: x}\n", 3,
+     "unknown key 'insecure' in registries.a.example/app (known: username, password, token)"),
+    ("registries:\n  a.example/no space: {username: u}\n"
+     "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 2,
+     "'a.example/no space' is not HOST[:PORT][/NAMESPACE]"),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:

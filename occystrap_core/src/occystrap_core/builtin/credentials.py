@@ -76,7 +76,7 @@ def key_scope(key: str) -> str:
     return "" if "://" in key else key.partition("/")[2].strip("/")
 
 
-def _auth_keys(keys: Iterable[str], host: str, repository: str | None) -> list[str]:
+def applying_keys(keys: Iterable[str], host: str, repository: str | None) -> list[str]:
     """The keys of ``host`` that apply to ``repository``, the most specific first (as
     containers-auth.json(5) reads them); for no repository, the host's own first."""
     scoped = [(key, key_scope(key)) for key in keys if same_host(key, host)]
@@ -166,7 +166,7 @@ def from_config_file(path: Path, host: str, repository: str | None = None,
     auths = config.get("auths")
     if not isinstance(auths, dict):
         return None
-    for key in _auth_keys(auths, host, repository):
+    for key in applying_keys(auths, host, repository):
         found = _from_entry(auths[key], source)
         if found:
             return found

@@ -22,18 +22,22 @@ EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
 
 class ConfigCredentials:
-    """The configuration's per-registry credentials, asked before any other source."""
+    """The configuration's per-registry credentials, asked before any other source;
+    for a repository, its most specific key (``HOST/NS`` before ``HOST``) that has some."""
 
     def __init__(self, registries: dict[str, RegistrySettings]):
-        self.registries = {host.lower(): r for host, r in registries.items()}
+        self.registries = {host.lower(): r for host, r in registries.items()
+                           if r.username or r.password or r.token}
 
     @hookimpl(tryfirst=True)
-    def occystrap_credentials(self, host: str) -> Credentials | None:
+    def occystrap_credentials(self, host: str, repository: str | None) -> Credentials | None:
+        from ..builtin.credentials import applying_keys
         from ..types import Credentials
 
-        r = self.registries.get(host.lower())
-        if r is None or not (r.username or r.password or r.token):
+        keys = applying_keys(self.registries, host, repository)
+        if not keys:
             return None
+        r = self.registries[keys[0]]
         return Credentials(username=r.username, password=r.password, token=r.token,
                            source="sync configuration")
 

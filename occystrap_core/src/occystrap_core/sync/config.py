@@ -21,6 +21,7 @@ from .rules import SemverRange, TagRules
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HOST_RE = re.compile(r"(?:[a-z0-9._-]+|\[[0-9a-f:.]+\])(?::\d+)?")
+_NAMESPACE_RE = re.compile(r"[a-z0-9._-]+(?:/[a-z0-9._-]+)*")
 
 
 class ConfigError(UsageError):
@@ -29,7 +30,9 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """Per-registry settings: credentials, TLS and request budget."""
+    """Per-registry settings: credentials, TLS and request budget. ``host`` may name
+    a namespace or repository (``HOST/NS``): then it holds credentials only, for the
+    repositories under it."""
 
     host: str
     username: str | None = None
@@ -150,7 +153,8 @@ class _Reader:
 SOURCE_KEYS = ("source", "images", "destinations", "tags", "platforms", "filters",
                "referrers", "referrer_types")
 TAG_KEYS = ("include", "regex", "exclude", "semver", "latest", "order", "immutable")
-REGISTRY_KEYS = ("username", "password", "token", "insecure", "tls_verify", "ca_cert",
+CREDENTIAL_KEYS = ("username", "password", "token")
+REGISTRY_KEYS = (*CREDENTIAL_KEYS, "insecure", "tls_verify", "ca_cert",
                  "requests_per_second", "concurrency")
 
 
@@ -209,9 +213,10 @@ def _source(r: _Reader, node: yaml.Node, n: int, defaults: dict[str, yaml.Node])
 
 def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
     what = f"registries.{host}"
-    keys = r.mapping(node, what, REGISTRY_KEYS)
+    # TLS and budgets are the host's; a namespace's own are its credentials
+    keys = r.mapping(node, what, CREDENTIAL_KEYS if "/" in host else REGISTRY_KEYS)
     values: dict[str, Any] = {}
-    for key in ("username", "password", "token"):
+    for key in CREDENTIAL_KEYS:
         if key in keys:
             values[key] = r.text(keys[key], f"{what}.{key}")
     for key in ("insecure", "tls_verify"):
@@ -254,10 +259,11 @@ def parse(text: str, path: str) -> SyncConfig:
     registries: dict[str, RegistrySettings] = {}
     if "registries" in top:
         for key, key_node, node in r.items(top["registries"], "registries", ()):
-            host = key.lower()  # as httpx and the credential hook see it
-            if not _HOST_RE.fullmatch(host):
-                raise r.fail(key_node, f"registries: {host!r} is not HOST[:PORT] (no scheme, "
-                                       f"no path: the host as written in the URIs)")
+            host = key.lower().rstrip("/")  # as httpx and the credential hook see it
+            name, slash, namespace = host.partition("/")
+            if not _HOST_RE.fullmatch(name) or slash and not _NAMESPACE_RE.fullmatch(namespace):
+                raise r.fail(key_node, f"registries: {key!r} is not HOST[:PORT][/NAMESPACE] "
+                                       f"(no scheme: the host as written in the URIs)")
             if host in registries:
                 raise r.fail(key_node, f"registries: {host!r} is given twice")
             registries[host] = _registry(r, host, node)
