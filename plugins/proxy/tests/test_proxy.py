@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 import signal
@@ -18,6 +20,7 @@ import pytest
 from occystrap_core.testing import images
 from occystrap_core.testing.registry import (
     RegistryServer,
+    User,
     push_sample_image,
     remove_image,
     skopeo_args,
@@ -285,6 +288,41 @@ def test_token_registry_and_client_credentials(
     check_image(registry_token, f"tokmirror/{pushed}:v1")
     assert "proxy-secret" not in proxy.events_path.read_text()
     assert registry_token.password not in proxy.events_path.read_text()
+
+
+def test_each_namespace_with_its_own_credentials(
+        start_proxy: Callable[..., Any], skopeo: Callable[..., str],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream and downstream repositories get the credentials of their own auth file
+    key (HOST/NS), as process does: two namespaces, each with its own user, one registry."""
+    users = (User("alice", "alice-secret"),
+             User("ua", "ua-secret", repositories=("nsa/*", "mirror/nsa/*")),
+             User("ub", "ub-secret", repositories=("nsb/*", "mirror/nsb/*")))
+    server = start_registry("token", tmp_path / "registry", users=users)
+    try:
+        for ns in ("nsa", "nsb"):
+            push_sample_image(server, f"{ns}/app", "v1")
+        host = server.host
+        auths = {f"{host}/{ns}": {"auth": base64.b64encode(f"{user}:{user}-secret".encode())
+                                  .decode()}
+                 for ns, user in (("nsa", "ua"), ("nsb", "ub"), ("mirror/nsa", "ua"),
+                                  ("mirror/nsb", "ub"))}
+        auth_file = tmp_path / "auth.json"
+        auth_file.write_text(json.dumps({"auths": auths}))
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+        anonymous = dataclasses.replace(server, username=None, password=None)
+        proxy = start_proxy(anonymous, "-d", f"{host}/mirror", "-u", host)
+        for ns in ("nsa", "nsb"):  # pulled through: read upstream, written downstream
+            skopeo("inspect", "--tls-verify=false", f"docker://{proxy.host}/{ns}/app:v1")
+            skopeo("inspect", *skopeo_args(server), f"docker://{host}/mirror/{ns}/app:v1")
+        # pushed: written downstream
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{_layout(tmp_path)}:v1",
+               f"docker://{proxy.host}/nsb/pushed:v1")
+        skopeo("inspect", *skopeo_args(server), f"docker://{host}/mirror/nsb/pushed:v1")
+    finally:
+        server.stop()
 
 
 def test_a_changed_upstream_tag_is_copied_again_once_stale(

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import click
 
@@ -61,6 +61,12 @@ def _credentials(username: str | None, password: str | None) -> Credentials | No
     if username is None and password is None:
         return None
     return Credentials(username, password, source="--upstream-username")
+
+
+def _lookup(ctx: Context, host: str, role: str) -> Callable[[str], Credentials | None]:
+    """The credentials of ``host`` for a repository, in ``role`` whether the proxy reads
+    or writes it (the downstream is an output: ``--dest-*``)."""
+    return lambda repository: ctx.credentials(host, role, repository)
 
 
 @click.command("proxy")
@@ -121,13 +127,13 @@ def proxy(ctx: Context, listen: str, downstream: str, upstream: str | None,
     _check_filters(ctx, filters)
     auth = Authenticator(htpasswd) if htpasswd else None
     down = Remote.parse(downstream)
-    down = Remote(down.host, down.prefix, ctx.credentials(down.host, "output"))
+    down = Remote(down.host, down.prefix, lookup=_lookup(ctx, down.host, "output"))
     up = None
     if upstream:
         up = Remote.parse(upstream)
         given = _credentials(upstream_username, upstream_password)
-        up = Remote(up.host, up.prefix, given or up.credentials or
-                    ctx.credentials(up.host, "input"))
+        up = Remote(up.host, up.prefix, given or up.credentials,
+                    lookup=_lookup(ctx, up.host, "input"))
     sock = _listen(host, port)
     stream: IO[str] = sys.stderr if events_path == "-" else open(  # noqa: SIM115
         events_path, "a", encoding="utf-8")

@@ -39,11 +39,14 @@ log = logging.getLogger("occystrap.proxy")
 
 @dataclass(frozen=True)
 class Remote:
-    """A registry the proxy talks to: ``HOST[/PREFIX]`` and how to log in."""
+    """A registry the proxy talks to: ``HOST[/PREFIX]`` and how to log in: the
+    ``credentials`` given for all its repositories, else those ``lookup`` finds for
+    one (auth files may hold some per namespace)."""
 
     host: str
     prefix: str = ""
     credentials: Credentials | None = None
+    lookup: Callable[[str], Credentials | None] | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, text: str, credentials: Credentials | None = None) -> Remote:
@@ -59,7 +62,7 @@ class Remote:
         path = f"{self.prefix}/{name}" if self.prefix else name
         sep = "" if ref is None else "@" if digests.is_valid(ref) else ":"
         query = ""
-        c = self.credentials
+        c = self.credentials or (self.lookup(path) if self.lookup else None)
         if c is not None and c.username is not None:
             query = "?" + urlencode({"username": c.username, "password": c.password or ""})
         return f"registry://{self.host}/{path}{sep}{ref or ''}{query}"
