@@ -202,11 +202,14 @@ def fake_daemon(tmp_path: Any) -> Iterator[FakeDaemon]:
 class StallingFront:
     """A unix socket relaying to a real daemon that, once ``stall_after`` bytes of
     the answer to a save (``GET /images/.../get``) went through, relays no more and
-    keeps the connection open: a daemon stuck in the middle of ``docker save``."""
+    keeps the connection open: a daemon stuck in the middle of ``docker save``. With
+    ``close``, the save's answer says ``Connection: close`` (the client does not keep
+    the connection for another request)."""
 
     socket: str
     daemon: str
     stall_after: int
+    close: bool = False
     stalled: threading.Event = field(default_factory=threading.Event)
     closing: threading.Event = field(default_factory=threading.Event)
 
@@ -235,6 +238,9 @@ class _StallingHandler(socketserver.BaseRequestHandler):
         thread.start()
         with contextlib.suppress(OSError):
             while data := upstream.recv(65536):
+                if mark and front.close and relayed == mark[0]:  # the save's status line
+                    line, _, rest = data.partition(b"\r\n")
+                    data = line + b"\r\nConnection: close\r\n" + rest
                 if mark:
                     data = data[:max(mark[0] + front.stall_after - relayed, 0)]
                 client.sendall(data)
@@ -247,10 +253,12 @@ class _StallingHandler(socketserver.BaseRequestHandler):
         thread.join(5)
 
 
-@pytest.fixture
-def stalling_daemon(podman: PodmanService) -> Iterator[StallingFront]:
+@pytest.fixture(params=["keep-alive", "close"])
+def stalling_daemon(podman: PodmanService, request: pytest.FixtureRequest
+                    ) -> Iterator[StallingFront]:
     path = tempfile.mkdtemp(prefix="occy-stall-", dir="/tmp")
-    front = StallingFront(os.path.join(path, "docker.sock"), podman.socket, stall_after=4096)
+    front = StallingFront(os.path.join(path, "docker.sock"), podman.socket, stall_after=4096,
+                          close=request.param == "close")
     server = socketserver.ThreadingUnixStreamServer(front.socket, _StallingHandler)
     server.daemon_threads = True
     server.front = front  # type: ignore[attr-defined]

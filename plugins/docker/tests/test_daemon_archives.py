@@ -16,7 +16,10 @@ import pytest
 import requests
 
 from occystrap_core.context import Settings
+from occystrap_core.errors import TransportError
+from occystrap_core.testing.http import FakeClock
 from occystrap_core.testing.images import sample_image, write_docker_archive
+from occystrap_core.transport.retry import RetryPolicy
 from occystrap_docker.daemon import Daemon, DaemonError
 
 REF = "example.com/demo/app:v1"
@@ -143,6 +146,49 @@ def test_load_progress_stream(fake_daemon):
     fake_daemon.routes[("POST", "/images/load")] = (
         200, b'{"stream":"Loaded image: other/name:v1\\n"}\n')
     assert daemon.load(io.BytesIO(b"archive")) == ["other/name:v1"]
+
+
+class _SlowDisk(io.BytesIO):
+    """Each write takes ``seconds`` of the clock's time."""
+
+    def __init__(self, clock: FakeClock, seconds: float):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # BytesIO takes any buffer
+        self.clock.advance(self.seconds)
+        return super().write(data)
+
+
+@pytest.mark.parametrize("min_speed, ok", [(100, True), (1000, False), (0, True)])
+def test_a_save_is_held_to_the_minimum_speed(fake_daemon, min_speed, ok):
+    """--min-speed applies to the daemon's save as to a registry's answers: 10000 bytes
+    in 60 s of the clock (over --timeout's 30 s window) is 167 bytes/s. Writing is not
+    the daemon's time for the stall watch: the clock is not real time."""
+    clock = FakeClock()
+    policy = RetryPolicy(0, clock, min_speed=min_speed, window=30.0)
+    daemon = Daemon(fake_daemon.socket, Settings(read_timeout=30.0), policy)
+    fake_daemon.routes[("GET", "/images/slow/app:v1/get")] = (200, b"x" * 10000)
+    out = _SlowDisk(clock, 60.0)
+    if ok:
+        assert daemon.export("slow/app:v1", out) == 10000
+        return
+    with pytest.raises(TransportError, match=r"at unix://.* sent the save of slow/app:v1 too "
+                                             r"slowly, after 10000 bytes: data arrived at 167 "
+                                             r"bytes/s, below the minimum of 1000 \(--min-speed\)"):
+        daemon.export("slow/app:v1", out)
+
+
+def test_a_slow_disk_is_not_a_stalled_daemon(fake_daemon, monkeypatch):
+    """The stall watch times the daemon's reads, not the writes of what they brought."""
+    import time
+
+    daemon = Daemon(fake_daemon.socket, Settings(read_timeout=0.3))
+    fake_daemon.routes[("GET", "/images/disk/app:v1/get")] = (200, b"x" * 10000)
+    out = io.BytesIO()
+    write = out.write
+    monkeypatch.setattr(out, "write", lambda data: (time.sleep(0.8), write(data))[1])
+    assert daemon.export("disk/app:v1", out) == 10000
 
 
 def test_permission_denied_is_explained():

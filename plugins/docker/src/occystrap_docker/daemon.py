@@ -8,15 +8,19 @@ socket, with the daemon's own message when it sent one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
+import socket
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+import httpx
 import requests
 import requests_unixsocket
 from urllib3.exceptions import ReadTimeoutError
@@ -30,6 +34,7 @@ from occystrap_core.errors import (
 )
 from occystrap_core.oci.platform import Platform
 from occystrap_core.transport.errors import MAX_ERROR_BODY, detail_of, error_for_status
+from occystrap_core.transport.retry import RetryPolicy
 
 from .docker_context import current_context
 
@@ -92,15 +97,55 @@ def _timed_out(exc: BaseException) -> bool:
                for e in _chain(exc))
 
 
-def _time_out_reads(resp: requests.Response, seconds: float) -> None:
-    """Make each read of ``resp``'s body wait at most ``seconds``: its request went out
-    with no read timeout, to wait for the daemon to do the work before it answers."""
-    # urllib3's response names its http.client connection, whose socket the body reads
-    # (Docker and Podman keep it alive). An answer that closes the connection took the
-    # socket from it, out of public reach: such a save keeps waiting, as before.
-    sock = getattr(resp.raw.connection, "sock", None)
-    if sock is not None:
-        sock.settimeout(seconds)
+class _Watchdog:
+    """Ends a read of an answer that waits more than ``seconds``: its request went out
+    with no read timeout, to wait for the daemon to do the work before it answers, so a
+    daemon that goes silent midway would hold the read for ever.
+
+    Armed by :meth:`reading`, disarmed by :meth:`idle` (writing what was read is not the
+    daemon's time). When a read overruns, the socket is shut down, through a duplicate
+    of the answer's file descriptor (urllib3 gives it whether the connection is kept
+    alive or closes with the answer), so the blocked read returns; ``fired`` says why.
+    """
+
+    def __init__(self, fileno: int, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._sock = socket.socket(fileno=os.dup(fileno))  # stays this socket's number
+        self._changed = threading.Condition()
+        self._deadline: float | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._watch, name="occystrap-daemon-watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def reading(self) -> None:
+        with self._changed:
+            self._deadline = time.monotonic() + self.seconds
+            self._changed.notify()
+
+    def idle(self) -> None:
+        with self._changed:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        with self._changed:
+            while not self._done:
+                left = None if self._deadline is None else self._deadline - time.monotonic()
+                if left is None or left > 0:
+                    self._changed.wait(left)
+                    continue
+                self.fired = True
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def close(self) -> None:
+        with self._changed:
+            self._done = True
+            self._changed.notify()
+        self._thread.join()
+        self._sock.close()
 
 
 # sun_path holds 108 bytes, the last one a NUL
@@ -151,8 +196,11 @@ def image_path(ref: str) -> str:
 class Daemon:
     """One daemon socket. Thread-safe for sequential calls from the input or output."""
 
-    def __init__(self, path: str, settings: Settings):
+    def __init__(self, path: str, settings: Settings, policy: RetryPolicy | None = None):
+        """``policy`` (the run's, ``ctx.retry``) holds to ``--min-speed`` what the
+        daemon streams."""
         self.path = path
+        self._policy = policy
         self.where = f"unix://{path}"
         self._base = "http+unix://" + quote(path, safe="")
         self._session = requests_unixsocket.Session()
@@ -251,22 +299,40 @@ class Daemon:
                             read_timeout=None,
                             not_found=f"image {ref} not found in the daemon at {self.where}")
         total = 0
-        try:
-            with resp:
-                # the archive has begun: a daemon silent for --timeout now is stuck
-                _time_out_reads(resp, self._read_timeout)
-                for chunk in resp.iter_content(streams.CHUNK):
+        speed = self._policy.speed_check() if self._policy else None
+        with resp:
+            # the archive has begun: a daemon silent for --timeout now is stuck
+            watchdog = _Watchdog(resp.raw.fileno(), self._read_timeout)
+            try:
+                chunks = resp.iter_content(streams.CHUNK)
+                while True:
+                    watchdog.reading()
+                    chunk = next(chunks, None)
+                    watchdog.idle()
+                    if chunk is None:
+                        break
                     out.write(chunk)
                     total += len(chunk)
-        except requests.RequestException as e:
-            if _timed_out(e):
-                raise TransportError(f"the Docker daemon at {self.where} sent nothing for "
-                                     f"{self._read_timeout:g} seconds (--timeout) in the "
-                                     f"middle of the save of {ref}, after {total} bytes"
-                                     ) from None
-            raise TransportError(f"the Docker daemon at {self.where} broke off the save of "
-                                 f"{ref}: {_broken_off(e)}") from None
+                    if speed:
+                        speed.update(len(chunk))
+            except requests.RequestException as e:
+                if watchdog.fired or _timed_out(e):
+                    raise self._stalled(ref, total) from None
+                raise TransportError(f"the Docker daemon at {self.where} broke off the save "
+                                     f"of {ref}: {_broken_off(e)}") from None
+            except httpx.ReadTimeout as e:  # below --min-speed
+                raise TransportError(f"the Docker daemon at {self.where} sent the save of "
+                                     f"{ref} too slowly, after {total} bytes: {e}") from None
+            finally:
+                watchdog.close()
+        if watchdog.fired:  # the shut-down socket may read as the end of the answer
+            raise self._stalled(ref, total)
         return total
+
+    def _stalled(self, ref: str, total: int) -> TransportError:
+        return TransportError(f"the Docker daemon at {self.where} sent nothing for "
+                              f"{self._read_timeout:g} seconds (--timeout) in the middle of "
+                              f"the save of {ref}, after {total} bytes")
 
     def load(self, archive: BinaryIO) -> list[str]:
         """``docker load`` a file object (sent in chunks); the references and IDs loaded."""

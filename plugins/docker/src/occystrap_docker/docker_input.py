@@ -34,7 +34,7 @@ class DockerInput(ImageInput):
         self.ref = self.asked.ref
         self.name, self.tag = self.ref.familiar_name, self.ref.tag
         self.ctx = ctx
-        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
+        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings, ctx.retry)
         self._archive: str | None = None
         self._saved: DockerArchiveInput | None = None
 

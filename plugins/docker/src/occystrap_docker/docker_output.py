@@ -30,7 +30,7 @@ class DockerOutput(ImageOutput):
             raise URIError(f"{uri.raw}: a docker:// destination takes a tag, not a digest")
         self.ref = ref
         self.ctx = ctx
-        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
+        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings, ctx.retry)
         self._archive: str | None = None
         self._tar: ArchiveOutput | None = None
 

@@ -72,7 +72,7 @@ class DockerPushInput(ImageSource):
         if not (math.isfinite(self.timeout) and 0 < self.timeout < MAX_TIMEOUT):
             raise URIError(f"dockerpush://: option 'timeout' must be a number of seconds "
                            f"above 0 and below {MAX_TIMEOUT:g}, got {timeout}")
-        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings)
+        self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings, ctx.retry)
         self._registry: PushRegistry | None = None
         self._top: Fetched | None = None
 
