@@ -1173,3 +1173,48 @@ sources:
     assert together == 2, [(h.arrived, h.answered) for h in listings]
     for r in repos:
         assert _tags(source, f"m-{prefix}/{r}") == ["v1"]
+
+
+@pytest.mark.parametrize("rule", ["platforms: [linux/amd64, linux/arm64]",
+                                  "filters: ['normalize-timestamps:ts=1000']"])
+def test_a_warm_sync_of_a_rewritten_index_writes_nothing(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path,
+        rule: str) -> None:
+    """A multi-platform tag under a platform subset or filters (with --layer-cache) is
+    copied as a rewritten index: a warm run finds each image, and the destination's
+    tag holding the index it would push; it writes nothing and says skipped."""
+    prefix = f"ri-{uuid.uuid4().hex[:6]}"
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=300 + i)
+              for i, arch in enumerate(("amd64", "arm64", "s390x"))]
+    write_files(str(tmp_path / "layout"), multi_platform_blobs(images, "v1")[0])
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/{prefix}/app:v1", session=session)
+    config = _filtered(tmp_path, source, prefix, rule)
+
+    def sync(events: Path, cache: tuple[str, ...] = ("--layer-cache", str(tmp_path / "c"))
+             ) -> dict[str, Any]:
+        result = run_cli("--insecure", *cache, "sync", "-O", "json", "--events", str(events),
+                         str(config))
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    assert sync(tmp_path / "cold.jsonl")["counts"] == {"copied": 1}
+    pushed = httpx.head(f"{source.url}/v2/m-{prefix}/app/manifests/v1", headers={
+        "Accept": "application/vnd.oci.image.index.v1+json"}).headers["Docker-Content-Digest"]
+    before = len(source.requests())
+    report = sync(tmp_path / "warm.jsonl")
+    sent = source.requests()[before:]
+    assert not _writes(sent), sent
+    assert report["counts"] == {"skipped": 1}, report
+    assert report["images"][0]["digest"] == pushed, report
+    ends = [e for e in map(json.loads, (tmp_path / "warm.jsonl").read_text().splitlines())
+            if e["event"] == "image" and e["state"] != "started"]
+    assert [(e["state"], e["digest"]) for e in ends] == [("skipped", pushed)], ends
+    if "filters" in rule:
+        # without the cache each image is filtered and pushed again (by digest): copied,
+        # but the tag, holding that index already, is not written
+        before = len(source.requests())
+        assert sync(tmp_path / "nocache.jsonl", ())["counts"] == {"copied": 1}
+        assert f"PUT /v2/m-{prefix}/app/manifests/v1" not in source.requests()[before:]
+

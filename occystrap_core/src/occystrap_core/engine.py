@@ -480,6 +480,7 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
     output.start_index(index)
     written: dict[str, dict[str, Any]] = {}
     dropped: set[str] = set()
+    changed = False  # an image was written: the copy is no no-op, whatever the index
     # images first: what becomes of an attestation follows what became of its image
     for entry in sorted(index.entries, key=lambda e: _attests(e) is not None):
         described = _attests(entry)
@@ -497,6 +498,7 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
             # an attestation is no file system: it goes as it is, beneath any filter
             target = output if described is None else _beneath_filters(output)
             result = _copy_manifest(ctx, reader, child, platform, target)[1]
+        changed = changed or not result.details.get("unchanged")
         if result.manifest_digest != entry.digest:
             if result.manifest_size is None or result.manifest_media_type is None:
                 raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
@@ -507,7 +509,11 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
     index = dataclasses.replace(index, entries=tuple(
         e for e in index.entries if e.digest not in dropped))
     data, media_type = index.build(written)
-    return output.finish_index(dataclasses.replace(index, media_type=media_type), data)
+    result = output.finish_index(dataclasses.replace(index, media_type=media_type), data)
+    if changed and result.details.get("unchanged"):
+        result = dataclasses.replace(result, details={
+            k: v for k, v in result.details.items() if k != "unchanged"})
+    return result
 
 
 def _attests(entry: IndexEntry) -> str | None:
