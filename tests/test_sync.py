@@ -33,7 +33,7 @@ from occystrap_core.testing.images import (
     write_oci_layout,
 )
 from occystrap_core.testing.registry import RegistryServer, remove_image, serve_registry
-from occystrap_core.types import Lister
+from occystrap_core.types import InputSource, Lister
 
 TAGS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.2.1-rc.1", "v2.0.0", "v2.1.0", "latest", "dev-a",
         "dev-b", "3.0")
@@ -1218,3 +1218,49 @@ def test_a_warm_sync_of_a_rewritten_index_writes_nothing(
         assert sync(tmp_path / "nocache.jsonl", ())["counts"] == {"copied": 1}
         assert f"PUT /v2/m-{prefix}/app/manifests/v1" not in source.requests()[before:]
 
+
+class _OwnSchemeLister(_AcmeLister):
+    """A lister whose images keep its scheme (acme://, read by an acme input): it
+    cannot say their digests, as none but the registry's and the OCI layout's can."""
+
+    def tags(self, repository: str) -> Iterator[str]:
+        yield from ("v1", "v2")
+
+    def item(self, repository: str, tag: str) -> BulkItem:
+        return BulkItem(uri=f"acme://{self.host}/{self.prefix}/{repository}:{tag}",
+                        fields={"repo": repository, "tag": tag})
+
+
+def test_a_dry_run_from_a_lister_without_digests_skips_what_is_there(
+        run_cli: Callable[..., Any], register_plugin: Any, source: RegistryServer) -> None:
+    """No HEAD can compare the source's digest: the dry run asks the engine, as the real
+    run's copy does, and an unchanged tag is skipped, not listed as to be copied."""
+    from occystrap_registry import plugin as registry_plugin
+
+    prefix = f"nd-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1", "v2"))
+
+    @hookimpl
+    def occystrap_listers() -> Iterator[Lister]:
+        yield Lister(name="acme", schemes=("acme",), summary="Acme catalog",
+                     factory=lambda uri, ctx: _OwnSchemeLister(source.host, prefix))
+
+    @hookimpl
+    def occystrap_input_sources() -> Iterator[InputSource]:
+        for registry in registry_plugin.occystrap_input_sources():  # acme:// as registry://
+            yield dataclasses.replace(registry, name="acme", schemes=("acme",))
+
+    register_plugin(plugin_module(occystrap_listers, occystrap_input_sources),
+                    name="occystrap-acme")
+    args = ("--insecure", "sync", "-O", "json", "acme://catalog/app:v1",
+            f"registry://{source.host}/m-{prefix}/{{repo}}:{{tag}}")
+    cold = run_cli(*args)
+    assert json.loads(cold.stdout)["counts"] == {"copied": 1}, cold.output
+    assert json.loads(run_cli(*args).stdout)["counts"] == {"skipped": 1}
+    before = len(source.requests())
+    dry = run_cli(*args[:4], "--dry-run", "acme://catalog/app:v*", args[-1])
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    states = {i["destination"].rsplit("/", 1)[1]: i["state"] for i in report["images"]}
+    assert states == {"app:v1": "skipped", "app:v2": "would-copy"}, report
+    assert not _writes(source.requests()[before:])

@@ -188,7 +188,7 @@ class Runner:
             fed = feeder is not None
             source = feeder.uri if feeder is not None else task.source
             if self.dry_run:
-                return self._dry(task, source, target, fed=fed)
+                return self._dry(task, source, target, fed=fed, compared=held is not None)
             digest, unchanged = self._copy(task, source, target, fed=fed)
             return Result(source, target.uri, "skipped" if unchanged else "copied", digest)
         except PlatformMismatchError as e:  # nothing of the subset to copy: not a failure
@@ -200,12 +200,14 @@ class Runner:
             return Result(task.source, target.uri, "failed",
                           error=f"unexpected {type(e).__name__}: {e}")
 
-    def _dry(self, task: Task, source: str, target: Target, *, fed: bool) -> Result:
-        """What the copy would do, from its reads alone. A verbatim copy's HEADs said
-        already that it is needed; with filters or platforms, the engine is asked
+    def _dry(self, task: Task, source: str, target: Target, *, fed: bool,
+             compared: bool) -> Result:
+        """What the copy would do, from its reads alone. The HEADs of a verbatim copy
+        said already that it is needed when they ``compared`` the source's digest;
+        else (a lister that cannot say digests, filters, platforms), the engine is asked
         whether the destination holds what it would write (the source's manifest, the
         destination tag's HEAD, the layer cache's memo: what a warm copy reads too)."""
-        if fed or (not task.spec.filters and not task.spec.platforms):
+        if fed or (compared and not task.spec.filters and not task.spec.platforms):
             return Result(source, target.uri, "would-copy")
         with single_input(self.ctx, self._selecting(task, source, fed), "sync") as opened:
             found = library.held(opened, target.uri, filters=task.spec.filters,
