@@ -51,6 +51,7 @@ class FakeQuay:
     tag_page_size: int = 1
     token: str | None = None  # when set, every request must carry "Bearer <token>"
     fail_next: int = 0  # answer this many requests with 503 first
+    forbidden: set[str] = field(default_factory=set)  # repositories whose tags answer 403
     requests: list[tuple[str, dict[str, list[str]], str | None]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,6 +87,7 @@ class FakeQuay:
 
     def reset(self) -> None:
         self.token, self.fail_next = None, 0
+        self.forbidden.clear()
         self.requests.clear()
 
     def paths(self) -> list[str]:
@@ -108,6 +110,9 @@ class FakeQuay:
             return self.repositories(query)
         if len(parts) == 7 and parts[:4] == ["", "api", "v1", "repository"] and \
                 parts[6] == "tag":
+            if parts[5] in self.forbidden:  # a private repository the token may not read
+                return 403, {"error": "unauthorized", "error_message": "Unauthorized",
+                             "title": "unauthorized", "status": 403}
             return self.tags(parts[4], parts[5], query)
         return 404, {"error_message": "Not Found"}
 

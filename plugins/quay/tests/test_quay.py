@@ -264,3 +264,21 @@ def test_sync_takes_a_quay_namespace_through_its_lister(occy, src, seeded):
         "app-01:1.0", "app-01:2.0", "app-02:1.0", "app-02:2.0"]
     again = json.loads(occy("sync", "-O", "json", src(f"{NS}/app-0[12]:*"), dest).stdout)
     assert again["counts"] == {"skipped": 4}, again
+
+
+def test_a_repository_the_token_may_not_read_is_skipped(occy, src, seeded, quay):
+    """Quay lists a repository whose tags the token may not read (403): it is skipped
+    with a warning naming it, and the others are copied; only when no repository can
+    be listed does the run fail, with the API's answer."""
+    quay.forbidden = {"app-01"}
+    dest = f"registry://{seeded.registry.host}/part-{uuid.uuid4().hex[:6]}/{{repo}}:{{tag}}"
+    result = occy("process", src(f"{NS}/app-0[0-2]:1.0"), dest)
+    assert "2/2 images" in result.stderr, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "app-01" in line]
+    assert len(warned) == 1 and "HTTP 403" in warned[0] and "skipped" in warned[0], \
+        result.stderr
+    quay.forbidden = {"app-00", "app-01"}
+    refused = occy("process", "--dry-run", src(f"{NS}/app-0[01]:1.0"), MANY, code=1)
+    assert refused.stderr.startswith(f"Error: quay API at {quay.host}: listing tags of "
+                                     f"{NS}/app-0"), refused.stderr
+    assert "HTTP 403" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr

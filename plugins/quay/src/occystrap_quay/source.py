@@ -163,8 +163,6 @@ class QuayImages(ImageSet):
     def _tags_or_error(self, repo: str) -> list[str] | OccystrapError:
         try:
             return self.tags(repo)
-        except AuthError:
-            raise  # the token is wrong for everything: stop rather than repeat it per repo
         except OccystrapError as e:
             if not is_glob(self.selection.repo_glob):
                 raise  # the one repository asked for
@@ -177,14 +175,23 @@ class QuayImages(ImageSet):
                  sel.repo_glob)
         workers = max(1, min(self.ctx.settings.image_parallel, len(repos)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quay-tags") as pool:
-            for repo, tags in zip(repos, pool.map(self._tags_or_error, repos), strict=True):
-                if isinstance(tags, OccystrapError):
-                    yield self.item(repo, "", error=str(tags))
-                    continue
-                if not tags and not is_glob(sel.repo_glob) and not is_glob(sel.tag_glob) \
-                        and sel.since is None:
-                    yield self.item(repo, sel.tag_glob, error=(
-                        f"quay API at {self.host}: tag {sel.tag_glob} not found "
-                        f"in {sel.namespace}/{repo}"))
-                for tag in tags:
-                    yield self.item(repo, tag)
+            listed = list(pool.map(self._tags_or_error, repos))
+        refused = [e for e in listed if isinstance(e, AuthError)]
+        if refused and len(refused) == len(repos):
+            raise refused[0]  # the token reads none of them: it is wrong, or lacks a scope
+        for repo, tags in zip(repos, listed, strict=True):
+            if isinstance(tags, AuthError):
+                # Quay lists repositories the token may not read (public=true adds them,
+                # a robot sees its organisation's): skipped, as a mirror of the others
+                log.warning("%s: skipped", tags)
+                continue
+            if isinstance(tags, OccystrapError):
+                yield self.item(repo, "", error=str(tags))
+                continue
+            if not tags and not is_glob(sel.repo_glob) and not is_glob(sel.tag_glob) \
+                    and sel.since is None:
+                yield self.item(repo, sel.tag_glob, error=(
+                    f"quay API at {self.host}: tag {sel.tag_glob} not found "
+                    f"in {sel.namespace}/{repo}"))
+            for tag in tags:
+                yield self.item(repo, tag)
