@@ -100,7 +100,7 @@ class QuayAPI:
     def _status_error(self, response: httpx.Response, what: str) -> OccystrapError:
         status = response.status_code
         hint = "the token was refused" if self.authenticated else \
-            "no token given: use --quay-token, QUAY_TOKEN or ?token="
+            "no token given: use --quay-token, QUAY_TOKEN or a token in the URI"
         return error_for_status(status, f"quay API at {self.host}: {what}: HTTP {status} "
                                         f"{response.reason_phrase}{error_detail(response)}",
                                 auth_hint=hint)
