@@ -1264,3 +1264,58 @@ def test_a_dry_run_from_a_lister_without_digests_skips_what_is_there(
     states = {i["destination"].rsplit("/", 1)[1]: i["state"] for i in report["images"]}
     assert states == {"app:v1": "skipped", "app:v2": "would-copy"}, report
     assert not _writes(source.requests()[before:])
+
+
+def test_two_images_for_one_destination_tag_fail_in_every_shard(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Two repositories whose first destinations land on two shards share a second
+    destination tag: each shard finds the other's image going there too (for a
+    pattern, listing that repository of the other shard) and fails its copy there,
+    as one run fails both; the tags that do not collide are copied."""
+    from occystrap_core.sync.plan import shard_of
+
+    prefix = f"shc-{uuid.uuid4().hex[:6]}"
+    a, b = next((f"a{i}", f"b{i}") for i in range(100) if all(
+        shard_of(f"{source.host}/{m}-{prefix}/{r}{i}", 2) == n
+        for m in ("m", "n") for r, n in (("a", 0), ("b", 1))))
+    seed(source, prefix, (a, b), ("v1",))
+    seed(source, prefix, (b,), ("v2",))
+    images = [f"registry://{source.host}/{prefix}/{r}:v1" for r in (a, b)]
+    config = tmp_path / "shards.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+sources:
+  - source: registry://{source.host}/{prefix}/*
+    destinations:
+      - registry://{source.host}/m-{prefix}/{{name}}:{{tag}}
+      - registry://{source.host}/all-{prefix}/app:{{tag}}
+  - images: {images}
+    destinations:
+      - registry://{source.host}/n-{prefix}/{{name}}:{{tag}}
+      - registry://{source.host}/one-{prefix}/app:latest
+""")
+    collide = [f"registry://{source.host}/all-{prefix}/app:v1?insecure=true",
+               f"registry://{source.host}/one-{prefix}/app:latest?insecure=true"]
+    for shard, repo in (("0/2", a), ("1/2", b)):
+        result = run_cli("sync", "-O", "json", "--shard", shard, str(config))
+        assert result.exit_code == 1, result.output
+        report = json.loads(result.stdout)["images"]
+        assert all(f"/{repo}:" in i["source"] for i in report), report  # its own
+        failed = [i for i in report if i["state"] == "failed"]
+        assert sorted(i["destination"] for i in failed) == collide, report
+        assert all("a tag holds one image" in i["error"] for i in failed), failed
+        assert {i["state"] for i in report} == {"copied", "failed"}, report
+    assert _tags(source, f"all-{prefix}/app") == ["v2"]
+    assert _tags(source, f"one-{prefix}/app") == []
+    assert _tags(source, f"m-{prefix}/{a}") == ["v1"]
+    assert _tags(source, f"m-{prefix}/{b}") == ["v1", "v2"]
+    # destinations no repository of another shard can name: theirs are not listed
+    config.write_text(config.read_text().replace(
+        f"      - registry://{source.host}/all-{prefix}/app:{{tag}}\n", "").replace(
+        f"      - registry://{source.host}/one-{prefix}/app:latest\n", ""))
+    before = len(source.requests())
+    result = run_cli("sync", "--shard", "0/2", str(config))
+    assert result.exit_code == 0, result.output
+    listings = [r for r in source.requests()[before:] if r.endswith("/tags/list?n=1000")]
+    assert listings == [f"GET /v2/{prefix}/{a}/tags/list?n=1000"], listings

@@ -9,15 +9,17 @@ every repository's tags and mounts stay on one worker.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import re
 import string
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote_plus, urlencode
 
 from ..api import BulkItem, ImageLister
 from ..bulk import check_filters, template_fields
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("occystrap.sync")
 
 _TAG_MARK = "\0tag\0"  # stands for the tag while a template's repository is worked out
+_OPEN_TAG = re.compile(f"{re.escape(_TAG_MARK)}|{re.escape(quote_plus(_TAG_MARK))}")
 # Tag listings and HEAD checks in flight for each image copying (-J): they wait on the
 # link, not on the CPU, and over TLS share one HTTP/2 connection per registry.
 LOOKUPS_PER_COPY = 4
@@ -155,11 +158,20 @@ def full_pattern(uri: str) -> str:
     return f"{scheme}://{rest}{sep}{query}"
 
 
-def _refuse_collisions(plan: Plan) -> None:
+def _open_tag(filled: str) -> tuple[str, re.Pattern[str]]:
+    """Of a destination filled with the tag left open (``_TAG_MARK``, in its path or,
+    encoded, in its query): the literal start of every URI it names, whatever the tag,
+    and a pattern matching them."""
+    parts = _OPEN_TAG.split(filled)
+    return parts[0], re.compile(".+".join(map(re.escape, parts)))
+
+
+def _refuse_collisions(plan: Plan, elsewhere: Sequence[Task] = ()) -> None:
     """One destination tag holds one image: a tag two source images go to (or one
     image with other filters or platforms) would hold each in turn, run after run.
     Such targets fail, naming the other sources; a target planned twice (two
-    overlapping sources) is kept once."""
+    overlapping sources) is kept once. ``elsewhere``: tasks other shards copy, which
+    count as sources of a destination tag and are not copied here."""
     def image(task: Task) -> tuple[Any, ...]:
         assert task.place is not None  # a task has targets only once its source is known
         return task.place.repository_key, task.place.tag, task.spec.filters, \
@@ -169,7 +181,7 @@ def _refuse_collisions(plan: Plan) -> None:
         return target.uri  # not its place: an OCI layout's tag is in its query (?ref=)
 
     sources: dict[str, dict[tuple[Any, ...], str]] = {}
-    for task in plan.tasks:
+    for task in [*plan.tasks, *elsewhere]:
         for target in task.targets:
             sources.setdefault(tag(target), {}).setdefault(image(task), task.source)
     planned: set[tuple[str, tuple[Any, ...]]] = set()
@@ -206,6 +218,10 @@ class Planner:
         self._listers: dict[tuple[str, str, str], ImageLister] = {}
         self._dest_tags: dict[tuple[str, str, str, str], set[str]] = {}
         self._lock = threading.Lock()
+        # with --shard, what other shards copy: images named alike, and the repositories
+        # of patterns (listed only if they may go where this shard's images go)
+        self._elsewhere: list[Task] = []
+        self._their_repositories: list[tuple[SourceSpec, ImageLister, Pattern, str]] = []
 
     def settings_for(self, uri: str) -> RegistrySettings | None:
         return self.config.registries.get(host_of(uri))
@@ -291,8 +307,49 @@ class Planner:
                 self._plan_pattern(spec, plan)
             else:
                 self._plan_images(spec, plan)
-        _refuse_collisions(plan)
+        _refuse_collisions(plan, self._other_shards(plan))
         return plan
+
+    def _other_shards(self, plan: Plan) -> list[Task]:
+        """The tasks of other shards that may go to a destination tag of this one's
+        (a second destination the repositories of two shards share), so that a tag two
+        images go to fails in every shard as it fails in one run. Another shard's
+        repository is listed only when one of its destinations can name such a tag."""
+        ours = sorted({target.uri for task in plan.tasks for target in task.targets})
+
+        def meets(spec: SourceSpec, item: BulkItem) -> bool:
+            for filled in self._fill(spec, BulkItem(item.uri, {**item.fields,
+                                                               "tag": _TAG_MARK})):
+                start, pattern = _open_tag(filled)
+                i = bisect.bisect_left(ours, start)
+                while i < len(ours) and ours[i].startswith(start):
+                    if pattern.fullmatch(ours[i]):
+                        return True
+                    i += 1
+            return False
+
+        def theirs(entry: tuple[SourceSpec, ImageLister, Pattern, str]) -> list[Task]:
+            spec, lister, pattern, repository = entry
+            try:
+                tags = list(lister.tags(repository)) if is_glob(pattern.tags) \
+                    else [pattern.tags]
+                wanted = self._wanted(spec, lister, pattern, repository, tags)
+            except OccystrapError as e:  # its shard cannot list it either: copies none
+                log.debug("%s: not listed for collisions: %s", repository, e)
+                return []
+            return [self._task_of(spec, lister.item(repository, tag)) for tag in wanted]
+
+        todo = [entry for entry in self._their_repositories
+                if meets(entry[0], entry[1].item(entry[3], "x"))]
+        listed = parallel(theirs, todo, LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
+                          self.ctx.cancel.child(), name="shards")
+        return self._elsewhere + [task for tasks in listed for task in tasks]
+
+    def _task_of(self, spec: SourceSpec, item: BulkItem) -> Task:
+        """``item`` and its destinations, as another shard plans it (to compare)."""
+        source = self.prepare(item.uri)
+        return Task(source, self.place_of(source), tuple(
+            Target(d, self.place_of(d)) for d in self._fill(spec, item)), spec)
 
     def _fill(self, spec: SourceSpec, item: BulkItem) -> list[str]:
         out = []
@@ -340,6 +397,7 @@ class Planner:
                     ours.append(r)
                 else:
                     self._hold(plan, spec, item)  # another shard copies there
+                    self._their_repositories.append((spec, lister, pattern, r))
             repositories = ours
 
         def tags_of(repository: str) -> list[str] | OccystrapError:
@@ -369,17 +427,23 @@ class Planner:
                 continue
             if self.prune:
                 self._add_scopes(plan, spec, lister.item(repository, "x"), set(tags), pattern)
-            wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
-            if spec.rules.by_date:
-                try:
-                    wanted = spec.rules.newest(self._created(lister, repository, wanted,
-                                                             spec.platforms))
-                except OccystrapError as e:
-                    planned.append(Task(lister.item(repository, "").uri, None, (), spec,
-                                        error=str(e)))
-                    continue
+            try:
+                wanted = self._wanted(spec, lister, pattern, repository, tags)
+            except OccystrapError as e:
+                planned.append(Task(lister.item(repository, "").uri, None, (), spec,
+                                    error=str(e)))
+                continue
             planned += [lister.item(repository, tag) for tag in wanted]
         self._add_all(plan, spec, planned, lister)
+
+    def _wanted(self, spec: SourceSpec, lister: ImageLister, pattern: Pattern,
+                repository: str, tags: list[str]) -> list[str]:
+        """The tags of ``repository`` to copy, of those it has."""
+        wanted = spec.rules.select(t for t in tags if pattern.tag_matches(t))
+        if spec.rules.by_date:
+            wanted = spec.rules.newest(self._created(lister, repository, wanted,
+                                                     spec.platforms))
+        return wanted
 
     def _without_copies(self, spec: SourceSpec, lister: ImageLister,
                         repositories: list[str]) -> list[str]:
@@ -457,6 +521,7 @@ class Planner:
                 planned.append(item)
             else:
                 self._hold(plan, spec, item)
+                self._elsewhere.append(self._task_of(spec, item))
         self._add_all(plan, spec, planned, None)
 
     def _add_all(self, plan: Plan, spec: SourceSpec, planned: list[Task | BulkItem],
