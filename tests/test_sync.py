@@ -1211,6 +1211,11 @@ def test_a_warm_sync_of_a_rewritten_index_writes_nothing(
     ends = [e for e in map(json.loads, (tmp_path / "warm.jsonl").read_text().splitlines())
             if e["event"] == "image" and e["state"] != "started"]
     assert [(e["state"], e["digest"]) for e in ends] == [("skipped", pushed)], ends
+    before = len(source.requests())
+    dry = run_cli("--insecure", "--layer-cache", str(tmp_path / "c"), "sync", "--dry-run",
+                  str(config))
+    assert dry.exit_code == 0 and dry.stdout == "" and "1 skipped" in dry.stderr, dry.output
+    assert not _writes(source.requests()[before:])
     if "filters" in rule:
         # without the cache each image is filtered and pushed again (by digest): copied,
         # but the tag, holding that index already, is not written

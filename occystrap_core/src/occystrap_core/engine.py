@@ -320,7 +320,7 @@ def probe(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
     reader = Reader(source, selection_of(ctx, source), unfiltered_artifacts)
     top = reader.top()
     if isinstance(top, Index) and reader.selection.many:
-        return output.existing_manifest(_index_summary(reader.plan(top)))
+        return _probe_index(ctx, reader, reader.plan(top), output)
     manifest, platform = reader.pick(top)
     output, summary = _manifest_summary(reader, manifest, output)
     existing = output.existing_manifest(summary)
@@ -334,6 +334,40 @@ def probe(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
         _check_subset(reader.where, reader.image(manifest, platform),
                       reader.selection.platforms)
     return existing
+
+
+def _probe_index(ctx: Context, reader: Reader, index: ImageIndex, output: ImageOutput
+                 ) -> OutputResult | None:
+    """What a warm copy of ``index`` finds: the index unchanged, or the one it rewrites
+    from its images as the layer cache remembers them through ``output``'s chain,
+    held by the destination's tag (and with it the images it names: a registry
+    refuses an index naming a manifest it lacks). An image without a memo is taken
+    as unchanged: what the copy would rewrite otherwise differs from the tag's."""
+    existing = output.existing_manifest(_index_summary(index))
+    cache = ctx.layer_cache
+    if existing is not None or cache is None:
+        return existing
+    written: dict[str, dict[str, Any]] = {}
+    dropped: set[str] = set()
+    for entry in sorted(index.entries, key=lambda e: _attests(e) is not None):
+        described = _attests(entry)
+        if described is not None and described in written:
+            dropped.add(entry.digest)
+            continue
+        child = entry.open()
+        if isinstance(child, ImageIndex):
+            return None  # nested: its copy tells
+        target = output if described is None else _beneath_filters(output)
+        target = _manifest_summary(reader, child, target)[0]
+        chain = target.cache_identity
+        memo = None if chain is None else cache.image(child.digest, chain)
+        if memo is not None and digests.of_bytes(memo[0]) != entry.digest:
+            written[entry.digest] = {"mediaType": memo[1], "digest": digests.of_bytes(memo[0]),
+                                     "size": len(memo[0])}
+    data, media_type = dataclasses.replace(index, entries=tuple(
+        e for e in index.entries if e.digest not in dropped)).build(written)
+    return _beneath_filters(output).existing_manifest(
+        ManifestSummary(digests.of_bytes(data), media_type))
 
 
 def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
