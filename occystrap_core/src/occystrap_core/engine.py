@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ContextManager
@@ -53,6 +54,9 @@ from .workers import parallel
 log = logging.getLogger("occystrap.engine")
 
 MAX_DEPTH = 4  # indexes nested deeper than this are refused
+# Layers asked about at once for each one transferring (-j): a layer the output holds
+# already, or mounts from another repository, is one request and takes no transfer slot.
+PROBES_PER_TRANSFER = 4
 MAX_CONFIG = 64 * 1024 * 1024
 # buildx attestation manifests name the image they describe with this annotation
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
@@ -574,6 +578,8 @@ def _deliver(ctx: Context, image: Image, source: ImageSource | ImageInput,
 def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: ImageOutput,
                     layers: Sequence[Layer]) -> None:
     token = ctx.cancel.child()  # a failed layer stops the others at their next chunk
+    ordered = output.requires_ordered_layers or not source.parallel
+    transfers = threading.BoundedSemaphore(1 if ordered else ctx.settings.parallel)
 
     def deliver(layer: Layer) -> None:
         wanted = output.wants_layer(layer)
@@ -585,6 +591,11 @@ def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: Imag
             ctx.stats.add("skipped")
             ctx.progress.skipped(layer)
             return
+        with transfers:
+            token.check()  # another layer failed while this one waited
+            transfer(layer)
+
+    def transfer(layer: Layer) -> None:
         with ctx.progress.layer(layer) as advance:
             def on_bytes(n: int) -> None:
                 ctx.stats.add("bytes", n)
@@ -596,5 +607,7 @@ def _deliver_layers(ctx: Context, source: ImageSource | ImageInput, output: Imag
         ctx.stats.add("mounted" if isinstance(outcome, Mounted) else
                       "skipped" if outcome is False else "layers")
 
-    ordered = output.requires_ordered_layers or not source.parallel
-    parallel(deliver, layers, 1 if ordered else ctx.settings.parallel, token, name="layer")
+    # A layer waiting in wants_layer for another one's upload (the output's claim on a
+    # blob two layers share) holds no transfer slot: the upload it waits for has one.
+    parallel(deliver, layers, 1 if ordered else PROBES_PER_TRANSFER * ctx.settings.parallel,
+             token, name="layer")

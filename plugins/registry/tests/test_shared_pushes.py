@@ -83,3 +83,27 @@ def test_tags_of_one_image_adopted_from_the_layer_cache_at_once(
         mounts = Counter(parse_qs(hit.query)["mount"][0] for hit in front.log
                          if hit.path == f"/v2/{warm}/blobs/uploads/" and "mount=" in hit.query)
     assert len(mounts) == 3 and set(mounts.values()) == {1}, mounts  # config, two layers
+
+
+def test_layers_the_destination_mounts_take_no_transfer_slot(
+        occy: Callable[..., Any], registry_plain: RegistryServer,
+        fault_front_factory: Callable[..., FaultFront], repo_name: Callable[[str], str],
+        summary: Callable[[str], dict[str, int]]) -> None:
+    """A copy between two repositories of one registry mounts every layer: those
+    requests go out together, not -j at a time (over a slow link, one round trip
+    instead of one per -j layers)."""
+    src = repo_name("mounts-src")
+    push_sample_image(registry_plain, src, "1",
+                      layers=[{f"f{i}": bytes([i]) * 1000} for i in range(6)])
+    front = fault_front_factory(registry_plain)
+    # each mount is held a moment, so that mounts sent together are seen together
+    front.add(Fault("stall", method="POST", path="/blobs/uploads/$", seconds=0.3, times=-1))
+    result = occy(registry_plain, "-j", "2", "process", f"registry://{front.host}/{src}:1",
+                  f"registry://{front.host}/{src}-b:1")
+    assert summary(result.stderr)["mounted"] == 6, result.stderr
+    mounts = [h for h in front.log if h.method == "POST" and "mount=" in h.query]
+    # how many were in flight at once: as each came, those come before it and not
+    # yet answered (with -j 2, two layers' beside the config's at most)
+    together = max(sum(1 for o in mounts if o.arrived <= h.arrived and (
+        o.answered is None or o.answered > h.arrived)) for h in mounts)
+    assert together >= 6, [(h.path, h.query, h.arrived, h.answered) for h in mounts]
