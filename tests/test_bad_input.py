@@ -193,6 +193,11 @@ def dest_is_a_file(env: Env) -> None:
     env.path("afile").write_text("precious\n")
 
 
+def dest_is_a_dangling_link(env: Env) -> None:
+    good_tar(env)
+    env.path("link").symlink_to(env.path("nowhere"))
+
+
 def truncated(env: Env) -> None:
     data = good_tar(env).read_bytes()
     env.path("truncated.tar").write_bytes(data[: len(data) * 2 // 3])
@@ -585,6 +590,10 @@ CASES: list[Case] = [
          ("process", "tar://{good}", "tar://{t}/outdir"), "outdir"),
     Case("dir-dest-is-a-file", dest_is_a_file, ("process", "tar://{good}", "dir://{t}/afile"),
          "afile"),
+    Case("dir-dest-is-a-dangling-link", dest_is_a_dangling_link,
+         ("process", "tar://{good}", "dir://{t}/link"), "symbolic link"),
+    Case("mounts-dest-is-a-dangling-link", dest_is_a_dangling_link,
+         ("process", "tar://{good}", "mounts://{t}/link"), "symbolic link"),
     Case("oci-layout-dest-is-a-file", dest_is_a_file,
          ("process", "tar://{good}", "oci-layout://{t}/afile"), "afile"),
     Case("registry-dest-bad-reference", with_good_tar,

@@ -31,6 +31,9 @@ def ensure_dir(path: str, mode: int = 0o777) -> bool:
         if not os.path.isdir(path):
             raise OutputExistsError(f"{path} exists and is not a directory")
         return False
+    if os.path.islink(path):  # else mkdir's "File exists", about a path that does not
+        raise OutputExistsError(f"{path} is a symbolic link to {os.readlink(path)!r}, which "
+                                f"does not exist")
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise URIError(f"directory {parent} does not exist")
