@@ -15,7 +15,7 @@ import pytest
 from occystrap_core import library
 from occystrap_core.builtin.credentials import REMEMBERED_FOR
 from occystrap_core.errors import AuthError, UsageError
-from occystrap_core.login import parse_host
+from occystrap_core.login import parse_host, parse_scope
 from occystrap_core.testing.http import FakeClock
 from occystrap_core.testing.registry import push_sample_image
 from occystrap_core.transport.clock import CLOCK_KEY
@@ -185,6 +185,31 @@ def test_login_and_logout_of_a_host_leave_its_namespaces_logins(registry_basic, 
     assert json.loads(path.read_text())["auths"] == {f"{registry_basic.host}/team": team}
 
 
+def test_login_and_logout_of_a_namespace_leave_the_hosts_login(registry_basic, docker_config,
+                                                                run_cli, expect_error):
+    """login and logout of HOST/NS (as podman's) write and remove the HOST/NS key alone:
+    neither replaces nor removes the host's own login, another account."""
+    docker_config.mkdir()
+    path = docker_config / "config.json"
+    host_login = {"auth": base64.b64encode(b"admin:host-secret").decode()}
+    path.write_text(json.dumps({"auths": {registry_basic.host: host_login}}))
+    result = run_cli("--ca-cert", registry_basic.ca_cert, "login", "-u", registry_basic.username,
+                     "--password-stdin", f"{registry_basic.host}/Team/",
+                     input=registry_basic.password + "\n")
+    assert result.exit_code == 0, result.output
+    auths = json.loads(path.read_text())["auths"]
+    assert auths[registry_basic.host] == host_login
+    team = base64.b64decode(auths[f"{registry_basic.host}/team"]["auth"]).decode()
+    assert team == f"{registry_basic.username}:{registry_basic.password}"
+    result = run_cli("logout", f"registry://{registry_basic.host}/team")
+    assert result.exit_code == 0, result.output
+    assert f"{registry_basic.host}/team" in result.output
+    assert json.loads(path.read_text())["auths"] == {registry_basic.host: host_login}
+    expect_error(run_cli("logout", f"{registry_basic.host}/team"), "not logged in",
+                 f"{registry_basic.host}/team")
+    assert json.loads(path.read_text())["auths"] == {registry_basic.host: host_login}
+
+
 def test_logout_removes_the_entry_and_keeps_the_rest(registry_basic, docker_config, run_cli,
                                                      expect_error, tmp_path):
     assert login(run_cli, registry_basic).exit_code == 0
@@ -279,6 +304,21 @@ def test_host_forms(text, expected):
     assert parse_host(text) == expected
 
 
+@pytest.mark.parametrize("text, scope", [
+    ("reg.example:5000", ""), ("Reg.Example/Team/", "team"),
+    ("registry://reg.example/a/b", "a/b"), ("https://index.docker.io/v1/", ""),
+])
+def test_login_scopes(text, scope):
+    assert parse_scope(text) == scope
+
+
+@pytest.mark.parametrize("text", ["reg.example/app:v1", "reg.example/a//b",
+                                  "registry://reg.example/app@sha256:00"])
+def test_bad_scopes(text):
+    with pytest.raises(UsageError, match="no tag or digest"):
+        parse_scope(text)
+
+
 @pytest.mark.parametrize("text", ["ftp://reg.example", "", "user@reg.example", "a b"])
 def test_bad_hosts(text):
     with pytest.raises(UsageError, match="expected HOST"):
@@ -311,3 +351,15 @@ def test_login_debug_output_shows_no_secret(mode, request, docker_config, run_cl
     assert "GET" in result.stderr  # the traffic was logged
     basic = base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
     assert server.password not in result.output and basic not in result.output
+
+
+def test_a_namespace_login_is_refused_where_a_helper_keeps_the_hosts(tmp_path):
+    """A credential helper is asked by host: a namespace's login there would be the
+    host's, or a secret in the file the helper keeps them out of."""
+    from occystrap_core import credstore
+
+    path = tmp_path / "config.json"
+    path.write_text('{"credsStore": "nosuchhelper"}')
+    with pytest.raises(UsageError, match="one per host"):
+        credstore.store("reg.example", "robot", "team-secret", str(path), "team")
+    assert path.read_text() == '{"credsStore": "nosuchhelper"}'

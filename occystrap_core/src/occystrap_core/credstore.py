@@ -6,6 +6,8 @@ The writing side of :mod:`.builtin.credentials`, for ``occystrap login`` and
 a credential helper for the host (``credHelpers[host]``, else ``credsStore``), the
 secret goes to ``docker-credential-NAME store`` and never into the file; otherwise
 ``auths[host].auth`` holds base64 ``user:password``, as ``docker login`` writes it.
+A namespace's login (``HOST/NS``, as podman's) is ``auths["host/ns"]``, apart from the
+host's; a helper, asked by host alone, cannot hold one.
 The file is rewritten atomically, mode 0600, every other key kept as it was.
 """
 
@@ -83,20 +85,26 @@ def _helper_failed(name: str, action: str, done: subprocess.CompletedProcess[str
             f"{said[0][:200] if said else f'exit {done.returncode}'}")
 
 
-def _plain_entries(config: dict[str, Any], host: str) -> list[str]:
-    """The host's own keys, whatever their spelling; a namespace's (``host/ns``, from
-    ``podman login host/ns``) are another login, left alone."""
+def _plain_entries(config: dict[str, Any], host: str, scope: str = "") -> list[str]:
+    """The keys of ``host``'s login for ``scope`` ("" the host's own), whatever their
+    spelling; another namespace's (``host/ns``, from ``podman login host/ns``), or the
+    host's, is another login, left alone."""
     auths = config.get("auths")
-    return [key for key in auths if same_host(key, host) and not key_scope(key)] \
+    return [key for key in auths if same_host(key, host) and key_scope(key) == scope] \
         if isinstance(auths, dict) else []
 
 
-def store(host: str, username: str, password: str, authfile: str | None = None) -> str:
-    """Store the credentials for ``host``; returns where they went, for the user."""
+def store(host: str, username: str, password: str, authfile: str | None = None,
+          scope: str = "") -> str:
+    """Store the credentials for ``host`` (its namespace ``scope``, when given, as
+    ``podman login HOST/NS`` does); returns where they went, for the user."""
     path = auth_file(authfile)
     config = _load(path)
-    server = server_key(host)
+    server = f"{host.lower()}/{scope}" if scope else server_key(host)
     helper = _helper(config, host)
+    if helper and scope:  # as podman: a helper is asked by host, never by namespace
+        raise UsageError(f"{path} keeps {host}'s logins in docker-credential-{helper}, "
+                         f"one per host: log in to {host}, not {host}/{scope}")
     if helper:
         secret = json.dumps({"ServerURL": server, "Username": username, "Secret": password})
         done = _run_helper(helper, "store", secret)
@@ -113,26 +121,27 @@ def store(host: str, username: str, password: str, authfile: str | None = None) 
     auths = config.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise UsageError(f"cannot update {path}: its auths is not a JSON object")
-    for key in _plain_entries(config, host):
-        del auths[key]  # one entry per host, whichever spelling an older login used
+    for key in _plain_entries(config, host, scope):
+        del auths[key]  # one entry per login, whichever spelling an older one used
     auths[server] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     _save(path, config)
     return str(path)
 
 
-def erase(host: str, authfile: str | None = None) -> bool:
-    """Remove ``host``'s credentials from the helper and the file; False if there were none."""
+def erase(host: str, authfile: str | None = None, scope: str = "") -> bool:
+    """Remove ``host``'s credentials (its namespace ``scope``'s alone, when given) from
+    the helper and the file; False if there were none."""
     path = auth_file(authfile)
     config = _load(path)
     found = False
-    helper = _helper(config, host)
+    helper = None if scope else _helper(config, host)
     if helper:
         done = _run_helper(helper, "erase", server_key(host))
         if done.returncode == 0:
             found = True
         elif "not found" not in (done.stdout + done.stderr).lower():
             raise OccystrapError(_helper_failed(helper, "erase", done))
-    entries = _plain_entries(config, host)
+    entries = _plain_entries(config, host, scope)
     if entries:
         for key in entries:
             del config["auths"][key]

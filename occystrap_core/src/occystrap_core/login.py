@@ -1,4 +1,5 @@
-"""``occystrap login HOST`` and ``occystrap logout HOST``.
+"""``occystrap login HOST`` and ``occystrap logout HOST`` (or ``HOST/NS``: that
+namespace's own login, the host's left alone, as podman's).
 
 login checks the credentials with an authenticated ``GET /v2/`` (Basic, or a Bearer
 token that the token server must grant) before anything is stored, then stores them
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .context import Context
 
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
+_SCOPE = re.compile(r"[a-z0-9._-]+(?:/[a-z0-9._-]+)*")
 FACTORY = "registry"  # the registry plugin's client factory: its auth flow and headers
 
 
@@ -34,6 +36,23 @@ def parse_host(text: str) -> tuple[str, bool]:
     if not _HOST.fullmatch(host):
         raise UsageError(f"expected HOST[:PORT] or registry://HOST[:PORT], got {text!r}")
     return host.lower(), scheme.lower() == "http"
+
+
+def parse_scope(text: str) -> str:
+    """The namespace or repository a login of ``text`` is for, "" for the whole host:
+    ``HOST/NS`` and ``registry://HOST/NS`` name one (podman's ``login HOST/NS``); the path
+    of an ``https://`` or ``http://`` URL is Docker's (``https://index.docker.io/v1/``)."""
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() != "registry":
+        return ""
+    scope = (rest if sep else text).partition("/")[2].strip("/").lower()
+    if scope and not _SCOPE.fullmatch(scope):
+        raise UsageError(f"expected HOST[:PORT][/NAMESPACE], got {text!r} (no tag or digest)")
+    return scope
+
+
+def _named(host: str, scope: str) -> str:
+    return f"{host}/{scope}" if scope else host
 
 
 def _api_host(host: str) -> str:
@@ -104,6 +123,7 @@ def login_command(ctx: click.Context, registry: str, username: str | None,
     occy = ctx.find_object(Context)
     assert occy is not None, "the group callback makes the Context"
     host, plain_http = parse_host(registry)
+    scope = parse_scope(registry)
     settings = occy.settings
     interactive = click.get_text_stream("stdin").isatty()
     username = username or settings.username
@@ -117,8 +137,8 @@ def login_command(ctx: click.Context, registry: str, username: str | None,
     if not check(occy, host, username, secret, plain_http):
         click.echo(f"Warning: {host} asked for no credentials; they are stored unchecked",
                    err=True)
-    where = credstore.store(host, username, secret, authfile)
-    click.echo(f"Login Succeeded: credentials for {host} stored in {where}")
+    where = credstore.store(host, username, secret, authfile, scope)
+    click.echo(f"Login Succeeded: credentials for {_named(host, scope)} stored in {where}")
 
 
 @click.command("logout")
@@ -130,6 +150,7 @@ def logout_command(registry: str, authfile: str | None) -> None:
     from . import credstore
 
     host, _ = parse_host(registry)
-    if not credstore.erase(host, authfile):
-        raise OccystrapError(f"not logged in to {host}")
-    click.echo(f"Removed login credentials for {host}")
+    scope = parse_scope(registry)
+    if not credstore.erase(host, authfile, scope):
+        raise OccystrapError(f"not logged in to {_named(host, scope)}")
+    click.echo(f"Removed login credentials for {_named(host, scope)}")
