@@ -258,12 +258,20 @@ def test_blob_requests_do_not_queue_behind_manifests_waiting_for_copies(
 @pytest.mark.parametrize("header, wanted", [
     ("", None), ("bytes=5-", (5, 9)), ("bytes=2-4", (2, 4)), ("bytes=-3", (7, 9)),
     ("bytes=-30", (0, 9)), ("bytes=8-100", (8, 9)), ("bytes=4-2", None),
-    ("bytes=0-1,4-5", None), ("items=0-1", None), ("bytes=-", None)])
+    ("bytes=0-1,4-5", None), ("items=0-1", None), ("bytes=-", None),
+    pytest.param("bytes=2-" + "9" * 5000, (2, 9), id="huge-last"),
+    pytest.param("bytes=-" + "9" * 5000, (0, 9), id="huge-suffix"),
+    ("bytes=0009-", (9, 9)), ("bytes=--5", None), ("bytes=-5-", None), ("bytes=50-20", None),
+    pytest.param("bytes=" + "9" * 5000 + "-" + "9" * 4999, None, id="huge-reversed")])
 def test_the_byte_range_a_blob_get_asks_for(header: str, wanted: tuple[int, int] | None) -> None:
     assert byte_range(header, 10) == wanted
 
 
-@pytest.mark.parametrize("header, size", [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0)])
+@pytest.mark.parametrize("header, size", [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0),
+                                          pytest.param("bytes=" + "9" * 5000 + "-", 10,
+                                                       id="huge-first"),
+                                          pytest.param("bytes=-" + "0" * 5000, 10,
+                                                       id="long-zero-suffix")])
 def test_a_range_past_the_end_is_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):
         byte_range(header, size)

@@ -628,6 +628,13 @@ def test_a_blob_get_with_a_range_is_answered_206(
             assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{n}"
             several = client.get(url, headers={"Range": "bytes=0-1,5-6"})
             assert (several.status_code, several.content) == (200, blob)
+            huge = "9" * 5000  # more digits than int() reads
+            far = client.get(url, headers={"Range": f"bytes={huge}-"})
+            assert far.status_code == 416 and far.headers["content-range"] == f"bytes */{n}"
+            to_far = client.get(url, headers={"Range": f"bytes=10-{huge}"})
+            assert to_far.status_code == 206 and to_far.content == blob[10:]
+            tail = client.get(url, headers={"Range": f"bytes=-{huge}"})
+            assert tail.status_code == 206 and tail.content == blob
 
             got = b""
             with client.stream("GET", url) as broken:  # a pull interrupted halfway
