@@ -38,7 +38,7 @@ ROUTES = [
 ]
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
-CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)$")
+CONTENT_RANGE = re.compile(r"^(?:bytes )?0*([0-9]+)-0*([0-9]+)$")
 
 
 def unknown_upload() -> RegistryError:
@@ -93,7 +93,9 @@ class Upload:
         if match is None:  # none (a streamed upload), or not one we can check
             yield
             return
-        start, end = int(match.group(1)), int(match.group(2))
+        # a number of more digits than any file's size is refused before int() (which
+        # refuses more than 4300)
+        start, end = (int(n) if len(n) <= 19 else -1 for n in match.groups())
         if start != self.size or end < start:
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", "the range does not follow the upload")
         size, hashed = self.size, self.hash.copy()

@@ -582,7 +582,9 @@ def test_a_patch_whose_range_is_not_its_body_is_refused_and_undone(
         where = client.post("/v2/r/blobs/uploads/").headers["location"]
         assert client.patch(where, content=blob[:100],
                             headers={"Content-Range": "0-99"}).status_code == 202
-        for header, body in (("100-199", blob[100:150]), ("100-149", blob[100:200])):
+        huge = "9" * 5000  # more digits than int() reads
+        for header, body in (("100-199", blob[100:150]), ("100-149", blob[100:200]),
+                             (f"100-{huge}", blob[100:200]), (f"{huge}-{huge}", blob[100:200])):
             short = client.patch(where, content=body, headers={"Content-Range": header})
             assert short.status_code == 416, header
             assert short.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
@@ -696,6 +698,10 @@ def test_tags_are_listed(registry_plain: RegistryServer, start_proxy: Callable[.
         empty = client.get(f"/v2/{repo}/tags/list", params={"n": "0"})
         assert empty.status_code == 200 and empty.json()["tags"] == []
         assert "link" not in empty.headers
+        for odd in ("9" * 5000, "\u00b2"):  # more digits than int() reads; a superscript 2
+            whole = client.get(f"/v2/{repo}/tags/list", params={"n": odd})
+            assert whole.status_code == 200 and whole.json()["tags"] == ["a", "b", "c"]
+            assert "link" not in whole.headers
         assert client.get("/v2/nosuchrepo/tags/list").status_code == 404
     pull_through = start_proxy(registry_plain, "-d", f"{registry_plain.host}/elsewhere",
                                "-u", f"{registry_plain.host}/lst")

@@ -299,7 +299,10 @@ class ProxyApp:
             tags = [t for t in tags if t > last]
         headers = {"Content-Type": "application/json"}
         n = request.query.get("n", "")
-        if n.isdigit() and len(tags) > int(n):
+        # ASCII digits only (int() refuses "²"), and no more than the count has (nor
+        # than int() reads): a larger n is the whole list
+        if n.isascii() and n.isdigit() and len(n.lstrip("0")) <= len(str(len(tags))) \
+                and len(tags) > int(n):
             tags = tags[:int(n)]
             if tags:  # n=0 asks for an empty page: there is no next one to point at
                 headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
