@@ -598,6 +598,9 @@ CASES: list[Case] = [
          ("process", "tar://{good}", "oci-layout://{t}/afile"), "afile"),
     Case("registry-dest-bad-reference", with_good_tar,
          ("process", "tar://{good}", "registry://127.0.0.1:1/Upper:v1"), "lowercase"),
+    Case("client-key-without-client-cert", with_good_tar,
+         ("--client-key", "{good}", "--retries", "0", "process", "tar://{good}",
+          "registry://127.0.0.1:1/app:v1"), "--client-cert"),
     Case("oci-bundle-dest-not-empty", bundle_not_empty,
          ("process", "tar://{good}", "oci-bundle://{t}/bundle"), "bundle"),
     # filters

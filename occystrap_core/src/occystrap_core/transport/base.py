@@ -87,6 +87,9 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
 
     def build() -> ssl.SSLContext:
         s = ctx.settings
+        if s.client_key and not s.client_cert:  # else the key is silently not offered
+            raise UsageError(f"--client-key {s.client_key} needs --client-cert, the "
+                             f"certificate it is the key of")
         ca = cafile or s.ca_cert
         try:
             if not verify:  # no roots to load: nothing is checked against them
