@@ -198,6 +198,13 @@ def dest_is_a_dangling_link(env: Env) -> None:
     env.path("link").symlink_to(env.path("nowhere"))
 
 
+def der_certificate_dir(env: Env) -> None:
+    """A --ca-cert directory whose .crt is DER, not PEM text."""
+    good_tar(env)
+    env.path("certs").mkdir()
+    env.path("certs/ca.crt").write_bytes(b"\x30\x82\x01\xff\xfe\x80")
+
+
 def truncated(env: Env) -> None:
     data = good_tar(env).read_bytes()
     env.path("truncated.tar").write_bytes(data[: len(data) * 2 // 3])
@@ -601,6 +608,9 @@ CASES: list[Case] = [
     Case("client-key-without-client-cert", with_good_tar,
          ("--client-key", "{good}", "--retries", "0", "process", "tar://{good}",
           "registry://127.0.0.1:1/app:v1"), "--client-cert"),
+    Case("ca-cert-dir-with-a-der-certificate", der_certificate_dir,
+         ("--ca-cert", "{t}/certs", "--retries", "0", "process", "tar://{good}",
+          "registry://127.0.0.1:1/app:v1"), "ca.crt", also=("PEM",)),
     Case("oci-bundle-dest-not-empty", bundle_not_empty,
          ("process", "tar://{good}", "oci-bundle://{t}/bundle"), "bundle"),
     # filters

@@ -35,7 +35,15 @@ def ca_data(directory: str) -> str:
     crts = sorted(n for n in os.listdir(directory) if n.endswith(".crt"))
     if not crts:
         raise UsageError(f"cannot load TLS certificates ({directory}): no *.crt in it")
-    return "\n".join(Path(directory, n).read_text() for n in crts)
+    texts = []
+    for name in crts:
+        path = Path(directory, name)
+        try:
+            texts.append(path.read_bytes().decode())
+        except UnicodeDecodeError:  # a ValueError: the caller's OSError would miss it
+            raise UsageError(f"cannot load TLS certificates ({path}): not PEM text (DER? "
+                             f"openssl x509 -inform der converts it)") from None
+    return "\n".join(texts)
 
 
 def load(context: ssl.SSLContext, directory: str, *, client: bool) -> None:
