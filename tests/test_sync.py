@@ -951,6 +951,37 @@ sources:
     assert len(failed) == 1 and "refused the credentials of 'alice'" in failed[0], failed
 
 
+def test_a_registrys_ca_cert_may_be_a_certificate_directory(
+        run_cli: Callable[..., Any], source: RegistryServer, mirror: RegistryServer,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry's ca_cert, like --ca-cert, may name a directory of *.crt (skopeo's
+    --cert-dir): its CAs are trusted for that host."""
+    import shutil
+
+    prefix = f"cadir-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    assert mirror.ca_cert is not None and mirror.token_server is not None
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(mirror.ca_cert, certs / "ca.crt")
+    monkeypatch.setenv(PASSWORD_VAR, mirror.password or "")
+    config = tmp_path / "cadir.yaml"
+    config.write_text(f"""\
+registries:
+  {source.host}: {{insecure: true}}
+  {mirror.host}: {{username: alice, password: "${{{PASSWORD_VAR}}}", ca_cert: {certs}}}
+  {urlsplit(mirror.token_server.realm).netloc}: {{ca_cert: {certs}}}
+sources:
+  - source: registry://{source.host}/{prefix}/app
+    destinations: registry://{mirror.host}/m-{prefix}/app:{{tag}}
+""")
+    result = run_cli("sync", str(config))
+    assert result.exit_code == 0, result.output
+    result = run_cli("sync", "-O", "json", str(config))  # the mirror holds it now
+    assert result.exit_code == 0, result.output
+    assert [i["state"] for i in json.loads(result.stdout)["images"]] == ["skipped"]
+
+
 def test_a_configuration_may_use_yaml_anchors_and_merge_keys(
         run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
     """`<<: *anchor` (as large regsync-style configurations do): the merged keys

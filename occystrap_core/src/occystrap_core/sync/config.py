@@ -224,7 +224,7 @@ def _registry(r: _Reader, host: str, node: yaml.Node) -> RegistrySettings:
             values[key] = r.flag(keys[key], f"{what}.{key}")
     if "ca_cert" in keys:
         values["ca_cert"] = r.text(keys["ca_cert"], f"{what}.ca_cert")
-        if not os.path.isfile(values["ca_cert"]):
+        if not os.path.exists(values["ca_cert"]):  # a PEM file or a directory of *.crt
             raise r.fail(keys["ca_cert"], f"{what}.ca_cert: no such file "
                                           f"{values['ca_cert']!r}")
     if "requests_per_second" in keys:
