@@ -363,3 +363,14 @@ def test_a_namespace_login_is_refused_where_a_helper_keeps_the_hosts(tmp_path):
     with pytest.raises(UsageError, match="one per host"):
         credstore.store("reg.example", "robot", "team-secret", str(path), "team")
     assert path.read_text() == '{"credsStore": "nosuchhelper"}'
+
+
+def test_a_cred_helpers_that_is_not_a_mapping_is_one_error(docker_config, run_cli,
+                                                           expect_error):
+    """logout edits a file whose credHelpers is not a mapping: one Error line, the
+    file left as it was."""
+    docker_config.mkdir()
+    path = docker_config / "config.json"
+    path.write_text('{"credHelpers": ["reg.example"], "auths": {"reg.example": {}}}')
+    expect_error(run_cli("logout", "reg.example"), "credHelpers", str(path))
+    assert path.read_text() == '{"credHelpers": ["reg.example"], "auths": {"reg.example": {}}}'

@@ -210,6 +210,16 @@ def test_broken_config_is_skipped(home, caplog):
     assert "config.json" in caplog.text
 
 
+@pytest.mark.parametrize("helpers", [["reg.example"], "pass"])
+def test_a_cred_helpers_that_is_not_a_mapping_is_skipped(home, caplog, helpers):
+    """credHelpers must map hosts to helpers: another shape is warned of and skipped
+    (as a broken file is), and the file's auths still count."""
+    write(home / ".docker/config.json", {"credHelpers": helpers,
+                                         "auths": {"reg.example": {"auth": b64("d:1")}}})
+    assert creds("reg.example").username == "d"
+    assert "credHelpers" in caplog.text
+
+
 def test_plugins_come_first(home):
     class Vault:
         @hookimpl

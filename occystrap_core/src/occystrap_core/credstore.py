@@ -60,8 +60,11 @@ def _save(path: Path, config: dict[str, Any]) -> None:
     write_atomic(str(path), (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
 
 
-def _helper(config: dict[str, Any], host: str) -> str | None:
-    for key, name in (config.get("credHelpers") or {}).items():
+def _helper(config: dict[str, Any], host: str, path: Path) -> str | None:
+    helpers = config.get("credHelpers") or {}
+    if not isinstance(helpers, dict):  # which helper holds the secret is unknown: refuse
+        raise UsageError(f"cannot update {path}: its credHelpers is not a JSON object")
+    for key, name in helpers.items():
         if same_host(key, host):
             return str(name)
     store = config.get("credsStore")
@@ -101,7 +104,7 @@ def store(host: str, username: str, password: str, authfile: str | None = None,
     path = auth_file(authfile)
     config = _load(path)
     server = f"{host.lower()}/{scope}" if scope else server_key(host)
-    helper = _helper(config, host)
+    helper = _helper(config, host, path)
     if helper and scope:  # as podman: a helper is asked by host, never by namespace
         raise UsageError(f"{path} keeps {host}'s logins in docker-credential-{helper}, "
                          f"one per host: log in to {host}, not {host}/{scope}")
@@ -134,7 +137,7 @@ def erase(host: str, authfile: str | None = None, scope: str = "") -> bool:
     path = auth_file(authfile)
     config = _load(path)
     found = False
-    helper = None if scope else _helper(config, host)
+    helper = None if scope else _helper(config, host, path)
     if helper:
         done = _run_helper(helper, "erase", server_key(host))
         if done.returncode == 0:

@@ -156,6 +156,9 @@ def from_config_file(path: Path, host: str, repository: str | None = None,
     source = str(path)
     server = DOCKER_HUB_URL if host.lower() in DOCKER_HUB else host
     helpers = config.get("credHelpers") or {}
+    if not isinstance(helpers, dict):
+        log.warning("%s: credHelpers is not a JSON object, ignored", source)
+        helpers = {}
     for key, name in helpers.items():
         if same_host(key, host):
             return helper(name, server, source)
