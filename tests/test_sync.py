@@ -307,6 +307,11 @@ sources:
      "  - {images: [registry://a/b:1], destinations: x}\n", 2,
      "SYNC_TEST_UNSET_VAR is not set"),
     ("sources:\n  - source: [\n", 3, "not valid YAML"),
+    ("registries:\n  5000: {}\nsources:\n  - {images: [registry://a/b:1], destinations: x}\n",
+     2, "registries: 5000 is not a name"),
+    ("registries:\n  a: {}\n  null: {}\nsources:\n"
+     "  - {images: [registry://a/b:1], destinations: x}\n", 3,
+     "registries: None is not a name"),
     ("registries:\n  a:\n    ca_cert: /nonexistent/ca.pem\nsources:\n"
      "  - {images: [registry://a/b:1], destinations: x}\n", 3, "no such file"),
     ("sources:\n  - {images: [registry://a/b:1], destinations: 'registry://m/b:{tag}'}\n"

@@ -98,6 +98,8 @@ class _Reader:
                         merged.setdefault(item[0], item)
                 continue
             key = self.scalar(key_node, f"a key of {what}")
+            if not isinstance(key, str) and not keys:  # any name goes, but it is a name
+                raise self.fail(key_node, f"{what}: {key!r} is not a name (quote it)")
             if not isinstance(key, str) or (keys and key not in keys):
                 raise self.fail(key_node, f"unknown key {key!r} in {what} "
                                           f"(known: {', '.join(keys)})")
