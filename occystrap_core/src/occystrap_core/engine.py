@@ -351,6 +351,39 @@ def _probe_index(ctx: Context, reader: Reader, index: ImageIndex, output: ImageO
     cache = ctx.layer_cache
     if existing is not None or cache is None:
         return existing
+
+    def remembered(entry: IndexEntry, target: ImageOutput) -> dict[str, Any] | None:
+        child = entry.open()
+        if isinstance(child, ImageIndex):
+            raise _Undecided  # nested: its copy tells
+        target = _manifest_summary(reader, child, target)[0]
+        chain = target.cache_identity
+        memo = None if chain is None else cache.image(child.digest, chain)
+        if memo is None or digests.of_bytes(memo[0]) == entry.digest:
+            return None
+        return {"mediaType": memo[1], "digest": digests.of_bytes(memo[0]),
+                "size": len(memo[0])}
+
+    try:
+        _, data, media_type = _rewrite_index(index, output, remembered)
+    except _Undecided:
+        return None
+    return _beneath_filters(output).existing_manifest(
+        ManifestSummary(digests.of_bytes(data), media_type))
+
+
+class _Undecided(Exception):
+    """A probe cannot tell without copying."""
+
+
+def _rewrite_index(index: ImageIndex, output: ImageOutput,
+                   place: Callable[[IndexEntry, ImageOutput], dict[str, Any] | None]
+                   ) -> tuple[ImageIndex, bytes, str]:
+    """``index`` as rewritten from what ``place(entry, target)`` says became of each
+    entry (its new descriptor, None when unchanged), images before their attestations;
+    and its bytes and media type. An attestation goes beneath any filter (it is no file
+    system), and is left out when its image was rewritten: it describes (provenance,
+    SBOM) bytes the destination will not hold."""
     written: dict[str, dict[str, Any]] = {}
     dropped: set[str] = set()
     for entry in sorted(index.entries, key=lambda e: _attests(e) is not None):
@@ -358,20 +391,13 @@ def _probe_index(ctx: Context, reader: Reader, index: ImageIndex, output: ImageO
         if described is not None and described in written:
             dropped.add(entry.digest)
             continue
-        child = entry.open()
-        if isinstance(child, ImageIndex):
-            return None  # nested: its copy tells
-        target = output if described is None else _beneath_filters(output)
-        target = _manifest_summary(reader, child, target)[0]
-        chain = target.cache_identity
-        memo = None if chain is None else cache.image(child.digest, chain)
-        if memo is not None and digests.of_bytes(memo[0]) != entry.digest:
-            written[entry.digest] = {"mediaType": memo[1], "digest": digests.of_bytes(memo[0]),
-                                     "size": len(memo[0])}
-    data, media_type = dataclasses.replace(index, entries=tuple(
-        e for e in index.entries if e.digest not in dropped)).build(written)
-    return _beneath_filters(output).existing_manifest(
-        ManifestSummary(digests.of_bytes(data), media_type))
+        new = place(entry, output if described is None else _beneath_filters(output))
+        if new is not None:
+            written[entry.digest] = new
+    index = dataclasses.replace(index, entries=tuple(
+        e for e in index.entries if e.digest not in dropped))
+    data, media_type = index.build(written)
+    return index, data, media_type
 
 
 def copy_referrers(ctx: Context, source: ImageSource, output: ImageOutput,
@@ -516,38 +542,32 @@ def _copy_index(ctx: Context, reader: Reader, index: ImageIndex,
     if existing is not None:
         return existing
     output.start_index(index)
-    written: dict[str, dict[str, Any]] = {}
-    dropped: set[str] = set()
     changed = False  # an image was written: the copy is no no-op, whatever the index
-    # images first: what becomes of an attestation follows what became of its image
-    for entry in sorted(index.entries, key=lambda e: _attests(e) is not None):
-        described = _attests(entry)
-        if described is not None and described in written:
-            # it describes (provenance, SBOM) bytes the destination will not hold
-            log.info("%s: attestation %s left out: its image %s was rewritten",
-                     reader.where, entry.digest, described)
-            dropped.add(entry.digest)
-            continue
+
+    def copied(entry: IndexEntry, target: ImageOutput) -> dict[str, Any] | None:
+        nonlocal changed
         child = entry.open()
         if isinstance(child, ImageIndex):
             result = _copy_index(ctx, reader, child, output)
         else:
             platform = platforms.of_descriptor(entry.descriptor)
-            # an attestation is no file system: it goes as it is, beneath any filter
-            target = output if described is None else _beneath_filters(output)
             result = _copy_manifest(ctx, reader, child, platform, target)[1]
         changed = changed or not result.details.get("unchanged")
-        if result.manifest_digest != entry.digest:
-            if result.manifest_size is None or result.manifest_media_type is None:
-                raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
-                                       f"for {entry.digest}; cannot rewrite the index")
-            written[entry.digest] = {"mediaType": result.manifest_media_type,
-                                     "digest": result.manifest_digest,
-                                     "size": result.manifest_size}
-    index = dataclasses.replace(index, entries=tuple(
-        e for e in index.entries if e.digest not in dropped))
-    data, media_type = index.build(written)
-    result = output.finish_index(dataclasses.replace(index, media_type=media_type), data)
+        if result.manifest_digest == entry.digest:
+            return None
+        if result.manifest_size is None or result.manifest_media_type is None:
+            raise UnsupportedError(f"{type(output).__name__} did not say what it wrote "
+                                   f"for {entry.digest}; cannot rewrite the index")
+        return {"mediaType": result.manifest_media_type, "digest": result.manifest_digest,
+                "size": result.manifest_size}
+
+    kept, data, media_type = _rewrite_index(index, output, copied)
+    left = {e.digest for e in kept.entries}
+    for entry in index.entries:
+        if entry.digest not in left:
+            log.info("%s: attestation %s left out: its image %s was rewritten",
+                     reader.where, entry.digest, _attests(entry))
+    result = output.finish_index(dataclasses.replace(kept, media_type=media_type), data)
     if changed and result.details.get("unchanged"):
         result = dataclasses.replace(result, details={
             k: v for k, v in result.details.items() if k != "unchanged"})
