@@ -94,6 +94,15 @@ def _end(match: re.Match[str] | None) -> int:
     return match.end()
 
 
+def _challenges(response: httpx.Response) -> list[Challenge]:
+    return parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+
+
+def _error(challenges: list[Challenge]) -> str:
+    """The ``error`` a refusal's challenges give (``insufficient_scope``...), if any."""
+    return next((c.params["error"] for c in challenges if "error" in c.params), "")
+
+
 def parse_challenges(header: str) -> list[Challenge]:
     """Every challenge in ``header``, e.g. ``Bearer realm="..",scope="..", Basic realm=".."``."""
     challenges: list[Challenge] = []
@@ -232,7 +241,7 @@ class RegistryAuth(httpx.Auth):
         response = yield request
         if response.status_code != 401:
             return
-        challenges = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+        challenges = _challenges(response)
         by_scheme = {c.scheme: c for c in reversed(challenges)}
         challenge = by_scheme.get("bearer") or by_scheme.get("basic")
         if challenge is None:
@@ -267,9 +276,7 @@ class RegistryAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401:
             self._forget(key, token)
-            again = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
-            error = next((c.params["error"] for c in again if "error" in c.params), "")
-            raise AuthError(self._refused(host, key[2], error))
+            raise AuthError(self._refused(host, key[2], _error(_challenges(response))))
 
     def _as_is(self, request: httpx.Request,
                token: str) -> Generator[httpx.Request, httpx.Response, None]:
@@ -278,10 +285,10 @@ class RegistryAuth(httpx.Auth):
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            challenges = parse_challenges(", ".join(response.headers.get_list("www-authenticate")))
+            challenges = _challenges(response)
             scopes = tuple(s for c in challenges for s in c.params.get("scope", "").split())
-            error = next((c.params["error"] for c in challenges if "error" in c.params), "")
-            raise AuthError(self._refused(request.url.netloc.decode(), scopes, error))
+            raise AuthError(self._refused(request.url.netloc.decode(), scopes,
+                                          _error(challenges)))
 
     def _basic_retry(self, request: httpx.Request,
                      host: str) -> Generator[httpx.Request, httpx.Response, None]:
