@@ -429,27 +429,52 @@ def test_push_is_read_back_and_verified(registry_plain: RegistryServer,
     assert len(fetched) == 3  # the config and both layers, re-hashed
 
 
-def test_verify_checks_the_blobs_while_the_manifest_is_read_back(
+def test_verify_checks_the_blobs_while_the_manifest_goes_up(
         registry_plain: RegistryServer, occy: Callable[..., Any],
         fault_front_factory: Callable[..., Any], repo_name: Callable[[str], str],
         tmp_path: Path) -> None:
-    """The blobs to check are known from the manifest sent: one round trip, not two."""
+    """The blobs to check are known from the manifest sent, and were all written before
+    it: they are HEADed while it goes up, and only the read-back waits for the PUT."""
     from occystrap_core.testing.faults import Fault
 
     archive = build_docker_archive(str(tmp_path / "in.tar"), n_layers=2)
     front = fault_front_factory(registry_plain)
-    front.add(Fault("stall", method="GET", path=r"/manifests/sha256:", seconds=0.5))
+    front.add(Fault("stall", method="PUT", path=r"/manifests/v1", seconds=0.5))
     repo = repo_name("verify-at-once")
     result = occy(registry_plain, "process", f"tar://{archive['path']}",
                   f"registry://{front.host}/{repo}:v1")
     assert result.stderr.rstrip().endswith(", verified")
     [put] = [h for h in front.log if h.method == "PUT" and "/manifests/" in h.path]
+    uploaded = max(h.answered for h in front.log
+                   if h.method == "PUT" and "/blobs/uploads/" in h.path)
     [read_back] = [h for h in front.log if h.method == "GET" and "/manifests/sha256:" in h.path]
     heads = [h for h in front.log if h.method == "HEAD" and "/blobs/" in h.path
-             and h.arrived > put.arrived]
+             and h.arrived > uploaded]
     assert len(heads) == 3  # the config and both layers
-    assert read_back.answered is not None
-    assert all(h.arrived < read_back.answered for h in heads)  # asked while it stalled
+    assert put.answered is not None
+    assert all(h.answered is not None and h.answered < put.answered for h in heads)
+    assert read_back.arrived > put.answered  # the manifest is read back once it is there
+
+
+def test_verify_reports_a_blob_missing_while_the_manifest_goes_up(
+        registry_plain: RegistryServer, occy: Callable[..., Any],
+        fault_front_factory: Callable[..., Any], repo_name: Callable[[str], str],
+        tmp_path: Path) -> None:
+    """A blob the check finds missing as the manifest goes up fails the run, named."""
+    from occystrap_core.testing.faults import Fault
+
+    archive = build_docker_archive(str(tmp_path / "in.tar"), n_layers=2)
+    config = archive["config_digest"]
+    front = fault_front_factory(registry_plain)
+    # the push asks for the config once before sending it; the check is the second HEAD
+    front.add(Fault("status", method="HEAD", path=f"/blobs/{config}$", status=404,
+                    code="BLOB_UNKNOWN", after=1))
+    result = occy(registry_plain, "process", f"tar://{archive['path']}",
+                  f"registry://{front.host}/{repo_name('verify-missing')}:v1", ok=False)
+    heads = [h for h in front.log if h.method == "HEAD" and h.path.endswith(config)]
+    assert [h.fault for h in heads] == [None, "status"]
+    assert result.exit_code != 0
+    assert f"config: blob {config} is missing" in result.stderr
 
 
 def test_push_summary_counts_layers_then_skips(registry_plain: RegistryServer,

@@ -124,7 +124,8 @@ class RegistryOutput(ImageOutput):
         self._mount_from: str | None = None
         self._sessions: dict[str, Session] = {}  # digest -> session left by a refused mount
         self._rewritten: dict[int, Layer] = {}  # index -> descriptor of a recompressed layer
-        self._pushed: list[tuple[bytes, str]] = []  # (bytes, media type) of each manifest PUT
+        # (bytes, media type, its blobs' checks) of each manifest PUT, for verify()
+        self._pushed: list[tuple[bytes, str, list[Future[str | None]] | None]] = []
         self._config: tuple[str, Future[None]] | None = None  # the config going up early
 
     @property
@@ -490,13 +491,17 @@ class RegistryOutput(ImageOutput):
         HEADs): all at once, within the connection pool's size."""
         return max(1, min(count, self.ctx.settings.max_connections))
 
-    def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool) -> OutputResult:
+    def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool,
+                       verified: bool = True) -> OutputResult:
+        """PUT ``manifest``; with ``verified``, for verify() to check (its blobs' HEADs
+        go with it), else alone (occystrap tag: the tag's manifest is there already)."""
         digest = digests.of_bytes(manifest)
         if not by_digest and self.ref.digest and self.ref.digest != digest:
             raise URIError(f"destination {self.ref} is pinned to {self.ref.digest}, but the "
                            f"manifest to push has digest {digest}")
         ref = digest if by_digest else self.ref.tag or digest
         what = f"pushing manifest {self.ref.path}:{ref}"
+        checks = self._check_blobs(manifest, media_type) if verified else None
         with self.manifest_lock.hold((self.registry, self.ref.path, digest)):
             response = self._put_manifest(ref, manifest, media_type, what)
         check_digest_header(response, digest, what)
@@ -504,7 +509,8 @@ class RegistryOutput(ImageOutput):
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
         if "OCI-Subject" not in response.headers:  # a registry with the API says it has it
             self._list_in_fallback(manifest, media_type)
-        self._pushed.append((manifest, media_type))
+        if verified:
+            self._pushed.append((manifest, media_type, checks))
         return OutputResult(location=self._where(digest), manifest_digest=digest,
                             manifest_size=len(manifest), manifest_media_type=media_type,
                             manifest=manifest)
@@ -612,7 +618,7 @@ class RegistryOutput(ImageOutput):
 
     def put_manifest(self, data: bytes, media_type: str) -> OutputResult:
         """One PUT of ``data`` under this output's tag; no blob is asked about."""
-        return self._push_manifest(data, media_type, by_digest=False)
+        return self._push_manifest(data, media_type, by_digest=False, verified=False)
 
     def delete_tag(self) -> None:
         """The spec's ``DELETE /v2/<name>/manifests/<tag>``; CNCF distribution before 3
@@ -693,23 +699,53 @@ class RegistryOutput(ImageOutput):
         names is there: HEAD by default, GET and re-hash with --verify-full. A warm
         no-op pushed nothing and checks nothing, so it keeps its few requests."""
         problems = []
-        for manifest, media_type in self._pushed:
-            problems += self._verify_manifest(manifest, media_type)
+        for manifest, media_type, checks in self._pushed:
+            problems += self._verify_manifest(manifest, media_type, checks)
         return problems
 
-    def _verify_manifest(self, manifest: bytes, media_type: str) -> list[str]:
+    def _blobs(self, manifest: bytes, media_type: str) -> list[tuple[str, str, int]]:
+        """(what, digest, size) of each blob an image's manifest names and this output
+        pushed; none for an index (its images are verified one by one)."""
+        if media_type in mt.INDEXES:
+            return []
+        what = f"manifest {self.ref.path}@{digests.of_bytes(manifest)}"
+        doc = parse(manifest, media_type, what)
+        assert isinstance(doc, Manifest)
+        return [(f"{what} config", doc.config.digest, doc.config.size)] + [
+            (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
+            if not d.urls]  # foreign layers are never pushed: see wants_layer
+
+    def _check_blobs(self, manifest: bytes, media_type: str
+                     ) -> list[Future[str | None]] | None:
+        """Start verify()'s HEADs of the manifest's blobs as it goes up: they were all
+        written before it, and the checks take no round trip of their own after the
+        PUT. None when verify() is not asked for, re-hashes blobs (--verify-full takes
+        -j's width, after the copy) or cannot read the manifest (it says so)."""
+        settings = self.ctx.settings
+        if not settings.verify or settings.verify_full:
+            return None
+        try:
+            blobs = self._blobs(manifest, media_type)
+        except OccystrapError:
+            return None
+        if not blobs:
+            return []
+        pool = ThreadPoolExecutor(self._at_once(len(blobs)), thread_name_prefix="verify")
+        checks = [pool.submit(self._verify_blob, *blob) for blob in blobs]
+        pool.shutdown(wait=False)  # its threads end once the HEADs are answered
+        return checks
+
+    def _verify_manifest(self, manifest: bytes, media_type: str,
+                         checks: list[Future[str | None]] | None) -> list[str]:
         digest = digests.of_bytes(manifest)
         what = f"manifest {self.ref.path}@{digest}"
-        blobs: list[tuple[str, str, int]] = []
-        if media_type not in mt.INDEXES:  # its images were pushed, and are verified, one by one
-            try:
-                doc = parse(manifest, media_type, what)
-            except OccystrapError as e:
-                return [str(e)]
-            assert isinstance(doc, Manifest)
-            blobs = [(f"{what} config", doc.config.digest, doc.config.size)] + [
-                (f"{what} layer {i}", d.digest, d.size) for i, d in enumerate(doc.layers)
-                if not d.urls]  # foreign layers are never pushed: see wants_layer
+        if checks is not None:
+            problems = self._read_back(digest, media_type, what)
+            return problems + [p for p in (c.result() for c in checks) if p]
+        try:
+            blobs = self._blobs(manifest, media_type)
+        except OccystrapError as e:
+            return [str(e)]
         # The blobs are known from the bytes sent: they are checked while the manifest is
         # read back, not after. Re-reading whole blobs (--verify-full) takes -j's width;
         # HEADs go at once.
