@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 
 MOUNT_TRIES = 3  # repositories a layer-cache hit tries to mount its blob from
 CONFIG_PUSHES = "registry.config_pushes"
+SMALL_REQUESTS = "registry.small_requests"
 # a manifest PUT's error codes for a blob the repository lacks (distribution: the first)
 BLOB_UNKNOWN = {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}
 
@@ -445,8 +446,8 @@ class RegistryOutput(ImageOutput):
                                        manifest_media_type=media_type)
         blobs = [(doc.config.digest, doc.config.size)] + [
             (d.digest, d.size) for d in doc.layers if not d.urls]
-        with ThreadPoolExecutor(self._at_once(len(blobs)), thread_name_prefix="adopt") as pool:
-            placed = list(pool.map(lambda blob: self._probe_blob(*blob), blobs))
+        asked = [self._small_requests().submit(self._probe_blob, *blob) for blob in blobs]
+        placed = [a.result() for a in asked]
         if any(p is True for p in placed):
             return None
         result = self._push_manifest(data, media_type, by_digest=self._in_index)
@@ -486,10 +487,20 @@ class RegistryOutput(ImageOutput):
     def _in_index(self) -> bool:
         return self._depth > 0
 
-    def _at_once(self, count: int) -> int:
-        """Threads for ``count`` tiny requests that each wait on the registry (mounts,
-        HEADs): all at once, within the connection pool's size."""
-        return max(1, min(count, self.ctx.settings.max_connections))
+    def _small_requests(self) -> ThreadPoolExecutor:
+        """The run's threads for this registry's tiny requests that each wait on it
+        (mounts, HEADs), asked all at once: as many as its connection pool holds. They
+        outlive each batch, so the next one (a manifest's checks after its mounts)
+        starts no thread; a thread's start waits for the interpreter's lock, which the
+        threads already answering hold, and 17 starts cost a warm copy 10 ms."""
+        def build() -> ThreadPoolExecutor:
+            pool = ThreadPoolExecutor(self.ctx.settings.max_connections,
+                                      thread_name_prefix="requests")
+            self.ctx.call_on_close(pool.shutdown)
+            return pool
+
+        pool: ThreadPoolExecutor = self.ctx.shared(f"{SMALL_REQUESTS} {self.registry}", build)
+        return pool
 
     def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool,
                        verified: bool = True) -> OutputResult:
@@ -728,12 +739,7 @@ class RegistryOutput(ImageOutput):
             blobs = self._blobs(manifest, media_type)
         except OccystrapError:
             return None
-        if not blobs:
-            return []
-        pool = ThreadPoolExecutor(self._at_once(len(blobs)), thread_name_prefix="verify")
-        checks = [pool.submit(self._verify_blob, *blob) for blob in blobs]
-        pool.shutdown(wait=False)  # its threads end once the HEADs are answered
-        return checks
+        return [self._small_requests().submit(self._verify_blob, *blob) for blob in blobs]
 
     def _verify_manifest(self, manifest: bytes, media_type: str,
                          checks: list[Future[str | None]] | None) -> list[str]:
@@ -746,12 +752,9 @@ class RegistryOutput(ImageOutput):
             blobs = self._blobs(manifest, media_type)
         except OccystrapError as e:
             return [str(e)]
-        # The blobs are known from the bytes sent: they are checked while the manifest is
-        # read back, not after. Re-reading whole blobs (--verify-full) takes -j's width;
-        # HEADs go at once.
-        workers = (self.ctx.settings.parallel if self.ctx.settings.verify_full
-                   else self._at_once(len(blobs)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        # --verify-full: whole blobs are re-read, -j's width at a time, while the
+        # manifest is read back
+        with ThreadPoolExecutor(self.ctx.settings.parallel, thread_name_prefix="verify") as pool:
             found = pool.map(lambda blob: self._verify_blob(*blob), blobs)
             problems = self._read_back(digest, media_type, what)
             return problems + [p for p in found if p]
