@@ -111,6 +111,21 @@ def test_a_run_talking_http_imports_no_optional_extras():
     assert "httpx._main" not in modules
 
 
+def test_a_warm_cached_copy_through_a_filter_imports_no_tar_code(registry_plain, tmp_path):
+    """A warm cached copy reads no layer, so the tar code its filter runs on layers
+    (tarfile, layertar: 1-2 ms of start-up) stays out; the cold copy needs it."""
+    push_sample_image(registry_plain, "probe/tar", "v1")
+    host = registry_plain.host
+
+    def copy(dest: str) -> set[str]:
+        return _modules_after("--insecure", "--layer-cache", str(tmp_path / "cache"),
+                              "process", f"registry://{host}/probe/tar:v1",
+                              f"registry://{host}/{dest}:v1", "-f", "normalize-timestamps")
+
+    assert {"tarfile", "occystrap_core.layertar"} <= copy("probe/cold")
+    assert not copy("probe/warm") & {"tarfile", "occystrap_core.layertar"}
+
+
 def test_a_run_over_tls_still_speaks_http2_and_h2_imports_later(registry_tls, monkeypatch):
     """httpcore imported without h2 (transport/optional.py) still negotiates HTTP/2 when
     a TLS registry offers it, and h2 is importable by anyone afterwards."""

@@ -10,13 +10,15 @@ otherwise still differ between two builds and change the config and manifest dig
 
 from __future__ import annotations
 
-import tarfile
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..api import ImageOutput, Layer
 from ..context import Context
 from .rewrite import Emitted, LayerRewriteFilter, MemberRewriter
+
+if TYPE_CHECKING:
+    import tarfile
 
 _TIME_RECORDS = ("atime", "ctime", "mtime", "LIBARCHIVE.creationtime")
 CREATED = "org.opencontainers.image.created"

@@ -24,19 +24,22 @@ import dataclasses
 import hashlib
 import json
 import os
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterable
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from .. import mediatypes as mt
 from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, Mounted, OutputResult
 from ..context import Context
 from ..errors import CorruptImageError
-from ..layertar import link_problem, members, prepare_copy, read_stream, write_stream
 
-Emitted = Iterable[tuple[tarfile.TarInfo, IO[bytes] | None]]
+if TYPE_CHECKING:
+    import tarfile
+
+# tarfile (and layertar, built on it) is imported when a layer is rewritten: a warm
+# cached copy through a filter reads no layer, and its start-up skips that module.
+Emitted = Iterable[tuple["tarfile.TarInfo", IO[bytes] | None]]
 
 
 class MemberRewriter:
@@ -146,6 +149,10 @@ class LayerRewriteFilter(ImageFilter):
             cache.record_transform(data.tar_digest, self.step, result.digest, result.size)
 
     def _rewrite(self, src: BinaryIO, dst: _HashingWriter, layer: Layer) -> None:
+        import tarfile
+
+        from ..layertar import link_problem, members, prepare_copy, read_stream, write_stream
+
         rewriter = self.member_rewriter(layer)
         writer = None
         try:
