@@ -601,6 +601,8 @@ CASES: list[Case] = [
          ("process", "tar://{good}", "dir://{t}/link"), "symbolic link"),
     Case("mounts-dest-is-a-dangling-link", dest_is_a_dangling_link,
          ("process", "tar://{good}", "mounts://{t}/link"), "symbolic link"),
+    Case("bundle-dest-is-a-dangling-link", dest_is_a_dangling_link,
+         ("process", "tar://{good}", "oci-bundle://{t}/link"), "symbolic link"),
     Case("oci-layout-dest-is-a-file", dest_is_a_file,
          ("process", "tar://{good}", "oci-layout://{t}/afile"), "afile"),
     Case("registry-dest-bad-reference", with_good_tar,

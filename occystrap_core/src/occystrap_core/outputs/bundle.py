@@ -25,7 +25,7 @@ from ..errors import CorruptImageError, OutputExistsError, URIError
 from ..rootfs import TreeWriter
 from ..tempfiles import TempDir, destination, sweep, write_atomic
 from ..types import ResolvedURI
-from .common import PRIVATE, local_path
+from .common import PRIVATE, local_path, refuse_dangling_link
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ARGS = ["sh"]  # runc spec's, which umoci and docker keep for an image without any
@@ -160,7 +160,9 @@ class BundleOutput(ImageOutput):
     requires_ordered_layers = True  # layers are applied on top of each other as they come
 
     def __init__(self, uri: ResolvedURI, ctx: Context):
-        self.path = destination(local_path(uri))  # a link to an empty directory is kept
+        path = local_path(uri)
+        refuse_dangling_link(path)
+        self.path = destination(path)  # a link to an empty directory is kept
         self.ctx = ctx
         self._work: TempDir | None = None
         self._temp: str | None = None  # the bundle, built inside _work

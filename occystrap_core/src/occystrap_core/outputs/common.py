@@ -25,15 +25,21 @@ def local_path(uri: ResolvedURI) -> str:
 PRIVATE = 0o700
 
 
+def refuse_dangling_link(path: str) -> None:
+    """Refuse a directory destination that is a symbolic link to a missing path: nothing
+    is created through it (and mkdir would say "File exists", about a path that does not)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise OutputExistsError(f"{path} is a symbolic link to {os.readlink(path)!r}, which "
+                                f"does not exist")
+
+
 def ensure_dir(path: str, mode: int = 0o777) -> bool:
     """Make ``path`` a directory (``mode``) if it is missing; True if this call made it."""
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise OutputExistsError(f"{path} exists and is not a directory")
         return False
-    if os.path.islink(path):  # else mkdir's "File exists", about a path that does not
-        raise OutputExistsError(f"{path} is a symbolic link to {os.readlink(path)!r}, which "
-                                f"does not exist")
+    refuse_dangling_link(path)
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise URIError(f"directory {parent} does not exist")
