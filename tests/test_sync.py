@@ -335,6 +335,11 @@ sources:
     ("registries:\n  a.example/no space: {username: u}\n"
      "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 2,
      "'a.example/no space' is not HOST[:PORT][/NAMESPACE]"),
+    ("registries:\n  a.example:99999: {insecure: true}\n"
+     "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 2,
+     "registries: 'a.example:99999': port 99999 is not between 1 and 65535"),
+    ("sources:\n  - {images: ['registry://a.example:0/b:1'], destinations: 'registry://m/b:{tag}'}\n",
+     2, "port 0 is not between 1 and 65535"),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:
@@ -792,6 +797,7 @@ def test_a_source_that_does_not_say_its_digests_is_still_warm(
     ((), "regsitry://127.0.0.1:1/m/{repo}:{tag}", "unknown output scheme 'regsitry'"),
     ((), "registry://127.0.0.1:1/m/*:{tag}", "not a pattern"),
     (("--prune",), "registry://127.0.0.1:1/m/{repo}:latest", "ending in :{tag}"),
+    ((), "registry://127.0.0.1:65536/m/{repo}:{tag}", "port 65536 is not between 1 and 65535"),
 ])
 def test_a_bad_destination_stops_the_run_before_any_listing(
         run_cli: Callable[..., Any], options: tuple[str, ...], template: str,

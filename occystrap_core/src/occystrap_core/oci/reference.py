@@ -99,6 +99,14 @@ def _join(name: str, tag: str | None, digest: str | None) -> str:
     return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
 
+def port_problem(domain: str) -> str | None:
+    """What is wrong with the port of ``domain`` (``HOST[:PORT]``), if anything."""
+    port = domain.rpartition(":")[2] if not domain.endswith("]") else ""
+    if port.isdigit() and (len(port) > 5 or not 0 < int(port) < 65536):
+        return f"port {port} is not between 1 and 65535"
+    return None
+
+
 def _is_domain(component: str) -> bool:
     # docker's splitDockerDomain: upper case also means "not a path"
     return ("." in component or ":" in component or component == "localhost"
@@ -140,9 +148,9 @@ def parse(text: str, *, normalize: bool = True, default_tag: bool = True) -> Ref
     first, slash, rest = name.partition("/")
     if slash and _is_domain(first):
         domain, path = first, rest
-        port = domain.rpartition(":")[2] if not domain.endswith("]") else ""
-        if port.isdigit() and not 0 < int(port) < 65536:
-            raise bad(f"port {port} is not between 1 and 65535")
+        problem = port_problem(domain)
+        if problem:
+            raise bad(problem)
         if normalize and domain in HUB_ALIASES:
             domain = DOCKER_HUB
     elif normalize:

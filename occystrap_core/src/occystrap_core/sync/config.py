@@ -17,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import OccystrapError, UsageError
+from ..oci.reference import port_problem
 from .rules import SemverRange, TagRules
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -266,6 +267,9 @@ def parse(text: str, path: str) -> SyncConfig:
             if not _HOST_RE.fullmatch(name) or slash and not _NAMESPACE_RE.fullmatch(namespace):
                 raise r.fail(key_node, f"registries: {key!r} is not HOST[:PORT][/NAMESPACE] "
                                        f"(no scheme: the host as written in the URIs)")
+            problem = port_problem(name)
+            if problem:
+                raise r.fail(key_node, f"registries: {key!r}: {problem}")
             if host in registries:
                 raise r.fail(key_node, f"registries: {host!r} is given twice")
             registries[host] = _registry(r, host, node)

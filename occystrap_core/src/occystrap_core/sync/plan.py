@@ -23,8 +23,9 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 
 from ..api import BulkItem, ImageLister
 from ..bulk import check_filters, template_fields
-from ..errors import CredentialsError, ImageNotFoundError, OccystrapError, UsageError
+from ..errors import CredentialsError, ImageNotFoundError, OccystrapError, URIError, UsageError
 from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
+from ..pipeline import resolve
 from ..redact import redact_uri
 from ..uri import parse_uri
 from ..workers import parallel
@@ -277,6 +278,7 @@ class Planner:
                     self.ctx.plugins.listers.get(spec.pattern.partition("://")[0])
                 for uri in spec.images:
                     self.ctx.plugins.listers.get(self.place_of(uri).scheme)
+                    resolve(self.ctx, uri, "input")  # its reference: a port, a name
                 for platform in spec.platforms.split(",") if spec.platforms else ():
                     parse_platform(platform)
                 check_filters(self.ctx, spec.filters)
@@ -292,7 +294,10 @@ class Planner:
         ``:{tag}``."""
         filled = template.format_map({name: "x" for name in template_fields(template)})
         scheme = self.place_of(filled).scheme
-        self.ctx.plugins.outputs.get(scheme)
+        try:  # its scheme, and its reference's host and port
+            resolve(self.ctx, filled, "output")
+        except URIError as e:
+            raise URIError(f"destination {template!r} (filled as {filled!r}): {e}") from None
         if self.prune and not template.partition("?")[0].endswith(":{tag}"):
             raise UsageError(f"--prune needs destinations ending in :{{tag}}, so that a "
                              f"destination tag names its source tag; {template!r} does not")
