@@ -270,6 +270,11 @@ def layout_without_index(env: Env) -> None:
     (good_layout(env) / "index.json").unlink()
 
 
+def layout_without_marker(env: Env) -> None:
+    """An OCI layout whose oci-layout file is gone (index.json and blobs there)."""
+    (good_layout(env) / "oci-layout").unlink()
+
+
 def layout_index_not_json(env: Env) -> None:
     (good_layout(env) / "index.json").write_text("{ not json at all")
 
@@ -530,6 +535,8 @@ CASES: list[Case] = [
     Case("image-not-in-archive", with_good_tar,
          ("process", "tar://{good}?image=example.com/nope:v9", OUT), "example.com/nope:v9"),
     # OCI layouts
+    Case("delete-in-layout-without-marker", layout_without_marker,
+         ("delete", "oci-layout://{layout}?ref=v1"), "not an OCI image layout (no oci-layout)"),
     Case("layout-without-index", layout_without_index, ("process", "oci-layout://{layout}", OUT),
          "index.json"),
     Case("layout-index-not-json", layout_index_not_json,

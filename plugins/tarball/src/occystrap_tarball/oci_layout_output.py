@@ -325,8 +325,9 @@ class LayoutOutput(ImageOutput):
 
     def _drop(self, gone: Callable[[dict[str, Any]], bool], missing: str) -> None:
         """Rewrite ``index.json`` without the entries ``gone`` picks, atomically."""
-        if not os.path.isfile(self._file("index.json")):
-            raise ImageNotFoundError(f"{self.path} is not an OCI image layout")
+        for name in ("index.json", "oci-layout"):  # the lock is taken on oci-layout
+            if not os.path.isfile(self._file(name)):
+                raise ImageNotFoundError(f"{self.path} is not an OCI image layout (no {name})")
         with self._index_lock():
             path = self._file("index.json")
             with open(path, "rb") as f:
