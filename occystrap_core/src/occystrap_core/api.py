@@ -778,6 +778,11 @@ class ImageLister(ABC):
     #: Whether :meth:`digest` answers; without it every tag goes through the engine.
     knows_digests = False
 
+    #: Whether :meth:`repositories` lists repositories whose tags the credentials may
+    #: not read (Quay adds every public one): such a repository a glob matches is
+    #: skipped with a warning, not failed (:func:`occystrap_core.listing.readable`).
+    lists_unreadable = False
+
     def repository(self, target: str) -> str:
         """The repository, relative to the root, that a single-image URI target names
         (``ROOT/REPO[:TAG|@DIGEST]``): what :meth:`tags` takes (``occystrap tags``)."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, TypeVar
 
 from .api import BulkItem, ImageLister, ImageSet
-from .errors import CredentialsError, OccystrapError, URIError
+from .errors import AuthError, CredentialsError, OccystrapError, URIError
 from .workers import parallel
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("occystrap.listing")
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+T = TypeVar("T")
 
 
 def is_glob(pattern: str) -> bool:
@@ -107,6 +109,24 @@ def matching_tags(lister: ImageLister, pattern: Pattern, repository: str) -> lis
     return sorted({t for t in lister.tags(repository) if pattern.tag_matches(t)})
 
 
+def readable(lister: ImageLister, repositories: Sequence[str], listed: Sequence[T], *,
+             glob: bool) -> list[tuple[str, T]]:
+    """Each repository with its listed tags (or the error listing them), but those a
+    lister that lists unreadable repositories (:attr:`~ImageLister.lists_unreadable`)
+    refused (AuthError): each is skipped with a warning naming it. When the repository
+    was named literally (not ``glob``), or every matching one refuses (a token without
+    the scope), the first refusal is raised: the source cannot be read."""
+    pairs = list(zip(repositories, listed, strict=True))
+    if not lister.lists_unreadable:
+        return pairs
+    refused = [e for e in listed if isinstance(e, AuthError)]
+    if refused and (len(refused) == len(listed) or not glob):
+        raise refused[0]
+    for error in refused:
+        log.warning("%s: skipped", error)
+    return [(r, tags) for r, tags in pairs if not isinstance(tags, AuthError)]
+
+
 class ListedImages(ImageSet):
     """Every image a lister finds under a pattern; used by input factories for
     ``SCHEME://ROOT/REPO_GLOB:TAG_GLOB`` sources (see ``registry://``)."""
@@ -132,7 +152,8 @@ class ListedImages(ImageSet):
                  self.pattern.repositories)
         listed = parallel(self._tags_or_error, repositories, self.ctx.settings.image_parallel,
                           self.ctx.cancel.child(), name="list")
-        for repository, tags in zip(repositories, listed, strict=True):
+        for repository, tags in readable(self.lister, repositories, listed,
+                                         glob=is_glob(self.pattern.repositories)):
             if isinstance(tags, OccystrapError):
                 yield BulkItem(uri=self.lister.item(repository, "").uri, fields={},
                                error=str(tags))

@@ -284,3 +284,23 @@ def test_a_repository_the_token_may_not_read_is_skipped(occy, src, seeded, quay)
     assert refused.stderr.startswith(f"Error: quay API at {quay.host}: listing tags of "
                                      f"{NS}/app-0"), refused.stderr
     assert "HTTP 403" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_sync_skips_a_repository_the_token_may_not_read(occy, src, seeded, quay):
+    """sync follows process's rule: a listed repository whose tags answer 403 is skipped
+    with one warning naming it, the others are copied; a source none of whose matching
+    repositories can be read fails, as does one that names the refused repository."""
+    quay.forbidden = {"app-01"}
+    dest = f"registry://{seeded.registry.host}/sk-{uuid.uuid4().hex[:6]}/{{repo}}:{{tag}}"
+    result = occy("sync", "-O", "json", src(f"{NS}/app-0[0-2]:*"), dest)
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"copied": 4}, report
+    warned = [line for line in result.stderr.splitlines() if "app-01" in line]
+    assert len(warned) == 1 and "HTTP 403" in warned[0] and "skipped" in warned[0], \
+        result.stderr
+    quay.forbidden = {"app-00", "app-01"}
+    for pattern in (f"{NS}/app-0[01]:*", f"{NS}/app-01:*"):
+        refused = occy("sync", "-O", "json", src(pattern), dest, code=1)
+        failed = json.loads(refused.stdout)["images"]
+        assert [i["state"] for i in failed] == ["failed"], failed
+        assert "HTTP 403" in failed[0]["error"], failed

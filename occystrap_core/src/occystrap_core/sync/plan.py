@@ -23,8 +23,22 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 
 from ..api import BulkItem, ImageLister
 from ..bulk import check_filters, template_fields
-from ..errors import CredentialsError, ImageNotFoundError, OccystrapError, URIError, UsageError
-from ..listing import Pattern, is_glob, matching_repositories, open_lister, split_pattern
+from ..errors import (
+    AuthError,
+    CredentialsError,
+    ImageNotFoundError,
+    OccystrapError,
+    URIError,
+    UsageError,
+)
+from ..listing import (
+    Pattern,
+    is_glob,
+    matching_repositories,
+    open_lister,
+    readable,
+    split_pattern,
+)
 from ..pipeline import resolve
 from ..redact import redact_uri
 from ..uri import parse_uri
@@ -419,12 +433,15 @@ class Planner:
             listed = parallel(tags_of, repositories,
                               LOOKUPS_PER_COPY * self.ctx.settings.image_parallel,
                               self.ctx.cancel.child(), name="list")
-        except CredentialsError as e:
+            kept = readable(lister, repositories, listed, glob=is_glob(pattern.repositories))
+        except AuthError as e:  # refused for every repository: the source cannot be synced
             plan.tasks.append(Task(uri, None, (), spec, error=str(e)))
             self._hold_all(plan, spec)
             return
+        for repository in set(repositories) - {r for r, _ in kept}:
+            self._hold(plan, spec, lister.item(repository, "x"))  # skipped: tags unknown
         planned: list[Task | BulkItem] = []  # in plan order: failed tasks and items
-        for repository, tags in zip(repositories, listed, strict=True):
+        for repository, tags in kept:
             if isinstance(tags, OccystrapError):
                 planned.append(Task(lister.item(repository, "").uri, None, (), spec,
                                     error=str(tags)))

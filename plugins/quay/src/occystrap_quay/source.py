@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from occystrap_core.api import BulkItem, ImageLister, ImageSet
-from occystrap_core.errors import AuthError, OccystrapError, URIError
+from occystrap_core.errors import OccystrapError, URIError
+from occystrap_core.listing import readable
 from occystrap_core.types import ResolvedURI
 
 from .client import QuayAPI
@@ -102,6 +103,10 @@ class QuayLister(ImageLister):
     """The repositories and tags of a Quay namespace, through the Quay API: what
     ``occystrap sync`` and the core's listing use for ``quay://`` sources."""
 
+    # public=true lists repositories the token may not read, and a robot sees its
+    # organisation's whatever its permissions: those are skipped, the others mirrored
+    lists_unreadable = True
+
     def __init__(self, uri: ResolvedURI, ctx: Context):
         self.namespace = parse_target(uri.target)[0]
         self.host: str = uri.options.get("host") or "quay.io"
@@ -176,15 +181,7 @@ class QuayImages(ImageSet):
         workers = max(1, min(self.ctx.settings.image_parallel, len(repos)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quay-tags") as pool:
             listed = list(pool.map(self._tags_or_error, repos))
-        refused = [e for e in listed if isinstance(e, AuthError)]
-        if refused and len(refused) == len(repos):
-            raise refused[0]  # the token reads none of them: it is wrong, or lacks a scope
-        for repo, tags in zip(repos, listed, strict=True):
-            if isinstance(tags, AuthError):
-                # Quay lists repositories the token may not read (public=true adds them,
-                # a robot sees its organisation's): skipped, as a mirror of the others
-                log.warning("%s: skipped", tags)
-                continue
+        for repo, tags in readable(self.lister, repos, listed, glob=is_glob(sel.repo_glob)):
             if isinstance(tags, OccystrapError):
                 yield self.item(repo, "", error=str(tags))
                 continue
