@@ -5,6 +5,7 @@ and token), prune with and without --dry-run, a failing image and a 429 burst.""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -1131,6 +1132,45 @@ def test_a_warm_filtered_sync_with_a_layer_cache_writes_nothing(
         f"HEAD /v2/m-{prefix}/app/manifests/v1"], sent
 
 
+def test_a_warm_filtered_sync_without_a_cache_pushes_no_manifest(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """Without --layer-cache, a warm run under filters reads and filters the image again
+    and finds every blob there; the destination's tag, asked before the blobs, names
+    the manifest it would push: no PUT, and skipped. The cold run asks nothing more
+    than it did: one HEAD of the tag, one of each blob, the uploads and the PUT."""
+    prefix = f"fn-{uuid.uuid4().hex[:6]}"
+    seed(source, prefix, ("app",), ("v1",))
+    config = _filtered(tmp_path, source, prefix, "filters: ['normalize-timestamps:ts=1000']")
+
+    def sync() -> tuple[dict[str, Any], list[str]]:
+        before = len(source.requests())
+        result = run_cli("--insecure", "sync", "-O", "json", str(config))
+        assert result.exit_code == 0, result.output
+        sent = [r for r in source.requests()[before:] if f"/m-{prefix}/" in r]
+        return json.loads(result.stdout), [re.sub(r"/uploads/\S*", "/uploads/", r)
+                                           for r in sent]
+
+    repo = f"/v2/m-{prefix}/app"
+    cold, sent = sync()
+    assert cold["counts"] == {"copied": 1}, cold
+    blobs = Counter(r for r in sent if r.startswith(f"HEAD {repo}/blobs/"))
+    assert len(blobs) == 3 and set(blobs.values()) == {2}, sent  # placed, then verified
+    assert Counter(re.sub(r"(manifests|blobs)/\S+", r"\1/", r) for r in sent) == {
+        f"HEAD {repo}/manifests/": 1, f"HEAD {repo}/blobs/": 6,
+        f"POST {repo}/blobs/": 3, f"PUT {repo}/blobs/": 3,  # uploads
+        f"PUT {repo}/manifests/": 1, f"GET {repo}/manifests/": 1}, sent
+    warm, sent = sync()
+    assert warm["counts"] == {"skipped": 1}, warm
+    assert warm["images"][0]["digest"] == cold["images"][0]["digest"], warm
+    assert sorted(sent) == sorted([f"HEAD {repo}/manifests/v1", *blobs]), sent
+    before = len(source.requests())  # process, through the same output: the same rule
+    again = run_cli("--insecure", "process", "-f", "normalize-timestamps:ts=1000",
+                    f"registry://{source.host}/{prefix}/app:v1",
+                    f"registry://{source.host}/m-{prefix}/app:v1")
+    assert again.exit_code == 0, again.output
+    assert not _writes(source.requests()[before:]), source.requests()[before:]
+
+
 @pytest.mark.parametrize("rule", ["platforms: linux/amd64",
                                   "filters: ['normalize-timestamps:ts=1000']"])
 def test_a_dry_run_with_filters_or_platforms_lists_only_what_would_be_copied(
@@ -1217,6 +1257,50 @@ sources:
         assert _tags(source, f"m-{prefix}/{r}") == ["v1"]
 
 
+def test_a_warm_filtered_sync_of_a_nested_index_without_a_cache_writes_nothing(
+        run_cli: Callable[..., Any], source: RegistryServer, tmp_path: Path) -> None:
+    """An index nested in the tag's index, under filters and without --layer-cache: a
+    warm run rebuilds every image and both indexes, finds each image and the nested
+    index by digest (a HEAD each, for the PUT each was) and the tag holding the outer
+    one: nothing written, skipped."""
+    prefix = f"ni-{uuid.uuid4().hex[:6]}"
+    images = [sample_image(name=None, tag=None, architecture=arch, seed=400 + i)
+              for i, arch in enumerate(("amd64", "arm64"))]
+    files, inner = multi_platform_blobs(images, "v1")
+    index_type = "application/vnd.oci.image.index.v1+json"
+    outer = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": [
+        {"mediaType": index_type, "digest": f"sha256:{hashlib.sha256(inner).hexdigest()}",
+         "size": len(inner)}]}).encode()
+    outer_digest = f"sha256:{hashlib.sha256(outer).hexdigest()}"
+    files[f"blobs/sha256/{outer_digest[7:]}"] = outer
+    files["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": index_type, "digest": outer_digest, "size": len(outer),
+         "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}).encode()
+    write_files(str(tmp_path / "layout"), files)
+    with library.session(insecure=True, verify=False, all_platforms=True) as session:
+        library.copy(f"oci-layout://{tmp_path / 'layout'}?ref=v1",
+                     f"registry://{source.host}/{prefix}/app:v1", session=session)
+    config = _filtered(tmp_path, source, prefix, "filters: ['normalize-timestamps:ts=1000']")
+
+    def sync() -> tuple[dict[str, Any], list[str]]:
+        before = len(source.requests())
+        result = run_cli("--insecure", "sync", "-O", "json", str(config))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), [r for r in source.requests()[before:]
+                                           if f"/m-{prefix}/" in r]
+
+    cold, sent = sync()
+    assert cold["counts"] == {"copied": 1}, cold
+    cold_manifests = Counter(r.split()[0] for r in sent if "/manifests/" in r)
+    # 2 images, the nested index and the tag PUT, each read back; the tag is not asked
+    # about, as images were written (the filter asks the destination nothing first)
+    assert cold_manifests == {"PUT": 4, "GET": 4}, sent
+    warm, sent = sync()
+    assert warm["counts"] == {"skipped": 1}, warm
+    assert not _writes(sent), sent
+    assert Counter(r.split()[0] for r in sent if "/manifests/" in r) == {"HEAD": 4}, sent
+
+
 @pytest.mark.parametrize("rule", ["platforms: [linux/amd64, linux/arm64]",
                                   "filters: ['normalize-timestamps:ts=1000']"])
 def test_a_warm_sync_of_a_rewritten_index_writes_nothing(
@@ -1259,11 +1343,20 @@ def test_a_warm_sync_of_a_rewritten_index_writes_nothing(
     assert dry.exit_code == 0 and dry.stdout == "" and "1 skipped" in dry.stderr, dry.output
     assert not _writes(source.requests()[before:])
     if "filters" in rule:
-        # without the cache each image is filtered and pushed again (by digest): copied,
-        # but the tag, holding that index already, is not written
+        # without the cache each image is filtered again, its blobs found there and its
+        # manifest too (one HEAD by digest, for the PUT it was), and the tag holds the
+        # index: nothing written, skipped
         before = len(source.requests())
-        assert sync(tmp_path / "nocache.jsonl", ())["counts"] == {"copied": 1}
-        assert f"PUT /v2/m-{prefix}/app/manifests/v1" not in source.requests()[before:]
+        assert sync(tmp_path / "nocache.jsonl", ())["counts"] == {"skipped": 1}
+        sent = [r for r in source.requests()[before:] if f"/m-{prefix}/" in r]
+        assert not _writes(sent), sent
+        assert sorted(r for r in sent if "/manifests/" in r) == sorted(
+            [f"HEAD /v2/m-{prefix}/app/manifests/v1"] + [
+                f"HEAD /v2/m-{prefix}/app/manifests/{e['digest']}"
+                for e in json.loads(httpx.get(
+                    f"{source.url}/v2/m-{prefix}/app/manifests/v1", headers={
+                        "Accept": "application/vnd.oci.image.index.v1+json"}).content
+                )["manifests"]]), sent
 
 
 class _OwnSchemeLister(_AcmeLister):

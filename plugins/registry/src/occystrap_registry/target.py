@@ -9,7 +9,9 @@ registry-to-registry copy is a faithful mirror with the same manifest digest.
 A blob already in the repository is skipped; one the run knows in another
 repository of the same registry (the run's :mod:`~occystrap_registry.locations`
 map, or the layer cache's) is mounted from there. An index is pushed after its
-images, which go by digest.
+images, which go by digest. A manifest for which nothing was written (every blob
+there already) is not pushed when the destination holds it: a warm copy under
+filters without a layer cache rebuilds it, and writes nothing.
 
 With a layer cache (docs/cache.md), a layer to recompress whose compressed result
 is known is not read when that blob is here or can be mounted here; a manifest the
@@ -128,6 +130,10 @@ class RegistryOutput(ImageOutput):
         # (bytes, media type, its blobs' checks) of each manifest PUT, for verify()
         self._pushed: list[tuple[bytes, str, list[Future[str | None]] | None]] = []
         self._config: tuple[str, Future[None]] | None = None  # the config going up early
+        # blobs uploaded or mounted and manifests pushed, and that count as each image or
+        # index open began: a manifest for which none was written may be here already
+        self._writes = 0
+        self._marks: list[int] = []
 
     @property
     def cache_identity(self) -> str:
@@ -144,11 +150,7 @@ class RegistryOutput(ImageOutput):
             return None  # this copy would write another manifest
         if self._in_index:
             # a referrer's bytes, to see it listed; an index's image's presence
-            response = self.repo.request(
-                "GET" if self._referrers else "HEAD",
-                self.repo.url("manifests", summary.digest), missing_ok=True,
-                what=f"manifest {self.ref.path}@{summary.digest}",
-                headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+            response = self._by_digest("GET" if self._referrers else "HEAD", summary.digest)
             if response.status_code == 404:
                 return None
             if self._referrers:
@@ -164,6 +166,7 @@ class RegistryOutput(ImageOutput):
         self._artifact = image.is_artifact
         self._mount_from = self._mount_source(image)
         self._rewritten = {}  # an output is reused for each image of an index
+        self._marks.append(self._writes)
         if not self._in_index:
             self._remote_digest()  # the first authenticated request: bad credentials fail now
         if image.manifest is not None:  # the config finish() gets: it may go up right away,
@@ -173,6 +176,37 @@ class RegistryOutput(ImageOutput):
 
     def start_index(self, index: ImageIndex) -> None:
         self._depth += 1
+        self._marks.append(self._writes)
+
+    def _by_digest(self, method: str, digest: str) -> httpx.Response:
+        """The manifest ``digest`` of this repository (404 when it lacks it)."""
+        return self.repo.request(method, self.repo.url("manifests", digest), missing_ok=True,
+                                 what=f"manifest {self.ref.path}@{digest}",
+                                 headers={"Accept": ", ".join(mt.MANIFESTS + mt.INDEXES)})
+
+    def _wrote(self) -> None:
+        with self._lock:
+            self._writes += 1
+
+    def _held_already(self, manifest: bytes, media_type: str) -> OutputResult | None:
+        """The unchanged result when the image or index just finished wrote nothing
+        (no blob uploaded or mounted, no manifest pushed) and the destination holds
+        ``manifest`` where it would go: a warm copy that had to rebuild it (filters
+        without a layer cache, a rewritten index). At the top, the tag's digest, known
+        since before the blobs; by digest, one HEAD (a referrer is pushed as before:
+        pushing lists it where the registry keeps no referrers index). Anything
+        written means the manifest is new: nothing is asked."""
+        digest = digests.of_bytes(manifest)
+        if self._marks.pop() != self._writes:
+            return None
+        if self._in_index:
+            if self._referrers or self._by_digest("HEAD", digest).status_code == 404:
+                return None
+        elif self.ref.digest not in (None, digest) or self._remote_digest() != digest:
+            return None
+        return OutputResult(location=self._where(digest), manifest_digest=digest,
+                            manifest_size=len(manifest), manifest_media_type=media_type,
+                            details={"unchanged": True})
 
     def _remote_digest(self) -> str | None:
         """The digest of the manifest the destination reference points at (one HEAD)."""
@@ -289,6 +323,7 @@ class RegistryOutput(ImageOutput):
             session = self.uploader.mount(digest, repository)
             if session is None:
                 self._held(digest)
+                self._wrote()
                 return Mounted(repository)
             self.uploader.cancel(session)
             cache = self.ctx.layer_cache
@@ -350,6 +385,7 @@ class RegistryOutput(ImageOutput):
             session = self.uploader.mount(digest, candidates[0])
             if session is None:
                 self._held(digest)
+                self._wrote()
                 self._release(digest)
                 return Mounted(candidates[0])
             if not asked and self.uploader.exists(digest, size):
@@ -381,6 +417,7 @@ class RegistryOutput(ImageOutput):
         try:
             self.uploader.upload(digest, size, opener, session)
             self._held(digest)
+            self._wrote()
         finally:
             self._release(digest)
 
@@ -429,7 +466,8 @@ class RegistryOutput(ImageOutput):
             layers = [self._rewritten.get(layer.index, layer) for layer in image.layers]
             family = convert.manifest_family(image.family, [l.media_type for l in layers])
             manifest, media_type = image.build_manifest(layers, family=family)
-        return self._push_manifest(manifest, media_type, by_digest=self._in_index)
+        return self._held_already(manifest, media_type) or \
+            self._push_manifest(manifest, media_type, by_digest=self._in_index)
 
     def adopt_manifest(self, data: bytes, media_type: str) -> OutputResult | None:
         """Push ``data`` again when every blob it names is here or mounts here; nothing
@@ -456,14 +494,8 @@ class RegistryOutput(ImageOutput):
 
     def finish_index(self, index: ImageIndex, data: bytes) -> OutputResult:
         self._depth -= 1
-        digest = digests.of_bytes(data)
-        if not self._in_index and self.ref.digest in (None, digest) \
-                and self._remote_digest() == digest:
-            # a warm run of a rewritten index (filters): the tag holds what it would push
-            return OutputResult(location=self._where(digest), manifest_digest=digest,
-                                manifest_size=len(data), manifest_media_type=index.media_type,
-                                details={"unchanged": True})
-        return self._push_manifest(data, index.media_type, by_digest=self._in_index)
+        return self._held_already(data, index.media_type) or \
+            self._push_manifest(data, index.media_type, by_digest=self._in_index)
 
     def sibling(self, tag: str) -> RegistryOutput:
         ref = dataclasses.replace(self.ref, tag=tag, digest=None)
@@ -515,6 +547,7 @@ class RegistryOutput(ImageOutput):
         checks = self._check_blobs(manifest, media_type) if verified else None
         with self.manifest_lock.hold((self.registry, self.ref.path, digest)):
             response = self._put_manifest(ref, manifest, media_type, what)
+        self._wrote()
         check_digest_header(response, digest, what)
         if response.status_code != 201 and "Docker-Content-Digest" not in response.headers:
             raise status_error(response, f"{what}: the answer names no digest", expected=(201,))
