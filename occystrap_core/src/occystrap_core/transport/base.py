@@ -8,6 +8,7 @@ import re
 import ssl
 import threading
 import urllib.request
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,6 +16,7 @@ import httpx
 from ..errors import UsageError
 from . import certsd
 from .optional import import_httpcore
+from .tlscontext import RouteContext, client_context
 from .tlsread import GatheringSSLSocket
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def _hashed_dir(path: str) -> bool:
         return False
 
 
-def default_roots() -> ssl.SSLContext:
+def default_roots(alpn: Iterable[str] = ("http/1.1",)) -> RouteContext:
     """A verifying context trusting the system's roots (as OpenSSL finds them, with
     ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), else certifi's.
 
@@ -62,13 +64,13 @@ def default_roots() -> ssl.SSLContext:
     if not hashed and paths.cafile is None:
         import certifi
 
-        return ssl.create_default_context(cafile=certifi.where())
+        return client_context(alpn, cafile=certifi.where())
     real = os.path.realpath
     system_pair = (hashed and paths.cafile is not None
                    and real(paths.cafile) == real(paths.openssl_cafile)
                    and real(paths.capath) == real(paths.openssl_capath))
-    return ssl.create_default_context(cafile=None if system_pair else paths.cafile,
-                                      capath=paths.capath if hashed else None)
+    return client_context(alpn, cafile=None if system_pair else paths.cafile,
+                          capath=paths.capath if hashed else None)
 
 
 def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
@@ -83,7 +85,9 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
     HTTP/2 connections get a context of their own: httpcore sets the ALPN protocols on
     the context at every connect, so with one shared context an HTTP/1.1 connection
     could now and then offer h2, and then use httpcore's sync HTTP/2, unsafe in threads.
+    Each context offers its route's protocols from the start (:mod:`.tlscontext`).
     """
+    alpn = ("http/1.1", "h2") if http2 else ("http/1.1",)
 
     def build() -> ssl.SSLContext:
         s = ctx.settings
@@ -93,16 +97,14 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
         ca = cafile or s.ca_cert
         try:
             if not verify:  # no roots to load: nothing is checked against them
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+                context = client_context(alpn, verify=False)
             elif ca and os.path.isdir(ca):  # a certificate directory, as skopeo's --cert-dir
-                context = ssl.create_default_context(cadata=certsd.ca_data(ca))
+                context = client_context(alpn, cadata=certsd.ca_data(ca))
                 certsd.load(context, ca, client=not s.client_cert)
             elif ca:
-                context = ssl.create_default_context(cafile=ca)
+                context = client_context(alpn, cafile=ca)
             else:
-                context = default_roots()
+                context = default_roots(alpn)
             if s.client_cert:
                 context.load_cert_chain(s.client_cert, s.client_key)
             if cert_dir:  # its client certificate is offered even when nothing is verified
