@@ -149,7 +149,7 @@ def main() -> None:
           f"{max(r for _, r in cold) // 1024:4d} MiB")
     print(f"warm (new repository)     {warm_s:7.2f} s   peak RSS "
           f"{max(r for _, r in warm) // 1024:4d} MiB")
-    print(f"warm / cold               {ratio:7.1%}     (target <= {TARGET_RATIO:.0%})")
+    print(f"warm / cold               {ratio:7.2%}    (target <= {TARGET_RATIO:.0%})")
     print(f"source blob GETs (warm)   {gets:7d}     (target 0)")
     print(f"startup floor (--version) {floor:7.2f} s")
     print(f"same manifest every run   {'yes' if len(digests) == 1 else 'NO'} "
