@@ -107,7 +107,8 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
 
 
-@pytest.mark.parametrize("text", ["host:99999", "host:", "[::1]", "host:port"])
+@pytest.mark.parametrize("text", ["host:99999", "host:", "[::1]", "host:port",
+                                  "host:\u00b2", "host:" + "9" * 5000, "host:065536"])
 def test_bad_listen_addresses(text: str) -> None:
     with pytest.raises(UsageError):
         parse_listen(text)

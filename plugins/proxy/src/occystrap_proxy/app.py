@@ -28,6 +28,7 @@ from occystrap_core.serving import MEDIA_TYPE, ROUTES, RegistryError, Upload
 
 from .auth import Authenticator
 from .events import EventLog
+from .numbers import at_most
 from .ranges import Unsatisfiable, byte_range
 from .service import ProxyService
 
@@ -299,11 +300,9 @@ class ProxyApp:
             tags = [t for t in tags if t > last]
         headers = {"Content-Type": "application/json"}
         n = request.query.get("n", "")
-        # ASCII digits only (int() refuses "²"), and no more than the count has (nor
-        # than int() reads): a larger n is the whole list
-        if n.isascii() and n.isdigit() and len(n.lstrip("0")) <= len(str(len(tags))) \
-                and len(tags) > int(n):
-            tags = tags[:int(n)]
+        count = at_most(n, len(tags))  # a larger n is the whole list; not digits, none
+        if count is not None and count < len(tags):
+            tags = tags[:count]
             if tags:  # n=0 asks for an empty page: there is no next one to point at
                 headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return Response(200, headers, json.dumps({"name": name, "tags": tags}).encode())

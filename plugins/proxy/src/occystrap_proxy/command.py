@@ -18,6 +18,8 @@ from occystrap_core.errors import UsageError
 from occystrap_core.types import Credentials
 from occystrap_core.uri import convert_options, split_filter
 
+from .numbers import at_most
+
 WORKERS = 64  # threads for blocking work, and as many for manifest requests (copies
 # among them, limited by --concurrency)
 
@@ -31,9 +33,10 @@ def parse_listen(text: str) -> tuple[str, int]:
             raise UsageError(f"--listen {text!r}: expected [IPV6]:PORT")
     elif ":" in text:
         host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    number = at_most(port, 65536)
+    if number is None or number > 65535:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT with a port up to 65535")
-    return host or "127.0.0.1", int(port)
+    return host or "127.0.0.1", number
 
 
 def _listen(host: str, port: int) -> socket.socket:

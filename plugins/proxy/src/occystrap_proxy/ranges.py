@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import re
 
+from .numbers import at_most, less
+
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 class Unsatisfiable(Exception):
     """The range starts past the blob's end (or asks for none of it): answer 416."""
-
-
-def _at_most(digits: str, limit: int) -> int:
-    """``digits`` as a number, or ``limit`` if that is less: int() refuses more than
-    4300 digits, and a client may send more."""
-    digits = digits.lstrip("0") or "0"
-    return limit if len(digits) > len(str(limit)) else min(int(digits), limit)
-
-
-def _less(a: str, b: str) -> bool:
-    """Is the number ``a`` less than ``b``, both digits of any length?"""
-    a, b = a.lstrip("0"), b.lstrip("0")
-    return (len(a), a) < (len(b), b)
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -38,13 +27,16 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.groups()
     if not first:  # a suffix: the last ``last`` bytes
-        length = _at_most(last, size)
+        length = at_most(last, size)
+        assert length is not None  # the pattern's digits
         if length == 0 or size == 0:
             raise Unsatisfiable()
         return size - length, size - 1
-    start = _at_most(first, size)
-    if last and _less(last, first):  # malformed: ignored
+    start = at_most(first, size)
+    assert start is not None
+    if last and less(last, first):  # malformed: ignored
         return None
     if start >= size:
         raise Unsatisfiable()
-    return start, min(_at_most(last, size), size - 1) if last else size - 1
+    end = at_most(last, size)
+    return start, size - 1 if end is None else min(end, size - 1)
