@@ -85,15 +85,20 @@ SMALL_REQUESTS = "registry.small_requests"
 BLOB_UNKNOWN = {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}
 
 
-def _config_pushes(ctx: Context) -> ThreadPoolExecutor:
-    """The run's threads that push image configs while the layers go up."""
+def _run_pool(ctx: Context, key: str, workers: int, name: str) -> ThreadPoolExecutor:
+    """The run's pool of threads under ``key``: made on first use, shut down with the run."""
     def build() -> ThreadPoolExecutor:
-        pool = ThreadPoolExecutor(max(4, ctx.settings.image_parallel),
-                                  thread_name_prefix="config")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
         ctx.call_on_close(pool.shutdown)
         return pool
 
-    return ctx.shared(CONFIG_PUSHES, build)
+    pool: ThreadPoolExecutor = ctx.shared(key, build)
+    return pool
+
+
+def _config_pushes(ctx: Context) -> ThreadPoolExecutor:
+    """The run's threads that push image configs while the layers go up."""
+    return _run_pool(ctx, CONFIG_PUSHES, max(4, ctx.settings.image_parallel), "config")
 
 
 class RegistryOutput(ImageOutput):
@@ -525,14 +530,8 @@ class RegistryOutput(ImageOutput):
         outlive each batch, so the next one (a manifest's checks after its mounts)
         starts no thread; a thread's start waits for the interpreter's lock, which the
         threads already answering hold, and 17 starts cost a warm copy 10 ms."""
-        def build() -> ThreadPoolExecutor:
-            pool = ThreadPoolExecutor(self.ctx.settings.max_connections,
-                                      thread_name_prefix="requests")
-            self.ctx.call_on_close(pool.shutdown)
-            return pool
-
-        pool: ThreadPoolExecutor = self.ctx.shared(f"{SMALL_REQUESTS} {self.registry}", build)
-        return pool
+        return _run_pool(self.ctx, f"{SMALL_REQUESTS} {self.registry}",
+                         self.ctx.settings.max_connections, "requests")
 
     def _push_manifest(self, manifest: bytes, media_type: str, by_digest: bool,
                        verified: bool = True) -> OutputResult:
