@@ -6,9 +6,10 @@ import pytest
 
 from occystrap_core import hookimpl, plugins
 from occystrap_core.errors import PluginConflictError, URIError
-from occystrap_core.listing import Pattern, has_pattern, split_pattern
+from occystrap_core.listing import Pattern, split_pattern
 from occystrap_core.testing import FakeEntryPoint, plugin_module
 from occystrap_core.types import Lister
+from occystrap_core.uri import has_pattern
 
 
 @pytest.mark.parametrize("target, expected", [

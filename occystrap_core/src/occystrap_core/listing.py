@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, TypeVar
 
 from .api import BulkItem, ImageLister, ImageSet
 from .errors import AuthError, CredentialsError, OccystrapError, URIError
+from .uri import is_glob
 from .workers import parallel
 
 if TYPE_CHECKING:
@@ -28,12 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("occystrap.listing")
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
 T = TypeVar("T")
-
-
-def is_glob(pattern: str) -> bool:
-    return bool(_GLOB_CHARS.search(pattern))
 
 
 @dataclass(frozen=True)
@@ -64,11 +59,6 @@ def split_pattern(target: str, default_tag: str = "*", scheme: str = "registry")
     if not root or (colon > slash and not tag) or "@" in rest:
         raise URIError(f"{scheme}://{target}: expected {scheme}://ROOT[/REPO_GLOB[:TAG_GLOB]]")
     return Pattern(root, repo or "*", tag or default_tag)
-
-
-def has_pattern(target: str) -> bool:
-    """Whether a ``ROOT/REPO[:TAG]`` target names many images (a glob past the root)."""
-    return is_glob(target.partition("/")[2])
 
 
 def open_lister(ctx: Context, uri: str) -> tuple[ImageLister, ResolvedURI]:

@@ -16,8 +16,20 @@ from .errors import URIError
 from .types import OptionSpec, ResolvedURI
 
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+_GLOB_CHARS = re.compile(r"[*?\[]")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether ``pattern`` is a :func:`fnmatch.fnmatchcase` glob, not a literal name."""
+    return bool(_GLOB_CHARS.search(pattern))
+
+
+def has_pattern(target: str) -> bool:
+    """Whether a ``ROOT/REPO[:TAG]`` target names many images (a glob past the root).
+    Here, not in :mod:`~occystrap_core.listing`, which a single image's run never needs."""
+    return is_glob(target.partition("/")[2])
 
 
 def parse_uri(uri: str) -> ResolvedURI:

@@ -33,7 +33,6 @@ from ..errors import (
 )
 from ..listing import (
     Pattern,
-    is_glob,
     matching_repositories,
     open_lister,
     readable,
@@ -41,7 +40,7 @@ from ..listing import (
 )
 from ..pipeline import resolve
 from ..redact import redact_uri
-from ..uri import parse_uri
+from ..uri import is_glob, parse_uri
 from ..workers import parallel
 from .config import ConfigError, RegistrySettings, SourceSpec, SyncConfig
 from .rules import TagRules

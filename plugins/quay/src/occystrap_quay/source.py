@@ -22,6 +22,7 @@ from occystrap_core.api import BulkItem, ImageLister, ImageSet
 from occystrap_core.errors import OccystrapError, URIError
 from occystrap_core.listing import readable
 from occystrap_core.types import ResolvedURI
+from occystrap_core.uri import is_glob
 
 from .client import QuayAPI
 from .plugin import TOKEN_OPTION
@@ -32,12 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("occystrap.quay")
 
 DEFAULT_TAG = "latest"
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-
-
-def is_glob(pattern: str) -> bool:
-    return bool(_GLOB_CHARS.search(pattern))
 
 
 @dataclass(frozen=True)

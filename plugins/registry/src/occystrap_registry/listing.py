@@ -217,7 +217,8 @@ def _names(page: dict[str, Any], key: str, host: str) -> list[str]:
 
 def open_source(uri: ResolvedURI, ctx: Context) -> Any:
     """One image, or every image a ``HOST/REPO_GLOB[:TAG_GLOB]`` pattern names."""
-    from occystrap_core.listing import ListedImages, has_pattern
+    from occystrap_core.listing import ListedImages
+    from occystrap_core.uri import has_pattern
 
     if has_pattern(uri.target):
         return ListedImages(ctx, RegistryLister(uri, ctx),

@@ -25,7 +25,7 @@ from occystrap_core.types import (
     ResolvedURI,
     lazy,
 )
-from occystrap_core.uri import parse_uri
+from occystrap_core.uri import has_pattern, parse_uri
 
 SCHEME = "registry"
 COMPRESSION_OPTION = "compression"
@@ -72,7 +72,6 @@ def occystrap_resolve_uri(uri: str) -> ResolvedURI | None:
     """
     if not uri[:len(_PREFIX)].lower() == _PREFIX:
         return None
-    from occystrap_core.listing import has_pattern
     from occystrap_core.oci.reference import parse
 
     userinfo, rest = split_userinfo(uri[len(_PREFIX):])
