@@ -102,6 +102,14 @@ def test_most_recent_location_first(cache: LayerCache, clock: Clock) -> None:
     assert cache.locations("r", D1) == ["new", "old"]
 
 
+def test_locations_up_to_a_limit_most_recent_first(cache: LayerCache, clock: Clock) -> None:
+    for n in range(10):
+        clock.now += 1
+        cache.record_location("r", D1, f"repo-{n}")
+    assert cache.locations("r", D1, 3) == ["repo-9", "repo-8", "repo-7"]
+    assert len(cache.locations("r", D1)) == 10
+
+
 def test_prune_by_age(cache: LayerCache, clock: Clock) -> None:
     cache.record_transform(D1, "s", D2, 1)
     cache.record_image(D1, "c", b"{}", "t")

@@ -192,11 +192,14 @@ class LayerCache:
 
     # --- locations ------------------------------------------------------------
 
-    def locations(self, registry: str, digest: str) -> list[str]:
-        """Repositories of ``registry`` that held ``digest``, most recently used first."""
+    def locations(self, registry: str, digest: str, limit: int = -1) -> list[str]:
+        """Repositories of ``registry`` that held ``digest``, most recently used first;
+        at most ``limit`` of them when it is not negative (a base layer may be in every
+        repository of a mirror, and a mount tries only a few)."""
         def work(db: sqlite3.Connection) -> list[str]:
             rows = db.execute("SELECT repository FROM locations WHERE registry = ? AND "
-                              "digest = ? ORDER BY used DESC", (registry, digest)).fetchall()
+                              "digest = ? ORDER BY used DESC LIMIT ?",
+                              (registry, digest, limit)).fetchall()
             return [str(r[0]) for r in rows]
 
         return self._run("a lookup", work, [])

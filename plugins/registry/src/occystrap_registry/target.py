@@ -341,14 +341,17 @@ class RegistryOutput(ImageOutput):
 
     def _mount_candidates(self, digest: str) -> list[str]:
         """Repositories of this registry to mount ``digest`` from: the run's first,
-        then the source's, then the layer cache's (most recently used first)."""
+        then the source's, then the layer cache's (most recently used first), at most
+        :data:`MOUNT_TRIES` of the cache's."""
         candidates = self.locations.repositories(self.registry, digest, self.ref.path)
         if self._mount_from and self._mount_from not in candidates:
             candidates.append(self._mount_from)
         cache = self.ctx.layer_cache
         if cache is not None:
-            candidates += [r for r in cache.locations(self.registry, digest)
-                           if r != self.ref.path and r not in candidates]
+            # enough rows that MOUNT_TRIES remain once those already listed are dropped
+            recent = cache.locations(self.registry, digest, MOUNT_TRIES + len(candidates) + 1)
+            candidates += [r for r in recent
+                           if r != self.ref.path and r not in candidates][:MOUNT_TRIES]
         return candidates
 
     def _held(self, digest: str) -> None:
