@@ -689,6 +689,13 @@ CASES: list[Case] = [
          ("--platform", "linux", "process", "tar://{good}", OUT), "--platform", exit_code=2),
     Case("timeout-zero", with_good_tar, ("--timeout", "0", "process", "tar://{good}", OUT),
          "--timeout", exit_code=2),
+    # nan passes every comparison a range makes; inf and 1e400 overflow a socket timeout
+    *(Case(f"{option[2:]}-{value}", nothing,
+           ("--insecure", option, value, "process", "registry://127.0.0.1:1/repo:v1", OUT),
+           option, exit_code=2)
+      for option, value in (("--timeout", "nan"), ("--timeout", "inf"), ("--timeout", "1e400"),
+                            ("--connect-timeout", "nan"), ("--rate-limit", "nan"),
+                            ("--rate-limit", "inf"), ("--progress-interval", "nan"))),
     Case("parallel-zero", with_good_tar, ("-j", "0", "process", "tar://{good}", OUT),
          "--parallel", exit_code=2),
     Case("unknown-global-option", with_good_tar,

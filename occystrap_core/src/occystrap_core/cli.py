@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from . import __version__, completion, outputformat, redact
+from .clitypes import Finite, seconds
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
@@ -270,7 +271,7 @@ def _setup_logging(settings: Settings) -> None:
               help="Images transferred at once when a source names several (quay://).")
 @click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
               envvar="OCCYSTRAP_RETRIES", help="Retries per HTTP request (every plugin).")
-@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--rate-limit", type=Finite(min=0, min_open=True), default=None,
               envvar="OCCYSTRAP_RATE_LIMIT",
               help="Requests per second per host, shared by all threads. [default: unlimited]")
 @click.option("--http2/--no-http2", default=True, envvar="OCCYSTRAP_HTTP2",
@@ -294,10 +295,10 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY",
               type=click.Path(exists=True, dir_okay=False),
               help="Key of the client certificate.")
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--connect-timeout", type=seconds(above_zero=True), default=10.0,
               show_default=True,
               envvar="OCCYSTRAP_CONNECT_TIMEOUT", help="Seconds to wait for a connection.")
-@click.option("--timeout", "read_timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout", "read_timeout", type=seconds(above_zero=True),
               default=30.0, show_default=True, envvar="OCCYSTRAP_TIMEOUT",
               help="Seconds to wait for data.")
 @click.option("--min-speed", type=click.IntRange(min=0), default=1024, show_default=True,
@@ -316,7 +317,7 @@ def _setup_logging(settings: Settings) -> None:
               help="Where temporary files go.")
 @click.option("--progress/--no-progress", "progress_bars", default=True,
               help="Progress bars when stderr is a terminal; --no-progress: plain lines.")
-@click.option("--progress-interval", type=click.FloatRange(min=0), default=10.0,
+@click.option("--progress-interval", type=seconds(), default=10.0,
               show_default=True, envvar="OCCYSTRAP_PROGRESS_INTERVAL",
               help="Seconds between plain progress lines (no terminal, or --no-progress); 0: none.")
 @click.option("--verify/--no-verify", default=True, envvar="OCCYSTRAP_VERIFY",

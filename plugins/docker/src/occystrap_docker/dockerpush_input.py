@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from occystrap_core.api import Fetched, ImageSource
+from occystrap_core.clitypes import MAX_SECONDS
 from occystrap_core.context import Context
 from occystrap_core.errors import (
     ImageNotFoundError,
@@ -42,7 +43,6 @@ log = logging.getLogger("occystrap.dockerpush")
 PUSH_REPOSITORY = "occystrap-push"
 DEFAULT_TIMEOUT = 300.0
 _TEMPORARY_TAG = re.compile(rf"{re.escape(LOOPBACK)}:(\d+)/{PUSH_REPOSITORY}:[0-9a-f]{{16}}")
-MAX_TIMEOUT = 1e6  # seconds (11 days); "inf" would overflow the socket timeout
 
 
 def _listening(port: int) -> bool:
@@ -69,9 +69,9 @@ class DockerPushInput(ImageSource):
         self.ctx = ctx
         timeout = uri.options.get("timeout")
         self.timeout: float = DEFAULT_TIMEOUT if timeout is None else timeout
-        if not (math.isfinite(self.timeout) and 0 < self.timeout < MAX_TIMEOUT):
+        if not (math.isfinite(self.timeout) and 0 < self.timeout < MAX_SECONDS):
             raise URIError(f"dockerpush://: option 'timeout' must be a number of seconds "
-                           f"above 0 and below {MAX_TIMEOUT:g}, got {timeout}")
+                           f"above 0 and below {MAX_SECONDS:g}, got {timeout}")
         self.daemon = Daemon(socket_path(uri.options.get("socket")), ctx.settings, ctx.retry)
         self._registry: PushRegistry | None = None
         self._top: Fetched | None = None

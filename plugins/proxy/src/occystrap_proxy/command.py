@@ -13,6 +13,7 @@ from typing import IO, Any, Callable
 
 import click
 
+from occystrap_core.clitypes import Finite
 from occystrap_core.context import Context
 from occystrap_core.errors import UsageError
 from occystrap_core.types import Credentials
@@ -87,10 +88,10 @@ def _lookup(ctx: Context, host: str, role: str) -> Callable[[str], Credentials |
               help="NAME[:key=value,...] applied to every image; repeatable.")
 @click.option("-c", "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Images processed at once (pushes and pulls).")
-@click.option("--freshness", type=click.FloatRange(min=0), default=300.0, show_default=True,
+@click.option("--freshness", type=Finite(min=0), default=300.0, show_default=True,
               metavar="SECONDS", help="Pull-through: how long a tag's upstream digest is "
                                       "trusted before the upstream is asked again.")
-@click.option("--keep-blobs", type=click.FloatRange(min=0), default=600.0, show_default=True,
+@click.option("--keep-blobs", type=Finite(min=0), default=600.0, show_default=True,
               metavar="SECONDS", help="How long a pushed blob stays on disk after its last use.")
 @click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False),
               help="Require HTTP Basic from clients: USER:BCRYPT-HASH lines (htpasswd -B).")

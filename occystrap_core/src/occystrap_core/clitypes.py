@@ -1,0 +1,29 @@
+"""Click parameter types for numbers, shared by the core's options and plugins' commands."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+#: The longest timeout, in seconds (11 days): a socket's timeout overflows long before
+#: ``inf``, and ``1e400`` reads as ``inf``.
+MAX_SECONDS = 1e6
+
+
+class Finite(click.FloatRange):
+    """A :class:`click.FloatRange` that refuses ``nan``, which fails none of the range's
+    comparisons and so passes every bound, and ``inf`` where no bound stops it."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def seconds(*, above_zero: bool = False) -> Finite:
+    """A number of seconds: from 0 (or above it) up to :data:`MAX_SECONDS`."""
+    return Finite(min=0, max=MAX_SECONDS, min_open=above_zero)
