@@ -87,7 +87,7 @@ def test_pushed_manifests_are_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
 ])
 def test_remote_names_reads_and_writes_alike(text: str, host: str, prefix: str,
                                              user: str | None) -> None:
-    remote = Remote.parse(text)
+    remote = Remote.parse(text, "--upstream")
     assert (remote.host, remote.prefix) == (host, prefix)
     assert (remote.credentials.username if remote.credentials else None) == user
     path = f"{prefix}/app" if prefix else "app"

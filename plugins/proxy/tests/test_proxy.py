@@ -415,12 +415,19 @@ def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
         # neither passes a range check: nan fails every comparison
         (["--freshness", "nan"], "not a finite number"),
         (["--keep-blobs", "inf"], "not a finite number"),
+        (["-d", ""], "--downstream '': no registry host"),
+        (["-d", f"http://{host}"], "not a URL"),
+        (["-d", "127.0.0.1:99999/team"], "port 99999"),
+        (["-d", f"{host}/Team"], "must be lowercase"),
+        (["-d", "mirror/team"], "would be read as a repository on Docker Hub"),
+        (["-d", f"{host}/team:v1"], "no tag or digest"),
+        (["-u", "bob:hunter2-secret@127.0.0.1:0"], "--upstream '127.0.0.1:0': port 0"),
     ]:
         result = run_cli("proxy", "-d", host, *args)
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
         assert result.exit_code != 0 and len(errors) == 1, (args, result.stderr)
         assert message in errors[0], (args, result.stderr)
-        assert "listening" not in result.stderr
+        assert "listening" not in result.stderr and "hunter2" not in result.stderr
         assert "Traceback" not in result.stderr
 
 

@@ -130,11 +130,11 @@ def proxy(ctx: Context, listen: str, downstream: str, upstream: str | None,
         raise UsageError("--tls-cert and --tls-key go together")
     _check_filters(ctx, filters)
     auth = Authenticator(htpasswd) if htpasswd else None
-    down = Remote.parse(downstream)
+    down = Remote.parse(downstream, "--downstream")
     down = Remote(down.host, down.prefix, lookup=_lookup(ctx, down.host, "output"))
     up = None
     if upstream:
-        up = Remote.parse(upstream)
+        up = Remote.parse(upstream, "--upstream")
         given = _credentials(upstream_username, upstream_password)
         up = Remote(up.host, up.prefix, given or up.credentials,
                     lookup=_lookup(ctx, up.host, "input"))

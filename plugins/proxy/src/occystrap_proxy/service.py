@@ -22,11 +22,18 @@ from occystrap_core import mediatypes as mt
 from occystrap_core.api import Fetched, ImageSource
 from occystrap_core.context import Context
 from occystrap_core.engine import Selection
-from occystrap_core.errors import CorruptImageError, ImageNotFoundError, TransportError
+from occystrap_core.errors import (
+    CorruptImageError,
+    ImageNotFoundError,
+    TransportError,
+    URIError,
+    UsageError,
+)
 from occystrap_core.keyedlocks import KeyedLocks
 from occystrap_core.library import copy, open_source
 from occystrap_core.listing import open_lister
 from occystrap_core.oci import platform as platforms
+from occystrap_core.oci import reference as references
 from occystrap_core.oci.manifest import Descriptor, Index, parse
 from occystrap_core.serving import Pushed, RegistryError, check_manifest
 from occystrap_core.types import Credentials
@@ -49,13 +56,22 @@ class Remote:
     lookup: Callable[[str], Credentials | None] | None = field(default=None, compare=False)
 
     @classmethod
-    def parse(cls, text: str, credentials: Credentials | None = None) -> Remote:
+    def parse(cls, text: str, option: str) -> Remote:
+        """``[USER:PASS@]HOST[:PORT][/PREFIX]``, given as ``option``; anything else (a
+        URL, a bad port, a host the grammar would take for Docker Hub's namespace, a
+        prefix no repository can have) is an error naming the option, never the
+        credentials."""
+        credentials = None
         userinfo, at, rest = text.rpartition("@")
         if at:  # user:pass@host, as 0.4.17's --upstream took it
             user, _, password = userinfo.partition(":")
-            credentials = Credentials(user, password, source="--upstream")
+            credentials = Credentials(user, password, source=option)
         host, _, prefix = rest.strip("/").partition("/")
-        return cls(host, prefix.strip("/"), credentials)
+        prefix = prefix.strip("/")
+        problem = _address_problem(rest, host, prefix)
+        if problem:
+            raise UsageError(f"{option} {rest!r}: {problem} (expected HOST[:PORT][/PREFIX])")
+        return cls(host, prefix, credentials)
 
     def uri(self, name: str, ref: str | None = None) -> str:
         """``registry://HOST/PREFIX/NAME[:TAG|@DIGEST]``, credentials in the query."""
@@ -69,6 +85,24 @@ class Remote:
 
     def __str__(self) -> str:
         return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+def _address_problem(text: str, host: str, prefix: str) -> str | None:
+    if "://" in text:
+        return "a registry's address, not a URL"
+    if not host:
+        return "no registry host"
+    name = f"{host}/{prefix or 'repository'}"
+    try:  # the reference grammar decides what a registry:// URI will make of it
+        ref = references.parse(name, normalize=False, default_tag=False)
+    except URIError as e:
+        return str(e).removeprefix(f"invalid image reference {name!r}: ")
+    if ref.domain != host:
+        return (f"{host!r} would be read as a repository on Docker Hub: a registry host has "
+                f"a '.' or a port, or is localhost")
+    if ref.tag or ref.digest:
+        return "a repository prefix has no tag or digest"
+    return None
 
 
 @dataclass
