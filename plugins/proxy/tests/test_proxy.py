@@ -404,7 +404,21 @@ def test_tls_listener(registry_plain: RegistryServer, start_proxy: Callable[...,
 
 
 def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
-                                        registry_plain: RegistryServer) -> None:
+                                        registry_plain: RegistryServer, tmp_path: Path) -> None:
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    files = {}
+    for name in ("a", "b"):
+        issued = ca.issue_cert("127.0.0.1")
+        issued.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.crt"))
+        issued.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        files[name] = (str(tmp_path / f"{name}.crt"), str(tmp_path / f"{name}.key"))
+    key = serialization.load_pem_private_key((tmp_path / "a.key").read_bytes(), None)
+    (tmp_path / "encrypted.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
     host = registry_plain.host
     for args, message in [
         (["-f", "nosuch"], "unknown filter 'nosuch'"),
@@ -422,6 +436,10 @@ def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
         (["-d", "mirror/team"], "would be read as a repository on Docker Hub"),
         (["-d", f"{host}/team:v1"], "no tag or digest"),
         (["-u", "bob:hunter2-secret@127.0.0.1:0"], "--upstream '127.0.0.1:0': port 0"),
+        (["--tls-cert", __file__, "--tls-key", __file__], "not a PEM certificate"),
+        (["--tls-cert", files["a"][0], "--tls-key", files["b"][1]], "not the certificate's"),
+        (["--tls-cert", files["a"][0], "--tls-key", str(tmp_path / "encrypted.key")],
+         "the key is encrypted"),
     ]:
         result = run_cli("proxy", "-d", host, *args)
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
