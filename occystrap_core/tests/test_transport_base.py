@@ -250,6 +250,33 @@ def test_unreadable_certificates_are_a_usage_error(tmp_path):
         client("r.example", ca_cert=str(tmp_path / "missing.pem"))
 
 
+def test_client_keys_with_a_passphrase_are_refused_not_prompted_for(tmp_path, monkeypatch):
+    """OpenSSL asks the terminal for a key's passphrase: a run must fail instead, as it
+    must for a key that is not the certificate's."""
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("occystrap-client"), ca.issue_cert("someone-else")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "client.cert"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    (tmp_path / "client.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
+    cert, encrypted = str(tmp_path / "client.cert"), str(tmp_path / "client.key")
+    with pytest.raises(UsageError, match=f"\\({cert}, {encrypted}\\): the key is encrypted"):
+        client("r.example", client_cert=cert, client_key=encrypted)
+    with pytest.raises(UsageError, match="the key is not the certificate's"):
+        client("r.example", client_cert=cert, client_key=str(tmp_path / "other.key"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the same key in a certs.d directory
+    certs = tmp_path / ".config/containers/certs.d/r.example"
+    certs.mkdir(parents=True)
+    for name in ("client.cert", "client.key"):
+        (certs / name).write_bytes((tmp_path / name).read_bytes())
+    with pytest.raises(UsageError, match="the key is encrypted"):
+        client("r.example").get("/v2/")  # a host's directory is read for its first request
+
+
 def test_environment_proxies_are_used_despite_a_custom_transport(serve, monkeypatch,
                                                                  no_proxies):
     proxy, proxy_host = serve("proxy")

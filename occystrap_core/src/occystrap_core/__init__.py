@@ -57,6 +57,7 @@ PUBLIC_MODULES = (
     "occystrap_core.transport.errors",
     "occystrap_core.transport.ranged",
     "occystrap_core.transport.retry",
+    "occystrap_core.transport.tlscontext",  # load_key_pair: a certificate and key, no prompt
     # test helpers and fixtures (a pytest plugin)
     "occystrap_core.testing",
     "occystrap_core.testing.faults",

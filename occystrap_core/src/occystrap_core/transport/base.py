@@ -16,7 +16,7 @@ import httpx
 from ..errors import UsageError
 from . import certsd
 from .optional import import_httpcore
-from .tlscontext import RouteContext, client_context
+from .tlscontext import RouteContext, client_context, load_key_pair
 from .tlsread import GatheringSSLSocket
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def ssl_context(ctx: Context, *, http2: bool = False, cafile: str | None = None,
             else:
                 context = default_roots(alpn)
             if s.client_cert:
-                context.load_cert_chain(s.client_cert, s.client_key)
+                load_key_pair(context, s.client_cert, s.client_key)
             if cert_dir:  # its client certificate is offered even when nothing is verified
                 certsd.load(context, cert_dir, client=not s.client_cert)
             context.sslsocket_class = GatheringSSLSocket  # 64 KiB per recv, not 16

@@ -16,6 +16,7 @@ import ssl
 from pathlib import Path
 
 from ..errors import UsageError
+from .tlscontext import load_key_pair
 
 ROOTS = ("~/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d")
 
@@ -61,4 +62,4 @@ def load(context: ssl.SSLContext, directory: str, *, client: bool) -> None:
                 raise UsageError(f"cannot load TLS certificates ({path}): "
                                  f"{pair} is missing next to it")
             if client and name.endswith(".cert"):
-                context.load_cert_chain(path, os.path.join(directory, pair))
+                load_key_pair(context, path, os.path.join(directory, pair))

@@ -22,6 +22,8 @@ import ssl
 import sys
 from collections.abc import Iterable
 
+from ..errors import UsageError
+
 
 class RouteContext(ssl.SSLContext):
     """An :class:`ssl.SSLContext` that sets its ALPN protocols only when they change."""
@@ -54,3 +56,30 @@ def client_context(alpn: Iterable[str], *, cafile: str | None = None,
         context.keylog_filename = keylog
     context.set_alpn_protocols(alpn)
     return context
+
+
+class _Passphrase(Exception):
+    """A key asked for its passphrase."""
+
+
+def _refuse_passphrase() -> str:
+    raise _Passphrase
+
+
+def load_key_pair(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """``context.load_cert_chain(cert, key)``, failing with one error in words that
+    names the files. A key with a passphrase is refused: OpenSSL would otherwise ask
+    for it on the terminal, in the middle of a run or of a server's start."""
+    files = ", ".join(f for f in (cert, key) if f)
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_passphrase)
+    except _Passphrase:
+        why = "the key is encrypted; give it without a passphrase"
+    except ssl.SSLError as e:
+        why = ("the key is not the certificate's" if e.reason == "KEY_VALUES_MISMATCH"
+               else "not a PEM certificate and its key" + (f" ({e.reason})" if e.reason else ""))
+    except OSError as e:
+        why = e.strerror or str(e)
+    else:
+        return
+    raise UsageError(f"cannot load TLS certificates ({files}): {why}")

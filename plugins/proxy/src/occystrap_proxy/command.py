@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import click
 from occystrap_core.clitypes import Finite
 from occystrap_core.context import Context
 from occystrap_core.errors import UsageError
+from occystrap_core.transport.tlscontext import load_key_pair
 from occystrap_core.types import Credentials
 from occystrap_core.uri import convert_options, split_filter
 
@@ -52,35 +54,6 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-class _Encrypted(Exception):
-    """The key asked for a passphrase: OpenSSL would prompt the terminal for one."""
-
-
-def _refuse_passphrase() -> str:
-    raise _Encrypted
-
-
-def _check_tls(cert: str, key: str) -> None:
-    """A certificate and key uvicorn cannot serve with fail now, naming the files,
-    rather than once the proxy has said it listens (or, for an encrypted key, with
-    OpenSSL waiting for a passphrase on the terminal)."""
-    import ssl
-
-    files = f"--tls-cert {cert} with --tls-key {key}"
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            cert, key, password=_refuse_passphrase)
-    except _Encrypted:
-        raise UsageError(f"{files}: the key is encrypted; give it without a passphrase") \
-            from None
-    except ssl.SSLError as e:
-        why = ("the key is not the certificate's" if e.reason == "KEY_VALUES_MISMATCH"
-               else "not a PEM certificate and its key" + (f" ({e.reason})" if e.reason else ""))
-        raise UsageError(f"{files}: {why}") from None
-    except OSError as e:
-        raise UsageError(f"{files}: {e.strerror}") from None
 
 
 def _check_filters(ctx: Context, filters: tuple[str, ...]) -> None:
@@ -157,8 +130,8 @@ def proxy(ctx: Context, listen: str, downstream: str, upstream: str | None,
     host, port = parse_listen(listen)
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    if tls_cert and tls_key:
-        _check_tls(tls_cert, tls_key)
+    if tls_cert and tls_key:  # now, not once uvicorn starts: after "listening"
+        load_key_pair(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), tls_cert, tls_key)
     _check_filters(ctx, filters)
     auth = Authenticator(htpasswd) if htpasswd else None
     down = Remote.parse(downstream, "--downstream")
