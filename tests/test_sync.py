@@ -341,6 +341,9 @@ sources:
      "registries: 'a.example:99999': port 99999 is not between 1 and 65535"),
     ("sources:\n  - {images: ['registry://a.example:0/b:1'], destinations: 'registry://m/b:{tag}'}\n",
      2, "port 0 is not between 1 and 65535"),
+    *((f"registries:\n  a.example: {{requests_per_second: {value}}}\n"
+       "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 2,
+       "requests_per_second must be a number of at least 0.01") for value in (".nan", ".inf")),
 ])
 def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_path: Path,
                                             text: str, line: int, fragment: str) -> None:

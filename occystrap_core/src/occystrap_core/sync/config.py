@@ -9,6 +9,7 @@ in the file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -132,7 +133,9 @@ class _Reader:
     def number(self, node: yaml.Node, what: str, kind: Callable[[Any], Any],
                minimum: float) -> Any:
         value = self.scalar(node, what)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
+        # YAML's .nan passes any comparison, and .inf any lower bound
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < minimum \
                 or (kind is int and not isinstance(value, int)):
             raise self.fail(node, f"{what} must be a{'n integer' if kind is int else ' number'}"
                                   f" of at least {minimum:g}")
