@@ -113,7 +113,8 @@ def test_a_run_talking_http_imports_no_optional_extras():
 
 def test_a_warm_cached_copy_through_a_filter_imports_no_tar_code(registry_plain, tmp_path):
     """A warm cached copy reads no layer, so the tar code its filter runs on layers
-    (tarfile, layertar: 1-2 ms of start-up) stays out; the cold copy needs it."""
+    (tarfile, layertar: 1-2 ms of start-up) stays out; the cold copy needs it. Neither
+    copies a pattern of images, so the listing code stays out of both."""
     push_sample_image(registry_plain, "probe/tar", "v1")
     host = registry_plain.host
 
@@ -122,8 +123,10 @@ def test_a_warm_cached_copy_through_a_filter_imports_no_tar_code(registry_plain,
                               "process", f"registry://{host}/probe/tar:v1",
                               f"registry://{host}/{dest}:v1", "-f", "normalize-timestamps")
 
-    assert {"tarfile", "occystrap_core.layertar"} <= copy("probe/cold")
-    assert not copy("probe/warm") & {"tarfile", "occystrap_core.layertar"}
+    listing = {"occystrap_core.listing", "occystrap_registry.listing"}
+    cold = copy("probe/cold")
+    assert {"tarfile", "occystrap_core.layertar"} <= cold and not cold & listing
+    assert not copy("probe/warm") & {"tarfile", "occystrap_core.layertar", *listing}
 
 
 def test_a_run_over_tls_still_speaks_http2_and_h2_imports_later(registry_tls, monkeypatch):

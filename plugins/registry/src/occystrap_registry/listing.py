@@ -26,7 +26,7 @@ from occystrap_core.types import ResolvedURI
 
 from .client import FACTORY, absolute, api_root
 from .locations import HEADS_KEY, ManifestHeads
-from .source import ACCEPT, RegistrySource
+from .source import ACCEPT
 
 if TYPE_CHECKING:
     from occystrap_core.context import Context
@@ -213,14 +213,3 @@ def _names(page: dict[str, Any], key: str, host: str) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise TransportError(f"registry {host}: the answer has no {key!r} list of names")
     return items
-
-
-def open_source(uri: ResolvedURI, ctx: Context) -> Any:
-    """One image, or every image a ``HOST/REPO_GLOB[:TAG_GLOB]`` pattern names."""
-    from occystrap_core.listing import ListedImages
-    from occystrap_core.uri import has_pattern
-
-    if has_pattern(uri.target):
-        return ListedImages(ctx, RegistryLister(uri, ctx),
-                            split_pattern(uri.target, default_tag="latest"))
-    return RegistrySource(uri, ctx)

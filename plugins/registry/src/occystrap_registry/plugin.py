@@ -119,7 +119,7 @@ def occystrap_input_sources() -> Iterator[InputSource]:
     yield InputSource(name="registry", schemes=(SCHEME,),
                       summary="Docker Registry V2 / OCI distribution (pull); "
                               "HOST/REPO_GLOB:TAG_GLOB lists many images",
-                      factory=lazy("occystrap_registry.listing:open_source"),
+                      factory=lazy("occystrap_registry.source:open_source"),
                       options=INPUT_OPTIONS)
 
 

@@ -20,7 +20,7 @@ import httpx
 
 from occystrap_core import digest as digests
 from occystrap_core import mediatypes as mt
-from occystrap_core.api import Fetched, ImageSource
+from occystrap_core.api import Fetched, ImageSet, ImageSource
 from occystrap_core.errors import CorruptImageError, DigestMismatchError, OccystrapError
 from occystrap_core.oci import referrers
 from occystrap_core.oci.manifest import MAX_MANIFEST, Descriptor, Manifest, parse
@@ -28,6 +28,7 @@ from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.oci.reference import registry_key
 from occystrap_core.transport.blobs import open_blob
 from occystrap_core.types import ResolvedURI
+from occystrap_core.uri import has_pattern
 
 from .client import FACTORY, Repository
 from .locations import BlobLocations, blob_locations
@@ -188,3 +189,16 @@ class RegistrySource(ImageSource):
                          policy=self.ctx.retry, what=what, size=descriptor.size,
                          digest=descriptor.digest, verify=False,
                          ranges=range_plan(self.ctx, descriptor.size))
+
+
+def open_source(uri: ResolvedURI, ctx: Context) -> ImageSource | ImageSet:
+    """One image, or every image a ``HOST/REPO_GLOB[:TAG_GLOB]`` pattern names (the
+    listing modules are imported for a pattern only)."""
+    if not has_pattern(uri.target):
+        return RegistrySource(uri, ctx)
+    from occystrap_core.listing import ListedImages, split_pattern
+
+    from .listing import RegistryLister
+
+    return ListedImages(ctx, RegistryLister(uri, ctx),
+                        split_pattern(uri.target, default_tag="latest"))
