@@ -131,6 +131,12 @@ def test_htpasswd_checks_and_remembers(tmp_path: Path) -> None:
     path.write_text("alice:plaintext\n")
     with pytest.raises(UsageError, match="line 1: expected USER:BCRYPT-HASH"):
         Authenticator(str(path))
+    path.write_text(f"alice:{hashed}\nbob:$2y$05$truncated\n")  # bcrypt: "Invalid salt"
+    with pytest.raises(UsageError, match="line 2: expected USER:BCRYPT-HASH"):
+        Authenticator(str(path))
+    path.write_bytes(b"# users\n\xffbob:" + hashed.encode() + b"\n")
+    with pytest.raises(UsageError, match="line 2: not UTF-8 text"):
+        Authenticator(str(path))
 
 
 def test_an_upload_is_not_swept_while_a_request_writes_it(tmp_path: Path) -> None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import threading
 
 import bcrypt
 
 from occystrap_core.errors import UsageError
+
+# $2a$, $2b$ or $2y$, a cost of 04-31, 22 characters of salt and 31 of hash
+_BCRYPT = re.compile(r"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 
 class Authenticator:
@@ -21,13 +25,17 @@ class Authenticator:
 
     def __init__(self, path: str):
         self.users: dict[str, bytes] = {}
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    raise UsageError(f"{path}, line {number}: not UTF-8 text") from None
                 if not line or line.startswith("#"):
                     continue
                 user, sep, hashed = line.partition(":")
-                if not sep or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                # checked now: bcrypt refuses a malformed hash only when a client logs in
+                if not sep or not _BCRYPT.fullmatch(hashed):
                     raise UsageError(f"{path}, line {number}: expected USER:BCRYPT-HASH "
                                      f"(htpasswd -B)")
                 self.users[user] = hashed.encode()
