@@ -355,6 +355,16 @@ def test_a_bad_configuration_names_its_line(run_cli: Callable[..., Any], tmp_pat
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_configuration_nested_too_deeply_is_refused(run_cli: Callable[..., Any],
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("sources: " + "[" * 5000)
+    result = run_cli("sync", str(path))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"Error: {path}: not a configuration: its collections are " \
+                            f"nested too deeply\n"
+
+
 def test_shards_as_processes_split_the_sync_by_repository(source: RegistryServer,
                                                             corpus: str) -> None:
     """Three workers, as an Indexed Job runs them: their union is the whole sync and no

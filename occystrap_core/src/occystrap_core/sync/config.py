@@ -252,6 +252,9 @@ def parse(text: str, path: str) -> SyncConfig:
         raise ConfigError(f"{path}{line}: not valid YAML: {e.problem or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: not a configuration: its collections are nested "
+                          f"too deeply") from None
     if root is None:
         raise ConfigError(f"{path}: the file is empty; it needs a 'sources' list")
     top = r.mapping(root, "the file", ("sources", "defaults", "registries"))
