@@ -279,6 +279,24 @@ def layout_index_not_json(env: Env) -> None:
     (good_layout(env) / "index.json").write_text("{ not json at all")
 
 
+#: Valid JSON nested deeper than Python's recursion limit (json.loads: RecursionError).
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+def manifest_nested(env: Env) -> None:
+    rewrite_tar(good_tar(env), env.path("bad.tar"), {"manifest.json": NESTED})
+
+
+def layout_index_nested(env: Env) -> None:
+    (good_layout(env) / "index.json").write_bytes(NESTED)
+
+
+def layout_config_nested(env: Env) -> None:
+    """The config nests too deeply, its digest and size right."""
+    _replace_blob_consistently(good_layout(env), _good_image().config_digest,
+                               b'{"history": ' + NESTED + b"}")
+
+
 def _replace_blob_consistently(layout: Path, old: str, new_bytes: bytes) -> None:
     """Put ``new_bytes`` in place of blob ``old`` and fix every digest and size that
     points at it (manifest, then index), so that only the content is bad."""
@@ -290,9 +308,9 @@ def _replace_blob_consistently(layout: Path, old: str, new_bytes: bytes) -> None
     entry = index["manifests"][0]
     manifest_path = blobs / entry["digest"].split(":", 1)[1]
     manifest = json.loads(manifest_path.read_text())
-    for layer in manifest["layers"]:
-        if layer["digest"] == old:
-            layer["digest"], layer["size"] = new, len(new_bytes)
+    for descriptor in (manifest["config"], *manifest["layers"]):
+        if descriptor["digest"] == old:
+            descriptor["digest"], descriptor["size"] = new, len(new_bytes)
     data = json.dumps(manifest, separators=(",", ":")).encode()
     manifest_path.unlink()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -515,6 +533,8 @@ CASES: list[Case] = [
          ("process", "tar://{t}/archive.tar.gz", OUT), "archive.tar.gz"),
     Case("manifest-not-json", manifest_not_json, ("process", "tar://{t}/bad.tar", OUT),
          "manifest.json"),
+    Case("manifest-nested-too-deeply", manifest_nested, ("process", "tar://{t}/bad.tar", OUT),
+         "manifest.json"),
     Case("manifest-missing-layer", manifest_missing_layer, ("process", "tar://{t}/bad.tar", OUT),
          "0123456789abcdef/layer.tar"),
     Case("config-digest-mismatch-legacy", config_mismatch_legacy,
@@ -541,6 +561,14 @@ CASES: list[Case] = [
          "index.json"),
     Case("layout-index-not-json", layout_index_not_json,
          ("process", "oci-layout://{layout}", OUT), "index.json"),
+    Case("layout-index-nested-too-deeply", layout_index_nested,
+         ("process", "oci-layout://{layout}", OUT), "index.json"),
+    Case("layout-config-nested-too-deeply", layout_config_nested,
+         ("process", "oci-layout://{layout}", OUT), "config"),
+    Case("layout-config-nested-too-deeply-info", layout_config_nested,
+         ("info", "oci-layout://{layout}"), "config"),
+    Case("layout-config-nested-too-deeply-filtered", layout_config_nested,
+         ("process", "oci-layout://{layout}", OUT, "-f", "normalize-timestamps"), "config"),
     Case("layout-corrupt-gzip-expand", layout_corrupt_gzip,
          ("process", "oci-layout://{layout}", "dir://{t}/out?expand=true"), "decompress"),
     Case("layout-corrupt-gzip-check", layout_corrupt_gzip, ("check", "oci-layout://{layout}"),

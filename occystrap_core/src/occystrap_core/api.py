@@ -44,7 +44,13 @@ from typing import (
 from . import digest as digests
 from . import mediatypes as mt
 from . import streams
-from .errors import CorruptImageError, DigestMismatchError, OccystrapError, UnsupportedError
+from .errors import (
+    NOT_JSON,
+    CorruptImageError,
+    DigestMismatchError,
+    OccystrapError,
+    UnsupportedError,
+)
 from .oci import convert
 
 if TYPE_CHECKING:
@@ -144,7 +150,7 @@ class Image:
     def config_json(self) -> dict[str, Any]:
         try:
             value = json.loads(self.config)
-        except ValueError as e:
+        except NOT_JSON as e:
             raise CorruptImageError(f"image config is not JSON: {e}") from None
         if not isinstance(value, dict):
             raise CorruptImageError("image config is not a JSON object")
@@ -364,7 +370,7 @@ class ImageIndex:
         """
         try:
             doc = json.loads(self.data)
-        except ValueError as e:
+        except NOT_JSON as e:
             raise CorruptImageError(f"image index is not JSON: {e}") from None
         entries = [{**e.descriptor, **(written or {}).get(e.digest, {})} for e in self.entries]
         media_type = convert.index_media_type(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager
 from . import digest as digests
 from . import streams
 from .api import Image, Layer
-from .errors import CorruptImageError, OccystrapError
+from .errors import NOT_JSON, CorruptImageError, OccystrapError
 from .layertar import (
     clean_name,
     link_problem,
@@ -122,7 +122,7 @@ def _check_manifest(image: Image, report: Report) -> None:
     report.add("info", "manifest-digest", f"manifest {image.manifest_digest}")
     try:
         manifest = json.loads(image.manifest)
-    except ValueError as e:
+    except NOT_JSON as e:
         report.add("error", "manifest-json", f"the manifest is not JSON: {e}")
         return
     if manifest.get("schemaVersion") != 2:

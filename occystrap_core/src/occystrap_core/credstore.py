@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .builtin.credentials import DOCKER_HUB, DOCKER_HUB_URL, HELPER_TIMEOUT, key_scope, same_host
-from .errors import OccystrapError, UsageError
+from .errors import NOT_JSON, OccystrapError, UsageError
 from .tempfiles import destination, write_atomic
 
 
@@ -45,7 +45,7 @@ def _load(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
+    except (OSError, *NOT_JSON) as e:
         raise UsageError(f"cannot read {path}: {e}") from None
     if not isinstance(config, dict):
         raise UsageError(f"cannot read {path}: not a JSON object")

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: What ``json.loads`` raises for a document it cannot read: ``ValueError`` (not JSON,
+#: not UTF-8) and ``RecursionError`` (arrays or objects nested deeper than the
+#: interpreter's recursion limit, which a hostile registry or archive can send).
+NOT_JSON = (ValueError, RecursionError)
+
 
 class OccystrapError(Exception):
     """A failure the user can act on, printed as one ``Error:`` line. ``response`` is

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .api import Image
+from .errors import NOT_JSON
 from .oci.platform import Platform
 
 
@@ -88,7 +89,7 @@ def _legacy_fields(image: Image, config: dict[str, Any],
     if image.manifest is not None:
         try:
             schema = json.loads(image.manifest).get("schemaVersion")
-        except (ValueError, AttributeError):
+        except (*NOT_JSON, AttributeError):
             pass
     return {
         "image": image.name,
@@ -105,7 +106,7 @@ def _config_of(image: Image) -> dict[str, Any]:
         return image.config_json
     try:
         value = json.loads(image.config)
-    except ValueError:
+    except NOT_JSON:
         return {}
     return value if isinstance(value, dict) else {}
 

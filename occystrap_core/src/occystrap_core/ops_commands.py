@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import outputformat
+from .errors import NOT_JSON
 
 if TYPE_CHECKING:
     from .context import Context
@@ -43,7 +44,7 @@ def _document(data: bytes) -> Any:
     """A manifest or config for ``-O json``: its JSON, or (not JSON) its text."""
     try:
         return json.loads(data)
-    except ValueError:
+    except NOT_JSON:
         return data.decode(errors="replace")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import digest as digests
 from ..errors import (
+    NOT_JSON,
     CorruptImageError,
     DigestMismatchError,
     ImageNotFoundError,
@@ -20,7 +21,7 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"  # full reference, as Docker 
 def parse_json(data: bytes, what: str, kind: type = dict) -> Any:
     try:
         value = json.loads(data)
-    except ValueError as e:
+    except NOT_JSON as e:
         raise CorruptImageError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, kind):
         raise CorruptImageError(f"{what} is not a JSON {'list' if kind is list else 'object'}")

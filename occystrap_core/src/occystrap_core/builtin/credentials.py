@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import hookimpl
+from ..errors import NOT_JSON
 from ..transport.clock import get_clock
 from ..types import Credentials
 
@@ -108,7 +109,7 @@ def _helper(name: str, server: str, source: str) -> Credentials | None:
     try:
         answer = json.loads(done.stdout)
         username, secret = answer.get("Username"), answer["Secret"]
-    except (ValueError, KeyError, AttributeError):
+    except (*NOT_JSON, KeyError, AttributeError):
         log.warning("credential helper %s gave an unreadable answer for %s", program, server)
         return None
     label = f"{source} via {program}"
@@ -148,7 +149,7 @@ def from_config_file(path: Path, host: str, repository: str | None = None,
         config = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, *NOT_JSON) as e:
         log.warning("ignoring %s: %s", path, e)
         return None
     if not isinstance(config, dict):

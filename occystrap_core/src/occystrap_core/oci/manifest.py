@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .. import digest as digests
 from .. import mediatypes as mt
-from ..errors import CorruptImageError, UnsupportedError
+from ..errors import NOT_JSON, CorruptImageError, UnsupportedError
 from .platform import Platform, of_descriptor
 
 MAX_MANIFEST = 4 * 1024 * 1024  # the distribution spec's suggested limit
@@ -162,7 +162,7 @@ def parse(data: bytes, content_type: str | None = None, where: str = "manifest",
         raise CorruptImageError(f"{where}: larger than {MAX_MANIFEST} bytes")
     try:
         doc = json.loads(data)
-    except ValueError as e:
+    except NOT_JSON as e:
         raise CorruptImageError(f"{where}: not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise CorruptImageError(f"{where}: not a JSON object")

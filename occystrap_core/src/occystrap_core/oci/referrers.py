@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import digest as digests
 from .. import mediatypes as mt
+from ..errors import NOT_JSON
 from .manifest import Descriptor, Index, Manifest, parse
 
 LEGACY_SUFFIXES = (".sig", ".att", ".sbom")
@@ -57,7 +58,7 @@ def merged(existing: bytes | None, referrer: Descriptor) -> bytes:
     if existing is not None:
         try:
             found = json.loads(existing)
-        except ValueError:
+        except NOT_JSON:
             found = None
         if isinstance(found, dict) and isinstance(found.get("manifests"), list):
             doc = found
@@ -72,7 +73,7 @@ def without(existing: bytes, digest: str) -> bytes | None:
     written; None when it does not list it (or is no index)."""
     try:
         doc = json.loads(existing)
-    except ValueError:
+    except NOT_JSON:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
         return None

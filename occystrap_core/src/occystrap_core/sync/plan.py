@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 from ..api import BulkItem, ImageLister
 from ..bulk import check_filters, template_fields
 from ..errors import (
+    NOT_JSON,
     AuthError,
     CredentialsError,
     ImageNotFoundError,
@@ -520,7 +521,7 @@ class Planner:
                               session=self.ctx)
             try:
                 when = datetime.fromisoformat(str(json.loads(blob).get("created")))
-            except (ValueError, AttributeError):
+            except (*NOT_JSON, AttributeError):
                 return None  # no date, or not one: never among the latest
             return when if when.tzinfo else when.replace(tzinfo=UTC)  # comparable
 

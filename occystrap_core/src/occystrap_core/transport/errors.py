@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 
 import httpx
 
-from ..errors import AuthError, ImageNotFoundError, OccystrapError, TransportError
+from ..errors import NOT_JSON, AuthError, ImageNotFoundError, OccystrapError, TransportError
 from .tlshints import HTTPS, http_to_https
 
 MAX_ERROR_BODY = 64 * 1024
@@ -53,7 +53,7 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
     """``content`` as a JSON object, or None when it is not one."""
     try:
         body = json.loads(content)
-    except ValueError:
+    except NOT_JSON:
         return None
     return body if isinstance(body, dict) else None
 
