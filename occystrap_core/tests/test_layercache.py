@@ -326,10 +326,34 @@ def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "30", "d", "-1d", "3x"])
+@pytest.mark.parametrize("text", ["", "30", "d", "-1d", "3x", "\u00b2d", "\u0661\u0662d",
+                                  "\uff11d", "1e3d", "inf"])
 def test_bad_duration(text: str) -> None:
+    """ASCII digits only: Python's ``\\d`` and ``float()`` would read Arabic-Indic and
+    full-width digits, which no other number occystrap reads takes."""
     with pytest.raises(UsageError, match="--max-age"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["", "-5", "10XB", "lots", "\u00b2", "\u0661\u0662",
+                                  "\uff16\uff14M", "1e3", "nan"])
+def test_bad_size(text: str) -> None:
+    with pytest.raises(UsageError, match="--max-size"):
+        parse_size(text)
+
+
+def test_a_size_or_age_beyond_any_disk_or_clock_is_no_limit(
+        cache: LayerCache, run_cli: Callable[..., Result]) -> None:
+    """More digits than a float holds (``inf``) is no limit, as 10**30 is: no overflow."""
+    huge = "9" * 400
+    assert parse_size(huge) == parse_size(huge + "G") == parse_size(str(10**30)) >= 2**63
+    assert parse_duration(huge + "w") >= 10**30
+    cache.record_transform(D1, "s", D2, 1)
+    assert cache.prune(parse_duration(huge + "d"), parse_size(huge))["deleted"] == 0
+    result = run_cli("--layer-cache", cache.directory, "cache", "prune", "--max-age",
+                     huge + "d", "--max-size", huge)
+    assert result.exit_code == 0 and result.stdout.startswith("Pruned 0 entries"), result.output
+    assert cache.transform(D1, "s") == (D2, 1)
 
 
 def test_cache_commands(run_cli: Callable[..., Result], tmp_path: Path, clock: Clock,

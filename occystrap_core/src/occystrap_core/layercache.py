@@ -349,11 +349,13 @@ def open_for_run(directory: str) -> LayerCache | None:
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_NO_LIMIT = float(2**63)  # bytes: more than any disk holds
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``30d``, ``12h``, ``45m``, ``90s`` or ``2w``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    """Seconds in ``30d``, ``12h``, ``45m``, ``90s`` or ``2w``, in ASCII digits (as every
+    number occystrap reads); inf for more digits than a float holds: nothing is that old."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower(), re.ASCII)
     if not match:
         raise UsageError(f"--max-age: expected a number and a unit (s, m, h, d, w), "
                          f"such as 30d, not {text!r}")
@@ -361,11 +363,14 @@ def parse_duration(text: str) -> float:
 
 
 def parse_size(text: str) -> int:
-    """Bytes in ``64M``, ``1G``, ``512K`` or ``4096`` (powers of 1024; ``MiB`` too)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    """Bytes in ``64M``, ``1G``, ``512K`` or ``4096`` (powers of 1024; ``MiB`` too), in
+    ASCII digits."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower(),
+                         re.ASCII)
     if not match:
         raise UsageError(f"--max-size: expected a size such as 64M or 1G, not {text!r}")
-    return int(float(match.group(1)) * _SIZE[match.group(2)])
+    # more digits than a float holds are inf: no limit, as any size beyond a disk's
+    return int(min(float(match.group(1)) * _SIZE[match.group(2)], _NO_LIMIT))
 
 
 def describe(info: Mapping[str, Any]) -> str:
