@@ -172,9 +172,12 @@ def test_another_programs_database_is_left_as_it_was(
     with caplog.at_level(logging.WARNING, "occystrap"):
         assert open_for_run(str(tmp_path)) is None
     assert "not a layer cache" in caplog.text
+    assert "remove it" not in caplog.text  # it is not occystrap's to remove
     assert _files(tmp_path) == before
     for command in (("cache", "info"), ("cache", "prune", "--max-size", "1K")):
-        expect_error(run_cli("--layer-cache", str(tmp_path), *command), "not a layer cache")
+        result = run_cli("--layer-cache", str(tmp_path), *command)
+        expect_error(result, "not a layer cache", "another directory")
+        assert "remove it" not in result.stderr
         assert _files(tmp_path) == before
 
 
@@ -185,7 +188,7 @@ def test_a_device_where_the_database_should_be_is_not_opened(
     os.mknod(tmp_path / FILENAME, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     with caplog.at_level(logging.WARNING, "occystrap"):
         assert open_for_run(str(tmp_path)) is None
-    assert "not a regular file" in caplog.text
+    assert "not a regular file" in caplog.text and "remove it" not in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == [FILENAME]
 
 
@@ -215,6 +218,60 @@ def test_newer_schema_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, "occystrap"):
         assert open_for_run(str(tmp_path)) is None
     assert "newer" in caplog.text
+    # a newer occystrap's cache, sound: removing it would lose that occystrap's entries
+    assert "remove it" not in caplog.text and "the newer occystrap" in caplog.text
+
+
+def _mount_tmpfs(mount: Path, request: pytest.FixtureRequest, *options: str) -> None:
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=200k", *options)), "tmpfs",
+                    str(mount)], check=True, capture_output=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(mount)], check=False,
+                                                capture_output=True))
+
+
+def test_a_sound_cache_on_a_full_disk_is_not_called_damaged(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A cache made before its disk filled: SQLite cannot size the WAL's shared memory
+    file and answers an I/O error. The cache is sound, as it is once space is freed."""
+    mount = tmp_path / "m"
+    _mount_tmpfs(mount, request)
+    cache = LayerCache(str(mount / "c"))
+    cache.record_transform(D1, "s", D2, 1)
+    cache.close()  # the last connection: SQLite removes the WAL's files
+    filler = mount / "filler"
+    with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    with pytest.raises(CacheError) as refused:
+        LayerCache(str(mount / "c"))
+    assert "full" in str(refused.value) and "free space" in str(refused.value)
+    assert "remove it" not in str(refused.value)
+    filler.unlink()
+    cache = LayerCache(str(mount / "c"))
+    assert cache.transform(D1, "s") == (D2, 1)
+    cache.close()
+
+
+def test_a_cache_on_a_read_only_disk_is_not_called_damaged(
+        tmp_path: Path, request: pytest.FixtureRequest, run_cli: Callable[..., Result],
+        expect_error: Callable[..., None], caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite cannot make the WAL's files beside a cache on a read-only file system:
+    the warning (and the ``cache`` commands' error) says so, and nothing changes."""
+    mount = tmp_path / "m"
+    _mount_tmpfs(mount, request)
+    cache = LayerCache(str(mount / "c"))
+    cache.record_transform(D1, "s", D2, 1)
+    cache.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
+    before = _files(mount / "c")
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(mount / "c")) is None
+    assert "cannot write" in caplog.text and "remove it" not in caplog.text, caplog.text
+    result = run_cli("--layer-cache", str(mount / "c"), "cache", "info")
+    expect_error(result, "cannot write")
+    assert "remove it" not in result.stderr
+    assert _files(mount / "c") == before
 
 
 def test_error_while_running_turns_the_cache_off(cache: LayerCache,

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -71,6 +72,18 @@ class CacheError(OccystrapError):
     """The cache directory cannot be used (unreadable, corrupt, from a newer occystrap)."""
 
 
+class _NotOurs(sqlite3.DatabaseError):
+    """A sound database this occystrap must leave as it is (another program's, a newer
+    occystrap's); ``advice`` says what to do instead of removing it."""
+
+    def __init__(self, message: str, advice: str):
+        super().__init__(message)
+        self.advice = advice
+
+
+_ANOTHER_DIRECTORY = "name another directory (it is not this occystrap's to change)"
+
+
 def filter_step(name: str, options: Mapping[str, Any], record: PluginRecord) -> str:
     """The step identity of a filter: its name, canonical options, and the plugin
     (distribution and version) that provides it. Another version may write other
@@ -96,8 +109,8 @@ class LayerCache:
         try:
             os.makedirs(directory, exist_ok=True)
             if os.path.exists(self.path) and not os.path.isfile(self.path):
-                raise CacheError(f"layer cache {self.path}: not a regular file; remove it "
-                                 f"to start afresh")
+                raise CacheError(f"layer cache {self.path}: not a regular file; "
+                                 f"{_ANOTHER_DIRECTORY}")
             # autocommit: each statement is its own short transaction
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
@@ -108,7 +121,7 @@ class LayerCache:
         except sqlite3.Error as e:
             self._db.close()
             raise CacheError(f"layer cache {self.path}: unusable ({e}); "
-                             f"{_advice(e)}") from None
+                             f"{_advice(e, directory)}") from None
 
     def _set_up(self) -> None:
         """:meth:`_setup`, started over while SQLite answers BUSY: it does so at once,
@@ -154,10 +167,12 @@ class LayerCache:
         version, tables = db.execute("SELECT user_version, EXISTS (SELECT 1 FROM "
                                      "sqlite_master) FROM pragma_user_version").fetchone()
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
-                                        f"occystrap's {SCHEMA_VERSION}")
+            raise _NotOurs(f"schema version {version} is newer than this occystrap's "
+                           f"{SCHEMA_VERSION}",
+                           "use the newer occystrap, or name another directory")
         if version == 0 and tables:
-            raise sqlite3.DatabaseError("a database of something else, not a layer cache")
+            raise _NotOurs("a database of something else, not a layer cache",
+                           _ANOTHER_DIRECTORY)
         return int(version)
 
     def _run(self, what: str, work: Callable[[sqlite3.Connection], T], default: T) -> T:
@@ -330,12 +345,32 @@ class LayerCache:
             self._db.close()
 
 
-def _advice(e: sqlite3.Error) -> str:
-    """What to do about a cache that cannot be set up. On a full disk SQLite rolled
-    the set-up back: the cache is sound and removing it would only lose entries."""
-    if getattr(e, "sqlite_errorname", None) == "SQLITE_FULL":  # None: raised here
+_ROOM = 64 * 1024  # bytes: less free than the WAL's shared memory grows by is a full disk
+_UNWRITABLE = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
+
+
+def _advice(e: sqlite3.Error, directory: str) -> str:
+    """What to do about a cache that cannot be set up. Removing it is the remedy for a
+    damaged file only: on a full or read-only disk the cache is sound (SQLite rolled
+    back what it could not write) and removing it would only lose entries."""
+    if isinstance(e, _NotOurs):
+        return e.advice
+    name = getattr(e, "sqlite_errorname", None) or ""  # None: not raised by SQLite
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR") and _full(directory):
+        # an existing cache on a full disk is an I/O error: its WAL files cannot grow
         return "its file system is full: free space there (the cache need not be removed)"
+    if name.startswith(_UNWRITABLE):  # SQLite makes the WAL's files beside the database
+        return (f"occystrap cannot write in {directory} (a read-only file system, or its "
+                f"permissions): make it writable, or name another directory (the cache "
+                f"need not be removed)")
     return "remove it to start afresh"
+
+
+def _full(directory: str) -> bool:
+    try:
+        return shutil.disk_usage(directory).free < _ROOM
+    except OSError:
+        return False
 
 
 def open_for_run(directory: str) -> LayerCache | None:
