@@ -10,6 +10,7 @@ import pytest
 
 from occystrap_core import hookimpl
 from occystrap_core.context import Context
+from occystrap_core.layercache import LayerCache
 from occystrap_core.testing import plugin_module
 from occystrap_core.testing.images import build_docker_archive
 from occystrap_core.types import CommandSpec, GlobalOption
@@ -95,6 +96,7 @@ def test_help_and_unknown_options_after_the_command(show: Any, run_cli: Any) -> 
 def test_nested_groups_take_global_options_after_the_command(tmp_path: Any,
                                                              run_cli: Any) -> None:
     cache = str(tmp_path / "cache")
+    LayerCache(cache).close()  # the cache commands read a cache a copy made
     result = run_cli("cache", "info", "--layer-cache", cache, "-O", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["transforms"] == 0
@@ -109,6 +111,7 @@ def test_global_output_format_is_every_commands_default(show: Any, tmp_path: Any
     assert show("-O", "json", "show")["fmt"] == "json"
     assert show("--output-format=json", "show", "-O", "text")["fmt"] == "text"  # its own wins
     cache = str(tmp_path / "cache")
+    LayerCache(cache).close()
     result = run_cli("-O", "json", "--layer-cache", cache, "cache", "info")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["transforms"] == 0

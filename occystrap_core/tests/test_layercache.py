@@ -355,6 +355,20 @@ def test_a_set_up_answered_busy_at_once_starts_over(tmp_path: Path,
     assert len(answers) == 1
 
 
+def test_cache_commands_make_no_cache(run_cli: Callable[..., Result], tmp_path: Path,
+                                     expect_error: Callable[..., None]) -> None:
+    """``cache info`` and ``cache prune`` read a cache that a copy made: a mistyped
+    DIR is an error, not an empty cache made there (directories and all)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (tmp_path / "typo" / "c", empty):
+        for command in (("info",), ("prune", "--max-age", "1d")):
+            expect_error(run_cli("--layer-cache", str(where), "cache", *command),
+                         "no layer cache", str(where))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    assert list(empty.iterdir()) == []
+
+
 def test_filter_step_names_options_and_plugin_version() -> None:
     core = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.0")
     newer = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.1")

@@ -646,7 +646,7 @@ def _layer_cache(ctx: click.Context) -> Any:
     if not directory:
         raise UsageError("name the cache directory with --layer-cache DIR "
                          "(or OCCYSTRAP_LAYER_CACHE)")
-    return ctx.with_resource(contextlib.closing(LayerCache(directory)))
+    return ctx.with_resource(contextlib.closing(LayerCache(directory, create=False)))
 
 
 @cache.command("info")

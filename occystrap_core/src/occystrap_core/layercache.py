@@ -100,14 +100,21 @@ class LayerCache:
     a fake one).
     """
 
-    def __init__(self, directory: str, now: Callable[[], float] = time.time):
+    def __init__(self, directory: str, now: Callable[[], float] = time.time, *,
+                 create: bool = True):
+        """``create``: make ``directory`` and the database if missing (a copy does; the
+        ``cache`` commands, which read what copies made, do not)."""
         self.directory = directory
         self.path = os.path.join(directory, FILENAME)
         self.now = now
         self._lock = threading.Lock()
         self._off = False
         try:
-            os.makedirs(directory, exist_ok=True)
+            if create:
+                os.makedirs(directory, exist_ok=True)
+            elif not os.path.lexists(self.path):
+                raise CacheError(f"layer cache {directory}: no layer cache there (a copy "
+                                 f"with --layer-cache DIR makes one)")
             if os.path.exists(self.path) and not os.path.isfile(self.path):
                 raise CacheError(f"layer cache {self.path}: not a regular file; "
                                  f"{_ANOTHER_DIRECTORY}")
