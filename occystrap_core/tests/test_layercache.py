@@ -192,6 +192,21 @@ def test_a_device_where_the_database_should_be_is_not_opened(
     assert [p.name for p in tmp_path.iterdir()] == [FILENAME]
 
 
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_symbolic_link_to_nothing_as_the_directory_is_named(
+        tmp_path: Path, below: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``DIR`` (or a directory above it) a symbolic link whose target is gone: the
+    warning names the link, not makedirs' 'File exists'; nothing is made."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(link / below)) is None
+    assert f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist" \
+        in caplog.text, caplog.text
+    assert "File exists" not in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == ["link"]
+
+
 def test_a_full_disk_is_named_as_such(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Tiny file systems (we run as root) that fill while the schema is created: the
     error says the disk is full, not that the rollback after it failed."""
@@ -267,7 +282,9 @@ def test_a_cache_on_a_read_only_disk_is_not_called_damaged(
     before = _files(mount / "c")
     with caplog.at_level(logging.WARNING, "occystrap"):
         assert open_for_run(str(mount / "c")) is None
+        assert open_for_run(str(mount)) is None  # SQLite cannot make a database there
     assert "cannot write" in caplog.text and "remove it" not in caplog.text, caplog.text
+    assert f"occystrap cannot write in {mount} " in caplog.text, caplog.text
     result = run_cli("--layer-cache", str(mount / "c"), "cache", "info")
     expect_error(result, "cannot write")
     assert "remove it" not in result.stderr

@@ -121,8 +121,14 @@ class LayerCache:
             # autocommit: each statement is its own short transaction
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as e:
-            raise CacheError(f"layer cache {directory}: cannot open it: {e}") from None
+        except OSError as e:  # from makedirs
+            link = _link_to_nothing(directory)
+            why = (f"{link} is a symbolic link to {os.readlink(link)}, which does not exist"
+                   if link else str(e))
+            raise CacheError(f"layer cache {directory}: cannot make it: {why}") from None
+        except sqlite3.Error as e:
+            raise CacheError(f"layer cache {directory}: cannot open it: {e}; "
+                             f"{_advice(e, directory)}") from None
         try:
             self._set_up()
         except sqlite3.Error as e:
@@ -378,6 +384,19 @@ def _full(directory: str) -> bool:
         return shutil.disk_usage(directory).free < _ROOM
     except OSError:
         return False
+
+
+def _link_to_nothing(path: str) -> str | None:
+    """The topmost of ``path`` and the directories above it that is a symbolic link to
+    nothing: makedirs says 'File exists' or 'No such file or directory' of it."""
+    found, path = None, os.path.abspath(path)
+    while True:
+        if os.path.islink(path) and not os.path.exists(path):
+            found = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return found
+        path = parent
 
 
 def open_for_run(directory: str) -> LayerCache | None:
