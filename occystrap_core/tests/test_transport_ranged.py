@@ -221,6 +221,11 @@ def test_the_partial_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("OCCYSTRAP_PARTIAL_DIR")
     ctx.settings.layer_cache = None
     assert partials.directory(ctx) == str(tmp_path / "xdg" / "occystrap" / "partial")
+    # a cache that cannot be used: its directory is not used either (one warning)
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    broken = make_context(MockHTTP(RangeServer()), client_factory_plugin(), clock=FakeClock(),
+                          layer_cache=str(tmp_path / "link"))
+    assert partials.directory(broken) == str(tmp_path / "xdg" / "occystrap" / "partial")
 
 
 def test_the_plan_comes_from_the_environment(tmp_path, monkeypatch):

@@ -157,6 +157,14 @@ class Context:
         cache: LayerCache | None = self.shared("layer_cache", self._open_layer_cache)
         return cache
 
+    @property
+    def layer_cache_dir(self) -> str | None:
+        """The ``--layer-cache`` directory, for the state kept beside the cache (upload
+        journals, partial downloads); None without the option, or when the cache cannot
+        be used: that state then goes where it goes without the option, and the cache's
+        one warning said why."""
+        return self.settings.layer_cache if self.layer_cache is not None else None
+
     def _open_layer_cache(self) -> LayerCache | None:
         from .layercache import open_for_run
 

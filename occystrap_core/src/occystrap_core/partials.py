@@ -45,7 +45,7 @@ _swept_lock = threading.Lock()
 def directory(ctx: Context) -> str | None:
     """Where this run keeps partial downloads (made if missing, swept once per
     process); None when no such directory can be made."""
-    path = tempfiles.state_dir("OCCYSTRAP_PARTIAL_DIR", ctx.settings.layer_cache, "partial")
+    path = tempfiles.state_dir("OCCYSTRAP_PARTIAL_DIR", ctx.layer_cache_dir, "partial")
     if path is None:
         return None
     with _swept_lock:

@@ -269,6 +269,33 @@ def test_unusable_cache_is_a_warning(copy: Callable[..., tuple[str, Any]], sourc
     assert "going on without the cache" in result.stderr
 
 
+@pytest.mark.parametrize("where", ["link-to-nothing", "read-only"])
+def test_a_directory_that_cannot_hold_the_cache_is_one_warning(
+        where: str, copy: Callable[..., tuple[str, Any]], source: FaultFront,
+        registry_plain: RegistryServer, repo_name: Callable[[str], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """The run goes on without the cache, and without DIR: the upload journals (and
+    partial downloads) go where they go without --layer-cache, so the cache's warning
+    is the only line about DIR, and killed pushes stay resumable."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    where_dir = tmp_path / "cache"
+    if where == "link-to-nothing":
+        where_dir.symlink_to(tmp_path / "gone")
+    else:
+        where_dir.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where_dir)],
+                       check=True, capture_output=True)
+        request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(where_dir)],
+                                                    check=False, capture_output=True))
+    src = repo_name("cache-nowhere")
+    push_sample_image(registry_plain, src, "1")
+    _, result = copy(f"registry://{source.host}/{src}:1",
+                     f"registry://{registry_plain.host}/{src}-a:1", "normalize-timestamps")
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "going on without the cache" in warnings[0], result.stderr
+    assert (tmp_path / "xdg" / "occystrap" / "uploads").is_dir()
+
+
 def test_library_takes_layer_cache(registry_plain: RegistryServer,
                                    repo_name: Callable[[str], str], tmp_path: Path) -> None:
     src = repo_name("cache-lib")

@@ -17,7 +17,8 @@ the files. What it neither finished nor cancelled is carried over into its own
 journal, for the run after it.
 
 The files live in ``$OCCYSTRAP_UPLOAD_STATE_DIR`` if set, else ``uploads/`` in the
-``--layer-cache`` directory if one is given, else ``$XDG_CACHE_HOME/occystrap/uploads``.
+``--layer-cache`` directory if one is given and its cache can be used, else
+``$XDG_CACHE_HOME/occystrap/uploads``.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ class Uploader:
             self.journal.sweep(self._cancel_stale)
 
     def _journals(self) -> Journals:
-        journals = Journals(state_dir(self.repo.ctx.settings.layer_cache))
+        journals = Journals(state_dir(self.repo.ctx.layer_cache_dir))
         self.repo.ctx.call_on_close(journals.close)
         return journals
 
