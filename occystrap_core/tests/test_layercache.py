@@ -207,6 +207,18 @@ def test_a_symbolic_link_to_nothing_as_the_directory_is_named(
     assert [p.name for p in tmp_path.iterdir()] == ["link"]
 
 
+def test_a_file_as_the_directory_is_named(tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The library takes any path (the CLI's option refuses a file itself): a file
+    where DIR should be is named so, not with makedirs' 'File exists'; it is kept."""
+    (tmp_path / "file").write_bytes(b"keep me")
+    with caplog.at_level(logging.WARNING, "occystrap"):
+        assert open_for_run(str(tmp_path / "file")) is None
+    assert f"{tmp_path / 'file'} is not a directory" in caplog.text, caplog.text
+    assert "File exists" not in caplog.text
+    assert (tmp_path / "file").read_bytes() == b"keep me"
+
+
 def test_a_full_disk_is_named_as_such(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Tiny file systems (we run as root) that fill while the schema is created: the
     error says the disk is full, not that the rollback after it failed."""

@@ -123,8 +123,12 @@ class LayerCache:
                                        isolation_level=None, check_same_thread=False)
         except OSError as e:  # from makedirs
             link = _link_to_nothing(directory)
-            why = (f"{link} is a symbolic link to {os.readlink(link)}, which does not exist"
-                   if link else str(e))
+            if link:
+                why = f"{link} is a symbolic link to {os.readlink(link)}, which does not exist"
+            elif isinstance(e, FileExistsError):  # a file where the directory should be
+                why = f"{e.filename} is not a directory"
+            else:
+                why = str(e)
             raise CacheError(f"layer cache {directory}: cannot make it: {why}") from None
         except sqlite3.Error as e:
             raise CacheError(f"layer cache {directory}: cannot open it: {e}; "
