@@ -398,6 +398,26 @@ def test_cache_commands_make_no_cache(run_cli: Callable[..., Result], tmp_path: 
     assert list(empty.iterdir()) == []
 
 
+def test_a_cache_another_process_holds_is_not_called_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new cache another connection holds an exclusive lock on for longer than the
+    busy timeout (here 0.2 s, not 30): busy, not damaged; nothing to remove."""
+    from occystrap_core import layercache
+
+    monkeypatch.setattr(layercache, "BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(tmp_path / FILENAME, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(CacheError) as refused:
+            LayerCache(str(tmp_path))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked" in str(refused.value) and "another process" in str(refused.value)
+    assert "remove it" not in str(refused.value)
+    LayerCache(str(tmp_path)).close()  # free again: set up as usual
+
+
 def test_filter_step_names_options_and_plugin_version() -> None:
     core = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.0")
     newer = PluginRecord("occystrap-core.filters", "occystrap-core", "0.5.1")

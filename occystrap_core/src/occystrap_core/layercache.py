@@ -376,6 +376,9 @@ def _advice(e: sqlite3.Error, directory: str) -> str:
     if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR") and _full(directory):
         # an existing cache on a full disk is an I/O error: its WAL files cannot grow
         return "its file system is full: free space there (the cache need not be removed)"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):  # for longer than BUSY_TIMEOUT_MS
+        return ("another process holds it locked: try again once that one is done (the "
+                "cache need not be removed)")
     if name.startswith(_UNWRITABLE):  # SQLite makes the WAL's files beside the database
         return (f"occystrap cannot write in {directory} (a read-only file system, or its "
                 f"permissions): make it writable, or name another directory (the cache "
