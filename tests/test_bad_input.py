@@ -747,6 +747,8 @@ CASES: list[Case] = [
          ("--temp-dir", "{full}", "--insecure", "process", "tar://{big}",
           "registry://{plain}/badinput/full:v1", "-f", "normalize-timestamps"),
          "No space left", also=("temporary directory {full}",)),
+    Case("export-to-an-empty-name", with_good_tar, ("export", "tar://{good}", ""),
+         "no file named"),
     Case("full-disk-export", full_disk, ("export", "tar://{big}", "{full}/rootfs.tar"),
          "No space left", also=("{full}/rootfs.tar",)),
     Case("read-only-tar", read_only, ("process", "tar://{big}", "tar://{ro}/out.tar"),

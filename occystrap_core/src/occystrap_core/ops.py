@@ -235,6 +235,9 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
 
 def _export_path(destination: str) -> str:
     """The file ``export`` writes, refused before anything is read if it cannot be."""
+    if not destination.strip():
+        raise UsageError("export: no file named to write the root filesystem to (- for "
+                         "stdout)")
     path = os.path.abspath(destination)
     if os.path.isdir(path):
         raise UsageError(f"{destination} is a directory; name a file")
