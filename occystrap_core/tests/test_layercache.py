@@ -280,6 +280,37 @@ def test_a_sound_cache_on_a_full_disk_is_not_called_damaged(
     cache.close()
 
 
+def test_a_prune_on_a_full_disk_deletes_and_says_it_could_not_compact(
+        tmp_path: Path, request: pytest.FixtureRequest, run_cli: Callable[..., Result]) -> None:
+    """A cache is pruned when its disk is full. Deleting the old tenth of a 1.2 MB cache
+    needs little room; VACUUM needs room for a copy of what is kept. Without it the
+    entries are still pruned (SQLite reuses their pages), which the command says."""
+    mount = tmp_path / "m"
+    _mount_tmpfs(mount, request, "size=16m")
+    cache = LayerCache(str(mount / "c"), now=lambda: 1_000.0)
+    for i in range(500):
+        cache.record_location("reg", f"sha256:{i:064x}", f"team/old-{i}")
+    cache.close()
+    cache = LayerCache(str(mount / "c"))  # now: the rest is recent
+    for i in range(500, 5000):
+        cache.record_location("reg", f"sha256:{i:064x}", f"team/repository-{i}")
+    cache.close()
+    free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    (mount / "filler").write_bytes(b"\0" * (free - 400 * 1024))
+    result = run_cli("--layer-cache", str(mount / "c"), "cache", "prune", "--max-age", "1d")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Pruned 500 entries"), result.stdout
+    assert result.stderr.startswith("Warning: ") and "file system is full" in result.stderr
+    cache = LayerCache(str(mount / "c"))
+    assert cache.info()["locations"] == 4500
+    cache.record_location("reg", D1, "team/new")  # the freed pages take new entries
+    assert cache.locations("reg", D1) == ["team/new"]
+    cache.close()
+    (mount / "filler").unlink()  # room again: the next prune shrinks the file
+    shrunk = run_cli("--layer-cache", str(mount / "c"), "cache", "prune", "--max-age", "1d")
+    assert shrunk.exit_code == 0 and shrunk.stderr == "", shrunk.output
+
+
 def test_a_cache_on_a_read_only_disk_is_not_called_damaged(
         tmp_path: Path, request: pytest.FixtureRequest, run_cli: Callable[..., Result],
         expect_error: Callable[..., None], caplog: pytest.LogCaptureFixture) -> None:

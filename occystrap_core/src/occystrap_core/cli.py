@@ -680,6 +680,10 @@ def cache_prune(ctx: click.Context, max_age: str | None, max_size: str | None) -
     done = _layer_cache(ctx).prune(age, size)
     click.echo(f"Pruned {done['deleted']} entries: {human_size(done['size_before'])} -> "
                f"{human_size(done['size_after'])}")
+    if not done["compacted"]:
+        click.echo("Warning: the cache file could not be compacted: its file system is "
+                   "full. The space pruned takes new entries; prune again once there is "
+                   "room to shrink the file", err=True)
 
 
 def main() -> None:

@@ -320,17 +320,17 @@ class LayerCache:
                 for table in TABLES:
                     deleted += db.execute(f"DELETE FROM {table} WHERE used < ?",
                                           (cutoff,)).rowcount
-            self._compact(db)
-            while max_size is not None and self.size() > max_size:
+            while max_size is not None and _used_bytes(db) > max_size:
                 rows = sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                            for t in TABLES)
                 if not rows:
                     break  # an empty database is as small as it gets
                 # drop the oldest share the size is over by (a tenth at least), then measure
-                share = max(0.1, 1 - max_size / self.size())
+                share = max(0.1, 1 - max_size / _used_bytes(db))
                 deleted += self._drop_oldest(db, max(1, int(rows * share)))
-                self._compact(db)
-            return {"deleted": deleted, "size_before": before, "size_after": self.size()}
+            compacted = self._compact(db)
+            return {"deleted": deleted, "size_before": before, "size_after": self.size(),
+                    "compacted": compacted}
 
         return self._checked("pruning", work)
 
@@ -344,9 +344,18 @@ class LayerCache:
                    for t in TABLES)
 
     @staticmethod
-    def _compact(db: sqlite3.Connection) -> None:
-        db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def _compact(db: sqlite3.Connection) -> bool:
+        """VACUUM, which writes a copy of what is kept; False when the file system has
+        no room for it (SQLite then reuses the freed pages for later entries)."""
+        try:
+            db.execute("VACUUM")
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorname", None) != "SQLITE_FULL":
+                raise
+            return False
+        finally:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
 
     def _checked(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
         """For the ``cache`` commands: an error is the command's failure."""
@@ -384,6 +393,14 @@ def _advice(e: sqlite3.Error, directory: str) -> str:
                 f"permissions): make it writable, or name another directory (the cache "
                 f"need not be removed)")
     return "remove it to start afresh"
+
+
+def _used_bytes(db: sqlite3.Connection) -> int:
+    """What the rows take: the database's pages less its free ones (the file keeps its
+    size until VACUUM)."""
+    pages, free, size = db.execute("SELECT * FROM pragma_page_count, pragma_freelist_count, "
+                                   "pragma_page_size").fetchone()
+    return int((pages - free) * size)
 
 
 def _full(directory: str) -> bool:
