@@ -97,6 +97,7 @@ class Case:
     also: tuple[str, ...] = ()  # more fragments the Error: line must contain
     absent: tuple[str, ...] = ()  # paths outside tmp_path that must not exist afterwards
     report: bool = False  # check's findings: a report on stdout, not an Error: line
+    not_in: tuple[str, ...] = ()  # what the Error: line must not say
 
 
 # ---- builders of bad input ---------------------------------------------------------
@@ -495,6 +496,11 @@ def read_only(env: Env) -> None:
     env.mount_tmpfs("ro", "ro,size=1m")
 
 
+def read_only_with_basic(env: Env) -> None:
+    read_only(env)
+    env.registry("basic")
+
+
 # ---- the table ----------------------------------------------------------------------
 
 OUT = "tar://{t}/out.tar"
@@ -757,6 +763,15 @@ CASES: list[Case] = [
          ("process", "tar://{big}", "oci-layout://{ro}/layout"), "Read-only"),
     Case("read-only-dir-expand", read_only,
          ("process", "tar://{big}", "dir://{ro}/out?expand=true"), "Read-only"),
+    # a refused write names where it went, not the temporary file it never made
+    Case("read-only-tar-names-no-temp-file", read_only,
+         ("process", "tar://{big}", "tar://{ro}/out.tar"), "Read-only", also=("{ro}",),
+         not_in=(".tmp",)),
+    Case("read-only-export", read_only, ("export", "tar://{big}", "{ro}/rootfs.tar"),
+         "Read-only", also=("{ro}",), not_in=(".tmp",)),
+    Case("read-only-login-authfile", read_only_with_basic,
+         ("--ca-cert", "{basic_ca}", "login", "{basic}", "-u", "alice", "-p", "alice-secret",
+          "--authfile", "{ro}/auth.json"), "Read-only", also=("{ro}",), not_in=(".tmp",)),
 ]
 
 
@@ -789,7 +804,8 @@ def error_lines(stderr: str) -> list[str]:
             if not line.startswith(("Warning:", "WARNING "))]
 
 
-def check_clean_error(result: Result, fragments: list[str], exit_code: int = 1) -> str:
+def check_clean_error(result: Result, fragments: list[str], exit_code: int = 1,
+                      not_in: tuple[str, ...] = ()) -> str:
     """The rules on exit code and stderr; returns the Error: line."""
     stderr = result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit), \
@@ -805,6 +821,8 @@ def check_clean_error(result: Result, fragments: list[str], exit_code: int = 1) 
             f"stderr does not start with Error:\n{stderr}"
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    for fragment in not_in:
+        assert fragment not in errors[0], f"{fragment!r} in {errors[0]!r}"
     return errors[0]
 
 
@@ -849,7 +867,7 @@ def test_bad_input_gives_one_clean_error(case: Case, bad_env: Env, run_cli: Call
         if case.report:
             check_report(result, fragments)
         else:
-            check_clean_error(result, fragments, case.exit_code)
+            check_clean_error(result, fragments, case.exit_code, case.not_in)
     except AssertionError as e:
         problems.append(str(e))
     after = snapshot(bad_env.tmp)

@@ -40,7 +40,11 @@ def mkstemp(directory: str | None, prefix: str, suffix: str = "") -> tuple[int, 
     until its descriptor is closed (close it after renaming the file into place, not
     before)."""
     while True:
-        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        try:
+            fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        except OSError as e:
+            # the error names a file that was never made: the directory refused it
+            raise OSError(e.errno, e.strerror, directory or tempfile.gettempdir()) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         # A sweep may have taken the lock first, between creation and flock, and removed
         # the file: make another one then.
@@ -50,6 +54,15 @@ def mkstemp(directory: str | None, prefix: str, suffix: str = "") -> tuple[int, 
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def rename_into_place(temp: str, final: str) -> None:
+    """``os.replace``, its error naming ``final`` (an immutable file, a busy mount
+    point): the temporary file is not the user's and is removed after."""
+    try:
+        os.replace(temp, final)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, final) from None
 
 
 class AtomicFile:
@@ -65,7 +78,7 @@ class AtomicFile:
         """Rename into place (still locked, so no sweep can take it half-way)."""
         self.file.flush()
         os.chmod(self.path, mode)
-        os.replace(self.path, final)
+        rename_into_place(self.path, final)
         self.committed = True
         self.file.close()
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from .. import streams
 from ..errors import URIError
-from ..tempfiles import beside, mkstemp, send
+from ..tempfiles import beside, mkstemp, rename_into_place, send
 
 FORMAT: Final = tarfile.PAX_FORMAT
 BLOCK = tarfile.BLOCKSIZE
@@ -219,7 +219,7 @@ class ArchiveWriter:
                 return  # complete; :meth:`send` delivers it
             os.chmod(self.temp_path, 0o666 & ~_umask())  # mkstemp made it 0600
             assert self._target is not None
-            os.replace(self.temp_path, self._target)
+            rename_into_place(self.temp_path, self._target)
             self._file.close()  # only now: closing drops the lock that keeps sweeps away
 
     def send(self) -> None:
