@@ -709,6 +709,11 @@ CASES: list[Case] = [
     Case("token-no-credentials", token_registry,
          ("--ca-cert", "{token_ca}", "process", "registry://{token}/badinput/x:v1", OUT),
          "{token}"),
+    *(Case(f"catalog-page-size-{n}", plain_registry,
+           ("--insecure", "catalog", f"registry://{{plain}}?page_size={n}"), "page_size",
+           also=(n,)) for n in ("0", "-1")),
+    Case("tags-page-size-0", plain_registry,
+         ("--insecure", "tags", "registry://{plain}/badinput/x?page_size=0"), "page_size"),
     # other sources
     Case("docker-socket-missing", nothing,
          ("process", "docker://busybox:latest?socket={t}/no.sock", OUT), "no.sock"),

@@ -16,7 +16,7 @@ import httpx
 
 from occystrap_core.api import BulkItem, ImageLister
 from occystrap_core.digest import is_valid, of_bytes
-from occystrap_core.errors import OccystrapError, TransportError, UnsupportedError
+from occystrap_core.errors import OccystrapError, TransportError, UnsupportedError, URIError
 from occystrap_core.listing import split_pattern
 from occystrap_core.oci.reference import DOCKER_HUB
 from occystrap_core.oci.reference import parse as parse_reference
@@ -47,7 +47,7 @@ class RegistryLister(ImageLister):
         self.hub = ref.domain == DOCKER_HUB
         self.insecure = bool(uri.options.get("insecure")) or ctx.settings.insecure
         self.tls_verify = uri.options.get("tls_verify") is not False
-        self.page_size = int(uri.options.get("page_size") or PAGE_SIZE)
+        self.page_size = _page_size(uri.options.get("page_size"))
         self.uri_credentials = uri.credentials
         self.ctx = ctx
         self.domain = ref.domain
@@ -204,6 +204,16 @@ class RegistryLister(ImageLister):
                 raise TransportError(f"{what} on {self.host}: the next page's Link points "
                                      f"back to a page already read ({url})")
         raise TransportError(f"{what} on {self.host}: more than {_MAX_PAGES} pages")
+
+
+def _page_size(value: int | None) -> int:
+    """``?page_size=N``: a page holds at least one entry (n=0 or less asks for none, or
+    for whatever the registry makes of it)."""
+    if value is None:
+        return PAGE_SIZE
+    if value < 1:
+        raise URIError(f"registry://: option 'page_size' must be at least 1, got {value}")
+    return value
 
 
 def _names(page: dict[str, Any], key: str, host: str) -> list[str]:
