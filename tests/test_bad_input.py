@@ -612,6 +612,13 @@ CASES: list[Case] = [
     Case("dry-run-missing-layout", nothing,
          ("process", "--dry-run", "oci-layout://{t}/nolayout", OUT), "nolayout"),
     Case("check-missing-archive", nothing, ("check", "tar://{t}/missing.tar"), "missing.tar"),
+    Case("search-bad-regex", with_good_tar, ("search", "--regex", "tar://{good}", "("),
+         "invalid regex"),
+    # re.compile raises OverflowError, not re.error, for a repeat count past its limit
+    Case("search-regex-repeat-too-large", with_good_tar,
+         ("search", "--regex", "tar://{good}", "a{{99999999999}}"), "invalid regex"),
+    Case("search-regex-nested-too-deeply", with_good_tar,
+         ("search", "--regex", "tar://{good}", "(" * 10000 + ")" * 10000), "invalid regex"),
     Case("search-missing-archive", nothing, ("search", "tar://{t}/missing.tar", "*"),
          "missing.tar"),
     Case("layout-missing-dir", nothing, ("process", "oci-layout://{t}/nolayout", OUT), "nolayout"),

@@ -341,6 +341,11 @@ sources:
      "registries: 'a.example:99999': port 99999 is not between 1 and 65535"),
     ("sources:\n  - {images: ['registry://a.example:0/b:1'], destinations: 'registry://m/b:{tag}'}\n",
      2, "port 0 is not between 1 and 65535"),
+    # re.compile's OverflowError and RecursionError are bad regexes too
+    *(pytest.param(f"sources:\n  - source: 'registry://a/b'\n    destinations: x\n"
+                   f"    tags: {{regex: '{regex}'}}\n", 4, "tags.regex", id=name)
+      for name, regex in (("regex-repeat-too-large", "a{99999999999}"),
+                          ("regex-nested-too-deeply", "(" * 5000 + ")" * 5000))),
     *((f"registries:\n  a.example: {{requests_per_second: {value}}}\n"
        "sources:\n  - {source: 'registry://a/b', destinations: x}\n", 2,
        "requests_per_second must be a number of at least 0.01") for value in (".nan", ".inf")),

@@ -7,12 +7,18 @@ Any other exception is a bug, and the CLI says which plugin to disable.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 #: What ``json.loads`` raises for a document it cannot read: ``ValueError`` (not JSON,
 #: not UTF-8) and ``RecursionError`` (arrays or objects nested deeper than the
 #: interpreter's recursion limit, which a hostile registry or archive can send).
 NOT_JSON = (ValueError, RecursionError)
+
+#: What ``re.compile`` raises for a pattern the user gave: ``re.error``, ``OverflowError``
+#: (a repeat count such as ``a{99999999999}``) and ``RecursionError`` (groups nested
+#: thousands deep).
+NOT_A_REGEX = (re.error, OverflowError, RecursionError)
 
 
 class OccystrapError(Exception):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 from .. import streams
 from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
-from ..errors import UsageError
+from ..errors import NOT_A_REGEX, UsageError
 from ..layertar import clean_name, members, read_stream
 
 _KINDS = {tarfile.DIRTYPE: "directory", tarfile.FIFOTYPE: "fifo",
@@ -57,7 +57,7 @@ def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:
     if regex:
         try:
             compiled = re.compile(pattern)
-        except re.error as e:
+        except NOT_A_REGEX as e:
             raise UsageError(f"search: invalid regex {pattern!r}: {e}") from None
         # as globs do, the path may be written as a container sees it: /usr/bin/...
         return lambda path: (compiled.search(path) is not None

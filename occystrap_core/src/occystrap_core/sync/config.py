@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..errors import OccystrapError, UsageError
+from ..errors import NOT_A_REGEX, OccystrapError, UsageError
 from ..oci.reference import port_problem
 from .rules import SemverRange, TagRules
 
@@ -176,7 +176,7 @@ def _rules(r: _Reader, node: yaml.Node | None, what: str) -> TagRules:
         text = r.text(keys["regex"], f"{what}.regex")
         try:
             rules["regex"] = re.compile(text)
-        except re.error as e:
+        except NOT_A_REGEX as e:
             raise r.fail(keys["regex"], f"{what}.regex {text!r}: {e}") from None
     if "semver" in keys:
         try:
