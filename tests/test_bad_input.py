@@ -619,6 +619,11 @@ CASES: list[Case] = [
          ("search", "--regex", "tar://{good}", "a{{99999999999}}"), "invalid regex"),
     Case("search-regex-nested-too-deeply", with_good_tar,
          ("search", "--regex", "tar://{good}", "(" * 10000 + ")" * 10000), "invalid regex"),
+    # a TYPE that is no media type would match no referrer, and an empty one all of them
+    *(Case(f"referrers-artifact-type-{name}", with_good_layout,
+           ("referrers", "oci-layout://{layout}", "--artifact-type", value), "--artifact-type",
+           exit_code=2) for name, value in (("empty", ""), ("no-slash", "sbom"),
+                                            ("spaces", "application/x sbom"))),
     Case("search-missing-archive", nothing, ("search", "tar://{t}/missing.tar", "*"),
          "missing.tar"),
     Case("layout-missing-dir", nothing, ("process", "oci-layout://{t}/nolayout", OUT), "nolayout"),

@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from . import __version__, completion, outputformat, redact
-from .clitypes import Finite, seconds
+from .clitypes import Finite, MediaType, seconds
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
@@ -566,7 +566,8 @@ def check(ctx: click.Context, source: str, fast: bool, fmt: str) -> None:
 
 @cli.command(cls=SchemeHelpCommand)
 @click.argument("source", shell_complete=completion.sources)
-@click.option("--artifact-type", metavar="TYPE", help="Only referrers of this artifactType.")
+@click.option("--artifact-type", metavar="TYPE", type=MediaType(),
+              help="Only referrers of this artifactType.")
 @outputformat.option()
 @click.pass_context
 def referrers(ctx: click.Context, source: str, artifact_type: str | None, fmt: str) -> None:

@@ -1,4 +1,5 @@
-"""Click parameter types for numbers, shared by the core's options and plugins' commands."""
+"""Click parameter types for numbers and media types, shared by the core's options and
+plugins' commands."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ class Finite(click.FloatRange):
 def seconds(*, above_zero: bool = False) -> Finite:
     """A number of seconds: from 0 (or above it) up to :data:`MAX_SECONDS`."""
     return Finite(min=0, max=MAX_SECONDS, min_open=above_zero)
+
+
+class MediaType(click.ParamType):
+    """A media type, TYPE/SUBTYPE: an option filtering by one that is not (``sbom``, an
+    empty string) would match nothing, or everything, without a word."""
+
+    name = "media type"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        from .mediatypes import MEDIA_TYPE
+
+        if not MEDIA_TYPE.fullmatch(value):
+            self.fail(f"{value!r} is not a media type (TYPE/SUBTYPE, as in "
+                      f"application/vnd.example+json).", param, ctx)
+        return value

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+#: A media type as RFC 6838 names one, TYPE/SUBTYPE, without parameters (fullmatch it).
+MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"

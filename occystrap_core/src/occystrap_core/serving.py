@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from . import digest as digests
 from .errors import OccystrapError
+from .mediatypes import MEDIA_TYPE
 from .oci.manifest import Manifest, parse
 from .oci.reference import PATH_PATTERN, TAG_PATTERN
 
@@ -36,8 +37,6 @@ ROUTES = [
     (re.compile(rf"^/v2/(?P<name>{PATH_PATTERN})/manifests/(?P<ref>{TAG_PATTERN}|"
                 rf"{DIGEST_PATTERN})$"), "manifest"),
 ]
-_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
 CONTENT_RANGE = re.compile(r"^(?:bytes )?0*([0-9]+)-0*([0-9]+)$")
 
 
@@ -135,7 +134,7 @@ def check_manifest(ref: str, data: bytes, media_type: str,
     if digests.is_valid(ref) and ref != digest:
         raise RegistryError(400, "DIGEST_INVALID", f"the manifest hashes to {digest}")
     try:
-        doc = parse(data, media_type if MEDIA_TYPE.match(media_type) else None,
+        doc = parse(data, media_type if MEDIA_TYPE.fullmatch(media_type) else None,
                     "the pushed manifest")
     except OccystrapError as e:  # not JSON, not a manifest, schema 1...
         raise RegistryError(400, "MANIFEST_INVALID", str(e)) from None

@@ -363,7 +363,7 @@ class ProxyApp:
     async def _manifest_put(self, request: _Request, name: str, ref: str) -> Response:
         data = await request.read(MAX_MANIFEST)
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
-        if media_type and not MEDIA_TYPE.match(media_type):
+        if media_type and not MEDIA_TYPE.fullmatch(media_type):
             raise RegistryError(400, "MANIFEST_INVALID", "malformed Content-Type")
         pushed = await self._run_image(self.service.push, name, ref, data, media_type)
         return Response(201, {"Location": f"/v2/{name}/manifests/{pushed.digest}",
