@@ -726,6 +726,16 @@ CASES: list[Case] = [
            also=(n,)) for n in ("0", "-1")),
     Case("tags-page-size-0", plain_registry,
          ("--insecure", "tags", "registry://{plain}/badinput/x?page_size=0"), "page_size"),
+    # a registry host alone: the error names what was given, not a made-up HOST/x
+    *(Case(f"catalog-host-{name}", nothing, ("--insecure", "catalog", host), fragment,
+           not_in=("/x",))
+      for name, host, fragment in (("port-0", "127.0.0.1:0", "port 0"),
+                                   ("port-99999", "registry://127.0.0.1:99999", "port 99999"),
+                                   ("underscore", "bad_host:5000", "bad_host"))),
+    *(Case(f"{command}-port-{port}", nothing,
+           ("--retries", "0", command, f"127.0.0.1:{port}", *extra), f"port {port}")
+      for command, extra in (("login", ("-u", "alice", "-p", "secret")), ("logout", ()))
+      for port in ("0", "99999")),
     # other sources
     Case("docker-socket-missing", nothing,
          ("process", "docker://busybox:latest?socket={t}/no.sock", OUT), "no.sock"),

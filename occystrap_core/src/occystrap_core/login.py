@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .errors import OccystrapError, UnknownSchemeError, UsageError
+from .oci.reference import port_problem
 
 if TYPE_CHECKING:
     from .context import Context
@@ -35,6 +36,9 @@ def parse_host(text: str) -> tuple[str, bool]:
     host = rest.split("/", 1)[0]
     if not _HOST.fullmatch(host):
         raise UsageError(f"expected HOST[:PORT] or registry://HOST[:PORT], got {text!r}")
+    problem = port_problem(host)
+    if problem:
+        raise UsageError(f"{text!r}: {problem}")
     return host.lower(), scheme.lower() == "http"
 
 

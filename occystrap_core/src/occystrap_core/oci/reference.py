@@ -107,7 +107,18 @@ def port_problem(domain: str) -> str | None:
     return None
 
 
-def _is_domain(component: str) -> bool:
+def host_problem(component: str) -> str | None:
+    """What is wrong with the first ``component`` of a name, when it is a registry host
+    (``HOST[:PORT]``, as opposed to a Docker Hub namespace), if anything."""
+    if not is_domain(component):
+        return None
+    if not DOMAIN_RE.match(component):
+        return f"invalid registry host {component!r}"
+    return port_problem(component)
+
+
+def is_domain(component: str) -> bool:
+    """Is the first ``component`` of a name a registry host rather than a path?"""
     # docker's splitDockerDomain: upper case also means "not a path"
     return ("." in component or ":" in component or component == "localhost"
             or component != component.lower())
@@ -146,7 +157,7 @@ def parse(text: str, *, normalize: bool = True, default_tag: bool = True) -> Ref
     if len(name) > MAX_NAME:
         raise bad(f"repository name longer than {MAX_NAME} characters")
     first, slash, rest = name.partition("/")
-    if slash and _is_domain(first):
+    if slash and is_domain(first):
         domain, path = first, rest
         problem = port_problem(domain)
         if problem:
@@ -182,7 +193,7 @@ def _why_not(text: str) -> str:
     if not name:
         return "no repository name"
     first, separator, rest = name.partition("/")
-    if separator and _is_domain(first):
+    if separator and is_domain(first):
         if not DOMAIN_RE.match(first):
             return f"invalid registry host {first!r}"
         name = rest

@@ -18,7 +18,7 @@ from occystrap_core.api import BulkItem, ImageLister
 from occystrap_core.digest import is_valid, of_bytes
 from occystrap_core.errors import OccystrapError, TransportError, UnsupportedError, URIError
 from occystrap_core.listing import split_pattern
-from occystrap_core.oci.reference import DOCKER_HUB
+from occystrap_core.oci.reference import DOCKER_HUB, host_problem
 from occystrap_core.oci.reference import parse as parse_reference
 from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
@@ -42,6 +42,9 @@ class RegistryLister(ImageLister):
     def __init__(self, uri: ResolvedURI, ctx: Context):
         # a REPO@DIGEST target names its repository's registry too (tags, delete)
         self.root = split_pattern(uri.target.partition("@")[0]).root
+        problem = host_problem(self.root.partition("/")[0])
+        if problem:  # said of the host given, not of the made-up repository below
+            raise URIError(f"registry://{self.root}: {problem}")
         ref = parse_reference(f"{self.root}/x")  # the API host and credential domain
         self.host = ref.api_host
         self.hub = ref.domain == DOCKER_HUB
