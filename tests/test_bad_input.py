@@ -736,6 +736,10 @@ CASES: list[Case] = [
            ("--retries", "0", command, f"127.0.0.1:{port}", *extra), f"port {port}")
       for command, extra in (("login", ("-u", "alice", "-p", "secret")), ("logout", ()))
       for port in ("0", "99999")),
+    # an auth file holds base64(USER:PASSWORD): read back, 'ali:ce' would be user 'ali'
+    Case("login-username-with-colon", plain_registry,
+         ("--insecure", "login", "{plain}", "-u", "ali:ce", "-p", "secret", "--authfile",
+          "{t}/auth.json"), "':'"),
     # other sources
     Case("docker-socket-missing", nothing,
          ("process", "docker://busybox:latest?socket={t}/no.sock", OUT), "no.sock"),

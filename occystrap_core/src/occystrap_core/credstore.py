@@ -121,6 +121,9 @@ def store(host: str, username: str, password: str, authfile: str | None = None,
                 del config["auths"][key]
             _save(path, config)
         return f"docker-credential-{helper}"
+    if ":" in username:  # read back, base64(USER:PASSWORD) splits at the first ':'
+        raise UsageError(f"cannot store a user name with a ':' ({username!r}) in {path}: "
+                         f"it would be read back as {username.split(':', 1)[0]!r}")
     auths = config.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise UsageError(f"cannot update {path}: its auths is not a JSON object")
