@@ -740,6 +740,13 @@ CASES: list[Case] = [
     Case("login-username-with-colon", plain_registry,
          ("--insecure", "login", "{plain}", "-u", "ali:ce", "-p", "secret", "--authfile",
           "{t}/auth.json"), "':'"),
+    # a destination that cannot delete says so by its scheme, not by a class name
+    *(Case(f"delete-{scheme}{'-manifest' if whole else ''}", with_good_tar,
+           ("delete", *(("--manifest",) if whole else ()), target), f"{scheme}://",
+           not_in=("Output",))
+      for scheme, target in (("tar", "tar://{good}"), ("dir", "dir://{t}/d"),
+                             ("oci-bundle", "oci-bundle://{t}/b"))
+      for whole in (False, True)),
     # other sources
     Case("docker-socket-missing", nothing,
          ("process", "docker://busybox:latest?socket={t}/no.sock", OUT), "no.sock"),

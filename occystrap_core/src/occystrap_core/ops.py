@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from . import digest as digests
 from . import pipeline
-from .api import Fetched, ImageInput, ImageSource, LayerData
+from .api import Fetched, ImageInput, ImageOutput, ImageSource, LayerData
 from .engine import Reader, Selection, load
 from .errors import ImageNotFoundError, UnsupportedError, URIError, UsageError
 from .library import Session, Source, _names, _opened, _session
@@ -182,6 +182,12 @@ def delete(source: str, *, manifest: bool = False, session: Session | None = Non
     ``tags`` in the result lists them (found by asking each tag's digest)."""
     with _session(session, options) as ctx:
         output = pipeline.build_output(ctx, source)
+        operation = "delete_manifest" if manifest else "delete_tag"
+        if getattr(type(output), operation) is getattr(ImageOutput, operation):
+            # the base class's error would name the output's class
+            scheme = source.partition("://")[0]
+            raise UnsupportedError(f"delete: {scheme}:// cannot delete "
+                                   f"{'manifests' if manifest else 'tags'}")
         if not manifest:
             output.delete_tag()
             return {"deleted": "tag", "digest": None, "tags": None}
