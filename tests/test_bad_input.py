@@ -747,6 +747,12 @@ CASES: list[Case] = [
       for scheme, target in (("tar", "tar://{good}"), ("dir", "dir://{t}/d"),
                              ("oci-bundle", "oci-bundle://{t}/b"))
       for whole in (False, True)),
+    # an empty --authfile is no file, not the default one ($DOCKER_CONFIG/config.json,
+    # under tmp_path here: a write there is a change the snapshot sees)
+    *(Case(f"{command}-empty-authfile", plain_registry,
+           ("--insecure", command, "{plain}", *extra, "--authfile", ""), "--authfile",
+           exit_code=2)
+      for command, extra in (("login", ("-u", "alice", "-p", "secret")), ("logout", ()))),
     # other sources
     Case("docker-socket-missing", nothing,
          ("process", "docker://busybox:latest?socket={t}/no.sock", OUT), "no.sock"),
