@@ -813,6 +813,9 @@ CASES: list[Case] = [
          not_in=(".tmp",)),
     Case("read-only-export", read_only, ("export", "tar://{big}", "{ro}/rootfs.tar"),
          "Read-only", also=("{ro}",), not_in=(".tmp",)),
+    # a name too long is the name's fault, not the directory's: the error shows the name
+    Case("export-name-too-long", with_good_tar, ("export", "tar://{good}", "{t}/" + "a" * 300),
+         "File name too long", also=("a" * 100,)),
     Case("read-only-login-authfile", read_only_with_basic,
          ("--ca-cert", "{basic_ca}", "login", "{basic}", "-u", "alice", "-p", "alice-secret",
           "--authfile", "{ro}/auth.json"), "Read-only", also=("{ro}",), not_in=(".tmp",)),

@@ -12,6 +12,7 @@ never removes a directory that merely shares a name pattern.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -35,6 +36,11 @@ def try_lock(fd: int) -> bool:
     return True
 
 
+#: Why a directory refuses a new file whatever its name (a name too long is the name's).
+_REFUSED_BY_DIRECTORY = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                                   errno.EDQUOT})
+
+
 def mkstemp(directory: str | None, prefix: str, suffix: str = "") -> tuple[int, str]:
     """Like :func:`tempfile.mkstemp` (None: the system's directory), the file locked
     until its descriptor is closed (close it after renaming the file into place, not
@@ -43,6 +49,8 @@ def mkstemp(directory: str | None, prefix: str, suffix: str = "") -> tuple[int, 
         try:
             fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         except OSError as e:
+            if e.errno not in _REFUSED_BY_DIRECTORY:
+                raise
             # the error names a file that was never made: the directory refused it
             raise OSError(e.errno, e.strerror, directory or tempfile.gettempdir()) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
