@@ -137,6 +137,23 @@ def test_export_to_a_fifo_and_its_json_report_to_stderr(layout, tmp_path):
     assert json.loads(run.stderr[run.stderr.index(b"{"):])["layers"] >= 1
 
 
+@pytest.mark.parametrize("args", [("export", "-"), ("process", "tar://-")],
+                         ids=["export", "process"])
+def test_a_reader_of_stdout_that_stops_ends_the_run_quietly(layout, tmp_path, args):
+    """``occystrap export REF - | head``: once the reader is gone, the run stops as any
+    Unix tool's does on SIGPIPE (status 141), with no error of its own, and leaves
+    nothing behind."""
+    run = subprocess.Popen([sys.executable, "-m", "occystrap_core", args[0], layout,
+                            *args[1:]], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    assert run.stdout is not None and run.stderr is not None
+    run.stdout.close()  # before anything is written: every write finds the pipe broken
+    stderr = run.stderr.read()
+    assert run.wait(timeout=120) == 141, stderr
+    assert b"Error" not in stderr and b"Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout"]
+
+
 @pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
 def test_tar_from_stdin(layout, tmp_path, compress):
     archive = occystrap("process", layout, "tar://-", cwd=tmp_path).stdout

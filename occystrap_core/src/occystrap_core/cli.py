@@ -18,6 +18,7 @@ import importlib
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -170,6 +171,12 @@ class OccystrapGroup(click.Group):
             ctx.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # stdout's reader went away (| head): ended as any Unix tool is by SIGPIPE,
+            # which Python ignores; later writes to stdout (a flush at exit) go nowhere
+            with contextlib.suppress(OSError, ValueError):  # ValueError: not a real file
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except Exception as e:
             occy = ctx.find_object(Context)
             if isinstance(e, OSError) and e.errno is not None:
