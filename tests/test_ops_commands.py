@@ -177,8 +177,9 @@ def test_tag_is_one_manifest_put_per_tag(logged: RegistryServer, run_cli: Run,
     pushed = push_sample_image(logged, name, "v1")
     before = len(logged.requests())
     result = ok(run_cli("--insecure", "tag", f"registry://{logged.host}/{name}:v1",
-                        "stable", "prod"))
+                        "stable", "prod", "stable"))  # a tag named twice is written once
     assert f"registry://{logged.host}/{name}:stable ({pushed.manifest_digest})" in result.stdout
+    assert result.stdout.count(":stable") == 1, result.stdout
     requests = logged.requests()[before:]
     assert [r for r in requests if r.startswith("PUT")] == [
         f"PUT /v2/{name}/manifests/stable", f"PUT /v2/{name}/manifests/prod"]

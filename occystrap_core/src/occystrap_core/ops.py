@@ -157,7 +157,7 @@ def tag(source: str, new_tags: str | Sequence[str], *, session: Session | None =
         **options: Any) -> list[dict[str, Any]]:
     """Give what ``source`` names the tags ``new_tags`` in the same repository (or
     layout): its manifest read once, then one manifest write per tag, no blob moved."""
-    new_tags = _names(new_tags)
+    new_tags = list(dict.fromkeys(_names(new_tags)))  # a tag named twice is written once
     bad = [t for t in new_tags if not TAG_RE.match(t)]
     if bad or not new_tags:
         raise UsageError(f"not a tag: {bad[0]!r} (expected [A-Za-z0-9_][A-Za-z0-9_.-]*, "
