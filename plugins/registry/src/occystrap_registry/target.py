@@ -201,9 +201,9 @@ class RegistryOutput(ImageOutput):
         since before the blobs; by digest, one HEAD (a referrer is pushed as before:
         pushing lists it where the registry keeps no referrers index). Anything
         written means the manifest is new: nothing is asked."""
-        digest = digests.of_bytes(manifest)
         if self._marks.pop() != self._writes:
             return None
+        digest = digests.of_bytes(manifest)
         if self._in_index:
             if self._referrers or self._by_digest("HEAD", digest).status_code == 404:
                 return None
