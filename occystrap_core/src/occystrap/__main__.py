@@ -1,5 +1,5 @@
-"""``python -m occystrap``: the command-line interface."""
+"""``python -m occystrap``: the command-line interface, as the ``occystrap`` script runs it."""
 
-from occystrap_core.cli import main
+from occystrap_core.__main__ import main
 
 main()

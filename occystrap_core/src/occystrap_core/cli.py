@@ -706,7 +706,8 @@ def main() -> None:
     # never calls it (tests/test_packaging.py checks that httpx still imports).
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     # What start-up created (modules, classes, functions) lives as long as the run: out
-    # of the collector's way, no full collection walks it again. The modules imported
+    # of the collector's way (the console script paused it while this module loaded:
+    # see __main__), no full collection walks it again. The modules imported
     # on first use (httpx, the plugins' own) are long-lived too: about 30,000 objects
     # in a warm cached copy, which a young generation of 700 (the default) collected
     # 38 times and one of 20,000 once (2.4 ms of 0.15 s); at 50,000, none walks them.
@@ -714,5 +715,6 @@ def main() -> None:
     # new objects that stay, so cyclic garbage waits for it (a few MB at most).
     gc.freeze()
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    gc.enable()
     with exiting.program():  # the process ends with the run
         cli(prog_name="occystrap")
