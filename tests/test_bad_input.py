@@ -724,6 +724,22 @@ CASES: list[Case] = [
     *(Case(f"catalog-page-size-{n}", plain_registry,
            ("--insecure", "catalog", f"registry://{{plain}}?page_size={n}"), "page_size",
            also=(n,)) for n in ("0", "-1")),
+    # a range whose start comes after its end matches nothing: a typo, not a filter
+    Case("tags-filter-empty-range", plain_registry_with_image,
+         ("--insecure", "tags", "registry://{plain}/{repo}", "--filter", "v[z-a]*"),
+         "'v[z-a]*'", also=("z-a",)),
+    *(Case(f"{command}-{where}-glob-empty-range", plain_registry,
+           ("--insecure", command, f"registry://{{plain}}/{target}", *extra), "[9-0]",
+           also=(f"{where} glob", "9-0"))
+      for command, extra in (("process", (OUT,)), ("info", ()))
+      for where, target in (("repository", "badinput/[9-0]*:v1"), ("tag", "badinput/*:v[9-0]"))),
+    Case("quay-tag-glob-empty-range", nothing,
+         ("--retries", "0", "process", "quay://ns/app:v[z-a]*?host=127.0.0.1:1", OUT),
+         "tag glob", also=("z-a",)),
+    Case("search-glob-empty-range", with_good_tar, ("search", "tar://{good}", "[z-a]*"),
+         "search: glob '[z-a]*'", also=("z-a",)),
+    Case("search-filter-glob-empty-range", with_good_tar,
+         ("process", "tar://{good}", OUT, "-f", "search:pattern=/etc/[z-a]*"), "z-a"),
     Case("tags-page-size-0", plain_registry,
          ("--insecure", "tags", "registry://{plain}/badinput/x?page_size=0"), "page_size"),
     # a registry host alone: the error names what was given, not a made-up HOST/x

@@ -341,6 +341,14 @@ sources:
      "registries: 'a.example:99999': port 99999 is not between 1 and 65535"),
     ("sources:\n  - {images: ['registry://a.example:0/b:1'], destinations: 'registry://m/b:{tag}'}\n",
      2, "port 0 is not between 1 and 65535"),
+    # a glob with an empty range ([z-a]) matches nothing: a typo, refused where it is
+    *(pytest.param(f"sources:\n  - source: 'registry://a/b'\n    destinations: x\n"
+                   f"    tags: {{{key}: ['v*', 'v[z-a]*']}}\n", 4, f"tags.{key} 'v[z-a]*'",
+                   id=f"tags-{key}-empty-range")
+      for key in ("include", "exclude", "immutable")),
+    pytest.param("sources:\n  - {source: 'registry://a/team/[9-0]*',\n"
+                 "     destinations: 'registry://m/{repo}:{tag}'}\n", 2,
+                 "repository glob 'team/[9-0]*'", id="source-empty-range"),
     # re.compile's OverflowError and RecursionError are bad regexes too
     *(pytest.param(f"sources:\n  - source: 'registry://a/b'\n    destinations: x\n"
                    f"    tags: {{regex: '{regex}'}}\n", 4, "tags.regex", id=name)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from occystrap_core.errors import URIError
+from occystrap_core.errors import URIError, UsageError
 from occystrap_core.types import OptionSpec
-from occystrap_core.uri import convert_options, parse_uri, split_filter
+from occystrap_core.uri import check_glob, convert_options, parse_uri, split_filter
 
 
 def test_parse_uri_keeps_repeated_query_values_as_strings():
@@ -74,3 +76,21 @@ def test_convert_options_errors(given, message):
 def test_required_option():
     with pytest.raises(URIError, match="'pattern' is required"):
         convert_options([OptionSpec("pattern", required=True)], {}, "filter 'search'")
+
+
+@pytest.mark.parametrize("glob, empty", [
+    ("v[z-a]*", "z-a"), ("[9-0]", "9-0"), ("[!z-a]", "z-a"), ("[a--]", "a--"),
+    ("[]a-z][b-a]", "b-a"), ("[]z-a]", "z-a"),
+])
+def test_check_glob_refuses_an_empty_range(glob, empty):
+    with pytest.raises(UsageError, match=re.escape(f"--filter {glob!r}: the range {empty} "
+                                                   f"is empty")):
+        check_glob(glob, "--filter")
+
+
+@pytest.mark.parametrize("glob", [
+    "v1.*", "[a-z]*", "[0-9]", "[]-a]", "[a-]", "[-a]", "[--a]", "v[z-a", "x]", "a[-]-z]",
+    "[a-a]",
+])
+def test_check_glob_keeps_what_fnmatch_matches_with(glob):
+    assert check_glob(glob) == glob

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterator, TypeVar
 
 from .api import BulkItem, ImageLister, ImageSet
 from .errors import AuthError, CredentialsError, OccystrapError, URIError
-from .uri import is_glob
+from .uri import check_glob, is_glob
 from .workers import parallel
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def split_pattern(target: str, default_tag: str = "*", scheme: str = "registry")
     repo, tag = (rest[:colon], rest[colon + 1:]) if colon > slash else (rest, "")
     if not root or (colon > slash and not tag) or "@" in rest:
         raise URIError(f"{scheme}://{target}: expected {scheme}://ROOT[/REPO_GLOB[:TAG_GLOB]]")
+    check_glob(repo, f"{scheme}://{target}: repository glob")
+    check_glob(tag, f"{scheme}://{target}: tag glob")
     return Pattern(root, repo or "*", tag or default_tag)
 
 

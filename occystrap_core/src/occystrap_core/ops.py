@@ -37,6 +37,7 @@ from .oci.platform import Platform
 from .oci.reference import TAG_RE
 from .tempfiles import destination as destination_of
 from .tempfiles import replacing
+from .uri import check_glob
 from .workers import parallel
 
 Platforms = Platform | str | None
@@ -46,6 +47,8 @@ def tags(source: str, *, pattern: str | None = None, session: Session | None = N
          **options: Any) -> list[str]:
     """The tags of the repository ``source`` names (its tag, if any, is ignored),
     sorted; ``pattern`` keeps those matching that glob."""
+    if pattern is not None:
+        check_glob(pattern, "tags: glob")
     with _session(session, options) as ctx:
         lister, resolved = open_lister(ctx, source)
         try:

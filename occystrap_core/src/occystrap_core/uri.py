@@ -12,7 +12,7 @@ import re
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, unquote
 
-from .errors import URIError
+from .errors import URIError, UsageError
 from .types import OptionSpec, ResolvedURI
 
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
@@ -24,6 +24,43 @@ _FALSE = {"0", "false", "no", "off"}
 def is_glob(pattern: str) -> bool:
     """Whether ``pattern`` is a :func:`fnmatch.fnmatchcase` glob, not a literal name."""
     return bool(_GLOB_CHARS.search(pattern))
+
+
+def check_glob(pattern: str, what: str = "glob") -> str:
+    """``pattern``, checked before it reaches :func:`fnmatch.fnmatchcase`: a range in a
+    ``[...]`` class whose start comes after its end (``[z-a]``, ``[9-0]``) is empty,
+    which fnmatch accepts quietly; it is almost always a typo, so it is refused
+    (UsageError naming ``what``, the pattern and the range). Classes are found as fnmatch
+    finds them: a ``[`` without its ``]`` is literal, ``]`` first in a class (after an
+    optional ``!``) is a member, and a ``-`` first or last is a member."""
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] != "[":
+            i += 1
+            continue
+        j = i + 1
+        if j < n and pattern[j] == "!":
+            j += 1
+        start = j
+        if j < n and pattern[j] == "]":
+            j += 1
+        end = pattern.find("]", j)
+        if end < 0:
+            return pattern  # no class: every later "[" is literal too
+        body = pattern[start:end]
+        k = 0
+        while k < len(body):
+            if k + 2 < len(body) and body[k + 1] == "-":
+                low, high = body[k], body[k + 2]
+                if low > high:
+                    raise UsageError(f"{what} {pattern!r}: the range {low}-{high} is empty "
+                                     f"({low!r} comes after {high!r}); did you mean "
+                                     f"{high}-{low}?")
+                k += 3
+            else:
+                k += 1
+        i = end + 1
+    return pattern
 
 
 def has_pattern(target: str) -> bool:

@@ -32,6 +32,7 @@ from .. import streams
 from ..api import Image, ImageFilter, ImageOutput, Layer, LayerData, OutputResult
 from ..errors import NOT_A_REGEX, UsageError
 from ..layertar import clean_name, members, read_stream
+from ..uri import check_glob
 
 _KINDS = {tarfile.DIRTYPE: "directory", tarfile.FIFOTYPE: "fifo",
           tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
@@ -62,6 +63,7 @@ def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:
         # as globs do, the path may be written as a container sees it: /usr/bin/...
         return lambda path: (compiled.search(path) is not None
                              or compiled.search("/" + path) is not None)
+    check_glob(pattern, "search: glob")
     return lambda path: (fnmatch.fnmatchcase(path, pattern)
                          or fnmatch.fnmatchcase("/" + path, pattern)
                          or fnmatch.fnmatchcase(posixpath.basename(path), pattern))

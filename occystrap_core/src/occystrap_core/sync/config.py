@@ -19,6 +19,7 @@ import yaml
 
 from ..errors import NOT_A_REGEX, OccystrapError, UsageError
 from ..oci.reference import port_problem
+from ..uri import check_glob
 from .rules import SemverRange, TagRules
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -172,6 +173,11 @@ def _rules(r: _Reader, node: yaml.Node | None, what: str) -> TagRules:
     for key in ("include", "exclude", "immutable"):
         if key in keys:
             rules[key] = r.texts(keys[key], f"{what}.{key}")
+            try:
+                for glob in rules[key]:
+                    check_glob(glob, f"{what}.{key}")
+            except OccystrapError as e:
+                raise r.fail(keys[key], str(e)) from None
     if "regex" in keys:
         text = r.text(keys["regex"], f"{what}.regex")
         try:

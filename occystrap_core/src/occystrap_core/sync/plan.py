@@ -290,6 +290,8 @@ class Planner:
                         raise UsageError(f"{spec.pattern!r}: expected "
                                          f"SCHEME://ROOT[/REPO_GLOB[:TAG_GLOB]]")
                     self.ctx.plugins.listers.get(spec.pattern.partition("://")[0])
+                    resolved = parse_uri(full_pattern(spec.pattern))
+                    split_pattern(resolved.target, scheme=resolved.scheme)  # its globs
                 for uri in spec.images:
                     self.ctx.plugins.listers.get(self.place_of(uri).scheme)
                     resolve(self.ctx, uri, "input")  # its reference: a port, a name

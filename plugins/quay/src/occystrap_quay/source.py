@@ -22,7 +22,7 @@ from occystrap_core.api import BulkItem, ImageLister, ImageSet
 from occystrap_core.errors import OccystrapError, URIError
 from occystrap_core.listing import readable
 from occystrap_core.types import ResolvedURI
-from occystrap_core.uri import is_glob
+from occystrap_core.uri import check_glob, is_glob
 
 from .client import QuayAPI
 from .plugin import TOKEN_OPTION
@@ -74,6 +74,8 @@ def parse_target(target: str) -> tuple[str, str, str]:
                        f"with a literal lower-case namespace, got {namespace!r}")
     if "/" in repo_glob or (slash and not repo_glob) or (colon and not tag_glob):
         raise URIError(f"quay://{target}: expected quay://NAMESPACE[/REPO_GLOB[:TAG_GLOB]]")
+    check_glob(repo_glob, f"quay://{target}: repository glob")
+    check_glob(tag_glob, f"quay://{target}: tag glob")
     return namespace, repo_glob or "*", tag_glob or DEFAULT_TAG
 
 
