@@ -401,6 +401,18 @@ def test_export_into_a_missing_directory(tmp_path: Path, run_cli: Run,
     assert sorted(os.listdir(tmp_path)) == ["layout"]
 
 
+def test_export_to_a_file_named_with_spaces(tmp_path: Path, run_cli: Run,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spaces are a file name like any other; only "" names no file."""
+    write_oci_layout(str(tmp_path / "layout"), [sample_image(tag="v1")], ["v1"])
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path / "out")
+    ok(run_cli("export", f"oci-layout://{tmp_path / 'layout'}?ref=v1", "  "))
+    assert os.listdir(tmp_path / "out") == ["  "]
+    with tarfile.open(tmp_path / "out" / "  ") as tar:
+        assert tar.getnames()
+
+
 def test_credentials_in_the_uri_never_show(registry_token: RegistryServer, run_cli: Run,
                                            expect_error: Callable[..., None]) -> None:
     name = repo()

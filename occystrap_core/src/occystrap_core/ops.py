@@ -244,7 +244,7 @@ def export(source: Source, destination: str | BinaryIO, *, platform: Platforms =
 
 def _export_path(destination: str) -> str:
     """The file ``export`` writes, refused before anything is read if it cannot be."""
-    if not destination.strip():
+    if not destination:  # "  " is a file name like any other
         raise UsageError("export: no file named to write the root filesystem to (- for "
                          "stdout)")
     path = os.path.abspath(destination)
