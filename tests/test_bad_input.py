@@ -779,6 +779,18 @@ CASES: list[Case] = [
     Case("temp-dir-missing-spooling-filter", with_good_tar,
          ("--temp-dir", "{t}/no-temp", "process", "tar://{good}", OUT, "-f",
           "exclude:pattern=/etc/*"), "no-temp", exit_code=2, also=("--temp-dir",)),
+    # "" names no file or directory: not the option left out (no cache, no digest file)
+    *(Case(f"{option[2:]}-empty", plain_registry_with_image,
+           ("--insecure", *before, option, "", *after), option, also=("named",), exit_code=2)
+      for before, option, after in (
+          ((), "--layer-cache", ("process", "registry://{plain}/{repo}:v1", OUT)),
+          ((), "--temp-dir", ("process", "registry://{plain}/{repo}:v1", OUT)),
+          ((), "--ca-cert", ("process", "registry://{plain}/{repo}:v1", OUT)),
+          ((), "--client-cert", ("process", "registry://{plain}/{repo}:v1", OUT)),
+          ((), "--client-key", ("process", "registry://{plain}/{repo}:v1", OUT)),
+          (("process",), "--digestfile", ("registry://{plain}/{repo}:v1", OUT)),
+          (("sync",), "--events", ("registry://{plain}/{repo}",
+                                   "oci-layout://{t}/copy?ref={{tag}}")))),
     Case("platform-malformed", with_good_tar,
          ("--platform", "linux", "process", "tar://{good}", OUT), "--platform", exit_code=2),
     Case("timeout-zero", with_good_tar, ("--timeout", "0", "process", "tar://{good}", OUT),

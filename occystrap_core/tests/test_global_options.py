@@ -148,3 +148,19 @@ def test_disabled_plugins_are_read_before_parsing() -> None:
             "--disable-plugin", "c"]
     assert globalopts.disabled_in(args) == ["a", "b"]
     assert globalopts.disabled_in(["--disable-plugin"]) == [""]
+
+
+def test_empty_path_variables_are_unset(run_cli: Any, tmp_path: Any) -> None:
+    """``--layer-cache ""`` is refused (tests/test_bad_input.py); an empty environment
+    variable is unset, as click reads every one: no cache, the default temp dir."""
+    from occystrap_core.testing import images
+
+    images.write_docker_archive(str(tmp_path / "in.tar"),
+                                [images.sample_image("example.com/a/b", "v1")])
+    empty = {name: "" for name in ("OCCYSTRAP_LAYER_CACHE", "OCCYSTRAP_TEMP_DIR",
+                                   "OCCYSTRAP_CA_CERT", "OCCYSTRAP_CLIENT_CERT",
+                                   "OCCYSTRAP_CLIENT_KEY")}
+    result = run_cli("process", f"tar://{tmp_path / 'in.tar'}", f"tar://{tmp_path / 'out.tar'}",
+                     env=empty)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tar", "out.tar"]

@@ -30,7 +30,7 @@ PUBLIC_MODULES = (
     "occystrap_core.mediatypes",
     "occystrap_core.streams",
     "occystrap_core.uri",
-    "occystrap_core.clitypes",  # click types: Finite, seconds(), MAX_SECONDS, MediaType
+    "occystrap_core.clitypes",  # click types: Finite, seconds(), MAX_SECONDS, MediaType, NamedPath
     "occystrap_core.tempfiles",
     "occystrap_core.keyedlocks",  # one lock per key, while in use
     "occystrap_core.redact",  # the one redaction, for anything a plugin prints or logs

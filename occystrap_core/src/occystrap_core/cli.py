@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from . import __version__, completion, outputformat, redact
-from .clitypes import Finite, MediaType, seconds
+from .clitypes import Finite, MediaType, NamedPath, seconds
 from .context import Context, Settings
 from .errors import OccystrapError, PluginConflictError, URIError
 from .oci import platform as platforms
@@ -290,17 +290,17 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--src-password", envvar="OCCYSTRAP_SRC_PASSWORD", help="Source registry password.")
 @click.option("--dest-username", envvar="OCCYSTRAP_DEST_USERNAME", help="Destination username.")
 @click.option("--dest-password", envvar="OCCYSTRAP_DEST_PASSWORD", help="Destination password.")
-@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=click.Path(exists=True),
+@click.option("--ca-cert", envvar="OCCYSTRAP_CA_CERT", type=NamedPath(exists=True),
               help="CA bundle (or a directory of *.crt, as skopeo's --cert-dir) to verify "
               "registry TLS certificates with.")
 @click.option("--tls-verify", type=click.BOOL, default=True, envvar="OCCYSTRAP_TLS_VERIFY",
               metavar="BOOL", help="--tls-verify=false accepts any registry certificate "
               "(self-signed ones; ?tls_verify=false for one URI).  [default: true]")
 @click.option("--client-cert", envvar="OCCYSTRAP_CLIENT_CERT",
-              type=click.Path(exists=True, dir_okay=False),
+              type=NamedPath(exists=True, dir_okay=False),
               help="Client certificate (PEM) for TLS.")
 @click.option("--client-key", envvar="OCCYSTRAP_CLIENT_KEY",
-              type=click.Path(exists=True, dir_okay=False),
+              type=NamedPath(exists=True, dir_okay=False),
               help="Key of the client certificate.")
 @click.option("--connect-timeout", type=seconds(above_zero=True), default=10.0,
               show_default=True,
@@ -320,7 +320,7 @@ def _setup_logging(settings: Settings) -> None:
 @click.option("--all-platforms", is_flag=True, envvar="OCCYSTRAP_ALL_PLATFORMS",
               help="Copy every platform of a multi-platform image, and its index.")
 @click.option("--temp-dir", envvar="OCCYSTRAP_TEMP_DIR",
-              type=click.Path(exists=True, file_okay=False, writable=True),
+              type=NamedPath(exists=True, file_okay=False, writable=True),
               help="Where temporary files go.")
 @click.option("--progress/--no-progress", "progress_bars", default=True,
               help="Progress bars when stderr is a terminal; --no-progress: plain lines.")
@@ -332,7 +332,7 @@ def _setup_logging(settings: Settings) -> None:
                    "checked.  [default: verify]")
 @click.option("--verify-full", is_flag=True, envvar="OCCYSTRAP_VERIFY_FULL",
               help="Verify by re-hashing every blob written too (slower; implies --verify).")
-@click.option("--layer-cache", type=click.Path(file_okay=False), default=None,
+@click.option("--layer-cache", type=NamedPath(file_okay=False), default=None,
               envvar="OCCYSTRAP_LAYER_CACHE", metavar="DIR",
               help="Remember filtered and recompressed layers here, so later copies skip "
                    "that work (docs/cache.md).")
@@ -457,7 +457,8 @@ def _summary(occy: Context, elapsed: float) -> str:
                    "that they name the source's digest.")
 @outputformat.option(help="On stdout: DESTINATION@DIGEST, or a JSON report of what was "
                           "written.")
-@click.option("--digestfile", metavar="FILE", help="Write the manifest digest to FILE.")
+@click.option("--digestfile", metavar="FILE", type=NamedPath(dir_okay=False),
+              help="Write the manifest digest to FILE.")
 @click.pass_context
 def process(ctx: click.Context, source: str, destination: str, filters: tuple[str, ...],
             dry_run: bool, with_referrers: bool, referrer_types: tuple[str, ...],

@@ -1,5 +1,5 @@
-"""Click parameter types for numbers and media types, shared by the core's options and
-plugins' commands."""
+"""Click parameter types for numbers, media types and paths, shared by the core's options
+and plugins' commands."""
 
 from __future__ import annotations
 
@@ -44,3 +44,17 @@ class MediaType(click.ParamType):
             self.fail(f"{value!r} is not a media type (TYPE/SUBTYPE, as in "
                       f"application/vnd.example+json).", param, ctx)
         return value
+
+
+class NamedPath(click.Path):
+    """A :class:`click.Path` that refuses ``""``: an empty name names no file, and read
+    as the option left out it would quietly mean its default (no cache, the default
+    auth file). An empty environment variable stays unset: click never reads one."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if value == "":
+            what = ("file" if not self.dir_okay else "directory" if not self.file_okay
+                    else "file or directory")
+            self.fail(f"no {what} named; leave the option out instead.", param, ctx)
+        return super().convert(value, param, ctx)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .clitypes import NamedPath
 from .errors import OccystrapError, UnknownSchemeError, UsageError
 from .oci.reference import port_problem
 
@@ -109,19 +110,12 @@ def _password(password: str | None, password_stdin: bool, settings_password: str
     return password
 
 
-def _named_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    # "" would read as no option at all: the default file, which the user did not name
-    if value == "":
-        raise click.BadParameter("no file named; leave the option out for the default file")
-    return value
-
-
 @click.command("login")
 @click.argument("registry", metavar="HOST")
 @click.option("-u", "--username", help="User name (prompted for on a terminal).")
 @click.option("-p", "--password", help="Password; prefer --password-stdin.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-@click.option("--authfile", type=click.Path(dir_okay=False), callback=_named_file,
+@click.option("--authfile", type=NamedPath(dir_okay=False),
               help="Store here instead of $REGISTRY_AUTH_FILE or $DOCKER_CONFIG/config.json.")
 @click.pass_context
 def login_command(ctx: click.Context, registry: str, username: str | None,
@@ -154,7 +148,7 @@ def login_command(ctx: click.Context, registry: str, username: str | None,
 
 @click.command("logout")
 @click.argument("registry", metavar="HOST")
-@click.option("--authfile", type=click.Path(dir_okay=False), callback=_named_file,
+@click.option("--authfile", type=NamedPath(dir_okay=False),
               help="Edit this file instead of $REGISTRY_AUTH_FILE or $DOCKER_CONFIG/config.json.")
 def logout_command(registry: str, authfile: str | None) -> None:
     """Remove the credentials stored for the registry HOST (and from its credential helper)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import hookimpl, outputformat
+from ..clitypes import NamedPath
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -166,6 +167,7 @@ def execute(ctx: Context, args: tuple[str, ...], *, dry_run: bool, prune: bool,
 @click.option("--prune", is_flag=True,
               help="Delete destination tags in scope that the source no longer has.")
 @click.option("--events", "events_to", metavar="FILE",
+              type=NamedPath(dir_okay=False, allow_dash=True),
               help="Write JSON-lines events to FILE ('-': stderr).")
 @click.option("--shard", metavar="I/N",
               help="Do shard I of N (by destination repository); N alone takes I from "
