@@ -4,6 +4,7 @@ layouts, with skopeo (and umoci for export) as the witnesses."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -43,6 +44,12 @@ def server(request: pytest.FixtureRequest) -> RegistryServer:
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain registry of its own, logging requests, to count them."""
     yield from serve_registry("plain", tmp_path_factory, access_log=True)
+
+
+@pytest.fixture(scope="module")
+def no_deletes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A plain registry without storage.delete.enabled: every DELETE answers 405."""
+    yield from serve_registry("plain", tmp_path_factory, deletes=False)
 
 
 def flags(server: RegistryServer) -> list[str]:
@@ -212,6 +219,21 @@ def test_tag_and_delete(server: RegistryServer, run_cli: Run, skopeo: Skopeo,
     assert left["Tags"] == ["other"]
     assert skopeo_raw(skopeo, server, f"{name}:other") == other.manifest
     expect_error(run_cli(*flags(server), "delete", "--manifest", f"{uri}:v1"), "no such image")
+
+
+def test_delete_where_deletes_are_disabled(no_deletes: RegistryServer, run_cli: Run,
+                                           expect_error: Callable[..., None]) -> None:
+    """Where the registry deletes nothing, a tag delete says so: --manifest, the way out
+    where only tags cannot be deleted, would be refused too."""
+    name = repo()
+    push_sample_image(no_deletes, name, "v1")
+    uri = f"registry://{no_deletes.host}/{name}:v1"
+    for args in ((), ("--manifest",)):
+        refused = run_cli("--insecure", "delete", *args, uri)
+        expect_error(refused, "does not allow deletes", "storage.delete.enabled")
+        assert "--manifest" not in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    assert ok(run_cli("--insecure", "tags", uri)).stdout.split() == ["v1"]
 
 
 def test_bad_input(server: RegistryServer, run_cli: Run, tmp_path: Path,
@@ -481,19 +503,25 @@ def test_delete_where_the_registry_allows_none(registry_plain: RegistryServer, r
                                                fault_front_factory: Callable[..., Any],
                                                expect_error: Callable[..., None]) -> None:
     """CNCF distribution answers every DELETE with 405 UNSUPPORTED unless its storage
-    allows deletes (the default): the front plays that. The tag's refusal points to
-    --manifest, whose refusal must then say why, not show a bare HTTP status."""
+    allows deletes (the default): the front plays that, and a registry that refuses
+    only a tag's DELETE with 405. The tag's refusal points to --manifest only where
+    a manifest's DELETE is not refused too; that refusal says why, not a bare status."""
     from occystrap_core.testing.faults import Fault
 
     name = repo()
     push_sample_image(registry_plain, name, "v1")
     front = fault_front_factory(registry_plain)
-    for _ in range(2):
-        front.add(Fault("status", method="DELETE", path=f"/{name}/manifests/", status=405,
-                        code="UNSUPPORTED"))
+    refuse = Fault("status", method="DELETE", path=f"/{name}/manifests/", status=405,
+                   code="UNSUPPORTED")
     uri = f"registry://{front.host}/{name}:v1"
-    expect_error(run_cli("--insecure", "delete", uri), "--manifest")
-    refused = run_cli("--insecure", "delete", "--manifest", uri)
-    expect_error(refused, "does not allow deletes", "storage.delete.enabled")
-    assert front.injected() == 2
+    front.add(refuse)  # the tag's DELETE only
+    expect_error(run_cli("--insecure", "delete", uri), "cannot delete a tag alone",
+                 "--manifest")
+    front.add(dataclasses.replace(refuse, times=3))  # every DELETE
+    for args in ((), ("--manifest",)):
+        refused = run_cli("--insecure", "delete", *args, uri)
+        expect_error(refused, "does not allow deletes", "storage.delete.enabled")
+        assert "--manifest" not in refused.stderr
+    assert front.injected() == 4
+    assert ok(run_cli("--insecure", "tags", uri)).stdout.split() == ["v1"]
 

@@ -198,6 +198,7 @@ def start_registry(
     users: Sequence[User] = DEFAULT_USERS,
     tls: bool | None = None,
     access_log: bool = False,
+    deletes: bool = True,
     startup_timeout: float = 15.0,
 ) -> RegistryServer:
     """Start ``docker-registry`` in ``mode`` with everything under ``workdir``; call
@@ -205,6 +206,7 @@ def start_registry(
 
     ``tls`` overrides the mode's default (HTTP for ``plain``, HTTPS for the others).
     ``access_log`` writes one line per request to the log (see ``RegistryServer.requests``).
+    ``deletes=False`` leaves out ``storage.delete.enabled``: every DELETE answers 405.
     """
     if mode not in MODES:
         raise ValueError(f"unknown registry mode {mode!r}, expected one of {MODES}")
@@ -218,7 +220,7 @@ def start_registry(
         "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(workdir / "storage")},
-            "delete": {"enabled": True},
+            "delete": {"enabled": deletes},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": http,
@@ -418,11 +420,12 @@ def remove_image(server: RegistryServer, repo: str, tag: str) -> list[str]:
 
 
 def serve_registry(mode: Mode, tmp_path_factory: pytest.TempPathFactory, *,
-                   access_log: bool = False) -> Iterator[RegistryServer]:
+                   access_log: bool = False, deletes: bool = True
+                   ) -> Iterator[RegistryServer]:
     """For a fixture of its own (``yield from serve_registry(...)``): a registry in
     ``mode`` for the fixture's scope, stopped after it."""
     server = start_registry(mode, tmp_path_factory.mktemp(f"registry-{mode}"),
-                            access_log=access_log)
+                            access_log=access_log, deletes=deletes)
     try:
         yield server
     finally:

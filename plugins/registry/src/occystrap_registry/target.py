@@ -678,6 +678,10 @@ class RegistryOutput(ImageOutput):
         if response.status_code != 202:
             if self._remote_digest() is None:  # it refuses any tag; one it lacks is missing
                 raise ImageNotFoundError(f"{what}: {self.repo.host} has no such tag")
+            if response.status_code == 405 and not self._deletes_manifests():
+                raise UnsupportedError(f"{what}: {self.repo.host} does not allow deletes, "
+                                       f"of tags or manifests (HTTP 405); CNCF distribution "
+                                       f"deletes only with storage.delete.enabled")
             raise UnsupportedError(
                 f"{what}: {self.repo.host} cannot delete a tag alone (HTTP "
                 f"{response.status_code}); delete the manifest it names, and every tag "
@@ -723,6 +727,16 @@ class RegistryOutput(ImageOutput):
         except OccystrapError:
             return True, None  # a schema 1 manifest, say: nothing refers through it
         return True, None if doc.subject is None else doc.subject.digest
+
+    def _deletes_manifests(self) -> bool:
+        """Whether this registry deletes manifests at all (405: deletes are disabled),
+        asked with a DELETE of the digest of no bytes, which no manifest has (one is a
+        JSON document): it deletes nothing wherever it is sent."""
+        response = self.repo.request(
+            "DELETE", self.repo.url("manifests", digests.of_bytes(b"")), ok=(202, 400, 405),
+            what=f"asking whether {self.repo.host} deletes manifests", missing_ok=True,
+            extensions={SCOPES: [f"repository:{self.ref.path}:pull,push,delete"]})
+        return response.status_code != 405
 
     def _delete(self, ref: str, what: str, ok: tuple[int, ...]) -> httpx.Response:
         response = self.repo.request(
