@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+import occystrap_core
 from occystrap_core import hookimpl, plugins
 from occystrap_core.errors import PluginConflictError, UnknownSchemeError
 from occystrap_core.testing import FakeEntryPoint, plugin_module
@@ -281,3 +282,72 @@ def test_lazy_factory_imports_only_when_called(tmp_path, monkeypatch):
     assert "occy_lazy_probe" in sys.modules
     with pytest.raises(ValueError, match="not 'module:attr'"):
         lazy("no_colon_here")
+
+
+# --- whose bug an unexpected error may be -----------------------------------------
+
+_ACME_PLUGIN = '''
+from occystrap_core import hookimpl
+from occystrap_core.api import ImageFilter
+from occystrap_core.types import FilterSpec
+
+from .broken import explode
+
+
+def passing(inner, options, ctx):
+    return ImageFilter(inner)
+
+
+@hookimpl
+def occystrap_filters():
+    yield FilterSpec(name="acme-pass", summary="passes images", factory=passing)
+    yield FilterSpec(name="acme-broken", summary="fails", factory=explode)
+'''
+
+
+@pytest.fixture
+def acme(tmp_path, monkeypatch, register_plugin):
+    """A third-party plugin with code of its own, in a package: its filter module calls
+    a sibling module that raises."""
+    import importlib
+
+    from occystrap_core.testing import images
+
+    package = tmp_path / "src" / "occy_acme_blame"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(_ACME_PLUGIN)
+    (package / "broken.py").write_text(
+        "def explode(inner, options, ctx):\n    raise RuntimeError('acme broke')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    register_plugin(importlib.import_module("occy_acme_blame.plugin"), name="occystrap-acme",
+                    version="2.0")
+    images.write_docker_archive(str(tmp_path / "in.tar"),
+                                [images.sample_image("example.com/a/b", "v1")])
+    return tmp_path
+
+
+def test_an_error_in_a_plugins_own_code_is_blamed_on_it(acme, run_cli):
+    result = run_cli("process", f"tar://{acme / 'in.tar'}", f"tar://{acme / 'out.tar'}",
+                     "-f", "acme-broken")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        "Error: unexpected RuntimeError: acme broke",
+        "This may be a bug in occystrap-acme 2.0; try --disable-plugin occystrap-acme, or "
+        "--debug for a traceback"]
+
+
+def test_an_error_in_the_core_is_not_blamed_on_a_plugin_in_use(acme, run_cli, monkeypatch):
+    from occystrap_core import pipeline
+
+    def broken_copy(*args, **kwargs):
+        raise RuntimeError("core broke")
+
+    monkeypatch.setattr(pipeline, "copy", broken_copy)
+    result = run_cli("process", f"tar://{acme / 'in.tar'}", f"tar://{acme / 'out.tar'}",
+                     "-f", "acme-pass")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        "Error: unexpected RuntimeError: core broke",
+        f"This is a bug in occystrap {occystrap_core.__version__}; rerun with --debug for "
+        f"a traceback"]

@@ -193,16 +193,22 @@ class OccystrapGroup(click.Group):
 
                 click.echo(redact.redact_text(traceback.format_exc()), err=True, nl=False)
             _error(f"unexpected {type(e).__name__}: {e}")
-            culprits = [r for r in (occy.used_plugins if occy else []) if not r.builtin]
-            if culprits:
-                names = " or ".join(f"--disable-plugin {r.name}" for r in culprits)
-                click.echo(f"This may be a bug in {', '.join(r.label for r in culprits)}; "
-                           f"try {names}" + ("" if debug else ", or --debug for a traceback"),
-                           err=True)
-            else:
-                click.echo("This is a bug; rerun with --debug for a traceback, or disable "
-                           "third-party plugins with --disable-plugin NAME", err=True)
+            click.echo(_bug_in(ctx, e, debug), err=True)
             ctx.exit(1)
+
+
+def _bug_in(ctx: click.Context, error: Exception, debug: bool) -> str:
+    """Whose bug an unexpected error may be: a third-party plugin's only where the
+    traceback passes through its own code, else occystrap's."""
+    from .plugins import blamed
+
+    culprits = blamed(ctx.find_root().meta.get(PLUGINS), error)
+    if culprits:
+        names = " or ".join(f"--disable-plugin {r.name}" for r in culprits)
+        return f"This may be a bug in {', '.join(r.label for r in culprits)}; try {names}" + \
+            ("" if debug else ", or --debug for a traceback")
+    return f"This is a bug in occystrap {__version__}" + \
+        ("" if debug else "; rerun with --debug for a traceback")
 
 
 WRITING = "occystrap.writing"  # click context meta: the destination being written

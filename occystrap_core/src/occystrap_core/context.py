@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .layercache import LayerCache
-    from .plugins import PluginRecord, Plugins
+    from .plugins import Plugins
     from .transport.retry import RetryPolicy
 
 log = logging.getLogger("occystrap.context")
@@ -110,7 +110,6 @@ class Context:
                               for name, e in self.plugins.global_options if e.item.secret))
         self.stats = Stats()
         self.progress: Progress = Progress()  # silent unless a command installs a reporter
-        self.used_plugins: list[PluginRecord] = []
         self._lock = threading.RLock()  # shared() factories may call back in
         self._tempdir: TempDir | None = None
         self.cancel = CancelToken()  # set when the run is interrupted: work stops

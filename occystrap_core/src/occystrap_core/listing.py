@@ -81,8 +81,6 @@ def open_lister(ctx: Context, uri: str) -> tuple[ImageLister, ResolvedURI]:
     specs = tuple(source.item.options) if source is not None else ()
     resolved = dataclasses.replace(resolved, options=convert_options(
         specs, resolved.query, f"{resolved.scheme}://"))
-    if not entry.record.builtin and entry.record not in ctx.used_plugins:
-        ctx.used_plugins.append(entry.record)
     return entry.item.factory(resolved, ctx), resolved
 
 

@@ -28,16 +28,10 @@ def resolve(ctx: Context, uri: str, role: Role) -> tuple[ResolvedURI, Entry]:
     return dataclasses.replace(resolved, options=options), entry
 
 
-def _used(ctx: Context, entry: Entry) -> None:
-    if not entry.record.builtin and entry.record not in ctx.used_plugins:
-        ctx.used_plugins.append(entry.record)
-
-
 def build_input(ctx: Context, uri: str) -> Any:
     """The source ``uri`` names (an :class:`ImageSource`, an :class:`ImageInput`, or
     an :class:`ImageSet` of many), with the platforms to copy from it."""
     resolved, entry = resolve(ctx, uri, "input")
-    _used(ctx, entry)
     source = entry.item.factory(resolved, ctx)
     if not isinstance(source, ImageSet):
         source.selection = Selection.of(ctx.settings, resolved.options)
@@ -48,12 +42,10 @@ def build_input(ctx: Context, uri: str) -> Any:
 def build_output(ctx: Context, uri: str, filters: Sequence[str] = ()) -> ImageOutput:
     """The output for ``uri`` wrapped by ``filters``; the first filter sees layers first."""
     resolved, entry = resolve(ctx, uri, "output")
-    _used(ctx, entry)
     output = entry.item.factory(resolved, ctx)
     for spec in reversed(filters):
         name, raw = split_filter(spec)
         fentry = ctx.plugins.filters.get(name)
-        _used(ctx, fentry)
         options = convert_options(fentry.item.options, raw, f"filter {name!r}")
         output = fentry.item.factory(output, options, ctx)
         if isinstance(output, ImageFilter) and output.cacheable:

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pluggy
@@ -93,6 +94,77 @@ class PluginRecord:
             "commands": names("occystrap_commands"),
             "listers": list(self.schemes("occystrap_listers")),
         }
+
+
+def blamed(plugins: Plugins | None, error: BaseException) -> list[PluginRecord]:
+    """The loaded third-party plugins whose own code ``error``'s traceback passes through
+    (or that of an exception it was raised from, or while handling): those an
+    unexpected error may be a bug in. One merely used in the run is not."""
+    if plugins is None:
+        return []
+    passed = set(_traceback_modules(error))
+    candidates = [r for r in plugins.records
+                  if not r.builtin and r.status == "active" and r.plugin is not None]
+    if not passed or not candidates:
+        return []
+    installed = _installed_packages()
+    return [r for r in candidates
+            if any(_within(m, _own_code(plugins.pm, r, installed)) for m in passed)]
+
+
+_CORE_PACKAGES = {"", "occystrap_core", "occystrap"}  # never all of a plugin's own code
+
+
+def _within(module: str, prefixes: set[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _normalised(distribution: str) -> str:
+    return distribution.lower().replace("_", "-").replace(".", "-")
+
+
+def _installed_packages() -> dict[str, set[str]]:
+    """Distribution (normalised name) -> the top-level packages it installs."""
+    from importlib.metadata import packages_distributions
+
+    by_dist: dict[str, set[str]] = {}
+    try:
+        for package, dists in packages_distributions().items():
+            for dist in dists:
+                by_dist.setdefault(_normalised(dist), set()).add(package)
+    except Exception:  # some distribution's broken metadata: plugins' modules still count
+        pass
+    return by_dist
+
+
+def _own_code(pm: pluggy.PluginManager, record: PluginRecord,
+              installed: dict[str, set[str]]) -> set[str]:
+    """The modules (and packages: every module below them) of a plugin's own code: the
+    package of the module its entry point loaded, the modules of its hook functions,
+    and the top-level packages its distribution installs."""
+    plugin = record.plugin
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else \
+        getattr(plugin, "__module__", None) or type(plugin).__module__
+    own = {module.rpartition(".")[0] or module}
+    own |= {impl.function.__module__ for caller in pm.get_hookcallers(plugin) or ()
+            for impl in caller.get_hookimpls() if impl.plugin is plugin}
+    own |= installed.get(_normalised(record.distribution or record.name), set())
+    return own - _CORE_PACKAGES
+
+
+def _traceback_modules(error: BaseException) -> Iterator[str]:
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            yield str(tb.tb_frame.f_globals.get("__name__", ""))
+            tb = tb.tb_next
+        pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
 
 
 @dataclass(frozen=True)
