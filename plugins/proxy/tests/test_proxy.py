@@ -430,6 +430,9 @@ def test_bad_options_are_one_error_line(run_cli: Callable[..., Any],
         (["--freshness", "nan"], "not a finite number"),
         (["--keep-blobs", "inf"], "not a finite number"),
         (["-d", ""], "--downstream '': no registry host"),
+        # "" names no file: not stderr (--events' default), not "no such file"
+        *(([option, ""], f"'{option}': no file named") for option in
+          ("--events", "--htpasswd", "--tls-cert", "--tls-key")),
         (["-d", f"http://{host}"], "not a URL"),
         (["-d", "127.0.0.1:99999/team"], "port 99999"),
         (["-d", f"{host}/Team"], "must be lowercase"),

@@ -14,7 +14,7 @@ from typing import IO, Any, Callable
 
 import click
 
-from occystrap_core.clitypes import Finite
+from occystrap_core.clitypes import Finite, NamedPath
 from occystrap_core.context import Context
 from occystrap_core.errors import UsageError
 from occystrap_core.transport.tlscontext import load_key_pair
@@ -95,13 +95,14 @@ def _lookup(ctx: Context, host: str, role: str) -> Callable[[str], Credentials |
                                       "trusted before the upstream is asked again.")
 @click.option("--keep-blobs", type=Finite(min=0), default=600.0, show_default=True,
               metavar="SECONDS", help="How long a pushed blob stays on disk after its last use.")
-@click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False),
+@click.option("--htpasswd", type=NamedPath(exists=True, dir_okay=False),
               help="Require HTTP Basic from clients: USER:BCRYPT-HASH lines (htpasswd -B).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+@click.option("--tls-cert", type=NamedPath(exists=True, dir_okay=False),
               help="Serve HTTPS with this certificate (PEM; with --tls-key).")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+@click.option("--tls-key", type=NamedPath(exists=True, dir_okay=False),
               help="Key of --tls-cert.")
 @click.option("--events", "events_path", default="-", show_default=True, metavar="FILE",
+              type=NamedPath(dir_okay=False, allow_dash=True),
               help="JSON-lines access and event log; - for stderr.")
 @click.option("--shutdown-timeout", type=click.IntRange(min=0), default=300,
               show_default=True, metavar="SECONDS",
