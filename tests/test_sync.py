@@ -526,6 +526,37 @@ def test_prune_never_deletes_a_manifest_another_tag_shares(
 
 
 
+@pytest.fixture(scope="module")
+def no_deletes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A plain registry without storage.delete.enabled: every DELETE answers 405."""
+    yield from serve_registry("plain", tmp_path_factory, deletes=False)
+
+
+def test_prune_where_the_registry_allows_no_delete_says_so(
+        run_cli: Callable[..., Any], no_deletes: RegistryServer) -> None:
+    """Every tag to prune fails with the registry's setting named, whether its manifest
+    is tagged again (which would otherwise be the reason given) or not."""
+    prefix = f"nodel-{uuid.uuid4().hex[:6]}"
+    seed(no_deletes, prefix, ("app", "other"), ("v1",))
+    args = ["--insecure", "sync", "--prune", f"registry://{no_deletes.host}/{prefix}/app:*",
+            f"registry://{no_deletes.host}/m-{prefix}/{{name}}:{{tag}}"]
+    assert run_cli(*args).exit_code == 0
+    mirror = f"registry://{no_deletes.host}/m-{prefix}/app"
+    with library.session(insecure=True, verify=False) as session:
+        library.copy(f"{mirror}:v1", f"{mirror}:again", session=session)  # v1's manifest
+        library.copy(f"registry://{no_deletes.host}/{prefix}/other:v1", f"{mirror}:gone",
+                     session=session)
+
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    for tag in ("again", "gone"):
+        assert re.search(rf"FAILED {re.escape(mirror)}:{tag}: deleting m-{prefix}/app:{tag}: "
+                         rf".* does not allow deletes.*storage\.delete\.enabled",
+                         result.stderr), result.stderr
+    assert "also tagged" not in result.stderr
+    assert _tags(no_deletes, f"m-{prefix}/app") == ["again", "gone", "v1"]
+
+
 def test_prune_keeps_what_any_source_of_a_destination_has(
         run_cli: Callable[..., Any], source: RegistryServer) -> None:
     """Two source repositories fill one destination repository ({name}): a tag is

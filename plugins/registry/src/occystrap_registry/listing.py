@@ -24,6 +24,7 @@ from occystrap_core.transport.auth import SCOPES
 from occystrap_core.transport.errors import html_page, status_error
 from occystrap_core.types import ResolvedURI
 
+from . import deletes
 from .client import FACTORY, absolute, api_root
 from .locations import HEADS_KEY, ManifestHeads
 from .source import ACCEPT
@@ -119,6 +120,7 @@ class RegistryLister(ImageLister):
         scopes = [f"repository:{repository}:pull,push,delete"]
         done: dict[str, OccystrapError | None] = {}
         by_digest: dict[str, list[str]] = {}  # what the registry could not delete by tag
+        refused = False  # a tag DELETE answered 405: deletes may be disabled altogether
         for tag in tags:
             try:
                 response = self._send("DELETE", f"/v2/{repository}/manifests/{tag}",
@@ -133,8 +135,15 @@ class RegistryLister(ImageLister):
                 done[tag] = None  # deleted, or gone meanwhile
             else:
                 by_digest.setdefault(digest, []).append(tag)
+                refused |= response.status_code == 405
         if not by_digest:
             return done
+        if refused and self._send(
+                "DELETE", f"/v2/{repository}/manifests/{deletes.NO_MANIFEST}",
+                f"asking whether {self.host} deletes manifests", scopes, repository,
+                ok=(202, 400, 404, 405)).status_code == 405:
+            return {**done, **{t: deletes.disabled(f"deleting {repository}:{t}", self.host)
+                               for group in by_digest.values() for t in group}}
         try:
             others = {t: self.digest(repository, t) for t in self.tags(repository)
                       if t not in tags}

@@ -62,7 +62,7 @@ from occystrap_core.transport.blobs import open_blob
 from occystrap_core.transport.errors import error_codes, status_error
 from occystrap_core.types import ResolvedURI
 
-from . import compress
+from . import compress, deletes
 from .client import Repository
 from .locations import (
     HEADS_KEY,
@@ -679,9 +679,7 @@ class RegistryOutput(ImageOutput):
             if self._remote_digest() is None:  # it refuses any tag; one it lacks is missing
                 raise ImageNotFoundError(f"{what}: {self.repo.host} has no such tag")
             if response.status_code == 405 and not self._deletes_manifests():
-                raise UnsupportedError(f"{what}: {self.repo.host} does not allow deletes, "
-                                       f"of tags or manifests (HTTP 405); CNCF distribution "
-                                       f"deletes only with storage.delete.enabled")
+                raise deletes.disabled(what, self.repo.host)
             raise UnsupportedError(
                 f"{what}: {self.repo.host} cannot delete a tag alone (HTTP "
                 f"{response.status_code}); delete the manifest it names, and every tag "
@@ -729,11 +727,9 @@ class RegistryOutput(ImageOutput):
         return True, None if doc.subject is None else doc.subject.digest
 
     def _deletes_manifests(self) -> bool:
-        """Whether this registry deletes manifests at all (405: deletes are disabled),
-        asked with a DELETE of the digest of no bytes, which no manifest has (one is a
-        JSON document): it deletes nothing wherever it is sent."""
+        """Whether this registry deletes manifests at all (see :mod:`.deletes`)."""
         response = self.repo.request(
-            "DELETE", self.repo.url("manifests", digests.of_bytes(b"")), ok=(202, 400, 405),
+            "DELETE", self.repo.url("manifests", deletes.NO_MANIFEST), ok=(202, 400, 405),
             what=f"asking whether {self.repo.host} deletes manifests", missing_ok=True,
             extensions={SCOPES: [f"repository:{self.ref.path}:pull,push,delete"]})
         return response.status_code != 405
@@ -747,9 +743,7 @@ class RegistryOutput(ImageOutput):
             raise ImageNotFoundError(f"{what}: {self.repo.host} has no such manifest")
         if response.status_code == 405 and 405 not in ok:
             # CNCF distribution's answer to every DELETE unless deletes are enabled
-            raise UnsupportedError(f"{what}: {self.repo.host} does not allow deletes (HTTP "
-                                   f"405); CNCF distribution deletes only with "
-                                   f"storage.delete.enabled")
+            raise deletes.disabled(what, self.repo.host)
         return response
 
     # --- verification ---------------------------------------------------------
