@@ -190,18 +190,22 @@ def test_concurrent_pulls_through_of_the_tags_of_one_image(
     assert len(digests) == 1 and None not in digests
 
 
+@pytest.mark.parametrize("mode", ["plain", "token"])
 def test_pull_through_with_filters_and_podman(
-        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        mode: str, request: pytest.FixtureRequest, start_proxy: Callable[..., Any],
         podman_cli: Any, repo_name: Callable[[str], str],
         layer_members: Callable[[str], dict[str, Any]],
         tmp_path: Path) -> None:
+    """podman pulls through the proxy, whose upstream and downstream are the registry
+    in plain HTTP or behind TLS and Bearer tokens (the proxy's own listener is plain)."""
+    registry: RegistryServer = request.getfixturevalue(f"registry_{mode}")
     repo = repo_name("pd")
     layout = _layout(tmp_path)
-    skopeo_push = ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
-                   f"oci:{layout}:v1", f"docker://{registry_plain.host}/{repo}:v1"]
+    skopeo_push = ["skopeo", "--insecure-policy", "copy", *skopeo_args(registry, "dest"),
+                   f"oci:{layout}:v1", f"docker://{registry.host}/{repo}:v1"]
     subprocess.run(skopeo_push, check=True, capture_output=True, timeout=120)
-    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/filtered",
-                        "-u", registry_plain.host, "-f", "exclude:pattern=tmp/junk",
+    proxy = start_proxy(registry, "-d", f"{registry.host}/filtered",
+                        "-u", registry.host, "-f", "exclude:pattern=tmp/junk",
                         "-f", "normalize-timestamps")
     podman_cli("pull", "--tls-verify=false", f"{proxy.host}/{repo}:v1")
     archive = tmp_path / "saved.tar"
@@ -212,18 +216,20 @@ def test_pull_through_with_filters_and_podman(
     assert {m.mtime for m in members.values()} == {0}
 
 
+@pytest.mark.parametrize("mode", ["plain", "token"])
 def test_podman_pushes_through_the_proxy(
-        registry_plain: RegistryServer, start_proxy: Callable[..., Any],
+        mode: str, request: pytest.FixtureRequest, start_proxy: Callable[..., Any],
         podman_cli: Any, check_image: Callable[..., None],
         repo_name: Callable[[str], str],
         layer_members: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
+    registry: RegistryServer = request.getfixturevalue(f"registry_{mode}")
     repo = repo_name("pdpush")
-    proxy = start_proxy(registry_plain, "-d", f"{registry_plain.host}/pushed",
+    proxy = start_proxy(registry, "-d", f"{registry.host}/pushed",
                         "-f", "normalize-timestamps")
     podman_cli("pull", f"oci:{_layout(tmp_path)}:v1")
     local = podman_cli("images", "--format", "{{.ID}}").stdout.split()[0]
     podman_cli("push", "--tls-verify=false", local, f"docker://{proxy.host}/{repo}:v1")
-    check_image(registry_plain, f"pushed/{repo}:v1")
+    check_image(registry, f"pushed/{repo}:v1")
     archive = tmp_path / "back.tar"
     podman_cli("pull", "--tls-verify=false", f"{proxy.host}/{repo}:v1")
     podman_cli("save", "--format", "docker-archive", "-o", str(archive),
