@@ -2,8 +2,9 @@
 ``delete`` command and ``sync --prune``.
 
 CNCF distribution answers 405 to every DELETE unless ``storage.delete.enabled`` is
-set, and distribution before 3 answers 405 to a tag DELETE even where it deletes
-manifests, so a 405 on a tag alone does not tell the two apart. A DELETE of
+set. A registry that deletes manifests but not tags answers a tag DELETE with 400 or
+405, as the distribution spec allows (distribution 2.x answers 400), so a 405 on a tag
+alone does not tell the two apart. A DELETE of
 :data:`NO_MANIFEST` does: no manifest has that digest, so it deletes nothing wherever
 it is sent, and only a registry refusing every delete answers it 405.
 """
